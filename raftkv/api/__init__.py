@@ -1,0 +1,1 @@
+"""raftkv.api (see docs/ARCHITECTURE.md)."""

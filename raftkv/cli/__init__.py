@@ -1,0 +1,1 @@
+"""raftkv.cli (see docs/ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""raftkv.client (see docs/ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""raftkv.mvcc (see docs/ARCHITECTURE.md)."""
