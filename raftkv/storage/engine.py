@@ -1,0 +1,110 @@
+"""Engine: one LMDB environment per member data dir, with named sub-databases.
+
+Every environment flag is passed explicitly so the durability contract is visible here:
+sync=True and metasync=True make a write transaction durable when commit() returns, and
+writemap=False keeps a full disk an error instead of a SIGBUS (TESTING.md §5.3, gotcha 5).
+
+Sub-databases (opened on first use): "meta" (format version, hard state, snapshot metadata),
+"log" (Raft entries by index), and the MVCC store's own ("kv", "kvmeta", "lease", ...).
+"""
+from __future__ import annotations
+
+import os
+import threading
+
+import lmdb
+
+from raftkv.storage.errors import StorageError
+
+FORMAT_VERSION = 1  # bump on any incompatible change of the on-disk layout
+DATA_FILE = "data.mdb"
+MAP_SIZE_BYTES_DEFAULT = 8 << 30  # 8 GiB of address space; pages are allocated only as used
+SUB_DBS_MAX = 16  # named sub-databases: log, meta and the MVCC store's, with room to grow
+META_DB = b"meta"
+FORMAT_KEY = b"format_version"
+MAGIC_KEY = b"raftkv"
+MAGIC = b"raftkv-data-dir"
+
+
+class DataDirError(StorageError):
+    """The data dir cannot be used: not a raftkv store, a newer format, or unreadable."""
+
+
+class Engine:
+    """An open data dir. Thread-safe as LMDB is: one writer at a time, readers in parallel."""
+
+    def __init__(self, path, *, map_size_bytes=MAP_SIZE_BYTES_DEFAULT, readonly=False):
+        assert map_size_bytes > 0
+        self.path = os.fspath(path)
+        _check_dir(self.path, readonly)
+        try:
+            self.env = lmdb.open(
+                self.path, map_size=map_size_bytes, subdir=True, readonly=readonly,
+                metasync=True, sync=True, map_async=False, mode=0o600, create=not readonly,
+                readahead=False, writemap=False, meminit=False, max_readers=126,
+                max_dbs=SUB_DBS_MAX, max_spare_txns=4, lock=True,
+            )
+        except lmdb.Error as exc:
+            raise DataDirError(f"{self.path}: cannot open the LMDB environment: {exc}") from exc
+        self._dbs = {}
+        self._dbs_lock = threading.Lock()
+        self._check_format(readonly)
+
+    def db(self, name):
+        """The named sub-database handle, created on first use."""
+        key = name.encode() if isinstance(name, str) else bytes(name)
+        with self._dbs_lock:
+            handle = self._dbs.get(key)
+            if handle is None:
+                handle = self.env.open_db(key, create=not self.env.flags()["readonly"])
+                self._dbs[key] = handle
+            return handle
+
+    def _check_format(self, readonly):
+        meta = self.db(META_DB)
+        with self.env.begin(db=meta, write=False) as txn:
+            magic = txn.get(MAGIC_KEY)
+            version = txn.get(FORMAT_KEY)
+        if magic is None and version is None:
+            if readonly:
+                raise DataDirError(f"{self.path}: not a raftkv data dir (no format marker)")
+            with self.env.begin(db=meta, write=True) as txn:
+                txn.put(MAGIC_KEY, MAGIC)
+                txn.put(FORMAT_KEY, str(FORMAT_VERSION).encode())
+            return
+        if magic != MAGIC:
+            raise DataDirError(f"{self.path}: not a raftkv data dir (bad format marker)")
+        try:
+            found = int(version)
+        except (TypeError, ValueError) as exc:
+            raise DataDirError(f"{self.path}: unreadable format version {version!r}") from exc
+        if found > FORMAT_VERSION:
+            raise DataDirError(
+                f"{self.path}: data dir has format version {found}, newer than this raftkv "
+                f"({FORMAT_VERSION}); upgrade raftkv to open it"
+            )
+
+    def close(self):
+        self.env.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _check_dir(path, readonly):
+    """Refuse a directory that holds something other than an LMDB environment."""
+    if not os.path.exists(path):
+        if readonly:
+            raise DataDirError(f"{path}: data dir does not exist")
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        return
+    if not os.path.isdir(path):
+        raise DataDirError(f"{path}: data dir is not a directory")
+    entries = set(os.listdir(path))
+    if entries and DATA_FILE not in entries:
+        raise DataDirError(
+            f"{path}: not a raftkv data dir (it holds {sorted(entries)[:5]} but no {DATA_FILE})"
+        )
