@@ -1,0 +1,120 @@
+"""Client requests on their way into the Raft log, and the futures that wait for their results.
+
+A Raft entry written by raftkv carries a batch of client requests (STYLE: batching everywhere):
+
+    msgpack([BATCH_FORMAT, [[member_id, seq, op, body], ...]])
+
+(member_id, seq) names the request on the member that proposed it, so that whichever member
+applies the entry, only the proposer resolves a waiting future. Bodies are opaque here; the
+applier hands them to the MVCC store.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import time
+
+import msgpack
+
+BATCH_FORMAT = 1
+# One Raft entry carries at most this many bytes of requests: big enough that a burst of small
+# puts costs one entry, small enough that an entry never nears the peer frame limit.
+ENTRY_BYTES_MAX = 1 << 20
+# And at most this many requests, so one entry's apply never stalls the loop for long.
+ENTRY_REQUESTS_MAX = 4096
+
+
+def encode_batch(requests):
+    """requests: list of (member_id, seq, op, body) -> entry payload bytes."""
+    assert requests, "an empty batch is never proposed"
+    return msgpack.packb([BATCH_FORMAT, [list(r) for r in requests]], use_bin_type=True)
+
+
+def decode_batch(data):
+    """Entry payload bytes -> list of (member_id, seq, op, body). Empty data: a leader's no-op."""
+    if not data:
+        return []
+    fmt, reqs = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False)
+    if fmt != BATCH_FORMAT:
+        raise ValueError(f"unknown request batch format {fmt}")
+    return [tuple(r) for r in reqs]
+
+
+class Batcher:
+    """Queues encoded requests and cuts them into entry-sized batches."""
+
+    def __init__(self, entry_bytes_max=ENTRY_BYTES_MAX, entry_requests_max=ENTRY_REQUESTS_MAX):
+        assert entry_bytes_max > 0 and entry_requests_max > 0
+        self.entry_bytes_max = entry_bytes_max
+        self.entry_requests_max = entry_requests_max
+        self._queue = []  # list of (request tuple, approximate encoded size)
+
+    def __len__(self):
+        return len(self._queue)
+
+    def add(self, request, size):
+        self._queue.append((request, size))
+
+    def cut(self):
+        """All queued requests as a list of entry payloads, each within the limits."""
+        out, batch, batch_bytes = [], [], 0
+        for req, size in self._queue:
+            full = (len(batch) >= self.entry_requests_max
+                    or batch_bytes + size > self.entry_bytes_max)
+            if batch and full:
+                out.append(encode_batch(batch))
+                batch, batch_bytes = [], 0
+            batch.append(req)
+            batch_bytes += size
+        if batch:
+            out.append(encode_batch(batch))
+        self._queue.clear()
+        return out
+
+
+class Registry:
+    """(member_id, seq) -> future of the request's response, for requests proposed here."""
+
+    def __init__(self, member_id):
+        assert member_id != 0
+        self.member_id = member_id
+        # A fresh random base per process: after a restart, entries proposed by the previous
+        # incarnation may still commit, and their seqs must never match a new request's.
+        self._seq = itertools.count(int.from_bytes(os.urandom(7), "big") << 8)
+        self._pending = {}  # seq -> (future, deadline on the monotonic clock)
+
+    def __len__(self):
+        return len(self._pending)
+
+    def register(self, timeout_s):
+        """A new request id and the future its response will resolve."""
+        seq = next(self._seq)
+        fut = asyncio.get_running_loop().create_future()
+        self._pending[seq] = (fut, time.monotonic() + timeout_s)
+        return seq, fut
+
+    def resolve(self, member_id, seq, response):
+        """Called on apply for every request; ignores other members' requests and late ones."""
+        if member_id != self.member_id:
+            return
+        item = self._pending.pop(seq, None)
+        if item is not None and not item[0].done():
+            item[0].set_result(response)
+
+    def fail(self, seq, exc):
+        item = self._pending.pop(seq, None)
+        if item is not None and not item[0].done():
+            item[0].set_exception(exc)
+
+    def expire(self, exc_factory):
+        """Fail every request past its deadline; returns how many."""
+        now = time.monotonic()
+        late = [seq for seq, (_, deadline) in self._pending.items() if deadline <= now]
+        for seq in late:
+            self.fail(seq, exc_factory())
+        return len(late)
+
+    def fail_all(self, exc_factory):
+        for seq in list(self._pending):
+            self.fail(seq, exc_factory())

@@ -1,0 +1,226 @@
+"""The Ready loop: the only code in the member that calls the RawNode.
+
+Handlers (peer messages, client proposals, reads, the tick timer) only enqueue into the inbox
+and wake the loop (STYLE habit 2). The loop runs at its own pace and batches:
+
+1. drain the inbox into the node (steps, ticks, one proposal per entry-sized batch of client
+   requests, one ReadIndex round for every linearizable read queued since the last round);
+2. for each Ready, in the order its contract requires: persist entries + hard state + snapshot
+   in one group-committed LMDB transaction (off the event loop, GIL released), send messages,
+   install a snapshot, apply committed entries, resolve reads whose index is applied, advance.
+
+Messages are sent only after the Ready's own writes are durable. That is always safe; sending a
+leader's appends before its own write (Raft thesis §10.2.1) is an optimisation left to the
+member once the core's Ready exposes which messages may go early.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+
+from raftkv.server.proposals import Batcher, Registry
+
+log = logging.getLogger("raftkv.raft_loop")
+
+INBOX_ITEMS_MAX = 100_000  # beyond this, handlers are told to back off (TooManyRequests)
+READ_TIMEOUT_S = 5.0
+
+
+class Busy(Exception):
+    """The loop's inbox is full: the caller should retry later (etcd: too many requests)."""
+
+
+class NotLeader(Exception):
+    """No leader is known, so a write or a linearizable read cannot proceed now."""
+
+
+class RaftLoop:
+    """Drives one RawNode. persist/send/apply are the member's I/O adapters.
+
+    persist(entries, hard_state, snapshot) -> awaitable: durable when it completes.
+    send(messages): enqueue to the peer transport (never blocks).
+    apply(entries) -> awaitable of a list of (member_id, seq, response) for applied requests.
+    restore(snapshot) -> awaitable: replace the state machine with the snapshot's image.
+    """
+
+    def __init__(self, node, member_id, *, persist, send, apply, restore, tick_s,
+                 batcher=None):
+        assert tick_s > 0
+        self.node = node
+        self.member_id = member_id
+        self._persist, self._send, self._apply, self._restore = persist, send, apply, restore
+        self.tick_s = tick_s
+        self.registry = Registry(member_id)
+        self.batcher = batcher or Batcher()
+        self.applied_index = 0
+        self.leader_id = 0
+        self.term = 0
+        self.role = None
+        self._inbox = collections.deque()
+        self._read_waiters = []  # futures of linearizable reads waiting for the next round
+        self._read_rounds = {}  # ctx -> futures that the round's ReadState will release
+        self._ready_reads = []  # (index, futures) confirmed, waiting for applied >= index
+        self._read_ctx = 0
+        self._wake = asyncio.Event()
+        self._stopped = False
+        self.leader_changes = 0
+
+    # ---- handlers: enqueue only ----
+    def step(self, msg):
+        self._enqueue(("step", msg))
+
+    def propose(self, op, body, size, timeout_s):
+        """Queue one client request; returns the future of its response."""
+        seq, fut = self.registry.register(timeout_s)
+        self.batcher.add((self.member_id, seq, op, body), size)
+        self._wake.set()
+        return fut
+
+    def read_barrier(self):
+        """A future that completes once a linearizable read may be served locally."""
+        fut = asyncio.get_running_loop().create_future()
+        self._read_waiters.append(fut)
+        self._wake.set()
+        return fut
+
+    def call(self, fn):
+        """Run fn(node) inside the loop (conf changes, leader transfer, campaign)."""
+        fut = asyncio.get_running_loop().create_future()
+        self._enqueue(("call", (fn, fut)))
+        return fut
+
+    def _enqueue(self, item):
+        if len(self._inbox) >= INBOX_ITEMS_MAX:
+            raise Busy("raft loop inbox is full")
+        self._inbox.append(item)
+        self._wake.set()
+
+    # ---- the loop ----
+    async def run(self):
+        ticker = asyncio.get_running_loop().create_task(self._tick_forever())
+        try:
+            while not self._stopped:
+                await self._wake.wait()
+                self._wake.clear()
+                self._drain_inbox()
+                while self.node.has_ready():
+                    await self._handle_ready(self.node.ready())
+                    self._drain_inbox()
+        finally:
+            ticker.cancel()
+
+    def stop(self):
+        self._stopped = True
+        self._wake.set()
+
+    async def _tick_forever(self):
+        next_at = time.monotonic()
+        while not self._stopped:
+            next_at += self.tick_s
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            self._inbox.append(("tick", None))
+            self._wake.set()
+            self.registry.expire(lambda: TimeoutError("request timed out"))
+
+    def _drain_inbox(self):
+        from raftkv.raft.errors import RaftError
+
+        while self._inbox:
+            kind, item = self._inbox.popleft()
+            if kind == "tick":
+                self.node.tick()
+            elif kind == "step":
+                try:
+                    self.node.step(item)
+                except RaftError as exc:
+                    log.debug("dropped peer message %s: %s", item.type, exc)
+            elif kind == "call":
+                fn, fut = item
+                try:
+                    res = fn(self.node)
+                except Exception as exc:  # noqa: BLE001 -- the caller gets the error
+                    if not fut.done():
+                        fut.set_exception(exc)
+                else:
+                    if not fut.done():
+                        fut.set_result(res)
+        self._propose_batches()
+        self._start_read_round()
+
+    def _propose_batches(self):
+        from raftkv.raft.errors import ProposalDroppedError
+
+        if not len(self.batcher):
+            return
+        for payload in self.batcher.cut():
+            try:
+                self.node.propose(payload)
+            except ProposalDroppedError as exc:
+                self._fail_batch(payload, NotLeader(str(exc) or "no leader"))
+
+    def _fail_batch(self, payload, exc):
+        from raftkv.server.proposals import decode_batch
+
+        for member_id, seq, _op, _body in decode_batch(payload):
+            assert member_id == self.member_id
+            self.registry.fail(seq, exc)
+
+    def _start_read_round(self):
+        if not self._read_waiters:
+            return
+        self._read_ctx += 1
+        ctx = self._read_ctx.to_bytes(8, "big")
+        self._read_rounds[ctx] = self._read_waiters
+        self._read_waiters = []
+        self.node.read_index(ctx)
+
+    async def _handle_ready(self, rd):
+        if rd.soft_state is not None:
+            self._on_soft_state(rd.soft_state)
+        if rd.hard_state is not None:
+            self.term = rd.hard_state.term
+        if rd.entries or rd.hard_state is not None or rd.snapshot is not None:
+            await self._persist(rd.entries, rd.hard_state, rd.snapshot)
+        if rd.messages:
+            self._send(rd.messages)
+        if rd.snapshot is not None:
+            await self._restore(rd.snapshot)
+            self.applied_index = rd.snapshot.metadata.index
+        for rs in rd.read_states:
+            futs = self._read_rounds.pop(rs.request_ctx, None)
+            if futs:
+                self._ready_reads.append((rs.index, futs))
+        if rd.committed_entries:
+            results = await self._apply(rd.committed_entries)
+            self.applied_index = rd.committed_entries[-1].index
+            for member_id, seq, response in results:
+                self.registry.resolve(member_id, seq, response)
+        self._release_reads()
+        self.node.advance(rd)
+
+    def _release_reads(self):
+        keep = []
+        for index, futs in self._ready_reads:
+            if index <= self.applied_index:
+                for f in futs:
+                    if not f.done():
+                        f.set_result(index)
+            else:
+                keep.append((index, futs))
+        self._ready_reads = keep
+
+    def _on_soft_state(self, ss):
+        if ss.lead != self.leader_id:
+            self.leader_changes += 1
+            log.info("leader is now %x (was %x)", ss.lead, self.leader_id)
+            # Reads waiting on a round the old leader never confirmed would hang: fail them,
+            # the client retries (etcd answers such reads with a leader-changed error).
+            for futs in self._read_rounds.values():
+                for f in futs:
+                    if not f.done():
+                        f.set_exception(NotLeader("leader changed"))
+            self._read_rounds.clear()
+        self.leader_id = ss.lead
+        self.role = ss.role
