@@ -1,0 +1,240 @@
+"""Group commit: many writers, one LMDB write transaction and one sync per round.
+
+`await committer.submit(fn)` queues fn(txn) from an asyncio loop. A single storage thread takes
+everything queued, runs each fn in its own child transaction of ONE write transaction, commits it
+(one fsync; py-lmdb releases the GIL in commit, so the loop keeps running) and then resolves each
+submitter's future with fn's result. While one commit runs, new submissions queue for the next.
+
+Failure isolation:
+  - fn raises: only its child transaction is aborted; that submitter gets the exception and the
+    other functions of the round still commit.
+  - the commit itself fails (disk error, map full at commit): nothing of the round is stored and
+    every submitter whose fn had succeeded gets a CommitError.
+
+After-commit hooks: code running inside fn may call `after_commit(txn, hook)`; the committer
+runs hook() in the storage thread right after the commit succeeds, before any future of the
+round is resolved (so a submitter that resumes already sees the caches the hooks update). Hooks
+of a failed fn or a failed commit are dropped. LogStore.save uses this to publish its caches.
+
+Counters for metrics: txns, fns, failed_txns, failed_fns, sync_seconds_total and the recent
+per-commit durations (sync_seconds, a bounded deque: feed it to a histogram), batch_sizes.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import logging
+import threading
+import time
+
+import lmdb
+
+from raftkv.storage.errors import StorageError
+
+HISTORY_MAX_DEFAULT = 4096  # recent commit durations and batch sizes kept for metrics
+
+_log = logging.getLogger(__name__)
+_local = threading.local()  # .frame: the _Frame of the fn running in this thread, if any
+
+
+class CommitError(StorageError):
+    """The round's write transaction could not be committed; nothing of it is stored."""
+
+
+class CommitterClosedError(StorageError):
+    """submit() or run_sync() after close()."""
+
+
+class _Frame:
+    __slots__ = ("txn", "hooks")
+
+    def __init__(self, txn):
+        self.txn = txn
+        self.hooks = []
+
+
+class _Item:
+    __slots__ = ("fn", "loop", "future", "result", "error")
+
+    def __init__(self, fn, loop, future):
+        self.fn = fn
+        self.loop = loop  # None: future is a concurrent.futures.Future (run_sync)
+        self.future = future
+        self.result = None
+        self.error = None
+
+
+def after_commit(txn, hook) -> bool:
+    """Run hook() once txn's round commits, if txn is the one a GroupCommitter gave to the
+    function running in this thread; returns False (and does nothing) otherwise."""
+    frame = getattr(_local, "frame", None)
+    if frame is None or frame.txn is not txn:
+        return False
+    frame.hooks.append(hook)
+    return True
+
+
+class GroupCommitter:
+    """One storage thread that coalesces queued write functions into one durable txn each round."""
+
+    def __init__(self, engine, *, history_max=HISTORY_MAX_DEFAULT):
+        assert history_max > 0
+        self._env = engine.env
+        self._path = engine.path
+        self._cond = threading.Condition()
+        self._queue = []
+        self._closing = False
+        self.txns = 0  # committed rounds
+        self.fns = 0  # functions committed
+        self.failed_txns = 0
+        self.failed_fns = 0  # functions that raised (their submitters got the exception)
+        self.sync_seconds_total = 0.0
+        self.sync_seconds = collections.deque(maxlen=history_max)
+        self.batch_sizes = collections.deque(maxlen=history_max)
+        self._thread = threading.Thread(
+            target=self._run, name="raftkv-group-commit", daemon=True
+        )
+        self._thread.start()
+
+    async def submit(self, fn):
+        """Queue fn(txn); return its result once the txn holding it is durable."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._enqueue(_Item(fn, loop, future))
+        return await future
+
+    def run_sync(self, fn):
+        """submit() for threads without a loop (tests, tools): blocks until durable."""
+        if threading.current_thread() is self._thread:
+            raise StorageError("run_sync() from inside a committed function would deadlock")
+        future = concurrent.futures.Future()
+        self._enqueue(_Item(fn, None, future))
+        return future.result()
+
+    def stats(self) -> dict:
+        return {
+            "txns": self.txns, "fns": self.fns, "failed_txns": self.failed_txns,
+            "failed_fns": self.failed_fns, "sync_seconds_total": self.sync_seconds_total,
+        }
+
+    def close(self):
+        """Commit everything already queued, then stop the thread. Idempotent."""
+        if threading.current_thread() is self._thread:
+            raise StorageError("close() from inside a committed function would deadlock")
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join()
+
+    async def aclose(self):
+        await asyncio.get_running_loop().run_in_executor(None, self.close)
+
+    def _enqueue(self, item):
+        with self._cond:
+            if self._closing:
+                raise CommitterClosedError("the group committer is closed")
+            self._queue.append(item)
+            self._cond.notify()
+
+    def _run(self):
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                batch, self._queue = self._queue, []
+            self._commit_round(batch)
+            _resolve(batch)
+
+    def _commit_round(self, batch):
+        try:
+            txn = self._env.begin(write=True)
+        except lmdb.Error as exc:
+            self._fail(batch, exc)
+            return
+        hooks = []
+        done = []
+        for item in batch:
+            if _run_one(self._env, txn, item, hooks):
+                done.append(item)
+            else:
+                self.failed_fns += 1
+        if not done:
+            txn.abort()
+            return
+        start = time.perf_counter()
+        try:
+            txn.commit()
+        except lmdb.Error as exc:
+            self._fail(done, exc)
+            return
+        elapsed = time.perf_counter() - start
+        self.txns += 1
+        self.fns += len(done)
+        self.sync_seconds_total += elapsed
+        self.sync_seconds.append(elapsed)
+        self.batch_sizes.append(len(done))
+        for hook in hooks:
+            try:
+                hook()
+            except Exception:  # a broken hook must not strand the round's submitters
+                _log.exception("after-commit hook failed")
+
+    def _fail(self, items, exc):
+        self.failed_txns += 1
+        for item in items:
+            error = CommitError(f"{self._path}: write transaction failed: {exc}")
+            error.__cause__ = exc
+            item.error = error
+
+
+def _run_one(env, txn, item, hooks) -> bool:
+    """Run item.fn in a child txn of txn; keep its writes and hooks only if it succeeds."""
+    try:
+        child = env.begin(write=True, parent=txn)
+    except lmdb.Error as exc:
+        item.error = exc
+        return False
+    frame = _Frame(child)
+    _local.frame = frame
+    try:
+        item.result = item.fn(child)
+        child.commit()
+    except Exception as exc:  # the submitter gets it; the rest of the round goes on
+        child.abort()
+        item.error = exc
+        return False
+    finally:
+        _local.frame = None
+    hooks.extend(frame.hooks)
+    return True
+
+
+def _resolve(batch):
+    by_loop = {}
+    for item in batch:
+        if item.loop is None:
+            _settle_one(item)
+        else:
+            by_loop.setdefault(item.loop, []).append(item)
+    for loop, items in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle, items)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+
+def _settle(items):
+    for item in items:
+        _settle_one(item)
+
+
+def _settle_one(item):
+    if item.future.done():  # cancelled by its submitter
+        return
+    if item.error is not None:
+        item.future.set_exception(item.error)
+    else:
+        item.future.set_result(item.result)
