@@ -1,0 +1,312 @@
+"""The native front end: the wire protocol (raftkv/api/wire.py) over asyncio TCP.
+
+Per connection, requests are pipelined and multiplexed: each is its own task, and responses go
+out in completion order, matched by request id. At most `inflight_max` unary requests run per
+connection; beyond that the connection stops reading (TCP back-pressure reaches the client).
+It also stops reading while the transport's write buffer is above its high-water mark.
+
+A frame that cannot be decoded (garbage, truncated into the next frame, oversized) gets one
+error frame on request id 0 and closes that connection only. A request with an unknown op or
+badly typed fields fails alone (UNKNOWN_OP / BAD_REQUEST). A service's RaftkvError becomes an
+error frame; any other exception is logged and sent as INTERNAL, and the server stays up.
+No business logic lives here: every op is one service.call (a batch is several).
+"""
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+
+from raftkv.api import wire
+
+log = logging.getLogger(__name__)
+
+# Unary requests running at once on one connection. Enough to keep a pipelined client's window
+# full (loadgen runs 64+ clients per connection) while bounding the memory one peer can pin.
+INFLIGHT_MAX = 1024
+WATCHES_MAX = 1024  # open watches per connection; each holds a task and a service iterator
+
+
+class ConnState(enum.Enum):
+    HELLO = "hello"  # waiting for the client's hello frame
+    OPEN = "open"  # serving requests
+    CLOSED = "closed"  # closing or closed: nothing more is read or written
+
+
+_TRANSITIONS = {
+    ConnState.HELLO: {ConnState.OPEN, ConnState.CLOSED},
+    ConnState.OPEN: {ConnState.CLOSED},
+    ConnState.CLOSED: set(),
+}
+
+
+class NativeConnection(asyncio.Protocol):
+    """One client connection. Moves bytes and runs one task per request."""
+
+    def __init__(self, service, registry, *, max_frame_bytes, inflight_max, watches_max):
+        self.service = service
+        self._registry = registry  # the server's set of open connections
+        self._decoder = wire.FrameDecoder(max_frame_bytes)
+        self._inflight_max = inflight_max
+        self._watches_max = watches_max
+        self._state = ConnState.HELLO
+        self._transport = None
+        self._tasks = {}  # request id -> task; Invariant: only requests not yet answered
+        self._watches = set()  # request ids of running watches (a subset of _tasks)
+        self._canceling = set()  # watch ids cancelled by watch_cancel (they get an END frame)
+        self._inflight = 0  # unary requests running; Invariant: 0 <= _inflight <= len(_tasks)
+        self._write_paused = False
+        self._reading_paused = False
+        self._writable = asyncio.Event()
+        self._writable.set()
+
+    def _set_state(self, new):
+        assert new in _TRANSITIONS[self._state], (self._state, new)
+        self._state = new
+
+    # asyncio.Protocol callbacks.
+
+    def connection_made(self, transport):
+        self._transport = transport
+        self._registry.add(self)
+
+    def connection_lost(self, exc):
+        if self._state is not ConnState.CLOSED:
+            self._set_state(ConnState.CLOSED)
+        self._registry.discard(self)
+        for task in list(self._tasks.values()):
+            task.cancel()
+        self._writable.set()
+
+    def pause_writing(self):
+        self._write_paused = True
+        self._writable.clear()
+        self._update_reading()
+
+    def resume_writing(self):
+        self._write_paused = False
+        self._writable.set()
+        self._update_reading()
+
+    def data_received(self, data):
+        if self._state is ConnState.CLOSED:
+            return
+        try:
+            frames = self._decoder.feed(data)
+        except wire.WireError as exc:
+            self.fail(exc)
+            return
+        for obj in frames:
+            if self._state is ConnState.CLOSED:
+                return
+            if self._state is ConnState.HELLO:
+                self._on_hello(obj)
+            else:
+                self._on_request(obj)
+
+    def eof_received(self):
+        # A client that half-closes still gets its outstanding answers; the tasks finish and
+        # the transport closes when the peer closes its side.
+        return True
+
+    # Requests.
+
+    def _on_hello(self, obj):
+        try:
+            wire.check_hello(obj, reply=False)
+        except wire.WireError as exc:
+            self.fail(exc)
+            return
+        self._set_state(ConnState.OPEN)
+        reply = [wire.PROTOCOL_MAGIC, wire.PROTOCOL_VERSION,
+                 {"max_frame_bytes": self._decoder.max_frame_bytes}]
+        self._transport.write(wire.frame(reply))
+
+    def _on_request(self, obj):
+        try:
+            request_id, op, body, idem = wire.parse_request(obj)
+            if request_id in self._tasks:
+                raise wire.WireError("BAD_REQUEST", f"raftkv: request id {request_id} is "
+                                                    "already in flight")
+        except wire.WireError as exc:
+            self.fail(exc)
+            return
+        try:
+            wire.check_body(op, body, idem)
+            if op == "watch_cancel":
+                self._send_ok(request_id, self._cancel_watch(body.get("watch_id", 0)))
+                return
+            if op == "watch" and len(self._watches) >= self._watches_max:
+                raise wire.RaftkvError("TOO_MANY_REQUESTS", "raftkv: too many watches on "
+                                                            "this connection")
+        except wire.RaftkvError as exc:
+            self._send_error(request_id, exc)
+            return
+        if idem is not None:
+            body = dict(body, request_id=idem)
+        task = asyncio.get_running_loop().create_task(self._run(request_id, op, body))
+        self._tasks[request_id] = task
+        task.add_done_callback(lambda t: self._on_done(request_id, op, t))
+        if op == "watch":
+            self._watches.add(request_id)
+        else:
+            self._inflight += 1
+            self._update_reading()
+
+    async def _run(self, request_id, op, body):
+        try:
+            if op == "watch":
+                await self._watch(request_id, body)
+                return
+            if op == "batch":
+                result = await self._batch(body)
+            else:
+                result = await self.service.call(op, body)
+            self._send_ok(request_id, result)
+        except wire.RaftkvError as exc:
+            self._send_error(request_id, exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 -- a service bug must not take the server down
+            log.exception("native: %s failed with an unexpected exception", op)
+            self._send_error(request_id, wire.RaftkvError("INTERNAL"))
+
+    def _on_done(self, request_id, op, task):
+        # A done callback, not a finally: a task cancelled before its first step never runs
+        # its body, yet its bookkeeping must still be undone.
+        self._tasks.pop(request_id, None)
+        if op == "watch":
+            self._watches.discard(request_id)
+            if request_id in self._canceling:
+                self._canceling.discard(request_id)
+                self._send(request_id, wire.STATUS_END, None)
+        else:
+            self._inflight -= 1
+            assert self._inflight >= 0
+            self._update_reading()
+
+    async def _batch(self, body):
+        items = wire.batch_items(body)
+        results = await asyncio.gather(
+            *(self.service.call(op, item) for op, item in items), return_exceptions=True)
+        responses = []
+        for (op, _), res in zip(items, results):
+            if isinstance(res, wire.RaftkvError):
+                responses.append({"error": res.to_wire()})
+            elif isinstance(res, BaseException):
+                if isinstance(res, asyncio.CancelledError):
+                    raise res
+                log.error("native: batch %s failed", op, exc_info=res)
+                responses.append({"error": wire.RaftkvError("INTERNAL").to_wire()})
+            else:
+                responses.append({"response_" + op: res})
+        return {"responses": responses}
+
+    async def _watch(self, request_id, body):
+        stream = self.service.watch(body)
+        try:
+            async for item in stream:
+                self._send(request_id, wire.STATUS_ITEM, item)
+                if self._write_paused:
+                    await self._writable.wait()
+            self._send(request_id, wire.STATUS_END, None)
+        except asyncio.CancelledError:
+            if request_id not in self._canceling:
+                raise
+            # Cancelled by watch_cancel: _on_done sends the END frame.
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    def _cancel_watch(self, watch_id):
+        task = self._tasks.get(watch_id)
+        if task is None or watch_id not in self._watches:
+            return {"canceled": False}
+        self._canceling.add(watch_id)
+        task.cancel()
+        return {"canceled": True}
+
+    # Output.
+
+    def _send(self, request_id, status, payload):
+        if self._state is ConnState.CLOSED:
+            return
+        try:
+            data = wire.frame([request_id, status, payload])
+        except wire.RaftkvError as exc:
+            data = wire.frame([request_id, wire.STATUS_ERROR, exc.to_wire()])
+        except (TypeError, ValueError, OverflowError):
+            log.exception("native: cannot encode the response to request %d", request_id)
+            err = wire.RaftkvError("INTERNAL", "raftkv: response not encodable")
+            data = wire.frame([request_id, wire.STATUS_ERROR, err.to_wire()])
+        self._transport.write(data)
+
+    def _send_ok(self, request_id, result):
+        self._send(request_id, wire.STATUS_OK, result)
+
+    def _send_error(self, request_id, exc):
+        self._send(request_id, wire.STATUS_ERROR, exc.to_wire())
+
+    def fail(self, exc):
+        """Send one connection error frame and close this connection (and only this one)."""
+        self._send(wire.CONNECTION_REQUEST_ID, wire.STATUS_ERROR, exc.to_wire())
+        if self._state is not ConnState.CLOSED:
+            self._set_state(ConnState.CLOSED)
+        self._transport.close()  # flushes the error frame first
+        for task in list(self._tasks.values()):
+            task.cancel()
+
+    def _update_reading(self):
+        if self._state is ConnState.CLOSED:
+            return
+        want_pause = self._write_paused or self._inflight >= self._inflight_max
+        if want_pause and not self._reading_paused:
+            self._transport.pause_reading()
+            self._reading_paused = True
+        elif not want_pause and self._reading_paused:
+            self._transport.resume_reading()
+            self._reading_paused = False
+
+
+class NativeServer:
+    """The listening server plus its open connections; close() ends both."""
+
+    def __init__(self, server, connections):
+        self._server = server
+        self.connections = connections  # set of NativeConnection
+
+    @property
+    def sockets(self):
+        return self._server.sockets
+
+    def close(self):
+        self._server.close()
+        for conn in list(self.connections):
+            conn._transport.close()
+
+    async def wait_closed(self):
+        await self._server.wait_closed()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        self.close()
+        await self.wait_closed()
+
+
+async def start_native_server(service, host, port, *, max_frame_bytes=wire.FRAME_BYTES_MAX,
+                              inflight_max=INFLIGHT_MAX, watches_max=WATCHES_MAX):
+    """Listen on host:port (0: any free port); returns (server, bound_port)."""
+    assert max_frame_bytes > 0
+    assert inflight_max > 0
+    connections = set()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: NativeConnection(service, connections, max_frame_bytes=max_frame_bytes,
+                                 inflight_max=inflight_max, watches_max=watches_max),
+        host, port)
+    bound_port = server.sockets[0].getsockname()[1]
+    log.info("native: listening on %s:%d", host, bound_port)
+    return NativeServer(server, connections), bound_port

@@ -1,0 +1,325 @@
+"""AsyncClient: the native protocol client, python-etcd3's API on asyncio.
+
+Endpoints and failover. The client keeps one connection, to one endpoint at a time. A
+request that fails because the connection broke, or with NOT_LEADER, NO_LEADER,
+LEADER_CHANGED, STOPPED or a TIMEOUT* error, is retried on the next endpoint with exponential
+backoff until `timeout` seconds have passed since the call began. Then the last error is
+raised (ConnectionFailedError if no endpoint was reachable).
+
+Idempotent retries. Every write carries an idempotency id [client_id, seq]: client_id is a
+random 64-bit number drawn per client, seq counts its writes. A retry sends the same id, so a
+member that applied the first attempt can drop the second instead of applying it twice.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import random
+import time
+
+from raftkv.api import wire
+from raftkv.client import connection
+from raftkv.client.errors import ConnectionFailedError, ConnectionLost
+from raftkv.client.lease import Lease
+from raftkv.client.lock import Lock
+from raftkv.client.txn import Transactions, _delete_body, _put_body, _range_body, txn_body
+from raftkv.client.types import KVMetadata, PutManyResult, prefix_range_end, to_bytes
+from raftkv.client.watch import Watch
+
+RETRY_CODES = frozenset({
+    "NOT_LEADER", "NO_LEADER", "LEADER_CHANGED", "STOPPED", "TIMEOUT",
+    "TIMEOUT_DUE_TO_LEADER_FAIL", "TIMEOUT_DUE_TO_CONNECTION_LOST",
+})
+CONNECT_TIMEOUT_S = 2.0  # per endpoint: a stalled member must not eat the whole call timeout
+BACKOFF_FIRST_S = 0.025  # doubled per retry up to BACKOFF_MAX_S
+BACKOFF_MAX_S = 1.0
+PUT_MANY_BATCH_MAX = 256  # items per batch request
+PUT_MANY_BATCH_BYTES_MAX = 1024 * 1024  # keeps a batch frame under the 1.5 MiB request limit
+PUT_MANY_WINDOW = 8  # batches in flight at once
+
+
+def parse_endpoint(ep):
+    """'host:port', 'http://host:port' or '[v6]:port' -> (host, port)."""
+    ep = ep.strip()
+    if "://" in ep:
+        ep = ep.split("://", 1)[1]
+    ep = ep.rstrip("/")
+    host, sep, port = ep.rpartition(":")
+    if not sep:
+        return ep, 2379
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _kvs(resp):
+    return [(kv.get("value", b""), KVMetadata.from_kv(kv)) for kv in resp.get("kvs", [])]
+
+
+class AsyncClient:
+    def __init__(self, endpoints=("127.0.0.1:2379",), timeout=5.0):
+        if isinstance(endpoints, str):
+            endpoints = endpoints.split(",")
+        self.endpoints = [parse_endpoint(e) for e in endpoints if e.strip()]
+        assert self.endpoints, "at least one endpoint"
+        assert timeout > 0
+        self.timeout = timeout
+        self.transactions = Transactions()
+        self.client_id = random.getrandbits(64)
+        self._seq = itertools.count(1)
+        self._index = 0  # the endpoint in use
+        self._conn = None
+        self._conn_lock = asyncio.Lock()
+        self._closed = False
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close()
+
+    async def close(self):
+        self._closed = True
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # Connections and retries.
+
+    async def connection(self, deadline):
+        """The open connection, connecting to the endpoints in turn if there is none."""
+        async with self._conn_lock:
+            if self._conn is not None and self._conn.is_open:
+                return self._conn
+            last = None
+            for _ in range(len(self.endpoints)):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                host, port = self.endpoints[self._index]
+                try:
+                    self._conn = await connection.connect(
+                        host, port, min(remaining, CONNECT_TIMEOUT_S))
+                    return self._conn
+                except (OSError, asyncio.TimeoutError, wire.RaftkvError) as exc:
+                    last = exc
+                    self._index = (self._index + 1) % len(self.endpoints)
+            eps = ",".join(f"{h}:{p}" for h, p in self.endpoints)
+            raise ConnectionFailedError(f"cannot connect to any of {eps}: {last}")
+
+    def _failover(self, conn):
+        """Drop conn (if still current) and move to the next endpoint."""
+        if conn is not None and conn is self._conn:
+            conn.close()
+            self._conn = None
+            self._index = (self._index + 1) % len(self.endpoints)
+
+    async def call(self, op, body, *, write=None, timeout=None):
+        """One request with failover and retries; returns the response dict."""
+        if self._closed:
+            raise ConnectionLost("the client is closed")
+        if write is None:
+            write = op in wire.WRITE_OPS
+        idem = (self.client_id, next(self._seq)) if write else None
+        deadline = time.monotonic() + (timeout or self.timeout)
+        backoff, last = BACKOFF_FIRST_S, None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            conn = None
+            try:
+                conn = await self.connection(deadline)
+                remaining = deadline - time.monotonic()
+                return await asyncio.wait_for(conn.request(op, body, idem), remaining)
+            except wire.RaftkvError as exc:
+                if exc.code not in RETRY_CODES:
+                    raise
+                last = exc
+                self._failover(conn)
+            except asyncio.TimeoutError:
+                last = wire.RaftkvError("TIMEOUT", f"raftkv client: {op} timed out")
+                break
+            except (OSError, ConnectionError) as exc:
+                last = exc
+                self._failover(conn)
+            await asyncio.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+        if last is None:
+            last = wire.RaftkvError("TIMEOUT", f"raftkv client: {op} timed out")
+        raise last
+
+    # Key-value.
+
+    async def get(self, key, serializable=False, revision=0):
+        """(value, KVMetadata) of one key, or (None, None)."""
+        resp = await self.call("range", _range_body(key, serializable=serializable,
+                                                     revision=revision))
+        kvs = _kvs(resp)
+        return kvs[0] if kvs else (None, None)
+
+    async def get_response(self, key, range_end=None, **kw):
+        """The raw range response dict (header, kvs, more, count); see txn._range_body."""
+        return await self.call("range", _range_body(key, range_end, **kw))
+
+    async def get_prefix(self, prefix, sort_order=None, sort_target="key", **kw):
+        resp = await self.call("range", _range_body(prefix, prefix=True, sort_order=sort_order,
+                                                     sort_target=sort_target, **kw))
+        return _kvs(resp)
+
+    async def get_range(self, range_start, range_end, sort_order=None, sort_target="key",
+                        **kw):
+        resp = await self.call("range", _range_body(range_start, range_end,
+                                                     sort_order=sort_order,
+                                                     sort_target=sort_target, **kw))
+        return _kvs(resp)
+
+    async def get_all(self, sort_order=None, sort_target="key", **kw):
+        return await self.get_range(b"\0", b"\0", sort_order, sort_target, **kw)
+
+    async def put(self, key, value, lease=None, prev_kv=False):
+        """The put response dict (header, and prev_kv if asked and the key existed)."""
+        return await self.call("put", _put_body(key, value, lease, prev_kv))
+
+    async def put_if_not_exists(self, key, value, lease=None):
+        t = self.transactions
+        ok, _ = await self.transaction([t.create(key) == 0], [t.put(key, value, lease)], [])
+        return ok
+
+    async def delete(self, key, prev_kv=False, return_response=False):
+        resp = await self.call("delete_range", _delete_body(key, prev_kv=prev_kv))
+        return resp if return_response else resp.get("deleted", 0) >= 1
+
+    async def delete_prefix(self, prefix, prev_kv=False):
+        return await self.call("delete_range", _delete_body(prefix, prefix=True,
+                                                            prev_kv=prev_kv))
+
+    async def delete_range(self, key, range_end, prev_kv=False):
+        return await self.call("delete_range", _delete_body(key, range_end, prev_kv=prev_kv))
+
+    async def transaction(self, compare, success=None, failure=None):
+        """(succeeded, responses); a range response is given as a list of (value, meta)."""
+        resp = await self.call("txn", txn_body(compare, success, failure))
+        out = []
+        for r in resp.get("responses", []):
+            if "response_range" in r:
+                out.append(_kvs(r["response_range"]))
+            else:
+                out.append(r)
+        return resp.get("succeeded", False), out
+
+    async def get_json(self, key, default=None):
+        value, _ = await self.get(key)
+        return default if value is None else json.loads(value)
+
+    async def put_json(self, key, obj, lease=None):
+        return await self.put(key, json.dumps(obj, separators=(",", ":")), lease)
+
+    # Watches, leases, locks.
+
+    async def watch(self, key, range_end=None, start_revision=0, prev_kv=False,
+                    prefix=False, filters=None):
+        """(events, cancel): an async iterator of Events and a coroutine function to stop it."""
+        w = Watch(self, _watch_body(key, range_end, start_revision, prev_kv, prefix, filters))
+        await w.start()
+        return w, w.cancel
+
+    async def watch_prefix(self, prefix, **kw):
+        return await self.watch(prefix, prefix=True, **kw)
+
+    async def lease(self, ttl, lease_id=None):
+        resp = await self.call("lease_grant", {"TTL": int(ttl), "ID": int(lease_id or 0)})
+        return Lease(self, resp["ID"], resp.get("TTL", ttl))
+
+    async def revoke_lease(self, lease_id):
+        return await self.call("lease_revoke", {"ID": int(lease_id)})
+
+    async def refresh_lease(self, lease_id):
+        return await self.call("lease_keepalive", {"ID": int(lease_id)})
+
+    async def leases(self):
+        resp = await self.call("lease_leases", {})
+        return [lease["ID"] for lease in resp.get("leases", [])]
+
+    def lock(self, name, ttl=60):
+        """An etcd-style mutex; see raftkv/client/lock.py. Use `async with client.lock(..)`."""
+        return Lock(self, name, ttl)
+
+    # Cluster.
+
+    async def status(self):
+        return await self.call("status", {})
+
+    async def members(self):
+        return (await self.call("member_list", {})).get("members", [])
+
+    async def compact(self, revision, physical=False):
+        return await self.call("compact", {"revision": int(revision), "physical": physical})
+
+    async def put_many(self, items, progress=None, window=PUT_MANY_WINDOW,
+                       batch_max=PUT_MANY_BATCH_MAX):
+        """Bulk load an iterable of (key, value): batches of puts, `window` in flight.
+
+        progress(result) is called after every batch with the PutManyResult so far. Items fail
+        one by one; returns the PutManyResult (done, failed, first errors, elapsed_s).
+        """
+        assert window >= 1
+        assert batch_max >= 1
+        result = PutManyResult()
+        t0 = time.monotonic()
+        slots = asyncio.Semaphore(window)
+        tasks = set()
+        for batch in _batches(items, batch_max):
+            await slots.acquire()
+            task = asyncio.get_running_loop().create_task(
+                self._put_batch(batch, result, progress))
+            tasks.add(task)
+            task.add_done_callback(lambda t: (tasks.discard(t), slots.release()))
+        if tasks:
+            await asyncio.gather(*tasks)
+        result.elapsed_s = time.monotonic() - t0
+        return result
+
+    async def _put_batch(self, batch, result, progress):
+        try:
+            resp = await self.call("batch", {"requests": batch}, write=True)
+        except (wire.RaftkvError, ConnectionError, OSError) as exc:
+            result.failed += len(batch)
+            result.note_error(f"{type(exc).__name__}: {exc}")
+        else:
+            for item in resp.get("responses", []):
+                if "error" in item:
+                    result.failed += 1
+                    result.note_error(str(wire.RaftkvError.from_wire(item["error"])))
+                else:
+                    result.done += 1
+        if progress is not None:
+            progress(result)
+
+
+def _batches(items, batch_max):
+    batch, size = [], 0
+    for key, value in items:
+        body = _put_body(key, value)
+        batch.append({"request_put": body})
+        size += len(body["key"]) + len(body["value"]) + 32
+        if len(batch) >= batch_max or size >= PUT_MANY_BATCH_BYTES_MAX:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _watch_body(key, range_end, start_revision, prev_kv, prefix, filters):
+    key = to_bytes(key)
+    body = {"key": key}
+    if prefix:
+        body["range_end"] = prefix_range_end(key)
+    elif range_end is not None:
+        body["range_end"] = to_bytes(range_end)
+    if start_revision:
+        body["start_revision"] = int(start_revision)
+    if prev_kv:
+        body["prev_kv"] = True
+    if filters:
+        body["filters"] = list(filters)
+    return body

@@ -1,0 +1,169 @@
+"""One client connection to one member: the native protocol's client side.
+
+`ClientConnection` is the asyncio.Protocol: it moves bytes, resolves one future per unary
+request and feeds one queue per stream (watch). It has an explicit state (CONNECTING ->
+OPEN -> CLOSED); when it closes, every pending request fails with ConnectionLost and every
+stream receives a final ERROR item, so no caller waits forever.
+"""
+from __future__ import annotations
+
+import asyncio
+import enum
+
+from raftkv.api import wire
+from raftkv.client.errors import ConnectionLost
+
+
+class ClientState(enum.Enum):
+    CONNECTING = "connecting"  # TCP up, hello sent, no reply yet
+    OPEN = "open"  # hello answered: requests may be sent
+    CLOSED = "closed"  # lost or closed: everything pending has been failed
+
+
+_TRANSITIONS = {
+    ClientState.CONNECTING: {ClientState.OPEN, ClientState.CLOSED},
+    ClientState.OPEN: {ClientState.CLOSED},
+    ClientState.CLOSED: set(),
+}
+
+
+class ClientConnection(asyncio.Protocol):
+    def __init__(self, endpoint):
+        self.endpoint = endpoint
+        self.state = ClientState.CONNECTING
+        self.max_frame_bytes = wire.FRAME_BYTES_MAX  # the server's limit, from its hello
+        self._decoder = wire.FrameDecoder(wire.RESPONSE_FRAME_BYTES_MAX)
+        self._transport = None
+        loop = asyncio.get_running_loop()
+        self._ready = loop.create_future()  # hello answered (or the connection failed)
+        self._pending = {}  # request id -> future of the response payload
+        self._streams = {}  # request id -> asyncio.Queue of (status, payload)
+        self._next_id = 1  # request ids start at 1 (0 is the connection's own id)
+        self.close_reason = None  # the exception the connection closed with, if any
+
+    def _set_state(self, new):
+        assert new in _TRANSITIONS[self.state], (self.state, new)
+        self.state = new
+
+    @property
+    def is_open(self):
+        return self.state is ClientState.OPEN
+
+    # asyncio.Protocol callbacks.
+
+    def connection_made(self, transport):
+        self._transport = transport
+        transport.write(wire.frame(wire.hello()))
+
+    def connection_lost(self, exc):
+        self._close(ConnectionLost(f"connection to {self.endpoint} lost"
+                                   + (f": {exc}" if exc else "")))
+
+    def data_received(self, data):
+        try:
+            frames = self._decoder.feed(data)
+            for obj in frames:
+                self._on_frame(obj)
+        except wire.RaftkvError as exc:
+            self._close(exc)
+
+    def _on_frame(self, obj):
+        if self.state is ClientState.CONNECTING:
+            if isinstance(obj, list) and len(obj) == 3 and obj[0] == wire.CONNECTION_REQUEST_ID:
+                raise wire.RaftkvError.from_wire(obj[2])
+            info = wire.check_hello(obj, reply=True)
+            self.max_frame_bytes = int(info.get("max_frame_bytes", self.max_frame_bytes))
+            self._set_state(ClientState.OPEN)
+            self._ready.set_result(None)
+            return
+        if not (isinstance(obj, list) and len(obj) == 3 and isinstance(obj[0], int)):
+            raise wire.WireError("BAD_REQUEST", "raftkv: malformed response envelope")
+        request_id, status, payload = obj
+        if request_id == wire.CONNECTION_REQUEST_ID:
+            raise wire.RaftkvError.from_wire(payload)
+        queue = self._streams.get(request_id)
+        if queue is not None:
+            if status in (wire.STATUS_END, wire.STATUS_ERROR, wire.STATUS_OK):
+                del self._streams[request_id]
+            queue.put_nowait((status, payload))
+            return
+        fut = self._pending.pop(request_id, None)
+        if fut is None or fut.done():
+            return  # the caller gave up (timeout); the late answer is dropped
+        if status == wire.STATUS_OK:
+            fut.set_result(payload)
+        else:
+            fut.set_exception(wire.RaftkvError.from_wire(payload))
+
+    def _close(self, exc):
+        if self.state is ClientState.CLOSED:
+            return
+        self._set_state(ClientState.CLOSED)
+        self.close_reason = exc
+        if not self._ready.done():
+            self._ready.set_exception(exc)
+            self._ready.exception()  # retrieved: nobody may be waiting any more
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(exc)
+        self._pending.clear()
+        err = exc.to_wire() if isinstance(exc, wire.RaftkvError) else None
+        for queue in self._streams.values():
+            queue.put_nowait((wire.STATUS_ERROR, err))
+        self._streams.clear()
+        if self._transport is not None:
+            self._transport.close()
+
+    # Requests.
+
+    async def wait_ready(self):
+        await self._ready
+
+    def _send(self, op, body, idem):
+        if self.state is not ClientState.OPEN:
+            raise self.close_reason or ConnectionLost(f"connection to {self.endpoint} closed")
+        request_id = self._next_id
+        self._next_id += 1
+        data = wire.frame(wire.request(request_id, op, body, idem), self.max_frame_bytes)
+        self._transport.write(data)
+        return request_id
+
+    async def request(self, op, body, idem=None):
+        """The response dict of one unary request; raises RaftkvError or ConnectionLost."""
+        fut = asyncio.get_running_loop().create_future()
+        request_id = self._send(op, body, idem)
+        self._pending[request_id] = fut
+        try:
+            return await fut
+        finally:
+            self._pending.pop(request_id, None)
+
+    def open_stream(self, op, body):
+        """(request id, queue of (status, payload)) for a streamed request such as a watch."""
+        queue = asyncio.Queue()
+        request_id = self._send(op, body, None)
+        self._streams[request_id] = queue
+        return request_id, queue
+
+    def close_stream(self, request_id):
+        self._streams.pop(request_id, None)
+
+    def close(self):
+        self._close(ConnectionLost(f"connection to {self.endpoint} closed by the client"))
+
+
+async def connect(host, port, timeout):
+    """An OPEN ClientConnection to host:port, or an exception (OSError, TimeoutError, ...)."""
+    loop = asyncio.get_running_loop()
+    endpoint = f"{host}:{port}"
+
+    async def _open():
+        _, conn = await loop.create_connection(lambda: ClientConnection(endpoint), host, port)
+        try:
+            await conn.wait_ready()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    return await asyncio.wait_for(_open(), timeout)

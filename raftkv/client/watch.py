@@ -1,0 +1,86 @@
+"""A watch on the native protocol: an async iterator of Events that survives failover.
+
+If the connection breaks (or the member answers NOT_LEADER and the like), the watch is opened
+again on the next endpoint from the revision after the last one it delivered, so no event is
+lost or repeated, as etcd's clientv3 does.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+
+from raftkv.api import wire
+from raftkv.client.types import Event
+
+_RESUME_CODES = frozenset({"NOT_LEADER", "NO_LEADER", "LEADER_CHANGED", "STOPPED"})
+CANCEL_TIMEOUT_S = 1.0  # cancel is best effort: a dead connection ends the watch anyway
+
+
+class Watch:
+    def __init__(self, client, body):
+        self._client = client
+        self._body = dict(body)
+        self._conn = None
+        self._request_id = None
+        self._queue = None
+        self._events = []  # decoded events not yet handed out
+        self._next_revision = 0  # resume point: 1 + the last revision delivered
+        self._canceled = False
+        self.watch_id = None  # the request id of the current stream
+
+    async def start(self):
+        deadline = time.monotonic() + self._client.timeout
+        body = dict(self._body)
+        if self._next_revision:
+            body["start_revision"] = self._next_revision
+        self._conn = await self._client.connection(deadline)
+        self._request_id, self._queue = self._conn.open_stream("watch", body)
+        self.watch_id = self._request_id
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        while not self._events:
+            if self._canceled:
+                raise StopAsyncIteration
+            status, payload = await self._queue.get()
+            if status == wire.STATUS_ITEM:
+                self._take(payload)
+            elif status in (wire.STATUS_END, wire.STATUS_OK) or self._canceled:
+                raise StopAsyncIteration
+            else:
+                await self._on_error(payload)
+        return self._events.pop(0)
+
+    def _take(self, payload):
+        events = [Event.from_wire(ev) for ev in payload.get("events", [])]
+        for ev in events:
+            self._next_revision = max(self._next_revision, ev.mod_revision + 1)
+        if not events and not self._next_revision:
+            rev = payload.get("header", {}).get("revision", 0)
+            self._next_revision = rev + 1 if rev else 0
+        self._events.extend(events)
+
+    async def _on_error(self, payload):
+        err = wire.RaftkvError.from_wire(payload) if payload else None
+        if err is not None and err.code not in _RESUME_CODES:
+            raise err
+        self._client._failover(self._conn)
+        await self.start()
+
+    async def cancel(self):
+        """Stop the watch; the iterator ends after the events already received."""
+        if self._canceled:
+            return
+        self._canceled = True
+        conn, request_id = self._conn, self._request_id
+        if conn is not None and conn.is_open:
+            try:
+                await asyncio.wait_for(conn.request("watch_cancel", {"watch_id": request_id}),
+                                       CANCEL_TIMEOUT_S)
+            except (wire.RaftkvError, ConnectionError, asyncio.TimeoutError):
+                pass  # the stream is closed locally below in any case
+            conn.close_stream(request_id)
+        if self._queue is not None:
+            self._queue.put_nowait((wire.STATUS_END, None))

@@ -1,0 +1,101 @@
+"""FakeService plus the ops the client tests need that it lacks (txn, lease TTLs, members).
+
+Kept in the client tests: the shared fake stays small, and these are simple, not etcd-exact.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+
+from raftkv.api.native import start_native_server
+from raftkv.errors import RaftkvError
+from tests.api.fake_service import FakeService
+
+_TARGET_FIELDS = {0: "version", 1: "create_revision", 2: "mod_revision", 3: "value",
+                  4: "lease"}
+
+
+class RichFakeService(FakeService):
+    def __init__(self):
+        super().__init__()
+        self.seen_request_ids = []
+
+    async def call(self, op, body):
+        if "request_id" in body:
+            self.seen_request_ids.append((op, tuple(body["request_id"])))
+        return await super().call(op, body)
+
+    def _compare(self, c):
+        kv = self.kvs.get(c.get("key", b""))
+        field = _TARGET_FIELDS[c.get("target", 0)]
+        have = kv.get(field, b"" if field == "value" else 0) if kv else (
+            b"" if field == "value" else 0)
+        want = c.get(field, b"" if field == "value" else 0)
+        return {0: have == want, 1: have > want, 2: have < want, 3: have != want}[
+            c.get("result", 0)]
+
+    def _op_txn(self, body):
+        ok = all(self._compare(c) for c in body.get("compare", []))
+        responses = []
+        for req in body.get("success" if ok else "failure", []):
+            (kind, sub), = req.items()
+            op = {"request_range": "range", "request_put": "put",
+                  "request_delete_range": "delete_range"}[kind]
+            resp = getattr(self, "_op_" + op)(sub)
+            responses.append({"response_" + op: resp})
+        return {"header": self._header(), "succeeded": ok, "responses": responses}
+
+    def _op_lease_keepalive(self, body):
+        if body.get("ID") not in self.leases:
+            raise RaftkvError("LEASE_NOT_FOUND")
+        return {"header": self._header(), "ID": body["ID"], "TTL": self.leases[body["ID"]]}
+
+    def _op_lease_timetolive(self, body):
+        lid = body.get("ID")
+        if lid not in self.leases:
+            return {"header": self._header(), "ID": lid, "TTL": -1, "grantedTTL": 0}
+        resp = {"header": self._header(), "ID": lid, "TTL": self.leases[lid],
+                "grantedTTL": self.leases[lid]}
+        if body.get("keys"):
+            resp["keys"] = sorted(k for k, kv in self.kvs.items() if kv["lease"] == lid)
+        return resp
+
+    def _op_lease_leases(self, body):
+        return {"header": self._header(), "leases": [{"ID": i} for i in sorted(self.leases)]}
+
+    def _op_member_list(self, body):
+        return {"header": self._header(), "members": [
+            {"ID": 1, "name": "m1", "peerURLs": ["http://127.0.0.1:2380"],
+             "clientURLs": ["http://127.0.0.1:2379"], "isLearner": False}]}
+
+    def _op_compact(self, body):
+        return {"header": self._header()}
+
+
+class ServerThread:
+    """A native server over a service on its own loop in a thread (for blocking clients)."""
+
+    def __init__(self, service):
+        self.service = service
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        fut = asyncio.run_coroutine_threadsafe(
+            start_native_server(service, "127.0.0.1", 0), self.loop)
+        self.server, self.port = fut.result(10)
+
+    @property
+    def endpoint(self):
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self):
+        async def _close():
+            self.server.close()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.server.wait_closed(), 5)
+
+        asyncio.run_coroutine_threadsafe(_close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
