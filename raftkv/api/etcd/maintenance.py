@@ -1,0 +1,55 @@
+"""etcdserverpb.Maintenance: Alarm, Status, Defragment, Hash, HashKV, Snapshot (server
+stream), MoveLeader.
+
+Snapshot: `service.snapshot()` is an async iterator of the database image's byte chunks. They
+are sent as blobs of at most SNAPSHOT_BLOB_MAX bytes, followed (as etcd does) by one final
+message whose blob is the 32-byte SHA-256 of everything sent before; etcdctl checks it.
+remaining_bytes is 0 on every message: the image's total size is not known up front (etcd's
+clients do not read it).
+"""
+from __future__ import annotations
+
+import hashlib
+
+from raftkv.api.etcd.convert import RaftkvError, abort, unary
+from raftkv.api.etcd.proto import rpc_pb2, rpc_pb2_grpc
+
+SNAPSHOT_BLOB_MAX = 1 << 20
+
+
+class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
+    def __init__(self, service):
+        self._service = service
+
+    async def Alarm(self, request, context):
+        return await unary(self._service, context, "alarm", request, rpc_pb2.AlarmResponse)
+
+    async def Status(self, request, context):
+        return await unary(self._service, context, "status", request, rpc_pb2.StatusResponse)
+
+    async def Defragment(self, request, context):
+        return await unary(self._service, context, "defragment", request,
+                           rpc_pb2.DefragmentResponse)
+
+    async def Hash(self, request, context):
+        return await unary(self._service, context, "hash", request, rpc_pb2.HashResponse)
+
+    async def HashKV(self, request, context):
+        return await unary(self._service, context, "hash_kv", request, rpc_pb2.HashKVResponse)
+
+    async def MoveLeader(self, request, context):
+        return await unary(self._service, context, "move_leader", request,
+                           rpc_pb2.MoveLeaderResponse)
+
+    async def Snapshot(self, request, context):
+        digest = hashlib.sha256()
+        try:
+            async for chunk in self._service.snapshot():
+                chunk = bytes(chunk)
+                digest.update(chunk)
+                for start in range(0, len(chunk), SNAPSHOT_BLOB_MAX):
+                    blob = chunk[start:start + SNAPSHOT_BLOB_MAX]
+                    yield rpc_pb2.SnapshotResponse(blob=blob)
+        except RaftkvError as exc:
+            await abort(context, exc)
+        yield rpc_pb2.SnapshotResponse(blob=digest.digest())

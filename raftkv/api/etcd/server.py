@@ -1,0 +1,68 @@
+"""Start the etcd-compatible gRPC server (grpc.aio) over a service object.
+
+`start_grpc_server(service, host, port, max_request_bytes=...)` registers the KV, Watch, Lease,
+Cluster, Maintenance and Auth services, binds host:port (port 0: the OS picks one) without TLS,
+starts serving and returns (server, bound_port). Stop it with `await server.stop(grace)`.
+
+Options: HTTP/2 pings from clients are accepted without active calls and as often as every
+second (etcdctl pings every 10 s; gRPC C-core's defaults would answer GOAWAY too_many_pings and
+drop long watch / keep-alive streams); requests up to max_request_bytes plus etcd's 512 KiB of
+gRPC overhead are accepted, larger ones fail with RESOURCE_EXHAUSTED; responses are unbounded
+(etcd sends up to MaxInt32).
+"""
+from __future__ import annotations
+
+import grpc
+
+from raftkv.api.etcd.auth import AuthServicer
+from raftkv.api.etcd.cluster import ClusterServicer
+from raftkv.api.etcd.kv import KVServicer
+from raftkv.api.etcd.lease import LeaseServicer
+from raftkv.api.etcd.maintenance import MaintenanceServicer
+from raftkv.api.etcd.proto import rpc_pb2_grpc
+from raftkv.api.etcd.watch import PROGRESS_INTERVAL, WatchServicer
+
+GRPC_OVERHEAD_BYTES = 512 * 1024  # etcd adds this much to --max-request-bytes
+MAX_SEND_BYTES = (1 << 31) - 1
+MAX_REQUEST_BYTES_DEFAULT = 1536 * 1024  # etcd's --max-request-bytes default (1.5 MiB)
+
+
+def server_options(max_request_bytes):
+    return [
+        ("grpc.max_receive_message_length", max_request_bytes + GRPC_OVERHEAD_BYTES),
+        ("grpc.max_send_message_length", MAX_SEND_BYTES),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 1000),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 1000),
+        ("grpc.http2.max_ping_strikes", 0),  # 0: never GOAWAY a client for pinging
+        ("grpc.keepalive_time_ms", 2 * 60 * 60 * 1000),  # etcd's keepalive interval, 2 h
+        ("grpc.keepalive_timeout_ms", 20 * 1000),  # etcd's keepalive timeout, 20 s
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+def add_services(server, service, *, max_request_bytes,
+                 watch_progress_interval=PROGRESS_INTERVAL):
+    rpc_pb2_grpc.add_KVServicer_to_server(KVServicer(service), server)
+    watch = WatchServicer(service, max_response_bytes=max_request_bytes,
+                          progress_interval=watch_progress_interval)
+    rpc_pb2_grpc.add_WatchServicer_to_server(watch, server)
+    rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseServicer(service), server)
+    rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterServicer(service), server)
+    rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceServicer(service), server)
+    rpc_pb2_grpc.add_AuthServicer_to_server(AuthServicer(service), server)
+
+
+async def start_grpc_server(service, host, port, *,
+                            max_request_bytes=MAX_REQUEST_BYTES_DEFAULT,
+                            watch_progress_interval=PROGRESS_INTERVAL):
+    """Serve etcd's v3 gRPC API on host:port; returns (server, bound_port)."""
+    server = grpc.aio.server(options=server_options(max_request_bytes))
+    add_services(server, service, max_request_bytes=max_request_bytes,
+                 watch_progress_interval=watch_progress_interval)
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    bound_port = server.add_insecure_port(address)
+    if bound_port == 0:
+        raise OSError(f"cannot bind the gRPC server to {address}")
+    await server.start()
+    return server, bound_port

@@ -1,0 +1,225 @@
+"""etcdserverpb.Watch: one bidi stream carrying many watchers.
+
+Per stream: create requests get a watch_id (the client's own when it chose one, else the lowest
+free id counting from 0) and a `created` response whose header revision is the store's current
+revision; the watcher then runs `service.watch(body)` from that revision + 1 (or the requested
+start_revision) and its batches become responses carrying its watch_id. A batch with
+`compact_revision` ends the watcher with canceled=true and that revision, as etcd does; a
+RaftkvError ends it with canceled=true and the message as cancel_reason. Cancel requests stop the
+watcher and answer canceled=true; progress requests answer with the current header and
+watch_id -1 (broadcast to every watcher of the stream). Watchers created with progress_notify
+get an empty response when no event was sent for `progress_interval` seconds. Responses larger
+than the request limit are split into fragments when the watcher asked for it.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from raftkv.api.etcd.convert import RaftkvError, current_header, fill
+from raftkv.api.etcd.proto import rpc_pb2, rpc_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+DUPLICATE_ID = "mvcc: duplicate watch ID provided on the WatchStream"
+PROGRESS_INTERVAL = 600.0  # etcd's default --experimental-watch-progress-notify-interval
+_NOPUT, _NODELETE = 0, 1
+_EVENT_OVERHEAD = 6  # tag + length prefix of one embedded Event, upper bound for sizing
+
+
+class WatchServicer(rpc_pb2_grpc.WatchServicer):
+    def __init__(self, service, *, max_response_bytes, progress_interval=PROGRESS_INTERVAL):
+        self._service = service
+        self._max_bytes = max_response_bytes
+        self._progress_interval = progress_interval
+
+    async def Watch(self, request_iterator, context):
+        stream = _WatchStream(self._service, self._max_bytes, self._progress_interval)
+        reader = asyncio.ensure_future(stream.read(request_iterator))
+        try:
+            while True:
+                response = await stream.out.get()
+                if response is None:  # the reader failed: end the RPC
+                    break
+                yield response
+        finally:
+            reader.cancel()
+            await stream.close()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+
+class _Watcher:
+    def __init__(self, watch_id, create):
+        self.watch_id = watch_id
+        self.create = create
+        self.tasks = []
+        self.sent_since_tick = False
+
+
+class _WatchStream:
+    def __init__(self, service, max_bytes, progress_interval):
+        self.service = service
+        self.max_bytes = max_bytes
+        self.progress_interval = progress_interval
+        self.out = asyncio.Queue()
+        self.watchers = {}
+        self.next_id = 0
+
+    async def read(self, request_iterator):
+        """Handle requests in order. A client half-close leaves the stream open (as etcd)."""
+        try:
+            async for request in request_iterator:
+                kind = request.WhichOneof("request_union")
+                if kind == "create_request":
+                    await self._create(request.create_request)
+                elif kind == "cancel_request":
+                    await self._cancel(request.cancel_request.watch_id)
+                elif kind == "progress_request":
+                    self._send(await current_header(self.service), watch_id=-1)
+        except RaftkvError as exc:
+            log.warning("watch stream ended: %s", exc.message)
+            self.out.put_nowait(None)
+
+    def _send(self, header, **fields):
+        self.out.put_nowait(fill(rpc_pb2.WatchResponse(), dict(fields, header=header)))
+
+    async def _create(self, create):
+        header = await current_header(self.service)
+        watch_id = create.watch_id
+        if watch_id and watch_id in self.watchers:
+            self._send(header, watch_id=-1, created=True, canceled=True,
+                             cancel_reason=DUPLICATE_ID)
+            return
+        if not watch_id:
+            while self.next_id in self.watchers:
+                self.next_id += 1
+            watch_id, self.next_id = self.next_id, self.next_id + 1
+        watcher = _Watcher(watch_id, create)
+        self.watchers[watch_id] = watcher
+        self._send(header, watch_id=watch_id, created=True)
+        body = {"key": create.key, "range_end": create.range_end,
+                "start_revision": create.start_revision or header.get("revision", 0) + 1,
+                "prev_kv": create.prev_kv, "filters": list(create.filters),
+                "progress_notify": create.progress_notify}
+        watcher.tasks.append(asyncio.ensure_future(self._run(watcher, body)))
+        if create.progress_notify:
+            watcher.tasks.append(asyncio.ensure_future(self._progress(watcher)))
+
+    async def _cancel(self, watch_id):
+        watcher = self.watchers.pop(watch_id, None)
+        if watcher is None:
+            return  # etcd answers nothing for an unknown id
+        await _stop(watcher)
+        self._send(await current_header(self.service), watch_id=watch_id, canceled=True)
+
+    async def _run(self, watcher, body):
+        """Forward one watcher's batches until it ends, is compacted or fails."""
+        final = {"canceled": True}
+        try:
+            async for batch in self.service.watch(body):
+                if batch.get("compact_revision"):
+                    final = {"canceled": True, "compact_revision": batch["compact_revision"],
+                             "header": batch.get("header", {})}
+                    break
+                self._deliver(watcher, batch)
+        except RaftkvError as exc:
+            final = {"canceled": True, "cancel_reason": exc.message}
+        if self.watchers.get(watcher.watch_id) is not watcher:
+            return
+        del self.watchers[watcher.watch_id]
+        for task in watcher.tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+        header = final.pop("header", None)
+        if header is None:
+            header = await self._header_or_empty()
+        self._send(header, watch_id=watcher.watch_id, **final)
+
+    async def _header_or_empty(self):
+        try:
+            return await current_header(self.service)
+        except RaftkvError:
+            return {}
+
+    def _deliver(self, watcher, batch):
+        events = batch.get("events")
+        header = batch.get("header", {})
+        if not events:  # the service's own progress notification
+            self.out.put_nowait(_response(header, watcher.watch_id, []))
+            return
+        events = _filtered(events, watcher.create)
+        if not events:
+            return
+        watcher.sent_since_tick = True
+        if not watcher.create.prev_kv:
+            events = [{k: v for k, v in ev.items() if k != "prev_kv"} for ev in events]
+        response = _response(header, watcher.watch_id, events)
+        if watcher.create.fragment:
+            for part in fragments(response, self.max_bytes):
+                self.out.put_nowait(part)
+        else:
+            self.out.put_nowait(response)
+
+    async def _progress(self, watcher):
+        while True:
+            await asyncio.sleep(self.progress_interval)
+            if not watcher.sent_since_tick:
+                header = await self._header_or_empty()
+                self.out.put_nowait(_response(header, watcher.watch_id, []))
+            watcher.sent_since_tick = False
+
+    async def close(self):
+        watchers, self.watchers = list(self.watchers.values()), {}
+        for watcher in watchers:
+            await _stop(watcher)
+
+
+async def _stop(watcher):
+    for task in watcher.tasks:
+        task.cancel()
+    for task in watcher.tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _filtered(events, create):
+    dropped = set()
+    for kind in create.filters:
+        dropped.add(0 if kind == _NOPUT else 1 if kind == _NODELETE else -1)
+    if not dropped:
+        return events
+    return [ev for ev in events if ev.get("type", 0) not in dropped]
+
+
+def _response(header, watch_id, events):
+    return fill(rpc_pb2.WatchResponse(), {"header": header, "watch_id": watch_id,
+                                          "events": events})
+
+
+def fragments(response, max_bytes):
+    """Split a WatchResponse into pieces of about max_bytes (at least one event each); every
+    piece but the last has fragment=true. A response under the limit is returned whole."""
+    if response.ByteSize() < max_bytes or len(response.events) < 2:
+        return [response]
+    base = rpc_pb2.WatchResponse()
+    base.CopyFrom(response)
+    del base.events[:]
+    base_size = base.ByteSize()
+    parts, current, size = [], None, 0
+    for event in response.events:
+        event_size = event.ByteSize() + _EVENT_OVERHEAD
+        if current is not None and len(current.events) and size + event_size >= max_bytes:
+            parts.append(current)
+            current = None
+        if current is None:
+            current = rpc_pb2.WatchResponse()
+            current.CopyFrom(base)
+            current.fragment = True
+            size = base_size
+        current.events.add().CopyFrom(event)
+        size += event_size
+    current.fragment = False
+    parts.append(current)
+    return parts
