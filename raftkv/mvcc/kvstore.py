@@ -1,0 +1,569 @@
+"""KVStore: etcd v3's MVCC state machine over LMDB (docs/INTERNAL_API.md §4).
+
+Commit protocol. ``apply(txn, index, requests)`` writes every change, the applied index and the
+revisions into the caller's LMDB write txn and updates the in-memory state (key index, leases)
+at once. The caller commits the txn, then calls ``committed()``: reads start to see the new
+revision and watchers get the events. If the txn fails instead, the caller calls ``aborted()``,
+which drops the pending events and rebuilds the in-memory state from LMDB (the last committed
+state). Several apply() calls may share one txn before committed()/aborted().
+
+Reads (``range``) run at or below the last *committed* revision, with their own LMDB read txn,
+so a read between apply() and committed() never sees uncommitted data. A lock makes apply,
+range, watch creation and committed() mutually exclusive; they are short.
+
+Determinism: everything apply() does depends only on the log, except the quota alarm (backend
+size is local; etcd raises its alarm through the log, the server should too) and the pace of
+physical compaction (invisible to clients: reads below the compact revision are errors).
+"""
+from __future__ import annotations
+
+import threading
+
+import msgpack
+
+from raftkv.errors import RaftkvError
+from raftkv.mvcc import codec, lease as lease_mod, query, snapshot, txncheck, watch
+from raftkv.mvcc.codec import SUB_BITS, rev_key, unpackb
+from raftkv.mvcc.index import KeyIndex
+from raftkv.storage import BTree
+
+MAX_TXN_OPS_DEFAULT = 128  # etcd --max-txn-ops
+COMPACTION_BATCH_DEFAULT = 1000  # keys compacted physically per apply() call
+_SHIFT = SUB_BITS + 1
+
+
+class _Write:
+    """One apply() call's write context: the txn, the pending "kv" puts, the revision."""
+
+    __slots__ = ("txn", "pending", "main", "sub")
+
+    def __init__(self, txn):
+        self.txn = txn
+        self.pending = {}  # rev_key -> packed fields, flushed with putmulti(append=True)
+        self.main = 0
+        self.sub = 0
+
+
+class KVStore:
+    def __init__(self, engine, *, quota_bytes=0, max_txn_ops=MAX_TXN_OPS_DEFAULT,
+                 min_lease_ttl=lease_mod.MIN_TTL_DEFAULT,
+                 compaction_batch=COMPACTION_BATCH_DEFAULT,
+                 watch_queue_events=watch.QUEUE_EVENTS_DEFAULT):
+        self.engine = engine
+        self.quota_bytes = quota_bytes
+        self.max_txn_ops = max_txn_ops
+        self.min_lease_ttl = min_lease_ttl
+        self.compaction_batch = compaction_batch
+        self.alarm = False  # NO_SPACE alarm: set when the backend exceeds quota_bytes
+        self._kv = engine.db(codec.KV_DB)
+        self._meta = engine.db(codec.META_DB)
+        self._lease_db = engine.db(codec.LEASE_DB)
+        self._lock = threading.RLock()
+        self._pack = msgpack.Packer(use_bin_type=True).pack  # used under self._lock only
+        self._lease_listeners = []
+        self.hub = watch.WatcherHub(self, watch_queue_events)
+        self._ops = {
+            "range": self._op_range, "put": self._op_put, "delete_range": self._op_delete,
+            "txn": self._op_txn, "compact": self._op_compact,
+            "lease_grant": self._op_lease_grant, "lease_revoke": self._op_lease_revoke,
+            "lease_checkpoint": self._op_lease_checkpoint,
+        }
+        self._load()
+
+    # ---- state ------------------------------------------------------------------------------
+
+    def _load(self):
+        """(Re)build the in-memory state from LMDB's committed contents."""
+        with self._lock, self.engine.env.begin() as txn:
+            self._index = BTree()
+            self._leases = {}
+            self._events = []
+            self._lease_changes = ([], [])
+            self._applied = codec.meta_int(txn, self._meta, codec.META_APPLIED)
+            self._rev = codec.meta_int(txn, self._meta, codec.META_REVISION, 1)
+            self._compact = codec.meta_int(txn, self._meta, codec.META_COMPACT)
+            self._compact_target = codec.meta_int(txn, self._meta, codec.META_COMPACT_TARGET)
+            raw = txn.get(codec.META_COMPACT_CURSOR, db=self._meta)
+            self._compact_cursor = None if raw is None else unpackb(raw)
+            self._load_index(txn)
+            self._load_leases(txn)
+            self._committed_rev = self._rev
+            self._committed_index = self._applied
+
+    def _load_index(self, txn):
+        index = self._index
+        get, insert, key_entry = index.get, index.insert, codec.key_entry
+        for dbkey, raw in txn.cursor(db=self._kv):
+            entry = key_entry(dbkey)
+            fields = unpackb(raw)
+            key = fields[0]
+            ki = get(key)
+            if ki is None:
+                ki = KeyIndex()
+                insert(key, ki)
+            ki.revs.append(entry)
+            if entry & 1:
+                ki.create = ki.version = ki.lease = 0
+            else:
+                ki.create, ki.version, ki.lease = fields[1], fields[3], fields[5]
+
+    def _load_leases(self, txn):
+        for dbkey, raw in txn.cursor(db=self._lease_db):
+            ttl, remaining = unpackb(raw)
+            lid = codec.lease_id_of(dbkey)
+            self._leases[lid] = lease_mod.Lease(lid, ttl, remaining)
+        for key, ki in self._index.items():
+            if ki.create and ki.lease in self._leases:
+                self._leases[ki.lease].keys.add(key)
+
+    @property
+    def applied_index(self):
+        return self._committed_index
+
+    @property
+    def current_revision(self):
+        return self._committed_rev
+
+    @property
+    def compact_revision(self):
+        return self._compact
+
+    def committed(self):
+        """The caller committed the txn(s) of the apply() calls since the last
+        committed()/aborted(): publish the revision, deliver events, tell lessors."""
+        with self._lock:
+            old = self._committed_rev
+            self._committed_rev = self._rev
+            self._committed_index = self._applied
+            events, self._events = self._events, []
+            granted, revoked = self._lease_changes
+            self._lease_changes = ([], [])
+            ready = self.hub.dispatch(events, old, self._rev)
+        for listener in self._lease_listeners:
+            listener(granted, revoked)
+        self.hub.notify(ready)
+
+    def aborted(self):
+        """The caller's txn failed: forget the uncommitted changes (rebuild from LMDB)."""
+        with self._lock:
+            self._load()
+
+    def add_lease_listener(self, fn):
+        """fn(granted_ids, revoked_ids) after each committed() (the Lessor uses it)."""
+        self._lease_listeners.append(fn)
+
+    def lease(self, lease_id):
+        return self._leases.get(lease_id)
+
+    def lease_ids(self):
+        with self._lock:
+            return sorted(self._leases)
+
+    # ---- apply ------------------------------------------------------------------------------
+
+    def apply(self, txn, index, requests):
+        """Apply one committed entry's requests [(op, body)]; see the module docstring."""
+        with self._lock:
+            if index <= self._applied:
+                return None
+            self._check_quota()
+            w = _Write(txn)
+            out = []
+            for op, body in requests:
+                handler = self._ops.get(op)
+                if handler is None:
+                    out.append(RaftkvError("UNKNOWN_OP", f"raftkv: unknown operation {op!r}"))
+                    continue
+                w.main, w.sub = self._rev + 1, 0
+                try:
+                    out.append(handler(w, body or {}))
+                except RaftkvError as exc:
+                    out.append(exc)
+                if w.sub:
+                    self._rev = w.main
+            if self._compact_cursor is not None:
+                self._compact_step(w, self.compaction_batch)
+            self._flush(w)
+            self._applied = index
+            meta, put = self._meta, codec.put_meta
+            put(txn, meta, codec.META_APPLIED, index)
+            put(txn, meta, codec.META_CONSISTENT, index)
+            put(txn, meta, codec.META_REVISION, self._rev)
+            return out
+
+    def _flush(self, w):
+        if not w.pending:
+            return
+        items = list(w.pending.items())
+        w.pending = {}
+        with w.txn.cursor(db=self._kv) as cur:
+            _, added = cur.putmulti(items, append=True)
+            if added != len(items):  # not past the last key: never expected, still correct
+                for key, val in items:
+                    w.txn.put(key, val, db=self._kv)
+
+    def _get_fields(self, w, entry):
+        """Stored fields of a history entry, inside apply (pending writes first)."""
+        dbkey = rev_key(entry)
+        raw = w.pending.get(dbkey)
+        if raw is None:
+            raw = w.txn.get(dbkey, db=self._kv)
+        if raw is None:
+            raise RaftkvError("COMPACTED")
+        return unpackb(raw)
+
+    def _read_rev(self, w):
+        """The revision a read inside apply sees: includes this request's own writes."""
+        return w.main if w.sub else self._rev
+
+    # ---- quota ------------------------------------------------------------------------------
+
+    def backend_bytes(self):
+        """The LMDB data size in use (pages up to the last allocated page)."""
+        env = self.engine.env
+        return (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+
+    def _check_quota(self):
+        if self.quota_bytes and not self.alarm and self.backend_bytes() > self.quota_bytes:
+            self.alarm = True
+
+    def disarm(self):
+        """Clear the NO_SPACE alarm if the backend is back under quota (after a defrag)."""
+        with self._lock:
+            if not self.quota_bytes or self.backend_bytes() <= self.quota_bytes:
+                self.alarm = False
+            return not self.alarm
+
+    # ---- ranges -----------------------------------------------------------------------------
+
+    def _items(self, key, end):
+        if not end:
+            ki = self._index.get(key) if key else None
+            return [(key, ki)] if ki is not None else []
+        if end == b"\0":
+            return self._index.range(key)
+        return self._index.range(key, end) if end > key else []
+
+    def _entries(self, key, end, main):
+        """History entries visible at `main` for the keys in [key, end), in key order."""
+        out = []
+        append = out.append
+        for _, ki in self._items(key, end):
+            revs = ki.revs
+            last = revs[-1]
+            if last >> _SHIFT <= main:
+                if not last & 1:
+                    append(last)
+            else:
+                entry = ki.at(main)
+                if entry is not None:
+                    append(entry)
+        return out
+
+    def _check_rev(self, rev, current):
+        if rev <= 0:
+            return current
+        if rev > current:
+            raise RaftkvError("FUTURE_REV")
+        if rev < self._compact:
+            raise RaftkvError("COMPACTED")
+        return rev
+
+    def _do_range(self, body, current, get):
+        """RangeResponse at body["revision"] (<= current), reading values with get(entry)."""
+        txncheck.check_key(body)
+        rev = self._check_rev(body.get("revision", 0), current)
+        entries = self._entries(body.get("key", b""), body.get("range_end", b""), rev)
+        order, full = query.needs_full_read(body)
+        if body.get("count_only"):
+            wanted = ()
+        elif full or not body.get("limit", 0):
+            wanted = entries
+        else:
+            wanted = entries[:body["limit"] + 1]
+        fields = [get(e) for e in wanted]
+        return query.range_response(fields, body, len(entries), current, order)
+
+    def range(self, body):
+        """A read at the last committed revision or a past one (outside the log)."""
+        with self._lock, self.engine.env.begin() as rtxn:
+            kv = self._kv
+
+            def get(entry):
+                raw = rtxn.get(rev_key(entry), db=kv)
+                if raw is None:
+                    raise RaftkvError("COMPACTED")
+                return unpackb(raw)
+
+            return self._do_range(body, self._committed_rev, get)
+
+    def _op_range(self, w, body):
+        return self._do_range(body, self._read_rev(w), lambda e: self._get_fields(w, e))
+
+    # ---- writes -----------------------------------------------------------------------------
+
+    def _put_checks(self, w, body):
+        """Errors a put raises before changing anything (also run for a txn's chosen path)."""
+        key = body.get("key", b"")
+        if body.get("ignore_value") or body.get("ignore_lease"):
+            ki = self._index.get(key)
+            if ki is None or not ki.create:
+                raise RaftkvError("KEY_NOT_FOUND")
+        lid = body.get("lease", 0)
+        if lid and lid not in self._leases:
+            raise RaftkvError("LEASE_NOT_FOUND")
+
+    def _op_put(self, w, body):
+        txncheck.check_put(body)
+        if self.alarm:
+            raise RaftkvError("NO_SPACE")
+        self._put_checks(w, body)
+        prev = self._put(w, body)
+        resp = {"header": {"revision": w.main}}
+        if prev is not None and body.get("prev_kv"):
+            resp["prev_kv"] = codec.kv_dict(prev)
+        return resp
+
+    def _put(self, w, body):
+        """Write one put at (w.main, w.sub); returns the previous fields if read, else None."""
+        key = body["key"]
+        value, lid = body.get("value", b""), body.get("lease", 0)
+        ki = self._index.get(key)
+        if ki is None:
+            ki = KeyIndex()
+            self._index.insert(key, ki)
+        prev_entry = ki.revs[-1] if ki.create else None
+        prev = None
+        ignore_value, ignore_lease = body.get("ignore_value"), body.get("ignore_lease")
+        if prev_entry is not None and (ignore_value or body.get("prev_kv")):
+            prev = self._get_fields(w, prev_entry)
+        if ignore_value:
+            value = prev[4]
+        if ignore_lease:
+            lid = ki.lease
+        main = w.main
+        entry = (main << SUB_BITS | w.sub) << 1
+        w.sub += 1
+        if ki.create:
+            create, version = ki.create, ki.version + 1
+        else:
+            create, version = main, 1
+        fields = [key, create, main, version, value, lid]
+        w.pending[rev_key(entry)] = self._pack(fields)
+        ki.revs.append(entry)
+        if ki.lease != lid:
+            self._detach(key, ki.lease)
+            if lid:
+                self._leases[lid].keys.add(key)
+        ki.create, ki.version, ki.lease = create, version, lid
+        self._events.append((entry, fields, prev_entry))
+        return prev
+
+    def _detach(self, key, lid):
+        if lid:
+            lease = self._leases.get(lid)
+            if lease is not None:
+                lease.keys.discard(key)
+
+    def _delete_keys(self, w, keys, want_prev):
+        """Tombstone the live keys in `keys` at w.main; returns (deleted, prev_kvs)."""
+        deleted, prevs = 0, []
+        for key in keys:
+            ki = self._index.get(key)
+            if ki is None or not ki.create:
+                continue
+            prev_entry = ki.revs[-1]
+            if want_prev:
+                prevs.append(codec.kv_dict(self._get_fields(w, prev_entry)))
+            main = w.main
+            entry = (main << SUB_BITS | w.sub) << 1 | 1
+            w.sub += 1
+            fields = [key, 0, main, 0, b"", 0]
+            w.pending[rev_key(entry)] = self._pack(fields)
+            ki.revs.append(entry)
+            self._detach(key, ki.lease)
+            ki.create = ki.version = ki.lease = 0
+            self._events.append((entry, fields, prev_entry))
+            deleted += 1
+        return deleted, prevs
+
+    def _delete(self, w, body):
+        keys = [k for k, ki in self._items(body["key"], body.get("range_end", b"")) if ki.create]
+        deleted, prevs = self._delete_keys(w, keys, body.get("prev_kv"))
+        resp = {"header": {"revision": w.main if w.sub else self._rev}, "deleted": deleted}
+        if body.get("prev_kv"):
+            resp["prev_kvs"] = prevs
+        return resp
+
+    def _op_delete(self, w, body):
+        txncheck.check_key(body)
+        return self._delete(w, body)
+
+    # ---- txn --------------------------------------------------------------------------------
+
+    def _compare(self, w, cmp):
+        key, end = cmp.get("key", b""), cmp.get("range_end", b"")
+        entries = self._entries(key, end, self._rev)
+        return query.compare_ok(cmp, [self._get_fields(w, e) for e in entries])
+
+    def _path(self, w, body, path):
+        """etcd's compareToPath: evaluate every compare on the path before any write; also
+        run the chosen branches' request checks (checkRequests)."""
+        ok = all(self._compare(w, c) for c in body.get("compare") or ())
+        path.append(ok)
+        for op in body.get("success" if ok else "failure") or ():
+            kind, sub = txncheck.split_op(op)
+            if kind == "request_txn":
+                self._path(w, sub, path)
+            elif kind == "request_put":
+                self._put_checks(w, sub)
+            elif kind == "request_range":
+                self._check_rev(sub.get("revision", 0), self._rev)
+        return path
+
+    def _op_txn(self, w, body):
+        txncheck.check_txn(body, self.max_txn_ops)
+        if self.alarm and txncheck.has_put(body):
+            raise RaftkvError("NO_SPACE")
+        path = iter(self._path(w, body, []))
+        resp = self._run_txn(w, body, path)
+        final = w.main if w.sub else self._rev
+        _set_headers(resp, final)
+        return resp
+
+    def _run_txn(self, w, body, path):
+        ok = next(path)
+        responses = []
+        for op in body.get("success" if ok else "failure") or ():
+            kind, sub = txncheck.split_op(op)
+            if kind == "request_range":
+                responses.append({"response_range": self._op_range(w, sub)})
+            elif kind == "request_put":
+                prev = self._put(w, sub)
+                resp = {"header": {}}
+                if prev is not None and sub.get("prev_kv"):
+                    resp["prev_kv"] = codec.kv_dict(prev)
+                responses.append({"response_put": resp})
+            elif kind == "request_delete_range":
+                responses.append({"response_delete_range": self._delete(w, sub)})
+            else:
+                responses.append({"response_txn": self._run_txn(w, sub, path)})
+        return {"header": {}, "succeeded": ok, "responses": responses}
+
+    # ---- compaction -------------------------------------------------------------------------
+
+    def _op_compact(self, w, body):
+        rev = body.get("revision", 0)
+        if rev <= self._compact:
+            raise RaftkvError("COMPACTED")
+        if rev > self._rev:
+            raise RaftkvError("FUTURE_REV")
+        self._compact = self._compact_target = rev
+        self._compact_cursor = b""
+        codec.put_meta(w.txn, self._meta, codec.META_COMPACT, rev)
+        codec.put_meta(w.txn, self._meta, codec.META_COMPACT_TARGET, rev)
+        if body.get("physical"):
+            while self._compact_cursor is not None:
+                self._compact_step(w, self.compaction_batch)
+        return {"header": {"revision": self._rev}}
+
+    def compact_step(self, txn, max_keys=COMPACTION_BATCH_DEFAULT):
+        """Run one bounded step of a pending physical compaction in the caller's write txn
+        (the caller then calls committed()/aborted()). Returns True while work remains."""
+        with self._lock:
+            if self._compact_cursor is not None:
+                self._compact_step(_Write(txn), max_keys)
+            return self._compact_cursor is not None
+
+    def _compact_step(self, w, max_keys):
+        """Drop the history below the compact target of up to max_keys keys, from the
+        persisted cursor on: memory and disk in the same step."""
+        self._flush(w)
+        target, cursor = self._compact_target, self._compact_cursor
+        items = self._index.range(cursor or b"\0", None, max_keys)
+        txn, kv = w.txn, self._kv
+        for key, ki in items:
+            for entry in ki.compact(target):
+                txn.delete(rev_key(entry), db=kv)
+            if not ki.revs:
+                self._index.delete(key)
+        if len(items) < max_keys:
+            self._compact_cursor = None
+            txn.delete(codec.META_COMPACT_CURSOR, db=self._meta)
+        else:
+            self._compact_cursor = items[-1][0] + b"\0"
+            codec.put_meta(txn, self._meta, codec.META_COMPACT_CURSOR, self._compact_cursor)
+
+    @property
+    def compaction_pending(self):
+        return self._compact_cursor is not None
+
+    # ---- leases -----------------------------------------------------------------------------
+
+    def _op_lease_grant(self, w, body):
+        if self.alarm:
+            raise RaftkvError("NO_SPACE")
+        ttl, lid = body.get("TTL", 0), body.get("ID", 0)
+        if ttl > lease_mod.MAX_TTL:
+            raise RaftkvError("LEASE_TTL_TOO_LARGE")
+        if lid == 0:
+            lid = lease_mod.derive_id(self._applied + 1, w.main, len(self._leases), self._leases)
+        if lid in self._leases:
+            raise RaftkvError("LEASE_EXIST")
+        ttl = max(ttl, self.min_lease_ttl)
+        self._leases[lid] = lease_mod.Lease(lid, ttl, 0)
+        w.txn.put(codec.lease_key(lid), codec.packb([ttl, 0]), db=self._lease_db)
+        self._lease_changes[0].append(lid)
+        return {"header": {"revision": self._rev}, "ID": lid, "TTL": ttl}
+
+    def _op_lease_revoke(self, w, body):
+        lid = body.get("ID", 0)
+        lease = self._leases.get(lid)
+        if lease is None:
+            raise RaftkvError("LEASE_NOT_FOUND")
+        self._delete_keys(w, sorted(lease.keys), False)
+        del self._leases[lid]
+        w.txn.delete(codec.lease_key(lid), db=self._lease_db)
+        self._lease_changes[1].append(lid)
+        return {"header": {"revision": w.main if w.sub else self._rev}}
+
+    def _op_lease_checkpoint(self, w, body):
+        for cp in body.get("checkpoints") or ():
+            lease = self._leases.get(cp.get("ID", 0))
+            if lease is not None:
+                lease.remaining = cp.get("remaining_TTL", 0)
+                w.txn.put(codec.lease_key(lease.id), codec.packb([lease.ttl, lease.remaining]),
+                          db=self._lease_db)
+        return {"header": {"revision": self._rev}}
+
+    # ---- watch and snapshot -----------------------------------------------------------------
+
+    def watch(self, key, range_end=b"", start_revision=0, prev_kv=False, filters=(),
+              progress=False, on_ready=None):
+        """A Watcher over [key, range_end) (see raftkv.mvcc.watch for the delivery contract)."""
+        return self.hub.watch(key, range_end, start_revision, prev_kv, filters, progress,
+                              on_ready)
+
+    def snapshot(self, chunk_bytes=None):
+        """The whole committed state as an iterator of checksummed chunks (bytes)."""
+        return snapshot.export_chunks(self, chunk_bytes)
+
+    def restore(self, chunks):
+        """Replace the whole state with a snapshot's chunks; on any error the store is left
+        as it was (one LMDB txn). Watchers resynchronise from the restored history."""
+        with self._lock:
+            snapshot.restore_chunks(self, chunks)
+            old = self._committed_rev
+            self._load()
+            ready = self.hub.resync_all(old)
+        self.hub.notify(ready)
+
+
+def _set_headers(resp, revision):
+    resp["header"] = {"revision": revision}
+    for sub in resp["responses"]:
+        (kind, body), = sub.items()
+        if kind == "response_txn":
+            _set_headers(body, revision)
+        else:
+            body["header"] = {"revision": revision}
