@@ -18,7 +18,11 @@ PURE = os.environ.get("RAFTKV_PUREPYTHON") == "1"
 # One row per extension: (module name, Cython source, C sources from csrc/).
 # Each accelerated piece has a pure-Python twin with the same API (see raftkv/storage/__init__.py).
 EXTENSIONS = [
-    # ("raftkv.storage._ccodec", "raftkv/storage/_ccodec.pyx", ["csrc/crc32c.c", "csrc/entry_codec.c"]),
+    (
+        "raftkv.storage._ccodec",
+        "raftkv/storage/_ccodec.pyx",
+        ["csrc/crc32c.c", "csrc/entry_codec.c"],
+    ),
     # ("raftkv.storage._cbtree", "raftkv/storage/_cbtree.pyx", ["csrc/btree.c"]),
 ]
 
