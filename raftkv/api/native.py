@@ -14,6 +14,7 @@ No business logic lives here: every op is one service.call (a batch is several).
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
 import logging
 
@@ -57,6 +58,8 @@ class NativeConnection(asyncio.Protocol):
         self._inflight = 0  # unary requests running; Invariant: 0 <= _inflight <= len(_tasks)
         self._write_paused = False
         self._reading_paused = False
+        self._eof = False  # the peer half-closed: close once the last answer is out
+        self._backlog = collections.deque()  # decoded frames waiting for an in-flight slot
         self._writable = asyncio.Event()
         self._writable.set()
 
@@ -96,17 +99,37 @@ class NativeConnection(asyncio.Protocol):
         except wire.WireError as exc:
             self.fail(exc)
             return
-        for obj in frames:
-            if self._state is ConnState.CLOSED:
+        self._backlog.extend(frames)
+        self._drain_backlog()
+        self._update_reading()
+
+    def _drain_backlog(self):
+        # Frames decoded from one read may exceed the in-flight bound: the rest wait here
+        # (reading is paused meanwhile, so the backlog holds at most one read's frames).
+        while self._backlog and self._state is not ConnState.CLOSED:
+            if self._state is ConnState.OPEN and self._inflight >= self._inflight_max:
                 return
+            obj = self._backlog.popleft()
             if self._state is ConnState.HELLO:
                 self._on_hello(obj)
             else:
                 self._on_request(obj)
 
     def eof_received(self):
-        # A client that half-closes still gets its outstanding answers; the tasks finish and
-        # the transport closes when the peer closes its side.
+        # A client that half-closes still gets its outstanding answers, then the connection
+        # closes. Bytes of an unfinished frame at EOF are a truncated frame.
+        if self._state is ConnState.CLOSED:
+            return False
+        if self._decoder.pending:
+            self.fail(wire.WireError("BAD_REQUEST", "raftkv: truncated frame at end of stream"))
+            return True
+        self._eof = True
+        # A watch can only end by watch_cancel, which a half-closed peer can no longer send:
+        # end them now so the connection does not stay open forever.
+        for request_id in list(self._watches):
+            self._tasks[request_id].cancel()
+        if not self._tasks and not self._backlog:
+            return False  # asyncio closes the transport
         return True
 
     # Requests.
@@ -183,7 +206,11 @@ class NativeConnection(asyncio.Protocol):
         else:
             self._inflight -= 1
             assert self._inflight >= 0
+            self._drain_backlog()
             self._update_reading()
+        if (self._eof and not self._tasks and not self._backlog
+                and self._state is not ConnState.CLOSED):
+            self._transport.close()
 
     async def _batch(self, body):
         items = wire.batch_items(body)
@@ -260,7 +287,8 @@ class NativeConnection(asyncio.Protocol):
     def _update_reading(self):
         if self._state is ConnState.CLOSED:
             return
-        want_pause = self._write_paused or self._inflight >= self._inflight_max
+        want_pause = (self._write_paused or self._inflight >= self._inflight_max
+                      or bool(self._backlog))
         if want_pause and not self._reading_paused:
             self._transport.pause_reading()
             self._reading_paused = True

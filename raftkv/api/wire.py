@@ -233,5 +233,6 @@ class FrameDecoder:
             raise WireError("BAD_REQUEST", f"raftkv: undecodable frame: {exc}") from None
 
     @property
-    def buffered_bytes(self):
-        return len(self._buf)
+    def pending(self):
+        """True while part of a frame has been fed but not the whole of it."""
+        return self._need is not None or len(self._buf) > 0

@@ -1,0 +1,347 @@
+"""The native front end against FakeService on port 0, spoken to with raw frames.
+
+Covers pipelining (many requests in flight on one connection, answers matched by id), error
+mapping, connection-fatal frames (garbage, truncated, oversized, no hello) that close only
+their own connection, batch, watch streaming and cancel, and per-connection back-pressure.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from raftkv.api import wire
+from raftkv.api.native import start_native_server
+from raftkv.errors import RaftkvError
+from tests.api.fake_service import FakeService
+
+TEST_TIMEOUT_S = 20.0
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, TEST_TIMEOUT_S))
+
+
+class RawConn:
+    """A test client that writes raw bytes and reads decoded frames."""
+
+    def __init__(self, reader, writer):
+        self.reader, self.writer = reader, writer
+        self.decoder = wire.FrameDecoder(wire.RESPONSE_FRAME_BYTES_MAX)
+        self.frames = []
+
+    @classmethod
+    async def open(cls, port, hello=True):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        conn = cls(reader, writer)
+        if hello:
+            conn.send(wire.hello())
+            reply = await conn.recv()
+            assert wire.check_hello(reply, reply=True)["max_frame_bytes"] > 0
+        return conn
+
+    def send(self, obj):
+        self.writer.write(wire.frame(obj))
+
+    def request(self, request_id, op, body, idem=None):
+        self.send(wire.request(request_id, op, body, idem))
+
+    async def recv(self):
+        while not self.frames:
+            data = await self.reader.read(65536)
+            if not data:
+                raise EOFError
+            self.frames.extend(self.decoder.feed(data))
+        return self.frames.pop(0)
+
+    async def recv_until_eof(self):
+        out = []
+        try:
+            while True:
+                out.append(await self.recv())
+        except (EOFError, ConnectionResetError):
+            return out
+
+    async def close(self):
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except ConnectionError:
+            pass
+
+
+class SlowService(FakeService):
+    """Answers after a random delay, so completion order differs from request order."""
+
+    def __init__(self, seed=1):
+        super().__init__()
+        self.rng = random.Random(seed)
+
+    async def call(self, op, body):
+        await asyncio.sleep(self.rng.random() * 0.02)
+        return await super().call(op, body)
+
+
+class BrokenService(FakeService):
+    async def call(self, op, body):
+        if body.get("key") == b"boom":
+            raise ValueError("a bug in the service")
+        if body.get("key") == b"leader":
+            raise RaftkvError("NOT_LEADER")
+        return await super().call(op, body)
+
+
+async def _serve(service, **kw):
+    return await start_native_server(service, "127.0.0.1", 0, **kw)
+
+
+def test_pipelined_requests_are_matched_by_id():
+    async def main():
+        server, port = await _serve(SlowService())
+        async with server:
+            conn = await RawConn.open(port)
+            n = 300
+            for i in range(1, n + 1):
+                conn.request(i, "put", {"key": b"k%d" % i, "value": b"v%d" % i})
+            answers = [await conn.recv() for _ in range(n)]
+            ids = [a[0] for a in answers]
+            assert sorted(ids) == list(range(1, n + 1))
+            assert ids != sorted(ids), "responses should come in completion order"
+            assert all(a[1] == wire.STATUS_OK for a in answers)
+            for i in range(1, n + 1):
+                conn.request(n + i, "range", {"key": b"k%d" % i})
+            for _ in range(n):
+                rid, status, payload = await conn.recv()
+                assert status == wire.STATUS_OK
+                assert payload["kvs"][0]["value"] == b"v%d" % (rid - n)
+            await conn.close()
+
+    run(main())
+
+
+def test_request_errors_fail_only_their_request():
+    async def main():
+        server, port = await _serve(BrokenService())
+        async with server:
+            conn = await RawConn.open(port)
+            conn.request(1, "no_such_op", {})
+            conn.request(2, "put", {"key": "str-not-bytes", "value": b"v"})
+            conn.request(3, "put", {"key": b"", "value": b"v"})
+            conn.request(4, "put", {"key": b"boom"})
+            conn.request(5, "put", {"key": b"leader"})
+            conn.request(6, "put", [1, 2])
+            conn.request(7, "put", {"key": b"ok", "value": b"v"})
+            got = {}
+            for _ in range(7):
+                rid, status, payload = await conn.recv()
+                got[rid] = (status, payload)
+            codes = {rid: p["code"] for rid, (s, p) in got.items() if s == wire.STATUS_ERROR}
+            assert codes == {1: "UNKNOWN_OP", 2: "BAD_REQUEST", 3: "EMPTY_KEY", 4: "INTERNAL",
+                             5: "NOT_LEADER", 6: "BAD_REQUEST"}
+            assert got[5][1]["message"] == "etcdserver: not leader"
+            assert got[7][0] == wire.STATUS_OK
+            await conn.close()
+
+    run(main())
+
+
+async def _check_fatal(port, raw_bytes, code, hello=True):
+    bad = await RawConn.open(port, hello=hello)
+    good = await RawConn.open(port)
+    bad.writer.write(raw_bytes)
+    frames = await bad.recv_until_eof()
+    assert frames, "an error frame comes before the close"
+    rid, status, payload = frames[-1]
+    assert (rid, status, payload["code"]) == (0, wire.STATUS_ERROR, code)
+    good.request(1, "put", {"key": b"still", "value": b"up"})
+    assert (await good.recv())[:2] == [1, wire.STATUS_OK]
+    await bad.close()
+    await good.close()
+
+
+def test_garbage_truncated_and_oversized_frames_close_only_their_connection():
+    async def main():
+        server, port = await _serve(FakeService(), max_frame_bytes=1024)
+        async with server:
+            # 0xc1 is never used by msgpack.
+            await _check_fatal(port, b"\x00\x00\x00\x04\xc1\xc1\xc1\xc1", "BAD_REQUEST")
+            body = wire.encode([1, "put", {"key": b"k", "value": b"v"}])
+            short = wire.FRAME_HEADER.pack(len(body) - 3) + body  # frame cut before its end
+            await _check_fatal(port, short, "BAD_REQUEST")
+            await _check_fatal(port, wire.FRAME_HEADER.pack(1025) + b"x" * 10,
+                               "REQUEST_TOO_LARGE")
+            await _check_fatal(port, wire.frame([1, "put", {"value": b"x" * 2000}]),
+                               "REQUEST_TOO_LARGE")
+            await _check_fatal(port, wire.frame(["not", "an", "envelope", "!", "!"]),
+                               "BAD_REQUEST")
+            await _check_fatal(port, wire.frame([1, "status", {}]), "BAD_REQUEST", hello=False)
+            await _check_fatal(port, wire.frame(["raftkv", 99]), "BAD_REQUEST", hello=False)
+
+    run(main())
+
+
+def test_truncated_frame_at_eof_is_reported():
+    async def main():
+        server, port = await _serve(FakeService())
+        async with server:
+            conn = await RawConn.open(port)
+            conn.writer.write(wire.frame([1, "status", {}])[:-2])
+            conn.writer.write_eof()
+            frames = await conn.recv_until_eof()
+            assert frames[-1][2]["code"] == "BAD_REQUEST"
+            await conn.close()
+
+    run(main())
+
+
+def test_half_close_still_gets_answers():
+    async def main():
+        server, port = await _serve(SlowService())
+        async with server:
+            conn = await RawConn.open(port)
+            for i in range(1, 11):
+                conn.request(i, "put", {"key": b"k", "value": b"v"})
+            conn.writer.write_eof()
+            frames = await conn.recv_until_eof()
+            assert sorted(f[0] for f in frames) == list(range(1, 11))
+            await conn.close()
+
+    run(main())
+
+
+def test_watch_streams_and_cancels():
+    async def main():
+        service = FakeService()
+        server, port = await _serve(service)
+        async with server:
+            conn = await RawConn.open(port)
+            conn.request(7, "watch", {"key": b"w/", "range_end": b"w0"})
+            await asyncio.sleep(0.05)
+            for i in range(3):
+                conn.request(100 + i, "put", {"key": b"w/%d" % i, "value": b"x"})
+            items, oks = [], 0
+            while len(items) < 3 or oks < 3:
+                rid, status, payload = await conn.recv()
+                if rid == 7:
+                    assert status == wire.STATUS_ITEM
+                    items.extend(payload["events"])
+                else:
+                    oks += 1
+            assert [e["kv"]["key"] for e in items] == [b"w/0", b"w/1", b"w/2"]
+            conn.request(8, "watch_cancel", {"watch_id": 7})
+            got = {tuple((await conn.recv())[:2]) for _ in range(2)}
+            assert got == {(8, wire.STATUS_OK), (7, wire.STATUS_END)}
+            assert service._watchers == []
+            conn.request(9, "watch_cancel", {"watch_id": 7})
+            assert (await conn.recv())[2] == {"canceled": False}
+            await conn.close()
+
+    run(main())
+
+
+def test_watches_end_when_the_connection_closes():
+    async def main():
+        service = FakeService()
+        server, port = await _serve(service)
+        async with server:
+            conn = await RawConn.open(port)
+            conn.request(1, "watch", {"key": b"a"})
+            await asyncio.sleep(0.05)
+            assert len(service._watchers) == 1
+            await conn.close()
+            for _ in range(100):
+                if not service._watchers:
+                    break
+                await asyncio.sleep(0.01)
+            assert service._watchers == []
+
+    run(main())
+
+
+def test_batch_applies_each_item_and_reports_per_item_errors():
+    async def main():
+        service = FakeService()
+        server, port = await _serve(service)
+        async with server:
+            conn = await RawConn.open(port)
+            reqs = [{"request_put": {"key": b"b%d" % i, "value": b"v"}} for i in range(50)]
+            reqs.append({"request_put": {"key": b"", "value": b"v"}})
+            reqs.append({"request_delete_range": {"key": b"b0"}})
+            conn.request(1, "batch", {"requests": reqs}, idem=[12345, 1])
+            rid, status, payload = await conn.recv()
+            assert (rid, status) == (1, wire.STATUS_OK)
+            resps = payload["responses"]
+            assert len(resps) == 52
+            assert all("response_put" in r for r in resps[:50])
+            assert resps[50]["error"]["code"] == "EMPTY_KEY"
+            assert resps[51]["response_delete_range"]["deleted"] == 1
+            assert len(service.kvs) == 49
+            conn.request(2, "batch", {"requests": [{"request_range": {"key": b"x"}}]})
+            assert (await conn.recv())[2]["code"] == "BAD_REQUEST"
+            await conn.close()
+
+    run(main())
+
+
+def test_idempotency_id_reaches_the_service():
+    async def main():
+        service = FakeService()
+        server, port = await _serve(service)
+        async with server:
+            conn = await RawConn.open(port)
+            conn.request(1, "put", {"key": b"k", "value": b"v"}, idem=[2 ** 64 - 1, 42])
+            conn.request(2, "put", {"key": b"k", "value": b"v"}, idem=[-1, 42])
+            got = {f[0]: f for f in [await conn.recv(), await conn.recv()]}
+            assert got[1][1] == wire.STATUS_OK
+            assert got[2][2]["code"] == "BAD_REQUEST"
+            assert service.calls[-1][1]["request_id"] == [2 ** 64 - 1, 42]
+            await conn.close()
+
+    run(main())
+
+
+class GatedService(FakeService):
+    def __init__(self):
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.running = 0
+        self.running_max = 0
+
+    async def call(self, op, body):
+        self.running += 1
+        self.running_max = max(self.running_max, self.running)
+        await self.gate.wait()
+        self.running -= 1
+        return await super().call(op, body)
+
+
+def test_inflight_per_connection_is_bounded():
+    async def main():
+        service = GatedService()
+        server, port = await _serve(service, inflight_max=4)
+        async with server:
+            conn = await RawConn.open(port)
+            for i in range(1, 21):
+                conn.request(i, "put", {"key": b"k", "value": b"v"})
+            await asyncio.sleep(0.1)
+            assert service.running == 4
+            service.gate.set()
+            ids = sorted([(await conn.recv())[0] for _ in range(20)])
+            assert ids == list(range(1, 21))
+            assert service.running_max <= 4
+            await conn.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 4096])
+def test_decoder_handles_any_split(chunk):
+    frames = [[i, "put", {"key": b"k" * i, "value": b"v" * (i * 37)}] for i in range(1, 30)]
+    data = b"".join(wire.frame(f) for f in frames)
+    dec = wire.FrameDecoder()
+    out = []
+    for i in range(0, len(data), chunk):
+        out.extend(dec.feed(data[i:i + chunk]))
+    assert out == frames
+    assert not dec.pending
