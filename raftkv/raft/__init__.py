@@ -19,3 +19,7 @@ from raftkv.raft.types import (  # noqa: F401
     Snapshot,
     SnapshotMetadata,
 )
+from raftkv.raft.raft import Config, StateType  # noqa: F401,E402
+from raftkv.raft.rawnode import RawNode, Ready, Role, SoftState  # noqa: F401,E402
+from raftkv.raft.storage import MemoryStorage, Storage  # noqa: F401,E402
+from raftkv.raft.types import decode_conf_change, encode_conf_change  # noqa: F401,E402

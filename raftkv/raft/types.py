@@ -10,6 +10,7 @@ Nothing here does I/O. Wire encoding of messages is the transport's business
 from __future__ import annotations
 
 import enum
+import struct
 from dataclasses import dataclass, field
 
 # A member id of 0 means "nobody" (no vote cast, no known leader), as in etcd-io/raft.
@@ -159,3 +160,31 @@ class ReadState:
 
     index: int
     request_ctx: bytes
+
+
+# ConfChangeV2 wire form inside a CONF_CHANGE entry: transition u8 | count u16 | (type u8,
+# node_id u64) * count | context. Big-endian. Kept here so the core, storage and server agree.
+_CC_HEAD = struct.Struct(">BH")
+_CC_ITEM = struct.Struct(">BQ")
+
+
+def encode_conf_change(cc: ConfChangeV2) -> bytes:
+    parts = [_CC_HEAD.pack(int(cc.transition), len(cc.changes))]
+    parts += [_CC_ITEM.pack(int(c.type), c.node_id) for c in cc.changes]
+    parts.append(bytes(cc.context))
+    return b"".join(parts)
+
+
+def decode_conf_change(data: bytes) -> ConfChangeV2:
+    if len(data) < _CC_HEAD.size:
+        raise ValueError("conf change entry too short")
+    transition, count = _CC_HEAD.unpack_from(data, 0)
+    off = _CC_HEAD.size
+    if len(data) < off + count * _CC_ITEM.size:
+        raise ValueError("conf change entry truncated")
+    changes = []
+    for _ in range(count):
+        typ, node_id = _CC_ITEM.unpack_from(data, off)
+        changes.append(ConfChangeSingle(ConfChangeType(typ), node_id))
+        off += _CC_ITEM.size
+    return ConfChangeV2(ConfChangeTransition(transition), changes, bytes(data[off:]))
