@@ -1,0 +1,173 @@
+"""Txn: compares (targets x results, ranges), branches, nesting, checks; compaction."""
+import pytest
+
+from raftkv.errors import RaftkvError
+from tests.unit.mvcc.helpers import Harness
+
+
+def put_op(key, value=b"v", **kw):
+    return {"request_put": dict(key=key, value=value, **kw)}
+
+
+def cmp(key, target, result, **kw):
+    return dict(key=key, target=target, result=result, **kw)
+
+
+def txn(h, compare=(), success=(), failure=()):
+    return h.one("txn", {"compare": list(compare), "success": list(success),
+                         "failure": list(failure)})
+
+
+@pytest.fixture
+def h3(h):
+    h.one("lease_grant", {"ID": 9, "TTL": 100})
+    h.put(b"a", b"m")  # rev 2: create 2, version 1
+    h.put(b"a", b"m", lease=9)  # rev 3: version 2, lease 9
+    h.put(b"b", b"z")  # rev 4
+    return h
+
+
+@pytest.mark.parametrize("target,field,value,expect", [
+    (0, "version", 2, (True, False, False, False)),
+    (0, "version", 1, (False, True, False, True)),
+    (1, "create_revision", 3, (False, False, True, True)),
+    (2, "mod_revision", 3, (True, False, False, False)),
+    (3, "value", b"a", (False, True, False, True)),
+    (3, "value", b"n", (False, False, True, True)),
+    (4, "lease", 9, (True, False, False, False)),
+])
+def test_compare_targets_and_results(h3, target, field, value, expect):
+    got = tuple(txn(h3, [cmp(b"a", target, result, **{field: value})])["succeeded"]
+                for result in range(4))
+    assert got == expect
+
+
+def test_compare_missing_key(h3):
+    assert txn(h3, [cmp(b"zz", 0, 0, version=0)])["succeeded"]
+    assert txn(h3, [cmp(b"zz", 1, 0, create_revision=0)])["succeeded"]
+    assert not txn(h3, [cmp(b"zz", 3, 0, value=b"")])["succeeded"]
+    assert not txn(h3, [cmp(b"zz", 3, 3, value=b"x")])["succeeded"]
+
+
+def test_compare_over_range(h3):
+    assert txn(h3, [cmp(b"a", 2, 1, range_end=b"c", mod_revision=1)])["succeeded"]
+    assert not txn(h3, [cmp(b"a", 2, 1, range_end=b"c", mod_revision=3)])["succeeded"]
+    assert txn(h3, [cmp(b"a", 2, 1, range_end=b"\0", mod_revision=1)])["succeeded"]
+
+
+def test_txn_one_revision_and_responses(h3):
+    resp = txn(h3, [cmp(b"a", 0, 0, version=2)],
+               [put_op(b"c", prev_kv=True), put_op(b"a", b"new", prev_kv=True),
+                {"request_range": {"key": b"a"}},
+                {"request_delete_range": {"key": b"b", "prev_kv": True}}])
+    assert resp["succeeded"] and resp["header"]["revision"] == 5
+    put_c, put_a, rng, dele = [next(iter(r.values())) for r in resp["responses"]]
+    assert "prev_kv" not in put_c and put_a["prev_kv"]["value"] == b"m"
+    assert rng["kvs"][0]["value"] == b"new" and rng["kvs"][0]["mod_revision"] == 5
+    assert dele["deleted"] == 1 and dele["prev_kvs"][0]["key"] == b"b"
+    assert all(next(iter(r.values()))["header"]["revision"] == 5 for r in resp["responses"])
+    assert h3.store.current_revision == 5
+    assert h3.get(b"c")["kvs"][0]["mod_revision"] == 5
+
+
+def test_txn_failure_branch_and_readonly(h3):
+    resp = txn(h3, [cmp(b"a", 0, 0, version=7)], [put_op(b"x")],
+               [{"request_range": {"key": b"b"}}])
+    assert not resp["succeeded"] and resp["header"]["revision"] == 4
+    assert resp["responses"][0]["response_range"]["kvs"][0]["key"] == b"b"
+    assert h3.store.current_revision == 4
+
+
+def test_nested_txn(h3):
+    inner = {"compare": [cmp(b"a", 0, 0, version=2)], "success": [put_op(b"n1")],
+             "failure": [put_op(b"n2")]}
+    resp = txn(h3, [], [put_op(b"a", b"x"), {"request_txn": inner}])
+    # nested compares see the state before the outer txn's writes (etcd compareToPath)
+    inner_resp = resp["responses"][1]["response_txn"]
+    assert inner_resp["succeeded"] and inner_resp["header"]["revision"] == 5
+    assert h3.get(b"n1")["count"] == 1 and h3.get(b"n2")["count"] == 0
+    assert h3.get(b"n1")["kvs"][0]["mod_revision"] == 5
+
+
+def test_txn_checks(h3):
+    def code(**body):
+        (r,) = h3.apply([("txn", body)])
+        return r.code if isinstance(r, RaftkvError) else None
+
+    assert code(success=[put_op(b"k%d" % i) for i in range(129)]) == "TOO_MANY_OPS"
+    assert code(compare=[cmp(b"a", 0, 0)] * 129) == "TOO_MANY_OPS"
+    assert code(success=[put_op(b"k%d" % i) for i in range(128)]) is None
+    assert code(success=[put_op(b"d"), put_op(b"d")]) == "DUPLICATE_KEY"
+    assert code(success=[put_op(b"d")], failure=[put_op(b"d")]) is None
+    assert code(success=[put_op(b"d"), {"request_delete_range": {"key": b"c",
+                                                                 "range_end": b"e"}}]) \
+        == "DUPLICATE_KEY"
+    assert code(success=[{"request_delete_range": {"key": b"d"}},
+                         {"request_delete_range": {"key": b"d"}}]) is None
+    nested = {"success": [put_op(b"d")], "failure": [put_op(b"d")]}
+    assert code(success=[{"request_txn": nested}]) is None
+    assert code(success=[put_op(b"d"), {"request_txn": nested}]) == "DUPLICATE_KEY"
+    assert code(success=[put_op(b"")]) == "EMPTY_KEY"
+    assert code(success=[put_op(b"q", lease=77)]) == "LEASE_NOT_FOUND"
+    assert code(failure=[put_op(b"q", lease=77)]) is None  # only the chosen path is checked
+    assert code(success=[put_op(b"nokey", ignore_value=True, value=b"")]) == "KEY_NOT_FOUND"
+    assert code(success=[{"request_range": {"key": b"a", "revision": 99}}]) == "FUTURE_REV"
+    before = h3.store.current_revision
+    assert code(success=[put_op(b"ok"), put_op(b"bad", lease=77)]) == "LEASE_NOT_FOUND"
+    assert h3.store.current_revision == before and h3.get(b"ok")["count"] == 0
+
+
+def test_compact_errors_and_history(h):
+    for i in range(5):
+        h.put(b"a", b"%d" % i)  # revs 2..6
+    h.put(b"b")  # 7
+    h.delete(b"b")  # 8
+    with pytest.raises(RaftkvError, match="future revision"):
+        h.one("compact", {"revision": 9})
+    assert h.one("compact", {"revision": 4}) == {"header": {"revision": 8}}
+    with pytest.raises(RaftkvError) as exc:
+        h.one("compact", {"revision": 4})
+    assert exc.value.code == "COMPACTED"
+    assert h.get(b"a", revision=4)["kvs"][0]["value"] == b"2"
+    assert h.get(b"a", revision=6)["kvs"][0]["value"] == b"4"
+    h.one("compact", {"revision": 8})
+    assert h.store._index.get(b"b") is None  # tombstoned key dropped entirely
+    assert h.store._index.get(b"a").revs == [6 << 33]
+    with h.engine.env.begin() as txn:
+        assert txn.stat(h.engine.db("kv"))["entries"] == 1
+    assert h.get(b"a", revision=8)["kvs"][0]["value"] == b"4"
+
+
+def test_compaction_in_bounded_steps_survives_restart(tmp_path):
+    h = Harness(tmp_path / "d", compaction_batch=10)
+    h.apply([("put", {"key": b"k%03d" % i, "value": b"1"}) for i in range(35)])
+    h.apply([("put", {"key": b"k%03d" % i, "value": b"2"}) for i in range(35)])
+    h.apply([("compact", {"revision": h.store.current_revision})])
+    assert h.store.compaction_pending
+    h.reopen()
+    assert h.store.compaction_pending
+    with pytest.raises(RaftkvError):
+        h.get(b"k000", revision=2)
+    steps = 0
+    while h.store.compaction_pending:
+        with h.engine.env.begin(write=True) as txn:
+            h.store.compact_step(txn, 10)
+        h.store.committed()
+        steps += 1
+    assert steps >= 2
+    with h.engine.env.begin() as txn:
+        assert txn.stat(h.engine.db("kv"))["entries"] == 35
+    h.reopen()
+    assert h.get(b"k", b"l")["count"] == 35
+    h.close()
+
+
+def test_physical_compaction_completes_at_once(tmp_path):
+    h = Harness(tmp_path / "d", compaction_batch=3)
+    for v in (b"1", b"2"):
+        h.apply([("put", {"key": b"k%02d" % i, "value": v}) for i in range(20)])
+    h.one("compact", {"revision": h.store.current_revision, "physical": True})
+    assert not h.store.compaction_pending
+    with h.engine.env.begin() as txn:
+        assert txn.stat(h.engine.db("kv"))["entries"] == 20
+    h.close()
