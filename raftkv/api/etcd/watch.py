@@ -153,6 +153,9 @@ class _WatchStream:
         if not events:
             return
         watcher.sent_since_tick = True
+        newest = max(ev.get("kv", {}).get("mod_revision", 0) for ev in events)
+        if header.get("revision", 0) < newest:  # a header never precedes its events
+            header = dict(header, revision=newest)
         if not watcher.create.prev_kv:
             events = [{k: v for k, v in ev.items() if k != "prev_kv"} for ev in events]
         response = _response(header, watcher.watch_id, events)

@@ -1,0 +1,205 @@
+"""Watch over gRPC: one bidi stream, many watchers, create/cancel/progress, compaction,
+fragments."""
+from __future__ import annotations
+
+import queue
+
+import pytest
+
+from raftkv.api.etcd import watch as watch_mod
+from raftkv.api.etcd.proto import kv_pb2, rpc_pb2
+
+pytestmark = pytest.mark.timeout(60)
+T = 5
+STREAM_DEADLINE = 20
+
+
+class Stream:
+    """A Watch call fed from a queue; next() returns the following response."""
+
+    def __init__(self, server):
+        self.requests = queue.Queue()
+        self.responses = server.watch.Watch(iter(self.requests.get, None),
+                                            timeout=STREAM_DEADLINE)
+
+    def create(self, key, range_end=b"", **fields):
+        create = rpc_pb2.WatchCreateRequest(key=key, range_end=range_end, **fields)
+        self.requests.put(rpc_pb2.WatchRequest(create_request=create))
+        return next(self.responses)
+
+    def cancel(self, watch_id):
+        cancel = rpc_pb2.WatchCancelRequest(watch_id=watch_id)
+        self.requests.put(rpc_pb2.WatchRequest(cancel_request=cancel))
+
+    def progress(self):
+        self.requests.put(rpc_pb2.WatchRequest(progress_request=rpc_pb2.WatchProgressRequest()))
+
+    def next(self):
+        return next(self.responses)
+
+    def close(self):
+        self.responses.cancel()
+        self.requests.put(None)
+
+
+@pytest.fixture
+def stream(grpc_server):
+    s = Stream(grpc_server)
+    yield s
+    s.close()
+
+
+def put(server, key, value):
+    return server.kv.Put(rpc_pb2.PutRequest(key=key, value=value), timeout=T)
+
+
+def test_create_assigns_ids_and_delivers_events(grpc_server, stream):
+    created = stream.create(b"a")
+    assert created.created and created.watch_id == 0 and not created.canceled
+    assert created.header.revision == 1 and created.header.cluster_id == 1
+    created = stream.create(b"p", b"q")
+    assert created.created and created.watch_id == 1
+    body = grpc_server.service.calls[-1]
+    put(grpc_server, b"a", b"1")
+    resp = stream.next()
+    assert resp.watch_id == 0 and resp.header.revision == 2
+    assert [(e.type, e.kv.key, e.kv.value) for e in resp.events] == [
+        (kv_pb2.Event.PUT, b"a", b"1")]
+    put(grpc_server, b"p1", b"2")
+    resp = stream.next()
+    assert resp.watch_id == 1 and resp.events[0].kv.key == b"p1"
+    grpc_server.kv.DeleteRange(rpc_pb2.DeleteRangeRequest(key=b"a"), timeout=T)
+    resp = stream.next()
+    assert resp.watch_id == 0 and resp.events[0].type == kv_pb2.Event.DELETE
+    assert resp.events[0].kv.mod_revision == 4
+    assert body[0] == "range"  # created header read from the service
+
+
+def test_cancel_stops_a_watcher(grpc_server, stream):
+    stream.create(b"a")
+    stream.create(b"b")
+    stream.cancel(0)
+    resp = stream.next()
+    assert resp.canceled and resp.watch_id == 0
+    put(grpc_server, b"a", b"ignored")
+    put(grpc_server, b"b", b"seen")
+    resp = stream.next()
+    assert resp.watch_id == 1 and resp.events[0].kv.key == b"b"
+    # Auto ids keep counting up (as in etcd), skipping ids in use.
+    created = stream.create(b"c")
+    assert created.watch_id == 2
+
+
+def test_client_chosen_watch_id_and_duplicate(stream):
+    created = stream.create(b"a", watch_id=7)
+    assert created.created and created.watch_id == 7
+    dup = stream.create(b"b", watch_id=7)
+    assert dup.created and dup.canceled and dup.watch_id == -1
+    assert dup.cancel_reason == watch_mod.DUPLICATE_ID
+
+
+def test_progress_request_answers_with_header(grpc_server, stream):
+    stream.create(b"a")
+    put(grpc_server, b"z", b"1")
+    stream.progress()
+    resp = stream.next()
+    assert resp.watch_id == -1 and not resp.events and not resp.created
+    assert resp.header.revision == 2
+
+
+def test_start_revision_defaults_to_next_revision(grpc_server, stream):
+    service = grpc_server.service
+    bodies, original = [], service.watch
+
+    def recording_watch(body):
+        bodies.append(body)
+        return original(body)
+
+    service.watch = recording_watch
+    put(grpc_server, b"x", b"1")
+    stream.create(b"a", prev_kv=True, filters=[rpc_pb2.WatchCreateRequest.NODELETE])
+    stream.create(b"b", start_revision=1)
+    assert bodies[0] == {"key": b"a", "range_end": b"", "start_revision": 3, "prev_kv": True,
+                         "filters": [1], "progress_notify": False}
+    assert bodies[1]["start_revision"] == 1
+    put(grpc_server, b"a", b"2")
+    grpc_server.kv.DeleteRange(rpc_pb2.DeleteRangeRequest(key=b"a"), timeout=T)
+    put(grpc_server, b"a", b"3")
+    first, second = stream.next(), stream.next()
+    assert [e.kv.value for e in list(first.events) + list(second.events)] == [b"2", b"3"]
+
+
+def test_filters_drop_puts(grpc_server, stream):
+    stream.create(b"a", filters=[rpc_pb2.WatchCreateRequest.NOPUT])
+    put(grpc_server, b"a", b"1")
+    grpc_server.kv.DeleteRange(rpc_pb2.DeleteRangeRequest(key=b"a"), timeout=T)
+    resp = stream.next()
+    assert [e.type for e in resp.events] == [kv_pb2.Event.DELETE]
+
+
+class _CompactedWatch:
+    def __init__(self, service):
+        self.service = service
+
+    async def __call__(self, body):
+        yield {"header": self.service._header(), "compact_revision": 5}
+
+
+def test_compacted_watch_is_canceled_with_revision(grpc_server, stream):
+    grpc_server.service.watch = _CompactedWatch(grpc_server.service)
+    created = stream.create(b"a", start_revision=2)
+    assert created.created
+    resp = stream.next()
+    assert resp.canceled and resp.compact_revision == 5 and resp.watch_id == created.watch_id
+
+
+def test_progress_notify_sends_empty_responses(make_server):
+    server = make_server(watch_progress_interval=0.2)
+    s = Stream(server)
+    try:
+        created = s.create(b"a", progress_notify=True)
+        resp = s.next()
+        assert resp.watch_id == created.watch_id and not resp.events and not resp.canceled
+        assert resp.header.revision == 1
+    finally:
+        s.close()
+
+
+def test_fragments_split_large_responses():
+    events = [{"type": 0, "kv": {"key": b"k%d" % i, "value": b"v" * 100}} for i in range(10)]
+    response = watch_mod._response({"revision": 9}, 3, events)
+    parts = watch_mod.fragments(response, 400)
+    assert len(parts) > 1
+    assert [p.fragment for p in parts] == [True] * (len(parts) - 1) + [False]
+    assert all(p.watch_id == 3 and p.header.revision == 9 for p in parts)
+    assert [e.kv.key for p in parts for e in p.events] == [e["kv"]["key"] for e in events]
+    assert all(p.ByteSize() <= 400 for p in parts)
+    assert watch_mod.fragments(response, 1 << 20) == [response]
+
+
+def test_fragmented_stream(make_server):
+    server = make_server(max_request_bytes=300)
+    for i in range(5):
+        put(server, b"f%d" % i, b"v" * 100)
+    server.service.watch = _BatchWatch(server.service)
+    s = Stream(server)
+    try:
+        s.create(b"f", b"g", fragment=True)
+        parts = [s.next()]
+        while parts[-1].fragment:
+            parts.append(s.next())
+        assert len(parts) > 1
+        assert [e.kv.key for p in parts for e in p.events] == [b"f%d" % i for i in range(5)]
+    finally:
+        s.close()
+
+
+class _BatchWatch:
+    """Yields every current key as one batch of PUT events."""
+
+    def __init__(self, service):
+        self.service = service
+
+    async def __call__(self, body):
+        events = [{"type": 0, "kv": kv} for _, kv in sorted(self.service.kvs.items())]
+        yield {"header": self.service._header(), "events": events}
