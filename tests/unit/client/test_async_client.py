@@ -1,0 +1,294 @@
+"""AsyncClient against a native server over RichFakeService (port 0, loopback)."""
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from raftkv.api.native import start_native_server
+from raftkv.client import AsyncClient, ConnectionFailedError, DeleteEvent, PutEvent
+from raftkv.client.errors import LockTimeout
+from raftkv.client.types import prefix_range_end
+from raftkv.errors import RaftkvError
+from tests.unit.client.richfake import RichFakeService
+
+TEST_TIMEOUT_S = 20.0
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, TEST_TIMEOUT_S))
+
+
+def closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens there once the socket is closed
+
+
+async def serve(service=None):
+    service = service or RichFakeService()
+    server, port = await start_native_server(service, "127.0.0.1", 0)
+    return service, server, f"127.0.0.1:{port}"
+
+
+def with_client(test):
+    async def main():
+        service, server, ep = await serve()
+        async with server:
+            async with AsyncClient([ep], timeout=3.0) as client:
+                await test(client, service)
+
+    run(main())
+
+
+def test_put_get_delete_str_and_bytes():
+    async def t(c, svc):
+        assert await c.get("missing") == (None, None)
+        await c.put("a", "é")
+        await c.put(b"b", b"\xff\x00")
+        value, meta = await c.get("a")
+        assert value == "é".encode()
+        assert (meta.key, meta.version) == (b"a", 1)
+        resp = await c.put("a", "2", prev_kv=True)
+        assert resp["prev_kv"]["value"] == "é".encode()
+        assert (await c.get(b"b"))[0] == b"\xff\x00"
+        assert await c.delete("a") is True
+        assert await c.delete("a") is False
+        resp = await c.delete("b", prev_kv=True, return_response=True)
+        assert resp["prev_kvs"][0]["value"] == b"\xff\x00"
+
+    with_client(t)
+
+
+def test_prefix_range_and_all():
+    async def t(c, svc):
+        for k in ["p/1", "p/2", "p/3", "q/1"]:
+            await c.put(k, k.upper())
+        assert [m.key for _, m in await c.get_prefix("p/")] == [b"p/1", b"p/2", b"p/3"]
+        assert [v for v, _ in await c.get_range("p/2", "q/2")] == [b"P/2", b"P/3", b"Q/1"]
+        assert len(await c.get_all()) == 4
+        resp = await c.get_response("p/", prefix=True, limit=2)
+        assert (resp["count"], resp["more"], len(resp["kvs"])) == (3, True, 2)
+        assert (await c.delete_prefix("p/"))["deleted"] == 3
+        assert len(await c.get_all()) == 1
+
+    with_client(t)
+
+
+def test_prefix_range_end():
+    assert prefix_range_end(b"a") == b"b"
+    assert prefix_range_end(b"a\xff") == b"b"
+    assert prefix_range_end(b"\xff\xff") == b"\0"
+    assert prefix_range_end("") == b"\0"
+
+
+def test_transaction_compare_helpers():
+    async def t(c, svc):
+        tx = c.transactions
+        await c.put("k", "old")
+        ok, resps = await c.transaction(
+            compare=[tx.value("k") == b"old", tx.version("k") > 0, tx.create("k") != 0],
+            success=[tx.put("k", "new"), tx.get("k")], failure=[tx.delete("k")])
+        assert ok is True
+        assert resps[1][0][0] == b"new"
+        ok, _ = await c.transaction([tx.value("k") == b"old"], [tx.put("k", "x")],
+                                    [tx.put("k", "fallback")])
+        assert ok is False
+        assert (await c.get("k"))[0] == b"fallback"
+        assert await c.put_if_not_exists("k", "y") is False
+        assert await c.put_if_not_exists("fresh", "y") is True
+        assert (tx.mod("k") < 10).to_wire() == {"result": 2, "target": 2, "key": b"k",
+                                                 "mod_revision": 10}
+        assert (tx.lease("k") == 0).to_wire()["target"] == 4
+
+    with_client(t)
+
+
+def test_json_helpers():
+    async def t(c, svc):
+        await c.put_json("cfg", {"a": [1, 2]})
+        assert await c.get_json("cfg") == {"a": [1, 2]}
+        assert await c.get_json("nope", default={}) == {}
+
+    with_client(t)
+
+
+def test_lease_operations():
+    async def t(c, svc):
+        lease = await c.lease(30)
+        assert lease.granted_ttl == 30
+        await c.put("lk", "v", lease=lease)
+        assert (await c.get("lk"))[1].lease_id == lease.id
+        assert await lease.refresh() == 30
+        assert await lease.remaining_ttl() == 30
+        assert await lease.keys() == [b"lk"]
+        assert await c.leases() == [lease.id]
+        await lease.revoke()
+        with pytest.raises(RaftkvError) as err:
+            await lease.revoke()
+        assert err.value.code == "LEASE_NOT_FOUND"
+        with pytest.raises(RaftkvError):
+            await c.put("x", "v", lease=424242)
+
+    with_client(t)
+
+
+def test_watch_events_and_cancel():
+    async def t(c, svc):
+        events, cancel = await c.watch_prefix("w/")
+        await asyncio.sleep(0.05)
+        await c.put("w/a", "1")
+        await c.put("other", "1")
+        await c.delete("w/a")
+        first = await events.__anext__()
+        second = await events.__anext__()
+        assert isinstance(first, PutEvent)
+        assert (first.key, first.value) == (b"w/a", b"1")
+        assert isinstance(second, DeleteEvent)
+        await cancel()
+        assert [e async for e in events] == []
+        await asyncio.sleep(0.05)
+        assert svc._watchers == []
+
+    with_client(t)
+
+
+def test_put_many_with_progress():
+    async def t(c, svc):
+        seen = []
+        items = ((f"bulk/{i:05d}", f"v{i}") for i in range(2000))
+        result = await c.put_many(items, progress=lambda r: seen.append(r.done + r.failed),
+                                  window=4, batch_max=100)
+        assert (result.done, result.failed) == (2000, 0)
+        assert seen[-1] == 2000
+        assert len(seen) == 20
+        assert len(await c.get_prefix("bulk/")) == 2000
+        bad = await c.put_many([("ok", "1"), ("", "empty key")])
+        assert (bad.done, bad.failed) == (1, 1)
+        assert "key is not provided" in bad.errors[0]
+
+    with_client(t)
+
+
+def test_lock_mutual_exclusion():
+    async def t(c, svc):
+        lock_a = c.lock("res", ttl=10)
+        lock_b = c.lock("res", ttl=10)
+        assert await lock_a.acquire() is True
+        assert await lock_a.is_acquired() is True
+        with pytest.raises(LockTimeout):
+            await lock_b.acquire(timeout=0.2)
+        waiter = asyncio.ensure_future(lock_b.acquire(timeout=5))
+        await asyncio.sleep(0.1)
+        assert not waiter.done()
+        await lock_a.release()
+        assert await waiter is True
+        await lock_b.release()
+        assert await c.get_prefix("/locks/") == []
+
+    with_client(t)
+
+
+def test_status_members_compact():
+    async def t(c, svc):
+        assert (await c.status())["version"]
+        assert (await c.members())[0]["name"] == "m1"
+        await c.compact(1)
+
+    with_client(t)
+
+
+def test_failover_from_a_closed_port():
+    async def main():
+        svc, server, ep = await serve()
+        async with server:
+            async with AsyncClient([f"127.0.0.1:{closed_port()}", ep], timeout=3.0) as c:
+                await c.put("k", "v")
+                assert (await c.get("k"))[0] == b"v"
+
+    run(main())
+
+
+def test_no_endpoint_reachable_fails_within_timeout():
+    async def main():
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        async with AsyncClient([f"127.0.0.1:{closed_port()}"], timeout=0.5) as c:
+            with pytest.raises(ConnectionFailedError):
+                await c.get("k")
+        assert loop.time() - t0 < 2.0
+
+    run(main())
+
+
+class NotLeaderService(RichFakeService):
+    """Refuses the first `n` writes with NOT_LEADER, as a follower would."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.refuse = n
+
+    async def call(self, op, body):
+        if op == "put" and self.refuse > 0:
+            self.refuse -= 1
+            if "request_id" in body:
+                self.seen_request_ids.append((op, tuple(body["request_id"])))
+            raise RaftkvError("NOT_LEADER")
+        return await super().call(op, body)
+
+
+def test_retry_on_not_leader_keeps_the_idempotency_id():
+    async def main():
+        follower = NotLeaderService(10 ** 6)
+        leader = NotLeaderService(0)
+        _, s1, ep1 = await serve(follower)
+        _, s2, ep2 = await serve(leader)
+        async with s1, s2:
+            async with AsyncClient([ep1, ep2], timeout=3.0) as c:
+                await c.put("k", "v")
+                await c.put("k2", "v")
+                assert (await c.get("k"))[0] == b"v"
+        first = follower.seen_request_ids[0][1]
+        assert leader.seen_request_ids[0] == ("put", first)
+        assert leader.seen_request_ids[1][1][1] == first[1] + 1
+        assert not any(op == "range" for op, _ in leader.seen_request_ids)
+
+    run(main())
+
+
+def test_reconnects_after_the_server_restarts():
+    async def main():
+        svc = RichFakeService()
+        server, port = await start_native_server(svc, "127.0.0.1", 0)
+        async with AsyncClient([f"127.0.0.1:{port}"], timeout=3.0) as c:
+            await c.put("k", "v")
+            server.close()
+            await server.wait_closed()
+            server, _ = await start_native_server(svc, "127.0.0.1", port)
+            async with server:
+                assert (await c.get("k"))[0] == b"v"
+
+    run(main())
+
+
+def test_non_retryable_error_is_raised_at_once():
+    async def t(c, svc):
+        with pytest.raises(RaftkvError) as err:
+            await c.put("", "v")
+        assert err.value.code == "EMPTY_KEY"
+        with pytest.raises(RaftkvError) as err:
+            await c.call("no_such_op", {})
+        assert err.value.code == "UNKNOWN_OP"
+
+    with_client(t)
+
+
+def test_oversized_request_is_refused_locally():
+    async def t(c, svc):
+        with pytest.raises(RaftkvError) as err:
+            await c.put("big", b"x" * (2 * 1024 * 1024))
+        assert err.value.code == "REQUEST_TOO_LARGE"
+        await c.put("small", "ok")  # the connection is still fine
+
+    with_client(t)
