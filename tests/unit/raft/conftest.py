@@ -1,0 +1,207 @@
+"""Helpers for the Raft core's unit tests: members over MemoryStorage and a tiny network.
+
+The network is synchronous and deterministic: `pump()` handles every member's Ready in the
+order the Ready contract asks (persist, then send, then apply, then advance) and delivers
+queued messages until nothing moves. Links can be cut per direction and messages filtered.
+"""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from raftkv.raft import (
+    ConfChangeSingle,
+    ConfChangeType,
+    ConfChangeV2,
+    ConfState,
+    Config,
+    EntryType,
+    MemoryStorage,
+    RawNode,
+    decode_conf_change,
+)
+from raftkv.raft.errors import ProposalDroppedError
+
+ELECTION = 10
+
+
+def new_storage(voters, learners=()):
+    s = MemoryStorage()
+    s.snap.metadata.conf_state = ConfState(voters=list(voters), learners=list(learners))
+    return s
+
+
+def new_config(mid, storage, seed=None, **kw):
+    kw.setdefault("election_ticks", ELECTION)
+    kw.setdefault("heartbeat_ticks", 1)
+    return Config(mid, storage, random.Random(mid if seed is None else seed), **kw)
+
+
+def new_node(mid, voters, learners=(), storage=None, **kw):
+    """A RawNode over a fresh MemoryStorage whose conf state is (voters, learners)."""
+    storage = storage if storage is not None else new_storage(voters, learners)
+    return RawNode(new_config(mid, storage, **kw))
+
+
+def persist(storage, rd):
+    """Step 2 of the Ready contract: snapshot, entries, then hard state."""
+    if rd.snapshot is not None:
+        storage.apply_snapshot(rd.snapshot)
+    storage.append(rd.entries)
+    if rd.hard_state is not None:
+        storage.set_hard_state(rd.hard_state)
+
+
+def cc(*changes):
+    """ConfChangeV2 from (type, node_id) pairs."""
+    return ConfChangeV2(changes=[ConfChangeSingle(t, n) for t, n in changes])
+
+
+ADD = ConfChangeType.ADD_NODE
+ADD_LEARNER = ConfChangeType.ADD_LEARNER_NODE
+REMOVE = ConfChangeType.REMOVE_NODE
+
+
+class Net:
+    """A set of RawNodes wired through an in-memory, loss-controllable message queue."""
+
+    def __init__(self, ids, learners=(), **cfg):
+        self.cfg = cfg
+        self.stores = {}
+        self.nodes = {}
+        self.queue = []
+        self.sent = []  # every message handed to the network, in order
+        self.cut_links = set()  # (frm, to) pairs whose messages are dropped
+        self.drop = None  # optional predicate: drop the message if it returns True
+        self.applied = {}  # id -> list of applied normal entry payloads
+        self.read_states = {}
+        self.snapshots_sent = []
+        self.auto_report_snapshot = True
+        for mid in list(ids) + list(learners):
+            self.add_member(mid, ids, learners)
+
+    def add_member(self, mid, voters=(), learners=(), storage=None):
+        s = storage if storage is not None else new_storage(voters, learners)
+        self.stores[mid] = s
+        self.nodes[mid] = RawNode(new_config(mid, s, **self.cfg))
+        self.applied.setdefault(mid, [])
+        self.read_states.setdefault(mid, [])
+        return self.nodes[mid]
+
+    def restart(self, mid, **cfg):
+        """Rebuild member mid from its storage (a crash loses everything not persisted)."""
+        self.queue = [m for m in self.queue if m.to != mid]
+        self.nodes[mid] = RawNode(new_config(mid, self.stores[mid], **{**self.cfg, **cfg}))
+        return self.nodes[mid]
+
+    # ---- links ----
+    def cut(self, a, b):
+        self.cut_links |= {(a, b), (b, a)}
+
+    def isolate(self, mid):
+        for other in self.nodes:
+            if other != mid:
+                self.cut(mid, other)
+
+    def heal(self):
+        self.cut_links.clear()
+        self.drop = None
+
+    # ---- driving ----
+    def handle_ready(self, mid):
+        n, s = self.nodes[mid], self.stores[mid]
+        rd = n.ready()
+        self._send(rd.early_messages)
+        persist(s, rd)
+        self._send(rd.messages)
+        for e in rd.committed_entries:
+            if e.type == EntryType.CONF_CHANGE:
+                n.apply_conf_change(decode_conf_change(e.data))
+            elif e.data:
+                self.applied[mid].append(e.data)
+        self.read_states[mid].extend(rd.read_states)
+        n.advance(rd)
+        return rd
+
+    def _send(self, msgs):
+        for m in msgs:
+            self.sent.append(m)
+            if (m.frm, m.to) in self.cut_links or m.to not in self.nodes:
+                continue
+            if self.drop is not None and self.drop(m):
+                continue
+            self.queue.append(m)
+
+    def pump(self, rounds=1000):
+        for _ in range(rounds):
+            moved = False
+            for mid in sorted(self.nodes):
+                while self.nodes[mid].has_ready():
+                    self.handle_ready(mid)
+                    moved = True
+            while self.queue:
+                m = self.queue.pop(0)
+                moved = True
+                self.nodes[m.to].step(m)
+                if m.snapshot is not None and self.auto_report_snapshot:
+                    self.snapshots_sent.append(m)
+                    if m.frm in self.nodes:
+                        self.nodes[m.frm].report_snapshot(m.to, True)
+            if not moved:
+                return
+        raise AssertionError("network did not quiesce")
+
+    def tick(self, mids=None, n=1):
+        for _ in range(n):
+            for mid in (mids if mids is not None else sorted(self.nodes)):
+                self.nodes[mid].tick()
+            self.pump()
+
+    def elect(self, mid):
+        self.nodes[mid].campaign()
+        self.pump()
+        assert self.leader() == mid, self.status()
+        return self.nodes[mid]
+
+    def propose(self, mid, data):
+        self.nodes[mid].propose(data)
+        self.pump()
+
+    def try_propose(self, mid, data):
+        try:
+            self.propose(mid, data)
+        except ProposalDroppedError:
+            return False
+        return True
+
+    # ---- inspection ----
+    def leader(self):
+        leaders = [m for m, n in self.nodes.items() if n.raft.state.name == "LEADER"]
+        terms = {}
+        for m in leaders:
+            terms.setdefault(self.nodes[m].raft.term, []).append(m)
+        assert all(len(v) == 1 for v in terms.values()), f"two leaders in one term: {terms}"
+        if not leaders:
+            return None
+        return max(leaders, key=lambda m: self.nodes[m].raft.term)
+
+    def status(self):
+        return {m: n.status() for m, n in self.nodes.items()}
+
+    def raft(self, mid):
+        return self.nodes[mid].raft
+
+
+@pytest.fixture
+def net3():
+    return Net([1, 2, 3])
+
+
+def drain(node):
+    """Take one Ready without persisting anything and return it (for contract tests)."""
+    return node.ready()
+
+
+def msgs_of(msgs, typ, to=None):
+    return [m for m in msgs if m.type == typ and (to is None or m.to == to)]
