@@ -1,0 +1,628 @@
+"""raftkvctl: etcdctl v3's verbs and output formats over raftkv's native client.
+
+    raftkvctl [--endpoints=h:p,...] [-w simple|json|table] VERB ...
+    put KEY [VALUE]          get KEY [END]          del KEY [END]        txn [-i]
+    watch KEY [END]          lease grant|revoke|keep-alive|timetolive|list
+    member list              endpoint health|status  compaction REV      load FILE
+
+Endpoints come from --endpoints, else RAFTKVCTL_ENDPOINTS, else 127.0.0.1:2379. Output
+follows etcdctl: simple prints key and value lines ("OK" for put, the count for del); json
+prints the response with bytes in base64 as etcdctl does; table draws a box for list-like
+answers. Errors go to stderr as "Error: <message>" with exit status 1.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import csv
+import json
+import os
+import re
+import shlex
+import sys
+import time
+
+from raftkv.api import wire
+from raftkv.client import AsyncClient
+from raftkv.client.txn import Compare, Transactions, txn_body
+from raftkv.client.types import prefix_range_end, to_bytes
+
+DEFAULT_ENDPOINTS = "127.0.0.1:2379"
+PROGRESS_INTERVAL_S = 0.5  # how often `load` redraws its progress line on a TTY
+SORT_TARGETS = {"KEY": "key", "VERSION": "version", "CREATE": "create", "MODIFY": "mod",
+                "VALUE": "value"}
+
+
+# Formatting.
+
+def _s(b):
+    return b.decode("utf-8", "backslashreplace") if isinstance(b, bytes) else str(b)
+
+
+def _jsonable(obj):
+    if isinstance(obj, bytes):
+        return base64.b64encode(obj).decode("ascii")
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def _print_json(obj, out):
+    out.write(json.dumps(_jsonable(obj)) + "\n")
+
+
+def _table(headers, rows, out):
+    cols = [[str(h)] + [str(r[i]) for r in rows] for i, h in enumerate(headers)]
+    widths = [max(len(c) for c in col) for col in cols]
+    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+
+    def fmt(cells):
+        return "|" + "|".join(f" {str(c):^{w}} " for c, w in zip(cells, widths)) + "|"
+
+    out.write("\n".join([line, fmt(headers), line] + [fmt(r) for r in rows] + [line]) + "\n")
+
+
+def _print_kvs(kvs, args, out):
+    for kv in kvs:
+        if not getattr(args, "print_value_only", False):
+            out.write(_s(kv.get("key", b"")) + "\n")
+        if not getattr(args, "keys_only", False):
+            out.write(_s(kv.get("value", b"")) + "\n")
+
+
+def _emit(args, out, resp, simple, table=None):
+    """Print resp in the chosen format: simple() and table() print the other two."""
+    if args.write_out == "json":
+        _print_json(resp, out)
+    elif args.write_out == "table" and table is not None:
+        headers, rows = table()
+        _table(headers, rows, out)
+    else:
+        simple()
+
+
+# Key-value verbs.
+
+def _range_args(args, key):
+    body = {"key": key}
+    if args.prefix:
+        body["range_end"] = prefix_range_end(key)
+    elif args.from_key:
+        body["range_end"] = b"\0"
+    elif args.range_end is not None:
+        body["range_end"] = to_bytes(args.range_end)
+    return body
+
+
+async def cmd_put(c, args, out):
+    value = args.value if args.value is not None else sys.stdin.read()
+    body = {"key": to_bytes(args.key), "value": to_bytes(value)}
+    if args.lease:
+        body["lease"] = int(args.lease, 16)
+    if args.prev_kv:
+        body["prev_kv"] = True
+    resp = await c.call("put", body)
+
+    def simple():
+        out.write("OK\n")
+        if resp.get("prev_kv"):
+            _print_kvs([resp["prev_kv"]], args, out)
+
+    _emit(args, out, resp, simple)
+
+
+async def cmd_get(c, args, out):
+    body = _range_args(args, to_bytes(args.key))
+    for name in ("limit", "keys_only", "count_only"):
+        if getattr(args, name):
+            body[name] = getattr(args, name)
+    if args.rev:
+        body["revision"] = args.rev
+    if args.consistency == "s":
+        body["serializable"] = True
+    if args.sort_by or args.order:
+        body["sort_order"] = 2 if (args.order or "ASCEND") == "DESCEND" else 1
+        body["sort_target"] = ["KEY", "VERSION", "CREATE", "MODIFY", "VALUE"].index(
+            args.sort_by or "KEY")
+    resp = await c.call("range", body)
+
+    def simple():
+        if args.count_only:
+            out.write(f"{resp.get('count', 0)}\n")
+        else:
+            _print_kvs(resp.get("kvs", []), args, out)
+
+    def table():
+        return ["KEY", "VALUE"], [[_s(kv["key"]), _s(kv.get("value", b""))]
+                                  for kv in resp.get("kvs", [])]
+
+    _emit(args, out, resp, simple, table)
+
+
+async def cmd_del(c, args, out):
+    body = _range_args(args, to_bytes(args.key))
+    if args.prev_kv:
+        body["prev_kv"] = True
+    resp = await c.call("delete_range", body)
+
+    def simple():
+        out.write(f"{resp.get('deleted', 0)}\n")
+        _print_kvs(resp.get("prev_kvs", []), args, out)
+
+    _emit(args, out, resp, simple)
+
+
+# txn -i: etcdctl's syntax (compares, blank line, success ops, blank line, failure ops).
+
+_CMP_RE = re.compile(r'^\s*(\w+)\("((?:[^"\\]|\\.)*)"\)\s*(=|!=|<|>)\s*(.*?)\s*$')
+_CMP_TARGETS = {"value": "value", "val": "value", "version": "version", "ver": "version",
+                "create": "create", "c": "create", "mod": "mod", "m": "mod", "lease": "lease"}
+
+
+def parse_compare(line):
+    m = _CMP_RE.match(line)
+    if not m or m.group(1) not in _CMP_TARGETS:
+        raise ValueError(f"malformed comparison: {line!r}")
+    target, key, op, operand = _CMP_TARGETS[m.group(1)], m.group(2), m.group(3), m.group(4)
+    operand = shlex.split(operand)[0] if operand else ""
+    cmp = Compare(target, key.encode())
+    if target == "value":
+        operand = operand.encode()
+    elif target == "lease":
+        operand = int(operand, 16)
+    else:
+        operand = int(operand)
+    return {"=": cmp.__eq__, "!=": cmp.__ne__, "<": cmp.__lt__, ">": cmp.__gt__}[op](operand)
+
+
+def parse_op(line):
+    """One request line: put KEY VALUE [--lease=ID] | get KEY [END] [--prefix] | del ..."""
+    words = shlex.split(line)
+    if not words:
+        raise ValueError("empty request")
+    verb, rest = words[0], [w for w in words[1:] if not w.startswith("--")]
+    flags = {w.split("=")[0]: (w.split("=", 1) + [""])[1] for w in words[1:]
+             if w.startswith("--")}
+    t = Transactions()
+    if verb == "put" and len(rest) == 2:
+        lease = int(flags["--lease"], 16) if flags.get("--lease") else None
+        return t.put(rest[0], rest[1], lease=lease, prev_kv="--prev-kv" in flags)
+    if verb in ("get", "del") and 1 <= len(rest) <= 2:
+        key = rest[0].encode()
+        end = prefix_range_end(key) if "--prefix" in flags else (
+            rest[1].encode() if len(rest) == 2 else None)
+        if verb == "get":
+            return t.get(key, end)
+        return t.delete(key, end, prev_kv="--prev-kv" in flags)
+    raise ValueError(f"malformed request: {line!r}")
+
+
+def parse_txn(text):
+    """(compares, success ops, failure ops) from etcdctl's interactive txn text."""
+    sections, current = [], []
+    for line in text.splitlines() + [""]:
+        if line.strip():
+            current.append(line.strip())
+        elif current or len(sections) < 3:
+            sections.append(current)
+            current = []
+    sections = (sections + [[], [], []])[:3]
+    return ([parse_compare(x) for x in sections[0]], [parse_op(x) for x in sections[1]],
+            [parse_op(x) for x in sections[2]])
+
+
+async def cmd_txn(c, args, out):
+    text = sys.stdin.read()
+    compares, success, failure = parse_txn(text)
+    resp = await c.call("txn", txn_body(compares, success, failure))
+
+    def simple():
+        out.write("SUCCESS\n" if resp.get("succeeded") else "FAILURE\n")
+        for r in resp.get("responses", []):
+            out.write("\n")
+            if "response_put" in r:
+                out.write("OK\n")
+            elif "response_delete_range" in r:
+                out.write(f"{r['response_delete_range'].get('deleted', 0)}\n")
+            elif "response_range" in r:
+                _print_kvs(r["response_range"].get("kvs", []), args, out)
+
+    _emit(args, out, resp, simple)
+
+
+async def cmd_watch(c, args, out):
+    key = to_bytes(args.key)
+    end = _range_args(args, key).get("range_end")
+    events, cancel = await c.watch(key, range_end=end, start_revision=args.rev,
+                                   prev_kv=args.prev_kv)
+    seen = 0
+    try:
+        async for ev in events:
+            if args.write_out == "json":
+                _print_json({"type": ev.type, "kv": {"key": ev.key, "value": ev.value,
+                                                     "mod_revision": ev.mod_revision}}, out)
+            else:
+                out.write(f"{ev.type}\n")
+                if args.prev_kv and ev.prev_kv:
+                    _print_kvs([ev.prev_kv], args, out)
+                _print_kvs([{"key": ev.key, "value": ev.value}], args, out)
+            out.flush()
+            seen += 1
+            if args.max_events and seen >= args.max_events:
+                break
+    finally:
+        await cancel()
+
+
+# Leases.
+
+async def cmd_lease(c, args, out):
+    handler = {"grant": _lease_grant, "revoke": _lease_revoke, "keep-alive": _lease_keepalive,
+               "timetolive": _lease_ttl, "list": _lease_list}[args.lease_cmd]
+    await handler(c, args, out)
+
+
+async def _lease_grant(c, args, out):
+    resp = await c.call("lease_grant", {"TTL": args.ttl, "ID": 0})
+    _emit(args, out, resp, lambda: out.write(
+        f"lease {resp['ID']:016x} granted with TTL({resp.get('TTL', args.ttl)}s)\n"))
+
+
+async def _lease_revoke(c, args, out):
+    resp = await c.call("lease_revoke", {"ID": int(args.id, 16)})
+    _emit(args, out, resp, lambda: out.write(f"lease {int(args.id, 16):016x} revoked\n"))
+
+
+async def _lease_keepalive(c, args, out):
+    lease_id = int(args.id, 16)
+    while True:
+        resp = await c.call("lease_keepalive", {"ID": lease_id})
+        ttl = resp.get("TTL", 0)
+        _emit(args, out, resp, lambda: out.write(
+            f"lease {lease_id:016x} keepalived with TTL({ttl})\n"))
+        out.flush()
+        if args.once or ttl <= 0:
+            return
+        await asyncio.sleep(max(ttl / 3.0, 0.5))  # etcd refreshes at a third of the TTL
+
+
+async def _lease_ttl(c, args, out):
+    lease_id = int(args.id, 16)
+    body = {"ID": lease_id, "keys": True} if args.keys else {"ID": lease_id}
+    resp = await c.call("lease_timetolive", body)
+
+    def simple():
+        if resp.get("TTL", -1) == -1:
+            out.write(f"lease {lease_id:016x} already expired\n")
+            return
+        line = (f"lease {lease_id:016x} granted with TTL({resp.get('grantedTTL', 0)}s), "
+                f"remaining({resp.get('TTL', 0)}s)")
+        if args.keys:
+            line += ", attached keys([" + " ".join(_s(k) for k in resp.get("keys", [])) + "])"
+        out.write(line + "\n")
+
+    _emit(args, out, resp, simple)
+
+
+async def _lease_list(c, args, out):
+    resp = await c.call("lease_leases", {})
+    leases = resp.get("leases", [])
+
+    def simple():
+        out.write(f"found {len(leases)} leases\n")
+        for lease in leases:
+            out.write(f"{lease['ID']:016x}\n")
+
+    _emit(args, out, resp, simple)
+
+
+# Cluster.
+
+async def cmd_member(c, args, out):
+    resp = await c.call("member_list", {})
+    rows = [[f"{m.get('ID', 0):x}", "started" if m.get("name") else "unstarted",
+             m.get("name", ""), ",".join(m.get("peerURLs", [])),
+             ",".join(m.get("clientURLs", [])), str(m.get("isLearner", False)).lower()]
+            for m in resp.get("members", [])]
+    headers = ["ID", "STATUS", "NAME", "PEER ADDRS", "CLIENT ADDRS", "IS LEARNER"]
+    _emit(args, out, resp, lambda: out.write("".join(", ".join(r) + "\n" for r in rows)),
+          lambda: (headers, rows))
+
+
+def _each_endpoint(args):
+    return [e for e in args.endpoints.split(",") if e.strip()]
+
+
+async def _one(ep, args, fn):
+    async with AsyncClient([ep], timeout=args.command_timeout) as c:
+        return await fn(c)
+
+
+async def cmd_endpoint(c, args, out):
+    if args.endpoint_cmd == "health":
+        return await _endpoint_health(args, out)
+    return await _endpoint_status(args, out)
+
+
+async def _endpoint_health(args, out):
+    results, failed = [], 0
+    for ep in _each_endpoint(args):
+        t0 = time.monotonic()
+        try:
+            await _one(ep, args, lambda c: c.get("health"))
+            took = (time.monotonic() - t0) * 1000
+            results.append({"endpoint": ep, "health": True, "took": f"{took:.3f}ms"})
+        except (wire.RaftkvError, OSError) as exc:
+            failed += 1
+            results.append({"endpoint": ep, "health": False, "error": str(exc)})
+
+    def simple():
+        for r in results:
+            if r["health"]:
+                out.write(f"{r['endpoint']} is healthy: successfully committed proposal: "
+                          f"took = {r['took']}\n")
+            else:
+                out.write(f"{r['endpoint']} is unhealthy: failed to commit proposal: "
+                          f"{r['error']}\n")
+
+    _emit(args, out, results, simple, lambda: (
+        ["ENDPOINT", "HEALTH", "TOOK", "ERROR"],
+        [[r["endpoint"], str(r["health"]).lower(), r.get("took", ""), r.get("error", "")]
+         for r in results]))
+    return 1 if failed else 0
+
+
+async def _status_of(ep, args):
+    async def fetch(c):
+        status = await c.status()
+        try:
+            members = await c.members()
+        except wire.RaftkvError:
+            members = []
+        return status, members
+
+    try:
+        status, members = await _one(ep, args, fetch)
+    except (wire.RaftkvError, OSError) as exc:
+        return {"Endpoint": ep, "Error": str(exc)}
+    return {"Endpoint": ep, "Status": status, "Members": len(members)}
+
+
+def _status_row(r):
+    if "Error" in r:
+        return [r["Endpoint"], "", "", "", "", "", "", "", "", r["Error"]]
+    st = r["Status"]
+    header = st.get("header", {})
+    voters = r["Members"]
+    tolerance = (voters - 1) // 2 if voters else 0
+    return [r["Endpoint"], f"{header.get('member_id', 0):x}", st.get("version", ""),
+            _human_bytes(st.get("dbSize", 0)),
+            str(st.get("leader", 0) == header.get("member_id", -1)).lower(),
+            str(st.get("raftTerm", 0)), str(st.get("raftIndex", 0)),
+            str(header.get("revision", 0)), str(tolerance), ", ".join(st.get("errors", []))]
+
+
+def _human_bytes(n):
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000.0
+    return str(n)
+
+
+async def _endpoint_status(args, out):
+    results = [await _status_of(ep, args) for ep in _each_endpoint(args)]
+    rows = [_status_row(r) for r in results]
+    headers = ["ENDPOINT", "ID", "VERSION", "DB SIZE", "IS LEADER", "RAFT TERM", "RAFT INDEX",
+               "REVISION", "FAULT TOLERANCE", "ERRORS"]
+    _emit(args, out, results, lambda: out.write("".join(", ".join(r) + "\n" for r in rows)),
+          lambda: (headers, rows))
+    return 1 if any("Error" in r for r in results) else 0
+
+
+async def cmd_compaction(c, args, out):
+    resp = await c.compact(args.revision, physical=args.physical)
+    _emit(args, out, resp, lambda: out.write(f"compacted revision {args.revision}\n"))
+
+
+# Bulk load.
+
+class _Items:
+    """(key, value) pairs of a JSON-lines or CSV file; unreadable lines are counted in bad."""
+
+    def __init__(self, path, fmt):
+        self.path = path
+        self.fmt = fmt or ("csv" if path.lower().endswith(".csv") else "jsonl")
+        self.bad = 0
+        self.errors = []
+
+    def _bad(self, lineno, why):
+        self.bad += 1
+        if len(self.errors) < 10:
+            self.errors.append(f"{self.path}:{lineno}: {why}")
+
+    def __iter__(self):
+        with open(self.path, newline="", encoding="utf-8") as f:
+            if self.fmt == "csv":
+                yield from self._csv(f)
+            else:
+                yield from self._jsonl(f)
+
+    def _csv(self, f):
+        for lineno, row in enumerate(csv.reader(f), 1):
+            if lineno == 1 and [c.strip().lower() for c in row] == ["key", "value"]:
+                continue  # a header row
+            if not row:
+                continue
+            if len(row) != 2 or not row[0]:
+                self._bad(lineno, "expected key,value")
+                continue
+            yield row[0], row[1]
+
+    def _jsonl(self, f):
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                key, value = obj["key"], obj["value"]
+            except (ValueError, KeyError, TypeError) as exc:
+                self._bad(lineno, f"bad JSON line: {exc}")
+                continue
+            if not isinstance(value, str):
+                value = json.dumps(value, separators=(",", ":"))
+            yield str(key), value
+
+
+def _count_lines(path):
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def _progress_printer(total, err):
+    t0, last = time.monotonic(), [0.0]
+
+    def show(result, final=False):
+        now = time.monotonic()
+        if not final and now - last[0] < PROGRESS_INTERVAL_S:
+            return
+        last[0] = now
+        done = result.done + result.failed
+        rate = done / max(now - t0, 1e-9)
+        eta = f", ETA {max(total - done, 0) / rate:.0f}s" if total and rate > 0 else ""
+        err.write(f"\r{done}/{total or '?'} keys, {rate:.0f} keys/s{eta}   ")
+        err.flush()
+
+    return show
+
+
+async def cmd_load(c, args, out):
+    items = _Items(args.file, args.format)
+    err = sys.stderr
+    show = _progress_printer(_count_lines(args.file), err) if err.isatty() else None
+    result = await c.put_many(items, progress=show, window=args.window, batch_max=args.batch)
+    if show is not None:
+        show(result, final=True)
+        err.write("\n")
+    failed = result.failed + items.bad
+    rate = result.done / max(result.elapsed_s, 1e-9)
+    summary = {"file": args.file, "loaded": result.done, "failed": failed,
+               "elapsed_s": round(result.elapsed_s, 3), "keys_per_s": round(rate, 1),
+               "errors": items.errors + result.errors}
+    _emit(args, out, summary, lambda: out.write(
+        f"loaded {result.done} keys in {result.elapsed_s:.2f}s ({rate:.0f} keys/s), "
+        f"{failed} failed\n"))
+    for line in summary["errors"] if args.write_out != "json" else []:
+        err.write(f"error: {line}\n")
+    return 1 if failed else 0
+
+
+# Command line.
+
+def _add_range_flags(p, prev_kv=False):
+    p.add_argument("key")
+    p.add_argument("range_end", nargs="?")
+    p.add_argument("--prefix", action="store_true")
+    p.add_argument("--from-key", action="store_true")
+    if prev_kv:
+        p.add_argument("--prev-kv", action="store_true")
+
+
+def _kv_parsers(sub):
+    p = sub.add_parser("put", help="put a key")
+    p.add_argument("key")
+    p.add_argument("value", nargs="?")
+    p.add_argument("--lease", help="lease ID in hex")
+    p.add_argument("--prev-kv", action="store_true")
+    p.set_defaults(fn=cmd_put)
+    p = sub.add_parser("get", help="get a key or a range")
+    _add_range_flags(p)
+    p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--rev", type=int, default=0)
+    p.add_argument("--sort-by", choices=sorted(SORT_TARGETS))
+    p.add_argument("--order", choices=["ASCEND", "DESCEND"])
+    p.add_argument("--keys-only", action="store_true")
+    p.add_argument("--count-only", action="store_true")
+    p.add_argument("--print-value-only", action="store_true")
+    p.add_argument("--consistency", choices=["l", "s"], default="l")
+    p.set_defaults(fn=cmd_get)
+    p = sub.add_parser("del", help="delete a key or a range")
+    _add_range_flags(p, prev_kv=True)
+    p.set_defaults(fn=cmd_del)
+    p = sub.add_parser("txn", help="a transaction read from stdin (etcdctl syntax)")
+    p.add_argument("-i", "--interactive", action="store_true")
+    p.set_defaults(fn=cmd_txn)
+    p = sub.add_parser("watch", help="watch a key or a range")
+    _add_range_flags(p, prev_kv=True)
+    p.add_argument("--rev", type=int, default=0)
+    p.add_argument("--max-events", type=int, default=0, help="stop after N events")
+    p.set_defaults(fn=cmd_watch)
+
+
+def _cluster_parsers(sub):
+    p = sub.add_parser("lease", help="lease commands")
+    lsub = p.add_subparsers(dest="lease_cmd", required=True)
+    lsub.add_parser("grant").add_argument("ttl", type=int)
+    lsub.add_parser("revoke").add_argument("id")
+    ka = lsub.add_parser("keep-alive")
+    ka.add_argument("id")
+    ka.add_argument("--once", action="store_true")
+    ttl = lsub.add_parser("timetolive")
+    ttl.add_argument("id")
+    ttl.add_argument("--keys", action="store_true")
+    lsub.add_parser("list")
+    p.set_defaults(fn=cmd_lease)
+    p = sub.add_parser("member", help="member commands")
+    p.add_subparsers(dest="member_cmd", required=True).add_parser("list")
+    p.set_defaults(fn=cmd_member)
+    p = sub.add_parser("endpoint", help="endpoint health|status")
+    esub = p.add_subparsers(dest="endpoint_cmd", required=True)
+    esub.add_parser("health")
+    esub.add_parser("status")
+    p.set_defaults(fn=cmd_endpoint)
+    p = sub.add_parser("compaction", help="compact the history up to a revision")
+    p.add_argument("revision", type=int)
+    p.add_argument("--physical", action="store_true")
+    p.set_defaults(fn=cmd_compaction)
+    p = sub.add_parser("load", help="bulk load JSON lines {key, value} or CSV key,value")
+    p.add_argument("file")
+    p.add_argument("--format", choices=["jsonl", "csv"])
+    p.add_argument("--window", type=int, default=8, help="batches in flight")
+    p.add_argument("--batch", type=int, default=256, help="puts per batch")
+    p.set_defaults(fn=cmd_load)
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="raftkvctl", description=__doc__.split("\n\n")[0])
+    p.add_argument("--endpoints",
+                   default=os.environ.get("RAFTKVCTL_ENDPOINTS", DEFAULT_ENDPOINTS))
+    p.add_argument("-w", "--write-out", choices=["simple", "json", "table"], default="simple")
+    p.add_argument("--command-timeout", type=float, default=5.0, help="seconds")
+    sub = p.add_subparsers(dest="command", required=True)
+    _kv_parsers(sub)
+    _cluster_parsers(sub)
+    return p
+
+
+async def _amain(args, out):
+    async with AsyncClient(args.endpoints.split(","), timeout=args.command_timeout) as c:
+        return await args.fn(c, args, out) or 0
+
+
+def main(argv=None, out=None):
+    args = build_parser().parse_args(argv)
+    out = out or sys.stdout
+    try:
+        return asyncio.run(_amain(args, out))
+    except (wire.RaftkvError, ConnectionError, OSError, ValueError) as exc:
+        sys.stderr.write(f"Error: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
