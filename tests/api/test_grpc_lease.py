@@ -7,6 +7,7 @@ import grpc
 import pytest
 
 from raftkv.api.etcd.proto import rpc_pb2
+from raftkv.errors import RaftkvError
 
 pytestmark = pytest.mark.timeout(60)
 T = 5
@@ -60,7 +61,6 @@ def test_keepalive_stream(grpc_server):
 
 
 def test_keepalive_stream_other_errors_end_the_stream(grpc_server):
-    from raftkv.errors import RaftkvError
     grpc_server.service.fail_next["lease_keepalive"] = RaftkvError("NOT_LEADER")
     responses = grpc_server.lease.LeaseKeepAlive(
         iter([rpc_pb2.LeaseKeepAliveRequest(ID=1)]), timeout=20)

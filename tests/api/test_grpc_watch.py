@@ -10,6 +10,7 @@ import pytest
 
 from raftkv.api.etcd import watch as watch_mod
 from raftkv.api.etcd.proto import kv_pb2, rpc_pb2, rpc_pb2_grpc
+from raftkv.errors import RaftkvError
 
 pytestmark = pytest.mark.timeout(60)
 T = 5
@@ -223,3 +224,21 @@ def test_frequent_client_pings_do_not_kill_idle_streams(grpc_server):
         assert next(responses).events[0].kv.value == b"still here"
         responses.cancel()
         requests.put(None)
+
+
+def test_watch_errors(grpc_server, stream):
+    async def failing_watch(body):
+        raise RaftkvError("NO_LEADER")
+        yield  # an async generator
+
+    grpc_server.service.watch = failing_watch
+    created = stream.create(b"a")
+    resp = stream.next()
+    assert resp.canceled and resp.watch_id == created.watch_id
+    assert resp.cancel_reason == "etcdserver: no leader"
+    grpc_server.service.fail_next["range"] = RaftkvError("STOPPED")
+    stream.requests.put(rpc_pb2.WatchRequest(progress_request=rpc_pb2.WatchProgressRequest()))
+    with pytest.raises(grpc.RpcError) as info:
+        stream.next()
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert info.value.details() == "etcdserver: server stopped"

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 
-from raftkv.api.etcd.convert import RaftkvError, current_header, fill
+from raftkv.api.etcd.convert import RaftkvError, abort, current_header, fill
 from raftkv.api.etcd.proto import rpc_pb2, rpc_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,8 @@ class WatchServicer(rpc_pb2_grpc.WatchServicer):
         try:
             while True:
                 response = await stream.out.get()
-                if response is None:  # the reader failed: end the RPC
-                    break
+                if isinstance(response, RaftkvError):  # the reader failed: end the RPC
+                    await abort(context, response)
                 yield response
         finally:
             reader.cancel()
@@ -79,8 +79,10 @@ class _WatchStream:
                 elif kind == "progress_request":
                     self._send(await current_header(self.service), watch_id=-1)
         except RaftkvError as exc:
-            log.warning("watch stream ended: %s", exc.message)
-            self.out.put_nowait(None)
+            self.out.put_nowait(exc)
+        except Exception:  # a bug: log it and end the RPC rather than hang it
+            log.exception("watch stream failed")
+            self.out.put_nowait(RaftkvError("INTERNAL"))
 
     def _send(self, header, **fields):
         self.out.put_nowait(fill(rpc_pb2.WatchResponse(), dict(fields, header=header)))
@@ -126,6 +128,9 @@ class _WatchStream:
                 self._deliver(watcher, batch)
         except RaftkvError as exc:
             final = {"canceled": True, "cancel_reason": exc.message}
+        except Exception:  # a bug: log it and cancel this watcher rather than hang it
+            log.exception("watcher %d failed", watcher.watch_id)
+            final = {"canceled": True, "cancel_reason": RaftkvError("INTERNAL").message}
         if self.watchers.get(watcher.watch_id) is not watcher:
             return
         del self.watchers[watcher.watch_id]
