@@ -1,0 +1,24 @@
+"""The load generator's native driver against a native server over FakeService."""
+from __future__ import annotations
+
+import pytest
+
+from raftkv.cli.loadgen import RunSpec, Workload, run
+from tests.unit.client.richfake import RichFakeService, ServerThread
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = ServerThread(RichFakeService())
+    yield srv
+    srv.stop()
+
+
+@pytest.mark.parametrize("workload", ["put", "range", "txn-put", "mixed"])
+def test_native_driver_runs_each_workload(server, workload):
+    spec = RunSpec(Workload(name=workload, total=400, key_space=100),
+                   driver=f"native:http://{server.endpoint}", clients=8, conns=2)
+    row, hist = run(spec)
+    assert row["requests"] == 400
+    assert row["errors"] == 0
+    assert hist.count == 400
