@@ -242,3 +242,23 @@ def test_watch_errors(grpc_server, stream):
         stream.next()
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert info.value.details() == "etcdserver: server stopped"
+
+
+def test_hasleader_metadata_refused_without_leader(grpc_server):
+    service = grpc_server.service
+    original = service._op_status
+    service._op_status = lambda body: dict(original(body), leader=0)
+    responses = grpc_server.watch.Watch(iter([]), timeout=STREAM_DEADLINE,
+                                        metadata=[("hasleader", "true")])
+    with pytest.raises(grpc.RpcError) as info:
+        next(responses)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert info.value.details() == "etcdserver: no leader"
+    service._op_status = original
+    requests = queue.Queue()
+    responses = grpc_server.watch.Watch(iter(requests.get, None), timeout=STREAM_DEADLINE,
+                                        metadata=[("hasleader", "true")])
+    requests.put(rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(key=b"a")))
+    assert next(responses).created
+    responses.cancel()
+    requests.put(None)

@@ -9,7 +9,9 @@ RaftkvError ends it with canceled=true and the message as cancel_reason. Cancel 
 watcher and answer canceled=true; progress requests answer with the current header and
 watch_id -1 (broadcast to every watcher of the stream). Watchers created with progress_notify
 get an empty response when no event was sent for `progress_interval` seconds. Responses larger
-than the request limit are split into fragments when the watcher asked for it.
+than the request limit are split into fragments when the watcher asked for it. A stream sent
+with gRPC metadata hasleader=true (etcdctl watch does) is refused with "etcdserver: no leader"
+when the member's status reports no leader.
 """
 from __future__ import annotations
 
@@ -35,6 +37,8 @@ class WatchServicer(rpc_pb2_grpc.WatchServicer):
         self._progress_interval = progress_interval
 
     async def Watch(self, request_iterator, context):
+        if _wants_leader(context):
+            await self._require_leader(context)
         stream = _WatchStream(self._service, self._max_bytes, self._progress_interval)
         reader = asyncio.ensure_future(stream.read(request_iterator))
         try:
@@ -48,6 +52,21 @@ class WatchServicer(rpc_pb2_grpc.WatchServicer):
             await stream.close()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
+
+
+    async def _require_leader(self, context):
+        """etcd refuses a stream sent with metadata hasleader=true when there is no leader."""
+        try:
+            status = await self._service.call("status", {})
+        except RaftkvError as exc:
+            await abort(context, exc)
+        if not status.get("leader"):
+            await abort(context, RaftkvError("NO_LEADER"))
+
+
+def _wants_leader(context):
+    metadata = context.invocation_metadata() or ()
+    return any(item.key == "hasleader" and item.value == "true" for item in metadata)
 
 
 class _Watcher:
