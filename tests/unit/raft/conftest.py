@@ -205,3 +205,56 @@ def drain(node):
 
 def msgs_of(msgs, typ, to=None):
     return [m for m in msgs if m.type == typ and (to is None or m.to == to)]
+
+
+# ---- single-member helpers (drive one RawNode by hand) ----
+def ents(*terms, start=1):
+    """Entries with the given terms at indexes start, start+1, ..."""
+    from raftkv.raft import Entry
+    return [Entry(term=t, index=start + i) for i, t in enumerate(terms)]
+
+
+def make(mid, voters, log_terms=(), term=0, vote=0, commit=0, learners=(), **kw):
+    """A RawNode whose storage already holds entries of log_terms and the given hard state."""
+    from raftkv.raft import HardState
+    s = new_storage(voters, learners)
+    s.append(ents(*log_terms))
+    s.set_hard_state(HardState(term=term, vote=vote, commit=commit))
+    return RawNode(new_config(mid, s, **kw))
+
+
+def flush(node):
+    """Handle every Ready of node (persist, advance, apply nothing); return the messages."""
+    out = []
+    while node.has_ready():
+        rd = node.ready()
+        persist(node.raft.c.storage, rd)
+        out += rd.early_messages + rd.messages
+        node.advance(rd)
+    return out
+
+
+def take(node):
+    """Pop the raw outgoing messages of node's Raft (bypassing Ready)."""
+    msgs, node.raft.msgs = node.raft.msgs, []
+    return msgs
+
+
+def make_leader(node):
+    """Elect node by feeding it a granted (pre-)vote from every other voter."""
+    from raftkv.raft import Message, MsgType
+    node.campaign()
+    r = node.raft
+    for v in sorted(r.voters - {r.id}):
+        if r.state.name == "PRE_CANDIDATE":
+            node.step(Message(MsgType.PRE_VOTE_RESP, to=r.id, frm=v, term=r.term + 1))
+    for v in sorted(r.voters - {r.id}):
+        if r.state.name == "CANDIDATE":
+            node.step(Message(MsgType.VOTE_RESP, to=r.id, frm=v, term=r.term))
+    assert r.state.name == "LEADER", r.state
+    return node
+
+
+def log_terms(node):
+    log = node.raft.log
+    return [log.term(i) for i in range(log.first_index(), log.last_index() + 1)]
