@@ -95,7 +95,8 @@ def batch_ends(last):
 
 def _reader(stream, lines):
     for line in stream:
-        lines.put(line.decode().split())
+        if line.endswith(b"\n"):  # a line cut short by the kill is not an acknowledgement
+            lines.put(line.decode().split())
     lines.put(None)
 
 
