@@ -30,6 +30,7 @@ class Member:
     name: str
     client_port: int
     peer_port: int
+    native_port: int
     data_dir: str
     log_path: str
     proc: subprocess.Popen | None = None
@@ -37,6 +38,18 @@ class Member:
     @property
     def client_url(self):
         return f"http://127.0.0.1:{self.client_port}"
+
+    @property
+    def native_url(self):
+        return f"http://127.0.0.1:{self.native_port}"
+
+    @property
+    def native_endpoint(self):
+        return f"127.0.0.1:{self.native_port}"
+
+    @property
+    def grpc_endpoint(self):
+        return f"127.0.0.1:{self.client_port}"
 
     @property
     def peer_url(self):
@@ -73,13 +86,14 @@ class LocalCluster:
         self.data_root = os.path.abspath(data_root)
         self.token = token
         self.extra_args = list(extra_args)
-        ports = ports or free_ports(2 * members)
-        assert len(ports) >= 2 * members
+        ports = ports or free_ports(3 * members)
+        assert len(ports) >= 3 * members
         self.members = [
             Member(
                 name=f"m{i + 1}",
-                client_port=ports[2 * i],
-                peer_port=ports[2 * i + 1],
+                client_port=ports[3 * i],
+                peer_port=ports[3 * i + 1],
+                native_port=ports[3 * i + 2],
                 data_dir=os.path.join(self.data_root, f"m{i + 1}.raftkv"),
                 log_path=os.path.join(self.data_root, f"m{i + 1}.log"),
             )
@@ -92,18 +106,25 @@ class LocalCluster:
 
     @property
     def endpoints(self):
-        return [m.client_url for m in self.members]
+        """etcd gRPC endpoints (what etcdctl takes)."""
+        return [m.grpc_endpoint for m in self.members]
+
+    @property
+    def native_endpoints(self):
+        """Native protocol endpoints (what raftkv.Client and raftkvctl take)."""
+        return [m.native_endpoint for m in self.members]
 
     def member(self, name):
         return next(m for m in self.members if m.name == name)
 
     def command(self, m, state="new"):
         return [
-            sys.executable, "-m", "raftkv.server",
+            sys.executable, "-m", "raftkv",
             "--name", m.name,
             "--data-dir", m.data_dir,
             "--listen-client-urls", m.client_url,
             "--advertise-client-urls", m.client_url,
+            "--listen-native-urls", m.native_url,
             "--listen-peer-urls", m.peer_url,
             "--initial-advertise-peer-urls", m.peer_url,
             "--initial-cluster", self.initial_cluster,
@@ -206,8 +227,8 @@ def _parse(argv):
                    help="directory for the members' data dirs and logs "
                    f"(default ./{DEFAULT_DATA_ROOT})")
     p.add_argument("--base-port", type=int, default=2379,
-                   help="first client port; member i uses base+10*i (client), "
-                   "base+10*i+1 (peer)")
+                   help="first client port; member i uses base+10*i (etcd gRPC client), "
+                   "base+10*i+1 (peer), base+10*i+2 (native)")
     args = p.parse_args(argv)
     if args.members < 1:
         p.error("--members must be at least 1")
@@ -220,7 +241,7 @@ def main(argv=None):
     args = _parse(argv)
     ports = []
     for i in range(args.members):
-        ports += [args.base_port + 10 * i, args.base_port + 10 * i + 1]
+        ports += [args.base_port + 10 * i + k for k in range(3)]
     cluster = LocalCluster(args.data_root, members=args.members, ports=ports)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -233,8 +254,11 @@ def main(argv=None):
             t.start()
         cluster.wait_listening()
         print(f"raftkv: {args.members}-member cluster up; data under {cluster.data_root}")
-        print("raftkv: endpoints " + ",".join(cluster.endpoints))
-        print("raftkv: try  raftkvctl --endpoints " + ",".join(cluster.endpoints)
+        print("raftkv: etcd gRPC endpoints " + ",".join(cluster.endpoints))
+        print("raftkv: native endpoints    " + ",".join(cluster.native_endpoints))
+        print("raftkv: try  raftkvctl --endpoints " + ",".join(cluster.native_endpoints)
+              + " endpoint status -w table")
+        print("raftkv: or   ETCDCTL_API=3 etcdctl --endpoints " + ",".join(cluster.endpoints)
               + " endpoint status -w table   (Ctrl-C stops the cluster)")
         while not stop.wait(0.5):
             dead = [m for m in cluster.members if not m.alive()]

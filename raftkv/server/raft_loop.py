@@ -20,7 +20,9 @@ import collections
 import logging
 import time
 
-from raftkv.server.proposals import Batcher, Registry
+from raftkv.errors import RaftkvError
+from raftkv.raft.errors import ProposalDroppedError, RaftError
+from raftkv.server.proposals import Batcher, Registry, decode_batch
 
 log = logging.getLogger("raftkv.raft_loop")
 
@@ -28,29 +30,27 @@ INBOX_ITEMS_MAX = 100_000  # beyond this, handlers are told to back off (TooMany
 READ_TIMEOUT_S = 5.0
 
 
-class Busy(Exception):
-    """The loop's inbox is full: the caller should retry later (etcd: too many requests)."""
-
-
-class NotLeader(Exception):
-    """No leader is known, so a write or a linearizable read cannot proceed now."""
-
-
 class RaftLoop:
-    """Drives one RawNode. persist/send/apply are the member's I/O adapters.
+    """Drives one RawNode. io/send are the member's I/O adapters.
 
-    persist(entries, hard_state, snapshot) -> awaitable: durable when it completes.
+    io(ready) -> awaitable of (results, conf_changes): installs ready.snapshot, persists
+        ready.entries + hard_state and applies ready.committed_entries, durably (one group
+        commit); results are (member_id, seq, response) for applied client requests and
+        conf_changes the ConfChangeV2s among the applied entries.
     send(messages): enqueue to the peer transport (never blocks).
-    apply(entries) -> awaitable of a list of (member_id, seq, response) for applied requests.
-    restore(snapshot) -> awaitable: replace the state machine with the snapshot's image.
+    on_conf_change(cc, conf_state): called after the core applied a configuration change.
     """
 
-    def __init__(self, node, member_id, *, persist, send, apply, restore, tick_s,
-                 batcher=None):
+    def __init__(self, node, member_id, *, io, send, tick_s, batcher=None, on_conf_change=None,
+                 on_tick=None):
         assert tick_s > 0
         self.node = node
         self.member_id = member_id
-        self._persist, self._send, self._apply, self._restore = persist, send, apply, restore
+        self._io, self._send = io, send
+        self._on_conf_change = on_conf_change
+        self._on_tick = on_tick
+        self.conf_state = None
+        self.on_soft_state = None  # fn(SoftState) after a leader/role change
         self.tick_s = tick_s
         self.registry = Registry(member_id)
         self.batcher = batcher or Batcher()
@@ -71,10 +71,11 @@ class RaftLoop:
     def step(self, msg):
         self._enqueue(("step", msg))
 
-    def propose(self, op, body, size, timeout_s):
-        """Queue one client request; returns the future of its response."""
+    def propose(self, op, body, size, timeout_s, rid=None):
+        """Queue one client request; returns the future of its response. rid: the client's
+        idempotency id (a retried write with the same rid is applied once)."""
         seq, fut = self.registry.register(timeout_s)
-        self.batcher.add((self.member_id, seq, op, body), size)
+        self.batcher.add((self.member_id, seq, op, body, rid), size)
         self._wake.set()
         return fut
 
@@ -93,7 +94,7 @@ class RaftLoop:
 
     def _enqueue(self, item):
         if len(self._inbox) >= INBOX_ITEMS_MAX:
-            raise Busy("raft loop inbox is full")
+            raise RaftkvError("TOO_MANY_REQUESTS")
         self._inbox.append(item)
         self._wake.set()
 
@@ -122,11 +123,11 @@ class RaftLoop:
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             self._inbox.append(("tick", None))
             self._wake.set()
-            self.registry.expire(lambda: TimeoutError("request timed out"))
+            self.registry.expire(lambda: RaftkvError("TIMEOUT"))
+            if self._on_tick is not None:
+                self._on_tick()
 
     def _drain_inbox(self):
-        from raftkv.raft.errors import RaftError
-
         while self._inbox:
             kind, item = self._inbox.popleft()
             if kind == "tick":
@@ -150,20 +151,17 @@ class RaftLoop:
         self._start_read_round()
 
     def _propose_batches(self):
-        from raftkv.raft.errors import ProposalDroppedError
-
         if not len(self.batcher):
             return
         for payload in self.batcher.cut():
             try:
                 self.node.propose(payload)
             except ProposalDroppedError as exc:
-                self._fail_batch(payload, NotLeader(str(exc) or "no leader"))
+                self._fail_batch(payload, RaftkvError("NO_LEADER", f"etcdserver: no leader "
+                                                               f"({exc})"))
 
     def _fail_batch(self, payload, exc):
-        from raftkv.server.proposals import decode_batch
-
-        for member_id, seq, _op, _body in decode_batch(payload):
+        for member_id, seq, *_ in decode_batch(payload):
             assert member_id == self.member_id
             self.registry.fail(seq, exc)
 
@@ -181,22 +179,25 @@ class RaftLoop:
             self._on_soft_state(rd.soft_state)
         if rd.hard_state is not None:
             self.term = rd.hard_state.term
-        if rd.entries or rd.hard_state is not None or rd.snapshot is not None:
-            await self._persist(rd.entries, rd.hard_state, rd.snapshot)
+        if rd.early_messages:
+            self._send(rd.early_messages)  # thesis 10.2.1: replicate while we write
+        results, conf_changes = await self._io(rd)
         if rd.messages:
             self._send(rd.messages)
+        for cc in conf_changes:
+            self.conf_state = self.node.apply_conf_change(cc)
+            if self._on_conf_change is not None:
+                self._on_conf_change(cc, self.conf_state)
         if rd.snapshot is not None:
-            await self._restore(rd.snapshot)
-            self.applied_index = rd.snapshot.metadata.index
+            self.applied_index = max(self.applied_index, rd.snapshot.metadata.index)
         for rs in rd.read_states:
             futs = self._read_rounds.pop(rs.request_ctx, None)
             if futs:
                 self._ready_reads.append((rs.index, futs))
         if rd.committed_entries:
-            results = await self._apply(rd.committed_entries)
             self.applied_index = rd.committed_entries[-1].index
-            for member_id, seq, response in results:
-                self.registry.resolve(member_id, seq, response)
+        for member_id, seq, response in results:
+            self.registry.resolve(member_id, seq, response)
         self._release_reads()
         self.node.advance(rd)
 
@@ -220,7 +221,9 @@ class RaftLoop:
             for futs in self._read_rounds.values():
                 for f in futs:
                     if not f.done():
-                        f.set_exception(NotLeader("leader changed"))
+                        f.set_exception(RaftkvError("LEADER_CHANGED"))
             self._read_rounds.clear()
         self.leader_id = ss.lead
         self.role = ss.role
+        if self.on_soft_state is not None:
+            self.on_soft_state(ss)

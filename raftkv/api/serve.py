@@ -1,0 +1,100 @@
+"""The `raftkv` member process: `python -m raftkv [flags]` (console script `raftkv`).
+
+Serves the etcd v3 gRPC API on --listen-client-urls (so etcdctl works against the same URLs it
+would use for etcd), the native msgpack protocol on --listen-native-urls, and peers on
+--listen-peer-urls. SIGTERM/SIGINT stop it cleanly: the in-flight sync finishes, sockets close.
+A data dir that is unsafe to use makes it refuse to start with a message saying why (exit 2).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+
+from raftkv.api.etcd.server import start_grpc_server
+from raftkv.api.native import start_native_server
+from raftkv.api.wire import FRAME_OVERHEAD_BYTES
+from raftkv.server.config import ConfigError, first_host_port, load_config
+from raftkv.server.member import Member
+from raftkv.server.service import Service
+from raftkv.storage.errors import StorageError
+
+log = logging.getLogger("raftkv")
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record):
+        out = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)),
+               "level": record.levelname.lower(), "logger": record.name,
+               "msg": record.getMessage()}
+        if record.exc_info:
+            out["error"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def setup_logging(cfg):
+    handler = logging.StreamHandler(sys.stderr)
+    if cfg.log_format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(
+            f"%(asctime)s %(levelname)s {cfg.name} %(name)s: %(message)s"))
+    level = {"warn": "WARNING"}.get(cfg.log_level.lower(), cfg.log_level.upper())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+async def serve(cfg, stop_event=None):
+    member = Member(cfg)
+    await member.start()
+    service = Service(member)
+    servers = []
+    try:
+        chost, cport = first_host_port(cfg.listen_client_urls)
+        grpc_server, member.client_port = await start_grpc_server(
+            service, chost, cport, max_request_bytes=cfg.max_request_bytes)
+        servers.append(grpc_server)
+        nhost, nport = first_host_port(cfg.listen_native_urls)
+        native, member.native_port = await start_native_server(
+            service, nhost, nport, max_frame_bytes=cfg.max_request_bytes + FRAME_OVERHEAD_BYTES)
+        log.info("ready: etcd gRPC on %s:%d, native on %s:%d, peers on port %d", chost,
+                 member.client_port, nhost, member.native_port, member.peer_port)
+        stop_event = stop_event or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop_event.set)
+        await stop_event.wait()
+        log.info("stopping")
+        native.close()
+    finally:
+        for s in servers:
+            await s.stop(grace=1.0)
+        await member.stop()
+
+
+def main(argv=None):
+    try:
+        cfg = load_config(argv)
+    except ConfigError as exc:
+        sys.stderr.write(f"raftkv: {exc}\n")
+        return 2
+    setup_logging(cfg)
+    try:
+        import uvloop
+
+        uvloop.run(serve(cfg))
+    except StorageError as exc:
+        log.critical("refusing to start: %s", exc)
+        return 2
+    except OSError as exc:
+        log.critical("cannot start: %s", exc)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

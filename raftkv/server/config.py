@@ -1,0 +1,203 @@
+"""The member's configuration: etcd-style flags, RAFTKV_* environment variables, a YAML file.
+
+Precedence (highest first): command-line flag, environment variable (RAFTKV_ + the flag name in
+upper case with dashes as underscores, e.g. RAFTKV_DATA_DIR), the --config-file (YAML, keys are
+the flag names), then the default. With no flags a member runs a single-member cluster on
+127.0.0.1 with its data in ./default.raftkv, like etcd.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import os
+import urllib.parse
+
+import yaml
+
+MIB = 1 << 20
+
+
+class ConfigError(ValueError):
+    """A flag, variable or config-file value is invalid; the message names it."""
+
+
+@dataclasses.dataclass
+class ServerConfig:
+    name: str = "default"
+    data_dir: str = ""
+    listen_client_urls: str = "http://127.0.0.1:2379"
+    advertise_client_urls: str = ""
+    listen_native_urls: str = "http://127.0.0.1:2378"
+    listen_peer_urls: str = "http://127.0.0.1:2380"
+    initial_advertise_peer_urls: str = ""
+    initial_cluster: str = ""
+    initial_cluster_state: str = "new"
+    initial_cluster_token: str = "raftkv-cluster"
+    heartbeat_interval: int = 100  # ms
+    election_timeout: int = 1000  # ms
+    snapshot_count: int = 100_000
+    quota_backend_bytes: int = 2 << 30
+    max_request_bytes: int = 1536 * 1024
+    log_level: str = "info"
+    log_format: str = "text"
+    request_timeout: float = 7.0  # s; how long a write or read waits before TIMEOUT
+
+    def finish(self):
+        """Fill derived defaults and validate; raises ConfigError."""
+        if not self.data_dir:
+            self.data_dir = f"./{self.name}.raftkv"
+        if not self.advertise_client_urls:
+            self.advertise_client_urls = self.listen_client_urls
+        if not self.initial_advertise_peer_urls:
+            self.initial_advertise_peer_urls = self.listen_peer_urls
+        if not self.initial_cluster:
+            self.initial_cluster = f"{self.name}={self.initial_advertise_peer_urls}"
+        if self.initial_cluster_state not in ("new", "existing"):
+            raise ConfigError("--initial-cluster-state must be 'new' or 'existing', "
+                              f"not {self.initial_cluster_state!r}")
+        if self.heartbeat_interval <= 0:
+            raise ConfigError("--heartbeat-interval must be positive")
+        if self.election_timeout < 5 * self.heartbeat_interval:
+            raise ConfigError("--election-timeout must be at least 5 times "
+                              "--heartbeat-interval (etcd's rule)")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError("--log-format must be 'text' or 'json'")
+        if self.log_level.lower() not in ("debug", "info", "warn", "warning", "error"):
+            raise ConfigError(f"--log-level {self.log_level!r} is not one of debug, info, "
+                              "warn, error")
+        if self.max_request_bytes <= 0 or self.snapshot_count <= 0:
+            raise ConfigError("--max-request-bytes and --snapshot-count must be positive")
+        members = self.cluster_members()
+        if self.name not in members:
+            raise ConfigError(f"--initial-cluster has no member named {self.name!r} "
+                              f"(got {self.initial_cluster!r})")
+        for url in _split(self.listen_client_urls) + _split(self.listen_peer_urls) + \
+                _split(self.listen_native_urls):
+            host_port(url)
+        return self
+
+    def cluster_members(self):
+        """{name: [peer urls]} from --initial-cluster ("n1=http://a:2380,n2=...")."""
+        out = {}
+        for item in _split(self.initial_cluster):
+            name, sep, url = item.partition("=")
+            if not sep or not name or not url:
+                raise ConfigError(f"--initial-cluster item {item!r} is not NAME=URL")
+            host_port(url)
+            out.setdefault(name, []).append(url)
+        return out
+
+    def member_ids(self):
+        """{name: member id}, derived from the peer URLs and the token (stable across restarts,
+        identical on every member, as etcd derives its IDs)."""
+        return {name: member_id(urls, self.initial_cluster_token)
+                for name, urls in self.cluster_members().items()}
+
+    def cluster_id(self):
+        ids = sorted(self.member_ids().values())
+        raw = self.initial_cluster_token.encode() + b"".join(i.to_bytes(8, "big") for i in ids)
+        return _id64(raw)
+
+    @property
+    def tick_s(self):
+        return self.heartbeat_interval / 1000.0
+
+    @property
+    def election_ticks(self):
+        return max(2, round(self.election_timeout / self.heartbeat_interval))
+
+
+def _id64(raw):
+    v = int.from_bytes(hashlib.sha256(raw).digest()[:8], "big")
+    return v or 1
+
+
+def member_id(peer_urls, token):
+    return _id64(("|".join(sorted(peer_urls)) + "#" + token).encode())
+
+
+def _split(value):
+    return [v.strip() for v in str(value).split(",") if v.strip()]
+
+
+def host_port(url):
+    """("127.0.0.1", 2379) from "http://127.0.0.1:2379" (or "127.0.0.1:2379")."""
+    if "://" not in url:
+        url = "http://" + url
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https", "unix", "tcp") or not parsed.hostname:
+        raise ConfigError(f"bad URL {url!r}: expected http://HOST:PORT")
+    try:
+        port = parsed.port
+    except ValueError as exc:
+        raise ConfigError(f"bad URL {url!r}: {exc}") from exc
+    if port is None:
+        raise ConfigError(f"URL {url!r} has no port")
+    return parsed.hostname, port
+
+
+def first_host_port(urls):
+    return host_port(_split(urls)[0])
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(ServerConfig)}
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="raftkv", description="A raftkv cluster member.")
+    p.add_argument("--config-file", help="YAML file of flag names to values")
+    for name, f in _FIELDS.items():
+        flag = "--" + name.replace("_", "-")
+        p.add_argument(flag, dest=name, default=None, type=str,
+                       help=f"(default: {f.default!r}; env RAFTKV_{name.upper()})")
+    return p
+
+
+def _coerce(name, value):
+    typ = type(_FIELDS[name].default)
+    try:
+        if typ is int:
+            return int(str(value).replace("_", ""))
+        if typ is float:
+            return float(value)
+        return str(value)
+    except ValueError as exc:
+        flag = "--" + name.replace("_", "-")
+        raise ConfigError(f"{flag}: {value!r} is not a valid {typ.__name__}") from exc
+
+
+def load_config(argv=None, environ=None):
+    """Parse flags, environment and config file into a validated ServerConfig."""
+    environ = os.environ if environ is None else environ
+    args = _parser().parse_args(argv)
+    values = {}
+    path = args.config_file or environ.get("RAFTKV_CONFIG_FILE")
+    if path:
+        values.update(_read_yaml(path))
+    for name in _FIELDS:
+        env = environ.get("RAFTKV_" + name.upper())
+        if env is not None:
+            values[name] = env
+        flag_value = getattr(args, name)
+        if flag_value is not None:
+            values[name] = flag_value
+    cfg = ServerConfig(**{k: _coerce(k, v) for k, v in values.items()})
+    return cfg.finish()
+
+
+def _read_yaml(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"--config-file {path}: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ConfigError(f"--config-file {path}: expected a mapping of flag names to values")
+    out = {}
+    for key, value in doc.items():
+        name = str(key).replace("-", "_")
+        if name not in _FIELDS:
+            raise ConfigError(f"--config-file {path}: unknown setting {key!r}")
+        out[name] = value
+    return out

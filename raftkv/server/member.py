@@ -1,0 +1,388 @@
+"""One raftkv member: storage, the Raft core, the MVCC store and the peer transport, wired.
+
+Start-up: open the data dir (refusing one that is unsafe, with the reason), bootstrap a new
+cluster identically on every member (the initial members become conf-change entries 1..N of
+term 1, committed, as etcd-io/raft bootstraps), build the RawNode from what is durable, start
+the peer transport and the Ready loop. The front ends call the Service (raftkv.server.service).
+
+Each Ready is one group commit: the log (entries + hard state) and the applied state machine
+changes go into one LMDB write transaction with one sync; messages go out after it (a leader's
+own appends before it, thesis §10.2.1).
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import random
+
+import msgpack
+
+from raftkv.errors import RaftkvError
+from raftkv.mvcc import snapshot as mvcc_snapshot
+from raftkv.mvcc.kvstore import KVStore
+from raftkv.mvcc.lease import Lessor
+from raftkv.raft import (
+    ConfChangeSingle,
+    ConfChangeType,
+    ConfChangeV2,
+    ConfState,
+    Config,
+    Entry,
+    EntryType,
+    HardState,
+    RawNode,
+    Role,
+    SnapshotMetadata,
+    decode_conf_change,
+    encode_conf_change,
+)
+from raftkv.storage.engine import Engine
+from raftkv.storage.group_commit import GroupCommitter
+from raftkv.storage.logstore import LogStore
+from raftkv.server.config import first_host_port, host_port
+from raftkv.server.peer import PeerTransport, read_spooled_chunks
+from raftkv.server.proposals import decode_batch
+from raftkv.server.raft_loop import RaftLoop
+
+log = logging.getLogger("raftkv.member")
+
+MEMBER_KEY_PREFIX = b"raftkv.member/"
+DEDUP_REQUESTS_MAX = 100_000  # idempotency ids remembered (same on every member)
+SNAPSHOT_CATCHUP_ENTRIES = 5_000  # entries kept after compaction so slow followers catch up
+
+
+def fault_tolerance(voters):
+    n = len(voters)
+    return max(0, n - (n // 2 + 1))
+
+
+def cluster_warning(voters):
+    n = len(voters)
+    if n < 3:
+        return (f"a cluster of {n} member(s) tolerates no failure; run 3, 5 or 7 members")
+    if n % 2 == 0:
+        return (f"a cluster of {n} members tolerates only {fault_tolerance(voters)} failure(s), "
+                f"no more than {n - 1} members would; run an odd number of members")
+    return None
+
+
+class Member:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        ids = cfg.member_ids()
+        self.id = ids[cfg.name]
+        self.cluster_id = cfg.cluster_id()
+        self.engine = None
+        self.members = {}  # id -> {"name", "peer_urls", "client_urls", "is_learner"}
+        self.conf = ConfState()
+        self.dedup = collections.OrderedDict()
+        self.loop = None
+        self.transport = None
+        self.lessor = None
+        self._tasks = []
+        self._snapshot_index = 0
+        self.started = False
+        self.stopping = False
+
+    # ------------------------------------------------------------------ start / stop
+    def open_storage(self):
+        os.makedirs(self.cfg.data_dir, exist_ok=True)
+        self.engine = Engine(self.cfg.data_dir)
+        self.logstore = LogStore(self.engine)
+        self.kv = KVStore(self.engine, quota_bytes=self.cfg.quota_backend_bytes,
+                          min_lease_ttl=max(1, -(-3 * self.cfg.election_timeout // 2000)))
+        self.lessor = Lessor(self.kv)
+        self.committer = GroupCommitter(self.engine)
+        hs, cs = self.logstore.initial_state()
+        if hs.is_empty() and self.logstore.last_index() == 0 and \
+                self.logstore.snapshot().metadata.index == 0:
+            if self.cfg.initial_cluster_state == "new":
+                self._bootstrap()
+        self.conf = self.logstore.initial_state()[1]
+        self._load_members()
+        self._snapshot_index = self.logstore.snapshot().metadata.index
+
+    def _bootstrap(self):
+        """Every member of a new cluster writes the same entries 1..N (one conf change per
+        initial member, term 1) and commits them, so log matching holds from the start."""
+        ids = self.cfg.member_ids()
+        peers = self.cfg.cluster_members()
+        ents = []
+        for i, (name, mid) in enumerate(sorted(ids.items(), key=lambda kv: kv[1]), 1):
+            ctx = msgpack.packb({"name": name, "peer_urls": peers[name], "client_urls": []})
+            cc = ConfChangeV2(changes=[ConfChangeSingle(ConfChangeType.ADD_NODE, mid)],
+                              context=ctx)
+            ents.append(Entry(1, i, EntryType.CONF_CHANGE, encode_conf_change(cc)))
+        cs = ConfState(voters=sorted(ids.values()))
+
+        def write(txn):
+            self.logstore.save(txn, ents, HardState(term=1, vote=0, commit=len(ents)))
+            self.logstore.set_conf_state(txn, cs)
+        self.committer.run_sync(write)
+        log.info("bootstrapped a new cluster of %d member(s) (cluster id %x)", len(ids),
+                 self.cluster_id)
+
+    def _load_members(self):
+        meta = self.engine.db("kvmeta")
+        with self.engine.env.begin() as txn:
+            cur = txn.cursor(db=meta)
+            if cur.set_range(MEMBER_KEY_PREFIX):
+                for key, value in cur:
+                    if not key.startswith(MEMBER_KEY_PREFIX):
+                        break
+                    mid = int.from_bytes(key[len(MEMBER_KEY_PREFIX):], "big")
+                    self.members[mid] = msgpack.unpackb(value)
+
+    def new_node(self):
+        rc = Config(self.id, self.logstore, random.Random(),
+                    election_ticks=self.cfg.election_ticks, heartbeat_ticks=1,
+                    applied=self.kv.applied_index, check_quorum=True, pre_vote=True,
+                    msg_bytes_max=1 << 20, inflight_msgs_max=256,
+                    uncommitted_bytes_max=256 << 20)
+        return RawNode(rc)
+
+    async def start(self):
+        self.open_storage()
+        node = self.new_node()
+        self.loop = RaftLoop(node, self.id, io=self._io, send=self._send, tick_s=self.cfg.tick_s,
+                             on_conf_change=self._on_conf_change, on_tick=self._on_tick)
+        self.loop.conf_state = node.raft.conf_state()
+        self.loop.on_soft_state = self._on_soft_state
+        host, port = first_host_port(self.cfg.listen_peer_urls)
+        bind_host, _ = first_host_port(self.cfg.initial_advertise_peer_urls)
+        self.transport = PeerTransport(
+            self.id, self.cfg.initial_cluster_token, self._peer_addrs(), bind_host,
+            on_message=self.loop.step, on_forward=self._on_forward,
+            snapshot_source=lambda: mvcc_snapshot.export_chunks(self.kv),
+            on_snapshot_sent=self._on_snapshot_sent, spool_dir=self.cfg.data_dir)
+        self.peer_port = await self.transport.start(host, port)
+        self._tasks.append(asyncio.get_running_loop().create_task(self.loop.run()))
+        self._tasks.append(asyncio.get_running_loop().create_task(self._lease_loop()))
+        self.started = True
+        self._announce()
+
+    def _announce(self):
+        voters = self.conf.voters
+        log.info("member %s (%x) of cluster %x: %d voter(s), quorum %d, tolerates %d "
+                 "failure(s); data dir %s", self.cfg.name, self.id, self.cluster_id,
+                 len(voters), len(voters) // 2 + 1, fault_tolerance(voters),
+                 os.path.abspath(self.cfg.data_dir))
+        warning = cluster_warning(voters)
+        if warning:
+            log.warning("%s", warning)
+
+    async def stop(self):
+        if self.stopping:
+            return
+        self.stopping = True
+        if self.loop is not None:
+            self.loop.stop()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.transport is not None:
+            await self.transport.close()
+        if self.committer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.committer.close)
+        if self.engine is not None:
+            self.engine.close()
+
+    def _peer_addrs(self):
+        out = {}
+        for mid, info in self.members.items():
+            if info.get("peer_urls"):
+                out[mid] = host_port(info["peer_urls"][0])
+        for name, mid in self.cfg.member_ids().items():
+            if mid not in out:
+                out[mid] = host_port(self.cfg.cluster_members()[name][0])
+        return out
+
+    # ------------------------------------------------------------------ Ready I/O
+    async def _io(self, rd):
+        if rd.snapshot is not None:
+            await self._install_snapshot(rd.snapshot)
+        try:
+            results, ccs = await self.committer.submit(lambda txn: self._write_ready(txn, rd))
+        except Exception:
+            self.kv.aborted()
+            log.critical("could not make a Ready durable; stopping this member (its data dir "
+                         "%s is intact up to the last successful commit)", self.cfg.data_dir,
+                         exc_info=True)
+            asyncio.get_running_loop().call_soon(os._exit, 2)
+            raise
+        self.kv.committed()
+        return results, ccs
+
+    def _write_ready(self, txn, rd):
+        """In the storage thread, inside the Ready's one write txn."""
+        self.logstore.save(txn, rd.entries, rd.hard_state)
+        results, ccs = [], []
+        for e in rd.committed_entries:
+            if e.type == EntryType.CONF_CHANGE:
+                cc = decode_conf_change(e.data)
+                if self.kv.apply(txn, e.index, []) is not None:
+                    self._apply_member_change(txn, cc)
+                ccs.append(cc)
+                continue
+            results.extend(self._apply_normal(txn, e))
+        self._maybe_compact_log(txn, rd)
+        return results, ccs
+
+    def _apply_normal(self, txn, e):
+        reqs = decode_batch(e.data)
+        todo, cached = [], {}
+        rids = [_rid(req) for req in reqs]
+        for i, req in enumerate(reqs):
+            rid = rids[i]
+            if rid is not None and rid in self.dedup:
+                cached[i] = self.dedup[rid]  # a retried write: answer, do not apply again
+            else:
+                todo.append((req[2], req[3]))
+        out = self.kv.apply(txn, e.index, todo)
+        if out is None:
+            return []  # applied before a restart: no futures wait for it
+        out_iter = iter(out)
+        results = []
+        for i, req in enumerate(reqs):
+            resp = cached[i] if i in cached else next(out_iter)
+            rid = rids[i]
+            if rid is not None and i not in cached:
+                self.dedup[rid] = resp
+                if len(self.dedup) > DEDUP_REQUESTS_MAX:
+                    self.dedup.popitem(last=False)
+            results.append((req[0], req[1], resp))
+        return results
+
+    def _apply_member_change(self, txn, cc):
+        meta = self.engine.db("kvmeta")
+        info = {}
+        if cc.context:
+            try:
+                info = msgpack.unpackb(cc.context)
+            except (ValueError, msgpack.UnpackException):
+                info = {}
+        voters, learners = set(self.conf.voters), set(self.conf.learners)
+        for ch in cc.changes:
+            key = MEMBER_KEY_PREFIX + ch.node_id.to_bytes(8, "big")
+            if ch.type == ConfChangeType.REMOVE_NODE:
+                voters.discard(ch.node_id)
+                learners.discard(ch.node_id)
+                txn.delete(key, db=meta)
+                self.members.pop(ch.node_id, None)
+                continue
+            learner = ch.type == ConfChangeType.ADD_LEARNER_NODE and ch.node_id not in voters
+            (learners if learner else voters).add(ch.node_id)
+            if not learner:
+                learners.discard(ch.node_id)
+            rec = dict(self.members.get(ch.node_id, {}))
+            rec.update({k: v for k, v in info.items() if v})
+            rec["is_learner"] = learner
+            self.members[ch.node_id] = rec
+            txn.put(key, msgpack.packb(rec), db=meta)
+        self.conf = ConfState(voters=sorted(voters), learners=sorted(learners))
+        self.logstore.set_conf_state(txn, self.conf)
+
+    def _maybe_compact_log(self, txn, rd):
+        """Every --snapshot-count applied entries: record a snapshot point and drop the log
+        before it (keeping SNAPSHOT_CATCHUP_ENTRIES for followers that are a little behind)."""
+        if not rd.committed_entries:
+            return
+        applied = rd.committed_entries[-1].index
+        if applied - self._snapshot_index < self.cfg.snapshot_count:
+            return
+        term = rd.committed_entries[-1].term
+        meta = SnapshotMetadata(conf_state=self.conf, index=applied, term=term)
+        self.logstore.save(txn, snapshot_metadata=meta)
+        keep_from = applied - SNAPSHOT_CATCHUP_ENTRIES
+        if keep_from > self.logstore.first_index():
+            self.logstore.compact(txn, keep_from)
+        self._snapshot_index = applied
+
+    async def _install_snapshot(self, snap):
+        data = snap.data or b""
+        if not data.startswith(b"file:"):
+            raise RaftkvError("INTERNAL", "raftkv: snapshot without its state image")
+        path = data[5:].decode()
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(
+                None, mvcc_snapshot.restore_chunks, self.kv, read_spooled_chunks(path))
+            self.kv.aborted()  # reload the in-memory state from the restored sub-dbs
+            self.members = {}
+            self._load_members()
+            meta = snap.metadata
+            self.conf = meta.conf_state
+            await self.committer.submit(lambda txn: self.logstore.save(txn, snapshot=snap))
+            self._snapshot_index = meta.index
+            if self.transport is not None:
+                self.transport.set_peers(self._peer_addrs())
+            log.info("installed a snapshot at index %d (state applied to %d)", meta.index,
+                     self.kv.applied_index)
+        finally:
+            os.unlink(path)
+
+    def _send(self, messages):
+        self.transport.send(messages)
+
+    def _on_snapshot_sent(self, peer_id, ok):
+        try:
+            self.loop.call(lambda node: node.report_snapshot(peer_id, ok))
+        except RaftkvError:
+            pass
+
+    def _on_conf_change(self, cc, conf_state):
+        self.transport.set_peers(self._peer_addrs())
+        if self.id not in conf_state.voters and self.id not in conf_state.learners and \
+                any(ch.node_id == self.id and ch.type == ConfChangeType.REMOVE_NODE
+                    for ch in cc.changes):
+            log.warning("this member was removed from the cluster; stopping")
+            asyncio.get_running_loop().call_later(1.0, os._exit, 0)
+
+    def _on_soft_state(self, ss):
+        if ss.role == Role.LEADER:
+            self.lessor.promote()
+        else:
+            self.lessor.demote()
+
+    def _on_tick(self):
+        for pid in self.transport.take_unreachable():
+            self.loop.call(lambda node, pid=pid: node.report_unreachable(pid))
+
+    # ------------------------------------------------------------------ leases
+    async def _lease_loop(self):
+        """The leader revokes expired leases through the log, like any write."""
+        while True:
+            await asyncio.sleep(0.5)
+            if self.loop.role != Role.LEADER:
+                continue
+            for lid in self.lessor.expired(limit=100):
+                fut = self.loop.propose("lease_revoke", {"ID": lid}, 32, 5.0)
+                fut.add_done_callback(_ignore_result)
+
+    async def _on_forward(self, op, body):
+        """A request another member forwarded to us (we are, or were, the leader)."""
+        if op == "lease_keepalive":
+            return {"ID": body.get("ID", 0), "TTL": self.lessor.renew(body.get("ID", 0)),
+                    "header": self.header()}
+        if op == "lease_timetolive":
+            out = self.lessor.time_to_live(body.get("ID", 0), bool(body.get("keys")))
+            out["header"] = self.header()
+            return out
+        raise RaftkvError("UNKNOWN_OP", f"raftkv: {op!r} cannot be forwarded")
+
+    def header(self):
+        return {"cluster_id": self.cluster_id, "member_id": self.id,
+                "revision": self.kv.current_revision, "raft_term": self.loop.term}
+
+
+def _rid(req):
+    """The idempotency id of a request tuple (hashable), or None."""
+    rid = req[4] if len(req) > 4 else None
+    return tuple(rid) if isinstance(rid, list) else rid
+
+
+def _ignore_result(fut):
+    if not fut.cancelled():
+        fut.exception()

@@ -1,0 +1,398 @@
+"""Peer transport: Raft messages and forwarded requests between members over TCP.
+
+Frames are a u32 big-endian length then a msgpack body. A connection starts with a hello
+{"token", "from", "to"}; the listener rejects (and logs) a different cluster token or an unknown
+member. One outbound connection per peer carries an ordered stream fed from a bounded queue;
+on overflow the message is dropped and Raft is told the peer is unreachable (it retries). The
+dialer binds its source address to this member's own peer host and reconnects with backoff.
+
+Frame kinds after the hello:
+    ["m", message]                       a Raft message (snapshot data travels separately)
+    ["sb", message]; ["sc", chunk]...; ["se"]   a MsgSnap with its state-machine image streamed
+                                         in chunks (bounded memory: the receiver spools to disk)
+    ["f", req_id, op, body]              a request forwarded to this member (e.g. to the leader)
+    ["r", req_id, ok, payload]           the answer to a forwarded request
+
+`fault` is the test hook: fault(msg) returns "drop", a delay in seconds, or None.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import logging
+import os
+import struct
+import tempfile
+
+import msgpack
+
+from raftkv.errors import RaftkvError
+from raftkv.raft.types import (
+    ConfState,
+    Entry,
+    EntryType,
+    Message,
+    MsgType,
+    Snapshot,
+    SnapshotMetadata,
+)
+
+log = logging.getLogger("raftkv.peer")
+
+_LEN = struct.Struct(">I")
+PEER_FRAME_BYTES_MAX = 64 << 20
+QUEUE_MSGS_MAX = 4096
+BACKOFF_S = (0.05, 0.1, 0.2, 0.5, 1.0)
+FORWARD_TIMEOUT_S = 10.0
+
+
+class PeerProtocolError(Exception):
+    pass
+
+
+# ---------------------------------------------------------------- message encoding
+def encode_message(m):
+    snap = None
+    if m.snapshot is not None:
+        md = m.snapshot.metadata
+        snap = [md.index, md.term, md.conf_state.voters, md.conf_state.learners]
+    return [int(m.type), m.to, m.frm, m.term, m.log_term, m.index,
+            [[e.term, e.index, int(e.type), e.data] for e in m.entries],
+            m.commit, snap, m.reject, m.reject_hint, m.context]
+
+
+def decode_message(obj):
+    try:
+        (typ, to, frm, term, log_term, index, ents, commit, snap, reject, hint,
+         ctx) = obj
+        entries = [Entry(t, i, EntryType(ty), bytes(d)) for t, i, ty, d in ents]
+        snapshot = None
+        if snap is not None:
+            s_index, s_term, voters, learners = snap
+            cs = ConfState(voters=list(voters), learners=list(learners))
+            snapshot = Snapshot(b"", SnapshotMetadata(cs, s_index, s_term))
+        return Message(MsgType(typ), to, frm, term, log_term, index, entries, commit,
+                       snapshot, bool(reject), hint, bytes(ctx))
+    except (TypeError, ValueError) as exc:
+        raise PeerProtocolError(f"malformed Raft message: {exc}") from exc
+
+
+def _pack(obj):
+    body = msgpack.packb(obj, use_bin_type=True)
+    return _LEN.pack(len(body)) + body
+
+
+async def _read_frame(reader):
+    head = await reader.readexactly(_LEN.size)
+    (n,) = _LEN.unpack(head)
+    if n > PEER_FRAME_BYTES_MAX:
+        raise PeerProtocolError(f"peer frame of {n} bytes exceeds {PEER_FRAME_BYTES_MAX}")
+    body = await reader.readexactly(n)
+    try:
+        return msgpack.unpackb(body, raw=False, strict_map_key=False)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise PeerProtocolError(f"undecodable peer frame: {exc}") from exc
+
+
+class _Peer:
+    """The outbound side towards one member."""
+
+    def __init__(self, transport, peer_id, addr):
+        self.t = transport
+        self.id = peer_id
+        self.addr = addr
+        self.queue = collections.deque()
+        self.wake = asyncio.Event()
+        self.task = None
+        self.connected = False
+        self.failures = 0
+
+    def start(self):
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def enqueue(self, item):
+        if len(self.queue) >= QUEUE_MSGS_MAX:
+            return False
+        self.queue.append(item)
+        self.wake.set()
+        return True
+
+    async def _run(self):
+        while not self.t.closed:
+            try:
+                reader, writer = await self._connect()
+            except OSError as exc:
+                await self._backoff(exc)
+                continue
+            self.connected, self.failures = True, 0
+            reader_task = asyncio.get_running_loop().create_task(
+                self.t.read_responses(reader, self.id))
+            try:
+                await self._pump(writer)
+            except (OSError, ConnectionError, asyncio.IncompleteReadError) as exc:
+                log.debug("peer %x: connection lost: %s", self.id, exc)
+            finally:
+                self.connected = False
+                reader_task.cancel()
+                writer.close()
+            self.t.on_unreachable(self.id)
+
+    async def _connect(self):
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(
+            self.addr[0], self.addr[1], local_addr=(self.t.bind_host, 0)), 3.0)
+        writer.write(_pack({"token": self.t.token, "from": self.t.member_id, "to": self.id}))
+        return reader, writer
+
+    async def _backoff(self, exc):
+        delay = BACKOFF_S[min(self.failures, len(BACKOFF_S) - 1)]
+        if self.failures == 0:
+            log.info("peer %x at %s:%s unreachable: %s", self.id, *self.addr, exc)
+        self.failures += 1
+        self.queue.clear()
+        self.t.on_unreachable(self.id)
+        await asyncio.sleep(delay)
+
+    async def _pump(self, writer):
+        while not self.t.closed:
+            if not self.queue:
+                self.wake.clear()
+                await self.wake.wait()
+                continue
+            while self.queue:
+                item = self.queue.popleft()
+                if callable(item):
+                    await item(writer)  # a snapshot stream
+                else:
+                    writer.write(item)
+            await writer.drain()
+
+
+class PeerTransport:
+    def __init__(self, member_id, token, peers, bind_host, *, on_message, on_forward,
+                 snapshot_source=None, on_snapshot_sent=None, spool_dir=None):
+        self.member_id = member_id
+        self.token = token
+        self.bind_host = bind_host
+        self.on_message = on_message  # fn(Message)
+        self.on_forward = on_forward  # async fn(op, body) -> dict
+        self.snapshot_source = snapshot_source  # fn() -> iterator of bytes chunks
+        self.on_snapshot_sent = on_snapshot_sent  # fn(peer_id, ok)
+        self.spool_dir = spool_dir or tempfile.gettempdir()
+        self.fault = None
+        self.closed = False
+        self._peers = {}
+        self._server = None
+        self._unreachable = set()
+        self._req_ids = itertools.count(1)
+        self._waiting = {}  # req_id -> future
+        self._inbound = set()
+        self.set_peers(peers)
+
+    def set_peers(self, peers):
+        """peers: {member_id: (host, port)} (self excluded or ignored)."""
+        for pid, addr in peers.items():
+            if pid == self.member_id:
+                continue
+            cur = self._peers.get(pid)
+            if cur is None or cur.addr != addr:
+                if cur is not None and cur.task:
+                    cur.task.cancel()
+                self._peers[pid] = _Peer(self, pid, addr)
+                if self._server is not None:
+                    self._peers[pid].start()
+        for pid in list(self._peers):
+            if pid not in peers:
+                p = self._peers.pop(pid)
+                if p.task:
+                    p.task.cancel()
+
+    def known(self, pid):
+        return pid in self._peers
+
+    async def start(self, host, port):
+        self._server = await asyncio.start_server(self._serve, host, port)
+        for p in self._peers.values():
+            p.start()
+        return self._server.sockets[0].getsockname()[1]
+
+    async def close(self):
+        self.closed = True
+        for p in self._peers.values():
+            if p.task:
+                p.task.cancel()
+                p.wake.set()
+        for w in list(self._inbound):
+            w.close()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for fut in self._waiting.values():
+            if not fut.done():
+                fut.set_exception(RaftkvError("STOPPED"))
+
+    def on_unreachable(self, pid):
+        self._unreachable.add(pid)
+
+    def take_unreachable(self):
+        out, self._unreachable = self._unreachable, set()
+        return out
+
+    # ---------------------------------------------------------------- sending
+    def send(self, messages):
+        for m in messages:
+            peer = self._peers.get(m.to)
+            if peer is None:
+                continue
+            verdict = self.fault(m) if self.fault else None
+            if verdict == "drop":
+                continue
+            if m.type == MsgType.SNAP:
+                item = self._snapshot_writer(m)
+            else:
+                item = _pack(["m", encode_message(m)])
+            if isinstance(verdict, (int, float)) and verdict > 0:
+                asyncio.get_running_loop().call_later(verdict, peer.enqueue, item)
+            elif not peer.enqueue(item):
+                self._unreachable.add(m.to)
+
+    def _snapshot_writer(self, m):
+        async def write(writer):
+            ok = False
+            try:
+                writer.write(_pack(["sb", encode_message(m)]))
+                for chunk in self.snapshot_source():
+                    writer.write(_pack(["sc", chunk]))
+                    await writer.drain()
+                writer.write(_pack(["se"]))
+                await writer.drain()
+                ok = True
+            finally:
+                if self.on_snapshot_sent:
+                    self.on_snapshot_sent(m.to, ok)
+        return write
+
+    async def forward(self, pid, op, body, timeout_s=FORWARD_TIMEOUT_S):
+        """Send a request to member pid (normally the leader) and await its answer."""
+        peer = self._peers.get(pid)
+        if peer is None:
+            raise RaftkvError("NO_LEADER")
+        req_id = next(self._req_ids)
+        fut = asyncio.get_running_loop().create_future()
+        self._waiting[req_id] = fut
+        try:
+            if not peer.enqueue(_pack(["f", req_id, op, body])):
+                raise RaftkvError("TOO_MANY_REQUESTS")
+            return await asyncio.wait_for(fut, timeout_s)
+        except asyncio.TimeoutError:
+            raise RaftkvError("TIMEOUT") from None
+        finally:
+            self._waiting.pop(req_id, None)
+
+    async def read_responses(self, reader, pid):
+        """Answers to our forwarded requests come back on our outbound connection."""
+        try:
+            while True:
+                frame = await _read_frame(reader)
+                if not (isinstance(frame, list) and len(frame) == 4 and frame[0] == "r"):
+                    raise PeerProtocolError(f"unexpected frame from {pid:x}")
+                _, req_id, ok, payload = frame
+                fut = self._waiting.get(req_id)
+                if fut is not None and not fut.done():
+                    if ok:
+                        fut.set_result(payload)
+                    else:
+                        fut.set_exception(RaftkvError.from_wire(payload))
+        except (asyncio.IncompleteReadError, ConnectionError, PeerProtocolError):
+            return
+
+    # ---------------------------------------------------------------- receiving
+    async def _serve(self, reader, writer):
+        self._inbound.add(writer)
+        peer_name = writer.get_extra_info("peername")
+        try:
+            frm = await self._check_hello(await _read_frame(reader), peer_name)
+            if frm is None:
+                return
+            await self._serve_frames(reader, writer, frm)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        except PeerProtocolError as exc:
+            log.warning("peer connection from %s closed: %s", peer_name, exc)
+        finally:
+            self._inbound.discard(writer)
+            writer.close()
+
+    async def _check_hello(self, hello, peer_name):
+        if not isinstance(hello, dict):
+            raise PeerProtocolError("the first frame must be a hello")
+        if hello.get("token") != self.token:
+            log.warning("rejected peer %s: cluster token %r is not ours (%r)", peer_name,
+                        hello.get("token"), self.token)
+            return None
+        frm = hello.get("from")
+        if hello.get("to") != self.member_id or not self.known(frm):
+            log.warning("rejected peer %s: unknown member %r (or not addressed to us)",
+                        peer_name, frm)
+            return None
+        return frm
+
+    async def _serve_frames(self, reader, writer, frm):
+        while True:
+            frame = await _read_frame(reader)
+            if not isinstance(frame, list) or not frame:
+                raise PeerProtocolError("frame is not a list")
+            kind = frame[0]
+            if kind == "m":
+                m = decode_message(frame[1])
+                if m.frm != frm:
+                    raise PeerProtocolError(f"message claims to be from {m.frm:x}, not {frm:x}")
+                self.on_message(m)
+            elif kind == "sb":
+                await self._receive_snapshot(reader, decode_message(frame[1]), frm)
+            elif kind == "f" and len(frame) == 4:
+                asyncio.get_running_loop().create_task(
+                    self._answer_forward(writer, frame[1], frame[2], frame[3]))
+            else:
+                raise PeerProtocolError(f"unknown frame kind {kind!r}")
+
+    async def _answer_forward(self, writer, req_id, op, body):
+        try:
+            payload, ok = await self.on_forward(op, body), True
+        except RaftkvError as exc:
+            payload, ok = exc.to_wire(), False
+        except Exception as exc:  # noqa: BLE001 -- reported to the caller, member stays up
+            log.exception("forwarded %s failed", op)
+            payload, ok = RaftkvError("INTERNAL", f"raftkv: internal error: {exc}").to_wire(), \
+                False
+        if not writer.is_closing():
+            writer.write(_pack(["r", req_id, ok, payload]))
+
+    async def _receive_snapshot(self, reader, m, frm):
+        fd, path = tempfile.mkstemp(prefix="incoming-snap-", dir=self.spool_dir)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                while True:
+                    frame = await _read_frame(reader)
+                    if frame == ["se"]:
+                        break
+                    if not (isinstance(frame, list) and len(frame) == 2 and frame[0] == "sc"):
+                        raise PeerProtocolError("bad snapshot chunk frame")
+                    chunk = frame[1]
+                    f.write(_LEN.pack(len(chunk)) + chunk)
+        except BaseException:
+            os.unlink(path)
+            raise
+        m.snapshot.data = b"file:" + path.encode()
+        self.on_message(m)
+
+
+def read_spooled_chunks(path):
+    """The chunks a received snapshot was spooled as (see _receive_snapshot)."""
+    with open(path, "rb") as f:
+        while True:
+            head = f.read(_LEN.size)
+            if not head:
+                return
+            (n,) = _LEN.unpack(head)
+            yield f.read(n)

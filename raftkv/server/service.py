@@ -1,0 +1,311 @@
+"""The service both front ends call (docs/INTERNAL_API.md §5): routes each op to the log (writes),
+a ReadIndex barrier then the local store (linearizable reads), the local store (serializable
+reads), the leader (lease keep-alives) or the membership machinery.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import msgpack
+
+from raftkv.errors import RaftkvError
+from raftkv.mvcc import snapshot as mvcc_snapshot
+from raftkv.raft import ConfChangeSingle, ConfChangeType, ConfChangeV2, Role
+from raftkv.raft.errors import ProposalDroppedError
+from raftkv.server.config import member_id as derive_member_id
+from raftkv.storage import crc32c
+
+log = logging.getLogger("raftkv.service")
+
+VERSION = "3.4.23"  # the etcd API version raftkv answers as (etcdctl checks it)
+WRITE_OPS = frozenset({"put", "delete_range", "txn", "compact", "lease_grant", "lease_revoke"})
+REQUEST_OVERHEAD_BYTES = 64
+MOVE_LEADER_TIMEOUT_S = 10.0
+NOSPACE = 1
+
+
+def _size(body):
+    n = REQUEST_OVERHEAD_BYTES
+    for v in body.values():
+        if isinstance(v, (bytes, str)):
+            n += len(v)
+        elif isinstance(v, (list, dict)):
+            n += len(msgpack.packb(v, use_bin_type=True))
+    return n
+
+
+def _txn_writes(body):
+    for op in list(body.get("success") or []) + list(body.get("failure") or []):
+        if "request_put" in op or "request_delete_range" in op:
+            return True
+        if "request_txn" in op and _txn_writes(op["request_txn"]):
+            return True
+    return False
+
+
+class Service:
+    def __init__(self, member):
+        self.m = member
+        self.timeout_s = member.cfg.request_timeout
+        self.max_request_bytes = member.cfg.max_request_bytes
+
+    @property
+    def loop(self):
+        return self.m.loop
+
+    def header(self, revision=None):
+        h = self.m.header()
+        if revision is not None:
+            h["revision"] = revision
+        return h
+
+    async def call(self, op, body):
+        if not isinstance(body, dict):
+            raise RaftkvError("BAD_REQUEST", "raftkv: request body must be a map")
+        handler = getattr(self, "_op_" + op, None)
+        if handler is not None:
+            return await handler(body)
+        if op in WRITE_OPS:
+            return await self._write(op, body)
+        raise RaftkvError("UNKNOWN_OP", f"raftkv: unknown operation {op!r}")
+
+    # ---------------------------------------------------------------- KV
+    async def _write(self, op, body):
+        rid = body.pop("request_id", None)
+        size = _size(body)
+        if size > self.max_request_bytes:
+            raise RaftkvError("REQUEST_TOO_LARGE")
+        if self.loop.leader_id == 0:
+            raise RaftkvError("NO_LEADER")
+        fut = self.loop.propose(op, body, size, self.timeout_s, rid=rid)
+        resp = await fut
+        if isinstance(resp, RaftkvError):
+            raise resp
+        return self._with_header(resp)
+
+    def _with_header(self, resp):
+        h = resp.get("header") or {}
+        resp["header"] = self.header(h.get("revision"))
+        return resp
+
+    async def read_barrier(self):
+        """Wait until a linearizable read may be served locally (ReadIndex, thesis §6.4)."""
+        if self.loop.leader_id == 0:
+            raise RaftkvError("NO_LEADER")
+        try:
+            await asyncio.wait_for(self.loop.read_barrier(), self.timeout_s)
+        except asyncio.TimeoutError:
+            raise RaftkvError("TIMEOUT") from None
+
+    async def _op_range(self, body):
+        body.pop("request_id", None)
+        if not body.get("serializable"):
+            await self.read_barrier()
+        return self._with_header(self.m.kv.range(body))
+
+    async def _op_txn(self, body):
+        if _txn_writes(body):
+            return await self._write("txn", body)
+        body.pop("request_id", None)
+        await self.read_barrier()
+        return await self._write("txn", body)
+
+    # ---------------------------------------------------------------- leases
+    def _leader_or_forward(self):
+        if self.loop.role == Role.LEADER:
+            return None
+        if self.loop.leader_id == 0:
+            raise RaftkvError("NO_LEADER")
+        return self.loop.leader_id
+
+    async def _op_lease_keepalive(self, body):
+        leader = self._leader_or_forward()
+        if leader is not None:
+            return await self.m.transport.forward(leader, "lease_keepalive", body)
+        lid = body.get("ID", 0)
+        return {"header": self.header(), "ID": lid, "TTL": self.m.lessor.renew(lid)}
+
+    async def _op_lease_timetolive(self, body):
+        leader = self._leader_or_forward()
+        if leader is not None:
+            return await self.m.transport.forward(leader, "lease_timetolive", body)
+        out = self.m.lessor.time_to_live(body.get("ID", 0), bool(body.get("keys")))
+        out["header"] = self.header()
+        return out
+
+    async def _op_lease_leases(self, body):
+        return {"header": self.header(), "leases": [{"ID": i} for i in self.m.kv.lease_ids()]}
+
+    # ---------------------------------------------------------------- cluster
+    def _member_dicts(self):
+        out = []
+        for mid in sorted(self.m.members):
+            info = self.m.members[mid]
+            out.append({"ID": mid, "name": info.get("name", ""),
+                        "peerURLs": list(info.get("peer_urls", [])),
+                        "clientURLs": list(info.get("client_urls", [])),
+                        "isLearner": bool(info.get("is_learner"))})
+        return out
+
+    async def _op_member_list(self, body):
+        if body.get("linearizable"):
+            await self.read_barrier()
+        return {"header": self.header(), "members": self._member_dicts()}
+
+    async def _conf_change(self, change_type, mid, info):
+        cc = ConfChangeV2(changes=[ConfChangeSingle(change_type, mid)],
+                          context=msgpack.packb(info or {}))
+        if self.loop.role != Role.LEADER:
+            leader = self._leader_or_forward()
+            raise RaftkvError("NOT_LEADER", f"etcdserver: not leader (leader is {leader:x})")
+        try:
+            await self.loop.call(lambda node: node.propose_conf_change(cc))
+        except ProposalDroppedError as exc:
+            raise RaftkvError("UNHEALTHY", f"etcdserver: unhealthy cluster ({exc})") from None
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
+        while asyncio.get_running_loop().time() < deadline:
+            if self._applied(change_type, mid):
+                return
+            await asyncio.sleep(0.02)
+        raise RaftkvError("TIMEOUT")
+
+    def _applied(self, change_type, mid):
+        cs = self.loop.conf_state
+        if cs is None:
+            return False
+        if change_type == ConfChangeType.REMOVE_NODE:
+            return mid not in cs.voters and mid not in cs.learners
+        if change_type == ConfChangeType.ADD_LEARNER_NODE:
+            return mid in cs.learners
+        return mid in cs.voters
+
+    async def _op_member_add(self, body):
+        urls = list(body.get("peerURLs") or [])
+        if not urls:
+            raise RaftkvError("MEMBER_BAD_URLS")
+        for info in self.m.members.values():
+            if set(info.get("peer_urls", [])) & set(urls):
+                raise RaftkvError("PEER_URL_EXIST")
+        mid = derive_member_id(urls, self.m.cfg.initial_cluster_token)
+        learner = bool(body.get("isLearner"))
+        typ = ConfChangeType.ADD_LEARNER_NODE if learner else ConfChangeType.ADD_NODE
+        await self._conf_change(typ, mid, {"name": "", "peer_urls": urls, "client_urls": []})
+        member = {"ID": mid, "name": "", "peerURLs": urls, "clientURLs": [],
+                  "isLearner": learner}
+        return {"header": self.header(), "member": member, "members": self._member_dicts()}
+
+    async def _op_member_remove(self, body):
+        mid = body.get("ID", 0)
+        if mid not in self.m.members:
+            raise RaftkvError("MEMBER_NOT_FOUND")
+        await self._conf_change(ConfChangeType.REMOVE_NODE, mid, None)
+        return {"header": self.header(), "members": self._member_dicts()}
+
+    async def _op_member_promote(self, body):
+        mid = body.get("ID", 0)
+        info = self.m.members.get(mid)
+        if info is None:
+            raise RaftkvError("MEMBER_NOT_FOUND")
+        if not info.get("is_learner"):
+            raise RaftkvError("MEMBER_NOT_LEARNER")
+        await self._conf_change(ConfChangeType.ADD_NODE, mid, None)
+        return {"header": self.header(), "members": self._member_dicts()}
+
+    async def _op_member_update(self, body):
+        mid = body.get("ID", 0)
+        if mid not in self.m.members:
+            raise RaftkvError("MEMBER_NOT_FOUND")
+        raise RaftkvError("NOT_CAPABLE", "etcdserver: not capable (member update of peer URLs "
+                                         "is not supported by raftkv yet)")
+
+    # ---------------------------------------------------------------- maintenance
+    async def _op_status(self, body):
+        st = self.loop.node.status()
+        errors = ["memberID:%d alarm:NOSPACE " % self.m.id] if self.m.kv.alarm else []
+        db = self.m.kv.backend_bytes()
+        voters = st["voters"]
+        return {"header": self.header(), "version": VERSION, "dbSize": db, "dbSizeInUse": db,
+                "leader": self.loop.leader_id, "raftIndex": st["commit"],
+                "raftTerm": st["term"], "raftAppliedIndex": self.loop.applied_index,
+                "errors": errors, "isLearner": self.m.id in st["learners"],
+                # raftkv's own additions (ignored by etcd clients):
+                "members": len(voters), "quorum": len(voters) // 2 + 1,
+                "fault_tolerance": max(0, len(voters) - (len(voters) // 2 + 1)),
+                "role": st["role"], "backend": _backend()}
+
+    async def _op_alarm(self, body):
+        action = body.get("action", 0)
+        if action == 2 and body.get("alarm", 0) in (0, NOSPACE):
+            self.m.kv.disarm()
+        alarms = [{"memberID": self.m.id, "alarm": NOSPACE}] if self.m.kv.alarm else []
+        return {"header": self.header(), "alarms": alarms}
+
+    async def _op_defragment(self, body):
+        return {"header": self.header()}
+
+    async def _op_hash_kv(self, body):
+        rev = body.get("revision", 0) or self.m.kv.current_revision
+        return {"header": self.header(), "hash": self._hash(),
+                "compact_revision": self.m.kv.compact_revision, "hash_revision": rev}
+
+    async def _op_hash(self, body):
+        return {"header": self.header(), "hash": self._hash()}
+
+    def _hash(self):
+        h = 0
+        kv = self.m.engine.db("kv")
+        with self.m.engine.env.begin() as txn:
+            for key, value in txn.cursor(db=kv):
+                h = crc32c(value, crc32c(key, h))
+        return h
+
+    async def _op_move_leader(self, body):
+        target = body.get("targetID", 0)
+        if self.loop.role != Role.LEADER:
+            raise RaftkvError("NOT_LEADER")
+        if target not in (self.loop.conf_state.voters if self.loop.conf_state else []):
+            raise RaftkvError("BAD_LEADER_TRANSFEREE")
+        await self.loop.call(lambda node: node.transfer_leader(target))
+        deadline = asyncio.get_running_loop().time() + MOVE_LEADER_TIMEOUT_S
+        while asyncio.get_running_loop().time() < deadline:
+            if self.loop.leader_id == target:
+                return {"header": self.header()}
+            await asyncio.sleep(0.02)
+        raise RaftkvError("TIMEOUT_DUE_TO_LEADER_FAIL")
+
+    # ---------------------------------------------------------------- streams
+    async def watch(self, body):
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+        w = self.m.kv.watch(body.get("key", b""), body.get("range_end", b""),
+                            body.get("start_revision", 0), bool(body.get("prev_kv")),
+                            body.get("filters") or (), bool(body.get("progress_notify")),
+                            on_ready=lambda _w: loop.call_soon_threadsafe(wake.set))
+        try:
+            while True:
+                batch = w.take()
+                if not batch:
+                    wake.clear()
+                    batch = w.take()
+                    if not batch:
+                        await wake.wait()
+                        continue
+                for resp in batch:
+                    resp["header"] = self.header(resp.get("header", {}).get("revision"))
+                    yield resp
+                    if resp.get("canceled"):
+                        return
+        finally:
+            w.cancel()
+
+    async def snapshot(self):
+        for chunk in mvcc_snapshot.export_chunks(self.m.kv):
+            yield chunk
+            await asyncio.sleep(0)
+
+
+def _backend():
+    from raftkv import storage
+
+    return storage.BACKEND
