@@ -183,7 +183,11 @@ class Raft:
         prev = pr.next - 1
         try:
             log_term = self.log.term(prev)
-            ents = self.log.entries_from(pr.next, self.c.msg_bytes_max)
+            ents = []
+            # A full window (e.g. unpaused by a heartbeat response) sends only an empty append:
+            # its answer frees the window or reveals the lost appends (as etcd-io/raft does).
+            if pr.state != ProgressState.REPLICATE or not pr.inflights.full():
+                ents = self.log.entries_from(pr.next, self.c.msg_bytes_max)
         except CompactedError:
             return self._send_snapshot(to, pr)
         if not ents and not send_if_empty:
