@@ -11,6 +11,8 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+# The real etcdctl (Debian's etcd-client 3.4.23) drives raftkv's etcd gRPC API in tests/api.
+bash tools/install_etcd.sh >/dev/null
 
 # pytest exits 5 when it collected no tests: that is a failure here, never a silent pass.
 run_pytest() {
