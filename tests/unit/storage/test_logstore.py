@@ -481,3 +481,29 @@ def test_cancelled_submitter_does_not_break_the_round(store, committer):
 
     assert asyncio.run(main())
     assert store.last_index() == 2  # a cancelled submitter's fn may still be stored
+
+
+def test_map_full_in_one_fn_spares_the_others(tmp_path):
+    engine = Engine(tmp_path / "small", map_size_bytes=1 << 20)
+    store = LogStore(engine, entry_bytes_max=1 << 20)
+    gc = GroupCommitter(engine)
+    gate = threading.Event()
+
+    async def main():
+        blocker = asyncio.ensure_future(gc.submit(lambda txn: gate.wait(10)))
+        await asyncio.sleep(0.01)
+        too_big = [Entry(1, i, EntryType.NORMAL, b"x" * 4000) for i in range(1, 1001)]
+        bad = asyncio.ensure_future(gc.submit(lambda txn: store.save(txn, too_big)))
+        good = asyncio.ensure_future(gc.submit(lambda txn: store.save(txn, ents(1, 3)) and 1))
+        await asyncio.sleep(0)
+        gate.set()
+        await blocker
+        return await asyncio.gather(bad, good, return_exceptions=True)
+
+    try:
+        bad, good = asyncio.run(main())
+    finally:
+        gc.close()
+    assert isinstance(bad, lmdb.MapFullError) and good == 1
+    assert store.last_index() == 2 and store.entries(1, 3) == ents(1, 3)
+    engine.close()
