@@ -203,8 +203,10 @@ class Member:
     async def _io(self, rd):
         if rd.snapshot is not None:
             await self._install_snapshot(rd.snapshot)
+        loop = asyncio.get_running_loop()
         try:
-            results, ccs = await self.committer.submit(lambda txn: self._write_ready(txn, rd))
+            results, ccs = await self.committer.submit(
+                lambda txn: self._write_ready(txn, rd, loop))
         except Exception:
             self.kv.aborted()
             log.critical("could not make a Ready durable; stopping this member (its data dir "
@@ -215,8 +217,14 @@ class Member:
         self.kv.committed()
         return results, ccs
 
-    def _write_ready(self, txn, rd):
-        """In the storage thread, inside the Ready's one write txn."""
+    def _write_ready(self, txn, rd, loop):
+        """In the storage thread, inside the Ready's one write txn.
+
+        Client responses are released as soon as they are computed, before this txn's sync:
+        committed entries are already durable on a quorum's logs, and after a crash the same
+        entries are re-applied from the log with the same results (the applied index is in the
+        txn). Reads wait for applied_index, which moves only after the sync.
+        """
         self.logstore.save(txn, rd.entries, rd.hard_state)
         results, ccs = [], []
         for e in rd.committed_entries:
@@ -228,7 +236,9 @@ class Member:
                 continue
             results.extend(self._apply_normal(txn, e))
         self._maybe_compact_log(txn, rd)
-        return results, ccs
+        if results:
+            loop.call_soon_threadsafe(self.loop.resolve_results, results)
+        return [], ccs
 
     def _apply_normal(self, txn, e):
         reqs = decode_batch(e.data)

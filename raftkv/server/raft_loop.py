@@ -196,10 +196,14 @@ class RaftLoop:
                 self._ready_reads.append((rs.index, futs))
         if rd.committed_entries:
             self.applied_index = rd.committed_entries[-1].index
-        for member_id, seq, response in results:
-            self.registry.resolve(member_id, seq, response)
+        self.resolve_results(results)
         self._release_reads()
         self.node.advance(rd)
+
+    def resolve_results(self, results):
+        """Resolve the futures of applied requests: [(member_id, seq, response)]."""
+        for member_id, seq, response in results:
+            self.registry.resolve(member_id, seq, response)
 
     def _release_reads(self):
         keep = []
