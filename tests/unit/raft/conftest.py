@@ -6,6 +6,7 @@ queued messages until nothing moves. Links can be cut per direction and messages
 """
 from __future__ import annotations
 
+import pickle
 import random
 
 import pytest
@@ -115,6 +116,8 @@ class Net:
         self._send(rd.early_messages)
         persist(s, rd)
         self._send(rd.messages)
+        if rd.snapshot is not None:
+            self.applied[mid] = pickle.loads(rd.snapshot.data) if rd.snapshot.data else []
         for e in rd.committed_entries:
             if e.type == EntryType.CONF_CHANGE:
                 n.apply_conf_change(decode_conf_change(e.data))
@@ -174,6 +177,19 @@ class Net:
         except ProposalDroppedError:
             return False
         return True
+
+    def compact(self, mid, index=None):
+        """Snapshot member mid's state machine at index (default: applied) and compact."""
+        r, s = self.raft(mid), self.stores[mid]
+        index = r.log.applied if index is None else index
+        # applied[mid] lists payloads in order: keep those up to index (snapshot included).
+        keep = len(self.applied[mid]) - sum(
+            1 for e in s.ents[1:] if index < e.index <= r.log.applied and e.data
+            and e.type == EntryType.NORMAL)
+        data = pickle.dumps(self.applied[mid][:keep])
+        s.create_snapshot(index, r.conf_state(), data)
+        s.compact(index)
+        return s.snap
 
     # ---- inspection ----
     def leader(self):
