@@ -245,26 +245,33 @@ class Member:
 
     def _apply_normal(self, txn, e):
         reqs = decode_batch(e.data)
-        todo, cached = [], {}
         rids = [_rid(req) for req in reqs]
+        todo, cached, spans = [], {}, []
         for i, req in enumerate(reqs):
-            rid = rids[i]
-            if rid is not None and rid in self.dedup:
-                cached[i] = self.dedup[rid]  # a retried write: answer, do not apply again
+            if rids[i] is not None and rids[i] in self.dedup:
+                cached[i] = self.dedup[rids[i]]  # a retried write: answer, do not apply again
+                spans.append(None)
+            elif req[2] == "batch":  # a bulk request: many writes, one proposal
+                ops = [(op, body) for op, body in (req[3].get("ops") or [])]
+                spans.append((len(todo), len(ops), True))
+                todo.extend(ops)
             else:
+                spans.append((len(todo), 1, False))
                 todo.append((req[2], req[3]))
         out = self.kv.apply(txn, e.index, todo)
         if out is None:
             return []  # applied before a restart: no futures wait for it
-        out_iter = iter(out)
         results = []
         for i, req in enumerate(reqs):
-            resp = cached[i] if i in cached else next(out_iter)
-            rid = rids[i]
-            if rid is not None and i not in cached:
-                self.dedup[rid] = resp
-                if len(self.dedup) > DEDUP_REQUESTS_MAX:
-                    self.dedup.popitem(last=False)
+            if spans[i] is None:
+                resp = cached[i]
+            else:
+                start, n, many = spans[i]
+                resp = out[start:start + n] if many else out[start]
+                if rids[i] is not None:
+                    self.dedup[rids[i]] = resp
+                    if len(self.dedup) > DEDUP_REQUESTS_MAX:
+                        self.dedup.popitem(last=False)
             results.append((req[0], req[1], resp))
         return results
 

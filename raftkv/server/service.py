@@ -21,6 +21,8 @@ log = logging.getLogger("raftkv.service")
 VERSION = "3.4.23"  # the etcd API version raftkv answers as (etcdctl checks it)
 WRITE_OPS = frozenset({"put", "delete_range", "txn", "compact", "lease_grant", "lease_revoke"})
 REQUEST_OVERHEAD_BYTES = 64
+BATCH_OPS = frozenset({"put", "delete_range"})
+BATCH_CHUNK_OPS = 1000  # writes per proposal of a bulk batch
 MOVE_LEADER_TIMEOUT_S = 10.0
 NOSPACE = 1
 
@@ -83,6 +85,35 @@ class Service:
         if isinstance(resp, RaftkvError):
             raise resp
         return self._with_header(resp)
+
+    async def batch(self, items):
+        """Many writes [(op, body)] in few proposals; one result (dict or RaftkvError) each."""
+        if self.loop.leader_id == 0:
+            raise RaftkvError("NO_LEADER")
+        futs, chunk, chunk_bytes = [], [], 0
+        for op, body in items:
+            if op not in BATCH_OPS:
+                raise RaftkvError("BAD_REQUEST", f"raftkv: {op!r} is not allowed in a batch")
+            size = _size(body)
+            if size > self.max_request_bytes:
+                raise RaftkvError("REQUEST_TOO_LARGE")
+            if chunk and (len(chunk) >= BATCH_CHUNK_OPS or
+                          chunk_bytes + size > self.max_request_bytes):
+                futs.append(self._propose_chunk(chunk, chunk_bytes))
+                chunk, chunk_bytes = [], 0
+            chunk.append([op, body])
+            chunk_bytes += size
+        if chunk:
+            futs.append(self._propose_chunk(chunk, chunk_bytes))
+        out = []
+        for resp in await asyncio.gather(*futs):
+            if isinstance(resp, RaftkvError):
+                raise resp
+            out.extend(r if isinstance(r, RaftkvError) else self._with_header(r) for r in resp)
+        return out
+
+    def _propose_chunk(self, chunk, size):
+        return self.loop.propose("batch", {"ops": chunk}, size, self.timeout_s)
 
     def _with_header(self, resp):
         h = resp.get("header") or {}
