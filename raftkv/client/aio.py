@@ -130,7 +130,7 @@ class AsyncClient:
             try:
                 conn = await self.connection(deadline)
                 remaining = deadline - time.monotonic()
-                return await asyncio.wait_for(conn.request(op, body, idem), remaining)
+                return await conn.request(op, body, idem, remaining)
             except wire.RaftkvError as exc:
                 if exc.code not in RETRY_CODES:
                     raise

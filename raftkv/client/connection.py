@@ -128,15 +128,21 @@ class ClientConnection(asyncio.Protocol):
         self._transport.write(data)
         return request_id
 
-    async def request(self, op, body, idem=None):
-        """The response dict of one unary request; raises RaftkvError or ConnectionLost."""
-        fut = asyncio.get_running_loop().create_future()
+    async def request(self, op, body, idem=None, timeout=None):
+        """The response dict of one unary request; raises RaftkvError, ConnectionLost or
+        asyncio.TimeoutError (after `timeout` seconds; a late answer is then dropped)."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
         request_id = self._send(op, body, idem)
         self._pending[request_id] = fut
+        # A timer on the future, not asyncio.wait_for: wait_for costs a task per request.
+        timer = None if timeout is None else loop.call_later(timeout, _expire, fut)
         try:
             return await fut
         finally:
             self._pending.pop(request_id, None)
+            if timer is not None:
+                timer.cancel()
 
     def open_stream(self, op, body):
         """(request id, queue of (status, payload)) for a streamed request such as a watch."""
@@ -150,6 +156,11 @@ class ClientConnection(asyncio.Protocol):
 
     def close(self):
         self._close(ConnectionLost(f"connection to {self.endpoint} closed by the client"))
+
+
+def _expire(fut):
+    if not fut.done():
+        fut.set_exception(asyncio.TimeoutError())
 
 
 async def connect(host, port, timeout):
