@@ -292,3 +292,52 @@ def test_oversized_request_is_refused_locally():
         await c.put("small", "ok")  # the connection is still fine
 
     with_client(t)
+
+
+class StallService(RichFakeService):
+    """Never answers puts: a member that lost its quorum without saying so."""
+
+    async def call(self, op, body):
+        if op == "put":
+            await asyncio.Event().wait()
+        return await super().call(op, body)
+
+
+def test_stalled_request_times_out():
+    async def main():
+        _, server, ep = await serve(StallService())
+        async with server:
+            async with AsyncClient([ep], timeout=0.3) as c:
+                t0 = asyncio.get_running_loop().time()
+                with pytest.raises(RaftkvError) as err:
+                    await c.put("k", "v")
+                assert err.value.code == "TIMEOUT"
+                assert asyncio.get_running_loop().time() - t0 < 1.5
+                assert (await c.get("k")) == (None, None)  # the connection is still usable
+
+    run(main())
+
+
+def test_watch_resumes_after_the_connection_is_lost():
+    async def main():
+        svc = RichFakeService()
+        server, port = await start_native_server(svc, "127.0.0.1", 0)
+        async with AsyncClient([f"127.0.0.1:{port}"], timeout=5.0) as c:
+            events, cancel = await c.watch("w")
+            await asyncio.sleep(0.05)
+            await c.put("w", "1")
+            assert (await events.__anext__()).value == b"1"
+            server.close()
+            await server.wait_closed()
+            server, _ = await start_native_server(svc, "127.0.0.1", port)
+            async with server:
+                nxt = asyncio.ensure_future(events.__anext__())
+                for _ in range(100):
+                    if svc._watchers:
+                        break
+                    await asyncio.sleep(0.02)
+                await c.put("w", "2")
+                assert (await nxt).value == b"2"
+                await cancel()
+
+    run(main())
