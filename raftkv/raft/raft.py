@@ -716,7 +716,9 @@ class Raft:
         self.log.restore(snap)
         self.prs = {}
         self._load_conf_state(meta.conf_state)
+        lead = self.lead
         self.reset(self.term)
+        self.lead = lead  # the snapshot came from our leader: keep it (proposals, lease)
         return True
 
     # ------------------------------------------------------------------ membership
