@@ -215,7 +215,7 @@ class NativeConnection(asyncio.Protocol):
     async def _batch(self, body):
         items = wire.batch_items(body)
         if hasattr(self.service, "batch"):  # the member: few Raft proposals for many writes
-            results = await self.service.batch(items)
+            results = await self.service.batch(items, rid=body.get("request_id"))
             return {"responses": [{"error": r.to_wire()} if isinstance(r, wire.RaftkvError)
                                   else {"response_" + op: r}
                                   for (op, _), r in zip(items, results)]}

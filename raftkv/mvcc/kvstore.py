@@ -34,6 +34,9 @@ _SHIFT = SUB_BITS + 1
 _MAIN_KEY = struct.Struct(">Q1sQ").pack  # codec.rev_key of (main, sub) without the int shuffle
 
 
+META_ALARM = b"alarm_nospace"
+
+
 class _Write:
     """One apply() call's write context: the txn, the pending "kv" puts, the revision."""
 
@@ -69,6 +72,7 @@ class KVStore:
             "txn": self._op_txn, "compact": self._op_compact,
             "lease_grant": self._op_lease_grant, "lease_revoke": self._op_lease_revoke,
             "lease_checkpoint": self._op_lease_checkpoint,
+            "alarm_set": self._op_alarm_set,
         }
         self._load()
 
@@ -87,6 +91,7 @@ class KVStore:
             self._compact_target = codec.meta_int(txn, self._meta, codec.META_COMPACT_TARGET)
             raw = txn.get(codec.META_COMPACT_CURSOR, db=self._meta)
             self._compact_cursor = None if raw is None else unpackb(raw)
+            self.alarm = codec.meta_int(txn, self._meta, META_ALARM) == 1
             self._load_index(txn)
             self._load_leases(txn)
             self._committed_rev = self._rev
@@ -226,8 +231,20 @@ class KVStore:
         return (env.info()["last_pgno"] + 1) * env.stat()["psize"]
 
     def _check_quota(self):
+        """Only when this store decides alone (quota_bytes set: tests, tools). A member passes
+        quota_bytes=0 and raises the alarm through the log (op alarm_set), so that every
+        member refuses the same writes: apply must stay deterministic."""
         if self.quota_bytes and not self.alarm and self.backend_bytes() > self.quota_bytes:
             self.alarm = True
+
+    def over_quota(self, quota_bytes):
+        return bool(quota_bytes) and self.backend_bytes() > quota_bytes
+
+    def _op_alarm_set(self, w, body):
+        """The replicated NOSPACE alarm (etcd raises it through raft too): {"on": bool}."""
+        self.alarm = bool(body.get("on"))
+        codec.put_meta(w.txn, self._meta, META_ALARM, 1 if self.alarm else 0)
+        return {"header": {"revision": self._rev}, "alarm": self.alarm}
 
     def disarm(self):
         """Clear the NO_SPACE alarm if the backend is back under quota (after a defrag)."""

@@ -96,7 +96,9 @@ class Member:
                 os.unlink(os.path.join(self.cfg.data_dir, name))
         self.engine = Engine(self.cfg.data_dir)
         self.logstore = LogStore(self.engine)
-        self.kv = KVStore(self.engine, quota_bytes=self.cfg.quota_backend_bytes,
+        # quota_bytes=0: the NOSPACE alarm is raised through the log (Service), never decided
+        # by one member's apply, so every member refuses the same writes.
+        self.kv = KVStore(self.engine, quota_bytes=0,
                           min_lease_ttl=max(1, -(-3 * self.cfg.election_timeout // 2000)))
         self.lessor = Lessor(self.kv)
         self.committer = GroupCommitter(self.engine)

@@ -19,7 +19,9 @@ from raftkv.storage import crc32c
 log = logging.getLogger("raftkv.service")
 
 VERSION = "3.4.23"  # the etcd API version raftkv answers as (etcdctl checks it)
-WRITE_OPS = frozenset({"put", "delete_range", "txn", "compact", "lease_grant", "lease_revoke"})
+WRITE_OPS = frozenset({"put", "delete_range", "txn", "compact", "lease_grant", "lease_revoke",
+                       "alarm_set"})
+GROWING_OPS = frozenset({"put", "txn", "lease_grant", "batch"})
 REQUEST_OVERHEAD_BYTES = 64
 BATCH_OPS = frozenset({"put", "delete_range"})
 BATCH_CHUNK_OPS = 1000  # writes per proposal of a bulk batch
@@ -80,16 +82,20 @@ class Service:
             raise RaftkvError("REQUEST_TOO_LARGE")
         if self.loop.leader_id == 0:
             raise RaftkvError("NO_LEADER")
+        if op in GROWING_OPS:
+            await self._check_quota()
         fut = self.loop.propose(op, body, size, self.timeout_s, rid=rid)
         resp = await fut
         if isinstance(resp, RaftkvError):
             raise resp
         return self._with_header(resp)
 
-    async def batch(self, items):
-        """Many writes [(op, body)] in few proposals; one result (dict or RaftkvError) each."""
+    async def batch(self, items, rid=None):
+        """Many writes [(op, body)] in few proposals; one result (dict or RaftkvError) each.
+        rid: the client's idempotency id; chunk k of the batch is deduplicated as (rid, k)."""
         if self.loop.leader_id == 0:
             raise RaftkvError("NO_LEADER")
+        await self._check_quota()
         futs, chunk, chunk_bytes = [], [], 0
         for op, body in items:
             if op not in BATCH_OPS:
@@ -99,12 +105,12 @@ class Service:
                 raise RaftkvError("REQUEST_TOO_LARGE")
             if chunk and (len(chunk) >= BATCH_CHUNK_OPS or
                           chunk_bytes + size > self.max_request_bytes):
-                futs.append(self._propose_chunk(chunk, chunk_bytes))
+                futs.append(self._propose_chunk(chunk, chunk_bytes, rid, len(futs)))
                 chunk, chunk_bytes = [], 0
             chunk.append([op, body])
             chunk_bytes += size
         if chunk:
-            futs.append(self._propose_chunk(chunk, chunk_bytes))
+            futs.append(self._propose_chunk(chunk, chunk_bytes, rid, len(futs)))
         out = []
         for resp in await asyncio.gather(*futs):
             if isinstance(resp, RaftkvError):
@@ -112,8 +118,20 @@ class Service:
             out.extend(r if isinstance(r, RaftkvError) else self._with_header(r) for r in resp)
         return out
 
-    def _propose_chunk(self, chunk, size):
-        return self.loop.propose("batch", {"ops": chunk}, size, self.timeout_s)
+    async def _check_quota(self):
+        """etcd's quota check before proposing: over --quota-backend-bytes, raise the NOSPACE
+        alarm through the log (so every member agrees) and refuse the write."""
+        kv = self.m.kv
+        if not kv.alarm and kv.over_quota(self.m.cfg.quota_backend_bytes):
+            log.warning("backend size %d exceeds --quota-backend-bytes %d: raising NOSPACE",
+                        kv.backend_bytes(), self.m.cfg.quota_backend_bytes)
+            await self.loop.propose("alarm_set", {"on": True}, 64, self.timeout_s)
+        if kv.alarm:
+            raise RaftkvError("NO_SPACE")
+
+    def _propose_chunk(self, chunk, size, rid, k):
+        chunk_rid = None if rid is None else [*rid, k]
+        return self.loop.propose("batch", {"ops": chunk}, size, self.timeout_s, rid=chunk_rid)
 
     def _with_header(self, resp):
         h = resp.get("header") or {}
@@ -267,8 +285,9 @@ class Service:
 
     async def _op_alarm(self, body):
         action = body.get("action", 0)
-        if action == 2 and body.get("alarm", 0) in (0, NOSPACE):
-            self.m.kv.disarm()
+        if action == 2 and body.get("alarm", 0) in (0, NOSPACE) and self.m.kv.alarm:
+            # Disarm through the log; a store still over quota raises it again on next write.
+            await self._write("alarm_set", {"on": False})
         alarms = [{"memberID": self.m.id, "alarm": NOSPACE}] if self.m.kv.alarm else []
         return {"header": self.header(), "alarms": alarms}
 
