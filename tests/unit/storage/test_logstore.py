@@ -446,22 +446,39 @@ def test_loop_runs_while_a_commit_is_in_progress(store, committer):
     assert store.last_index() == 5000
 
 
-def test_close_drains_and_refuses(engine, store):
+def test_close_drains_and_refuses(engine):
     gc = GroupCommitter(engine)
+    db = engine.db("test")
+    gate = threading.Event()
     results = []
-    for i in range(1, 4):
-        threading.Thread(target=lambda i=i: results.append(
-            gc.run_sync(lambda txn: store.save(txn, ents(i, i + 1)) and i))).start()
-    while gc.fns < 3:
+
+    def put(i):
+        results.append(gc.run_sync(lambda txn: txn.put(b"%d" % i, b"v", db=db) and i))
+
+    started = threading.Event()
+    blocker = lambda txn: started.set() or gate.wait(10)  # noqa: E731
+    threads = [threading.Thread(target=gc.run_sync, args=(blocker,))]
+    threads[0].start()
+    assert started.wait(10)  # the storage thread is inside the blocker's round
+    threads += [threading.Thread(target=put, args=(i,)) for i in range(1, 4)]
+    for thread in threads[1:]:
+        thread.start()
+    while len(gc._queue) < 3:
         time.sleep(0.001)
-    gc.close()
+    threading.Timer(0.01, gate.set).start()
+    gc.close()  # returns only once the in-flight round and the queued one are committed
     gc.close()  # idempotent
-    assert sorted(results) == [1, 2, 3] and store.last_index() == 3
+    assert gc.fns == 4
+    for thread in threads:
+        thread.join(10)
+    assert sorted(results) == [1, 2, 3]
+    with engine.env.begin(db=db) as txn:
+        assert [k for k, _ in txn.cursor()] == [b"1", b"2", b"3"]
     with pytest.raises(CommitterClosedError):
         gc.run_sync(lambda txn: None)
     with pytest.raises(CommitterClosedError):
         asyncio.run(gc.submit(lambda txn: None))
-    assert gc.stats()["fns"] == 3
+    assert gc.stats()["fns"] == 4
 
 
 def test_cancelled_submitter_does_not_break_the_round(store, committer):
