@@ -1,0 +1,140 @@
+"""Fixtures for the etcdctl acceptance tests: the real `etcdctl` (ETCDCTL_API=3) against a real
+3-member raftkv cluster (one per test module, raftkv.cli.local_cluster).
+
+Every process is stopped by PID at teardown. Every etcdctl call has a deadline (`Ctl.run`
+timeout), and every test a pytest-timeout bound (see the module-level `pytestmark`).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from raftkv.cli.local_cluster import LocalCluster
+
+FAST_ARGS = ["--heartbeat-interval", "50", "--election-timeout", "500"]
+ETCDCTL = shutil.which("etcdctl")
+LOG_TAIL_BYTES = 6000
+
+
+def pytest_collection_modifyitems(config, items):
+    if ETCDCTL:
+        return
+    skip = pytest.mark.skip(reason="etcdctl is not installed (tools/install_etcd.sh)")
+    for item in items:
+        if "tests/etcdctl" in str(item.fspath):
+            item.add_marker(skip)
+
+
+class Ctl:
+    """Runs etcdctl against a list of endpoints, with a deadline per call."""
+
+    def __init__(self, endpoints):
+        self.endpoints = list(endpoints)
+
+    def env(self):
+        env = dict(os.environ)
+        env["ETCDCTL_API"] = "3"
+        for k in list(env):
+            if k.startswith("ETCDCTL_") and k != "ETCDCTL_API":
+                del env[k]
+        return env
+
+    def argv(self, args, endpoints=None):
+        eps = self.endpoints if endpoints is None else endpoints
+        return [ETCDCTL, "--endpoints", ",".join(eps), "--command-timeout=5s",
+                "--dial-timeout=3s", *args]
+
+    def run(self, *args, stdin=None, timeout=20.0, check=True, endpoints=None):
+        """Run etcdctl; returns CompletedProcess (text). check=True asserts exit 0."""
+        proc = subprocess.run(self.argv(args, endpoints), input=stdin, capture_output=True,
+                              text=True, timeout=timeout, env=self.env())
+        if check:
+            assert proc.returncode == 0, (
+                f"etcdctl {' '.join(args)} exited {proc.returncode}\n"
+                f"stdout: {proc.stdout}\nstderr: {proc.stderr}")
+        return proc
+
+    def out(self, *args, **kw):
+        return self.run(*args, **kw).stdout
+
+    def popen(self, *args, endpoints=None):
+        """A background etcdctl (watch, lock, elect); the caller stops it by PID."""
+        return subprocess.Popen(self.argv(args, endpoints), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                                env=self.env())
+
+
+def stop_proc(proc, grace_s=5.0):
+    """Stop one child process by its PID (SIGTERM, then SIGKILL) and reap it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=grace_s)
+    return proc.returncode
+
+
+def wait_for(pred, timeout_s=10.0, interval_s=0.1, what="condition"):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(interval_s)
+
+
+def wait_healthy(ctl, timeout_s=60.0):
+    """Until `etcdctl endpoint health` succeeds on every endpoint (so there is a leader)."""
+    def ok():
+        proc = ctl.run("endpoint", "health", check=False, timeout=15)
+        return proc.returncode == 0
+    wait_for(ok, timeout_s, 0.2, "every endpoint healthy")
+
+
+def log_tails(cluster):
+    out = []
+    for m in cluster.members:
+        try:
+            with open(m.log_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - LOG_TAIL_BYTES))
+                out.append(f"--- {m.name} ---\n" + f.read().decode(errors="replace"))
+        except OSError:
+            pass
+    return "\n".join(out)
+
+
+@pytest.fixture(scope="module")
+def raftkv_cluster(tmp_path_factory):
+    """A 3-member raftkv cluster for the whole module; stopped by PID at teardown."""
+    root = tmp_path_factory.mktemp("etcdctl-raftkv")
+    cluster = LocalCluster(str(root), members=3, extra_args=FAST_ARGS)
+    try:
+        cluster.start()
+        cluster.wait_listening()
+        wait_healthy(Ctl(cluster.endpoints))
+        yield cluster
+    except BaseException:
+        print(log_tails(cluster))
+        raise
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def ctl(raftkv_cluster):
+    return Ctl(raftkv_cluster.endpoints)
+
+
+@pytest.fixture
+def ctl1(raftkv_cluster):
+    """etcdctl on the first member only (snapshot save needs exactly one endpoint)."""
+    return Ctl(raftkv_cluster.endpoints[:1])
