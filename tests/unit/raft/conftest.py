@@ -94,6 +94,10 @@ class Net:
         """Rebuild member mid from its storage (a crash loses everything not persisted)."""
         self.queue = [m for m in self.queue if m.to != mid]
         self.nodes[mid] = RawNode(new_config(mid, self.stores[mid], **{**self.cfg, **cfg}))
+        if not cfg.get("applied"):
+            # The state machine restarts from the snapshot and re-applies the log after it.
+            data = self.stores[mid].snap.data
+            self.applied[mid] = pickle.loads(data) if data else []
         return self.nodes[mid]
 
     # ---- links ----
