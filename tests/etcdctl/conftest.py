@@ -1,6 +1,9 @@
 """Fixtures for the etcdctl acceptance tests: the real `etcdctl` (ETCDCTL_API=3) against a real
 3-member raftkv cluster (one per test module, raftkv.cli.local_cluster).
 
+With RAFTKV_ETCDCTL_TARGET=etcd the same tests run against a real etcd 3-member cluster instead
+(tests/etcdctl/conformance.py EtcdCluster): that is how the expected outputs were checked.
+
 Every process is stopped by PID at teardown. Every etcdctl call has a deadline (`Ctl.run`
 timeout), and every test a pytest-timeout bound (see the module-level `pytestmark`).
 """
@@ -9,15 +12,18 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 import time
 
 import pytest
 
 from raftkv.cli.local_cluster import LocalCluster
+from tests.etcdctl.conformance import EtcdCluster
 
 FAST_ARGS = ["--heartbeat-interval", "50", "--election-timeout", "500"]
 ETCDCTL = shutil.which("etcdctl")
 LOG_TAIL_BYTES = 6000
+TARGET = os.environ.get("RAFTKV_ETCDCTL_TARGET", "raftkv")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -115,11 +121,15 @@ def log_tails(cluster):
 @pytest.fixture(scope="module")
 def raftkv_cluster(tmp_path_factory):
     """A 3-member raftkv cluster for the whole module; stopped by PID at teardown."""
-    root = tmp_path_factory.mktemp("etcdctl-raftkv")
-    cluster = LocalCluster(str(root), members=3, extra_args=FAST_ARGS)
+    root = tmp_path_factory.mktemp("etcdctl-cluster")
+    if TARGET == "etcd":
+        cluster = EtcdCluster(str(root), members=3)
+    else:
+        cluster = LocalCluster(str(root), members=3, extra_args=FAST_ARGS)
     try:
         cluster.start()
-        cluster.wait_listening()
+        if TARGET != "etcd":
+            cluster.wait_listening()
         wait_healthy(Ctl(cluster.endpoints))
         yield cluster
     except BaseException:
@@ -138,3 +148,50 @@ def ctl(raftkv_cluster):
 def ctl1(raftkv_cluster):
     """etcdctl on the first member only (snapshot save needs exactly one endpoint)."""
     return Ctl(raftkv_cluster.endpoints[:1])
+
+
+class Background:
+    """A background etcdctl whose stdout is read line by line on a thread."""
+
+    def __init__(self, proc):
+        self.proc = proc
+        self.lines = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    def _pump(self):
+        for line in iter(self.proc.stdout.readline, ""):
+            with self._lock:
+                self.lines.append(line.rstrip("\n"))
+
+    def text(self):
+        with self._lock:
+            return "\n".join(self.lines)
+
+    def wait_output(self, pred, timeout_s=10.0, what="output"):
+        try:
+            return wait_for(lambda: pred(self.text()), timeout_s, 0.05, what)
+        except TimeoutError:
+            raise AssertionError(f"timed out waiting for {what}; got:\n{self.text()}\n"
+                                 f"stderr so far unavailable (process alive: "
+                                 f"{self.proc.poll() is None})") from None
+
+    def stop(self):
+        stop_proc(self.proc)
+        self._thread.join(timeout=5)
+        return self.proc.returncode
+
+
+@pytest.fixture
+def background(ctl):
+    """Start background etcdctl commands; every one is stopped by PID at teardown."""
+    started = []
+
+    def start(*args, endpoints=None):
+        bg = Background(ctl.popen(*args, endpoints=endpoints))
+        started.append(bg)
+        return bg
+    yield start
+    for bg in started:
+        bg.stop()
