@@ -227,6 +227,12 @@ class RaftLoop:
                     if not f.done():
                         f.set_exception(RaftkvError("LEADER_CHANGED"))
             self._read_rounds.clear()
+            # Writes proposed here under the old leader may have been forwarded to a leader
+            # that is gone (its MsgProp lost): fail them now rather than at --request-timeout.
+            # The client retries under the same idempotency id, so a write that does commit
+            # after all is applied once (member dedup).
+            if self.leader_id != 0:
+                self.registry.fail_all(lambda: RaftkvError("LEADER_CHANGED"))
         self.leader_id = ss.lead
         self.role = ss.role
         if self.on_soft_state is not None:
