@@ -23,7 +23,7 @@ EXTENSIONS = [
         "raftkv/storage/_ccodec.pyx",
         ["csrc/crc32c.c", "csrc/entry_codec.c"],
     ),
-    # ("raftkv.storage._cbtree", "raftkv/storage/_cbtree.pyx", ["csrc/btree.c"]),
+    ("raftkv.storage._cbtree", "raftkv/storage/_cbtree.pyx", ["csrc/btree.c"]),
 ]
 
 
