@@ -211,6 +211,8 @@ class Member:
     async def _io(self, rd):
         if rd.snapshot is not None:
             await self._install_snapshot(rd.snapshot)
+        if not rd.entries and rd.hard_state is None and not rd.committed_entries:
+            return [], []  # nothing to persist or apply (e.g. only heartbeats, read states)
         loop = asyncio.get_running_loop()
         try:
             results, ccs = await self.committer.submit(
