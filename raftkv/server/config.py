@@ -37,6 +37,9 @@ class ServerConfig:
     heartbeat_interval: int = 100  # ms
     election_timeout: int = 1000  # ms
     snapshot_count: int = 100_000
+    # Log entries kept after a compaction so that a follower a little behind catches up from
+    # the log, not a snapshot (etcd's --experimental-snapshot-catchup-entries).
+    snapshot_catchup_entries: int = 5_000
     quota_backend_bytes: int = 2 << 30
     max_request_bytes: int = 1536 * 1024
     log_level: str = "info"
@@ -68,6 +71,8 @@ class ServerConfig:
                               "warn, error")
         if self.max_request_bytes <= 0 or self.snapshot_count <= 0:
             raise ConfigError("--max-request-bytes and --snapshot-count must be positive")
+        if self.snapshot_catchup_entries < 1:
+            raise ConfigError("--snapshot-catchup-entries must be at least 1")
         members = self.cluster_members()
         if self.name not in members:
             raise ConfigError(f"--initial-cluster has no member named {self.name!r} "

@@ -52,7 +52,6 @@ log = logging.getLogger("raftkv.member")
 MEMBER_KEY_PREFIX = b"raftkv.member/"
 DEDUP_REQUESTS_MAX = 100_000  # idempotency ids remembered (same on every member)
 PUBLISH_RETRY_S = 0.5  # how often a member retries publishing its client URLs
-SNAPSHOT_CATCHUP_ENTRIES = 5_000  # entries kept after compaction so slow followers catch up
 
 
 def fault_tolerance(voters):
@@ -313,7 +312,7 @@ class Member:
 
     def _maybe_compact_log(self, txn, rd):
         """Every --snapshot-count applied entries: record a snapshot point and drop the log
-        before it (keeping SNAPSHOT_CATCHUP_ENTRIES for followers that are a little behind)."""
+        before it (keeping --snapshot-catchup-entries for followers a little behind)."""
         if not rd.committed_entries:
             return
         applied = rd.committed_entries[-1].index
@@ -322,7 +321,7 @@ class Member:
         term = rd.committed_entries[-1].term
         meta = SnapshotMetadata(conf_state=self.conf, index=applied, term=term)
         self.logstore.save(txn, snapshot_metadata=meta)
-        keep_from = applied - SNAPSHOT_CATCHUP_ENTRIES
+        keep_from = applied - self.cfg.snapshot_catchup_entries
         if keep_from > self.logstore.first_index():
             self.logstore.compact(txn, keep_from)
         self._snapshot_index = applied
