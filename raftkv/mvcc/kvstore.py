@@ -237,6 +237,13 @@ class KVStore:
         if self.quota_bytes and not self.alarm and self.backend_bytes() > self.quota_bytes:
             self.alarm = True
 
+    def register_op(self, name, handler):
+        """Let the member apply its own replicated ops in log order with the KV ops:
+        handler(write, body) -> response dict; write.txn is the apply txn. Must be
+        deterministic (every member applies the same entries)."""
+        assert name not in self._ops, f"op {name!r} already exists"
+        self._ops[name] = handler
+
     def over_quota(self, quota_bytes):
         return bool(quota_bytes) and self.backend_bytes() > quota_bytes
 

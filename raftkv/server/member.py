@@ -100,6 +100,7 @@ class Member:
         self.kv = KVStore(self.engine, quota_bytes=0,
                           min_lease_ttl=max(1, -(-3 * self.cfg.election_timeout // 2000)))
         self.lessor = Lessor(self.kv)
+        self.kv.register_op("member_publish", self._op_member_publish)
         self.committer = GroupCommitter(self.engine)
         hs, cs = self.logstore.initial_state()
         if hs.is_empty() and self.logstore.last_index() == 0 and \
@@ -166,6 +167,7 @@ class Member:
         self.peer_port = await self.transport.start(host, port)
         self._tasks.append(asyncio.get_running_loop().create_task(self.loop.run()))
         self._tasks.append(asyncio.get_running_loop().create_task(self._lease_loop()))
+        self._tasks.append(asyncio.get_running_loop().create_task(self._publish_loop()))
         self._tasks.append(asyncio.get_running_loop().create_task(self._publish_loop()))
         self.started = True
         self._announce()
@@ -309,6 +311,35 @@ class Member:
             txn.put(key, msgpack.packb(rec), db=meta)
         self.conf = ConfState(voters=sorted(voters), learners=sorted(learners))
         self.logstore.set_conf_state(txn, self.conf)
+
+    def _op_member_publish(self, w, body):
+        """A member's name and client URLs, published through the log once it runs (as etcd
+        publishes its attributes), so member list shows them on every member."""
+        mid = body.get("ID", 0)
+        rec = self.members.get(mid)
+        if rec is None:
+            raise RaftkvError("MEMBER_NOT_FOUND")
+        rec = dict(rec, name=str(body.get("name", "")),
+                   client_urls=[str(u) for u in body.get("clientURLs", [])])
+        self.members[mid] = rec
+        w.txn.put(MEMBER_KEY_PREFIX + mid.to_bytes(8, "big"), msgpack.packb(rec),
+                  db=self.engine.db("kvmeta"))
+        return {"header": {}}
+
+    async def _publish_loop(self):
+        """Publish our name and client URLs until the cluster has them."""
+        want_urls = [u.strip() for u in self.cfg.advertise_client_urls.split(",") if u.strip()]
+        while True:
+            rec = self.members.get(self.id, {})
+            if rec.get("name") == self.cfg.name and rec.get("client_urls") == want_urls:
+                return
+            if self.loop.leader_id:
+                body = {"ID": self.id, "name": self.cfg.name, "clientURLs": want_urls}
+                try:
+                    await self.loop.propose("member_publish", body, 256, 5.0)
+                except RaftkvError as exc:
+                    log.debug("publishing member attributes: %s", exc)
+            await asyncio.sleep(0.5)
 
     def _maybe_compact_log(self, txn, rd):
         """Every --snapshot-count applied entries: record a snapshot point and drop the log

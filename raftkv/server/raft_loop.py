@@ -169,7 +169,8 @@ class RaftLoop:
         if not self._read_waiters:
             return
         self._read_ctx += 1
-        ctx = self._read_ctx.to_bytes(8, "big")
+        # Unique across members: the leader keys pending reads by ctx.
+        ctx = self.member_id.to_bytes(8, "big") + self._read_ctx.to_bytes(8, "big")
         self._read_rounds[ctx] = self._read_waiters
         self._read_waiters = []
         self.node.read_index(ctx)
