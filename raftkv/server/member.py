@@ -38,7 +38,6 @@ from raftkv.raft import (
     decode_conf_change,
     encode_conf_change,
 )
-from raftkv.raft.errors import ProposalDroppedError
 from raftkv.storage.engine import Engine
 from raftkv.storage.group_commit import GroupCommitter
 from raftkv.storage.logstore import LogStore
@@ -51,7 +50,6 @@ log = logging.getLogger("raftkv.member")
 
 MEMBER_KEY_PREFIX = b"raftkv.member/"
 DEDUP_REQUESTS_MAX = 100_000  # idempotency ids remembered (same on every member)
-PUBLISH_RETRY_S = 0.5  # how often a member retries publishing its client URLs
 
 
 def fault_tolerance(voters):
@@ -167,7 +165,6 @@ class Member:
         self.peer_port = await self.transport.start(host, port)
         self._tasks.append(asyncio.get_running_loop().create_task(self.loop.run()))
         self._tasks.append(asyncio.get_running_loop().create_task(self._lease_loop()))
-        self._tasks.append(asyncio.get_running_loop().create_task(self._publish_loop()))
         self._tasks.append(asyncio.get_running_loop().create_task(self._publish_loop()))
         self.started = True
         self._announce()
@@ -406,37 +403,6 @@ class Member:
     def _on_tick(self):
         for pid in self.transport.take_unreachable():
             self.loop.call(lambda node, pid=pid: node.report_unreachable(pid))
-
-    # ------------------------------------------------------------------ publish
-    def _attributes(self):
-        urls = [u.strip() for u in self.cfg.advertise_client_urls.split(",") if u.strip()]
-        return {"name": self.cfg.name, "client_urls": urls}
-
-    def _published(self):
-        rec = self.members.get(self.id) or {}
-        want = self._attributes()
-        return rec.get("name") == want["name"] and \
-            list(rec.get("client_urls") or []) == want["client_urls"]
-
-    async def _publish_loop(self):
-        """etcd's publish: once there is a leader, record this member's name and client URLs
-        in the membership (a conf change re-adding itself, with them as its context), retried
-        until applied. `member list` and `--cluster` commands read the client URLs."""
-        while not self._published():
-            await asyncio.sleep(PUBLISH_RETRY_S)
-            if self.loop.leader_id == 0 or self._published() or \
-                    self.id not in self.conf.voters + self.conf.learners:
-                continue
-            typ = ConfChangeType.ADD_LEARNER_NODE if self.id in self.conf.learners \
-                else ConfChangeType.ADD_NODE
-            cc = ConfChangeV2(changes=[ConfChangeSingle(typ, self.id)],
-                              context=msgpack.packb(self._attributes()))
-            try:
-                await self.loop.call(lambda node: node.propose_conf_change(cc))
-            except (RaftkvError, ProposalDroppedError) as exc:
-                log.debug("publish of client URLs not proposed yet: %s", exc)
-        log.info("published name %s and client URLs %s", self.cfg.name,
-                 self._attributes()["client_urls"])
 
     # ------------------------------------------------------------------ leases
     async def _lease_loop(self):
