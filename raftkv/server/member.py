@@ -84,6 +84,7 @@ class Member:
         self._snapshot_index = 0
         self.started = False
         self.stopping = False
+        self.forward_handlers = {}  # op -> async fn(body): the Service's leader-only ops
 
     # ------------------------------------------------------------------ start / stop
     def open_storage(self):
@@ -417,6 +418,9 @@ class Member:
 
     async def _on_forward(self, op, body):
         """A request another member forwarded to us (we are, or were, the leader)."""
+        handler = self.forward_handlers.get(op)
+        if handler is not None:
+            return await handler(body)
         if op == "lease_keepalive":
             return {"ID": body.get("ID", 0), "TTL": self.lessor.renew(body.get("ID", 0)),
                     "header": self.header()}

@@ -26,6 +26,8 @@ REQUEST_OVERHEAD_BYTES = 64
 BATCH_OPS = frozenset({"put", "delete_range"})
 BATCH_CHUNK_OPS = 1000  # writes per proposal of a bulk batch
 MOVE_LEADER_TIMEOUT_S = 10.0
+LEADER_MEMBER_OPS = ("member_add", "member_remove", "member_promote")  # forwarded to the leader
+LEARNER_READY_PERCENT = 0.9  # etcd's readyPercent for promoting a learner
 NOSPACE = 1
 
 
@@ -53,6 +55,8 @@ class Service:
         self.m = member
         self.timeout_s = member.cfg.request_timeout
         self.max_request_bytes = member.cfg.max_request_bytes
+        for op in LEADER_MEMBER_OPS:
+            member.forward_handlers[op] = getattr(self, "_op_" + op)
 
     @property
     def loop(self):
@@ -229,7 +233,24 @@ class Service:
             return mid in cs.learners
         return mid in cs.voters
 
+    async def _on_leader(self, op, body):
+        """Membership changes run on the leader (as etcd forwards them): a follower passes
+        the request on and returns the leader's answer; None when we are the leader."""
+        if self.loop.role == Role.LEADER:
+            return None
+        leader = self._leader_or_forward()
+        return await self.m.transport.forward(leader, op, body, timeout_s=self.timeout_s + 1)
+
+    def _learner_ready(self, mid):
+        """etcd's isLearnerReady: the learner's match index is at least 90 % of ours."""
+        raft = self.loop.node.raft
+        pr = raft.prs.get(mid)
+        return pr is not None and pr.match >= raft.log.last_index() * LEARNER_READY_PERCENT
+
     async def _op_member_add(self, body):
+        forwarded = await self._on_leader("member_add", body)
+        if forwarded is not None:
+            return forwarded
         urls = list(body.get("peerURLs") or [])
         if not urls:
             raise RaftkvError("MEMBER_BAD_URLS")
@@ -245,6 +266,9 @@ class Service:
         return {"header": self.header(), "member": member, "members": self._member_dicts()}
 
     async def _op_member_remove(self, body):
+        forwarded = await self._on_leader("member_remove", body)
+        if forwarded is not None:
+            return forwarded
         mid = body.get("ID", 0)
         if mid not in self.m.members:
             raise RaftkvError("MEMBER_NOT_FOUND")
@@ -252,12 +276,17 @@ class Service:
         return {"header": self.header(), "members": self._member_dicts()}
 
     async def _op_member_promote(self, body):
+        forwarded = await self._on_leader("member_promote", body)
+        if forwarded is not None:
+            return forwarded
         mid = body.get("ID", 0)
         info = self.m.members.get(mid)
         if info is None:
             raise RaftkvError("MEMBER_NOT_FOUND")
         if not info.get("is_learner"):
             raise RaftkvError("MEMBER_NOT_LEARNER")
+        if not self._learner_ready(mid):
+            raise RaftkvError("LEARNER_NOT_READY")
         await self._conf_change(ConfChangeType.ADD_NODE, mid, None)
         return {"header": self.header(), "members": self._member_dicts()}
 
