@@ -106,3 +106,21 @@ class EtcdCluster:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def add_etcd_member(cluster, name):
+    """A new EtcdMember on fresh ports (not started), appended to cluster.members."""
+    client_port, peer_port = free_ports(2)
+    m = EtcdMember(name, client_port, peer_port,
+                   os.path.join(cluster.data_root, f"{name}.etcd"),
+                   os.path.join(cluster.data_root, f"{name}.log"))
+    cluster.members.append(m)
+    return m
+
+
+def start_etcd_member(cluster, m, state="existing"):
+    cmd = cluster.command(m)
+    cmd[cmd.index("--initial-cluster-state") + 1] = state
+    with open(m.log_path, "ab") as out:
+        m.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL)

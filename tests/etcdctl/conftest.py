@@ -9,6 +9,7 @@ timeout), and every test a pytest-timeout bound (see the module-level `pytestmar
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -17,8 +18,9 @@ import time
 
 import pytest
 
-from raftkv.cli.local_cluster import LocalCluster
-from tests.etcdctl.conformance import EtcdCluster
+from raftkv.cli.local_cluster import LocalCluster, free_ports
+from raftkv.cli.local_cluster import Member as LocalMember
+from tests.etcdctl.conformance import EtcdCluster, add_etcd_member, start_etcd_member
 
 FAST_ARGS = ["--heartbeat-interval", "50", "--election-timeout", "500"]
 ETCDCTL = shutil.which("etcdctl")
@@ -105,6 +107,19 @@ def wait_healthy(ctl, timeout_s=60.0):
     wait_for(ok, timeout_s, 0.2, "every endpoint healthy")
 
 
+def wait_published(ctl, count, timeout_s=30.0):
+    """Until member list shows every member with a name and client URLs. etcd serves clients
+    only after publishing; a raftkv member may serve a moment before (docs/ETCD_DIFFERENCES.md)."""
+    def ok():
+        proc = ctl.run("member", "list", "-w", "json", check=False)
+        if proc.returncode != 0:
+            return False
+        members = json.loads(proc.stdout).get("members", [])
+        return len(members) == count and all(m.get("name") and m.get("clientURLs")
+                                             for m in members)
+    wait_for(ok, timeout_s, 0.2, "every member to publish its client URLs")
+
+
 def log_tails(cluster):
     out = []
     for m in cluster.members:
@@ -131,6 +146,7 @@ def raftkv_cluster(tmp_path_factory):
         if TARGET != "etcd":
             cluster.wait_listening()
         wait_healthy(Ctl(cluster.endpoints))
+        wait_published(Ctl(cluster.endpoints), len(cluster.members))
         yield cluster
     except BaseException:
         print(log_tails(cluster))
@@ -195,3 +211,24 @@ def background(ctl):
     yield start
     for bg in started:
         bg.stop()
+
+
+def add_member_process(cluster, name):
+    """A new member (not started) on fresh ports, appended to cluster.members (so
+    cluster.stop() stops it by PID); returns it. Works for LocalCluster and EtcdCluster."""
+    if isinstance(cluster, EtcdCluster):
+        return add_etcd_member(cluster, name)
+    client, peer, native = free_ports(3)
+    m = LocalMember(name, client, peer, native,
+                    os.path.join(cluster.data_root, f"{name}.raftkv"),
+                    os.path.join(cluster.data_root, f"{name}.log"))
+    cluster.members.append(m)
+    return m
+
+
+def start_member_process(cluster, m):
+    """Start a member added with add_member_process as --initial-cluster-state existing."""
+    if isinstance(cluster, EtcdCluster):
+        start_etcd_member(cluster, m, "existing")
+    else:
+        cluster.start_member(m, state="existing")
