@@ -3,7 +3,9 @@ stream), MoveLeader.
 
 Snapshot: `service.snapshot()` is an async iterator of the database image's byte chunks. They
 are sent as blobs of at most SNAPSHOT_BLOB_MAX bytes, followed (as etcd does) by one final
-message whose blob is the 32-byte SHA-256 of everything sent before; etcdctl checks it.
+message whose blob is the 32-byte SHA-256 of everything sent before; etcdctl checks it, and
+first checks that the size is a multiple of 512 plus 32 (true of bbolt files), so the image is
+padded with zero bytes after its last chunk (readers stop at the chunk flagged last).
 remaining_bytes is 0 on every message: the image's total size is not known up front (etcd's
 clients do not read it).
 """
@@ -15,6 +17,7 @@ from raftkv.api.etcd.convert import RaftkvError, abort, unary
 from raftkv.api.etcd.proto import rpc_pb2, rpc_pb2_grpc
 
 SNAPSHOT_BLOB_MAX = 1 << 20
+SNAPSHOT_ALIGN = 512  # etcdctl wants (image + digest) % 512 == 32, as for a bbolt file
 
 
 class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
@@ -43,13 +46,19 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
 
     async def Snapshot(self, request, context):
         digest = hashlib.sha256()
+        total = 0
         try:
             async for chunk in self._service.snapshot():
                 chunk = bytes(chunk)
                 digest.update(chunk)
+                total += len(chunk)
                 for start in range(0, len(chunk), SNAPSHOT_BLOB_MAX):
                     blob = chunk[start:start + SNAPSHOT_BLOB_MAX]
                     yield rpc_pb2.SnapshotResponse(blob=blob)
         except RaftkvError as exc:
             await abort(context, exc)
+        pad = bytes(-total % SNAPSHOT_ALIGN)
+        if pad:
+            digest.update(pad)
+            yield rpc_pb2.SnapshotResponse(blob=pad)
         yield rpc_pb2.SnapshotResponse(blob=digest.digest())
