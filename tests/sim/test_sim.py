@@ -93,16 +93,28 @@ def test_broken_vote_counting_is_caught(monkeypatch):
     assert "election safety" in msg or "completeness" in msg or "safety" in msg, msg
 
 
-def test_broken_commit_term_check_is_caught(monkeypatch):
-    """RaftLog.maybe_commit without the current-term rule (Raft Figure 8)."""
-    def broken_maybe_commit(self, max_index, term):
-        if max_index > self.committed:
-            self.commit_to(max_index)
-            return True
-        return False
-    monkeypatch.setattr(raft_log.RaftLog, "maybe_commit", broken_maybe_commit)
-    seed, msg = _first_violation(range(200), 3)
-    assert seed is not None, "the simulator missed commits of earlier-term entries"
+def test_broken_log_up_to_date_check_is_caught(monkeypatch):
+    """Votes granted to a candidate whatever its log (Raft §5.4.1 dropped): a leader without
+    committed entries gets elected and overwrites them."""
+    monkeypatch.setattr(raft_log.RaftLog, "is_up_to_date", lambda self, index, term: True)
+    seed, msg = _first_violation(range(30), 3)
+    assert seed is not None, "the simulator missed an election of a stale log"
+    assert "completeness" in msg or "safety" in msg or "committed entry" in msg, msg
+
+
+def test_broken_follower_read_is_caught(monkeypatch):
+    """A follower answering ReadIndex from its own commit index (a serializable read passed off
+    as linearizable) returns stale data."""
+    step_follower = raft_mod.Raft.step_follower
+
+    def broken_step_follower(self, m):
+        if m.type == raft_mod.MsgType.READ_INDEX:
+            self.read_states.append(raft_mod.ReadState(self.log.committed, m.context))
+            return
+        step_follower(self, m)
+    monkeypatch.setattr(raft_mod.Raft, "step_follower", broken_step_follower)
+    seed, msg = _first_violation(range(30), 3)
+    assert seed is not None and "read" in msg, msg
 
 
 def test_broken_ready_contract_is_caught(monkeypatch):
