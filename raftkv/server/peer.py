@@ -62,18 +62,38 @@ def encode_message(m):
             m.commit, snap, m.reject, m.reject_hint, m.context]
 
 
+def _ints(*values):
+    for v in values:
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise TypeError(f"expected a non-negative int, got {v!r:.40}")
+
+
+def _bytes(value):
+    # bytes(int) would allocate that many zero bytes: only real byte strings are accepted.
+    if not isinstance(value, bytes):
+        raise TypeError(f"expected bytes, got {type(value).__name__}")
+    return value
+
+
 def decode_message(obj):
+    """A Message from its wire list; PeerProtocolError unless every field has its type (a
+    field of the wrong type would otherwise fail deep inside the Raft loop and stop it)."""
     try:
         (typ, to, frm, term, log_term, index, ents, commit, snap, reject, hint,
          ctx) = obj
-        entries = [Entry(t, i, EntryType(ty), bytes(d)) for t, i, ty, d in ents]
+        _ints(typ, to, frm, term, log_term, index, commit, hint)
+        entries = []
+        for t, i, ty, d in ents:
+            _ints(t, i, ty)
+            entries.append(Entry(t, i, EntryType(ty), _bytes(d)))
         snapshot = None
         if snap is not None:
             s_index, s_term, voters, learners = snap
+            _ints(s_index, s_term, *voters, *learners)
             cs = ConfState(voters=list(voters), learners=list(learners))
             snapshot = Snapshot(b"", SnapshotMetadata(cs, s_index, s_term))
         return Message(MsgType(typ), to, frm, term, log_term, index, entries, commit,
-                       snapshot, bool(reject), hint, bytes(ctx))
+                       snapshot, bool(reject), hint, _bytes(ctx))
     except (TypeError, ValueError) as exc:
         raise PeerProtocolError(f"malformed Raft message: {exc}") from exc
 
