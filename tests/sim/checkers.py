@@ -9,7 +9,8 @@ Each failure raises InvariantViolation naming the seed and the command that repl
 - Leader Completeness: every committed entry is in the log of every leader of a later term
   (checked when a leader appears, and for live leaders when an entry commits).
 - State Machine Safety: no two members apply different entries at one index.
-- Durability (the Ready contract): a message never carries a term newer than the sender's
+- Durability (the Ready contract): persisted term, vote and commit never regress (across
+  restarts too, since the disk survives); a message never carries a term newer than the sender's
   durable term, a granted vote is durable before it is sent, an append acknowledgement only
   covers durable entries, and a leader commits only what a quorum of voters holds durably.
 - Reads: a ReadIndex answer at index i covers every write acknowledged before the read began,
@@ -166,6 +167,13 @@ class Checker:
                           f" at {i}, applied elsewhere as {prev}")
 
     # ---- the Ready contract ----
+    def on_hard_state(self, mid, old, new):
+        """mid persists hard state new over old: term, vote and commit never regress (a vote
+        changed within a term would be a second vote)."""
+        if new.term < old.term or new.commit < old.commit or \
+                (new.term == old.term and old.vote and new.vote != old.vote):
+            self.fail(f"member {mid} persisted hard state {new} over {old}")
+
     def on_send(self, mid, m, storage, early):
         hs = storage.hard_state
         where = "early message" if early else "message"

@@ -35,7 +35,7 @@ from tests.sim.disk import Disk
 from tests.sim.network import Network
 
 ELECTION_TICKS = 10
-HEARTBEAT_TICKS = 2
+HEARTBEAT_TICKS = 3
 LEADER_WITHIN_TICKS = 200  # after healing: a leader exists
 COMMIT_WITHIN_TICKS = 200  # then: every pending write and a final one applied everywhere
 RETRY_TICKS = 20
@@ -81,7 +81,7 @@ class Cluster:
         self.p_crash = rng.choice((0.0, 0.003, 0.01, 0.02)) if faults else 0.0
         self.p_partition = rng.choice((0.0, 0.01, 0.03)) if faults else 0.0
         self.p_crash_in_ready = rng.choice((0.0, 0.002, 0.01)) if faults else 0.0
-        self.p_write = rng.choice((0.1, 0.3, 0.6))
+        self.p_write = rng.choice((0.05, 0.2, 0.4))
         self.p_read = rng.choice((0.02, 0.1))
         self.p_conf = rng.choice((0.0, 0.01, 0.03))
         self.p_transfer = rng.choice((0.0, 0.005, 0.02))
@@ -162,7 +162,10 @@ class Cluster:
             return self._crash(mem)
         # 2. persist: snapshot, entries, hard state.
         self.check.on_entries(mem.id, node.raft.log, rd.entries)
-        old_commit = disk.storage.hard_state.commit
+        old_hs = disk.storage.hard_state
+        old_commit = old_hs.commit
+        if rd.hard_state is not None:
+            self.check.on_hard_state(mem.id, old_hs, rd.hard_state)
         disk.persist(rd)
         if rd.hard_state is not None and rd.hard_state.commit > old_commit:
             storages = {i: m.disk.storage for i, m in self.members.items()}
