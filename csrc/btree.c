@@ -1,7 +1,11 @@
 /* B+tree with borrowed keys and counted subtrees. See btree.h for the contract.
  *
- * Layout: a node holds n keys in three parallel arrays (an 8-byte big-endian prefix for fast
- * comparison, the borrowed pointer, the length). A leaf adds one handle per key and its
+ * Layout: a node holds n keys in three parallel arrays: the borrowed pointer, the length, and
+ * pfx, the 8 bytes of the key that follow the node's common prefix (skip bytes shared by every
+ * key of the node), big-endian and zero-padded. Binary search compares a probe with the
+ * common prefix once per node (one read of key 0), then compares pfx words, reading a key's
+ * bytes only on a tie. Keys with long shared prefixes (/registry/pods/...) thus cost about
+ * one key read per level instead of one per comparison. A leaf adds one handle per key and its
  * neighbours; an internal node adds n + 1 children and the key count of each child's subtree.
  * Arrays have one spare slot so a node may overflow by one before it splits.
  *
@@ -27,6 +31,7 @@ typedef struct bkey {
 typedef struct node {
     int n;
     int leaf;
+    size_t skip; /* every key shares its first skip bytes with key 0 (0 when n < 2) */
     uint64_t pfx[RK_BT_MAX + 1];
     const uint8_t *kp[RK_BT_MAX + 1];
     size_t kl[RK_BT_MAX + 1];
@@ -65,19 +70,53 @@ static inline uint64_t prefix_of(const uint8_t *p, size_t len) {
     return v;
 }
 
+/* The pfx word of a key in a node with the given skip (the key is at least skip long). */
+static inline uint64_t prefix_at(const uint8_t *p, size_t len, size_t skip) {
+    return prefix_of(p + skip, len - skip);
+}
+
 static inline bkey make_key(const void *p, size_t len) {
-    bkey k = {prefix_of((const uint8_t *)p, len), (const uint8_t *)p, len};
+    bkey k = {0, (const uint8_t *)p, len};
     return k;
 }
 
-/* Compare slot i of x with k: <0, 0, >0 as memcmp order of the byte strings. */
+/* Full comparison of two byte strings, memcmp order, a proper prefix first. */
+static int cmp_bytes(const uint8_t *a, size_t la, const uint8_t *b, size_t lb) {
+    size_t m = la < lb ? la : lb;
+    int r = m > 0 ? memcmp(a, b, m) : 0;
+    if (r != 0) {
+        return r;
+    }
+    return la < lb ? -1 : (la > lb ? 1 : 0);
+}
+
+/* Compare the probe k with x's common prefix: -1 (k is below every key of x), 1 (above every
+ * key), or 0 with k->pfx set to k's pfx word for x. */
+static inline int probe_node(const node *x, bkey *k) {
+    size_t s = x->skip;
+    if (s > 0) {
+        size_t m = k->len < s ? k->len : s;
+        int r = memcmp(k->ptr, x->kp[0], m);
+        if (r != 0) {
+            return r < 0 ? -1 : 1;
+        }
+        if (k->len < s) {
+            return -1;
+        }
+    }
+    k->pfx = prefix_at(k->ptr, k->len, s);
+    return 0;
+}
+
+/* Compare slot i of x with a probe that shares x's common prefix (probe_node returned 0). */
 static inline int cmp_slot(const node *x, int i, const bkey *k) {
     if (x->pfx[i] != k->pfx) {
         return x->pfx[i] < k->pfx ? -1 : 1;
     }
+    size_t s = x->skip + 8;
     size_t la = x->kl[i], lb = k->len, m = la < lb ? la : lb;
-    if (m > 8) {
-        int r = memcmp(x->kp[i] + 8, k->ptr + 8, m - 8);
+    if (m > s) {
+        int r = memcmp(x->kp[i] + s, k->ptr + s, m - s);
         if (r != 0) {
             return r;
         }
@@ -85,26 +124,43 @@ static inline int cmp_slot(const node *x, int i, const bkey *k) {
     return la < lb ? -1 : (la > lb ? 1 : 0);
 }
 
-/* First slot whose key is >= k. */
-static inline int lower_bound(const node *x, const bkey *k) {
+/* First slot whose key is >= k; *eq tells whether that key equals k. */
+static inline int lower_bound_eq(const node *x, const bkey *probe, int *eq) {
+    bkey k = *probe;
+    int pre = probe_node(x, &k);
+    *eq = 0;
+    if (pre != 0) {
+        return pre < 0 ? 0 : x->n;
+    }
     int lo = 0, hi = x->n;
     while (lo < hi) {
         int mid = (lo + hi) >> 1;
-        if (cmp_slot(x, mid, k) < 0) {
+        if (cmp_slot(x, mid, &k) < 0) {
             lo = mid + 1;
         } else {
             hi = mid;
         }
     }
+    *eq = lo < x->n && cmp_slot(x, lo, &k) == 0;
     return lo;
+}
+
+static inline int lower_bound(const node *x, const bkey *probe) {
+    int eq;
+    return lower_bound_eq(x, probe, &eq);
 }
 
 /* First slot whose key is > k: the child to descend into. */
-static inline int upper_bound(const node *x, const bkey *k) {
+static inline int upper_bound(const node *x, const bkey *probe) {
+    bkey k = *probe;
+    int pre = probe_node(x, &k);
+    if (pre != 0) {
+        return pre < 0 ? 0 : x->n;
+    }
     int lo = 0, hi = x->n;
     while (lo < hi) {
         int mid = (lo + hi) >> 1;
-        if (cmp_slot(x, mid, k) <= 0) {
+        if (cmp_slot(x, mid, &k) <= 0) {
             lo = mid + 1;
         } else {
             hi = mid;
@@ -113,10 +169,42 @@ static inline int upper_bound(const node *x, const bkey *k) {
     return lo;
 }
 
+/* Recompute x's common prefix and every pfx word (after keys came from other nodes). */
+static void rebuild_prefix(node *x) {
+    size_t s = 0;
+    if (x->n >= 2) {
+        /* Keys are sorted, so the prefix shared by all is the one of the first and last. */
+        const uint8_t *a = x->kp[0], *b = x->kp[x->n - 1];
+        size_t m = x->kl[0] < x->kl[x->n - 1] ? x->kl[0] : x->kl[x->n - 1];
+        while (s < m && a[s] == b[s]) {
+            s++;
+        }
+    }
+    x->skip = s;
+    for (int i = 0; i < x->n; i++) {
+        x->pfx[i] = prefix_at(x->kp[i], x->kl[i], s);
+    }
+}
+
+/* Store key (ptr, len) in slot i of x (already counted in x->n), keeping the common prefix
+ * right: if the key does not share it, the prefix shrinks and every pfx word is recomputed. */
+static void put_key(node *x, int i, const uint8_t *ptr, size_t len) {
+    x->kp[i] = ptr;
+    x->kl[i] = len;
+    size_t s = x->skip;
+    if (s > 0) {
+        int ref = i == 0 ? 1 : 0;
+        if (x->n < 2 || len < s || memcmp(ptr, x->kp[ref], s) != 0) {
+            rebuild_prefix(x);
+            return;
+        }
+    }
+    x->pfx[i] = prefix_at(ptr, len, s);
+}
+
+/* Copy the key of src's slot j into dst's slot i (already counted in dst->n). */
 static inline void set_slot(node *dst, int i, const node *src, int j) {
-    dst->pfx[i] = src->pfx[j];
-    dst->kp[i] = src->kp[j];
-    dst->kl[i] = src->kl[j];
+    put_key(dst, i, src->kp[j], src->kl[j]);
 }
 
 /* Move count key slots of x from i to j (overlap allowed). */
@@ -244,8 +332,8 @@ static const leaf *find_leaf(const rk_btree *t, const bkey *k) {
 int rk_bt_find(const rk_btree *t, const void *key, size_t len, uint64_t *handle) {
     bkey k = make_key(key, len);
     const leaf *l = find_leaf(t, &k);
-    int i = lower_bound(&l->h, &k);
-    if (i < l->h.n && cmp_slot(&l->h, i, &k) == 0) {
+    int eq, i = lower_bound_eq(&l->h, &k, &eq);
+    if (eq) {
         *handle = l->val[i];
         return 1;
     }
@@ -266,13 +354,13 @@ static void split_leaf(rk_btree *t, leaf *l, split *sp) {
     memcpy(r->val, &l->val[keep], (size_t)move * sizeof r->val[0]);
     r->h.n = move;
     l->h.n = keep;
+    rebuild_prefix(&r->h);
     r->prev = l;
     r->next = l->next;
     if (l->next != NULL) {
         l->next->prev = r;
     }
     l->next = r;
-    sp->sep.pfx = r->h.pfx[0];
     sp->sep.ptr = r->h.kp[0];
     sp->sep.len = r->h.kl[0];
     sp->right = &r->h;
@@ -282,7 +370,6 @@ static void split_inner(rk_btree *t, inner *x, split *sp) {
     inner *r = take_inner(t);
     int keep = x->h.n / 2;          /* keys left in x */
     int move = x->h.n - keep - 1;   /* keys moved to r; the one between goes up */
-    sp->sep.pfx = x->h.pfx[keep];
     sp->sep.ptr = x->h.kp[keep];
     sp->sep.len = x->h.kl[keep];
     copy_slots(&r->h, 0, &x->h, keep + 1, move);
@@ -290,6 +377,7 @@ static void split_inner(rk_btree *t, inner *x, split *sp) {
     memcpy(r->cnt, &x->cnt[keep + 1], (size_t)(move + 1) * sizeof r->cnt[0]);
     r->h.n = move;
     x->h.n = keep;
+    rebuild_prefix(&r->h);
     sp->right = &r->h;
 }
 
@@ -297,18 +385,16 @@ static int insert_rec(rk_btree *t, node *x, const bkey *k, uint64_t handle, uint
                       split *sp, int *did_split) {
     if (x->leaf) {
         leaf *l = LEAF(x);
-        int i = lower_bound(x, k);
-        if (i < x->n && cmp_slot(x, i, k) == 0) {
+        int eq, i = lower_bound_eq(x, k, &eq);
+        if (eq) {
             *existing = l->val[i];
             return RK_BT_EXISTS;
         }
         move_slots(x, i + 1, i, x->n - i);
         memmove(&l->val[i + 1], &l->val[i], (size_t)(x->n - i) * sizeof l->val[0]);
-        x->pfx[i] = k->pfx;
-        x->kp[i] = k->ptr;
-        x->kl[i] = k->len;
         l->val[i] = handle;
         x->n++;
+        put_key(x, i, k->ptr, k->len);
         if (x->n > RK_BT_MAX) {
             split_leaf(t, l, sp);
             *did_split = 1;
@@ -330,13 +416,11 @@ static int insert_rec(rk_btree *t, node *x, const bkey *k, uint64_t handle, uint
     move_slots(x, i + 1, i, x->n - i);
     memmove(&in->child[i + 2], &in->child[i + 1], (size_t)(x->n - i) * sizeof in->child[0]);
     memmove(&in->cnt[i + 2], &in->cnt[i + 1], (size_t)(x->n - i) * sizeof in->cnt[0]);
-    x->pfx[i] = child_sp.sep.pfx;
-    x->kp[i] = child_sp.sep.ptr;
-    x->kl[i] = child_sp.sep.len;
     in->child[i + 1] = child_sp.right;
     in->cnt[i + 1] = subtree_count(child_sp.right);
     in->cnt[i] = in->cnt[i] + 1 - in->cnt[i + 1];
     x->n++;
+    put_key(x, i, child_sp.sep.ptr, child_sp.sep.len);
     if (x->n > RK_BT_MAX) {
         split_inner(t, in, sp);
         *did_split = 1;
@@ -359,9 +443,7 @@ int rk_bt_insert(rk_btree *t, const void *key, size_t len, uint64_t handle, uint
     if (did_split) {
         inner *root = take_inner(t);
         root->h.n = 1;
-        root->h.pfx[0] = sp.sep.pfx;
-        root->h.kp[0] = sp.sep.ptr;
-        root->h.kl[0] = sp.sep.len;
+        put_key(&root->h, 0, sp.sep.ptr, sp.sep.len);
         root->child[0] = t->root;
         root->child[1] = sp.right;
         root->cnt[1] = subtree_count(sp.right);
@@ -394,33 +476,30 @@ static void release_inner(rk_btree *t, inner *x) {
     }
 }
 
-static void set_sep(node *x, int i, const node *src, int j) {
-    set_slot(x, i, src, j);
-}
 
 /* Move the last key of child i-1 to the front of child i. */
 static void borrow_left(inner *p, int i) {
     node *c = p->child[i], *s = p->child[i - 1];
     move_slots(c, 1, 0, c->n);
     uint64_t moved;
+    c->n++;
+    s->n--;
     if (c->leaf) {
-        memmove(&LEAF(c)->val[1], &LEAF(c)->val[0], (size_t)c->n * sizeof(uint64_t));
-        set_slot(c, 0, s, s->n - 1);
-        LEAF(c)->val[0] = LEAF(s)->val[s->n - 1];
-        set_sep(&p->h, i - 1, c, 0);
+        memmove(&LEAF(c)->val[1], &LEAF(c)->val[0], (size_t)(c->n - 1) * sizeof(uint64_t));
+        set_slot(c, 0, s, s->n);
+        LEAF(c)->val[0] = LEAF(s)->val[s->n];
+        set_slot(&p->h, i - 1, c, 0);
         moved = 1;
     } else {
         inner *ci = INNER(c), *si = INNER(s);
-        memmove(&ci->child[1], &ci->child[0], (size_t)(c->n + 1) * sizeof ci->child[0]);
-        memmove(&ci->cnt[1], &ci->cnt[0], (size_t)(c->n + 1) * sizeof ci->cnt[0]);
+        memmove(&ci->child[1], &ci->child[0], (size_t)c->n * sizeof ci->child[0]);
+        memmove(&ci->cnt[1], &ci->cnt[0], (size_t)c->n * sizeof ci->cnt[0]);
         set_slot(c, 0, &p->h, i - 1);
-        ci->child[0] = si->child[s->n];
-        ci->cnt[0] = si->cnt[s->n];
-        set_sep(&p->h, i - 1, s, s->n - 1);
+        ci->child[0] = si->child[s->n + 1];
+        ci->cnt[0] = si->cnt[s->n + 1];
+        set_slot(&p->h, i - 1, s, s->n);
         moved = ci->cnt[0];
     }
-    s->n--;
-    c->n++;
     p->cnt[i - 1] -= moved;
     p->cnt[i] += moved;
 }
@@ -429,26 +508,27 @@ static void borrow_left(inner *p, int i) {
 static void borrow_right(inner *p, int i) {
     node *c = p->child[i], *s = p->child[i + 1];
     uint64_t moved;
+    c->n++;
     if (c->leaf) {
-        set_slot(c, c->n, s, 0);
-        LEAF(c)->val[c->n] = LEAF(s)->val[0];
+        set_slot(c, c->n - 1, s, 0);
+        LEAF(c)->val[c->n - 1] = LEAF(s)->val[0];
         move_slots(s, 0, 1, s->n - 1);
         memmove(&LEAF(s)->val[0], &LEAF(s)->val[1], (size_t)(s->n - 1) * sizeof(uint64_t));
-        set_sep(&p->h, i, s, 0);
+        s->n--;
+        set_slot(&p->h, i, s, 0);
         moved = 1;
     } else {
         inner *ci = INNER(c), *si = INNER(s);
-        set_slot(c, c->n, &p->h, i);
-        ci->child[c->n + 1] = si->child[0];
-        ci->cnt[c->n + 1] = si->cnt[0];
+        set_slot(c, c->n - 1, &p->h, i);
+        ci->child[c->n] = si->child[0];
+        ci->cnt[c->n] = si->cnt[0];
         moved = si->cnt[0];
-        set_sep(&p->h, i, s, 0);
+        set_slot(&p->h, i, s, 0);
         move_slots(s, 0, 1, s->n - 1);
         memmove(&si->child[0], &si->child[1], (size_t)s->n * sizeof si->child[0]);
         memmove(&si->cnt[0], &si->cnt[1], (size_t)s->n * sizeof si->cnt[0]);
+        s->n--;
     }
-    s->n--;
-    c->n++;
     p->cnt[i] += moved;
     p->cnt[i + 1] -= moved;
 }
@@ -461,6 +541,7 @@ static void merge(rk_btree *t, inner *p, int j) {
         copy_slots(a, a->n, b, 0, b->n);
         memcpy(&LEAF(a)->val[a->n], LEAF(b)->val, (size_t)b->n * sizeof(uint64_t));
         a->n += b->n;
+        rebuild_prefix(a);
         LEAF(a)->next = LEAF(b)->next;
         if (LEAF(b)->next != NULL) {
             LEAF(b)->next->prev = LEAF(a);
@@ -469,11 +550,13 @@ static void merge(rk_btree *t, inner *p, int j) {
     } else {
         inner *ai = INNER(a), *bi = INNER(b);
         RK_ASSERT(a->n + 1 + b->n <= RK_BT_MAX);
-        set_slot(a, a->n, &p->h, j);
+        a->kp[a->n] = p->h.kp[j];
+        a->kl[a->n] = p->h.kl[j];
         copy_slots(a, a->n + 1, b, 0, b->n);
         memcpy(&ai->child[a->n + 1], bi->child, (size_t)(b->n + 1) * sizeof ai->child[0]);
         memcpy(&ai->cnt[a->n + 1], bi->cnt, (size_t)(b->n + 1) * sizeof ai->cnt[0]);
         a->n += 1 + b->n;
+        rebuild_prefix(a);
         release_inner(t, bi);
     }
     p->cnt[j] += p->cnt[j + 1];
@@ -502,8 +585,8 @@ typedef struct gone {
 
 static int delete_rec(rk_btree *t, node *x, const bkey *k, uint64_t *handle, gone *g) {
     if (x->leaf) {
-        int i = lower_bound(x, k);
-        if (i >= x->n || cmp_slot(x, i, k) != 0) {
+        int eq, i = lower_bound_eq(x, k, &eq);
+        if (!eq) {
             return 0;
         }
         *handle = LEAF(x)->val[i];
@@ -512,6 +595,9 @@ static int delete_rec(rk_btree *t, node *x, const bkey *k, uint64_t *handle, gon
         move_slots(x, i, i + 1, x->n - i - 1);
         memmove(&LEAF(x)->val[i], &LEAF(x)->val[i + 1], (size_t)(x->n - i - 1) * 8);
         x->n--;
+        if (x->n == 0) {
+            x->skip = 0; /* probe_node reads key 0 when skip > 0 */
+        }
         return 1;
     }
     inner *in = INNER(x);
@@ -521,14 +607,14 @@ static int delete_rec(rk_btree *t, node *x, const bkey *k, uint64_t *handle, gon
     }
     in->cnt[i]--;
     if (i > 0 && x->kp[i - 1] == g->ptr && x->kl[i - 1] == g->len) {
-        /* The separator borrowed the removed key: point it at the smallest key of child i
-         * instead (same bounds, and child i still holds at least one key). */
+        /* The separator borrowed the removed key: make it the smallest key of child i, a
+         * live key that still separates child i-1 from child i (child i is not empty). */
         const node *m = in->child[i];
         while (!m->leaf) {
             m = INNER(m)->child[0];
         }
         RK_ASSERT(m->n > 0);
-        set_sep(x, i - 1, m, 0);
+        put_key(x, i - 1, m->kp[0], m->kl[0]);
     }
     if (in->child[i]->n < RK_BT_MIN) {
         rebalance(t, in, i);
@@ -657,8 +743,7 @@ static int64_t fail(checker *c, const char *what, const node *x, int i) {
 }
 
 static inline bkey slot_key(const node *x, int i) {
-    bkey k = {x->pfx[i], x->kp[i], x->kl[i]};
-    return k;
+    return make_key(x->kp[i], x->kl[i]);
 }
 
 static int64_t check_keys(checker *c, const node *x, const bkey *lo, const bkey *hi) {
@@ -672,18 +757,25 @@ static int64_t check_keys(checker *c, const node *x, const bkey *lo, const bkey 
     if (is_root && !x->leaf && x->n < 1) {
         return fail(c, "internal root without a separator", x, 0);
     }
+    if (x->n == 0 && x->skip != 0) {
+        return fail(c, "empty node with a common prefix", x, 0);
+    }
     for (int i = 0; i < x->n; i++) {
-        bkey k = slot_key(x, i);
-        if (x->pfx[i] != prefix_of(x->kp[i], x->kl[i])) {
-            return fail(c, "cached prefix differs from the key bytes", x, i);
+        const uint8_t *p = x->kp[i];
+        size_t len = x->kl[i];
+        if (len < x->skip || memcmp(p, x->kp[0], x->skip) != 0) {
+            return fail(c, "key does not share the node's common prefix", x, i);
         }
-        if (i > 0 && cmp_slot(x, i - 1, &k) >= 0) {
+        if (x->pfx[i] != prefix_at(p, len, x->skip)) {
+            return fail(c, "cached prefix word differs from the key bytes", x, i);
+        }
+        if (i > 0 && cmp_bytes(x->kp[i - 1], x->kl[i - 1], p, len) >= 0) {
             return fail(c, "keys not strictly increasing", x, i);
         }
-        if (lo != NULL && cmp_slot(x, i, lo) < 0) {
+        if (lo != NULL && cmp_bytes(p, len, lo->ptr, lo->len) < 0) {
             return fail(c, "key below the lower bound of its subtree", x, i);
         }
-        if (hi != NULL && cmp_slot(x, i, hi) >= 0) {
+        if (hi != NULL && cmp_bytes(p, len, hi->ptr, hi->len) >= 0) {
             return fail(c, "key not below the upper bound of its subtree", x, i);
         }
     }

@@ -45,25 +45,35 @@ def _small_key(rng):
     return bytes(rng.choice(b"\x00ab\xff") for _ in range(rng.randrange(0, 4)))
 
 
-def _compare_queries(tree, model, rng):
+_SEGMENTS = [b"", b"/registry/", b"/registry/pods/", b"/registry/pods/default/",
+             b"/registry/pods/default/web-", b"/registry/services/", b"/r", b"/registry/pods/de"]
+
+
+def _prefixed_key(rng):
+    # Long shared prefixes of several depths: nodes' common prefixes grow and shrink.
+    return rng.choice(_SEGMENTS) + _small_key(rng)
+
+
+def _compare_queries(tree, model, rng, make_key=_small_key):
     assert len(tree) == len(model.keys)
-    start = _small_key(rng)
-    end = _small_key(rng) if rng.random() < 0.7 else None
+    start = make_key(rng)
+    end = make_key(rng) if rng.random() < 0.7 else None
     limit = rng.choice([0, 0, 1, 2, 7, -3, 1000])
     reverse = rng.random() < 0.5
     assert tree.range(start, end, limit, reverse) == model.range(start, end, limit, reverse)
     assert tree.count(start, end) == len(model.range(start, end))
-    key = _small_key(rng)
+    key = make_key(rng)
     assert (key in tree) == (key in model.vals)
     assert tree.get(key, "missing") == model.vals.get(key, "missing")
 
 
+@pytest.mark.parametrize("make_key", [_small_key, _prefixed_key])
 @pytest.mark.parametrize("seed", range(4))
-def test_random_ops_against_model(backend, seed):
+def test_random_ops_against_model(backend, seed, make_key):
     rng = random.Random(seed)
     tree, model = backend.BTree(), Model()
     for step in range(3000):
-        key = _small_key(rng)
+        key = make_key(rng)
         if rng.random() < 0.55:
             value = rng.randrange(1000)
             assert tree.insert(key, value) == model.insert(key, value)
@@ -71,7 +81,7 @@ def test_random_ops_against_model(backend, seed):
             assert tree.delete(key) == model.delete(key)
         assert tree.check() == len(model.keys)
         if step % 10 == 0:
-            _compare_queries(tree, model, rng)
+            _compare_queries(tree, model, rng, make_key)
     assert tree.items() == model.range(b"")
 
 
@@ -80,7 +90,7 @@ def test_long_sequence_grow_and_shrink(backend, seed):
     """Enough keys for a tree several levels deep, then deleted down to nothing."""
     rng = random.Random(100 + seed)
     tree, model = backend.BTree(), Model()
-    keys = [rng.randbytes(rng.randrange(1, 12)) for _ in range(6000)]
+    keys = [rng.choice(_SEGMENTS) + rng.randbytes(rng.randrange(1, 12)) for _ in range(6000)]
     for i, key in enumerate(keys):
         assert tree.insert(key, i) == model.insert(key, i)
         if i % 97 == 0:
