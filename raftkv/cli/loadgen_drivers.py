@@ -8,6 +8,9 @@ then moves to the next endpoint).
 """
 from __future__ import annotations
 
+import asyncio
+import logging
+
 from raftkv.cli.loadgen import register_driver
 from raftkv.client import AsyncClient
 
@@ -71,6 +74,7 @@ class GrpcDriver:
         self.index = conn_index % len(endpoints)
         self.channel = None
         self.kv = None
+        self._closing = set()  # channels left behind by a failover, closing with grace
         self.pb, self.pb_grpc = self._stubs()
 
     @classmethod
@@ -95,32 +99,39 @@ class GrpcDriver:
         await self.kv.Range(self.pb.RangeRequest(key=b"\0", serializable=True, count_only=True),
                             timeout=GRPC_TIMEOUT_S, wait_for_ready=True)
 
-    async def _call(self, method, request):
+    async def _call(self, method_name, request):
         import grpc
 
+        channel = self.channel
         try:
-            return await method(request, timeout=GRPC_TIMEOUT_S)
+            return await getattr(self.kv, method_name)(request, timeout=GRPC_TIMEOUT_S)
         except grpc.aio.AioRpcError as exc:
-            if exc.code().name in _GRPC_FAILOVER_CODES and len(self.endpoints) > 1:
+            _note_error(exc)
+            failover = exc.code().name in _GRPC_FAILOVER_CODES and len(self.endpoints) > 1
+            if failover and channel is self.channel:  # once per broken channel, not per call
                 await self._failover()
             raise
 
     async def _failover(self):
+        """Move to the next endpoint. The old channel closes in the background with a grace
+        period, so the other calls in flight on it end on their own (no CancelledError)."""
         old = self.channel
         self.index = (self.index + 1) % len(self.endpoints)
         await self._open()
         if old is not None:
-            await old.close(grace=None)
+            task = asyncio.ensure_future(old.close(grace=GRPC_TIMEOUT_S))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def put(self, key, value):
-        await self._call(self.kv.Put, self.pb.PutRequest(key=key, value=value))
+        await self._call("Put", self.pb.PutRequest(key=key, value=value))
 
     async def get(self, key, serializable):
-        await self._call(self.kv.Range, self.pb.RangeRequest(key=key, serializable=serializable))
+        await self._call("Range", self.pb.RangeRequest(key=key, serializable=serializable))
 
     async def txn_put(self, key, value):
         op = self.pb.RequestOp(request_put=self.pb.PutRequest(key=key, value=value))
-        await self._call(self.kv.Txn, self.pb.TxnRequest(success=[op]))
+        await self._call("Txn", self.pb.TxnRequest(success=[op]))
 
     async def watch_keys(self, prefix):
         """An async iterator of the keys of the events under prefix (one Watch stream)."""
@@ -141,6 +152,21 @@ class GrpcDriver:
         if self.channel is not None:
             await self.channel.close(grace=None)
             self.channel = None
+        for task in list(self._closing):
+            task.cancel()
+
+
+_seen_codes = set()
+
+
+def _note_error(exc):
+    """Log the first error of each gRPC status code in this process (errors are only counted
+    by the engine; this says what they were)."""
+    code = exc.code().name
+    if code not in _seen_codes:
+        _seen_codes.add(code)
+        logging.getLogger("raftkv.bench").warning("grpc %s: %s (first of its kind)", code,
+                                                  exc.details())
 
 
 class _WatchKeys:
