@@ -317,6 +317,9 @@ class Service:
         if action == 2 and body.get("alarm", 0) in (0, NOSPACE) and self.m.kv.alarm:
             # Disarm through the log; a store still over quota raises it again on next write.
             await self._write("alarm_set", {"on": False})
+            # etcd answers a DEACTIVATE with the alarms it deactivated (etcdctl prints them)
+            disarmed = {"memberID": body.get("memberID") or self.m.id, "alarm": NOSPACE}
+            return {"header": self.header(), "alarms": [disarmed]}
         alarms = [{"memberID": self.m.id, "alarm": NOSPACE}] if self.m.kv.alarm else []
         return {"header": self.header(), "alarms": alarms}
 
