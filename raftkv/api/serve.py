@@ -1,8 +1,9 @@
 """The `raftkv` member process: `python -m raftkv [flags]` (console script `raftkv`).
 
 Serves the etcd v3 gRPC API on --listen-client-urls (so etcdctl works against the same URLs it
-would use for etcd), the native msgpack protocol on --listen-native-urls, and peers on
---listen-peer-urls. SIGTERM/SIGINT stop it cleanly: the in-flight sync finishes, sockets close.
+would use for etcd), the native msgpack protocol on --listen-native-urls, peers on
+--listen-peer-urls and, if set, /health, /version and /metrics on --listen-metrics-urls.
+SIGTERM/SIGINT stop it cleanly: the in-flight sync finishes, sockets close.
 A data dir that is unsafe to use makes it refuse to start with a message saying why (exit 2).
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 import time
 
 from raftkv.api.etcd.server import start_grpc_server
+from raftkv.api.http import start_http_server
 from raftkv.api.native import start_native_server
 from raftkv.api.wire import FRAME_OVERHEAD_BYTES
 from raftkv.server.config import ConfigError, first_host_port, load_config
@@ -61,6 +63,10 @@ async def serve(cfg, stop_event=None):
         nhost, nport = first_host_port(cfg.listen_native_urls)
         native, member.native_port = await start_native_server(
             service, nhost, nport, max_frame_bytes=cfg.max_request_bytes + FRAME_OVERHEAD_BYTES)
+        http = None
+        if cfg.listen_metrics_urls:
+            hhost, hport = first_host_port(cfg.listen_metrics_urls)
+            http, member.metrics_port = await start_http_server(service, hhost, hport)
         log.info("ready: etcd gRPC on %s:%d, native on %s:%d, peers on port %d", chost,
                  member.client_port, nhost, member.native_port, member.peer_port)
         stop_event = stop_event or asyncio.Event()
@@ -70,6 +76,8 @@ async def serve(cfg, stop_event=None):
         await stop_event.wait()
         log.info("stopping")
         native.close()
+        if http is not None:
+            http.close()
     finally:
         for s in servers:
             await s.stop(grace=1.0)

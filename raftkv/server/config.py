@@ -29,6 +29,7 @@ class ServerConfig:
     listen_client_urls: str = "http://127.0.0.1:2379"
     advertise_client_urls: str = ""
     listen_native_urls: str = "http://127.0.0.1:2378"
+    listen_metrics_urls: str = ""  # /health, /version, /metrics over HTTP; empty = off
     listen_peer_urls: str = "http://127.0.0.1:2380"
     initial_advertise_peer_urls: str = ""
     initial_cluster: str = ""
@@ -78,7 +79,7 @@ class ServerConfig:
             raise ConfigError(f"--initial-cluster has no member named {self.name!r} "
                               f"(got {self.initial_cluster!r})")
         for url in _split(self.listen_client_urls) + _split(self.listen_peer_urls) + \
-                _split(self.listen_native_urls):
+                _split(self.listen_native_urls) + _split(self.listen_metrics_urls):
             host_port(url)
         return self
 
