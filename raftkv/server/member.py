@@ -109,6 +109,8 @@ class Member:
         self.conf = self.logstore.initial_state()[1]
         self._load_members()
         self._snapshot_index = self.logstore.snapshot().metadata.index
+        self._snapshot_point_index = self._snapshot_index  # the last point noted
+        self._snapshot_points = collections.deque()  # points waiting to become the snapshot
 
     def _bootstrap(self):
         """Every member of a new cluster writes the same entries 1..N (one conf change per
@@ -340,20 +342,26 @@ class Member:
             await asyncio.sleep(0.5)
 
     def _maybe_compact_log(self, txn, rd):
-        """Every --snapshot-count applied entries: record a snapshot point and drop the log
-        before it (keeping --snapshot-catchup-entries for followers a little behind)."""
+        """Every --snapshot-count applied entries: note a snapshot point (index, term, conf
+        state as of that index); once --snapshot-catchup-entries more entries are applied,
+        make it the log's snapshot, which drops the log up to it. The delay keeps that many
+        entries for followers a little behind (logstore.save of a snapshot compacts the log
+        up to its index, so the point must lag the applied index, not be compacted after)."""
         if not rd.committed_entries:
             return
-        applied = rd.committed_entries[-1].index
-        if applied - self._snapshot_index < self.cfg.snapshot_count:
-            return
-        term = rd.committed_entries[-1].term
-        meta = SnapshotMetadata(conf_state=self.conf, index=applied, term=term)
-        self.logstore.save(txn, snapshot_metadata=meta)
-        keep_from = applied - self.cfg.snapshot_catchup_entries
-        if keep_from > self.logstore.first_index():
-            self.logstore.compact(txn, keep_from)
-        self._snapshot_index = applied
+        last = rd.committed_entries[-1]
+        if last.index - self._snapshot_point_index >= self.cfg.snapshot_count:
+            conf = ConfState(voters=list(self.conf.voters), learners=list(self.conf.learners))
+            self._snapshot_points.append(
+                SnapshotMetadata(conf_state=conf, index=last.index, term=last.term))
+            self._snapshot_point_index = last.index
+        due = None
+        while self._snapshot_points and \
+                last.index - self._snapshot_points[0].index >= self.cfg.snapshot_catchup_entries:
+            due = self._snapshot_points.popleft()
+        if due is not None and due.index > self._snapshot_index:
+            self.logstore.save(txn, snapshot_metadata=due)
+            self._snapshot_index = due.index
 
     async def _install_snapshot(self, snap):
         data = snap.data or b""
@@ -370,7 +378,8 @@ class Member:
             meta = snap.metadata
             self.conf = meta.conf_state
             await self.committer.submit(lambda txn: self.logstore.save(txn, snapshot=snap))
-            self._snapshot_index = meta.index
+            self._snapshot_index = self._snapshot_point_index = meta.index
+            self._snapshot_points.clear()  # older than the installed snapshot
             if self.transport is not None:
                 self.transport.set_peers(self._peer_addrs())
             log.info("installed a snapshot at index %d (state applied to %d)", meta.index,
