@@ -20,13 +20,6 @@ def _all(client, prefix):
     return [(meta.key, value) for value, meta in client.get_prefix(prefix)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Member._maybe_compact_log crashes every member at the first compaction: "
-    "logstore.save(snapshot_metadata=<applied>) already drops the log up to `applied`, then "
-    "logstore.compact(applied - catchup) raises CompactedError ('compact(50): already "
-    "compacted up to 100') inside the Ready txn, so the member stops ('could not make a "
-    "Ready durable'); all members hit it at the same index (with the defaults at entry "
-    "100000, and on restart again). The catch-up entries are never kept either."))
 def test_lagging_follower_catches_up_through_a_snapshot(make_cluster):
     h = make_cluster(3, extra_args=["--snapshot-count", str(SNAPSHOT_COUNT),
                                     "--snapshot-catchup-entries", str(CATCHUP_ENTRIES)])
@@ -75,3 +68,42 @@ def test_lagging_follower_catches_up_through_a_snapshot(make_cluster):
     meta_leader = client.get("/snap/overwritten")[1]
     meta_follower = alone.get("/snap/overwritten")[1]
     assert meta_leader == meta_follower
+    # Every member restarts cleanly from a compacted log (snapshot point + later entries).
+    for m in h.members:
+        assert h.stop_member(m) == 0
+    for m in h.members:
+        h.cluster.start_member(m)
+    for m in h.members:
+        h.wait_native(m)
+    h.leader()
+    for m in h.members:
+        assert _all(h.client([m], timeout=10.0), "/snap/") == _all(client, "/snap/")
+
+
+def test_follower_a_little_behind_catches_up_from_the_log(make_cluster):
+    """Fewer missed entries than --snapshot-catchup-entries: the leader still has them after
+    its compactions, so the follower needs no snapshot."""
+    catchup = 400
+    h = make_cluster(3, extra_args=["--snapshot-count", str(SNAPSHOT_COUNT),
+                                    "--snapshot-catchup-entries", str(catchup)])
+    leader = h.leader()
+    follower = next(m for m in h.members if m is not leader)
+    up = [m for m in h.members if m is not follower]
+    client = h.client(up, timeout=10.0)
+    for i in range(150):  # log compactions on the others before the follower stops
+        client.put(f"/near/{i:04d}", "x")
+    assert h.stop_member(follower) == 0
+    index_before = h.status(leader)["raftIndex"]
+    for i in range(150, 450):
+        client.put(f"/near/{i:04d}", "y")
+    gap = h.status(leader)["raftIndex"] - index_before
+    assert SNAPSHOT_COUNT * 2 < gap < catchup, gap
+    h.start_member(follower)
+    alone = h.client([follower], timeout=10.0)
+    expected = _all(client, "/near/")
+    assert len(expected) == 450
+    deadline = time.monotonic() + 20.0
+    while _all(alone, "/near/") != expected:
+        assert time.monotonic() < deadline, "the follower never caught up"
+        time.sleep(0.1)
+    assert "installed a snapshot" not in h.log_text(follower)
