@@ -3,7 +3,7 @@
 One random.Random(seed) drives everything: the fault schedule, the network, the clients and the
 members' election timers (it is every member's Config.rand). A run has two phases:
 
-1. faults (ticks_max ticks): the network drops, delays, reorders, duplicates and partitions
+1. faults (ticks_max ticks): member clocks drift (up to 20 % slow); the network drops, delays, reorders, duplicates and partitions
    (symmetric, asymmetric, isolate-one; then heals); members crash (losing whatever they had
    not persisted, at any point of the Ready handling) and restart; clients write and read
    (ReadIndex); the leader changes membership (add learner, promote, remove, re-add), transfers
@@ -87,6 +87,9 @@ class Cluster:
         self.p_transfer = rng.choice((0.0, 0.005, 0.02))
         self.p_snapshot = rng.choice((0.0, 0.02, 0.1))
         self.partition_until = None
+        # Clock drift: a member's timer loses this fraction of ticks (up to 20 % slow).
+        self.tick_loss = {i: rng.choice((0.0, 0.0, 0.1, 0.2)) if faults else 0.0
+                          for i in ids + self.spares}
         self._new_network_faults()
         # Clients.
         self.next_write = 0
@@ -411,7 +414,11 @@ class Cluster:
         self._restart_due()
         if clients:
             self._clients()
+        rng = self.rng
         for mem in self._live():
+            loss = self.tick_loss[mem.id] if faults else 0.0
+            if loss and rng.random() < loss:
+                continue
             mem.node.tick()
             self._drain(mem)
         budget = 100_000
