@@ -3,8 +3,9 @@
 One random.Random(seed) drives everything: the fault schedule, the network, the clients and the
 members' election timers (it is every member's Config.rand). A run has two phases:
 
-1. faults (ticks_max ticks): member clocks drift (up to 20 % slow); the network drops, delays, reorders, duplicates and partitions
-   (symmetric, asymmetric, isolate-one; then heals); members crash (losing whatever they had
+1. faults (ticks_max ticks): member clocks drift (up to 20 % slow); the network drops, delays,
+   reorders, duplicates and partitions (symmetric, asymmetric, isolate-one; then heals);
+   members crash (losing whatever they had
    not persisted, at any point of the Ready handling) and restart; clients write and read
    (ReadIndex); the leader changes membership (add learner, promote, remove, re-add), transfers
    leadership; members snapshot and compact their logs.
