@@ -698,18 +698,24 @@ def plot_faults(fault_runs, out_dir):
     return _plot(os.path.join(out_dir, "fault_timeline.png"), draw)
 
 
-def _start_systems(data_root, with_etcd, log):
+def _start_systems(data_root, with_etcd, log, only=None):
     from raftkv.cli.local_cluster import LocalCluster
 
-    rk = LocalCluster(os.path.join(data_root, "raftkv"), members=3)
-    systems = [System("raftkv", rk)]
-    if with_etcd:
+    systems = []
+    if only in (None, "raftkv"):
+        systems.append(System("raftkv", LocalCluster(os.path.join(data_root, "raftkv"), 3)))
+    if with_etcd and only in (None, "etcd"):
         systems.append(System("etcd", EtcdCluster(os.path.join(data_root, "etcd"), 3)))
-    for s in systems:
-        s.cluster.start()
-    for s in systems:
-        i = leader_index(s.grpc_endpoints, timeout_s=60.0)
-        log(f"{s.name}: 3 members up, pids {s.pids()}, leader {s.grpc_endpoints[i]}")
+    try:
+        for s in systems:
+            s.cluster.start()
+        for s in systems:
+            i = leader_index(s.grpc_endpoints, timeout_s=60.0)
+            log(f"{s.name}: 3 members up, pids {s.pids()}, leader {s.grpc_endpoints[i]}")
+    except BaseException:
+        for s in systems:
+            s.cluster.stop()
+        raise
     return systems
 
 
@@ -722,22 +728,24 @@ def _peak_rss(systems):
     return out
 
 
-def _run_faults(systems, args, log):
+def _run_faults(names, data_root, args, log):
+    """One fault run per system and protocol, each on a fresh cluster (a fault run leaves its
+    cluster with a restarted member: the next run would not start from the same state)."""
     runs = []
-    for s in systems:
-        for protocol in s.protocols:
-            last = runs[-1][0] if runs else {}
-            if last.get("system") == s.name and last["victim_rejoined_s"] is None:
-                log(f"fault {s.name} {protocol}: skipped, the last victim has not rejoined")
-                continue
+    for n, (name, protocol) in enumerate(names):
+        root = os.path.join(data_root, f"fault{n}")
+        (s,) = _start_systems(root, True, log, only=name)
+        try:
             row, records = run_fault(s, protocol, args.fault, args.fault_clients,
                                      args.fault_duration, args.fault_duration / 4)
-            row["load1"] = round(os.getloadavg()[0], 2)
-            runs.append((row, records))
-            log(f"fault {args.fault} {s.name} {protocol}: unavailable {row['unavailable_s']} s, "
-                f"p99 {row['p99_before_ms']} -> {row['p99_after_ms']} ms, "
-                f"max {row['max_after_ms']} ms, errors {row['errors']}, "
-                f"victim rejoined after {row['victim_rejoined_s']} s")
+        finally:
+            s.cluster.stop()
+        row["load1"] = round(os.getloadavg()[0], 2)
+        runs.append((row, records))
+        log(f"fault {args.fault} {name} {protocol}: unavailable {row['unavailable_s']} s, "
+            f"p99 {row['p99_before_ms']} -> {row['p99_after_ms']} ms, "
+            f"max {row['max_after_ms']} ms, errors {row['errors']}, "
+            f"victim rejoined after {row['victim_rejoined_s']} s")
     return runs
 
 
@@ -777,7 +785,10 @@ def run_sidebyside(args):
         systems = _start_systems(data_root, with_etcd, log)
         rows, hists = _run_reps(systems, args, log)
         rss = _peak_rss(systems)
-        faults = _run_faults(systems, args, log) if args.fault != "none" else []
+        names = [(s.name, p) for s in systems for p in s.protocols]
+        for s in systems:
+            s.cluster.stop()
+        faults = _run_faults(names, data_root, args, log) if args.fault != "none" else []
     finally:
         for s in systems:
             s.cluster.stop()
