@@ -140,13 +140,33 @@ def test_nospace_alarm_health_and_disarm(mcluster):
              "/health to recover")
 
 
+@pytest.mark.xfail(strict=True, reason="raftkv's Defragment is a no-op and LMDB never shrinks "
+                   "(backend size = last page in use), so a store that went over "
+                   "--quota-backend-bytes stays over it after del+compact+defrag: the next "
+                   "write raises NOSPACE again. etcd's defrag shrinks the bbolt file and "
+                   "writes resume. See docs/ETCD_DIFFERENCES.md")
+def test_writes_resume_after_delete_compact_defrag_disarm(mcluster):
+    ctl = Ctl(mcluster.endpoints)
+    ctl.out("del", "big/", "--prefix")
+    rev = json.loads(ctl.out("get", "x", "-w", "json"))["header"]["revision"]
+    ctl.run("compaction", "--physical", str(rev), check=False)
+    ctl.out("defrag")
+    ctl.out("alarm", "disarm")
+    for i in range(3):
+        ctl.out("put", f"small/{i}", "v")
+    assert ctl.out("alarm", "list") == ""
+
+
 def test_health_without_leader(mcluster):
-    """Last: stop two members, the survivor reports RAFT NO LEADER (or a failed QGET)."""
+    """Last: stop two members, the survivor reports RAFT NO LEADER."""
     survivor = mcluster.members[0]
     for m in mcluster.members[1:]:
         mcluster.stop_member(m)
 
     def no_leader():
-        status, _, body = fetch(mcluster.metrics_url(survivor) + "/health")
-        return status == 503 and json.loads(body)["reason"] == "RAFT NO LEADER"
+        # the NOSPACE alarm may still be raised (see the xfail above): the alarm is checked
+        # first, as in etcd, so exclude it
+        status, _, body = fetch(mcluster.metrics_url(survivor) + "/health?exclude=NOSPACE")
+        return status == 503 and json.loads(body) == {"health": "false",
+                                                      "reason": "RAFT NO LEADER"}
     wait_for(no_leader, 30, 0.2, "/health to report no leader")

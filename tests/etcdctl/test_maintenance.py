@@ -6,6 +6,8 @@ import re
 
 import pytest
 
+from tests.etcdctl.conftest import TARGET
+
 pytestmark = pytest.mark.timeout(90)
 
 HEALTHY = re.compile(r"^(\S+) is healthy: successfully committed proposal: took = \S+$")
@@ -89,3 +91,13 @@ def test_snapshot_save_needs_one_endpoint(ctl):
     proc = ctl.run("snapshot", "save", "/nonexistent/x.db", check=False)
     assert proc.returncode != 0
     assert "snapshot must be requested to one selected node" in proc.stderr
+
+
+@pytest.mark.xfail(TARGET == "raftkv", strict=True, reason="raftkv's snapshot image is its own chunk format (raftkv/"
+                   "mvcc/snapshot.py), not a bbolt file: etcdctl snapshot status/restore "
+                   "cannot read it. See docs/ETCD_DIFFERENCES.md")
+def test_snapshot_status_reads_saved_file(ctl1, tmp_path):
+    path = str(tmp_path / "snap.db")
+    ctl1.run("snapshot", "save", path, timeout=60)
+    out = ctl1.out("snapshot", "status", path, "-w", "json")
+    assert json.loads(out)["totalKey"] > 0
