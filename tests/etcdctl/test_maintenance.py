@@ -93,9 +93,10 @@ def test_snapshot_save_needs_one_endpoint(ctl):
     assert "snapshot must be requested to one selected node" in proc.stderr
 
 
-@pytest.mark.xfail(TARGET == "raftkv", strict=True, reason="raftkv's snapshot image is its own chunk format (raftkv/"
-                   "mvcc/snapshot.py), not a bbolt file: etcdctl snapshot status/restore "
-                   "cannot read it. See docs/ETCD_DIFFERENCES.md")
+@pytest.mark.xfail(TARGET == "raftkv", strict=True,
+                   reason="raftkv's snapshot image is its own chunk format (raftkv/mvcc/"
+                   "snapshot.py), not a bbolt file: etcdctl snapshot status/restore cannot "
+                   "read it. See docs/ETCD_DIFFERENCES.md")
 def test_snapshot_status_reads_saved_file(ctl1, tmp_path):
     path = str(tmp_path / "snap.db")
     ctl1.run("snapshot", "save", path, timeout=60)
