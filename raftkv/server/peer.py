@@ -150,8 +150,11 @@ class _Peer:
                 self.t.read_responses(reader, self.id))
             try:
                 await self._pump(writer)
-            except (OSError, ConnectionError, asyncio.IncompleteReadError) as exc:
-                log.debug("peer %x: connection lost: %s", self.id, exc)
+            except (OSError, ConnectionError, asyncio.IncompleteReadError, RuntimeError) as exc:
+                # uvloop raises RuntimeError ("unable to perform operation on <TCPTransport
+                # closed=True>") for a write on a connection the peer has reset: reconnect too,
+                # else this task ends and nothing is ever sent to that peer again.
+                log.debug("peer %x: connection lost: %r", self.id, exc)
             finally:
                 self.connected = False
                 reader_task.cancel()
@@ -180,6 +183,8 @@ class _Peer:
                 await self.wake.wait()
                 continue
             while self.queue:
+                if writer.is_closing():
+                    raise ConnectionResetError("the peer connection is closed")
                 item = self.queue.popleft()
                 if callable(item):
                     await item(writer)  # a snapshot stream
