@@ -26,6 +26,8 @@ from raftkv.cli.benchstats import Histogram, format_rows, summary
 
 WORKLOADS = ("put", "range", "txn-put", "mixed")
 WATCH_PREFIX = b"bench-watch/"
+ETCD_STOP_GRACE_S = 2.0
+REJOIN_TIMEOUT_S = 30.0  # after a fault run: how long the faulted member gets to rejoin
 
 
 def default_processes(clients):
@@ -172,7 +174,7 @@ def _workload_kw(args):
 
 
 def _report(row, fmt):
-    print(format_rows([row], fmt))
+    print(format_rows([row], fmt).rstrip("\n"))
     if row.get("client_saturated") and fmt == "table":
         print("warning: a client process was CPU-saturated: these figures describe the client; "
               "rerun with more --processes", file=sys.stderr)
@@ -270,18 +272,21 @@ class EtcdCluster:
             self.procs[i] = subprocess.Popen(self._command(i), stdout=log,
                                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
-    def stop(self):
+    def stop(self, grace_s=ETCD_STOP_GRACE_S):
+        """SIGTERM each member by PID, SIGKILL whatever is left after grace_s (the data is
+        thrown away: a clean etcd shutdown, with its leader hand-over, takes ~7 s here)."""
         import signal
 
         for p in self.procs:
             if p is not None and p.poll() is None:
                 os.kill(p.pid, signal.SIGCONT)  # a SIGSTOPped member must be able to exit
                 os.kill(p.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
         for p in self.procs:
             if p is None:
                 continue
             try:
-                p.wait(timeout=10)
+                p.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 os.kill(p.pid, signal.SIGKILL)
                 p.wait(timeout=10)
@@ -463,7 +468,8 @@ def fault_stats(records, errors, fault_t, duration_s):
     }
 
 
-def run_fault(system, protocol, kind, clients, duration_s, fault_at_s):
+def run_fault(system, protocol, kind, clients, duration_s, fault_at_s,
+              rejoin_timeout_s=REJOIN_TIMEOUT_S):
     """One fault run on system; the faulted member is resumed or restarted afterwards."""
     import signal
 
@@ -480,7 +486,7 @@ def run_fault(system, protocol, kind, clients, duration_s, fault_at_s):
     else:
         system.restart(victim)
     try:
-        leader_index(grpc_eps, timeout_s=REJOIN_TIMEOUT_S)
+        leader_index(grpc_eps, timeout_s=rejoin_timeout_s)
         rejoined = round(time.monotonic() - t_back, 2)
     except TimeoutError:
         rejoined = None  # the faulted member does not name the leader: reported as such
@@ -502,7 +508,6 @@ SBS_CASES = (
     ("txn-put-c16", "txn-put", 16, {}),
     ("watch", "watch", 1, {}),
 )
-REJOIN_TIMEOUT_S = 30.0  # after a fault run: how long the faulted member gets to rejoin
 THROUGHPUT_CASES = ("put-c1", "put-c16", "put-c64")
 
 
@@ -737,7 +742,8 @@ def _run_faults(names, data_root, args, log):
         (s,) = _start_systems(root, True, log, only=name)
         try:
             row, records = run_fault(s, protocol, args.fault, args.fault_clients,
-                                     args.fault_duration, args.fault_duration / 4)
+                                     args.fault_duration, args.fault_duration / 4,
+                                     args.rejoin_timeout)
         finally:
             s.cluster.stop()
         row["load1"] = round(os.getloadavg()[0], 2)
@@ -801,11 +807,21 @@ def run_sidebyside(args):
               "faults": [r for r, _ in faults], "runs": rows}
     with open(os.path.join(args.out, "results.json"), "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
-    pngs = [plot_cdfs(hists, args.out), plot_throughput(med, args.out)]
-    if faults:
-        pngs.append(plot_faults(faults, args.out))
+    pngs = [os.path.join(args.out, "results.json")] + _plots(hists, med, faults, args.out, log)
     _print_sidebyside(result, pngs, args.output)
     return 0
+
+
+def _plots(hists, med, faults, out_dir, log):
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        log("matplotlib is not installed (pip install 'raftkv[bench]'): no plots")
+        return []
+    pngs = [plot_cdfs(hists, out_dir), plot_throughput(med, out_dir)]
+    if faults:
+        pngs.append(plot_faults(faults, out_dir))
+    return pngs
 
 
 def _print_sidebyside(result, pngs, fmt):
@@ -841,6 +857,8 @@ def _add_sidebyside_parser(sub):
     sp.add_argument("--fault-duration", type=float, default=20.0,
                     help="seconds of each fault run (the fault comes at 1/4)")
     sp.add_argument("--fault-clients", type=int, default=8)
+    sp.add_argument("--rejoin-timeout", type=float, default=REJOIN_TIMEOUT_S,
+                    help="seconds the faulted member gets to name the leader again")
     sp.add_argument("--no-etcd", action="store_true", help="raftkv only")
     sp.add_argument("--out", default="bench-results/sidebyside",
                     help="directory for results.json and the PNG plots")

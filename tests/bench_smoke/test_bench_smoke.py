@@ -1,0 +1,110 @@
+"""CI proof that every benchmark suite runs: each once, on a tiny size (figures not checked).
+
+- raftkv-bench put/range/txn-put/mixed/watch against a real 3-member raftkv cluster, over gRPC
+  and the native protocol;
+- the side-by-side runner (--reps 1 --total 200, a short leader-kill fault run) on fresh raftkv
+  and etcd clusters; the etcd half is skipped only when the `etcd` binary is missing;
+- the pytest-benchmark micro-benchmarks in bench/ with --benchmark-disable (each runs once).
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from raftkv.cli import bench
+from raftkv.cli.local_cluster import LocalCluster
+
+pytestmark = pytest.mark.cluster
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ETCD = shutil.which("etcd")
+
+
+@pytest.fixture(scope="module")
+def raftkv_cluster(tmp_path_factory):
+    c = LocalCluster(str(tmp_path_factory.mktemp("bench-raftkv")), members=3)
+    c.start()
+    try:
+        bench.leader_index(c.endpoints, timeout_s=60.0)
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "native"])
+def test_put_total_100(raftkv_cluster, protocol, capsys):
+    eps = raftkv_cluster.endpoints if protocol == "grpc" else raftkv_cluster.native_endpoints
+    rc = bench.main(["put", "--endpoints", ",".join(eps), "--protocol", protocol,
+                     "--total", "100", "--clients", "4", "-w", "json"])
+    (row,) = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    assert row["requests"] + row["errors"] == 100 and row["requests"] > 0
+    assert "client_saturated" in row and row["p99.9_ms"] >= row["p50_ms"] > 0
+
+
+@pytest.mark.parametrize("cmd", [["range", "--consistency", "l"], ["range", "--consistency", "s"],
+                                 ["txn-put"], ["mixed", "--read-ratio", "0.8"]])
+def test_other_workloads(raftkv_cluster, cmd, capsys):
+    rc = bench.main(cmd + ["--endpoints", ",".join(raftkv_cluster.endpoints), "--total", "50",
+                           "--clients", "2", "-w", "csv"])
+    out = capsys.readouterr().out.splitlines()
+    assert rc == 0 and out[0].startswith("workload,") and len(out) == 2
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "native"])
+def test_watch_latency(raftkv_cluster, protocol, capsys):
+    eps = raftkv_cluster.endpoints if protocol == "grpc" else raftkv_cluster.native_endpoints
+    rc = bench.main(["watch", "--endpoints", ",".join(eps), "--protocol", protocol,
+                     "--total", "20", "-w", "json"])
+    (row,) = json.loads(capsys.readouterr().out)
+    assert rc == 0 and row["requests"] == 20 and row["lost_events"] == 0
+
+
+@pytest.fixture(scope="module")
+def sidebyside(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("sbs"))
+    cmd = [sys.executable, os.path.join(ROOT, "bench", "sidebyside.py"), "--reps", "1",
+           "--total", "200", "--cases", "put-c1,put-c16,watch", "--bulk-total", "1000",
+           "--fault", "leader-kill", "--fault-duration", "4", "--fault-clients", "4",
+           "--rejoin-timeout", "5", "--out", out]
+    if ETCD is None:
+        cmd.append("--no-etcd")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(os.path.join(out, "results.json"), encoding="utf-8") as f:
+        return out, json.load(f)
+
+
+def test_sidebyside_raftkv_half(sidebyside):
+    out, res = sidebyside
+    cases = {(m["case"], m["protocol"]) for m in res["medians"] if m["system"] == "raftkv"}
+    assert {("put-c1", "grpc"), ("put-c1", "native"), ("put-c16", "native"),
+            ("watch", "grpc")} <= cases
+    assert res["bulk"] and res["bulk"][0]["requests"] == 1000
+    assert res["peak_rss"]["raftkv"]["sum_vmhwm_mib"] > 0
+    assert all(m["server_cpu_s"] > 0 for m in res["medians"])
+    assert {(f["system"], f["protocol"]) for f in res["faults"]} >= {("raftkv", "grpc")}
+    pytest.importorskip("matplotlib")
+    for png in ("latency_cdf.png", "throughput_vs_clients.png", "fault_timeline.png"):
+        assert os.path.getsize(os.path.join(out, png)) > 1000
+
+
+@pytest.mark.skipif(ETCD is None, reason="the etcd binary is not installed "
+                    "(tools/install_etcd.sh): the etcd half of the side-by-side cannot run")
+def test_sidebyside_etcd_half(sidebyside):
+    _, res = sidebyside
+    etcd = [m for m in res["medians"] if m["system"] == "etcd"]
+    assert {m["case"] for m in etcd} == {"put-c1", "put-c16", "watch"}
+    assert {r["case"] for r in res["ratios"]} == {"put-c1", "put-c16", "watch"}
+    assert any(f["system"] == "etcd" for f in res["faults"])
+    assert res["peak_rss"]["etcd"]["sum_vmhwm_mib"] > 0
+
+
+def test_micro_benchmarks_run_once():
+    proc = subprocess.run([sys.executable, "-m", "pytest", "bench", "--benchmark-disable",
+                           "-q", "-p", "no:cacheprovider"],
+                          capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert " passed" in proc.stdout
