@@ -166,11 +166,21 @@ class Member:
             snapshot_source=lambda: mvcc_snapshot.export_chunks(self.kv),
             on_snapshot_sent=self._on_snapshot_sent, spool_dir=self.cfg.data_dir)
         self.peer_port = await self.transport.start(host, port)
-        self._tasks.append(asyncio.get_running_loop().create_task(self.loop.run()))
+        raft_task = asyncio.get_running_loop().create_task(self.loop.run())
+        raft_task.add_done_callback(self._on_raft_loop_done)
+        self._tasks.append(raft_task)
         self._tasks.append(asyncio.get_running_loop().create_task(self._lease_loop()))
         self._tasks.append(asyncio.get_running_loop().create_task(self._publish_loop()))
         self.started = True
         self._announce()
+
+    def _on_raft_loop_done(self, task):
+        if self.stopping or task.cancelled():
+            return
+        exc = task.exception()
+        log.critical("the Raft loop stopped unexpectedly; exiting so a supervisor can restart "
+                     "this member (its data dir is intact)", exc_info=exc)
+        os._exit(3)
 
     def _announce(self):
         voters = self.conf.voters
@@ -241,8 +251,11 @@ class Member:
         for e in rd.committed_entries:
             if e.type == EntryType.CONF_CHANGE:
                 cc = decode_conf_change(e.data)
-                if self.kv.apply(txn, e.index, []) is not None:
-                    self._apply_member_change(txn, cc)
+                self.kv.apply(txn, e.index, [])
+                # Also when the store had applied it already: after a snapshot whose image is
+                # newer than its index, the entries in between are re-delivered, and replaying
+                # them in order from the snapshot's conf state ends at the image's conf state.
+                self._apply_member_change(txn, cc)
                 ccs.append(cc)
                 continue
             results.extend(self._apply_normal(txn, e))
