@@ -172,14 +172,22 @@ class Background:
     def __init__(self, proc):
         self.proc = proc
         self.lines = []
+        self.err_lines = []
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._pump, daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._pump, args=(proc.stdout, self.lines), daemon=True),
+            threading.Thread(target=self._pump, args=(proc.stderr, self.err_lines), daemon=True)]
+        for t in self._threads:
+            t.start()
 
-    def _pump(self):
-        for line in iter(self.proc.stdout.readline, ""):
+    def _pump(self, stream, into):
+        for line in iter(stream.readline, ""):
             with self._lock:
-                self.lines.append(line.rstrip("\n"))
+                into.append(line.rstrip("\n"))
+
+    def stderr(self):
+        with self._lock:
+            return "\n".join(self.err_lines)
 
     def text(self):
         with self._lock:
@@ -190,12 +198,13 @@ class Background:
             return wait_for(lambda: pred(self.text()), timeout_s, 0.05, what)
         except TimeoutError:
             raise AssertionError(f"timed out waiting for {what}; got:\n{self.text()}\n"
-                                 f"stderr so far unavailable (process alive: "
-                                 f"{self.proc.poll() is None})") from None
+                                 f"stderr:\n{self.stderr()[-3000:]}\n(exit status: "
+                                 f"{self.proc.poll()})") from None
 
     def stop(self):
         stop_proc(self.proc)
-        self._thread.join(timeout=5)
+        for t in self._threads:
+            t.join(timeout=5)
         return self.proc.returncode
 
 

@@ -38,7 +38,7 @@ def test_elect_campaign_observe_and_failover(ctl, background):
     observer.wait_output(lambda t: t.endswith("p1"), 20, "the observer to see p1")
     time.sleep(1.0)
     assert second.text() == "", "a second candidate was elected while p1 leads"
-    first.stop()  # resigns
+    assert first.stop() == 0, first.stderr()  # SIGTERM: etcdctl resigns, then exits 0
     second.wait_output(lambda t: t.endswith("p2"), 30, "p2 to be elected")
     observer.wait_output(lambda t: t.endswith("p2"), 30, "the observer to see p2")
     assert re.match(r"^conc/el/[0-9a-f]+\np1\nconc/el/[0-9a-f]+\np2$", observer.text())

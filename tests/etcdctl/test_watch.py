@@ -39,8 +39,8 @@ def test_watch_prefix(ctl, background):
     ctl.out("put", "w2/a", "1")
     ctl.out("put", "w3/a", "no")
     ctl.out("put", "w2/b", "2")
-    bg.wait_output(lambda t: "w2/b" in t)
-    assert bg.text().endswith("PUT\nw2/a\n1\nPUT\nw2/b\n2")
+    bg.wait_output(lambda t: t.endswith("PUT\nw2/a\n1\nPUT\nw2/b\n2"))
+    assert "w3/" not in bg.text()
 
 
 def test_watch_rev_replays_history(ctl, background):
