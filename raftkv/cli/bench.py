@@ -416,6 +416,7 @@ async def _fault_client(driver, t0, end, records, errors, n):
             await driver.put(key, value)
         except Exception:  # noqa: BLE001 -- counted; back off a little so errors do not spin
             errors[0] += 1
+            errors[1] = max(errors[1], time.perf_counter() - s)
             await asyncio.sleep(0.01)
             continue
         done = time.perf_counter()
@@ -427,7 +428,7 @@ async def _fault_run(protocol, endpoints, clients, duration_s, fault_at_s, injec
     drivers = [loadgen._make_driver(spec, i) for i in range(min(clients, len(endpoints)))]
     for d in drivers:
         await d.connect()
-    records, errors = [], [0]
+    records, errors = [], [0, 0.0]  # failed calls: count, longest duration
     t0 = time.perf_counter()
     end = t0 + duration_s
 
@@ -441,11 +442,12 @@ async def _fault_run(protocol, endpoints, clients, duration_s, fault_at_s, injec
     fault_t, *_ = await asyncio.gather(fault(), *tasks)
     for d in drivers:
         await d.close()
-    return records, errors[0], fault_t
+    return records, errors, fault_t
 
 
-def fault_stats(records, errors, fault_t, duration_s):
-    """Unavailability window and latency spike from the (done_s, latency_s) records."""
+def fault_stats(records, errors, fault_t, duration_s, max_failed_s=0.0):
+    """Unavailability window and latency spike from the (done_s, latency_s) records of the
+    successful writes; errors failed calls, the longest of them max_failed_s."""
     records = sorted(records)
     before = [lat for t, lat in records if t < fault_t]
     after = [(t, lat) for t, lat in records if t >= fault_t]
@@ -465,6 +467,7 @@ def fault_stats(records, errors, fault_t, duration_s):
         "p99_before_ms": round(hb.percentile_us(99) / 1000, 3),
         "p99_after_ms": round(ha.percentile_us(99) / 1000, 3),
         "max_after_ms": round(ha.max_us / 1000, 3),
+        "max_failed_call_ms": round(max_failed_s * 1000, 3),
     }
 
 
@@ -492,7 +495,7 @@ def run_fault(system, protocol, kind, clients, duration_s, fault_at_s,
         rejoined = None  # the faulted member does not name the leader: reported as such
     row = {"system": system.name, "protocol": protocol, "fault": kind, "clients": clients,
            "victim": victim, "victim_rejoined_s": rejoined}
-    row.update(fault_stats(records, errors, fault_t, duration_s))
+    row.update(fault_stats(records, errors[0], fault_t, duration_s, errors[1]))
     return row, records
 
 
@@ -750,7 +753,8 @@ def _run_faults(names, data_root, args, log):
         runs.append((row, records))
         log(f"fault {args.fault} {name} {protocol}: unavailable {row['unavailable_s']} s, "
             f"p99 {row['p99_before_ms']} -> {row['p99_after_ms']} ms, "
-            f"max {row['max_after_ms']} ms, errors {row['errors']}, "
+            f"max {row['max_after_ms']} ms, errors {row['errors']} "
+            f"(longest {row['max_failed_call_ms']} ms), "
             f"victim rejoined after {row['victim_rejoined_s']} s")
     return runs
 

@@ -9,13 +9,13 @@ from raftkv.cli import bench
 def test_fault_stats_finds_the_longest_gap_after_the_fault():
     records = [(t / 100, 0.002) for t in range(100)]  # a write every 10 ms until 1 s
     records += [(2.5, 1.4)] + [(2.5 + t / 100, 0.003) for t in range(1, 50)]
-    st = bench.fault_stats(records, errors=3, fault_t=1.0, duration_s=3.0)
+    st = bench.fault_stats(records, errors=3, fault_t=1.0, duration_s=3.0, max_failed_s=0.25)
     assert st["recovered"] is True
     assert st["unavailable_s"] == pytest.approx(1.5, abs=0.01)  # 1.0 -> 2.5
     assert st["max_gap_before_fault_s"] == pytest.approx(0.01, abs=0.001)
     assert st["max_after_ms"] == pytest.approx(1400, rel=0.02)
     assert st["p99_before_ms"] == pytest.approx(2, rel=0.05)
-    assert st["errors"] == 3 and st["writes"] == 150
+    assert st["errors"] == 3 and st["writes"] == 150 and st["max_failed_call_ms"] == 250
 
 
 def test_fault_stats_without_recovery_spans_the_rest_of_the_run():
