@@ -431,11 +431,20 @@ class Cluster:
             budget -= 1
 
     def run(self):
-        """Run both phases; raises InvariantViolation / LivenessFailure on a bug."""
-        for _ in range(self.ticks_max):
-            self.tick(faults=self.faults)
-        self._heal()
-        self._check_liveness()
+        """Run both phases; raises InvariantViolation / LivenessFailure on a bug. Any other
+        exception (an assertion inside the core, say) is re-raised as an InvariantViolation
+        that names the seed too."""
+        try:
+            for _ in range(self.ticks_max):
+                self.tick(faults=self.faults)
+            self._heal()
+            self._check_liveness()
+        except InvariantViolation:
+            raise
+        except Exception as exc:  # noqa: BLE001 -- any crash is a finding for this seed
+            raise InvariantViolation(
+                f"seed {self.seed} ({self.n} members): {type(exc).__name__} at tick "
+                f"{self.now}: {exc}\nreplay: {replay_command(self.seed, self.n)}") from exc
         return self.stats
 
     def _heal(self):

@@ -134,6 +134,15 @@ def test_broken_ready_contract_is_caught(monkeypatch):
     assert seed is not None and "durable" in msg, msg
 
 
+def test_core_crash_names_the_seed(monkeypatch):
+    """An exception inside the core (here: an assertion on append) still names the seed."""
+    def broken_append(self, ents):
+        raise AssertionError("boom")
+    monkeypatch.setattr(raft_log.RaftLog, "append", broken_append)
+    with pytest.raises(InvariantViolation, match=r"seed 5 .*AssertionError.*boom\n.*--seed 5"):
+        run_seed(5, 3, 50)
+
+
 def test_liveness_failure_is_reported(monkeypatch):
     """A core that never campaigns fails the liveness check, naming the seed."""
     monkeypatch.setattr(raft_mod.Raft, "hup", lambda self, ctype: None)
