@@ -99,6 +99,12 @@ class RawNode:
                                                                      bytes(data))])
         self.raft.step(m)
 
+    def propose_many(self, datas):
+        """Propose several entries in one step: one append to each follower, not one each."""
+        ents = [Entry(0, 0, EntryType.NORMAL, bytes(d)) for d in datas]
+        if ents:
+            self.raft.step(Message(MsgType.PROP, frm=self.raft.id, entries=ents))
+
     def propose_conf_change(self, cc: ConfChangeV2):
         e = Entry(0, 0, EntryType.CONF_CHANGE, encode_conf_change(cc))
         self.raft.step(Message(MsgType.PROP, frm=self.raft.id, entries=[e]))

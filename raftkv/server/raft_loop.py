@@ -153,12 +153,13 @@ class RaftLoop:
     def _propose_batches(self):
         if not len(self.batcher):
             return
-        for payload in self.batcher.cut():
-            try:
-                self.node.propose(payload)
-            except ProposalDroppedError as exc:
-                self._fail_batch(payload, RaftkvError("NO_LEADER", f"etcdserver: no leader "
-                                                               f"({exc})"))
+        payloads = self.batcher.cut()
+        try:
+            self.node.propose_many(payloads)
+        except ProposalDroppedError as exc:
+            err = RaftkvError("NO_LEADER", f"etcdserver: no leader ({exc})")
+            for payload in payloads:
+                self._fail_batch(payload, err)
 
     def _fail_batch(self, payload, exc):
         for member_id, seq, *_ in decode_batch(payload):

@@ -234,3 +234,24 @@ def test_response_from_unknown_member_ignored():
     flush(n)
     n.step(Message(APP_RESP, to=1, frm=9, term=n.raft.term, index=1))
     assert 9 not in n.raft.prs
+
+
+def test_propose_many_appends_all_entries_in_one_step():
+    """RawNode.propose_many: several entries in one proposal (one append per follower)."""
+    import random as _random
+
+    from raftkv.raft import Config, ConfState, MemoryStorage, RawNode
+
+    storage = MemoryStorage()
+    storage.snap.metadata.conf_state = ConfState(voters=[1, 2, 3])
+    node = RawNode(Config(1, storage, _random.Random(1)))
+    node.raft.become_candidate()
+    node.raft.become_leader()
+    first = node.raft.log.last_index() + 1
+    node.raft.msgs.clear()
+    node.propose_many([b"a", b"b", b"c"])
+    ents = node.raft.log.entries_from(first)
+    assert [e.data for e in ents] == [b"a", b"b", b"c"]
+    apps = [m for m in node.raft.msgs if m.type.name == "APP"]
+    assert sorted(m.to for m in apps) == [2, 3]  # one append per follower, all three entries
+    assert all([e.data for e in m.entries][-3:] == [b"a", b"b", b"c"] for m in apps)
