@@ -10,7 +10,7 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,bench]'
 # The real etcdctl (Debian's etcd-client 3.4.23) drives raftkv's etcd gRPC API in tests/api.
 bash tools/install_etcd.sh >/dev/null
 
