@@ -226,9 +226,22 @@ class KVStore:
     # ---- quota ------------------------------------------------------------------------------
 
     def backend_bytes(self):
-        """The LMDB data size in use (pages up to the last allocated page)."""
+        """The LMDB file's size in use (pages up to the last allocated page); it never shrinks,
+        pages freed by deletes and compaction are reused."""
         env = self.engine.env
         return (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+
+    def in_use_bytes(self):
+        """Pages holding live data in every sub-db (etcd's dbSizeInUse): what the quota counts,
+        so that delete + compact bring a store back under it (LMDB reuses the freed pages)."""
+        env = self.engine.env
+        psize = env.stat()["psize"]
+        pages = 0
+        with env.begin() as txn:
+            for name in (codec.KV_DB, codec.META_DB, codec.LEASE_DB, "log", "meta"):
+                st = txn.stat(self.engine.db(name))
+                pages += st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
+        return pages * psize
 
     def _check_quota(self):
         """Only when this store decides alone (quota_bytes set: tests, tools). A member passes
@@ -245,7 +258,7 @@ class KVStore:
         self._ops[name] = handler
 
     def over_quota(self, quota_bytes):
-        return bool(quota_bytes) and self.backend_bytes() > quota_bytes
+        return bool(quota_bytes) and self.in_use_bytes() > quota_bytes
 
     def _op_alarm_set(self, w, body):
         """The replicated NOSPACE alarm (etcd raises it through raft too): {"on": bool}."""

@@ -127,8 +127,8 @@ class Service:
         alarm through the log (so every member agrees) and refuse the write."""
         kv = self.m.kv
         if not kv.alarm and kv.over_quota(self.m.cfg.quota_backend_bytes):
-            log.warning("backend size %d exceeds --quota-backend-bytes %d: raising NOSPACE",
-                        kv.backend_bytes(), self.m.cfg.quota_backend_bytes)
+            log.warning("data in use (%d bytes) exceeds --quota-backend-bytes %d: raising "
+                        "NOSPACE", kv.in_use_bytes(), self.m.cfg.quota_backend_bytes)
             await self.loop.propose("alarm_set", {"on": True}, 64, self.timeout_s)
         if kv.alarm:
             raise RaftkvError("NO_SPACE")
@@ -303,7 +303,8 @@ class Service:
         errors = ["memberID:%d alarm:NOSPACE " % self.m.id] if self.m.kv.alarm else []
         db = self.m.kv.backend_bytes()
         voters = st["voters"]
-        return {"header": self.header(), "version": VERSION, "dbSize": db, "dbSizeInUse": db,
+        return {"header": self.header(), "version": VERSION, "dbSize": db,
+                "dbSizeInUse": self.m.kv.in_use_bytes(),
                 "leader": self.loop.leader_id, "raftIndex": st["commit"],
                 "raftTerm": st["term"], "raftAppliedIndex": self.loop.applied_index,
                 "errors": errors, "isLearner": self.m.id in st["learners"],

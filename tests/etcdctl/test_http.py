@@ -140,11 +140,6 @@ def test_nospace_alarm_health_and_disarm(mcluster):
              "/health to recover")
 
 
-@pytest.mark.xfail(strict=True, reason="raftkv's Defragment is a no-op and LMDB never shrinks "
-                   "(backend size = last page in use), so a store that went over "
-                   "--quota-backend-bytes stays over it after del+compact+defrag: the next "
-                   "write raises NOSPACE again. etcd's defrag shrinks the bbolt file and "
-                   "writes resume. See docs/ETCD_DIFFERENCES.md")
 def test_writes_resume_after_delete_compact_defrag_disarm(mcluster):
     ctl = Ctl(mcluster.endpoints)
     ctl.out("del", "big/", "--prefix")
