@@ -691,6 +691,8 @@ def plot_faults(fault_runs, out_dir):
     def draw(plt):
         fig, ax = plt.subplots(figsize=(8, 4))
         for row, records in fault_runs:
+            if row.get("rep", 0):
+                continue  # one run per system and protocol: the first
             if records:
                 ts, lats = zip(*sorted(records))
                 ax.plot(ts, [x * 1000 for x in lats], ".", markersize=2,
@@ -737,26 +739,43 @@ def _peak_rss(systems):
 
 
 def _run_faults(names, data_root, args, log):
-    """One fault run per system and protocol, each on a fresh cluster (a fault run leaves its
-    cluster with a restarted member: the next run would not start from the same state)."""
+    """--fault-reps runs per system and protocol, each on a fresh cluster (a fault run leaves
+    its cluster with a restarted member: the next run would not start from the same state)."""
     runs = []
-    for n, (name, protocol) in enumerate(names):
-        root = os.path.join(data_root, f"fault{n}")
-        (s,) = _start_systems(root, True, log, only=name)
-        try:
-            row, records = run_fault(s, protocol, args.fault, args.fault_clients,
-                                     args.fault_duration, args.fault_duration / 4,
-                                     args.rejoin_timeout)
-        finally:
-            s.cluster.stop()
-        row["load1"] = round(os.getloadavg()[0], 2)
-        runs.append((row, records))
-        log(f"fault {args.fault} {name} {protocol}: unavailable {row['unavailable_s']} s, "
-            f"p99 {row['p99_before_ms']} -> {row['p99_after_ms']} ms, "
-            f"max {row['max_after_ms']} ms, errors {row['errors']} "
-            f"(longest {row['max_failed_call_ms']} ms), "
-            f"victim rejoined after {row['victim_rejoined_s']} s")
+    for rep in range(args.fault_reps):
+        for n, (name, protocol) in enumerate(names):
+            root = os.path.join(data_root, f"fault{rep}-{n}")
+            (s,) = _start_systems(root, True, log, only=name)
+            try:
+                row, records = run_fault(s, protocol, args.fault, args.fault_clients,
+                                         args.fault_duration, args.fault_duration / 4,
+                                         args.rejoin_timeout)
+            finally:
+                s.cluster.stop()
+            row.update({"rep": rep, "load1": round(os.getloadavg()[0], 2)})
+            runs.append((row, records))
+            log(f"fault {args.fault} {name} {protocol}: unavailable {row['unavailable_s']} s, "
+                f"p99 {row['p99_before_ms']} -> {row['p99_after_ms']} ms, "
+                f"max {row['max_after_ms']} ms, errors {row['errors']} "
+                f"(longest {row['max_failed_call_ms']} ms), "
+                f"victim rejoined after {row['victim_rejoined_s']} s")
     return runs
+
+
+def fault_medians(fault_rows):
+    """Per system and protocol: the median unavailability and spike over the fault reps."""
+    groups = {}
+    for r in fault_rows:
+        groups.setdefault((r["system"], r["protocol"], r["fault"]), []).append(r)
+    out = []
+    for (system, protocol, fault), rs in groups.items():
+        m = {"system": system, "protocol": protocol, "fault": fault, "reps": len(rs)}
+        for f in ("unavailable_s", "max_after_ms", "max_failed_call_ms", "errors"):
+            m[f"median_{f}"] = round(_median([r[f] for r in rs]), 3)
+        m["max_unavailable_s"] = max(r["unavailable_s"] for r in rs)
+        m["all_recovered"] = all(r["recovered"] for r in rs)
+        out.append(m)
+    return out
 
 
 def _environment():
@@ -808,7 +827,8 @@ def run_sidebyside(args):
     bulk = [r for r in rows if r["case"] == "bulk-put_many"]
     result = {"environment": env, "args": {k: v for k, v in vars(args).items() if k != "func"},
               "medians": med, "ratios": ratios(med), "bulk": bulk, "peak_rss": rss,
-              "faults": [r for r, _ in faults], "runs": rows}
+              "faults": [r for r, _ in faults],
+              "fault_medians": fault_medians([r for r, _ in faults]), "runs": rows}
     with open(os.path.join(args.out, "results.json"), "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
     pngs = [os.path.join(args.out, "results.json")] + _plots(hists, med, faults, args.out, log)
@@ -835,7 +855,7 @@ def _print_sidebyside(result, pngs, fmt):
     if result["ratios"]:
         print("\nraftkv / etcd (ratio of medians; throughput > 1 and latency < 1 favour raftkv)")
         print(format_rows(result["ratios"], fmt))
-    for title in ("bulk", "faults"):
+    for title in ("bulk", "faults", "fault_medians"):
         if result[title]:
             print(f"\n{title}")
             print(format_rows(result[title], fmt))
@@ -850,7 +870,8 @@ def _print_sidebyside(result, pngs, fmt):
 
 def _add_sidebyside_parser(sub):
     sp = sub.add_parser("sidebyside", help="fresh 3-member raftkv and etcd clusters, compared")
-    sp.add_argument("--reps", type=int, default=3, help="repetitions (alternating systems)")
+    sp.add_argument("--reps", type=int, default=3,
+                    help="repetitions of the cases (alternating systems; 0: faults only)")
     sp.add_argument("--total", type=int, default=2000, help="operations per case and run")
     sp.add_argument("--cases", default="",
                     help="comma-separated subset of: " + ",".join(c[0] for c in SBS_CASES))
@@ -861,6 +882,8 @@ def _add_sidebyside_parser(sub):
     sp.add_argument("--fault-duration", type=float, default=20.0,
                     help="seconds of each fault run (the fault comes at 1/4)")
     sp.add_argument("--fault-clients", type=int, default=8)
+    sp.add_argument("--fault-reps", type=int, default=1,
+                    help="fault runs per system and protocol (each on a fresh cluster)")
     sp.add_argument("--rejoin-timeout", type=float, default=REJOIN_TIMEOUT_S,
                     help="seconds the faulted member gets to name the leader again")
     sp.add_argument("--no-etcd", action="store_true", help="raftkv only")

@@ -82,3 +82,12 @@ def test_cli_parses_the_etcd_benchmark_flags():
 def test_cli_refuses_a_run_without_total_or_duration(capsys):
     assert bench.main(["put", "--endpoints", "127.0.0.1:1"]) == 2
     assert "--total or --duration" in capsys.readouterr().err
+
+
+def test_fault_medians_over_reps():
+    rows = [{"system": "etcd", "protocol": "grpc", "fault": "leader-kill", "unavailable_s": u,
+             "max_after_ms": 10.0, "max_failed_call_ms": 0.0, "errors": 1, "recovered": True}
+            for u in (1.2, 7.0, 1.1)]
+    (m,) = bench.fault_medians(rows)
+    assert m["reps"] == 3 and m["median_unavailable_s"] == 1.2
+    assert m["max_unavailable_s"] == 7.0 and m["all_recovered"] is True
