@@ -1,0 +1,23 @@
+"""A third-party etcd client library from PyPI (aetcd) against a 3-member raftkv cluster:
+put, get, prefix, watch, lease and txn (issue #6). It runs in its own process: aetcd carries
+its own generated etcd protobuf modules, which cannot share a process with raftkv's."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
+
+SCENARIO = os.path.join(os.path.dirname(__file__), "aetcd_scenario.py")
+
+
+def test_aetcd_put_get_watch_lease_txn(raftkv_cluster):
+    pytest.importorskip("aetcd", reason="aetcd is in the test extra: pip install -e '.[test]'")
+    host, port = raftkv_cluster.endpoints[1].rsplit(":", 1)  # a member, leader or not
+    proc = subprocess.run([sys.executable, SCENARIO, host, port], capture_output=True,
+                          text=True, timeout=90)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert proc.stdout.split()[-2:] == ["ALL", "OK"], proc.stdout
+    for check in ("put/get ok", "get_prefix ok", "watch ok", "lease ok", "txn ok"):
+        assert check in proc.stdout
