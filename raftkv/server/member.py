@@ -39,7 +39,7 @@ from raftkv.raft import (
     encode_conf_change,
 )
 from raftkv.storage.engine import Engine
-from raftkv.storage.group_commit import GroupCommitter
+from raftkv.storage.group_commit import GroupCommitter, after_commit
 from raftkv.storage.logstore import LogStore
 from raftkv.server.config import first_host_port, host_port
 from raftkv.server.peer import PeerTransport, read_spooled_chunks
@@ -82,6 +82,7 @@ class Member:
         self.lessor = None
         self._tasks = []
         self._snapshot_index = 0
+        self._event_loop = None
         self.started = False
         self.stopping = False
         self.forward_handlers = {}  # op -> async fn(body): the Service's leader-only ops
@@ -99,8 +100,13 @@ class Member:
         self.kv = KVStore(self.engine, quota_bytes=0,
                           min_lease_ttl=max(1, -(-3 * self.cfg.election_timeout // 2000)))
         self.lessor = Lessor(self.kv)
+        # The store tells its lease listeners from the storage thread (after each commit); the
+        # lessor is used by the event loop, so its updates hop onto the loop.
+        self._hop_lessor_to_loop()
         self.kv.register_op("member_publish", self._op_member_publish)
         self.committer = GroupCommitter(self.engine)
+        self.committer.lazy_wait_s = float(os.environ.get("RAFTKV_APPLY_LINGER_S",
+                                                          self.committer.lazy_wait_s))
         hs, cs = self.logstore.initial_state()
         if hs.is_empty() and self.logstore.last_index() == 0 and \
                 self.logstore.snapshot().metadata.index == 0:
@@ -132,6 +138,20 @@ class Member:
         log.info("bootstrapped a new cluster of %d member(s) (cluster id %x)", len(ids),
                  self.cluster_id)
 
+    def _hop_lessor_to_loop(self):
+        listeners = self.kv._lease_listeners
+        direct = self.lessor._on_commit
+        assert direct in listeners, "Lessor registers itself with the store"
+        listeners.remove(direct)
+
+        def on_commit(granted, revoked):
+            loop = self._event_loop
+            if loop is None:
+                direct(granted, revoked)
+            else:
+                loop.call_soon_threadsafe(direct, granted, revoked)
+        self.kv.add_lease_listener(on_commit)
+
     def _load_members(self):
         meta = self.engine.db("kvmeta")
         with self.engine.env.begin() as txn:
@@ -152,12 +172,14 @@ class Member:
         return RawNode(rc)
 
     async def start(self):
+        self._event_loop = asyncio.get_running_loop()
         self.open_storage()
         node = self.new_node()
         self.loop = RaftLoop(node, self.id, io=self._io, send=self._send, tick_s=self.cfg.tick_s,
                              on_conf_change=self._on_conf_change, on_tick=self._on_tick)
         self.loop.conf_state = node.raft.conf_state()
         self.loop.on_soft_state = self._on_soft_state
+        self.loop.flush = self.committer.kick
         host, port = first_host_port(self.cfg.listen_peer_urls)
         bind_host, _ = first_host_port(self.cfg.initial_advertise_peer_urls)
         self.transport = PeerTransport(
@@ -219,24 +241,37 @@ class Member:
         return out
 
     # ------------------------------------------------------------------ Ready I/O
-    async def _io(self, rd):
+    def _io(self, rd, lazy=False):
+        """Start the Ready's durable write now (FIFO with every later one); returns an
+        awaitable of (results, conf changes). RaftLoop awaits it before sending messages
+        unless the Ready needs no durability before them (see RaftLoop._may_pipeline)."""
         if rd.snapshot is not None:
-            await self._install_snapshot(rd.snapshot)
+            return self._io_with_snapshot(rd)
         if not rd.entries and rd.hard_state is None and not rd.committed_entries:
-            return [], []  # nothing to persist or apply (e.g. only heartbeats, read states)
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_result(([], []))
+            return fut
         loop = asyncio.get_running_loop()
-        try:
-            results, ccs = await self.committer.submit(
-                lambda txn: self._write_ready(txn, rd, loop))
-        except Exception:
-            self.kv.aborted()
-            log.critical("could not make a Ready durable; stopping this member (its data dir "
-                         "%s is intact up to the last successful commit)", self.cfg.data_dir,
-                         exc_info=True)
-            asyncio.get_running_loop().call_soon(os._exit, 2)
-            raise
-        self.kv.committed()
-        return results, ccs
+        fut = self.committer.submit_nowait(lambda txn: self._write_ready(txn, rd, loop),
+                                           lazy=lazy)
+        fut.add_done_callback(self._io_failed)
+        return fut
+
+    async def _io_with_snapshot(self, rd):
+        await self._install_snapshot(rd.snapshot)
+        loop = asyncio.get_running_loop()
+        fut = self.committer.submit_nowait(lambda txn: self._write_ready(txn, rd, loop))
+        fut.add_done_callback(self._io_failed)
+        return await fut
+
+    def _io_failed(self, fut):
+        if fut.cancelled() or fut.exception() is None:
+            return
+        self.kv.aborted()
+        log.critical("could not make a Ready durable; stopping this member (its data dir %s "
+                     "is intact up to the last successful commit)", self.cfg.data_dir,
+                     exc_info=fut.exception())
+        asyncio.get_running_loop().call_soon(os._exit, 2)
 
     def _write_ready(self, txn, rd, loop):
         """In the storage thread, inside the Ready's one write txn.
@@ -262,6 +297,10 @@ class Member:
         self._maybe_compact_log(txn, rd)
         if results:
             loop.call_soon_threadsafe(self.loop.resolve_results, results)
+        # Publish the applied state right after this txn commits, in the storage thread and
+        # before the next round runs (a later round's apply must not be published with it).
+        if not after_commit(txn, self.kv.committed):
+            raise AssertionError("_write_ready must run inside a GroupCommitter round")
         return [], ccs
 
     def _apply_normal(self, txn, e):

@@ -21,6 +21,7 @@ import logging
 import time
 
 from raftkv.errors import RaftkvError
+from raftkv.raft import EntryType
 from raftkv.raft.errors import ProposalDroppedError, RaftError
 from raftkv.server.proposals import Batcher, Registry, decode_batch
 
@@ -33,10 +34,12 @@ READ_TIMEOUT_S = 5.0
 class RaftLoop:
     """Drives one RawNode. io/send are the member's I/O adapters.
 
-    io(ready) -> awaitable of (results, conf_changes): installs ready.snapshot, persists
-        ready.entries + hard_state and applies ready.committed_entries, durably (one group
-        commit); results are (member_id, seq, response) for applied client requests and
-        conf_changes the ConfChangeV2s among the applied entries.
+    io(ready) -> awaitable of (results, conf_changes), its write queued before io returns (so
+        Readys are made durable in order): installs ready.snapshot, persists ready.entries +
+        hard_state and applies ready.committed_entries, durably (one group commit); results
+        are (member_id, seq, response) for applied client requests (the member may also
+        release them earlier through resolve_results) and conf_changes the ConfChangeV2s
+        among the applied entries.
     send(messages): enqueue to the peer transport (never blocks).
     on_conf_change(cc, conf_state): called after the core applied a configuration change.
     """
@@ -50,7 +53,9 @@ class RaftLoop:
         self._on_conf_change = on_conf_change
         self._on_tick = on_tick
         self.conf_state = None
+        self._durable_term_vote = (node.raft.term, node.raft.vote)
         self.on_soft_state = None  # fn(SoftState) after a leader/role change
+        self.flush = None  # fn(): make pending applies visible now (a read waits for them)
         self.tick_s = tick_s
         self.registry = Registry(member_id)
         self.batcher = batcher or Batcher()
@@ -183,7 +188,26 @@ class RaftLoop:
             self.term = rd.hard_state.term
         if rd.early_messages:
             self._send(rd.early_messages)  # thesis 10.2.1: replicate while we write
-        results, conf_changes = await self._io(rd)
+        pipelined = self._may_pipeline(rd)
+        # Queued now (storage keeps the order of every Ready's writes); a pipelined Ready's
+        # commit may wait briefly to share its sync with the next Ready's.
+        io = self._io(rd, pipelined)
+        for rs in rd.read_states:
+            futs = self._read_rounds.pop(rs.request_ctx, None)
+            if futs:
+                self._ready_reads.append((rs.index, futs))
+        if pipelined:
+            # Nothing here must be durable before its messages: send, advance and go on with
+            # the next Ready while this one's apply commits (reads wait for applied_index).
+            if rd.messages:
+                self._send(rd.messages)
+            self._track(io, rd)
+            self._release_reads()
+            self.node.advance(rd)
+            return
+        results, conf_changes = await io
+        if rd.hard_state is not None:
+            self._durable_term_vote = (rd.hard_state.term, rd.hard_state.vote)
         if rd.messages:
             self._send(rd.messages)
         for cc in conf_changes:
@@ -192,15 +216,34 @@ class RaftLoop:
                 self._on_conf_change(cc, self.conf_state)
         if rd.snapshot is not None:
             self.applied_index = max(self.applied_index, rd.snapshot.metadata.index)
-        for rs in rd.read_states:
-            futs = self._read_rounds.pop(rs.request_ctx, None)
-            if futs:
-                self._ready_reads.append((rs.index, futs))
         if rd.committed_entries:
-            self.applied_index = rd.committed_entries[-1].index
+            self.applied_index = max(self.applied_index, rd.committed_entries[-1].index)
         self.resolve_results(results)
         self._release_reads()
         self.node.advance(rd)
+
+    def _may_pipeline(self, rd):
+        """A Ready that only applies committed entries (and maybe moves the commit index) needs
+        nothing durable before its messages or advance(); conf changes and snapshots wait."""
+        if rd.entries or rd.snapshot is not None:
+            return False
+        hs = rd.hard_state
+        if hs is not None and (hs.term, hs.vote) != self._durable_term_vote:
+            return False
+        return not any(e.type == EntryType.CONF_CHANGE for e in rd.committed_entries)
+
+    def _track(self, io, rd):
+        last = rd.committed_entries[-1].index if rd.committed_entries else 0
+
+        def done(fut):
+            if fut.cancelled() or fut.exception() is not None:
+                return  # the member stops on a failed write (Member._io_failed)
+            results, conf_changes = fut.result()
+            assert not conf_changes, "conf changes are never pipelined"
+            self.applied_index = max(self.applied_index, last)
+            self.resolve_results(results)
+            self._release_reads()
+        io.add_done_callback(done)
 
     def resolve_results(self, results):
         """Resolve the futures of applied requests: [(member_id, seq, response)]."""
@@ -208,6 +251,8 @@ class RaftLoop:
             self.registry.resolve(member_id, seq, response)
 
     def _release_reads(self):
+        if not self._ready_reads:
+            return
         keep = []
         for index, futs in self._ready_reads:
             if index <= self.applied_index:
@@ -217,6 +262,8 @@ class RaftLoop:
             else:
                 keep.append((index, futs))
         self._ready_reads = keep
+        if keep and self.flush is not None:
+            self.flush()  # a read waits for an apply: do not let its commit linger
 
     def _on_soft_state(self, ss):
         if ss.lead != self.leader_id:

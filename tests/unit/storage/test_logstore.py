@@ -524,3 +524,41 @@ def test_map_full_in_one_fn_spares_the_others(tmp_path):
     assert isinstance(bad, lmdb.MapFullError) and good == 1
     assert store.last_index() == 2 and store.entries(1, 3) == ents(1, 3)
     engine.close()
+
+
+def test_lazy_round_shares_its_sync_with_the_next_submission(engine):
+    """A round of only lazy functions waits (up to lazy_wait_s) for company: the next
+    submission joins the same txn, so both pay one sync."""
+    c = GroupCommitter(engine)
+    c.lazy_wait_s = 5.0
+    db = engine.db("log")
+    try:
+        async def main():
+            lazy = c.submit_nowait(lambda txn: txn.put(b"a", b"1", db=db), lazy=True)
+            await asyncio.sleep(0.05)
+            assert not lazy.done()  # lingering, not committed yet
+            eager = c.submit_nowait(lambda txn: txn.put(b"b", b"2", db=db))
+            await asyncio.wait_for(asyncio.gather(lazy, eager), 5.0)
+        before = c.txns
+        asyncio.run(main())
+        assert c.txns - before == 1
+        assert list(c.batch_sizes)[-1] == 2
+    finally:
+        c.close()
+
+
+def test_kick_commits_a_lingering_lazy_round(engine):
+    c = GroupCommitter(engine)
+    c.lazy_wait_s = 30.0
+    db = engine.db("log")
+    try:
+        async def main():
+            lazy = c.submit_nowait(lambda txn: txn.put(b"k", b"v", db=db), lazy=True)
+            await asyncio.sleep(0.05)
+            c.kick()
+            await asyncio.wait_for(lazy, 5.0)
+        asyncio.run(main())
+        with engine.env.begin() as txn:
+            assert txn.get(b"k", db=db) == b"v"
+    finally:
+        c.close()
