@@ -612,8 +612,31 @@ async def _amain(args, out):
         return await args.fn(c, args, out) or 0
 
 
+_GLOBAL_WITH_VALUE = ("--endpoints", "-w", "--write-out", "--command-timeout")
+
+
+def hoist_global_flags(argv):
+    """Global flags may come after the verb, as with etcdctl (`endpoint status -w table`):
+    move them in front of it. Nothing after a `--` is touched."""
+    front, rest, it = [], [], iter(argv)
+    for tok in it:
+        if tok == "--":
+            rest.append(tok)
+            rest.extend(it)
+            break
+        name = tok.split("=", 1)[0]
+        if name in _GLOBAL_WITH_VALUE:
+            front.append(tok)
+            if "=" not in tok:
+                front.append(next(it, ""))
+        else:
+            rest.append(tok)
+    return front + rest
+
+
 def main(argv=None, out=None):
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(hoist_global_flags(argv))
     out = out or sys.stdout
     try:
         return asyncio.run(_amain(args, out))

@@ -140,3 +140,15 @@ def test_watch_max_events(server):
     t.join(10)
     assert rc == 0
     assert out == "PUT\nwk\n0\nPUT\nwk\n1\n"
+
+
+def test_global_flags_after_the_verb(server):
+    """As with etcdctl: `raftkvctl endpoint status -w table`, `get k --write-out=json`."""
+    ctl_run(server, "put", "gf", "v")
+    rc, out = ctl_run(server, "get", "gf", "-w", "table")
+    assert rc == 0 and "| KEY | VALUE |" in out
+    rc, out = ctl_run(server, "get", "gf", "--write-out=json")
+    assert rc == 0 and json.loads(out)["count"] == 1
+    assert ctl.hoist_global_flags(["put", "k", "--", "-w"]) == ["put", "k", "--", "-w"]
+    assert ctl.hoist_global_flags(["member", "list", "--endpoints", "a:1"]) == [
+        "--endpoints", "a:1", "member", "list"]
