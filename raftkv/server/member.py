@@ -91,7 +91,7 @@ class Member:
     def open_storage(self):
         os.makedirs(self.cfg.data_dir, exist_ok=True)
         for name in os.listdir(self.cfg.data_dir):
-            if name.startswith("incoming-snap-"):  # a transfer cut short by a crash
+            if name.startswith(("incoming-snap-", "outgoing-snap-")):  # left by a crash
                 os.unlink(os.path.join(self.cfg.data_dir, name))
         self.engine = Engine(self.cfg.data_dir)
         self.logstore = LogStore(self.engine)

@@ -8,8 +8,12 @@ dialer binds its source address to this member's own peer host and reconnects wi
 
 Frame kinds after the hello:
     ["m", message]                       a Raft message (snapshot data travels separately)
-    ["sb", message]; ["sc", chunk]...; ["se"]   a MsgSnap with its state-machine image streamed
-                                         in chunks (bounded memory: the receiver spools to disk)
+    ["sb", message, image_id, count]     a MsgSnap offering a state-machine image of count chunks;
+    ["sp", image_id, have]                  the receiver answers (on its own connection) how many
+                                            chunks of that image it already holds, then gets
+    ["sc", chunk]...; ["se"]                the rest: bounded memory (both sides spool to disk) and
+                                            resumable (an interrupted transfer of the same image
+                                            continues where it stopped)
     ["f", req_id, op, body]              a request forwarded to this member (e.g. to the leader)
     ["r", req_id, ok, payload]           the answer to a forwarded request
 
@@ -45,6 +49,7 @@ PEER_FRAME_BYTES_MAX = 64 << 20
 QUEUE_MSGS_MAX = 4096
 BACKOFF_S = (0.05, 0.1, 0.2, 0.5, 1.0)
 FORWARD_TIMEOUT_S = 10.0
+SNAPSHOT_RESUME_WAIT_S = 10.0  # how long a sender waits for the answer to its offer
 
 
 class PeerProtocolError(Exception):
@@ -205,6 +210,10 @@ class PeerTransport:
         self.on_snapshot_sent = on_snapshot_sent  # fn(peer_id, ok)
         self.spool_dir = spool_dir or tempfile.gettempdir()
         self.fault = None
+        self.snapshot_chunk_hook = None  # test hook: fn(seq) before each chunk is sent
+        self._image = None  # (covers index, image id, path, chunk count) of the last export
+        self._image_serial = 0
+        self._resume_waiters = {}  # (peer id, image id) -> future of the receiver's resume point
         self.closed = False
         self._peers = {}
         self._server = None
@@ -284,18 +293,47 @@ class PeerTransport:
     def _snapshot_writer(self, m):
         async def write(writer):
             ok = False
+            key = None
             try:
-                writer.write(_pack(["sb", encode_message(m)]))
-                for chunk in self.snapshot_source():
+                image_id, path, count = await self._image_for(m)
+                writer.write(_pack(["sb", encode_message(m), image_id, count]))
+                await writer.drain()
+                key = (m.to, image_id)
+                self._resume_waiters[key] = fut = asyncio.get_running_loop().create_future()
+                have = await asyncio.wait_for(fut, SNAPSHOT_RESUME_WAIT_S)
+                for seq, chunk in _spooled_chunks_from(path, have):
+                    if self.snapshot_chunk_hook is not None:
+                        self.snapshot_chunk_hook(seq)
                     writer.write(_pack(["sc", chunk]))
                     await writer.drain()
                 writer.write(_pack(["se"]))
                 await writer.drain()
                 ok = True
+            except asyncio.TimeoutError:
+                log.warning("peer %x did not answer a snapshot offer", m.to)
             finally:
+                if key is not None:
+                    self._resume_waiters.pop(key, None)
                 if self.on_snapshot_sent:
                     self.on_snapshot_sent(m.to, ok)
         return write
+
+    async def _image_for(self, m):
+        """(image id, path, chunk count) of a state-machine image that covers m's snapshot:
+        the last one exported if it does, else a new one (written off the event loop)."""
+        meta = m.snapshot.metadata
+        img = self._image
+        if img is not None and img[0] >= meta.index and os.path.exists(img[2]):
+            return img[1], img[2], img[3]
+        self._image_serial += 1
+        image_id = f"{self.member_id:x}.{meta.index}.{meta.term}.{self._image_serial}"
+        path = os.path.join(self.spool_dir, f"outgoing-snap-{image_id}")
+        count = await asyncio.get_running_loop().run_in_executor(
+            None, _spool, self.snapshot_source(), path)
+        if img is not None and img[2] != path and os.path.exists(img[2]):
+            os.unlink(img[2])
+        self._image = (meta.index, image_id, path, count)
+        return image_id, path, count
 
     async def forward(self, pid, op, body, timeout_s=FORWARD_TIMEOUT_S):
         """Send a request to member pid (normally the leader) and await its answer."""
@@ -373,8 +411,12 @@ class PeerTransport:
                 if m.frm != frm:
                     raise PeerProtocolError(f"message claims to be from {m.frm:x}, not {frm:x}")
                 self.on_message(m)
-            elif kind == "sb":
-                await self._receive_snapshot(reader, decode_message(frame[1]), frm)
+            elif kind == "sb" and len(frame) == 4:
+                await self._receive_snapshot(reader, frame, frm)
+            elif kind == "sp" and len(frame) == 3:
+                fut = self._resume_waiters.get((frm, frame[1]))
+                if fut is not None and not fut.done() and isinstance(frame[2], int):
+                    fut.set_result(max(0, frame[2]))
             elif kind == "f" and len(frame) == 4:
                 asyncio.get_running_loop().create_task(
                     self._answer_forward(writer, frame[1], frame[2], frame[3]))
@@ -393,23 +435,93 @@ class PeerTransport:
         if not writer.is_closing():
             writer.write(_pack(["r", req_id, ok, payload]))
 
-    async def _receive_snapshot(self, reader, m, frm):
-        fd, path = tempfile.mkstemp(prefix="incoming-snap-", dir=self.spool_dir)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                while True:
-                    frame = await _read_frame(reader)
-                    if frame == ["se"]:
-                        break
-                    if not (isinstance(frame, list) and len(frame) == 2 and frame[0] == "sc"):
-                        raise PeerProtocolError("bad snapshot chunk frame")
-                    chunk = frame[1]
-                    f.write(_LEN.pack(len(chunk)) + chunk)
-        except BaseException:
-            os.unlink(path)
-            raise
+    async def _receive_snapshot(self, reader, frame, frm):
+        _, raw, image_id, count = frame
+        m = decode_message(raw)
+        if m.type != MsgType.SNAP or m.snapshot is None or m.frm != frm or \
+                not isinstance(image_id, str) or not isinstance(count, int) or count < 1 or \
+                not all(c.isalnum() or c == "." for c in image_id):
+            raise PeerProtocolError("bad snapshot offer")
+        part = os.path.join(self.spool_dir, f"incoming-snap-{image_id}.part")
+        self._drop_other_parts(part)
+        have = _count_chunks(part)
+        peer = self._peers.get(frm)
+        if peer is None or not peer.enqueue(_pack(["sp", image_id, have])):
+            raise PeerProtocolError(f"cannot answer the snapshot offer of {frm:x}")
+        with open(part, "ab") as f:
+            while True:
+                frame = await _read_frame(reader)
+                if frame == ["se"]:
+                    break
+                if not (isinstance(frame, list) and len(frame) == 2 and frame[0] == "sc"
+                        and isinstance(frame[1], bytes)):
+                    raise PeerProtocolError("bad snapshot chunk frame")
+                f.write(_LEN.pack(len(frame[1])) + frame[1])
+                f.flush()
+                have += 1
+        if have != count:
+            os.unlink(part)
+            raise PeerProtocolError(f"snapshot image {image_id}: {have} chunks, offer said "
+                                    f"{count}")
+        path = part[:-len(".part")]
+        os.replace(part, path)
         m.snapshot.data = b"file:" + path.encode()
         self.on_message(m)
+
+    def _drop_other_parts(self, keep):
+        for name in os.listdir(self.spool_dir):
+            full = os.path.join(self.spool_dir, name)
+            if name.startswith("incoming-snap-") and name.endswith(".part") and full != keep:
+                os.unlink(full)
+
+
+def _spool(chunks, path):
+    """Write chunks as length-prefixed frames to path; returns how many."""
+    n = 0
+    with open(path + ".tmp", "wb") as f:
+        for chunk in chunks:
+            f.write(_LEN.pack(len(chunk)) + chunk)
+            n += 1
+    os.replace(path + ".tmp", path)
+    return n
+
+
+def _count_chunks(path):
+    """Whole chunks in a partial spool file; a torn last frame is cut off."""
+    if not os.path.exists(path):
+        return 0
+    n, good = 0, 0
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        while True:
+            head = f.read(_LEN.size)
+            if len(head) < _LEN.size:
+                break
+            (length,) = _LEN.unpack(head)
+            if good + _LEN.size + length > size:
+                break
+            f.seek(length, os.SEEK_CUR)
+            good += _LEN.size + length
+            n += 1
+    if good != size:
+        os.truncate(path, good)
+    return n
+
+
+def _spooled_chunks_from(path, start):
+    """(seq, chunk) of a spool file from chunk number start on."""
+    with open(path, "rb") as f:
+        seq = 0
+        while True:
+            head = f.read(_LEN.size)
+            if not head:
+                return
+            (length,) = _LEN.unpack(head)
+            if seq < start:
+                f.seek(length, os.SEEK_CUR)
+            else:
+                yield seq, f.read(length)
+            seq += 1
 
 
 def read_spooled_chunks(path):
