@@ -56,8 +56,8 @@ register_driver("native", NativeDriver)
 # transport failure (UNAVAILABLE, DEADLINE_EXCEEDED) it moves to the next endpoint, as clientv3's
 # balancer would; the failed call itself still counts as an error.
 #
-# The stubs are generated message definitions (no server code); tools/tidy.py's import table
-# lists only `client` for raftkv.cli, so they are loaded by name here (see GrpcDriver._stubs).
+# The stubs are generated message definitions (no server code); tools/tidy.py lets raftkv.cli
+# import raftkv.api.etcd.proto for this driver.
 
 GRPC_TIMEOUT_S = 10.0
 _GRPC_FAILOVER_CODES = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
@@ -79,12 +79,10 @@ class GrpcDriver:
 
     @classmethod
     def _stubs(cls):
-        if cls._pb is None:
-            import importlib
+        if cls._pb is None:  # imported on first use: native-only runs never load protobuf
+            from raftkv.api.etcd.proto import rpc_pb2, rpc_pb2_grpc
 
-            base = "raftkv.api.etcd.proto."
-            cls._pb = (importlib.import_module(base + "rpc_pb2"),
-                       importlib.import_module(base + "rpc_pb2_grpc"))
+            cls._pb = (rpc_pb2, rpc_pb2_grpc)
         return cls._pb
 
     async def _open(self):
