@@ -45,12 +45,19 @@ def derive_id(index, revision, count, existing):
 
 
 class Lessor:
-    def __init__(self, store, clock=time.monotonic):
+    def __init__(self, store, clock=time.monotonic, call=None):
+        """call(fn, *args): how the store's commit notifications reach the lessor, e.g. an
+        event loop's call_soon_threadsafe when the store commits in another thread (the
+        default runs them directly, in the committing thread)."""
         self.store = store
         self.clock = clock
         self.primary = False
         self._deadline = {}  # lease ID -> expiry time (leader only)
-        store.add_lease_listener(self._on_commit)
+        if call is None:
+            store.add_lease_listener(self._on_commit)
+        else:
+            store.add_lease_listener(lambda granted, revoked:
+                                     call(self._on_commit, granted, revoked))
 
     def _now(self, now):
         return self.clock() if now is None else now

@@ -15,13 +15,11 @@ from raftkv.raft.errors import (
     CompactedError,
     ProposalDroppedError,
     SnapshotTemporarilyUnavailableError,
-    StepLocalMsgError,
 )
 from raftkv.raft.log import RaftLog
 from raftkv.raft.progress import Progress, ProgressState, committed_index, vote_result
 from raftkv.raft.read_only import ReadOnly
 from raftkv.raft.types import (
-    LOCAL_MSGS,
     NONE,
     ConfChangeType,
     ConfState,
@@ -755,7 +753,3 @@ class Raft:
             for mid in sorted(self.prs):
                 if mid != self.id:
                     self.send_append(mid, send_if_empty=False)
-
-    def check_local(self, m):
-        if m.type in LOCAL_MSGS:
-            raise StepLocalMsgError(f"{m.type.name} may not come from the network")

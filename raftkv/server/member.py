@@ -99,10 +99,10 @@ class Member:
         # by one member's apply, so every member refuses the same writes.
         self.kv = KVStore(self.engine, quota_bytes=0,
                           min_lease_ttl=max(1, -(-3 * self.cfg.election_timeout // 2000)))
-        self.lessor = Lessor(self.kv)
         # The store tells its lease listeners from the storage thread (after each commit); the
         # lessor is used by the event loop, so its updates hop onto the loop.
-        self._hop_lessor_to_loop()
+        loop = self._event_loop
+        self.lessor = Lessor(self.kv, call=loop.call_soon_threadsafe if loop else None)
         self.kv.register_op("member_publish", self._op_member_publish)
         self.committer = GroupCommitter(self.engine)
         self.committer.lazy_wait_s = float(os.environ.get("RAFTKV_APPLY_LINGER_S",
@@ -137,20 +137,6 @@ class Member:
         self.committer.run_sync(write)
         log.info("bootstrapped a new cluster of %d member(s) (cluster id %x)", len(ids),
                  self.cluster_id)
-
-    def _hop_lessor_to_loop(self):
-        listeners = self.kv._lease_listeners
-        direct = self.lessor._on_commit
-        assert direct in listeners, "Lessor registers itself with the store"
-        listeners.remove(direct)
-
-        def on_commit(granted, revoked):
-            loop = self._event_loop
-            if loop is None:
-                direct(granted, revoked)
-            else:
-                loop.call_soon_threadsafe(direct, granted, revoked)
-        self.kv.add_lease_listener(on_commit)
 
     def _load_members(self):
         meta = self.engine.db("kvmeta")
@@ -235,9 +221,10 @@ class Member:
         for mid, info in self.members.items():
             if info.get("peer_urls"):
                 out[mid] = host_port(info["peer_urls"][0])
+        initial = self.cfg.cluster_members()
         for name, mid in self.cfg.member_ids().items():
             if mid not in out:
-                out[mid] = host_port(self.cfg.cluster_members()[name][0])
+                out[mid] = host_port(initial[name][0])
         return out
 
     # ------------------------------------------------------------------ Ready I/O
@@ -251,18 +238,18 @@ class Member:
             fut = asyncio.get_running_loop().create_future()
             fut.set_result(([], []))
             return fut
+        return self._submit_ready(rd, lazy)
+
+    async def _io_with_snapshot(self, rd):
+        await self._install_snapshot(rd.snapshot)
+        return await self._submit_ready(rd, False)
+
+    def _submit_ready(self, rd, lazy):
         loop = asyncio.get_running_loop()
         fut = self.committer.submit_nowait(lambda txn: self._write_ready(txn, rd, loop),
                                            lazy=lazy)
         fut.add_done_callback(self._io_failed)
         return fut
-
-    async def _io_with_snapshot(self, rd):
-        await self._install_snapshot(rd.snapshot)
-        loop = asyncio.get_running_loop()
-        fut = self.committer.submit_nowait(lambda txn: self._write_ready(txn, rd, loop))
-        fut.add_done_callback(self._io_failed)
-        return await fut
 
     def _io_failed(self, fut):
         if fut.cancelled() or fut.exception() is None:

@@ -526,10 +526,4 @@ def _spooled_chunks_from(path, start):
 
 def read_spooled_chunks(path):
     """The chunks a received snapshot was spooled as (see _receive_snapshot)."""
-    with open(path, "rb") as f:
-        while True:
-            head = f.read(_LEN.size)
-            if not head:
-                return
-            (n,) = _LEN.unpack(head)
-            yield f.read(n)
+    return (chunk for _, chunk in _spooled_chunks_from(path, 0))

@@ -42,15 +42,6 @@ def _size(body):
     return n
 
 
-def _txn_writes(body):
-    for op in list(body.get("success") or []) + list(body.get("failure") or []):
-        if "request_put" in op or "request_delete_range" in op:
-            return True
-        if "request_txn" in op and _txn_writes(op["request_txn"]):
-            return True
-    return False
-
-
 class Service:
     def __init__(self, member):
         self.m = member
@@ -165,13 +156,6 @@ class Service:
         if not body.get("serializable"):
             await self.read_barrier()
         return self._with_header(self.m.kv.range(body))
-
-    async def _op_txn(self, body):
-        if _txn_writes(body):
-            return await self._write("txn", body)
-        body.pop("request_id", None)
-        await self.read_barrier()
-        return await self._write("txn", body)
 
     # ---------------------------------------------------------------- leases
     def _leader_or_forward(self):
