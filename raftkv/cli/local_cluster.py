@@ -192,22 +192,28 @@ class LocalCluster:
             return m.proc.wait(timeout=grace_s)
 
     def stop(self):
-        for m in self.members:
-            if m.alive():
-                os.kill(m.proc.pid, signal.SIGTERM)
-        for m in self.members:
-            if m.proc is not None:
-                try:
-                    m.proc.wait(timeout=STOP_GRACE_S)
-                except subprocess.TimeoutExpired:
-                    os.kill(m.proc.pid, signal.SIGKILL)
-                    m.proc.wait(timeout=STOP_GRACE_S)
+        stop_processes(self.members)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def stop_processes(members, grace_s=STOP_GRACE_S):
+    """SIGTERM every running member by its PID, then reap each; SIGKILL any that does not exit
+    within grace_s. members: objects with .proc (a Popen or None) and .alive()."""
+    for m in members:
+        if m.alive():
+            os.kill(m.proc.pid, signal.SIGTERM)
+    for m in members:
+        if m.proc is not None:
+            try:
+                m.proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                os.kill(m.proc.pid, signal.SIGKILL)
+                m.proc.wait(timeout=grace_s)
 
 
 def _pump(name, stream):

@@ -15,13 +15,12 @@ import dataclasses
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 
-from raftkv.cli.local_cluster import free_ports
+from raftkv.cli.local_cluster import free_ports, stop_processes
 
 ETCD = shutil.which("etcd")
 STOP_GRACE_S = 10.0
@@ -89,17 +88,7 @@ class EtcdCluster:
                                           stdin=subprocess.DEVNULL)
 
     def stop(self):
-        for m in self.members:
-            if m.alive():
-                os.kill(m.proc.pid, signal.SIGTERM)
-        for m in self.members:
-            if m.proc is None:
-                continue
-            try:
-                m.proc.wait(timeout=STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                os.kill(m.proc.pid, signal.SIGKILL)
-                m.proc.wait(timeout=STOP_GRACE_S)
+        stop_processes(self.members, STOP_GRACE_S)
 
     def __enter__(self):
         return self
