@@ -38,21 +38,23 @@ _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Al
 
 
 class SyncFeed:
-    """Feeds the histograms from GroupCommitter.sync_seconds (a bounded deque of per-commit
-    durations) at scrape time: observes only the commits made since the last scrape (those
-    still in the deque; older ones beyond its bound are lost, the _count still adds them)."""
+    """Feeds the histograms from a source's sync_seconds (a bounded deque of per-sync
+    durations: GroupCommitter's LMDB commits, counted by .txns, or the WAL's fdatasyncs,
+    counted by .syncs) at scrape time: observes only the syncs made since the last scrape
+    (those still in the deque; older ones beyond its bound are lost)."""
 
-    def __init__(self, committer, histograms):
-        self.committer = committer
+    def __init__(self, source, histograms, count="txns"):
+        self.committer = source
         self.histograms = histograms
-        self.seen = committer.txns if committer is not None else 0
+        self.count = count
+        self.seen = getattr(source, count) if source is not None else 0
         self.lost = 0
 
     def update(self):
         c = self.committer
         if c is None:
             return
-        total = c.txns
+        total = getattr(c, self.count)
         new = total - self.seen
         if new <= 0:
             return
@@ -161,15 +163,17 @@ class Metrics:
         backend = Histogram("etcd_disk_backend_commit_duration_seconds",
                             "The latency distributions of commit called by backend.",
                             buckets=DISK_BUCKETS, registry=self.registry)
-        # raftkv's log and state share one LMDB commit: both histograms see the same syncs.
-        self.feed = SyncFeed(getattr(member, "committer", None), (wal, backend))
+        # The WAL's fdatasyncs and the store's LMDB commits, as etcd's WAL and bbolt.
+        self.feeds = (SyncFeed(getattr(member, "wal", None), (wal,), count="syncs"),
+                      SyncFeed(getattr(member, "committer", None), (backend,)))
         loop = getattr(member, "loop", None)
         failures = _pending_failures_counter(loop.registry) if loop is not None \
             else {"failed": 0}
         self.registry.register(MemberCollector(member, failures))
 
     def render(self):
-        self.feed.update()
+        for feed in self.feeds:
+            feed.update()
         return generate_latest(self.registry)
 
 

@@ -81,8 +81,9 @@ def export_chunks(store, chunk_bytes=None):
         yield _chunk(seq + 1, codec.packb(batch), True)
 
 
-def restore_chunks(store, chunks):
+def restore_chunks(store, chunks, also=None):
     """Replace the store's sub-dbs with the snapshot's records in one write txn.
+    also(txn), if given, writes more in the same txn once the image checked out.
     Returns the snapshot header. The caller reloads the in-memory state."""
     env = store.engine.env
     handles = {name: store.engine.db(name) for name in DBS}
@@ -107,6 +108,8 @@ def restore_chunks(store, chunks):
             raise SnapshotError(f"snapshot truncated after chunk {seq}")
         if count != head["records"]:
             raise SnapshotError(f"snapshot has {count} records, header says {head['records']}")
+        if also is not None:
+            also(txn)
     return head
 
 

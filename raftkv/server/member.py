@@ -5,9 +5,12 @@ cluster identically on every member (the initial members become conf-change entr
 term 1, committed, as etcd-io/raft bootstraps), build the RawNode from what is durable, start
 the peer transport and the Ready loop. The front ends call the Service (raftkv.server.service).
 
-Each Ready is one group commit: the log (entries + hard state) and the applied state machine
-changes go into one LMDB write transaction with one sync; messages go out after it (a leader's
-own appends before it, thesis §10.2.1).
+Each Ready: its entries and hard state are appended to the WAL (raftkv/storage/wal.py, one
+fdatasync) and its messages go out once that is durable (a leader's own appends before it,
+thesis §10.2.1); its committed entries are applied to the MVCC store in the storage thread's
+LMDB transaction, which commits off the latency path (a group commit that lingers
+--apply-linger, and never before the WAL holds everything it reflects). After a crash the WAL is
+replayed and the committed entries above the store's applied index are applied again.
 """
 from __future__ import annotations
 
@@ -39,8 +42,10 @@ from raftkv.raft import (
     encode_conf_change,
 )
 from raftkv.storage.engine import Engine
-from raftkv.storage.group_commit import GroupCommitter, after_commit
+from raftkv.storage.group_commit import GroupCommitter, after_commit, before_commit
 from raftkv.storage.logstore import LogStore
+from raftkv.storage.raftlog import WalLog
+from raftkv.storage.wal import COMPACT, ENTRIES, HARD_STATE, INSTALL, WAL, pack_meta, unpack_meta
 from raftkv.server.config import first_host_port, host_port
 from raftkv.server.peer import PeerTransport, read_spooled_chunks
 from raftkv.server.proposals import decode_batch
@@ -50,6 +55,17 @@ log = logging.getLogger("raftkv.member")
 
 MEMBER_KEY_PREFIX = b"raftkv.member/"
 DEDUP_REQUESTS_MAX = 100_000  # idempotency ids remembered (same on every member)
+PENDING_INSTALL_KEY = b"raftkv.pending_install"  # kvmeta: a restored snapshot not yet in the WAL
+# How long an apply-only LMDB round waits for more Readys before it commits (its sync is off the
+# latency path; a linearizable read that needs the applies visible ends the wait at once).
+APPLY_LINGER_S_DEFAULT = 0.02
+
+
+class DataDirStateError(RaftkvError):
+    """The data dir's WAL and state disagree in a way a restart cannot repair."""
+
+    def __init__(self, message):
+        super().__init__("INTERNAL", message)
 
 
 def fault_tolerance(voters):
@@ -74,6 +90,9 @@ class Member:
         self.id = ids[cfg.name]
         self.cluster_id = cfg.cluster_id()
         self.engine = None
+        self.committer = None
+        self.wal = None
+        self.raftlog = None
         self.members = {}  # id -> {"name", "peer_urls", "client_urls", "is_learner"}
         self.conf = ConfState()
         self.dedup = collections.OrderedDict()
@@ -82,6 +101,7 @@ class Member:
         self.lessor = None
         self._tasks = []
         self._snapshot_index = 0
+        self._restart_applied = 0  # the core's applied index at start (see _check_state_vs_log)
         self._event_loop = None
         self.started = False
         self.stopping = False
@@ -94,6 +114,8 @@ class Member:
             if name.startswith(("incoming-snap-", "outgoing-snap-")):  # left by a crash
                 os.unlink(os.path.join(self.cfg.data_dir, name))
         self.engine = Engine(self.cfg.data_dir)
+        # The LMDB log of data dirs written before the WAL existed; its meta sub-db still holds
+        # the applied configuration (conf state), written with each apply.
         self.logstore = LogStore(self.engine)
         # quota_bytes=0: the NOSPACE alarm is raised through the log (Service), never decided
         # by one member's apply, so every member refuses the same writes.
@@ -106,15 +128,23 @@ class Member:
         self.kv.register_op("member_publish", self._op_member_publish)
         self.committer = GroupCommitter(self.engine)
         self.committer.lazy_wait_s = float(os.environ.get("RAFTKV_APPLY_LINGER_S",
-                                                          self.committer.lazy_wait_s))
-        hs, cs = self.logstore.initial_state()
-        if hs.is_empty() and self.logstore.last_index() == 0 and \
-                self.logstore.snapshot().metadata.index == 0:
+                                                          APPLY_LINGER_S_DEFAULT))
+        self.wal = WAL(self.cfg.data_dir)
+        migrate = not WAL.exists(self.cfg.data_dir) and not self._legacy_log_empty()
+        image = self.wal.open()
+        if migrate:
+            image = self._migrate_legacy_log()
+        image = self._finish_pending_install(image)
+        self.raftlog = WalLog(self.wal, image, self.logstore.initial_state()[1])
+        if self.raftlog.hard_state.is_empty() and self.raftlog.last_index() == 0 and \
+                image.meta.index == 0 and self.kv.applied_index == 0:
             if self.cfg.initial_cluster_state == "new":
                 self._bootstrap()
+        self._check_state_vs_log()
         self.conf = self.logstore.initial_state()[1]
+        self.raftlog.conf_state = self.conf
         self._load_members()
-        self._snapshot_index = self.logstore.snapshot().metadata.index
+        self._snapshot_index = self.raftlog.snapshot().metadata.index
         self._snapshot_point_index = self._snapshot_index  # the last point noted
         self._snapshot_points = collections.deque()  # points waiting to become the snapshot
 
@@ -131,12 +161,79 @@ class Member:
             ents.append(Entry(1, i, EntryType.CONF_CHANGE, encode_conf_change(cc)))
         cs = ConfState(voters=sorted(ids.values()))
 
-        def write(txn):
-            self.logstore.save(txn, ents, HardState(term=1, vote=0, commit=len(ents)))
-            self.logstore.set_conf_state(txn, cs)
-        self.committer.run_sync(write)
+        self.raftlog.save(ents, HardState(term=1, vote=0, commit=len(ents)), None)
+        self.wal.wait_synced(self.raftlog.last_seq())
+        self.committer.run_sync(lambda txn: self.logstore.set_conf_state(txn, cs))
         log.info("bootstrapped a new cluster of %d member(s) (cluster id %x)", len(ids),
                  self.cluster_id)
+
+    def _legacy_log_empty(self):
+        st = self.logstore
+        return st.initial_state()[0].is_empty() and st.last_index() == 0 and \
+            st.snapshot().metadata.index == 0
+
+    def _migrate_legacy_log(self):
+        """A data dir from before the WAL: copy its LMDB log and hard state into the WAL (then
+        drop them from LMDB) and return the replayed image."""
+        st = self.logstore
+        first, last = st.first_index(), st.last_index()
+        meta = st.snapshot().metadata
+        if meta.index != first - 1:
+            meta = SnapshotMetadata(conf_state=st.initial_state()[1], index=first - 1,
+                                    term=st.term(first - 1))
+        self.wal.append(COMPACT, meta)
+        lo = first
+        while lo <= last:
+            ents = st.entries(lo, min(last + 1, lo + 1024))
+            self.wal.append(ENTRIES, ents, max_index=ents[-1].index)
+            lo = ents[-1].index + 1
+        seq, _ = self.wal.append(HARD_STATE, st.initial_state()[0])
+        self.wal.wait_synced(seq)
+        self.committer.run_sync(lambda txn: txn.drop(self.engine.db(b"log"), delete=False))
+        log.info("moved the Raft log (%d entries) and hard state from LMDB into the WAL",
+                 last - first + 1)
+        self.wal.close()
+        self.wal = WAL(self.cfg.data_dir)
+        return self.wal.open()
+
+    def _finish_pending_install(self, image):
+        """A snapshot restored into the store just before a crash, not yet in the WAL: write its
+        INSTALL record now (the store's restore txn saved its metadata for this)."""
+        with self.engine.env.begin() as txn:
+            raw = txn.get(PENDING_INSTALL_KEY, db=self.engine.db("kvmeta"))
+        if raw is None:
+            return image
+        meta = unpack_meta(raw)
+        if meta.index > image.meta.index:
+            seq, _ = self.wal.append(INSTALL, meta)
+            self.wal.wait_synced(seq)
+            log.info("completed the installation of the snapshot at index %d", meta.index)
+            self.wal.close()
+            self.wal = WAL(self.cfg.data_dir)
+            image = self.wal.open()
+        self.committer.run_sync(
+            lambda txn: txn.delete(PENDING_INSTALL_KEY, db=self.engine.db("kvmeta")))
+        return image
+
+    def _check_state_vs_log(self):
+        """The log is compacted only up to a durably applied index, so a store applied below
+        the compaction point is a damaged data dir. A store applied beyond the log's end is
+        normal after installing a leader's snapshot whose image was newer than its index (the
+        entries in between arrive again and are skipped by the store): the core restarts from
+        the log's end then."""
+        applied = self.kv.applied_index
+        lo, hi = self.raftlog.first_index() - 1, self.raftlog.last_index()
+        if applied < lo:
+            raise DataDirStateError(
+                f"{self.cfg.data_dir}: the store is applied to index {applied} but the WAL "
+                f"holds only the log after index {lo}; refusing to start on an inconsistent "
+                f"data dir (restore this member from its peers: remove it from the cluster and "
+                f"add it back with an empty data dir)")
+        self._restart_applied = min(applied, hi)
+        hs = self.raftlog.hard_state
+        if hs.commit < self._restart_applied:
+            self.raftlog.set_volatile_hard_state(
+                HardState(hs.term, hs.vote, self._restart_applied))
 
     def _load_members(self):
         meta = self.engine.db("kvmeta")
@@ -150,9 +247,9 @@ class Member:
                     self.members[mid] = msgpack.unpackb(value)
 
     def new_node(self):
-        rc = Config(self.id, self.logstore, random.Random(),
+        rc = Config(self.id, self.raftlog, random.Random(),
                     election_ticks=self.cfg.election_ticks, heartbeat_ticks=1,
-                    applied=self.kv.applied_index, check_quorum=True, pre_vote=True,
+                    applied=self._restart_applied, check_quorum=True, pre_vote=True,
                     msg_bytes_max=1 << 20, inflight_msgs_max=256,
                     uncommitted_bytes_max=256 << 20)
         return RawNode(rc)
@@ -213,6 +310,8 @@ class Member:
             await self.transport.close()
         if self.committer is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.committer.close)
+        if self.wal is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.wal.close)
         if self.engine is not None:
             self.engine.close()
 
@@ -228,25 +327,50 @@ class Member:
         return out
 
     # ------------------------------------------------------------------ Ready I/O
-    def _io(self, rd, lazy=False):
-        """Start the Ready's durable write now (FIFO with every later one); returns an
-        awaitable of (results, conf changes). RaftLoop awaits it before sending messages
-        unless the Ready needs no durability before them (see RaftLoop._may_pipeline)."""
-        if rd.snapshot is not None:
-            return self._io_with_snapshot(rd)
-        if not rd.entries and rd.hard_state is None and not rd.committed_entries:
-            fut = asyncio.get_running_loop().create_future()
-            fut.set_result(([], []))
-            return fut
-        return self._submit_ready(rd, lazy)
+    def _io(self, rd, pipelined=False):
+        """Start the Ready's writes now (each FIFO with every later one); returns (durable,
+        applied), either None when there is nothing of that kind:
 
-    async def _io_with_snapshot(self, rd):
-        await self._install_snapshot(rd.snapshot)
-        return await self._submit_ready(rd, False)
-
-    def _submit_ready(self, rd, lazy):
+        durable: an awaitable that completes once the Ready's entries, hard state and snapshot
+            are durable (the WAL, or for a snapshot the store and then the WAL); RaftLoop sends
+            the Ready's messages after it.
+        applied: a future of (results, conf changes) that completes once the store's LMDB
+            round holding the Ready's applies has committed (readers see them then). Responses
+            to clients are released earlier, as soon as the apply computed them.
+        """
         loop = asyncio.get_running_loop()
-        fut = self.committer.submit_nowait(lambda txn: self._write_ready(txn, rd, loop),
+        if rd.snapshot is not None:
+            durable = loop.create_task(self._install_then_save(rd))
+            return durable, loop.create_task(self._apply_after(durable, rd))
+        durable = None
+        if rd.entries or (rd.hard_state is not None and not pipelined):
+            durable = self.raftlog.save(rd.entries, rd.hard_state, loop)
+            durable.add_done_callback(self._io_failed)
+        elif rd.hard_state is not None:
+            self.raftlog.set_volatile_hard_state(rd.hard_state)  # only the commit index moved
+        applied = None
+        if rd.committed_entries:
+            lazy = not any(e.type == EntryType.CONF_CHANGE for e in rd.committed_entries)
+            applied = self._submit_apply(rd, lazy)
+        return durable, applied
+
+    async def _install_then_save(self, rd):
+        await self._install_snapshot(rd.snapshot)
+        fut = self.raftlog.save(rd.entries, rd.hard_state, asyncio.get_running_loop())
+        if fut is not None:
+            fut.add_done_callback(self._io_failed)
+            await fut
+
+    async def _apply_after(self, durable, rd):
+        await durable
+        if not rd.committed_entries:
+            return [], []
+        return await self._submit_apply(rd, False)
+
+    def _submit_apply(self, rd, lazy):
+        loop = asyncio.get_running_loop()
+        seq = self.raftlog.last_seq()
+        fut = self.committer.submit_nowait(lambda txn: self._apply_ready(txn, rd, loop, seq),
                                            lazy=lazy)
         fut.add_done_callback(self._io_failed)
         return fut
@@ -256,19 +380,21 @@ class Member:
             return
         self.kv.aborted()
         log.critical("could not make a Ready durable; stopping this member (its data dir %s "
-                     "is intact up to the last successful commit)", self.cfg.data_dir,
+                     "is intact up to the last successful write)", self.cfg.data_dir,
                      exc_info=fut.exception())
         asyncio.get_running_loop().call_soon(os._exit, 2)
 
-    def _write_ready(self, txn, rd, loop):
-        """In the storage thread, inside the Ready's one write txn.
+    def _apply_ready(self, txn, rd, loop, wal_seq):
+        """In the storage thread: apply the Ready's committed entries inside the round's LMDB
+        write txn.
 
         Client responses are released as soon as they are computed, before this txn's sync:
         committed entries are already durable on a quorum's logs, and after a crash the same
         entries are re-applied from the log with the same results (the applied index is in the
-        txn). Reads wait for applied_index, which moves only after the sync.
+        txn). Reads wait for applied_index, which moves only after the commit. The commit
+        waits until the WAL has synced record wal_seq (the Ready's own entries and everything
+        before), so the store never holds state the log lacks.
         """
-        self.logstore.save(txn, rd.entries, rd.hard_state)
         results, ccs = [], []
         for e in rd.committed_entries:
             if e.type == EntryType.CONF_CHANGE:
@@ -281,13 +407,14 @@ class Member:
                 ccs.append(cc)
                 continue
             results.extend(self._apply_normal(txn, e))
-        self._maybe_compact_log(txn, rd)
+        self._maybe_compact_log(txn, rd, loop)
         if results:
             loop.call_soon_threadsafe(self.loop.resolve_results, results)
         # Publish the applied state right after this txn commits, in the storage thread and
         # before the next round runs (a later round's apply must not be published with it).
         if not after_commit(txn, self.kv.committed):
-            raise AssertionError("_write_ready must run inside a GroupCommitter round")
+            raise AssertionError("_apply_ready must run inside a GroupCommitter round")
+        before_commit(txn, lambda: self.wal.wait_synced(wal_seq))
         return [], ccs
 
     def _apply_normal(self, txn, e):
@@ -380,12 +507,12 @@ class Member:
                     log.debug("publishing member attributes: %s", exc)
             await asyncio.sleep(0.5)
 
-    def _maybe_compact_log(self, txn, rd):
+    def _maybe_compact_log(self, txn, rd, loop):
         """Every --snapshot-count applied entries: note a snapshot point (index, term, conf
         state as of that index); once --snapshot-catchup-entries more entries are applied,
-        make it the log's snapshot, which drops the log up to it. The delay keeps that many
-        entries for followers a little behind (logstore.save of a snapshot compacts the log
-        up to its index, so the point must lag the applied index, not be compacted after)."""
+        make it the log's compaction point, which drops the log up to it. The delay keeps that
+        many entries for followers a little behind. The compaction runs on the event loop once
+        this txn has committed (the log is never compacted past a durably applied index)."""
         if not rd.committed_entries:
             return
         last = rd.committed_entries[-1]
@@ -399,24 +526,39 @@ class Member:
                 last.index - self._snapshot_points[0].index >= self.cfg.snapshot_catchup_entries:
             due = self._snapshot_points.popleft()
         if due is not None and due.index > self._snapshot_index:
-            self.logstore.save(txn, snapshot_metadata=due)
             self._snapshot_index = due.index
+            after_commit(txn, lambda: loop.call_soon_threadsafe(self._compact_log, due))
+
+    def _compact_log(self, meta):
+        if self.raftlog.compact_to(meta):
+            log.info("compacted the Raft log up to index %d", meta.index)
 
     async def _install_snapshot(self, snap):
+        """Restore the store from the leader's image (one LMDB txn, which also notes the
+        snapshot's metadata as pending), then restart the log after it (the WAL's INSTALL
+        record). A crash in between is completed at the next start (_finish_pending_install)."""
         data = snap.data or b""
         if not data.startswith(b"file:"):
             raise RaftkvError("INTERNAL", "raftkv: snapshot without its state image")
         path = data[5:].decode()
         loop = asyncio.get_running_loop()
+        meta = snap.metadata
+        kvmeta = self.engine.db("kvmeta")
+
+        def note_pending(txn):
+            txn.put(PENDING_INSTALL_KEY, pack_meta(meta), db=kvmeta)
+            self.logstore.set_conf_state(txn, meta.conf_state)  # read at the next start only
+
         try:
             await loop.run_in_executor(
-                None, mvcc_snapshot.restore_chunks, self.kv, read_spooled_chunks(path))
+                None, mvcc_snapshot.restore_chunks, self.kv, read_spooled_chunks(path),
+                note_pending)
             self.kv.aborted()  # reload the in-memory state from the restored sub-dbs
             self.members = {}
             self._load_members()
-            meta = snap.metadata
             self.conf = meta.conf_state
-            await self.committer.submit(lambda txn: self.logstore.save(txn, snapshot=snap))
+            await self.raftlog.install(meta, loop)
+            await self.committer.submit(lambda txn: txn.delete(PENDING_INSTALL_KEY, db=kvmeta))
             self._snapshot_index = self._snapshot_point_index = meta.index
             self._snapshot_points.clear()  # older than the installed snapshot
             if self.transport is not None:

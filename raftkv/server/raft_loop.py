@@ -5,13 +5,12 @@ and wake the loop (STYLE habit 2). The loop runs at its own pace and batches:
 
 1. drain the inbox into the node (steps, ticks, one proposal per entry-sized batch of client
    requests, one ReadIndex round for every linearizable read queued since the last round);
-2. for each Ready, in the order its contract requires: persist entries + hard state + snapshot
-   in one group-committed LMDB transaction (off the event loop, GIL released), send messages,
-   install a snapshot, apply committed entries, resolve reads whose index is applied, advance.
+2. for each Ready, in the order its contract requires: send a leader's own appends
+   (early_messages, Raft thesis §10.2.1), persist entries + hard state (+ snapshot) and queue
+   the apply of committed entries (both off the event loop), send the other messages once the
+   persist is durable, resolve reads whose index is applied, advance.
 
-Messages are sent only after the Ready's own writes are durable. That is always safe; sending a
-leader's appends before its own write (Raft thesis §10.2.1) is an optimisation left to the
-member once the core's Ready exposes which messages may go early.
+Messages other than a leader's appends are sent only after the Ready's own writes are durable.
 """
 from __future__ import annotations
 
@@ -34,12 +33,14 @@ READ_TIMEOUT_S = 5.0
 class RaftLoop:
     """Drives one RawNode. io/send are the member's I/O adapters.
 
-    io(ready) -> awaitable of (results, conf_changes), its write queued before io returns (so
-        Readys are made durable in order): installs ready.snapshot, persists ready.entries +
-        hard_state and applies ready.committed_entries, durably (one group commit); results
-        are (member_id, seq, response) for applied client requests (the member may also
-        release them earlier through resolve_results) and conf_changes the ConfChangeV2s
-        among the applied entries.
+    io(ready, pipelined) -> (durable, applied), their writes queued before io returns (so
+        Readys are made durable and applied in order). durable (None: nothing to persist) is an
+        awaitable that completes once ready.snapshot, ready.entries and hard_state are durable;
+        applied (None: no committed entries) a future of (results, conf_changes) that completes
+        once ready.committed_entries are applied and visible to readers. results are
+        (member_id, seq, response) for applied client requests (the member may also release
+        them earlier through resolve_results); conf_changes the ConfChangeV2s among them.
+        pipelined: the Ready's hard state changed only its commit index (nothing to persist).
     send(messages): enqueue to the peer transport (never blocks).
     on_conf_change(cc, conf_state): called after the core applied a configuration change.
     """
@@ -189,9 +190,9 @@ class RaftLoop:
         if rd.early_messages:
             self._send(rd.early_messages)  # thesis 10.2.1: replicate while we write
         pipelined = self._may_pipeline(rd)
-        # Queued now (storage keeps the order of every Ready's writes); a pipelined Ready's
-        # commit may wait briefly to share its sync with the next Ready's.
-        io = self._io(rd, pipelined)
+        # Both writes are queued now (each in Ready order); the apply's LMDB commit may linger
+        # to share its sync with later Readys' applies.
+        durable, applied = self._io(rd, pipelined)
         for rs in rd.read_states:
             futs = self._read_rounds.pop(rs.request_ctx, None)
             if futs:
@@ -199,15 +200,27 @@ class RaftLoop:
         if pipelined:
             # Nothing here must be durable before its messages: send, advance and go on with
             # the next Ready while this one's apply commits (reads wait for applied_index).
+            assert durable is None
             if rd.messages:
                 self._send(rd.messages)
-            self._track(io, rd)
+            if applied is not None:
+                self._track(applied, rd)
             self._release_reads()
             self.node.advance(rd)
             return
-        results, conf_changes = await io
+        if durable is not None:
+            await durable
         if rd.hard_state is not None:
             self._durable_term_vote = (rd.hard_state.term, rd.hard_state.vote)
+        conf_changes = []
+        if applied is not None and (rd.snapshot is not None or self._has_conf_change(rd)):
+            # The core must not see a configuration change before the store holds it.
+            results, conf_changes = await applied
+            if rd.committed_entries:
+                self.applied_index = max(self.applied_index, rd.committed_entries[-1].index)
+            self.resolve_results(results)
+        elif applied is not None:
+            self._track(applied, rd)
         if rd.messages:
             self._send(rd.messages)
         for cc in conf_changes:
@@ -216,11 +229,12 @@ class RaftLoop:
                 self._on_conf_change(cc, self.conf_state)
         if rd.snapshot is not None:
             self.applied_index = max(self.applied_index, rd.snapshot.metadata.index)
-        if rd.committed_entries:
-            self.applied_index = max(self.applied_index, rd.committed_entries[-1].index)
-        self.resolve_results(results)
         self._release_reads()
         self.node.advance(rd)
+
+    @staticmethod
+    def _has_conf_change(rd):
+        return any(e.type == EntryType.CONF_CHANGE for e in rd.committed_entries)
 
     def _may_pipeline(self, rd):
         """A Ready that only applies committed entries (and maybe moves the commit index) needs
@@ -230,7 +244,7 @@ class RaftLoop:
         hs = rd.hard_state
         if hs is not None and (hs.term, hs.vote) != self._durable_term_vote:
             return False
-        return not any(e.type == EntryType.CONF_CHANGE for e in rd.committed_entries)
+        return not self._has_conf_change(rd)
 
     def _track(self, io, rd):
         last = rd.committed_entries[-1].index if rd.committed_entries else 0

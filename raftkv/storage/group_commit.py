@@ -51,11 +51,12 @@ class CommitterClosedError(StorageError):
 
 
 class _Frame:
-    __slots__ = ("txn", "hooks")
+    __slots__ = ("txn", "hooks", "before")
 
     def __init__(self, txn):
         self.txn = txn
         self.hooks = []
+        self.before = []
 
 
 class _Item:
@@ -77,6 +78,17 @@ def after_commit(txn, hook) -> bool:
     if frame is None or frame.txn is not txn:
         return False
     frame.hooks.append(hook)
+    return True
+
+
+def before_commit(txn, hook) -> bool:
+    """Run hook() in the storage thread just before txn's round commits (after every function
+    of the round ran); if it raises, the round is not committed and its submitters get a
+    CommitError. The member uses it to wait until the WAL holds what the round reflects."""
+    frame = getattr(_local, "frame", None)
+    if frame is None or frame.txn is not txn:
+        return False
+    frame.before.append(hook)
     return True
 
 
@@ -190,13 +202,13 @@ class GroupCommitter:
         except lmdb.Error as exc:
             self._fail(batch, exc)
             return
-        hooks = []
+        hooks, before = [], []
         done = []
         todo = list(batch)
         deadline = time.monotonic() + self.lazy_wait_s
         while todo:
             for item in todo:
-                if _run_one(self._env, txn, item, hooks):
+                if _run_one(self._env, txn, item, hooks, before):
                     done.append(item)
                 else:
                     self.failed_fns += 1
@@ -206,6 +218,13 @@ class GroupCommitter:
             batch.extend(todo)
         if not done:
             txn.abort()
+            return
+        try:
+            for hook in before:
+                hook()
+        except Exception as exc:  # noqa: BLE001 -- the round's submitters get it
+            txn.abort()
+            self._fail(done, exc)
             return
         start = time.perf_counter()
         try:
@@ -233,7 +252,7 @@ class GroupCommitter:
             item.error = error
 
 
-def _run_one(env, txn, item, hooks) -> bool:
+def _run_one(env, txn, item, hooks, before) -> bool:
     """Run item.fn in a child txn of txn; keep its writes and hooks only if it succeeds."""
     try:
         child = env.begin(write=True, parent=txn)
@@ -252,6 +271,7 @@ def _run_one(env, txn, item, hooks) -> bool:
     finally:
         _local.frame = None
     hooks.extend(frame.hooks)
+    before.extend(frame.before)
     return True
 
 

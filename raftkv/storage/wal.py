@@ -1,0 +1,485 @@
+"""The write-ahead log: a member's Raft log and hard state in append-only segment files.
+
+Why (docs/ARCHITECTURE.md, "The write path"): an LMDB commit flushes the disk twice (data pages,
+then the meta page), and a member must make every Ready durable before it acknowledges. A WAL
+append needs one fdatasync. So the Raft log and hard state live here, made durable once per
+Ready, and the LMDB state (MVCC store, applied index, members) is committed off the latency
+path; after a crash the member replays the WAL and re-applies committed entries above the
+store's applied index.
+
+Layout: <data dir>/wal/<number:016x>.wal, numbered from 1. A segment is preallocated to
+segment_bytes with fallocate (zero-filled reads past the written end), and every segment begins
+with a COMPACT record (the compaction point as of its creation) and a HARD_STATE record, so the
+segments before it can be deleted once the log is compacted past their entries.
+
+Record, little-endian: len u32 | crc32c u32 | type u8 | seq u64 | payload, where len counts the
+bytes after the crc field (9 + payload) and the CRC32C covers exactly those bytes. seq numbers
+records 1, 2, 3... across segments. Types:
+  ENTRIES     payload = encode_entries(entries): the entry frames of raftkv.storage's codec
+              (each with its own CRC); an entry at an existing index replaces that suffix.
+  HARD_STATE  msgpack [term, vote, commit]
+  COMPACT     msgpack [index, term, conf state fields]: the log starts after index.
+  INSTALL     the same fields: a snapshot was installed; every entry before it is dropped.
+
+Opening replays every segment in order (WAL.open returns the log image). A bad record at the
+end of the last segment, followed only by zeros, is a torn write of an append that was never
+acknowledged: it is cut off. Any other bad record is corruption: WalCorruptError, naming the
+file and offset, and the member refuses to start.
+
+Writes: WAL.append() queues a record from any thread and returns its seq; one writer thread
+writes everything queued with one os.write per segment and one fdatasync per round (group
+commit), then resolves the round's futures. wait_synced(seq) blocks until a record is durable.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import struct
+import threading
+import time
+
+import msgpack
+
+from raftkv.raft.types import ConfState, HardState, SnapshotMetadata
+from raftkv.storage import crc32c, decode_entries, encode_entries
+from raftkv.storage.errors import CorruptEntryError, StorageError
+
+log = logging.getLogger(__name__)
+
+WAL_DIR = "wal"
+SEGMENT_BYTES_DEFAULT = 64 << 20
+SUFFIX = ".wal"
+
+ENTRIES, HARD_STATE, COMPACT, INSTALL = 1, 2, 3, 4
+_TYPES = (ENTRIES, HARD_STATE, COMPACT, INSTALL)
+_HEAD = struct.Struct("<IIBQ")  # len, crc, type, seq
+_HEAD_BYTES = _HEAD.size  # 17
+_LEN_MIN = 9  # type + seq
+RECORD_BYTES_MAX = 1 << 30  # a record beyond this is a damaged length field
+
+
+class WalError(StorageError):
+    """The WAL could not be written (the member stops: it may not acknowledge)."""
+
+
+class WalCorruptError(CorruptEntryError):
+    """A WAL record is damaged where a torn write cannot explain it."""
+
+    def __init__(self, path, offset, detail):
+        super().__init__(f"{path}: WAL record at byte {offset} is corrupt: {detail}; the member "
+                         f"refuses to start on a damaged log (restore this member from its "
+                         f"peers: remove it from the cluster and add it back with an empty "
+                         f"data dir)", None, offset)
+        self.path = path
+
+
+class LogImage:
+    """What a replay found: the compaction point, the entries after it, the hard state."""
+
+    def __init__(self):
+        self.meta = SnapshotMetadata()  # the compaction point (index, term, conf state)
+        self.entries = []  # entries meta.index + 1 .. last, contiguous
+        self.hard_state = HardState()
+        self.last_seq = 0
+
+
+# ---------------------------------------------------------------- record encoding
+
+def _record(rtype, seq, payload):
+    body = struct.pack("<BQ", rtype, seq) + payload
+    return struct.pack("<II", len(body), crc32c(body)) + body
+
+
+def pack_meta(meta):
+    cs = meta.conf_state
+    return msgpack.packb([meta.index, meta.term, [cs.voters, cs.learners, cs.voters_outgoing,
+                                                  cs.learners_next, cs.auto_leave]])
+
+
+def unpack_meta(raw):
+    index, term, conf = msgpack.unpackb(raw)
+    return SnapshotMetadata(ConfState(*conf), index, term)
+
+
+def _pack_hs(hs):
+    return msgpack.packb([hs.term, hs.vote, hs.commit])
+
+
+# ---------------------------------------------------------------- segments
+
+class _Segment:
+    __slots__ = ("number", "path", "max_index")
+
+    def __init__(self, number, path, max_index=0):
+        self.number = number
+        self.path = path
+        self.max_index = max_index  # the highest entry index written in it (0: none)
+
+
+def _segment_name(number):
+    return f"{number:016x}{SUFFIX}"
+
+
+def _list_segments(wal_dir):
+    out = []
+    for name in os.listdir(wal_dir):
+        if not name.endswith(SUFFIX):
+            continue
+        try:
+            number = int(name[:-len(SUFFIX)], 16)
+        except ValueError:
+            raise WalCorruptError(os.path.join(wal_dir, name), 0, "not a WAL segment name")
+        out.append(_Segment(number, os.path.join(wal_dir, name)))
+    out.sort(key=lambda s: s.number)
+    for a, b in zip(out, out[1:]):
+        if b.number != a.number + 1:
+            raise WalCorruptError(b.path, 0, f"segment {a.number + 1:016x} is missing")
+    return out
+
+
+def _preallocate(fd, size):
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError:
+        pass  # not supported by this filesystem: the file grows as it is written
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_records(seg, last):
+    """Yield (offset, type, seq, payload) of seg's records; the generator's return value
+    (StopIteration.value) is (end offset, whether a torn tail was found at it).
+
+    A segment ends at a zero header (the preallocated rest). In the newest segment, a damaged
+    record or anything after a zero header is the tail of the last append, which was never
+    acknowledged (one pwrite + fdatasync per round): the log is cut there, with a warning. In an
+    older segment (synced in full before the next one began) any damage is corruption."""
+    with open(seg.path, "rb") as f:
+        data = f.read()
+    off = 0
+    size = len(data)
+    while True:
+        bad = None
+        if off + _HEAD_BYTES > size:
+            if not data[off:].strip(b"\0"):
+                return off, False
+            bad = "a truncated record header"
+        else:
+            length, crc, rtype, seq = _HEAD.unpack_from(data, off)
+            end = off + 8 + length
+            if length == 0 and crc == 0:
+                if not data[off:].strip(b"\0"):
+                    return off, False
+                bad = "non-zero bytes after the end of the log"
+            elif length < _LEN_MIN or length > RECORD_BYTES_MAX:
+                bad = f"impossible length {length}"
+            elif end > size:
+                bad = f"length {length} runs past the end of the file"
+            elif crc32c(data[off + 8:end]) != crc:
+                bad = "CRC32C mismatch"
+            elif rtype not in _TYPES:
+                bad = f"unknown record type {rtype}"
+        if bad is None:
+            yield off, rtype, seq, data[off + _HEAD_BYTES:end]
+            off = end
+            continue
+        if not last:
+            raise WalCorruptError(seg.path, off, bad)
+        log.warning("%s: cutting the log at byte %d (%s; %d non-zero bytes after it): the tail "
+                    "of an append that was never acknowledged", seg.path, off, bad,
+                    size - off - data[off:].count(0))
+        return off, True
+
+
+def _replay(segments):
+    """Replay records in order into a LogImage; returns (image, end offset of the last
+    segment, whether its tail was cut)."""
+    img = LogImage()
+    run_lo, run = 0, []  # entries run_lo .. run_lo + len(run) - 1
+    end, cut = 0, False
+    for k, seg in enumerate(segments):
+        gen = _read_records(seg, k == len(segments) - 1)
+        while True:
+            try:
+                off, rtype, seq, payload = next(gen)
+            except StopIteration as stop:
+                end, cut = stop.value
+                break
+            if seq == 0:
+                pass  # a segment header: its state is already implied by what came before
+            elif seq <= img.last_seq:
+                raise WalCorruptError(seg.path, off, f"record seq {seq} after {img.last_seq}")
+            img.last_seq = max(img.last_seq, seq)
+            try:
+                if rtype == ENTRIES:
+                    ents = decode_entries(payload)
+                    if not ents:
+                        continue
+                    first = ents[0].index
+                    seg.max_index = max(seg.max_index, ents[-1].index)
+                    if not run or first > run_lo + len(run) or first < run_lo:
+                        # a new run: a gap below it is allowed only if a later compaction
+                        # point covers it (checked at the end)
+                        run_lo, run = first, ents
+                    else:
+                        run = run[:first - run_lo] + ents
+                elif rtype == HARD_STATE:
+                    img.hard_state = HardState(*msgpack.unpackb(payload))
+                elif rtype == COMPACT:
+                    meta = unpack_meta(payload)
+                    if meta.index > img.meta.index:
+                        img.meta = meta
+                else:  # INSTALL
+                    img.meta = unpack_meta(payload)
+                    run_lo, run = 0, []
+            except (CorruptEntryError, ValueError, TypeError, msgpack.UnpackException) as exc:
+                raise WalCorruptError(seg.path, off, f"undecodable record: {exc}") from exc
+    start = img.meta.index
+    if run:
+        if run_lo > start + 1:
+            raise WalCorruptError(segments[-1].path, 0,
+                                  f"the log has no entries {start + 1}..{run_lo - 1} (it "
+                                  f"starts after the compaction point {start})")
+        if run_lo <= start <= run_lo + len(run) - 1 and start > 0:
+            term = run[start - run_lo].term
+            if term != img.meta.term:
+                raise WalCorruptError(segments[-1].path, 0,
+                                      f"entry {start} has term {term}, the compaction point "
+                                      f"says {img.meta.term}")
+        img.entries = run[max(0, start + 1 - run_lo):]
+    return img, end, cut
+
+
+# ---------------------------------------------------------------- the WAL
+
+class _Item:
+    __slots__ = ("seq", "rtype", "obj", "future", "loop", "max_index")
+
+    def __init__(self, seq, rtype, obj, future, loop, max_index):
+        self.seq, self.rtype, self.obj = seq, rtype, obj
+        self.future, self.loop, self.max_index = future, loop, max_index
+
+
+class WAL:
+    """An open WAL: open() replays it; append() and the writer thread extend it."""
+
+    def __init__(self, data_dir, *, segment_bytes=SEGMENT_BYTES_DEFAULT):
+        assert segment_bytes >= 4096
+        self.dir = os.path.join(os.fspath(data_dir), WAL_DIR)
+        self.segment_bytes = segment_bytes
+        self.image = None
+        self._segments = []
+        self._fd = None
+        self._offset = 0
+        self._cond = threading.Condition()
+        self._queue = []
+        self._closing = False
+        self._error = None
+        self._thread = None
+        self.next_seq = 1
+        self.synced_seq = 0
+        self._hs = HardState()  # the latest hard state and compaction point written, for the
+        self._meta = SnapshotMetadata()  # header of the next segment (writer thread only)
+        self._compacted = 0  # the highest compaction point queued (writer thread only)
+        self._hdr_end = 0  # where the current segment's header records end
+        self.syncs = 0
+        self.sync_seconds_total = 0.0
+        self.sync_seconds = collections.deque(maxlen=4096)  # recent fdatasync durations
+
+    @staticmethod
+    def exists(data_dir):
+        d = os.path.join(os.fspath(data_dir), WAL_DIR)
+        return os.path.isdir(d) and any(n.endswith(SUFFIX) for n in os.listdir(d))
+
+    def open(self):
+        """Replay the WAL (creating it if absent); returns the LogImage and starts the writer."""
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        segments = _list_segments(self.dir)
+        if segments:
+            img, end, cut = _replay(segments)
+        else:
+            img, end, cut = LogImage(), 0, False
+        self.image = img
+        self._segments = segments
+        self.next_seq = img.last_seq + 1
+        self.synced_seq = img.last_seq
+        self._hs = img.hard_state
+        self._meta = img.meta
+        self._compacted = img.meta.index
+        if segments:
+            last = segments[-1]
+            self._fd = os.open(last.path, os.O_WRONLY)
+            self._offset = end
+            if cut:  # zero the torn bytes so a later replay never reads them again
+                os.ftruncate(self._fd, end)
+                _preallocate(self._fd, self.segment_bytes)
+                os.fsync(self._fd)
+        else:
+            self._new_segment()
+        self._thread = threading.Thread(target=self._run, name="raftkv-wal", daemon=True)
+        self._thread.start()
+        return img
+
+    # ---- writing (any thread) ----
+    def append(self, rtype, obj, *, loop=None, max_index=0):
+        """Queue a record: ENTRIES (a list of Entry), HARD_STATE (a HardState), COMPACT or
+        INSTALL (a SnapshotMetadata). Returns (seq, future): future is an asyncio future of
+        loop (resolved once the record is durable) or None when loop is None."""
+        assert rtype in _TYPES
+        future = loop.create_future() if loop is not None else None
+        with self._cond:
+            if self._closing:
+                raise WalError(f"{self.dir}: the WAL is closed")
+            if self._error is not None:
+                raise WalError(f"{self.dir}: an earlier WAL write failed: {self._error}")
+            seq = self.next_seq
+            self.next_seq += 1
+            self._queue.append(_Item(seq, rtype, obj, future, loop, max_index))
+            self._cond.notify()
+        return seq, future
+
+    def wait_synced(self, seq):
+        """Block until record seq is durable (raises WalError if the WAL failed)."""
+        with self._cond:
+            while self.synced_seq < seq:
+                if self._error is not None:
+                    raise WalError(f"{self.dir}: WAL write failed: {self._error}")
+                self._cond.wait()
+
+    def close(self):
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def segment_count(self):
+        return len(self._segments)
+
+    # ---- the writer thread ----
+    def _run(self):
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                batch, self._queue = self._queue, []
+            try:
+                self._write(batch)
+            except OSError as exc:
+                log.critical("WAL write failed: %s", exc)
+                with self._cond:
+                    self._error = exc
+                    self._cond.notify_all()
+                _resolve(batch, WalError(f"{self.dir}: WAL write failed: {exc}"))
+                return
+            with self._cond:
+                self.synced_seq = batch[-1].seq
+                self._cond.notify_all()
+            _resolve(batch, None)
+            self._release()
+
+    def _write(self, batch):
+        buf = []
+        size = 0
+        for item in batch:
+            rec = self._encode(item)
+            if self._offset + size + len(rec) > self.segment_bytes and \
+                    self._offset + size > self._hdr_end:
+                if buf:
+                    os.pwrite(self._fd, b"".join(buf), self._offset)
+                    self._offset += size
+                    buf, size = [], 0
+                os.fdatasync(self._fd)
+                self._new_segment()
+            buf.append(rec)
+            size += len(rec)
+            if item.max_index:
+                seg = self._segments[-1]
+                seg.max_index = max(seg.max_index, item.max_index)
+        os.pwrite(self._fd, b"".join(buf), self._offset)
+        self._offset += size
+        t = time.perf_counter()
+        os.fdatasync(self._fd)
+        elapsed = time.perf_counter() - t
+        self.sync_seconds_total += elapsed
+        self.sync_seconds.append(elapsed)
+        self.syncs += 1
+
+    def _encode(self, item):
+        obj = item.obj
+        if item.rtype == ENTRIES:
+            payload = encode_entries(obj)
+        elif item.rtype == HARD_STATE:
+            self._hs = obj
+            payload = _pack_hs(obj)
+        else:
+            self._meta = obj
+            self._compacted = max(self._compacted, obj.index)
+            payload = pack_meta(obj)
+        return _record(item.rtype, item.seq, payload)
+
+    def _new_segment(self):
+        """Start the next segment: preallocated, beginning with the compaction point and the
+        hard state (header records take seqs of their own, below the next queued one)."""
+        number = self._segments[-1].number + 1 if self._segments else 1
+        path = os.path.join(self.dir, _segment_name(number))
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        _preallocate(fd, self.segment_bytes)
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = fd
+        self._offset = 0
+        self._segments.append(_Segment(number, path))
+        # Header records have seq 0: they repeat state already written, and queued records
+        # written after them keep their own (increasing) seqs.
+        hdr = _record(COMPACT, 0, pack_meta(self._meta)) + _record(HARD_STATE, 0,
+                                                                   _pack_hs(self._hs))
+        os.pwrite(fd, hdr, 0)
+        self._offset = self._hdr_end = len(hdr)
+        os.fdatasync(fd)
+        _fsync_dir(self.dir)
+
+    def _release(self):
+        """Delete the oldest segments whose entries are all at or below the durable
+        compaction point (never the segment being written)."""
+        removed = False
+        while len(self._segments) > 1 and self._segments[0].max_index <= self._compacted:
+            seg = self._segments.pop(0)
+            os.unlink(seg.path)
+            removed = True
+        if removed:
+            _fsync_dir(self.dir)
+
+
+def _resolve(batch, error):
+    by_loop = {}
+    for item in batch:
+        if item.future is not None:
+            by_loop.setdefault(item.loop, []).append(item.future)
+    for loop, futures in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle, futures, error)
+        except RuntimeError:
+            pass
+
+
+def _settle(futures, error):
+    for f in futures:
+        if f.done():
+            continue
+        if error is not None:
+            f.set_exception(error)
+        else:
+            f.set_result(None)

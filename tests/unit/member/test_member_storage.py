@@ -1,0 +1,133 @@
+"""A member's data dir at start-up: bootstrap into the WAL, migration of the LMDB log of older
+data dirs, completion of a snapshot installation cut by a crash, and refusal of a data dir whose
+store and WAL disagree."""
+import os
+
+import pytest
+
+from raftkv.mvcc.kvstore import KVStore
+from raftkv.raft import ConfState, Entry, EntryType, HardState, SnapshotMetadata
+from raftkv.server.config import load_config
+from raftkv.server.member import PENDING_INSTALL_KEY, DataDirStateError, Member
+from raftkv.storage.engine import Engine
+from raftkv.storage.group_commit import GroupCommitter
+from raftkv.storage.logstore import LogStore
+from raftkv.storage.wal import INSTALL, WAL, pack_meta
+
+
+def make_member(data_dir):
+    cfg = load_config(["--name", "m1", "--data-dir", str(data_dir)], environ={})
+    return Member(cfg)
+
+
+def close(m):
+    m.committer.close()
+    m.wal.close()
+    m.engine.close()
+
+
+def test_bootstrap_writes_the_wal_and_reopens(tmp_path):
+    m = make_member(tmp_path / "d")
+    m.open_storage()
+    assert WAL.exists(tmp_path / "d")
+    assert m.raftlog.last_index() == 1 and m.raftlog.hard_state.commit == 1
+    assert m.conf.voters == [m.id]
+    close(m)
+    m = make_member(tmp_path / "d")
+    m.open_storage()
+    assert m.raftlog.last_index() == 1
+    assert m.raftlog.entries(1, 2)[0].type == EntryType.CONF_CHANGE
+    assert m.conf.voters == [m.id]
+    close(m)
+
+
+def test_a_data_dir_with_the_lmdb_log_is_migrated(tmp_path):
+    d = tmp_path / "old"
+    m = make_member(d)  # only for its id
+    eng = Engine(str(d))
+    st = LogStore(eng)
+    c = GroupCommitter(eng)
+    cs = ConfState(voters=[m.id])
+    ents = [Entry(1, i, EntryType.NORMAL, b"x%d" % i) for i in range(1, 301)]
+    c.run_sync(lambda txn: st.save(txn, ents, HardState(term=3, vote=m.id, commit=250)))
+    c.run_sync(lambda txn: st.set_conf_state(txn, cs))
+    c.run_sync(lambda txn: st.save(txn, snapshot_metadata=SnapshotMetadata(cs, 100, 1)))
+    kv = KVStore(eng)
+    c.run_sync(lambda txn: kv.apply(txn, 250, []))
+    c.close()
+    eng.close()
+    assert not WAL.exists(d)
+
+    m.open_storage()
+    assert WAL.exists(d)
+    assert m.raftlog.first_index() == 101 and m.raftlog.last_index() == 300
+    assert m.raftlog.entries(101, 301) == ents[100:]
+    assert m.raftlog.hard_state == HardState(3, m.id, 250)
+    assert m.raftlog.snapshot().metadata.index == 100
+    with m.engine.env.begin() as txn:
+        assert txn.stat(m.engine.db(b"log"))["entries"] == 0  # moved, not copied
+    close(m)
+    m = make_member(d)
+    m.open_storage()  # and it reopens from the WAL alone
+    assert m.raftlog.last_index() == 300 and m.raftlog.hard_state.commit == 250
+    close(m)
+
+
+def _set_applied(m, index):
+    m.committer.run_sync(lambda txn: m.kv.apply(txn, index, []))
+
+
+def test_a_cut_snapshot_installation_is_completed_at_start(tmp_path):
+    d = tmp_path / "d"
+    m = make_member(d)
+    m.open_storage()
+    meta = SnapshotMetadata(ConfState(voters=[m.id]), 50, 2)
+    # What _install_snapshot's restore txn leaves when the member dies before the WAL record:
+    kvmeta = m.engine.db("kvmeta")
+    m.committer.run_sync(lambda txn: txn.put(PENDING_INSTALL_KEY, pack_meta(meta), db=kvmeta))
+    _set_applied(m, 60)
+    close(m)
+
+    m = make_member(d)
+    m.open_storage()
+    assert m.raftlog.snapshot().metadata.index == 50
+    assert m.raftlog.first_index() == 51 and m.raftlog.last_index() == 50
+    assert m._restart_applied == 50 and m.kv.applied_index == 60  # the image was newer
+    with m.engine.env.begin() as txn:
+        assert txn.get(PENDING_INSTALL_KEY, db=m.engine.db("kvmeta")) is None
+    close(m)
+
+
+def test_a_store_behind_the_compaction_point_refuses_to_start(tmp_path):
+    d = tmp_path / "d"
+    m = make_member(d)
+    m.open_storage()
+    meta = SnapshotMetadata(ConfState(voters=[m.id]), 40, 2)
+    seq, _ = m.wal.append(INSTALL, meta)  # the log now starts after 40; the store is at 0
+    m.wal.wait_synced(seq)
+    close(m)
+    m = make_member(d)
+    with pytest.raises(DataDirStateError) as info:
+        m.open_storage()
+    assert "applied to index 0" in str(info.value) and "refusing to start" in str(info.value)
+    m.committer.close()
+    m.wal.close()
+    m.engine.close()
+
+
+def test_a_damaged_wal_refuses_to_start(tmp_path):
+    from raftkv.storage.wal import WalCorruptError
+    d = tmp_path / "d"
+    m = make_member(d)
+    m.open_storage()
+    close(m)
+    wal_dir = os.path.join(d, "wal")
+    first = os.path.join(wal_dir, sorted(os.listdir(wal_dir))[0])
+    # a second, later segment makes the first one "older": damage there is corruption
+    open(os.path.join(wal_dir, "0000000000000002.wal"), "wb").close()
+    data = bytearray(open(first, "rb").read())
+    data[20] ^= 0xFF
+    open(first, "wb").write(bytes(data))
+    m = make_member(d)
+    with pytest.raises(WalCorruptError, match="refuses to start"):
+        m.open_storage()

@@ -1,0 +1,270 @@
+"""The WAL (raftkv/storage/wal.py) and the Raft Storage over it (raftkv/storage/raftlog.py):
+replay semantics, segment rotation and release, torn tails, corruption, and SIGKILL durability."""
+import os
+import pathlib
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from raftkv.raft.errors import CompactedError
+from raftkv.raft.types import ConfState, Entry, EntryType, HardState, SnapshotMetadata
+from raftkv.storage import encode_entries
+from raftkv.storage import wal as wal_mod
+from raftkv.storage.raftlog import WalLog
+from raftkv.storage.wal import COMPACT, ENTRIES, HARD_STATE, INSTALL, WAL, WalCorruptError
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+CONF = ConfState(voters=[1, 2, 3])
+
+
+def ents(lo, hi, term=1):
+    return [Entry(term, i, EntryType.NORMAL, b"v%d-t%d" % (i, term) * 3) for i in range(lo, hi + 1)]
+
+
+def meta(index, term=1):
+    return SnapshotMetadata(conf_state=CONF, index=index, term=term)
+
+
+def open_wal(path, segment_bytes=1 << 20):
+    w = WAL(path, segment_bytes=segment_bytes)
+    img = w.open()
+    return w, img
+
+
+def write_sync(w, rtype, obj, max_index=0):
+    seq, _ = w.append(rtype, obj, max_index=max_index)
+    w.wait_synced(seq)
+    return seq
+
+
+def segments(path):
+    return sorted(os.listdir(os.path.join(path, "wal")))
+
+
+def test_empty_and_round_trip(tmp_path):
+    w, img = open_wal(tmp_path)
+    assert img.entries == [] and img.hard_state == HardState() and img.meta.index == 0
+    write_sync(w, ENTRIES, ents(1, 10), 10)
+    write_sync(w, HARD_STATE, HardState(3, 2, 7))
+    w.close()
+    w, img = open_wal(tmp_path)
+    assert [e.index for e in img.entries] == list(range(1, 11))
+    assert img.entries == ents(1, 10)
+    assert img.hard_state == HardState(3, 2, 7)
+    assert img.last_seq == 2
+    # seqs continue after a reopen
+    assert write_sync(w, HARD_STATE, HardState(3, 2, 8)) == 3
+    w.close()
+
+
+def test_conflicting_suffix_is_replaced(tmp_path):
+    w, _ = open_wal(tmp_path)
+    write_sync(w, ENTRIES, ents(1, 8, term=1), 8)
+    write_sync(w, ENTRIES, ents(5, 6, term=2), 6)  # a new leader overwrote 5.. with term 2
+    w.close()
+    _, img = open_wal(tmp_path)
+    assert img.entries == ents(1, 4, term=1) + ents(5, 6, term=2)
+
+
+def test_compact_and_install(tmp_path):
+    w, _ = open_wal(tmp_path)
+    write_sync(w, ENTRIES, ents(1, 20), 20)
+    write_sync(w, COMPACT, meta(12))
+    w.close()
+    w, img = open_wal(tmp_path)
+    assert img.meta == meta(12)
+    assert [e.index for e in img.entries] == list(range(13, 21))
+    write_sync(w, INSTALL, meta(100, 4))  # a leader's snapshot: everything before is gone
+    write_sync(w, ENTRIES, ents(101, 102, term=4), 102)
+    w.close()
+    _, img = open_wal(tmp_path)
+    assert img.meta == meta(100, 4)
+    assert img.entries == ents(101, 102, term=4)
+
+
+def test_rotation_and_release(tmp_path):
+    w, _ = open_wal(tmp_path, segment_bytes=4096)
+    for lo in range(1, 400, 10):
+        write_sync(w, ENTRIES, ents(lo, lo + 9), lo + 9)
+        write_sync(w, HARD_STATE, HardState(1, 1, lo + 9))
+    assert len(segments(tmp_path)) >= 4
+    before = len(segments(tmp_path))
+    write_sync(w, COMPACT, meta(350))
+    after = segments(tmp_path)
+    assert len(after) < before  # segments holding only entries <= 350 are gone
+    w.close()
+    w, img = open_wal(tmp_path, segment_bytes=4096)
+    assert img.meta == meta(350)
+    assert [e.index for e in img.entries] == list(range(351, 401))
+    assert img.hard_state == HardState(1, 1, 400)
+    # the log keeps growing after a reopen and survives another reopen
+    write_sync(w, ENTRIES, ents(401, 420), 420)
+    w.close()
+    _, img = open_wal(tmp_path, segment_bytes=4096)
+    assert img.entries[-1].index == 420 and img.entries[0].index == 351
+
+
+def _last_segment(path):
+    return os.path.join(path, "wal", segments(path)[-1])
+
+
+def _end_of_records(path):
+    w, _ = open_wal(path)
+    end = w._offset
+    w.close()
+    return end
+
+
+@pytest.mark.parametrize("damage", ["partial", "garbage", "half-header"])
+def test_torn_tail_is_cut(tmp_path, damage):
+    w, _ = open_wal(tmp_path)
+    write_sync(w, ENTRIES, ents(1, 5), 5)
+    write_sync(w, HARD_STATE, HardState(1, 1, 5))
+    w.close()
+    end = _end_of_records(tmp_path)
+    # a half-written next record (what a crash during the next pwrite can leave)
+    record = wal_mod._record(ENTRIES, 3, encode_entries(ents(6, 9)))
+    piece = {"partial": record[:len(record) - 7], "garbage": os.urandom(100),
+             "half-header": record[:9]}[damage]
+    with open(_last_segment(tmp_path), "r+b") as f:
+        f.seek(end)
+        f.write(piece)
+    w, img = open_wal(tmp_path)
+    assert img.entries == ents(1, 5)  # the torn append is gone, the rest intact
+    write_sync(w, ENTRIES, ents(6, 7), 7)  # and the log goes on from there
+    w.close()
+    _, img = open_wal(tmp_path)
+    assert img.entries == ents(1, 7)
+
+
+def test_damage_in_an_older_segment_refuses_to_open(tmp_path):
+    w, _ = open_wal(tmp_path, segment_bytes=4096)
+    for lo in range(1, 200, 10):
+        write_sync(w, ENTRIES, ents(lo, lo + 9), lo + 9)
+    w.close()
+    first = os.path.join(tmp_path, "wal", segments(tmp_path)[0])
+    data = bytearray(open(first, "rb").read())
+    data[300] ^= 0x40
+    open(first, "wb").write(bytes(data))
+    with pytest.raises(WalCorruptError) as info:
+        open_wal(tmp_path, segment_bytes=4096)
+    assert "refuses to start" in str(info.value) and segments(tmp_path)[0] in str(info.value)
+
+
+def test_bit_flip_in_the_last_segment_truncates_to_the_last_good_record(tmp_path):
+    """TESTING.md: a flipped WAL gives a detected error or a truncation to the last good
+    record, never silently wrong data."""
+    w, _ = open_wal(tmp_path)
+    for lo in range(1, 50, 10):
+        write_sync(w, ENTRIES, ents(lo, lo + 9), lo + 9)
+    w.close()
+    path = _last_segment(tmp_path)
+    data = bytearray(open(path, "rb").read())
+    end = _end_of_records(tmp_path)
+    data[end - 30] ^= 0x01  # inside the last record
+    open(path, "wb").write(bytes(data))
+    _, img = open_wal(tmp_path)
+    assert img.entries == ents(1, 40)
+
+
+def test_missing_segment_is_corruption(tmp_path):
+    w, _ = open_wal(tmp_path, segment_bytes=4096)
+    for lo in range(1, 200, 10):
+        write_sync(w, ENTRIES, ents(lo, lo + 9), lo + 9)
+    w.close()
+    names = segments(tmp_path)
+    assert len(names) >= 3
+    os.unlink(os.path.join(tmp_path, "wal", names[1]))
+    with pytest.raises(WalCorruptError, match="missing"):
+        open_wal(tmp_path, segment_bytes=4096)
+
+
+def test_wallog_storage_interface(tmp_path):
+    w, img = open_wal(tmp_path)
+    st = WalLog(w, img, CONF)
+    assert st.first_index() == 1 and st.last_index() == 0
+    fut = st.save(ents(1, 10), HardState(2, 1, 3), None)
+    assert fut is None
+    assert st.last_index() == 10 and st.term(10) == 1
+    st.save(ents(8, 9, term=2), None, None)
+    assert st.last_index() == 9 and st.term(9) == 2
+    assert st.compact_to(meta(5)) is True
+    assert st.first_index() == 6 and st.snapshot().metadata == meta(5)
+    with pytest.raises(CompactedError):
+        st.entries(4, 6)
+    assert st.compact_to(meta(4)) is False  # already past it
+    w.wait_synced(st.last_seq())
+    w.close()
+    w, img = open_wal(tmp_path)
+    st2 = WalLog(w, img, CONF)
+    assert st2.first_index() == 6 and st2.last_index() == 9 and st2.term(9) == 2
+    assert st2.initial_state() == (HardState(2, 1, 3), CONF)
+    assert st2.entries(6, 10) == ents(6, 7) + ents(8, 9, term=2)
+    w.close()
+
+
+def test_async_futures_resolve_after_sync(tmp_path):
+    import asyncio
+
+    async def main():
+        w, img = open_wal(tmp_path)
+        st = WalLog(w, img, CONF)
+        fut = st.save(ents(1, 3), HardState(1, 1, 0), asyncio.get_running_loop())
+        await asyncio.wait_for(fut, 5)
+        assert w.synced_seq >= st.last_seq()
+        w.close()
+    asyncio.run(main())
+
+
+CHILD = r'''
+import sys
+from raftkv.raft.types import Entry, EntryType, HardState, SnapshotMetadata, ConfState
+from raftkv.storage.wal import WAL, ENTRIES, HARD_STATE, COMPACT
+w = WAL(sys.argv[1], segment_bytes=64 * 1024)
+img = w.open()
+last = img.entries[-1].index if img.entries else img.meta.index
+while True:
+    n = 1 + (last % 7)
+    batch = [Entry(1, i, EntryType.NORMAL, b"%d" % i * 20) for i in range(last + 1, last + n + 1)]
+    w.append(ENTRIES, batch, max_index=batch[-1].index)
+    seq, _ = w.append(HARD_STATE, HardState(1, 1, batch[-1].index))
+    if batch[-1].index // 500 != last // 500 and last > 1000:
+        w.append(COMPACT, SnapshotMetadata(ConfState([1]), last - 1000, 1))
+    w.wait_synced(seq)
+    last = batch[-1].index
+    print("ACK", last, flush=True)
+'''
+
+
+def test_sigkill_loop_keeps_every_acknowledged_entry(tmp_path):
+    rng = random.Random(int(os.environ.get("RAFTKV_CRASH_SEED", "1")))
+    acked = 0
+    deadline = time.monotonic() + 20
+    kills = 0
+    while kills < 12 and (kills < 5 or time.monotonic() < deadline):
+        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path)], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            first = proc.stdout.readline()
+            assert first.startswith("ACK"), proc.stderr.read()
+            time.sleep(rng.uniform(0.01, 0.3))
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate(timeout=10)
+        lines = [first] + out.splitlines()
+        acks = [int(x.split()[1]) for x in lines if x.startswith("ACK ")]
+        acked = max([acked] + acks)
+        kills += 1
+        w, img = open_wal(tmp_path, segment_bytes=64 * 1024)
+        w.close()
+        last = img.entries[-1].index
+        assert last >= acked, f"acknowledged {acked}, log ends at {last} (kill {kills})"
+        for e in img.entries:
+            assert e.data == b"%d" % e.index * 20
+        assert img.entries[0].index == img.meta.index + 1
+        assert img.hard_state.commit <= last
+    assert acked > 100
