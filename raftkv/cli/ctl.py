@@ -3,7 +3,7 @@
     raftkvctl [--endpoints=h:p,...] [-w simple|json|table] VERB ...
     put KEY [VALUE]          get KEY [END]          del KEY [END]        txn [-i]
     watch KEY [END]          lease grant|revoke|keep-alive|timetolive|list
-    member list              endpoint health|status  compaction REV      load FILE
+    member list|update       endpoint health|status  compaction REV      load FILE
 
 Endpoints come from --endpoints, else RAFTKVCTL_ENDPOINTS, else 127.0.0.1:2379. Output
 follows etcdctl: simple prints key and value lines ("OK" for put, the count for del); json
@@ -322,6 +322,8 @@ async def _lease_list(c, args, out):
 # Cluster.
 
 async def cmd_member(c, args, out):
+    if args.member_cmd == "update":
+        return await cmd_member_update(c, args, out)
     resp = await c.call("member_list", {})
     rows = [[f"{m.get('ID', 0):x}", "started" if m.get("name") else "unstarted",
              m.get("name", ""), ",".join(m.get("peerURLs", [])),
@@ -330,6 +332,21 @@ async def cmd_member(c, args, out):
     headers = ["ID", "STATUS", "NAME", "PEER ADDRS", "CLIENT ADDRS", "IS LEARNER"]
     _emit(args, out, resp, lambda: out.write("".join(", ".join(r) + "\n" for r in rows)),
           lambda: (headers, rows))
+
+
+async def cmd_member_update(c, args, out):
+    """etcdctl member update ID --peer-urls=URL[,URL]: prints what etcdctl prints."""
+    urls = [u.strip() for u in (args.peer_urls or "").split(",") if u.strip()]
+    if not urls:
+        raise wire.RaftkvError("BAD_REQUEST", "member peer urls not provided")
+    try:
+        mid = int(args.id, 16)
+    except ValueError:
+        raise wire.RaftkvError("BAD_REQUEST", f"bad member ID arg ({args.id!r})") from None
+    resp = await c.call("member_update", {"ID": mid, "peerURLs": urls})
+    cluster = resp.get("header", {}).get("cluster_id", 0)
+    _emit(args, out, resp,
+          lambda: out.write(f"Member {mid:16x} updated in cluster {cluster:16x}\n"))
 
 
 def _each_endpoint(args):
@@ -576,7 +593,11 @@ def _cluster_parsers(sub):
     lsub.add_parser("list")
     p.set_defaults(fn=cmd_lease)
     p = sub.add_parser("member", help="member commands")
-    p.add_subparsers(dest="member_cmd", required=True).add_parser("list")
+    msub = p.add_subparsers(dest="member_cmd", required=True)
+    msub.add_parser("list")
+    mu = msub.add_parser("update", help="update a member's peer URLs")
+    mu.add_argument("id", help="member ID (hex)")
+    mu.add_argument("--peer-urls", default="", help="comma-separated peer URLs")
     p.set_defaults(fn=cmd_member)
     p = sub.add_parser("endpoint", help="endpoint health|status")
     esub = p.add_subparsers(dest="endpoint_cmd", required=True)

@@ -497,11 +497,15 @@ class KVStore:
             raise RaftkvError("NO_SPACE")
         path = iter(self._path(w, body, []))
         resp = self._run_txn(w, body, path)
-        final = w.main if w.sub else self._rev
-        _set_headers(resp, final)
+        resp["header"] = {"revision": w.main if w.sub else self._rev}
         return resp
 
     def _run_txn(self, w, body, path):
+        """The chosen branch's responses, each with etcd 3.4's sub-response header (only a
+        revision, as etcd's applier leaves cluster/member/term unset): a range or delete sees
+        the revision as of that point in the txn (the starting one until the first write,
+        then the txn's own), a put the txn's revision; a nested txn's header stays empty
+        (etcd's newTxnResp never sets it). The caller sets the outermost header."""
         ok = next(path)
         responses = []
         for op in body.get("success" if ok else "failure") or ():
@@ -510,7 +514,7 @@ class KVStore:
                 responses.append({"response_range": self._op_range(w, sub)})
             elif kind == "request_put":
                 prev = self._put(w, sub)
-                resp = {"header": {}}
+                resp = {"header": {"revision": w.main}}
                 if prev is not None and sub.get("prev_kv"):
                     resp["prev_kv"] = codec.kv_dict(prev)
                 responses.append({"response_put": resp})
@@ -628,12 +632,3 @@ class KVStore:
             ready = self.hub.resync_all(old)
         self.hub.notify(ready)
 
-
-def _set_headers(resp, revision):
-    resp["header"] = {"revision": revision}
-    for sub in resp["responses"]:
-        (kind, body), = sub.items()
-        if kind == "response_txn":
-            _set_headers(body, revision)
-        else:
-            body["header"] = {"revision": revision}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
 import os
 import random
@@ -54,6 +55,8 @@ from raftkv.server.raft_loop import RaftLoop
 log = logging.getLogger("raftkv.member")
 
 MEMBER_KEY_PREFIX = b"raftkv.member/"
+MEMBER_UPDATE_OP = "member_update_peers"  # the log op of etcd's MemberUpdate
+IDENTITY_FILE = "member-identity.json"  # this data dir's member and cluster IDs
 DEDUP_REQUESTS_MAX = 100_000  # idempotency ids remembered (same on every member)
 PENDING_INSTALL_KEY = b"raftkv.pending_install"  # kvmeta: a restored snapshot not yet in the WAL
 # How long an apply-only LMDB round waits for more Readys before it commits (its sync is off the
@@ -257,6 +260,7 @@ class Member:
     async def start(self):
         self._event_loop = asyncio.get_running_loop()
         self.open_storage()
+        self._open_membership()
         node = self.new_node()
         self.loop = RaftLoop(node, self.id, io=self._io, send=self._send, tick_s=self.cfg.tick_s,
                              on_conf_change=self._on_conf_change, on_tick=self._on_tick)
@@ -322,7 +326,9 @@ class Member:
                 out[mid] = host_port(info["peer_urls"][0])
         initial = self.cfg.cluster_members()
         for name, mid in self.cfg.member_ids().items():
-            if mid not in out:
+            # our own name is skipped: after a member update of our peer URLs, --initial-cluster
+            # may list our new URL, whose derived ID is not ours (see _load_identity)
+            if mid not in out and name != self.cfg.name:
                 out[mid] = host_port(initial[name][0])
         return out
 
@@ -491,6 +497,69 @@ class Member:
         w.txn.put(MEMBER_KEY_PREFIX + mid.to_bytes(8, "big"), msgpack.packb(rec),
                   db=self.engine.db("kvmeta"))
         return {"header": {}}
+
+    def _open_membership(self):
+        """After open_storage, before the Raft node: the member update op (applied in log
+        order like member_publish) and this data dir's identity."""
+        self.kv.register_op(MEMBER_UPDATE_OP, self._op_member_update_peers)
+        self._load_identity()
+
+    def _load_identity(self):
+        """This member's and its cluster's IDs are derived from --initial-cluster at the data
+        dir's first start only, then kept in the data dir (etcd keeps them in its WAL
+        metadata): a member restarted after `member update` changed its peer URLs, with
+        --initial-cluster listing the new URL, keeps its ID."""
+        path = os.path.join(self.cfg.data_dir, IDENTITY_FILE)
+        try:
+            with open(path, encoding="utf-8") as f:
+                ident = json.load(f)
+        except FileNotFoundError:
+            ident = None
+        if ident is not None:
+            try:
+                self.id, self.cluster_id = int(ident["member_id"]), int(ident["cluster_id"])
+            except (KeyError, TypeError, ValueError):
+                raise RaftkvError("INTERNAL", f"raftkv: {path} is damaged: {ident!r}") from None
+            if self.id != self.cfg.member_ids().get(self.cfg.name):
+                log.info("member ID %x from %s (--initial-cluster derives another one from "
+                         "this member's peer URLs: they were updated)", self.id, path)
+            return
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"member_id": self.id, "cluster_id": self.cluster_id}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dfd = os.open(self.cfg.data_dir, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    def _op_member_update_peers(self, w, body):
+        """etcd's MemberUpdate (a ConfChangeUpdateNode there), applied by every member in log
+        order: the member's peer URLs change, checked as etcd's ValidateConfigurationChange
+        does; the peer transport then dials the new address."""
+        mid = body.get("ID", 0)
+        rec = self.members.get(mid)
+        if rec is None:
+            raise RaftkvError("MEMBER_NOT_FOUND")
+        urls = [str(u) for u in body.get("peerURLs") or []]
+        for other, info in self.members.items():
+            if other != mid and set(info.get("peer_urls", ())) & set(urls):
+                raise RaftkvError("PEER_URL_EXIST")
+        rec = dict(rec, peer_urls=urls)
+        self.members[mid] = rec
+        w.txn.put(MEMBER_KEY_PREFIX + mid.to_bytes(8, "big"), msgpack.packb(rec),
+                  db=self.engine.db("kvmeta"))
+        if self._event_loop is not None:  # applied in the storage thread
+            self._event_loop.call_soon_threadsafe(self._peer_urls_changed)
+        log.info("member %x now has peer URLs %s", mid, ",".join(urls))
+        return {"header": {}}
+
+    def _peer_urls_changed(self):
+        if self.transport is not None and not self.stopping:
+            self.transport.set_peers(self._peer_addrs())
 
     async def _publish_loop(self):
         """Publish our name and client URLs until the cluster has them."""

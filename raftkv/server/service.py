@@ -13,7 +13,9 @@ from raftkv.errors import RaftkvError
 from raftkv.mvcc import snapshot as mvcc_snapshot
 from raftkv.raft import ConfChangeSingle, ConfChangeType, ConfChangeV2, Role
 from raftkv.raft.errors import ProposalDroppedError
+from raftkv.server.config import ConfigError, host_port
 from raftkv.server.config import member_id as derive_member_id
+from raftkv.server.member import MEMBER_UPDATE_OP
 from raftkv.storage import crc32c
 
 log = logging.getLogger("raftkv.service")
@@ -284,11 +286,22 @@ class Service:
         return {"header": self.header(), "members": self._member_dicts()}
 
     async def _op_member_update(self, body):
+        """etcd's MemberUpdate: a member's peer URLs change through the log (every member
+        applies it and points its peer transport at the new address); the checks run at
+        apply, as etcd's ValidateConfigurationChange: an unknown ID is "member not found",
+        a URL another member uses "Peer URLs already exists". URLs raftkv cannot dial are
+        refused up front with etcd's MemberAdd error (etcdctl checks them before sending)."""
         mid = body.get("ID", 0)
-        if mid not in self.m.members:
-            raise RaftkvError("MEMBER_NOT_FOUND")
-        raise RaftkvError("NOT_CAPABLE", "etcdserver: not capable (member update of peer URLs "
-                                         "is not supported by raftkv yet)")
+        urls = [str(u) for u in body.get("peerURLs") or []]
+        try:
+            if not urls:
+                raise ConfigError("no peer URLs")
+            for url in urls:
+                host_port(url)
+        except ConfigError:
+            raise RaftkvError("MEMBER_BAD_URLS") from None
+        await self._write(MEMBER_UPDATE_OP, {"ID": mid, "peerURLs": urls})
+        return {"header": self.header(), "members": self._member_dicts()}
 
     # ---------------------------------------------------------------- maintenance
     async def _op_status(self, body):

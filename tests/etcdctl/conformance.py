@@ -132,6 +132,8 @@ class Step:
 
 
 TXN = 'value("c/k") = "v1"\n\nput c/k v2\nget c/k\n\nput c/else x\n\n'
+TXN_SUB_HEADERS = ('mod("c/k") > "0"\n\nget c/k\ndel c/nothing\nput c/t v\nget c/t\n'
+                   'del c/nothing\n\nget c/l\n\n')
 SCENARIOS = [
     Step("put", ("put", "c/k", "v1")),
     Step("put-prev-kv", ("put", "c/k", "v1", "--prev-kv")),
@@ -150,6 +152,9 @@ SCENARIOS = [
     Step("txn-success", ("txn",), stdin=TXN),
     Step("txn-failure", ("txn",), stdin=TXN),
     Step("txn-json", ("txn", "-w", "json"), stdin='mod("c/k") > "0"\n\nget c/k\n\n\n'),
+    # sub-response headers: reads and no-op deletes before the txn's first write carry the
+    # starting revision, the put and everything after it the txn's new revision
+    Step("txn-json-sub-headers", ("txn", "-w", "json"), stdin=TXN_SUB_HEADERS),
     Step("del-prev-kv", ("del", "c/else", "--prev-kv")),
     Step("del-none", ("del", "c/none")),
     Step("del-prefix", ("del", "c/", "--prefix")),

@@ -1,5 +1,6 @@
 """etcdctl member list/add/remove/promote (a learner with only a peer URL, and a real 4th member
 started with --initial-cluster-state existing), move-leader."""
+import io
 import json
 import re
 
@@ -7,7 +8,7 @@ import pytest
 
 from raftkv.cli.local_cluster import free_ports
 from tests.etcdctl.conftest import (
-    Ctl, add_member_process, start_member_process, stop_proc, wait_for)
+    TARGET, Ctl, add_member_process, start_member_process, stop_proc, wait_for)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -127,3 +128,135 @@ def test_move_leader(ctl, raftkv_cluster):
     assert out == f"Leadership transferred from {target:x} to {target:x}\n"
     proc = ctl.run("move-leader", "abcdef12", check=False)
     assert proc.returncode != 0
+
+
+def _by_name(cluster, name):  # LocalCluster or EtcdCluster
+    return next(m for m in cluster.members if m.name == name)
+
+
+def _member_ids(ctl):
+    return {m["name"]: m["ID"] for m in members(ctl)}
+
+
+def _peer_urls_everywhere(cluster, mid, want, timeout_s=20, skip=None):
+    """Until member list on every running member (but skip) shows want as mid's peer URLs."""
+    def ok():
+        for m in cluster.members:
+            if not m.alive() or m is skip:
+                continue
+            proc = Ctl([m.grpc_endpoint]).run("member", "list", "-w", "json", check=False)
+            if proc.returncode != 0:
+                return False
+            listed = {x["ID"]: x for x in json.loads(proc.stdout)["members"]}
+            if listed.get(mid, {}).get("peerURLs") != want:
+                return False
+        return True
+    wait_for(ok, timeout_s, 0.2, f"every member to list {mid:x} with peer URLs {want}")
+
+
+def test_member_update_peer_urls_and_errors(ctl, raftkv_cluster):
+    # a follower: the leader moved to an address nobody listens on would lose its quorum
+    leader = json.loads(ctl.out("endpoint", "status", "-w", "json"))[0]["Status"]["leader"]
+    ids = _member_ids(ctl)
+    name = next(n for n in ("m3", "m2") if ids[n] != leader)
+    moved, mid = _by_name(raftkv_cluster, name), ids[name]
+    # the moved member no longer hears from the leader: ask the others
+    others = Ctl([m.grpc_endpoint for m in raftkv_cluster.members if m is not moved])
+    other = f"http://127.0.0.1:{free_ports(1)[0]}"
+    out = others.out("member", "update", f"{mid:x}", f"--peer-urls={other}")
+    assert re.match(rf"^Member {mid:16x} updated in cluster [ 0-9a-f]{{16}}\n$", out), out
+    _peer_urls_everywhere(raftkv_cluster, mid, [other], skip=moved)
+    # the JSON answer carries the header and the member list
+    resp = json.loads(others.out("member", "update", f"{mid:x}", f"--peer-urls={other}",
+                                 "-w", "json"))
+    assert resp["header"]["cluster_id"] and resp["header"]["member_id"]
+    assert {m["ID"]: m["peerURLs"] for m in resp["members"]}[mid] == [other]
+    unused = f"http://127.0.0.1:{free_ports(1)[0]}"
+    proc = others.run("member", "update", "abcdef12", f"--peer-urls={unused}", check=False)
+    assert proc.returncode != 0
+    assert "Error: etcdserver: member not found" in proc.stderr, proc.stderr
+    m1_url = _by_name(raftkv_cluster, "m1").peer_url
+    proc = others.run("member", "update", f"{mid:x}", f"--peer-urls={m1_url}", check=False)
+    assert proc.returncode != 0
+    assert "Error: etcdserver: Peer URLs already exists" in proc.stderr, proc.stderr
+    _peer_urls_everywhere(raftkv_cluster, mid, [other], skip=moved)
+    # back to where it listens: it is reachable again, learns the change, serves reads
+    others.out("member", "update", f"{mid:x}", f"--peer-urls={moved.peer_url}")
+    _peer_urls_everywhere(raftkv_cluster, mid, [moved.peer_url], timeout_s=30)
+    others.out("put", "upd/k", "v1")
+    ctl_moved = Ctl([moved.grpc_endpoint])
+    wait_for(lambda: ctl_moved.run("get", "upd/k", "--print-value-only", check=False).stdout
+             == "v1\n", 30, 0.3, "the member to serve the write")
+
+
+def test_member_update_then_restart_on_new_port(ctl, raftkv_cluster):
+    """Stop m3, move its peer URL to a freshly probed port, write meanwhile, restart it
+    listening there (--initial-cluster-state existing): it catches up."""
+    m3 = _by_name(raftkv_cluster, "m3")
+    mid = _member_ids(ctl)["m3"]
+    others = Ctl([m.grpc_endpoint for m in raftkv_cluster.members if m is not m3])
+    stop_proc(m3.proc, 15)
+    new_port = free_ports(1)[0]
+    new_url = f"http://127.0.0.1:{new_port}"
+
+    def update():  # m3 may have been the leader: the first tries may meet an election
+        proc = others.run("member", "update", f"{mid:x}", f"--peer-urls={new_url}",
+                          check=False)
+        if proc.returncode == 0:
+            return proc.stdout
+        assert "leader" in proc.stderr or "timed out" in proc.stderr, proc.stderr
+        return None
+    out = wait_for(update, 30, 0.5, "member update to be accepted")
+    assert out.startswith(f"Member {mid:16x} updated in cluster"), out
+    for i in range(20):
+        others.out("put", f"moved/{i:02d}", f"v{i}")
+    rows = {r[0]: r for r in parse_list(others.out("member", "list"))}
+    assert rows[f"{mid:x}"][3] == new_url
+    m3.peer_port = new_port
+    start_member_process(raftkv_cluster, m3)
+    ctl3 = Ctl([m3.grpc_endpoint])
+
+    def caught_up():
+        proc = ctl3.run("get", "moved/19", "--print-value-only", check=False)
+        return proc.returncode == 0 and proc.stdout == "v19\n"
+    wait_for(caught_up, 60, 0.5, "the restarted m3 to catch up")
+    got = ctl3.out("get", "moved/", "--prefix", "--print-value-only").split()
+    assert got == [f"v{i}" for i in range(20)]
+    # its ID is unchanged and every member (itself included) lists the new peer URL
+    assert _member_ids(ctl3)["m3"] == mid
+    _peer_urls_everywhere(raftkv_cluster, mid, [new_url])
+    # writes through the moved member replicate to the others
+    ctl3.out("put", "moved/back", "x")
+    assert others.out("get", "moved/back", "--print-value-only") == "x\n"
+    wait_for(lambda: ctl.run("endpoint", "health", check=False).returncode == 0, 30, 0.5,
+             "every endpoint healthy")
+
+
+@pytest.mark.skipif(TARGET == "etcd", reason="raftkvctl speaks raftkv's native protocol")
+def test_raftkvctl_member_update(ctl, raftkv_cluster, capsys):
+    from raftkv.cli import ctl as raftkvctl
+
+    def run(*argv):
+        out = io.StringIO()
+        eps = ",".join(raftkv_cluster.native_endpoints)
+        rc = raftkvctl.main(["--endpoints", eps, *argv], out=out)
+        return rc, out.getvalue(), capsys.readouterr().err
+    m2 = _by_name(raftkv_cluster, "m2")
+    mid = _member_ids(ctl)["m2"]
+    # to the URL it already has: accepted through the log, nothing moves
+    rc, out, _ = run("member", "update", f"{mid:x}", f"--peer-urls={m2.peer_url}")
+    assert rc == 0 and re.match(rf"^Member {mid:16x} updated in cluster [ 0-9a-f]{{16}}\n$",
+                                out), out
+    rc, out, _ = run("-w", "json", "member", "update", f"{mid:x}", f"--peer-urls={m2.peer_url}")
+    assert rc == 0 and {m["ID"]: m["peerURLs"] for m in json.loads(out)["members"]}[mid] == \
+        [m2.peer_url]
+    rc, _, err = run("member", "update", "abcdef12", "--peer-urls=http://127.0.0.1:1")
+    assert rc == 1 and err == "Error: etcdserver: member not found\n"
+    m1_url = _by_name(raftkv_cluster, "m1").peer_url
+    rc, _, err = run("member", "update", f"{mid:x}", f"--peer-urls={m1_url}")
+    assert rc == 1 and err == "Error: etcdserver: Peer URLs already exists\n"
+    rc, _, err = run("member", "update", f"{mid:x}", "--peer-urls=nope")
+    assert rc == 1 and err == "Error: etcdserver: given member URLs are invalid\n"
+    rc, _, err = run("member", "update", f"{mid:x}")
+    assert rc == 1 and "member peer urls not provided" in err
+    _peer_urls_everywhere(raftkv_cluster, mid, [m2.peer_url])

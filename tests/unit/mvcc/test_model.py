@@ -75,20 +75,22 @@ class Model:
                 self._in(k, d["key"], d.get("range_end", b"")) for k in puts for d in dels):
             return RaftkvError("DUPLICATE_KEY")
         # the real check covers both branches
+        # etcd 3.4 sub-response headers: the revision as of that op (the starting one until
+        # the first change, then the txn's own)
         changed, resps = False, []
         for op in ops:
             if "request_put" in op:
                 self.put(state, op["request_put"], self.rev + 1)
                 changed = True
-                resps.append({"response_put": {"header": {}}})
+                resps.append({"response_put": {"header": {"revision": self.rev + 1}}})
             else:
                 n = self.delete(state, op["request_delete_range"])
                 changed = changed or n > 0
-                resps.append({"response_delete_range": {"header": {}, "deleted": n}})
+                resps.append({"response_delete_range": {
+                    "header": {"revision": self.rev + 1 if changed else self.rev},
+                    "deleted": n}})
         if changed:
             self._commit(state)
-        for r in resps:
-            next(iter(r.values()))["header"] = {"revision": self.rev}
         return {"header": {"revision": self.rev}, "succeeded": ok, "responses": resps}
 
     def apply(self, op, body):

@@ -70,6 +70,23 @@ def test_txn_one_revision_and_responses(h3):
     assert h3.get(b"c")["kvs"][0]["mod_revision"] == 5
 
 
+def test_txn_sub_response_headers_as_etcd(h3):
+    """etcd 3.4 (apply.go, mvcc/kvstore_txn.go): a range or a delete that deletes nothing
+    before any write sees the starting revision; a put, and anything after the first write,
+    the txn's revision; only the outer header gets cluster/member/term (not set here)."""
+    resp = txn(h3, [], [{"request_range": {"key": b"a"}},
+                        {"request_delete_range": {"key": b"nothing"}},
+                        put_op(b"a", b"y"),
+                        {"request_range": {"key": b"a"}},
+                        {"request_delete_range": {"key": b"nothing"}}])
+    revs = [next(iter(r.values()))["header"] for r in resp["responses"]]
+    assert revs == [{"revision": 4}, {"revision": 4}, {"revision": 5}, {"revision": 5},
+                    {"revision": 5}]
+    assert resp["header"] == {"revision": 5}
+    first = resp["responses"][0]["response_range"]["kvs"][0]
+    assert first["mod_revision"] < 5
+
+
 def test_txn_failure_branch_and_readonly(h3):
     resp = txn(h3, [cmp(b"a", 0, 0, version=7)], [put_op(b"x")],
                [{"request_range": {"key": b"b"}}])
@@ -84,7 +101,8 @@ def test_nested_txn(h3):
     resp = txn(h3, [], [put_op(b"a", b"x"), {"request_txn": inner}])
     # nested compares see the state before the outer txn's writes (etcd compareToPath)
     inner_resp = resp["responses"][1]["response_txn"]
-    assert inner_resp["succeeded"] and inner_resp["header"]["revision"] == 5
+    assert inner_resp["succeeded"] and inner_resp["header"] == {}  # etcd leaves it unset
+    assert inner_resp["responses"][0]["response_put"]["header"] == {"revision": 5}
     assert h3.get(b"n1")["count"] == 1 and h3.get(b"n2")["count"] == 0
     assert h3.get(b"n1")["kvs"][0]["mod_revision"] == 5
 
