@@ -114,3 +114,119 @@ def _check_head(obj):
     if not isinstance(obj, dict) or obj.get("format") != FORMAT or "records" not in obj:
         raise SnapshotError("snapshot chunk 0 is not a snapshot header")
     return obj
+
+
+# ------------------------------------------------------------------ etcd backend image (bbolt)
+#
+# Maintenance.Snapshot sends what etcd sends: its backend, a bbolt file. The records are
+# etcd 3.4's: bucket "key" (the "kv" sub-db's keys, which are already etcd's 17/18-byte
+# revision keys, with mvccpb.KeyValue values; a tombstone's value holds only the key, as in
+# etcd), "lease" (8-byte big-endian ID -> leasepb.Lease{ID, TTL, RemainingTTL}), "meta"
+# (consistent_index, finishedCompactRev, scheduledCompactRev) and "cluster"
+# (clusterVersion); the other buckets etcd creates are present and empty.
+
+ETCD_BUCKETS = (b"alarm", b"auth", b"authRoles", b"authUsers", b"cluster", b"key", b"lease",
+                b"members", b"members_removed", b"meta")
+CLUSTER_VERSION = b"3.4.0"
+_BE64 = struct.Struct(">Q")
+
+
+def _varint(n):
+    n &= 0xFFFFFFFFFFFFFFFF  # int64 fields: negatives take 10 bytes, as in Go
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _pb_int(tag, n):
+    return bytes((tag,)) + _varint(n) if n else b""
+
+
+def _pb_bytes(tag, data):
+    return bytes((tag,)) + _varint(len(data)) + data if data else b""
+
+
+def etcd_kv_value(fields, tombstone):
+    """mvccpb.KeyValue bytes (as etcd's gogoproto Marshal) of a stored "kv" record."""
+    key, create, mod, version, value, lease = (list(fields) + [b"", 0, 0, 0, b"", 0])[:6]
+    if tombstone:  # etcd stores KeyValue{Key: key} for a deletion
+        return _pb_bytes(0x0A, key)
+    return b"".join((_pb_bytes(0x0A, key), _pb_int(0x10, create), _pb_int(0x18, mod),
+                     _pb_int(0x20, version), _pb_bytes(0x2A, value), _pb_int(0x30, lease)))
+
+
+def etcd_lease_value(lease_id, ttl, remaining):
+    """leasepb.Lease{ID, TTL, RemainingTTL} bytes."""
+    return _pb_int(0x08, lease_id) + _pb_int(0x10, ttl) + _pb_int(0x18, remaining)
+
+
+def _rev_bytes(main):
+    return codec.main_key(main)
+
+
+def compaction_keep(txn, kv_db, compact):
+    """The "kv" keys at or below `compact` that etcd keeps after compacting there (each key's
+    latest revision at or below it, unless a tombstone), or None when nothing at or below it
+    can be stale. Only needed while a physical compaction is in progress (raftkv compacts in
+    bounded steps; etcd's file would already be compacted)."""
+    if not compact:
+        return None
+    latest = {}
+    upper = codec.main_key(compact + 1)
+    for dbkey, raw in txn.cursor(db=kv_db):
+        if dbkey >= upper:
+            break
+        latest[codec.unpackb(raw)[0]] = dbkey
+    return {k for k in latest.values() if len(k) == 17}
+
+
+def etcd_key_records(txn, kv_db, compact, keep, upper=None):
+    """(key, KeyValue bytes) of etcd's "key" bucket: every revision, except those at or below
+    the compact revision that etcd's compaction removes (when keep is not None); up to
+    (excluding) the revision key `upper` if given."""
+    lower = codec.main_key(compact + 1)
+    for dbkey, raw in txn.cursor(db=kv_db):
+        if upper is not None and dbkey >= upper:
+            break
+        if keep is not None and dbkey < lower and dbkey not in keep:
+            continue
+        yield dbkey, etcd_kv_value(codec.unpackb(raw), len(dbkey) > 17)
+
+
+def export_bbolt(store, f):
+    """Write the store's committed state to the file object f as etcd's bbolt backend; all
+    from one LMDB read txn. Returns {"size", "revision", "compact_revision"}. Memory is
+    bounded (bbolt.Writer) except while a physical compaction is pending (compaction_keep)."""
+    from raftkv.mvcc import bbolt
+
+    engine = store.engine
+    kv_db, meta_db, lease_db = (engine.db(n) for n in DBS)
+    with engine.env.begin() as txn:
+        applied = codec.meta_int(txn, meta_db, codec.META_APPLIED)
+        consistent = codec.meta_int(txn, meta_db, codec.META_CONSISTENT, applied)
+        revision = codec.meta_int(txn, meta_db, codec.META_REVISION, 1)
+        compact = codec.meta_int(txn, meta_db, codec.META_COMPACT)
+        pending = txn.get(codec.META_COMPACT_CURSOR, db=meta_db) is not None
+        keep = compaction_keep(txn, kv_db, compact) if pending else None
+        w = bbolt.Writer(f)
+        for name in ETCD_BUCKETS:
+            w.bucket(name)
+            if name == b"cluster":
+                w.put(b"clusterVersion", CLUSTER_VERSION)
+            elif name == b"key":
+                for key, value in etcd_key_records(txn, kv_db, compact, keep):
+                    w.put(key, value)
+            elif name == b"lease":
+                for dbkey, raw in txn.cursor(db=lease_db):
+                    ttl, remaining = codec.unpackb(raw)
+                    w.put(dbkey, etcd_lease_value(codec.lease_id_of(dbkey), ttl, remaining))
+            elif name == b"meta":
+                w.put(b"consistent_index", _BE64.pack(consistent))
+                if compact:
+                    w.put(b"finishedCompactRev", _rev_bytes(compact))
+                    w.put(b"scheduledCompactRev", _rev_bytes(compact))
+        size = w.close()
+    return {"size": size, "revision": revision, "compact_revision": compact}

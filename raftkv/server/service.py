@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 
 import msgpack
 
@@ -30,6 +31,7 @@ QUOTA_CHECK_INTERVAL_S = 0.1  # how stale the backend-size check before a write 
 LEADER_MEMBER_OPS = ("member_add", "member_remove", "member_promote")  # forwarded to the leader
 LEARNER_READY_PERCENT = 0.9  # etcd's readyPercent for promoting a learner
 NOSPACE = 1
+SNAPSHOT_READ_BYTES = 1 << 20
 
 
 def _size(body):
@@ -375,10 +377,20 @@ class Service:
         finally:
             w.cancel()
 
-    async def snapshot(self):
-        for chunk in mvcc_snapshot.export_chunks(self.m.kv):
-            yield chunk
-            await asyncio.sleep(0)
+    async def snapshot(self, chunk_bytes=SNAPSHOT_READ_BYTES):
+        """The member's state as etcd's backend (a bbolt file, mvcc_snapshot.export_bbolt):
+        written by a worker thread to an unnamed temp file in the data dir (no memory bound
+        by the state's size, nothing left behind by a crash), then read back in chunks."""
+        with tempfile.TemporaryFile(dir=self.m.cfg.data_dir, prefix="outgoing-snap-") as f:
+            info = await asyncio.to_thread(mvcc_snapshot.export_bbolt, self.m.kv, f)
+            log.info("snapshot: sending a %d-byte backend image at revision %d", info["size"],
+                     info["revision"])
+            f.seek(0)
+            while True:
+                chunk = await asyncio.to_thread(f.read, chunk_bytes)
+                if not chunk:
+                    return
+                yield chunk
 
 
 def _backend():
