@@ -196,6 +196,36 @@ def etcd_key_records(txn, kv_db, compact, keep, upper=None):
         yield dbkey, etcd_kv_value(codec.unpackb(raw), len(dbkey) > 17)
 
 
+def _state(txn, meta_db):
+    applied = codec.meta_int(txn, meta_db, codec.META_APPLIED)
+    return {"consistent_index": codec.meta_int(txn, meta_db, codec.META_CONSISTENT, applied),
+            "revision": codec.meta_int(txn, meta_db, codec.META_REVISION, 1),
+            "compact_revision": codec.meta_int(txn, meta_db, codec.META_COMPACT),
+            "pending": txn.get(codec.META_COMPACT_CURSOR, db=meta_db) is not None}
+
+
+def etcd_backend(engine, txn, state):
+    """[(bucket name, iterable of (key, value))] of etcd's backend for the state in txn,
+    bucket names ascending (generators: consume them in order, inside the txn)."""
+    kv_db, _, lease_db = (engine.db(n) for n in DBS)
+    compact = state["compact_revision"]
+    keep = compaction_keep(txn, kv_db, compact) if state["pending"] else None
+
+    def leases():
+        for dbkey, raw in txn.cursor(db=lease_db):
+            ttl, remaining = codec.unpackb(raw)
+            yield dbkey, etcd_lease_value(codec.lease_id_of(dbkey), ttl, remaining)
+
+    meta = [(b"consistent_index", _BE64.pack(state["consistent_index"]))]
+    if compact:
+        meta += [(b"finishedCompactRev", _rev_bytes(compact)),
+                 (b"scheduledCompactRev", _rev_bytes(compact))]
+    contents = {b"cluster": [(b"clusterVersion", CLUSTER_VERSION)],
+                b"key": etcd_key_records(txn, kv_db, compact, keep),
+                b"lease": leases(), b"meta": meta}
+    return [(name, contents.get(name, ())) for name in ETCD_BUCKETS]
+
+
 def export_bbolt(store, f):
     """Write the store's committed state to the file object f as etcd's bbolt backend; all
     from one LMDB read txn. Returns {"size", "revision", "compact_revision"}. Memory is
@@ -203,30 +233,57 @@ def export_bbolt(store, f):
     from raftkv.mvcc import bbolt
 
     engine = store.engine
-    kv_db, meta_db, lease_db = (engine.db(n) for n in DBS)
     with engine.env.begin() as txn:
-        applied = codec.meta_int(txn, meta_db, codec.META_APPLIED)
-        consistent = codec.meta_int(txn, meta_db, codec.META_CONSISTENT, applied)
-        revision = codec.meta_int(txn, meta_db, codec.META_REVISION, 1)
-        compact = codec.meta_int(txn, meta_db, codec.META_COMPACT)
-        pending = txn.get(codec.META_COMPACT_CURSOR, db=meta_db) is not None
-        keep = compaction_keep(txn, kv_db, compact) if pending else None
-        w = bbolt.Writer(f)
-        for name in ETCD_BUCKETS:
-            w.bucket(name)
-            if name == b"cluster":
-                w.put(b"clusterVersion", CLUSTER_VERSION)
-            elif name == b"key":
-                for key, value in etcd_key_records(txn, kv_db, compact, keep):
-                    w.put(key, value)
-            elif name == b"lease":
-                for dbkey, raw in txn.cursor(db=lease_db):
-                    ttl, remaining = codec.unpackb(raw)
-                    w.put(dbkey, etcd_lease_value(codec.lease_id_of(dbkey), ttl, remaining))
-            elif name == b"meta":
-                w.put(b"consistent_index", _BE64.pack(consistent))
-                if compact:
-                    w.put(b"finishedCompactRev", _rev_bytes(compact))
-                    w.put(b"scheduledCompactRev", _rev_bytes(compact))
-        size = w.close()
-    return {"size": size, "revision": revision, "compact_revision": compact}
+        state = _state(txn, engine.db(codec.META_DB))
+        size = bbolt.write_db(f, etcd_backend(engine, txn, state))
+    return {"size": size, "revision": state["revision"],
+            "compact_revision": state["compact_revision"]}
+
+
+def etcd_hash(store):
+    """etcd's Hash RPC over the backend this store exports: CRC-32C of every bucket name and
+    its keys and values, without meta/consistent_index (etcd's DefaultIgnores)."""
+    engine = store.engine
+    with engine.env.begin() as txn:
+        state = _state(txn, engine.db(codec.META_DB))
+        h = 0
+        for name, items in etcd_backend(engine, txn, state):
+            h = crc32c(name, h)
+            for key, value in items:
+                if name == b"meta" and key == b"consistent_index":
+                    continue
+                h = crc32c(value, crc32c(key, h))
+    return h, state["revision"]
+
+
+def etcd_hash_kv(store, rev=0):
+    """etcd 3.4's HashKV (mvcc store.HashByRev): CRC-32C of b"key" then the "key" bucket's
+    keys and KeyValue bytes up to revision rev (0: the current one), where a revision at or
+    below the compact revision counts only if it is its key's latest at or below rev and not a
+    tombstone (etcd's kvindex.Keep(rev); all of them if no key is live at rev). Returns
+    (hash, current revision, compact revision); RaftkvError COMPACTED / FUTURE_REV as etcd."""
+    from raftkv.errors import RaftkvError
+
+    engine = store.engine
+    kv_db = engine.db(codec.KV_DB)
+    with engine.env.begin() as txn:
+        state = _state(txn, engine.db(codec.META_DB))
+        current, compact = state["revision"], state["compact_revision"]
+        if rev and rev <= compact:
+            raise RaftkvError("COMPACTED")
+        if rev and rev > current:
+            raise RaftkvError("FUTURE_REV")
+        upper = codec.main_key((rev or current) + 1)
+        latest = {}
+        for dbkey, raw in txn.cursor(db=kv_db):
+            if dbkey >= upper:
+                break
+            latest[codec.unpackb(raw)[0]] = dbkey
+        keep = {k for k in latest.values() if len(k) == 17}
+        del latest
+        if not keep:  # etcd then counts what its compaction left at or below compact
+            keep = compaction_keep(txn, kv_db, compact) if state["pending"] else None
+        h = crc32c(b"key")
+        for dbkey, value in etcd_key_records(txn, kv_db, compact, keep, upper):
+            h = crc32c(value, crc32c(dbkey, h))
+    return h, current, compact

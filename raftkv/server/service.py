@@ -15,7 +15,6 @@ from raftkv.mvcc import snapshot as mvcc_snapshot
 from raftkv.raft import ConfChangeSingle, ConfChangeType, ConfChangeV2, Role
 from raftkv.raft.errors import ProposalDroppedError
 from raftkv.server.config import member_id as derive_member_id
-from raftkv.storage import crc32c
 
 log = logging.getLogger("raftkv.service")
 
@@ -323,20 +322,15 @@ class Service:
         return {"header": self.header()}
 
     async def _op_hash_kv(self, body):
-        rev = body.get("revision", 0) or self.m.kv.current_revision
-        return {"header": self.header(), "hash": self._hash(),
-                "compact_revision": self.m.kv.compact_revision, "hash_revision": rev}
+        """etcd's HashKV over the "key" bucket this member's snapshot would hold
+        (mvcc_snapshot.etcd_hash_kv): equal to etcd's hash for the same history."""
+        h, current, compact = await asyncio.to_thread(
+            mvcc_snapshot.etcd_hash_kv, self.m.kv, body.get("revision", 0))
+        return {"header": self.header(current), "hash": h, "compact_revision": compact}
 
     async def _op_hash(self, body):
-        return {"header": self.header(), "hash": self._hash()}
-
-    def _hash(self):
-        h = 0
-        kv = self.m.engine.db("kv")
-        with self.m.engine.env.begin() as txn:
-            for key, value in txn.cursor(db=kv):
-                h = crc32c(value, crc32c(key, h))
-        return h
+        h, current = await asyncio.to_thread(mvcc_snapshot.etcd_hash, self.m.kv)
+        return {"header": self.header(current), "hash": h}
 
     async def _op_move_leader(self, body):
         target = body.get("targetID", 0)

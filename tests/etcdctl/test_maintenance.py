@@ -172,6 +172,9 @@ def test_snapshot_restore_into_real_etcd(ctl, ctl1, tmp_path):
         assert [base64.b64decode(k) for k in ttl["keys"]] == [b"restore/leased"]
         old = restored.run("get", "restore/a", f"--rev={deleted_at - 1}", check=False)
         assert "required revision has been compacted" in old.stderr
+        # etcd's HashKV over the restored "key" bucket equals raftkv's over its own history
+        assert restored.out("endpoint", "hashkv").split(", ")[1] == \
+            ctl1.out("endpoint", "hashkv").split(", ")[1]
         restored.out("put", "restore/after", "new")  # the restored member applies new writes
         assert restored.out("get", "restore/after", "--print-value-only") == "new\n"
     finally:
