@@ -41,6 +41,7 @@ _U64 = struct.Struct("<Q")
 HEADER_BYTES = _PAGE_HEADER.size  # 16
 ELEM_BYTES = 16
 FIRST_DATA_PGID = 3  # 0, 1: meta; 2: freelist
+NO_FREELIST = 0xFFFFFFFFFFFFFFFF  # meta.freelist of a file written with NoFreelistSync
 
 _FNV_OFFSET = 0xCBF29CE484222325
 _FNV_PRIME = 0x100000001B3
@@ -377,18 +378,19 @@ class Reader:
         high = self.meta["pgid"]
         seen = {0: "meta", 1: "meta"}
         fl = self.meta["freelist"]
-        fid, fflags, fcount, fover = self.page_header(fl)
         freed = set()
-        if fflags != FREELIST_PAGE:
-            errors.append(f"page {fl}: not a freelist page")
-        else:
-            start, count = fl * self.page_size + HEADER_BYTES, fcount
-            if count == 0xFFFF:
-                (count,) = _U64.unpack_from(self.buf, start)
-                start += 8
-            freed = {_U64.unpack_from(self.buf, start + 8 * i)[0] for i in range(count)}
-        for i in range(fover + 1):
-            seen[fl + i] = "freelist"
+        if fl != NO_FREELIST:  # else (etcd's NoFreelistSync) every unreachable page is free
+            _, fflags, fcount, fover = self.page_header(fl)
+            if fflags != FREELIST_PAGE:
+                errors.append(f"page {fl}: not a freelist page")
+            else:
+                start, count = fl * self.page_size + HEADER_BYTES, fcount
+                if count == 0xFFFF:
+                    (count,) = _U64.unpack_from(self.buf, start)
+                    start += 8
+                freed = {_U64.unpack_from(self.buf, start + 8 * i)[0] for i in range(count)}
+            for i in range(fover + 1):
+                seen[fl + i] = "freelist"
 
         def check_tree(header_value, where):
             pages = []
@@ -412,7 +414,7 @@ class Reader:
                     seen[pid + i] = where
 
         check_tree(_BUCKET.pack(self.meta["root"], 0), [])
-        for pid in range(high):
+        for pid in range(high if fl != NO_FREELIST else 0):
             if pid not in seen and pid not in freed:
                 errors.append(f"page {pid}: unreachable unfreed")
         return errors

@@ -205,7 +205,7 @@ _RULES = [
     (re.compile(r"\b\d+(\.\d+)? ?(B|kB|MB|GB)\b"), "<SIZE>"),
     (re.compile(r"remaining\(\d+s\)"), "remaining(<TTL>s)"),
     (re.compile(r"memberID:\d+"), "memberID:<N>"),
-    # endpoint hashkv: raftkv hashes its own records (docs/ETCD_DIFFERENCES.md)
+    # endpoint hashkv: the hashes cover lease IDs, which differ (docs/ETCD_DIFFERENCES.md)
     (re.compile(r"(?m)^(127\.0\.0\.1:<PORT>), \d+$"), r"\1, <HASH>"),
     (re.compile(r'"(ClusterID|MemberId|MemberID|RaftTerm)" : \d+'), r'"\1" : <N>'),
     (re.compile(r"[-+]{3,}"), "---"),  # table borders: widths follow the content

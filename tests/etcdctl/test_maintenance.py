@@ -179,3 +179,9 @@ def test_snapshot_restore_into_real_etcd(ctl, ctl1, tmp_path):
         assert restored.out("get", "restore/after", "--print-value-only") == "new\n"
     finally:
         stop_proc(proc, grace_s=10)
+    # raftkv's reader on a file bbolt itself wrote (etcd's NoFreelistSync: no freelist page)
+    db = str(tmp_path / "restored.etcd" / "member" / "snap" / "db")
+    with bbolt.Reader(db) as r:
+        assert r.check() == [] and r.meta["freelist"] == bbolt.NO_FREELIST
+    assert bbolt.snapshot_status(db) == json.loads(
+        Ctl([]).out("snapshot", "status", db, "-w", "json"))
