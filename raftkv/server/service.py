@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 
 import msgpack
 
@@ -16,7 +17,6 @@ from raftkv.raft.errors import ProposalDroppedError
 from raftkv.server.config import ConfigError, host_port
 from raftkv.server.config import member_id as derive_member_id
 from raftkv.server.member import MEMBER_UPDATE_OP
-from raftkv.storage import crc32c
 
 log = logging.getLogger("raftkv.service")
 
@@ -32,6 +32,7 @@ QUOTA_CHECK_INTERVAL_S = 0.1  # how stale the backend-size check before a write 
 LEADER_MEMBER_OPS = ("member_add", "member_remove", "member_promote")  # forwarded to the leader
 LEARNER_READY_PERCENT = 0.9  # etcd's readyPercent for promoting a learner
 NOSPACE = 1
+SNAPSHOT_READ_BYTES = 1 << 20
 
 
 def _size(body):
@@ -334,20 +335,15 @@ class Service:
         return {"header": self.header()}
 
     async def _op_hash_kv(self, body):
-        rev = body.get("revision", 0) or self.m.kv.current_revision
-        return {"header": self.header(), "hash": self._hash(),
-                "compact_revision": self.m.kv.compact_revision, "hash_revision": rev}
+        """etcd's HashKV over the "key" bucket this member's snapshot would hold
+        (mvcc_snapshot.etcd_hash_kv): equal to etcd's hash for the same history."""
+        h, current, compact = await asyncio.to_thread(
+            mvcc_snapshot.etcd_hash_kv, self.m.kv, body.get("revision", 0))
+        return {"header": self.header(current), "hash": h, "compact_revision": compact}
 
     async def _op_hash(self, body):
-        return {"header": self.header(), "hash": self._hash()}
-
-    def _hash(self):
-        h = 0
-        kv = self.m.engine.db("kv")
-        with self.m.engine.env.begin() as txn:
-            for key, value in txn.cursor(db=kv):
-                h = crc32c(value, crc32c(key, h))
-        return h
+        h, current = await asyncio.to_thread(mvcc_snapshot.etcd_hash, self.m.kv)
+        return {"header": self.header(current), "hash": h}
 
     async def _op_move_leader(self, body):
         target = body.get("targetID", 0)
@@ -388,10 +384,20 @@ class Service:
         finally:
             w.cancel()
 
-    async def snapshot(self):
-        for chunk in mvcc_snapshot.export_chunks(self.m.kv):
-            yield chunk
-            await asyncio.sleep(0)
+    async def snapshot(self, chunk_bytes=SNAPSHOT_READ_BYTES):
+        """The member's state as etcd's backend (a bbolt file, mvcc_snapshot.export_bbolt):
+        written by a worker thread to an unnamed temp file in the data dir (no memory bound
+        by the state's size, nothing left behind by a crash), then read back in chunks."""
+        with tempfile.TemporaryFile(dir=self.m.cfg.data_dir, prefix="outgoing-snap-") as f:
+            info = await asyncio.to_thread(mvcc_snapshot.export_bbolt, self.m.kv, f)
+            log.info("snapshot: sending a %d-byte backend image at revision %d", info["size"],
+                     info["revision"])
+            f.seek(0)
+            while True:
+                chunk = await asyncio.to_thread(f.read, chunk_bytes)
+                if not chunk:
+                    return
+                yield chunk
 
 
 def _backend():

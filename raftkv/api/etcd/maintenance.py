@@ -1,11 +1,13 @@
 """etcdserverpb.Maintenance: Alarm, Status, Defragment, Hash, HashKV, Snapshot (server
 stream), MoveLeader.
 
-Snapshot: `service.snapshot()` is an async iterator of the database image's byte chunks. They
-are sent as blobs of at most SNAPSHOT_BLOB_MAX bytes, followed (as etcd does) by one final
-message whose blob is the 32-byte SHA-256 of everything sent before; etcdctl checks it, and
-first checks that the size is a multiple of 512 plus 32 (true of bbolt files), so the image is
-padded with zero bytes after its last chunk (readers stop at the chunk flagged last).
+Snapshot: `service.snapshot()` is an async iterator of the byte chunks of the member's state
+as etcd's backend, a bbolt file (raftkv/mvcc/bbolt.py, mvcc/snapshot.export_bbolt), so
+`etcdctl snapshot status/restore` read it. They are sent as blobs of at most SNAPSHOT_BLOB_MAX
+bytes, followed (as etcd does) by one final message whose blob is the 32-byte SHA-256 of
+everything sent before; etcdctl checks it, and first checks that the size is a multiple of 512
+plus 32. A bbolt file is a whole number of 4096-byte pages; an image of another size would be
+zero-padded to a multiple of 512 before the digest.
 remaining_bytes is 0 on every message: the image's total size is not known up front (etcd's
 clients do not read it).
 """
