@@ -43,10 +43,20 @@ from raftkv.raft import (
     encode_conf_change,
 )
 from raftkv.storage.engine import Engine
+from raftkv.storage.errors import StorageError
 from raftkv.storage.group_commit import GroupCommitter, after_commit, before_commit
 from raftkv.storage.logstore import LogStore
 from raftkv.storage.raftlog import WalLog
-from raftkv.storage.wal import COMPACT, ENTRIES, HARD_STATE, INSTALL, WAL, pack_meta, unpack_meta
+from raftkv.storage.wal import (
+    COMPACT,
+    ENTRIES,
+    HARD_STATE,
+    INSTALL,
+    WAL,
+    WalError,
+    pack_meta,
+    unpack_meta,
+)
 from raftkv.server.config import first_host_port, host_port
 from raftkv.server.peer import PeerTransport, read_spooled_chunks
 from raftkv.server.proposals import decode_batch
@@ -64,11 +74,8 @@ PENDING_INSTALL_KEY = b"raftkv.pending_install"  # kvmeta: a restored snapshot n
 APPLY_LINGER_S_DEFAULT = 0.02
 
 
-class DataDirStateError(RaftkvError):
+class DataDirStateError(StorageError):
     """The data dir's WAL and state disagree in a way a restart cannot repair."""
-
-    def __init__(self, message):
-        super().__init__("INTERNAL", message)
 
 
 def fault_tolerance(voters):
@@ -104,6 +111,8 @@ class Member:
         self.lessor = None
         self._tasks = []
         self._snapshot_index = 0
+        # RAFTKV_WAL_INLINE=0: Readys hand their WAL records to the WAL's writer thread
+        self._wal_inline = os.environ.get("RAFTKV_WAL_INLINE", "1") != "0"
         self._restart_applied = 0  # the core's applied index at start (see _check_state_vs_log)
         self._event_loop = None
         self.started = False
@@ -350,8 +359,16 @@ class Member:
             return durable, loop.create_task(self._apply_after(durable, rd))
         durable = None
         if rd.entries or (rd.hard_state is not None and not pipelined):
-            durable = self.raftlog.save(rd.entries, rd.hard_state, loop)
-            durable.add_done_callback(self._io_failed)
+            if self._wal_inline:
+                # The loop waits for this record anyway: write and sync it here (GIL released
+                # in the syscalls) instead of handing it to the WAL thread and back.
+                try:
+                    self.raftlog.save(rd.entries, rd.hard_state, now=True)
+                except WalError as exc:
+                    self._wal_failed(exc)
+            else:
+                durable = self.raftlog.save(rd.entries, rd.hard_state, loop)
+                durable.add_done_callback(self._io_failed)
         elif rd.hard_state is not None:
             self.raftlog.set_volatile_hard_state(rd.hard_state)  # only the commit index moved
         applied = None
@@ -380,6 +397,10 @@ class Member:
                                            lazy=lazy)
         fut.add_done_callback(self._io_failed)
         return fut
+
+    def _wal_failed(self, exc):
+        log.critical("could not make a Ready durable in the WAL; stopping this member: %s", exc)
+        os._exit(2)
 
     def _io_failed(self, fut):
         if fut.cancelled() or fut.exception() is None:

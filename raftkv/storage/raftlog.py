@@ -38,9 +38,11 @@ class WalLog(MemoryStorage):
         now waits until the WAL has synced it)."""
         return self.wal.next_seq - 1
 
-    def save(self, entries, hard_state, loop):
-        """Append entries (replacing a conflicting suffix) and store hard_state; returns the
-        asyncio future of loop that resolves once both are durable (None if nothing to do)."""
+    def save(self, entries, hard_state, loop=None, *, now=False):
+        """Append entries (replacing a conflicting suffix) and store hard_state. now=True:
+        write them durably in this thread before returning (None). Otherwise returns the
+        asyncio future of loop that resolves once both are durable (None if nothing to do or
+        loop is None)."""
         recs = []
         if entries:
             self.append(entries)
@@ -48,6 +50,10 @@ class WalLog(MemoryStorage):
         if hard_state is not None:
             self.hard_state = copy.copy(hard_state)
             recs.append((HARD_STATE, self.hard_state, 0))
+        if now:
+            if recs:
+                self.wal.write_now(recs)
+            return None
         fut = None
         for k, (rtype, obj, max_index) in enumerate(recs):
             last = k == len(recs) - 1
