@@ -68,7 +68,8 @@ class KVStore:
         self._lease_listeners = []
         self.hub = watch.WatcherHub(self, watch_queue_events)
         self._ops = {
-            "range": self._op_range, "put": self._op_put, "delete_range": self._op_delete,
+            "range": self._op_range, "put": self._op_put, "puts": self._op_puts,
+            "delete_range": self._op_delete,
             "txn": self._op_txn, "compact": self._op_compact,
             "lease_grant": self._op_lease_grant, "lease_revoke": self._op_lease_revoke,
             "lease_checkpoint": self._op_lease_checkpoint,
@@ -203,11 +204,15 @@ class KVStore:
             return
         items = list(w.pending.items())
         w.pending = {}
-        with w.txn.cursor(db=self._kv) as cur:
+        self._putmulti(w.txn, items)
+
+    def _putmulti(self, txn, items):
+        """Write [(rev_key, fields)] in ascending key order past every stored key."""
+        with txn.cursor(db=self._kv) as cur:
             _, added = cur.putmulti(items, append=True)
             if added != len(items):  # not past the last key: never expected, still correct
                 for key, val in items:
-                    w.txn.put(key, val, db=self._kv)
+                    txn.put(key, val, db=self._kv)
 
     def _get_fields(self, w, entry):
         """Stored fields of a history entry, inside apply (pending writes first)."""
@@ -382,6 +387,59 @@ class KVStore:
         ki.create, ki.version = create, version
         self._events.append((entry, fields, prev_entry))
         return {"header": {"revision": main}}
+
+    def _op_puts(self, w, body):
+        """Many plain puts in one request (bulk loads): body {"kvs": [k0, v0, k1, v1, ...]}.
+
+        The same store contents, index, events and revisions as one plain "put" request per
+        pair, in order (pair i at main revision current + 1 + i); the response is one count
+        instead of a response per put: {"header": {"revision": last}, "count": n}. All or
+        nothing: a malformed body, an empty key or the NO_SPACE alarm fails the whole request
+        before anything is written (a plain put fails the same way)."""
+        kvs = body.get("kvs")
+        if not isinstance(kvs, list) or len(kvs) % 2:
+            raise RaftkvError("BAD_REQUEST", "raftkv: puts wants kvs [key, value, ...]")
+        keys, values = kvs[0::2], kvs[1::2]
+        for key in keys:
+            if not key or type(key) is not bytes:
+                if not key:
+                    raise RaftkvError("EMPTY_KEY")
+                raise RaftkvError("BAD_REQUEST", "raftkv: a key must be bytes")
+        for value in values:
+            if type(value) is not bytes:
+                raise RaftkvError("BAD_REQUEST", "raftkv: a value must be bytes")
+        if self.alarm:
+            raise RaftkvError("NO_SPACE")
+        if not keys:
+            return {"header": {"revision": self._rev}, "count": 0}
+        self._flush(w)  # earlier writes of this apply() first: the kv db is append-only
+        main = w.main - 1
+        get, insert, pack, main_key = self._index.get, self._index.insert, self._pack, _MAIN_KEY
+        append_event, items = self._events.append, []
+        append_item = items.append
+        for key, value in zip(keys, values):
+            main += 1
+            ki = get(key)
+            if ki is None:
+                ki = KeyIndex()
+                insert(key, ki)
+                create, version, prev_entry = main, 1, None
+            elif ki.create:
+                create, version, prev_entry = ki.create, ki.version + 1, ki.revs[-1]
+                if ki.lease:
+                    self._detach(key, ki.lease)
+                    ki.lease = 0
+            else:
+                create, version, prev_entry = main, 1, None
+            entry = main << _SHIFT
+            fields = [key, create, main, version, value, 0]
+            append_item((main_key(main, b"_", 0), pack(fields)))
+            ki.revs.append(entry)
+            ki.create, ki.version = create, version
+            append_event((entry, fields, prev_entry))
+        w.main, w.sub = main, 1
+        self._putmulti(w.txn, items)
+        return {"header": {"revision": main}, "count": len(keys)}
 
     def _op_put_full(self, w, body):
         txncheck.check_put(body)
