@@ -17,6 +17,7 @@ physical compaction (invisible to clients: reads below the compact revision are 
 """
 from __future__ import annotations
 
+import os
 import struct
 import threading
 
@@ -26,7 +27,17 @@ from raftkv.errors import RaftkvError
 from raftkv.mvcc import codec, lease as lease_mod, query, snapshot, txncheck, watch
 from raftkv.mvcc.codec import SUB_BITS, rev_key, unpackb
 from raftkv.mvcc.index import KeyIndex
-from raftkv.storage import BTree
+from raftkv.storage import BACKEND, BTree
+
+if BACKEND == "c":  # the storage package's choice (RAFTKV_PUREPYTHON, RAFTKV_REQUIRE_C)
+    try:
+        from raftkv.mvcc._cputs import apply_puts
+    except ImportError:
+        if os.environ.get("RAFTKV_REQUIRE_C") == "1":
+            raise
+        from raftkv.mvcc._pyputs import apply_puts
+else:
+    from raftkv.mvcc._pyputs import apply_puts
 
 MAX_TXN_OPS_DEFAULT = 128  # etcd --max-txn-ops
 COMPACTION_BATCH_DEFAULT = 1000  # keys compacted physically per apply() call
@@ -413,30 +424,9 @@ class KVStore:
         if not keys:
             return {"header": {"revision": self._rev}, "count": 0}
         self._flush(w)  # earlier writes of this apply() first: the kv db is append-only
-        main = w.main - 1
-        get, insert, pack, main_key = self._index.get, self._index.insert, self._pack, _MAIN_KEY
-        append_event, items = self._events.append, []
-        append_item = items.append
-        for key, value in zip(keys, values):
-            main += 1
-            ki = get(key)
-            if ki is None:
-                ki = KeyIndex()
-                insert(key, ki)
-                create, version, prev_entry = main, 1, None
-            elif ki.create:
-                create, version, prev_entry = ki.create, ki.version + 1, ki.revs[-1]
-                if ki.lease:
-                    self._detach(key, ki.lease)
-                    ki.lease = 0
-            else:
-                create, version, prev_entry = main, 1, None
-            entry = main << _SHIFT
-            fields = [key, create, main, version, value, 0]
-            append_item((main_key(main, b"_", 0), pack(fields)))
-            ki.revs.append(entry)
-            ki.create, ki.version = create, version
-            append_event((entry, fields, prev_entry))
+        items = []
+        main = apply_puts(self._index, keys, values, w.main - 1, KeyIndex, self._pack, items,
+                          self._events, self._detach)
         w.main, w.sub = main, 1
         self._putmulti(w.txn, items)
         return {"header": {"revision": main}, "count": len(keys)}
