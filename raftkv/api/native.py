@@ -9,7 +9,8 @@ A frame that cannot be decoded (garbage, truncated into the next frame, oversize
 error frame on request id 0 and closes that connection only. A request with an unknown op or
 badly typed fields fails alone (UNKNOWN_OP / BAD_REQUEST). A service's RaftkvError becomes an
 error frame; any other exception is logged and sent as INTERNAL, and the server stays up.
-No business logic lives here: every op is one service.call (a batch is several).
+No business logic lives here: every op is one service.call (a batch is several; a member
+service takes a batch or a put_many whole, as service.batch / service.put_many).
 """
 from __future__ import annotations
 
@@ -183,6 +184,8 @@ class NativeConnection(asyncio.Protocol):
                 return
             if op == "batch":
                 result = await self._batch(body)
+            elif op == "put_many":
+                result = await self._put_many(body)
             else:
                 result = await self.service.call(op, body)
             self._send_ok(request_id, result)
@@ -233,6 +236,27 @@ class NativeConnection(asyncio.Protocol):
             else:
                 responses.append({"response_" + op: res})
         return {"responses": responses}
+
+    async def _put_many(self, body):
+        kvs = wire.put_many_kvs(body)
+        if hasattr(self.service, "put_many"):  # the member: few "puts" entries, one count
+            done, errors = await self.service.put_many(kvs, rid=body.get("request_id"))
+        else:
+            results = await asyncio.gather(
+                *(self.service.call("put", {"key": kvs[i], "value": kvs[i + 1]})
+                  for i in range(0, len(kvs), 2)), return_exceptions=True)
+            done, errors = 0, []
+            for i, res in enumerate(results):
+                if isinstance(res, asyncio.CancelledError):
+                    raise res
+                if not isinstance(res, BaseException):
+                    done += 1
+                    continue
+                if not isinstance(res, wire.RaftkvError):
+                    log.error("native: put_many put failed", exc_info=res)
+                    res = wire.RaftkvError("INTERNAL")
+                errors.append((i, res))
+        return {"done": done, "errors": [[i, exc.to_wire()] for i, exc in errors]}
 
     async def _watch(self, request_id, body):
         stream = self.service.watch(body)

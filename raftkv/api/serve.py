@@ -9,6 +9,7 @@ A data dir that is unsafe to use makes it refuse to start with a message saying 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -26,6 +27,20 @@ from raftkv.server.service import Service
 from raftkv.storage.errors import StorageError
 
 log = logging.getLogger("raftkv")
+
+# The cyclic GC. A member keeps two tracked objects per key (the key index's KeyIndex and its
+# history list) and allocates several per applied put; with the default gen-0 threshold (700)
+# the collector ran every ~150 puts and its full passes walked the whole index: ~1.2 us of a
+# bulk put's ~3.4 us apply. Few of a member's objects form cycles, so it runs less often.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_gc():
+    """Collect less often; move what startup loaded (the key index) out of the collector's
+    generations, so full passes walk only what was allocated since."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class _JsonFormatter(logging.Formatter):
@@ -54,6 +69,7 @@ def setup_logging(cfg):
 async def serve(cfg, stop_event=None):
     member = Member(cfg)
     await member.start()
+    tune_gc()
     service = Service(member)
     servers = []
     try:

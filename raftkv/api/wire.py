@@ -32,6 +32,10 @@ Ops: everything in the service contract (OPS), plus three handled by the front e
   -> {"responses": [{"response_put": resp} | {"response_delete_range": resp}
   | {"error": {"code", "message"}}, ...]}: each item is one service.call, all in flight at once
   (the member may turn many into few Raft entries); items succeed or fail one by one.
+- "put_many" {"kvs": [key0, value0, key1, value1, ...]} (bytes) -> {"done": n, "errors":
+  [[pair index, {"code", "message"}], ...]}: plain puts (no lease, prev_kv or ignore flags),
+  each at its own revision as if sent alone, without a response each (bulk loads: the
+  member proposes them as few "puts" entries); pairs succeed or fail one by one.
 """
 from __future__ import annotations
 
@@ -74,7 +78,7 @@ WRITE_OPS = frozenset({
     "put", "delete_range", "txn", "compact", "lease_grant", "lease_revoke", "batch",
 })
 STREAM_OPS = frozenset({"watch"})
-FRONT_END_OPS = frozenset({"watch", "watch_cancel", "batch"})
+FRONT_END_OPS = frozenset({"watch", "watch_cancel", "batch", "put_many"})
 OPS = UNARY_OPS | FRONT_END_OPS
 
 # Types of the request fields the front end checks before calling the service (wrong type:
@@ -89,7 +93,7 @@ FIELD_TYPES = {
     "serializable": _T, "keys_only": _T, "count_only": _T, "prev_kv": _T,
     "ignore_value": _T, "ignore_lease": _T, "physical": _T, "keys": _T,
     "compare": _L, "success": _L, "failure": _L, "requests": _L, "filters": _L,
-    "checkpoints": _L,
+    "checkpoints": _L, "kvs": _L,
 }
 BATCH_ITEM_OPS = {"request_put": "put", "request_delete_range": "delete_range"}
 
@@ -186,6 +190,21 @@ def batch_items(body):
         check_body(op, item_body)
         items.append((op, item_body))
     return items
+
+
+def put_many_kvs(body):
+    """The [key, value, ...] list of a put_many request; BAD_REQUEST unless it is bytes pairs.
+    (Empty keys pass: each fails alone, as EMPTY_KEY.)"""
+    kvs = body.get("kvs", [])
+    if len(kvs) % 2:
+        raise RaftkvError("BAD_REQUEST", "raftkv: put_many kvs must be [key, value, ...]")
+    if len(kvs) > 2 * BATCH_REQUESTS_MAX:
+        raise RaftkvError("TOO_MANY_OPS", f"raftkv: put_many of {len(kvs) // 2} pairs "
+                                          f"(max {BATCH_REQUESTS_MAX})")
+    for item in kvs:
+        if type(item) is not bytes:
+            raise RaftkvError("BAD_REQUEST", "raftkv: put_many keys and values must be bytes")
+    return kvs
 
 
 class FrameDecoder:

@@ -70,6 +70,7 @@ class AsyncClient:
         self._conn = None
         self._conn_lock = asyncio.Lock()
         self._closed = False
+        self._put_many_op = True  # False once a member answered put_many with UNKNOWN_OP
 
     async def __aenter__(self):
         return self
@@ -257,10 +258,11 @@ class AsyncClient:
 
     async def put_many(self, items, progress=None, window=PUT_MANY_WINDOW,
                        batch_max=PUT_MANY_BATCH_MAX):
-        """Bulk load an iterable of (key, value): batches of puts, `window` in flight.
+        """Bulk load an iterable of (key, value): batches of plain puts, `window` in flight.
 
-        progress(result) is called after every batch with the PutManyResult so far. Items fail
-        one by one; returns the PutManyResult (done, failed, first errors, elapsed_s).
+        Each put gets its own revision, as if sent alone. progress(result) is called after
+        every batch with the PutManyResult so far. Items fail one by one; returns the
+        PutManyResult (done, failed, first errors, elapsed_s).
         """
         assert window >= 1
         assert batch_max >= 1
@@ -279,34 +281,60 @@ class AsyncClient:
         result.elapsed_s = time.monotonic() - t0
         return result
 
-    async def _put_batch(self, batch, result, progress):
+    async def _put_batch(self, kvs, result, progress):
         try:
-            resp = await self.call("batch", {"requests": batch}, write=True)
+            if self._put_many_op:
+                try:
+                    resp = await self.call("put_many", {"kvs": kvs}, write=True)
+                except wire.RaftkvError as exc:
+                    if exc.code != "UNKNOWN_OP":
+                        raise
+                    self._put_many_op = False  # a member without put_many: use "batch"
+            if not self._put_many_op:
+                resp = _batch_result(await self.call("batch", _batch_body(kvs), write=True))
         except (wire.RaftkvError, ConnectionError, OSError) as exc:
-            result.failed += len(batch)
+            result.failed += len(kvs) // 2
             result.note_error(f"{type(exc).__name__}: {exc}")
         else:
-            for item in resp.get("responses", []):
-                if "error" in item:
-                    result.failed += 1
-                    result.note_error(str(wire.RaftkvError.from_wire(item["error"])))
-                else:
-                    result.done += 1
+            result.done += resp.get("done", 0)
+            for _, err in resp.get("errors", []):
+                result.failed += 1
+                result.note_error(str(wire.RaftkvError.from_wire(err)))
         if progress is not None:
             progress(result)
 
 
 def _batches(items, batch_max):
-    batch, size = [], 0
+    """Flat [key, value, ...] lists of at most batch_max pairs and about
+    PUT_MANY_BATCH_BYTES_MAX bytes."""
+    batch, size, limit = [], 0, 2 * batch_max
     for key, value in items:
-        body = _put_body(key, value)
-        batch.append({"request_put": body})
-        size += len(body["key"]) + len(body["value"]) + 32
-        if len(batch) >= batch_max or size >= PUT_MANY_BATCH_BYTES_MAX:
+        key = key if type(key) is bytes else to_bytes(key)
+        value = value if type(value) is bytes else to_bytes(value)
+        batch += (key, value)
+        size += len(key) + len(value) + 32
+        if len(batch) >= limit or size >= PUT_MANY_BATCH_BYTES_MAX:
             yield batch
             batch, size = [], 0
     if batch:
         yield batch
+
+
+def _batch_body(kvs):
+    """The "batch" request of a flat [key, value, ...] list (members without put_many)."""
+    return {"requests": [{"request_put": {"key": kvs[i], "value": kvs[i + 1]}}
+                         for i in range(0, len(kvs), 2)]}
+
+
+def _batch_result(resp):
+    """A "batch" response as a put_many one: {"done": n, "errors": [[i, error], ...]}."""
+    done, errors = 0, []
+    for i, item in enumerate(resp.get("responses", [])):
+        if "error" in item:
+            errors.append([i, item["error"]])
+        else:
+            done += 1
+    return {"done": done, "errors": errors}
 
 
 def _watch_body(key, range_end, start_revision, prev_kv, prefix, filters):

@@ -17,6 +17,7 @@ physical compaction (invisible to clients: reads below the compact revision are 
 """
 from __future__ import annotations
 
+import os
 import struct
 import threading
 
@@ -26,7 +27,17 @@ from raftkv.errors import RaftkvError
 from raftkv.mvcc import codec, lease as lease_mod, query, snapshot, txncheck, watch
 from raftkv.mvcc.codec import SUB_BITS, rev_key, unpackb
 from raftkv.mvcc.index import KeyIndex
-from raftkv.storage import BTree
+from raftkv.storage import BACKEND, BTree
+
+if BACKEND == "c":  # the storage package's choice (RAFTKV_PUREPYTHON, RAFTKV_REQUIRE_C)
+    try:
+        from raftkv.mvcc._cputs import apply_puts
+    except ImportError:
+        if os.environ.get("RAFTKV_REQUIRE_C") == "1":
+            raise
+        from raftkv.mvcc._pyputs import apply_puts
+else:
+    from raftkv.mvcc._pyputs import apply_puts
 
 MAX_TXN_OPS_DEFAULT = 128  # etcd --max-txn-ops
 COMPACTION_BATCH_DEFAULT = 1000  # keys compacted physically per apply() call
@@ -68,7 +79,8 @@ class KVStore:
         self._lease_listeners = []
         self.hub = watch.WatcherHub(self, watch_queue_events)
         self._ops = {
-            "range": self._op_range, "put": self._op_put, "delete_range": self._op_delete,
+            "range": self._op_range, "put": self._op_put, "puts": self._op_puts,
+            "delete_range": self._op_delete,
             "txn": self._op_txn, "compact": self._op_compact,
             "lease_grant": self._op_lease_grant, "lease_revoke": self._op_lease_revoke,
             "lease_checkpoint": self._op_lease_checkpoint,
@@ -203,11 +215,15 @@ class KVStore:
             return
         items = list(w.pending.items())
         w.pending = {}
-        with w.txn.cursor(db=self._kv) as cur:
+        self._putmulti(w.txn, items)
+
+    def _putmulti(self, txn, items):
+        """Write [(rev_key, fields)] in ascending key order past every stored key."""
+        with txn.cursor(db=self._kv) as cur:
             _, added = cur.putmulti(items, append=True)
             if added != len(items):  # not past the last key: never expected, still correct
                 for key, val in items:
-                    w.txn.put(key, val, db=self._kv)
+                    txn.put(key, val, db=self._kv)
 
     def _get_fields(self, w, entry):
         """Stored fields of a history entry, inside apply (pending writes first)."""
@@ -382,6 +398,38 @@ class KVStore:
         ki.create, ki.version = create, version
         self._events.append((entry, fields, prev_entry))
         return {"header": {"revision": main}}
+
+    def _op_puts(self, w, body):
+        """Many plain puts in one request (bulk loads): body {"kvs": [k0, v0, k1, v1, ...]}.
+
+        The same store contents, index, events and revisions as one plain "put" request per
+        pair, in order (pair i at main revision current + 1 + i); the response is one count
+        instead of a response per put: {"header": {"revision": last}, "count": n}. All or
+        nothing: a malformed body, an empty key or the NO_SPACE alarm fails the whole request
+        before anything is written (a plain put fails the same way)."""
+        kvs = body.get("kvs")
+        if not isinstance(kvs, list) or len(kvs) % 2:
+            raise RaftkvError("BAD_REQUEST", "raftkv: puts wants kvs [key, value, ...]")
+        keys, values = kvs[0::2], kvs[1::2]
+        for key in keys:
+            if not key or type(key) is not bytes:
+                if not key:
+                    raise RaftkvError("EMPTY_KEY")
+                raise RaftkvError("BAD_REQUEST", "raftkv: a key must be bytes")
+        for value in values:
+            if type(value) is not bytes:
+                raise RaftkvError("BAD_REQUEST", "raftkv: a value must be bytes")
+        if self.alarm:
+            raise RaftkvError("NO_SPACE")
+        if not keys:
+            return {"header": {"revision": self._rev}, "count": 0}
+        self._flush(w)  # earlier writes of this apply() first: the kv db is append-only
+        items = []
+        main = apply_puts(self._index, keys, values, w.main - 1, KeyIndex, self._pack, items,
+                          self._events, self._detach)
+        w.main, w.sub = main, 1
+        self._putmulti(w.txn, items)
+        return {"header": {"revision": main}, "count": len(keys)}
 
     def _op_put_full(self, w, body):
         txncheck.check_put(body)

@@ -119,6 +119,48 @@ class Service:
             out.extend(r if isinstance(r, RaftkvError) else self._with_header(r) for r in resp)
         return out
 
+    async def put_many(self, kvs, rid=None):
+        """Plain puts [k0, v0, k1, v1, ...] (bytes) in one "puts" proposal per 1,000 pairs:
+        each pair is a put at its own revision, as if sent alone, without a response each.
+        Returns (done, errors): how many pairs were applied, and [(pair index, RaftkvError)]
+        for the others. rid: the client's idempotency id; chunk k is deduplicated as (rid, k).
+        """
+        if self.loop.leader_id == 0:
+            raise RaftkvError("NO_LEADER")
+        if len(kvs) % 2:
+            raise RaftkvError("BAD_REQUEST", "raftkv: put_many wants kvs [key, value, ...]")
+        await self._check_quota()
+        limit, errors, futs, chunks = self.max_request_bytes, [], [], []
+        chunk, pairs, chunk_bytes = [], [], 0
+        for i in range(0, len(kvs), 2):
+            key, value = kvs[i], kvs[i + 1]
+            size = REQUEST_OVERHEAD_BYTES + len(key) + len(value)
+            if not key or size > limit:
+                errors.append((i >> 1, RaftkvError("REQUEST_TOO_LARGE" if key else "EMPTY_KEY")))
+                continue
+            if chunk and (len(pairs) >= BATCH_CHUNK_OPS or chunk_bytes + size > limit):
+                futs.append(self._propose_puts(chunk, chunk_bytes, rid, len(futs)))
+                chunks.append(pairs)
+                chunk, pairs, chunk_bytes = [], [], 0
+            chunk += (key, value)
+            pairs.append(i >> 1)
+            chunk_bytes += size
+        if chunk:
+            futs.append(self._propose_puts(chunk, chunk_bytes, rid, len(futs)))
+            chunks.append(pairs)
+        done = 0
+        for resp, pairs in zip(await asyncio.gather(*futs), chunks):
+            if isinstance(resp, RaftkvError):
+                errors.extend((i, resp) for i in pairs)
+            else:
+                done += resp["count"]
+        errors.sort(key=lambda e: e[0])
+        return done, errors
+
+    def _propose_puts(self, chunk, size, rid, k):
+        chunk_rid = None if rid is None else [*rid, k]
+        return self.loop.propose("puts", {"kvs": chunk}, size, self.timeout_s, rid=chunk_rid)
+
     async def _check_quota(self):
         """etcd's quota check before proposing: over --quota-backend-bytes, raise the NOSPACE
         alarm through the log (so every member agrees) and refuse the write."""

@@ -190,6 +190,10 @@ BAD_REQUESTS = {
     "batch_item_bad_key": ("batch", {"requests": [{"request_put": {"key": 1}}]}, None,
                            "BAD_REQUEST"),
     "watch_cancel_bad_id": ("watch_cancel", {"watch_id": "x"}, None, "BAD_REQUEST"),
+    "put_many_odd": ("put_many", {"kvs": [b"/bad/k"]}, None, "BAD_REQUEST"),
+    "put_many_not_list": ("put_many", {"kvs": b"/bad/k"}, None, "BAD_REQUEST"),
+    "put_many_int_value": ("put_many", {"kvs": [b"/bad/k", 1]}, None, "BAD_REQUEST"),
+    "put_many_str_key": ("put_many", {"kvs": ["/bad/k", b"v"]}, None, "BAD_REQUEST"),
 }
 
 

@@ -46,3 +46,29 @@ def test_deletes_replicate(shared_cluster3):
     assert c.delete("/del/x") is True
     assert a.get("/del/x") == (None, None)
     assert b.get("/del/x") == (None, None)
+
+
+def test_put_many_replicates_with_per_item_errors(shared_cluster3):
+    """put_many: every pair a put at its own revision on every member; an empty key and a
+    value over --max-request-bytes fail alone."""
+    h = shared_cluster3
+    client = h.client()
+    client.put("/bulk/k0001", "old")
+    before = client.get("/bulk/k0001")[1]
+    items = [(f"/bulk/k{i:04d}", f"v{i}") for i in range(2500)]
+    items.insert(10, ("", "empty key"))
+    items.insert(20, ("/bulk/huge", b"x" * (1536 * 1024)))
+    res = client.put_many(items, batch_max=1000)
+    assert (res.done, res.failed) == (2500, 2), res
+    assert any("key is not provided" in e for e in res.errors)
+    assert any("too large" in e for e in res.errors)
+    want = [(f"/bulk/k{i:04d}".encode(), f"v{i}".encode()) for i in range(2500)]
+    per_member = [h.client([m]) for m in h.members]
+    for reader in per_member:
+        kvs = reader.get_prefix("/bulk/", sort_order="ascend")
+        assert [(m.key, v) for v, m in kvs] == want
+        metas = {m.key: m for _, m in kvs}
+        k1 = metas[b"/bulk/k0001"]
+        assert (k1.version, k1.create_revision) == (2, before.create_revision)
+        revs = sorted(m.mod_revision for m in metas.values())
+        assert len(set(revs)) == 2500  # one revision per put

@@ -171,6 +171,22 @@ def test_put_many_with_progress():
     with_client(t)
 
 
+def test_put_many_falls_back_to_batch_on_an_old_server(monkeypatch):
+    async def unknown(self, body):
+        raise RaftkvError("UNKNOWN_OP", "raftkv: unknown operation 'put_many'")
+
+    monkeypatch.setattr("raftkv.api.native.NativeConnection._put_many", unknown)
+
+    async def t(c, svc):
+        result = await c.put_many([(f"old/{i}", "v") for i in range(300)] + [("", "x")],
+                                  batch_max=100)
+        assert (result.done, result.failed) == (300, 1)
+        assert "key is not provided" in result.errors[0]
+        assert len(await c.get_prefix("old/")) == 300
+
+    with_client(t)
+
+
 def test_lock_mutual_exclusion():
     async def t(c, svc):
         lock_a = c.lock("res", ttl=10)
