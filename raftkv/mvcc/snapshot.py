@@ -24,7 +24,9 @@ CHUNK_BYTES_DEFAULT = 1 << 20
 _HEADER = struct.Struct(">4sHHII")
 _CRC = struct.Struct(">I")
 HEADER_BYTES = _HEADER.size + _CRC.size
-DBS = (codec.KV_DB, codec.META_DB, codec.LEASE_DB)
+# The store's sub-dbs, then the member's idempotency table (raftkv.server.member._remember),
+# which is replicated state too.
+DBS = (codec.KV_DB, codec.META_DB, codec.LEASE_DB, "dedup", "dedup_order")
 
 
 class SnapshotError(Exception):
@@ -210,7 +212,7 @@ def _state(txn, meta_db):
 def etcd_backend(engine, txn, state):
     """[(bucket name, iterable of (key, value))] of etcd's backend for the state in txn,
     bucket names ascending (generators: consume them in order, inside the txn)."""
-    kv_db, _, lease_db = (engine.db(n) for n in DBS)
+    kv_db, _, lease_db = (engine.db(n) for n in DBS[:3])
     compact = state["compact_revision"]
     keep = compaction_keep(txn, kv_db, compact) if state["pending"] else None
 

@@ -68,6 +68,7 @@ MEMBER_KEY_PREFIX = b"raftkv.member/"
 MEMBER_UPDATE_OP = "member_update_peers"  # the log op of etcd's MemberUpdate
 IDENTITY_FILE = "member-identity.json"  # this data dir's member and cluster IDs
 DEDUP_REQUESTS_MAX = 100_000  # idempotency ids remembered (same on every member)
+DEDUP_DB, DEDUP_ORDER_DB = "dedup", "dedup_order"  # the idempotency table (_remember)
 PENDING_INSTALL_KEY = b"raftkv.pending_install"  # kvmeta: a restored snapshot not yet in the WAL
 # How long an apply-only LMDB round waits for more Readys before it commits (its sync is off the
 # latency path; a linearizable read that needs the applies visible ends the wait at once).
@@ -106,6 +107,7 @@ class Member:
         self.members = {}  # id -> {"name", "peer_urls", "client_urls", "is_learner"}
         self.conf = ConfState()
         self.dedup = collections.OrderedDict()
+        self._dedup_seq = 0
         self.loop = None
         self.transport = None
         self.lessor = None
@@ -156,6 +158,7 @@ class Member:
         self.conf = self.logstore.initial_state()[1]
         self.raftlog.conf_state = self.conf
         self._load_members()
+        self._load_dedup()
         self._snapshot_index = self.raftlog.snapshot().metadata.index
         self._snapshot_point_index = self._snapshot_index  # the last point noted
         self._snapshot_points = collections.deque()  # points waiting to become the snapshot
@@ -470,11 +473,41 @@ class Member:
                 start, n, many = spans[i]
                 resp = out[start:start + n] if many else out[start]
                 if rids[i] is not None:
-                    self.dedup[rids[i]] = resp
-                    if len(self.dedup) > DEDUP_REQUESTS_MAX:
-                        self.dedup.popitem(last=False)
+                    self._remember(txn, rids[i], resp)
             results.append((req[0], req[1], resp))
         return results
+
+    def _remember(self, txn, rid, resp):
+        """Note a request id's response, in memory and in the apply's txn (sub-db "dedup":
+        packed rid -> [seq, response]; "dedup_order": seq -> packed rid, for eviction), so a
+        retry is answered, not applied again, also after every member restarted."""
+        self.dedup[rid] = resp
+        self._dedup_seq += 1
+        key = msgpack.packb(rid)
+        order = self.engine.db(DEDUP_ORDER_DB)
+        txn.put(key, msgpack.packb([self._dedup_seq, _pack_resp(resp)]),
+                db=self.engine.db(DEDUP_DB))
+        txn.put(self._dedup_seq.to_bytes(8, "big"), key, db=order)
+        if len(self.dedup) > DEDUP_REQUESTS_MAX:
+            self.dedup.popitem(last=False)
+            cur = txn.cursor(db=order)
+            if cur.first():
+                txn.delete(cur.value(), db=self.engine.db(DEDUP_DB))
+                cur.delete()
+
+    def _load_dedup(self):
+        """The remembered request ids, oldest first (after a start or a snapshot install)."""
+        self.dedup = collections.OrderedDict()
+        self._dedup_seq = 0
+        table, order = self.engine.db(DEDUP_DB), self.engine.db(DEDUP_ORDER_DB)
+        with self.engine.env.begin() as txn:
+            for seq_key, key in txn.cursor(db=order):
+                raw = txn.get(key, db=table)
+                if raw is None:
+                    continue
+                _, resp = msgpack.unpackb(raw)
+                self.dedup[_rid([None] * 4 + [msgpack.unpackb(key)])] = _unpack_resp(resp)
+                self._dedup_seq = int.from_bytes(seq_key, "big")
 
     def _apply_member_change(self, txn, cc):
         meta = self.engine.db("kvmeta")
@@ -646,6 +679,7 @@ class Member:
             self.kv.aborted()  # reload the in-memory state from the restored sub-dbs
             self.members = {}
             self._load_members()
+            self._load_dedup()
             self.conf = meta.conf_state
             await self.raftlog.install(meta, loop)
             await self.committer.submit(lambda txn: txn.delete(PENDING_INSTALL_KEY, db=kvmeta))
@@ -713,6 +747,24 @@ class Member:
     def header(self):
         return {"cluster_id": self.cluster_id, "member_id": self.id,
                 "revision": self.kv.current_revision, "raft_term": self.loop.term}
+
+
+def _pack_resp(resp):
+    """A response as msgpack can store it (errors as {"__error__": [code, message]})."""
+    if isinstance(resp, RaftkvError):
+        return {"__error__": [resp.code, resp.message]}
+    if isinstance(resp, list):
+        return [_pack_resp(r) for r in resp]
+    return resp
+
+
+def _unpack_resp(obj):
+    if isinstance(obj, dict) and "__error__" in obj:
+        code, message = obj["__error__"]
+        return RaftkvError(code, message)
+    if isinstance(obj, list):
+        return [_unpack_resp(r) for r in obj]
+    return obj
 
 
 def _rid(req):

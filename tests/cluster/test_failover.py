@@ -210,3 +210,37 @@ def test_no_acknowledged_write_lost_across_leader_sigkill_under_load(cluster3):
             assert time.monotonic() < deadline, f"{m.name} lacks acknowledged {missing[:5]}"
             time.sleep(0.1)
         assert all(k == v for k, v in got.items()), "a key holds another key's value"
+
+
+def test_retry_after_the_whole_cluster_restarted_is_applied_once(cluster3):
+    """The idempotency table is replicated state in each member's store: a write retried under
+    the same id after every member restarted is answered from the table, not applied again."""
+    from tests.cluster.test_bad_input import Raw, _frame
+
+    h = cluster3
+    leader = h.leader()
+    rid = [987654321, 1]
+
+    def put_once():
+        raw = Raw(leader.native_port)
+        try:
+            raw.hello()
+            raw.send(_frame([5, "put", {"key": b"/idem/k", "value": b"v1"}, rid]))
+            request_id, status, payload = raw.read_frame()
+        finally:
+            raw.close()
+        assert (request_id, status) == (5, wire.STATUS_OK), payload
+        return payload
+
+    first = put_once()
+    client = h.client()
+    client.put("/idem/other", "x")  # something applied after it
+    for m in h.members:
+        h.stop_member(m)
+    for m in h.members:
+        h.start_member(m, state="existing")
+    leader = h.leader()
+    again = put_once()
+    assert again["header"]["revision"] == first["header"]["revision"]
+    value, meta = h.client().get("/idem/k")
+    assert value == b"v1" and meta.version == 1, "the retried put was applied a second time"

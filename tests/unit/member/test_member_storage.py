@@ -131,3 +131,33 @@ def test_a_damaged_wal_refuses_to_start(tmp_path):
     m = make_member(d)
     with pytest.raises(WalCorruptError, match="refuses to start"):
         m.open_storage()
+
+
+def test_idempotency_table_survives_a_restart_and_evicts_the_oldest(tmp_path, monkeypatch):
+    from raftkv import errors
+    from raftkv.server import member as member_mod
+    monkeypatch.setattr(member_mod, "DEDUP_REQUESTS_MAX", 3)
+    d = tmp_path / "d"
+    m = make_member(d)
+    m.open_storage()
+    resps = {(1, k): {"header": {"revision": k}} for k in range(1, 5)}
+    resps[(2, 1)] = errors.RaftkvError("EMPTY_KEY")
+    resps[(2, 2)] = [{"header": {}}, errors.RaftkvError("NO_SPACE", "full")]
+    for rid, resp in resps.items():
+        m.committer.run_sync(lambda txn, rid=rid, resp=resp: m._remember(txn, rid, resp))
+    assert list(m.dedup) == [(1, 4), (2, 1), (2, 2)]
+    close(m)
+    m = make_member(d)
+    m.open_storage()
+    assert list(m.dedup) == [(1, 4), (2, 1), (2, 2)]  # oldest first, the evicted ones gone
+    assert m.dedup[(1, 4)] == {"header": {"revision": 4}}
+    err = m.dedup[(2, 1)]
+    assert isinstance(err, errors.RaftkvError) and err.code == "EMPTY_KEY"
+    ok, full = m.dedup[(2, 2)]
+    assert ok == {"header": {}} and full.code == "NO_SPACE" and full.message == "full"
+    m.committer.run_sync(lambda txn: m._remember(txn, (3, 1), {}))
+    assert list(m.dedup) == [(2, 1), (2, 2), (3, 1)]
+    with m.engine.env.begin() as txn:
+        assert txn.stat(m.engine.db("dedup"))["entries"] == 3
+        assert txn.stat(m.engine.db("dedup_order"))["entries"] == 3
+    close(m)
