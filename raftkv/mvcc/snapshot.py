@@ -60,6 +60,8 @@ def export_chunks(store, chunk_bytes=None):
     """Generator of the chunks of the store's committed state."""
     chunk_bytes = chunk_bytes or CHUNK_BYTES_DEFAULT
     env = store.engine.env
+    for name in DBS:
+        store.engine.db(name)  # opened (created) before the read txn, which must see them
     with env.begin() as txn:
         meta = store.engine.db(codec.META_DB)
         head = {"format": FORMAT,
