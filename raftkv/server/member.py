@@ -66,6 +66,7 @@ log = logging.getLogger("raftkv.member")
 
 MEMBER_KEY_PREFIX = b"raftkv.member/"
 MEMBER_UPDATE_OP = "member_update_peers"  # the log op of etcd's MemberUpdate
+CLUSTER_ID_KEY = b"raftkv.cluster_id"  # kvmeta: the cluster ID from the bootstrap entries
 IDENTITY_FILE = "member-identity.json"  # this data dir's member and cluster IDs
 DEDUP_REQUESTS_MAX = 100_000  # idempotency ids remembered (same on every member)
 DEDUP_DB, DEDUP_ORDER_DB = "dedup", "dedup_order"  # the idempotency table (_remember)
@@ -170,7 +171,8 @@ class Member:
         peers = self.cfg.cluster_members()
         ents = []
         for i, (name, mid) in enumerate(sorted(ids.items(), key=lambda kv: kv[1]), 1):
-            ctx = msgpack.packb({"name": name, "peer_urls": peers[name], "client_urls": []})
+            ctx = msgpack.packb({"name": name, "peer_urls": peers[name], "client_urls": [],
+                                 "cluster_id": self.cluster_id})
             cc = ConfChangeV2(changes=[ConfChangeSingle(ConfChangeType.ADD_NODE, mid)],
                               context=ctx)
             ents.append(Entry(1, i, EntryType.CONF_CHANGE, encode_conf_change(cc)))
@@ -517,6 +519,10 @@ class Member:
                 info = msgpack.unpackb(cc.context)
             except (ValueError, msgpack.UnpackException):
                 info = {}
+        cid = info.pop("cluster_id", None) if isinstance(info, dict) else None
+        if isinstance(cid, int) and txn.get(CLUSTER_ID_KEY, db=meta) is None:
+            txn.put(CLUSTER_ID_KEY, cid.to_bytes(8, "big"), db=meta)
+            after_commit(txn, lambda: self._adopt_cluster_id(cid))
         voters, learners = set(self.conf.voters), set(self.conf.learners)
         for ch in cc.changes:
             key = MEMBER_KEY_PREFIX + ch.node_id.to_bytes(8, "big")
@@ -557,6 +563,20 @@ class Member:
         order like member_publish) and this data dir's identity."""
         self.kv.register_op(MEMBER_UPDATE_OP, self._op_member_update_peers)
         self._load_identity()
+        with self.engine.env.begin() as txn:
+            raw = txn.get(CLUSTER_ID_KEY, db=self.engine.db("kvmeta"))
+        if raw is not None:
+            self._adopt_cluster_id(int.from_bytes(raw, "big"))
+
+    def _adopt_cluster_id(self, cid):
+        """The cluster's ID as its founding members derived it (replicated in the bootstrap
+        entries): a member added later derives another one from its own --initial-cluster
+        and takes this one as soon as it has applied those entries (or a snapshot)."""
+        if cid == self.cluster_id:
+            return
+        log.info("cluster ID is %x (derived here: %x)", cid, self.cluster_id)
+        self.cluster_id = cid
+        self._save_identity()
 
     def _load_identity(self):
         """This member's and its cluster's IDs are derived from --initial-cluster at the data
@@ -578,6 +598,10 @@ class Member:
                 log.info("member ID %x from %s (--initial-cluster derives another one from "
                          "this member's peer URLs: they were updated)", self.id, path)
             return
+        self._save_identity()
+
+    def _save_identity(self):
+        path = os.path.join(self.cfg.data_dir, IDENTITY_FILE)
         tmp = path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump({"member_id": self.id, "cluster_id": self.cluster_id}, f)

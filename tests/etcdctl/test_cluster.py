@@ -106,6 +106,10 @@ def test_fourth_member_joins_as_learner_promote_remove(ctl, raftkv_cluster):
     wait_for(published, 20, 0.3, f"member list to show {want}")
     wait_for(lambda: ctl4.run("get", "join/k", check=False).stdout, 30, 0.3, "m4 to serve")
     assert ctl4.out("get", "join/k", "--print-value-only") == "before-join\n"
+    # the added member answers with the cluster's ID, not one derived from its own flags
+    head = json.loads(ctl.out("get", "join/k", "-w", "json"))["header"]
+    head4 = json.loads(ctl4.out("get", "join/k", "-w", "json"))["header"]
+    assert head4["cluster_id"] == head["cluster_id"], (head4, head)
     out = ctl.out("member", "remove", mid)
     assert out.startswith(f"Member {mid} removed from cluster")
     assert len(members(ctl)) == 3
