@@ -364,13 +364,14 @@ class Member:
             return durable, loop.create_task(self._apply_after(durable, rd))
         durable = None
         if rd.entries or (rd.hard_state is not None and not pipelined):
-            if self._wal_inline:
+            if self._wal_inline and rd.early_messages:
+                # A leader's appends were just queued to the peer senders: let them reach the
+                # sockets (one loop turn) before this thread blocks in the sync.
+                durable = loop.create_task(self._write_after_yield(rd))
+            elif self._wal_inline:
                 # The loop waits for this record anyway: write and sync it here (GIL released
                 # in the syscalls) instead of handing it to the WAL thread and back.
-                try:
-                    self.raftlog.save(rd.entries, rd.hard_state, now=True)
-                except WalError as exc:
-                    self._wal_failed(exc)
+                self._write_inline(rd)
             else:
                 durable = self.raftlog.save(rd.entries, rd.hard_state, loop)
                 durable.add_done_callback(self._io_failed)
@@ -402,6 +403,16 @@ class Member:
                                            lazy=lazy)
         fut.add_done_callback(self._io_failed)
         return fut
+
+    def _write_inline(self, rd):
+        try:
+            self.raftlog.save(rd.entries, rd.hard_state, now=True)
+        except WalError as exc:
+            self._wal_failed(exc)
+
+    async def _write_after_yield(self, rd):
+        await asyncio.sleep(0)
+        self._write_inline(rd)
 
     def _wal_failed(self, exc):
         log.critical("could not make a Ready durable in the WAL; stopping this member: %s", exc)
