@@ -62,7 +62,11 @@ def _serve(port):
 
     async def main():
         opts = [o for o in server_options(1536 * 1024) if o[0] != "grpc.so_reuseport"]
-        server = grpc.aio.server(options=opts + [("grpc.so_reuseport", 1)])
+        opts += [("grpc.so_reuseport", 1)] + [tuple(o) for o in json.loads(
+            os.environ.get("GRPC_FLOOR_OPTIONS", "[]"))]
+        if os.environ.get("GRPC_FLOOR_SWITCH_INTERVAL"):
+            sys.setswitchinterval(float(os.environ["GRPC_FLOOR_SWITCH_INTERVAL"]))
+        server = grpc.aio.server(options=opts)
         rpc_pb2_grpc.add_KVServicer_to_server(FloorKV(), server)
         server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
@@ -152,6 +156,8 @@ def main(argv=None):
     p.add_argument("--etcd3", action="store_true", help="also a 3-member etcd cluster")
     p.add_argument("--no-raftkv", action="store_true")
     p.add_argument("--raftkv-args", default="", help="extra member flags, space separated")
+    p.add_argument("--raftkv-workers", default="0",
+                   help="comma list: one raftkv cluster per N (--grpc-workers N; 0 = none)")
     p.add_argument("--etcd-binary", default="/usr/bin/etcd")
     p.add_argument("--json", help="write all rows here")
     args = p.parse_args(argv)
@@ -177,18 +183,18 @@ def main(argv=None):
                                     binary=args.etcd_binary)
             e3.start()
             suts.append(Sut("etcd3", e3, e3.endpoints, lambda e=e3: e.pids, e3.stop))
-        if not args.no_raftkv:
-            rk = LocalCluster(os.path.join(tmp, "raftkv"), members=3,
-                              extra_args=args.raftkv_args.split())
+        for n in ([] if args.no_raftkv else
+                  [int(x) for x in args.raftkv_workers.split(",") if x]):
+            name = "raftkv3" if n == 0 else f"raftkv3-w{n}"
+            extra = args.raftkv_args.split() + (["--grpc-workers", str(n)] if n else [])
+            rk = LocalCluster(os.path.join(tmp, name), members=3, extra_args=extra)
             rk.start()
             rk.wait_listening()
-            suts.append(Sut("raftkv3", rk, rk.endpoints,
-                            lambda c=rk: [m.pid for m in c.members if m.alive()] + _children(
-                                [m.pid for m in c.members if m.alive()]), rk.stop))
+            suts.append(Sut(name, rk, rk.endpoints, _member_pids(rk), rk.stop))
         for s in suts:
             _wait_grpc(s.endpoints)
         for s in suts:
-            if s.name in ("etcd3", "raftkv3"):
+            if s.name == "etcd3" or s.name.startswith("raftkv3"):
                 rbench.leader_index(s.endpoints, timeout_s=60.0)
         print(f"# uptime at start: {_uptime()}", flush=True)
         rows = []
@@ -226,6 +232,13 @@ def main(argv=None):
             except Exception as exc:  # noqa: BLE001
                 print(f"stopping {s.name}: {exc}", file=sys.stderr)
     return 0
+
+
+def _member_pids(cluster):
+    def pids():
+        members = [m.pid for m in cluster.members if m.alive()]
+        return members + _children(members)
+    return pids
 
 
 def _children(pids):
