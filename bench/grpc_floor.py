@@ -158,6 +158,8 @@ def main(argv=None):
     p.add_argument("--raftkv-args", default="", help="extra member flags, space separated")
     p.add_argument("--raftkv-workers", default="0",
                    help="comma list: one raftkv cluster per N (--grpc-workers N; 0 = none)")
+    p.add_argument("--raftkv-base", default="",
+                   help="also a raftkv cluster run from this source tree (before/after)")
     p.add_argument("--etcd-binary", default="/usr/bin/etcd")
     p.add_argument("--json", help="write all rows here")
     args = p.parse_args(argv)
@@ -191,10 +193,16 @@ def main(argv=None):
             rk.start()
             rk.wait_listening()
             suts.append(Sut(name, rk, rk.endpoints, _member_pids(rk), rk.stop))
+        if args.raftkv_base:
+            rk = _TreeCluster(args.raftkv_base, os.path.join(tmp, "raftkv-base"), members=3,
+                              extra_args=args.raftkv_args.split())
+            rk.start()
+            rk.wait_listening()
+            suts.append(Sut("raftkv3-base", rk, rk.endpoints, _member_pids(rk), rk.stop))
         for s in suts:
             _wait_grpc(s.endpoints)
         for s in suts:
-            if s.name == "etcd3" or s.name.startswith("raftkv3"):
+            if s.name == "etcd3" or s.name.startswith("raftkv3"):  # a leader first
                 rbench.leader_index(s.endpoints, timeout_s=60.0)
         print(f"# uptime at start: {_uptime()}", flush=True)
         rows = []
@@ -232,6 +240,20 @@ def main(argv=None):
             except Exception as exc:  # noqa: BLE001
                 print(f"stopping {s.name}: {exc}", file=sys.stderr)
     return 0
+
+
+class _TreeCluster(LocalCluster):
+    """A LocalCluster whose members run the raftkv package of another source tree."""
+
+    def __init__(self, tree, *a, **kw):
+        super().__init__(*a, **kw)
+        self.tree = os.path.abspath(tree)
+
+    def command(self, m, state="new"):
+        cmd = super().command(m, state)
+        boot = (f"import sys, runpy; sys.path.insert(0, {self.tree!r}); "
+                "runpy.run_module('raftkv', run_name='__main__', alter_sys=True)")
+        return [cmd[0], "-c", boot, *cmd[3:]]
 
 
 def _member_pids(cluster):
