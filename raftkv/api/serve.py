@@ -56,15 +56,18 @@ async def serve(cfg, stop_event=None):
     await member.start()
     service = Service(member)
     servers = []
-    pool, reserved = None, None
+    pool, reserved, native, http = None, None, None, None
     try:
         chost, cport = first_host_port(cfg.listen_client_urls)
         nhost, nport = first_host_port(cfg.listen_native_urls)
+        native, member.native_port = await start_native_server(
+            service, nhost, nport, max_frame_bytes=cfg.max_request_bytes + FRAME_OVERHEAD_BYTES)
+        if cfg.listen_metrics_urls:
+            hhost, hport = first_host_port(cfg.listen_metrics_urls)
+            http, member.metrics_port = await start_http_server(service, hhost, hport)
+        # The client port opens last: once it accepts connections, every listener is up.
         if cfg.grpc_workers:
-            # The workers forward to the native server: it must be up first.
-            native, member.native_port = await start_native_server(
-                service, nhost, nport,
-                max_frame_bytes=cfg.max_request_bytes + FRAME_OVERHEAD_BYTES)
+            # The workers forward to the native server, which is up by now.
             reserved, member.client_port = reserve_port(chost, cport)
             pool = WorkerPool(cfg.grpc_workers, chost, member.client_port, loopback_for(nhost),
                               member.native_port, max_request_bytes=cfg.max_request_bytes,
@@ -74,13 +77,6 @@ async def serve(cfg, stop_event=None):
             grpc_server, member.client_port = await start_grpc_server(
                 service, chost, cport, max_request_bytes=cfg.max_request_bytes)
             servers.append(grpc_server)
-            native, member.native_port = await start_native_server(
-                service, nhost, nport,
-                max_frame_bytes=cfg.max_request_bytes + FRAME_OVERHEAD_BYTES)
-        http = None
-        if cfg.listen_metrics_urls:
-            hhost, hport = first_host_port(cfg.listen_metrics_urls)
-            http, member.metrics_port = await start_http_server(service, hhost, hport)
         log.info("ready: etcd gRPC on %s:%d%s, native on %s:%d, peers on port %d", chost,
                  member.client_port,
                  f" ({cfg.grpc_workers} worker processes)" if pool else "",
@@ -91,16 +87,15 @@ async def serve(cfg, stop_event=None):
             loop.add_signal_handler(sig, stop_event.set)
         await stop_event.wait()
         log.info("stopping")
-        if pool is not None:
-            await pool.stop()  # before the native server the workers forward to
-        native.close()
-        if http is not None:
-            http.close()
     finally:
         if pool is not None:
-            await pool.stop()
+            await pool.stop()  # before the native server the workers forward to
         if reserved is not None:
             reserved.close()
+        if native is not None:
+            native.close()
+        if http is not None:
+            http.close()
         for s in servers:
             await s.stop(grace=1.0)
         await member.stop()
