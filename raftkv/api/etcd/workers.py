@@ -42,6 +42,7 @@ WORKER_STOP_GRACE_S = 5.0
 RESTART_BACKOFF_S = 1.0
 CONNECT_TIMEOUT_S = 5.0
 CALL_SLACK_S = 1.0  # beyond the member's own request timeout before the worker gives up
+STREAMS_PER_CONNECTION = 512  # below the native server's WATCHES_MAX (1024) per connection
 
 
 class RemoteService:
@@ -52,19 +53,48 @@ class RemoteService:
         self.timeout_s = timeout_s
         self._conn = None
         self._lock = asyncio.Lock()
+        self._stream_conns = {}  # native connection -> streams open on it (watches, snapshots)
+
+    async def _open(self):
+        try:
+            return await native_connect(self.host, self.port, CONNECT_TIMEOUT_S)
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise wire.RaftkvError("STOPPED", "etcdserver: server stopped "
+                                              f"(grpc worker: {exc})") from None
 
     async def _connection(self):
+        """The connection unary calls share (pipelined)."""
         conn = self._conn
         if conn is not None and conn.is_open:
             return conn
         async with self._lock:
             if self._conn is None or not self._conn.is_open:
-                try:
-                    self._conn = await native_connect(self.host, self.port, CONNECT_TIMEOUT_S)
-                except (OSError, asyncio.TimeoutError) as exc:
-                    raise wire.RaftkvError("STOPPED", "etcdserver: server stopped "
-                                                      f"(grpc worker: {exc})") from None
+                self._conn = await self._open()
             return self._conn
+
+    async def _stream_connection(self):
+        """A connection with room for one more stream: the member allows WATCHES_MAX streams
+        per native connection, and a worker may carry many more watches than that."""
+        async with self._lock:
+            for conn, n in list(self._stream_conns.items()):
+                if not conn.is_open:
+                    del self._stream_conns[conn]
+                elif n < STREAMS_PER_CONNECTION:
+                    self._stream_conns[conn] = n + 1
+                    return conn
+            conn = await self._open()
+            self._stream_conns[conn] = 1
+            return conn
+
+    def _stream_done(self, conn):
+        n = self._stream_conns.get(conn)
+        if n is None:
+            return
+        if n <= 1 and len(self._stream_conns) > 1:
+            del self._stream_conns[conn]  # keep one idle stream connection, not more
+            conn.close()
+        else:
+            self._stream_conns[conn] = max(0, n - 1)
 
     async def call(self, op, body):
         conn = await self._connection()
@@ -77,8 +107,12 @@ class RemoteService:
             raise wire.RaftkvError("TIMEOUT_DUE_TO_CONNECTION_LOST") from None
 
     async def _stream(self, op, body):
-        conn = await self._connection()
-        request_id, queue = conn.open_stream(op, body)
+        conn = await self._stream_connection()
+        try:
+            request_id, queue = conn.open_stream(op, body)
+        except (ConnectionLost, OSError):
+            self._stream_done(conn)
+            raise wire.RaftkvError("STOPPED") from None
         ended = False
         try:
             while True:
@@ -96,6 +130,7 @@ class RemoteService:
             conn.close_stream(request_id)
             if not ended and conn.is_open:
                 conn.send_nowait("watch_cancel", {"watch_id": request_id})
+            self._stream_done(conn)
 
     def watch(self, body):
         return self._stream("watch", body)
