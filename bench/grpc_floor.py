@@ -160,7 +160,7 @@ def main(argv=None):
                    help="comma list: one raftkv cluster per N (--grpc-workers N; 0 = none)")
     p.add_argument("--raftkv-base", default="",
                    help="also a raftkv cluster run from this source tree (before/after)")
-    p.add_argument("--etcd-binary", default="/usr/bin/etcd")
+    p.add_argument("--etcd-binary", default="etcd")
     p.add_argument("--json", help="write all rows here")
     args = p.parse_args(argv)
     if args.serve:
