@@ -160,7 +160,7 @@ class NativeConnection(asyncio.Protocol):
             if op == "watch_cancel":
                 self._send_ok(request_id, self._cancel_watch(body.get("watch_id", 0)))
                 return
-            if op == "watch" and len(self._watches) >= self._watches_max:
+            if op in wire.STREAM_OPS and len(self._watches) >= self._watches_max:
                 raise wire.RaftkvError("TOO_MANY_REQUESTS", "raftkv: too many watches on "
                                                             "this connection")
         except wire.RaftkvError as exc:
@@ -171,7 +171,7 @@ class NativeConnection(asyncio.Protocol):
         task = asyncio.get_running_loop().create_task(self._run(request_id, op, body))
         self._tasks[request_id] = task
         task.add_done_callback(lambda t: self._on_done(request_id, op, t))
-        if op == "watch":
+        if op in wire.STREAM_OPS:
             self._watches.add(request_id)
         else:
             self._inflight += 1
@@ -180,7 +180,10 @@ class NativeConnection(asyncio.Protocol):
     async def _run(self, request_id, op, body):
         try:
             if op == "watch":
-                await self._watch(request_id, body)
+                await self._stream(request_id, self.service.watch(body))
+                return
+            if op == "snapshot":
+                await self._stream(request_id, self.service.snapshot(), bytes)
                 return
             if op == "batch":
                 result = await self._batch(body)
@@ -201,7 +204,7 @@ class NativeConnection(asyncio.Protocol):
         # A done callback, not a finally: a task cancelled before its first step never runs
         # its body, yet its bookkeeping must still be undone.
         self._tasks.pop(request_id, None)
-        if op == "watch":
+        if op in wire.STREAM_OPS:
             self._watches.discard(request_id)
             if request_id in self._canceling:
                 self._canceling.discard(request_id)
@@ -258,11 +261,12 @@ class NativeConnection(asyncio.Protocol):
                 errors.append((i, res))
         return {"done": done, "errors": [[i, exc.to_wire()] for i, exc in errors]}
 
-    async def _watch(self, request_id, body):
-        stream = self.service.watch(body)
+    async def _stream(self, request_id, stream, convert=None):
+        """ITEM frames of a service stream (a watch, a snapshot's chunks), then END."""
         try:
             async for item in stream:
-                self._send(request_id, wire.STATUS_ITEM, item)
+                self._send(request_id, wire.STATUS_ITEM, item if convert is None
+                           else convert(item))
                 if self._write_paused:
                     await self._writable.wait()
             self._send(request_id, wire.STATUS_END, None)

@@ -18,6 +18,7 @@ import sys
 import time
 
 from raftkv.api.etcd.server import start_grpc_server
+from raftkv.api.etcd.workers import WorkerPool, loopback_for, reserve_port
 from raftkv.api.http import start_http_server
 from raftkv.api.native import start_native_server
 from raftkv.api.wire import FRAME_OVERHEAD_BYTES
@@ -72,30 +73,46 @@ async def serve(cfg, stop_event=None):
     tune_gc()
     service = Service(member)
     servers = []
+    pool, reserved, native, http = None, None, None, None
     try:
         chost, cport = first_host_port(cfg.listen_client_urls)
-        grpc_server, member.client_port = await start_grpc_server(
-            service, chost, cport, max_request_bytes=cfg.max_request_bytes)
-        servers.append(grpc_server)
         nhost, nport = first_host_port(cfg.listen_native_urls)
         native, member.native_port = await start_native_server(
             service, nhost, nport, max_frame_bytes=cfg.max_request_bytes + FRAME_OVERHEAD_BYTES)
-        http = None
         if cfg.listen_metrics_urls:
             hhost, hport = first_host_port(cfg.listen_metrics_urls)
             http, member.metrics_port = await start_http_server(service, hhost, hport)
-        log.info("ready: etcd gRPC on %s:%d, native on %s:%d, peers on port %d", chost,
-                 member.client_port, nhost, member.native_port, member.peer_port)
+        # The client port opens last: once it accepts connections, every listener is up.
+        if cfg.grpc_workers:
+            # The workers forward to the native server, which is up by now.
+            reserved, member.client_port = reserve_port(chost, cport)
+            pool = WorkerPool(cfg.grpc_workers, chost, member.client_port, loopback_for(nhost),
+                              member.native_port, max_request_bytes=cfg.max_request_bytes,
+                              request_timeout=cfg.request_timeout, log_level=cfg.log_level)
+            await pool.start()
+        else:
+            grpc_server, member.client_port = await start_grpc_server(
+                service, chost, cport, max_request_bytes=cfg.max_request_bytes)
+            servers.append(grpc_server)
+        log.info("ready: etcd gRPC on %s:%d%s, native on %s:%d, peers on port %d", chost,
+                 member.client_port,
+                 f" ({cfg.grpc_workers} worker processes)" if pool else "",
+                 nhost, member.native_port, member.peer_port)
         stop_event = stop_event or asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop_event.set)
         await stop_event.wait()
         log.info("stopping")
-        native.close()
+    finally:
+        if pool is not None:
+            await pool.stop()  # before the native server the workers forward to
+        if reserved is not None:
+            reserved.close()
+        if native is not None:
+            native.close()
         if http is not None:
             http.close()
-    finally:
         for s in servers:
             await s.stop(grace=1.0)
         await member.stop()

@@ -24,10 +24,13 @@ random 64-bit client id once and numbers its writes; a retry (after a timeout, a
 connection or a leader change) reuses the id. The server passes it to the service as the body
 field "request_id"; services that do not dedupe ignore it.
 
-Ops: everything in the service contract (OPS), plus three handled by the front end itself:
+Ops: everything in the service contract (OPS), plus four handled by the front end itself:
 - "watch" (streamed: ITEM frames on the watch's request id until cancelled or ended);
 - "watch_cancel" {"watch_id": request id of the watch} -> {"canceled": bool}; the watch then
   gets an END frame;
+- "snapshot" {} (streamed: ITEM frames of bytes, the member's database image as
+  service.snapshot() yields it, then END; used by the gRPC worker processes' Maintenance
+  .Snapshot, see raftkv/api/etcd/workers.py);
 - "batch" {"requests": [{"request_put": body} | {"request_delete_range": body}, ...]}
   -> {"responses": [{"response_put": resp} | {"response_delete_range": resp}
   | {"error": {"code", "message"}}, ...]}: each item is one service.call, all in flight at once
@@ -77,8 +80,8 @@ UNARY_OPS = frozenset({
 WRITE_OPS = frozenset({
     "put", "delete_range", "txn", "compact", "lease_grant", "lease_revoke", "batch",
 })
-STREAM_OPS = frozenset({"watch"})
-FRONT_END_OPS = frozenset({"watch", "watch_cancel", "batch", "put_many"})
+STREAM_OPS = frozenset({"watch", "snapshot"})
+FRONT_END_OPS = frozenset({"watch", "watch_cancel", "batch", "put_many", "snapshot"})
 OPS = UNARY_OPS | FRONT_END_OPS
 
 # Types of the request fields the front end checks before calling the service (wrong type:

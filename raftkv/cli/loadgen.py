@@ -166,10 +166,12 @@ async def _client(w, driver, limiter, rng, quota, deadline, hist, errors, counte
         hist.record(time.perf_counter() - t0)
 
 
-async def _worker_main(spec, worker_index, n_clients, n_conns, quota):
+async def _worker_main(spec, worker_index, n_clients, n_conns, quota, conn_offset=0):
     w = spec.workload
     rng = random.Random(spec.seed * 1000 + worker_index)
-    drivers = [_make_driver(spec.driver, worker_index * 1000 + i) for i in range(n_conns)]
+    # Connections are numbered across all workers (a driver starts at endpoint n mod len), so
+    # e.g. 4 connections from 2 workers go to endpoints 0, 1, 2, 0 rather than 0, 1, 1, 2.
+    drivers = [_make_driver(spec.driver, conn_offset + i) for i in range(n_conns)]
     for d in drivers:
         await d.connect()
     hist, errors, counter = Histogram(), [0], [0, worker_index * 10_000_000]
@@ -190,7 +192,7 @@ async def _worker_main(spec, worker_index, n_clients, n_conns, quota):
     return {"hist": hist.to_dict(), "errors": errors[0], "elapsed_s": elapsed, "cpu_s": cpu}
 
 
-def _worker_entry(spec, worker_index, n_clients, n_conns, quota, out_queue):
+def _worker_entry(spec, worker_index, n_clients, n_conns, quota, out_queue, conn_offset=0):
     try:
         import uvloop
 
@@ -198,7 +200,7 @@ def _worker_entry(spec, worker_index, n_clients, n_conns, quota, out_queue):
     except ImportError:
         runner = asyncio.run
     try:
-        res = runner(_worker_main(spec, worker_index, n_clients, n_conns, quota))
+        res = runner(_worker_main(spec, worker_index, n_clients, n_conns, quota, conn_offset))
     except Exception as exc:  # noqa: BLE001 -- reported to the parent, which fails the run
         res = {"error": f"{type(exc).__name__}: {exc}"}
     out_queue.put((worker_index, res))
@@ -221,7 +223,8 @@ def run(spec):
     ctx = multiprocessing.get_context("spawn")
     q = ctx.Queue()
     workers = [
-        ctx.Process(target=_worker_entry, args=(spec, i, clients[i], conns[i], quotas[i], q))
+        ctx.Process(target=_worker_entry,
+                    args=(spec, i, clients[i], conns[i], quotas[i], q, sum(conns[:i])))
         for i in range(procs)
     ]
     for p in workers:

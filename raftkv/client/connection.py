@@ -144,6 +144,11 @@ class ClientConnection(asyncio.Protocol):
             if timer is not None:
                 timer.cancel()
 
+    def send_nowait(self, op, body):
+        """Send a request whose answer nobody waits for (it is dropped when it comes)."""
+        if self.state is ClientState.OPEN:
+            self._send(op, body, None)
+
     def open_stream(self, op, body):
         """(request id, queue of (status, payload)) for a streamed request such as a watch."""
         queue = asyncio.Queue()

@@ -46,6 +46,9 @@ class ServerConfig:
     log_level: str = "info"
     log_format: str = "text"
     request_timeout: float = 7.0  # s; how long a write or read waits before TIMEOUT
+    # Child processes serving the etcd gRPC API on the client port (SO_REUSEPORT), each
+    # forwarding to this member over the native protocol; 0: the member serves gRPC itself.
+    grpc_workers: int = 0
 
     def finish(self):
         """Fill derived defaults and validate; raises ConfigError."""
@@ -72,6 +75,8 @@ class ServerConfig:
                               "warn, error")
         if self.max_request_bytes <= 0 or self.snapshot_count <= 0:
             raise ConfigError("--max-request-bytes and --snapshot-count must be positive")
+        if not 0 <= self.grpc_workers <= 64:
+            raise ConfigError("--grpc-workers must be between 0 and 64")
         if self.snapshot_catchup_entries < 1:
             raise ConfigError("--snapshot-catchup-entries must be at least 1")
         members = self.cluster_members()

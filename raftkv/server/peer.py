@@ -187,14 +187,21 @@ class _Peer:
                 self.wake.clear()
                 await self.wake.wait()
                 continue
+            # Frames queued since the last round go out in one write (one send syscall).
+            pending = []
             while self.queue:
                 if writer.is_closing():
                     raise ConnectionResetError("the peer connection is closed")
                 item = self.queue.popleft()
                 if callable(item):
+                    if pending:
+                        writer.write(b"".join(pending))
+                        pending = []
                     await item(writer)  # a snapshot stream
                 else:
-                    writer.write(item)
+                    pending.append(item)
+            if pending:
+                writer.write(pending[0] if len(pending) == 1 else b"".join(pending))
             await writer.drain()
 
 

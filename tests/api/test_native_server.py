@@ -345,3 +345,26 @@ def test_decoder_handles_any_split(chunk):
         out.extend(dec.feed(data[i:i + chunk]))
     assert out == frames
     assert not dec.pending
+
+
+class SnapshotService(FakeService):
+    async def snapshot(self):
+        for chunk in (b"abc", memoryview(b"defg"), b"h"):
+            yield chunk
+            await asyncio.sleep(0)
+
+
+def test_snapshot_streams_the_service_chunks_as_bytes():
+    """The "snapshot" stream op (used by the --grpc-workers processes): one ITEM per chunk of
+    service.snapshot(), as bytes, then END."""
+    async def main():
+        server, port = await _serve(SnapshotService())
+        async with server:
+            conn = await RawConn.open(port)
+            conn.request(5, "snapshot", {})
+            frames = [await conn.recv() for _ in range(4)]
+            assert frames == [[5, wire.STATUS_ITEM, b"abc"], [5, wire.STATUS_ITEM, b"defg"],
+                              [5, wire.STATUS_ITEM, b"h"], [5, wire.STATUS_END, None]]
+            await conn.close()
+
+    run(main())

@@ -108,3 +108,20 @@ def test_micro_benchmarks_run_once():
                           capture_output=True, text=True, timeout=180, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert " passed" in proc.stdout
+
+
+def test_grpc_floor_runs(tmp_path):
+    """bench/grpc_floor.py end to end on a tiny size: the floor server (2 processes on one
+    port) and a raftkv cluster with --grpc-workers 1 (etcd only when installed)."""
+    out = tmp_path / "floor.json"
+    cmd = [sys.executable, os.path.join(ROOT, "bench", "grpc_floor.py"), "--reps", "1",
+           "--total", "50", "--clients", "4", "--floor-workers", "2", "--raftkv-workers", "1",
+           "--json", str(out)]
+    if shutil.which("etcd") is None:
+        cmd.append("--no-etcd1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    systems = {r["system"] for r in rows}
+    assert {"floor-w2", "raftkv3-w1"} <= systems
+    assert all(r["errors"] == 0 and r["requests"] == 50 for r in rows)

