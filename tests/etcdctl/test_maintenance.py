@@ -102,10 +102,12 @@ def test_snapshot_save_needs_one_endpoint(ctl):
 def test_snapshot_status_reads_saved_file(ctl1, tmp_path):
     ctl1.out("put", "snapstatus/k", "v")
     path = str(tmp_path / "snap.db")
+    before = json.loads(ctl1.out("get", "snapstatus/k", "-w", "json"))["header"]["revision"]
     ctl1.run("snapshot", "save", path, timeout=60)
-    rev = json.loads(ctl1.out("get", "snapstatus/k", "-w", "json"))["header"]["revision"]
+    after = json.loads(ctl1.out("get", "snapstatus/k", "-w", "json"))["header"]["revision"]
     status = json.loads(ctl1.out("snapshot", "status", path, "-w", "json"))
-    assert status["revision"] == rev and status["totalKey"] > 0
+    # (other tests' leases may expire meanwhile on the shared cluster: a revision in between)
+    assert before <= status["revision"] <= after and status["totalKey"] > 0
     # raftkv's own reader of the file agrees with etcdctl's (bbolt's) on all four numbers
     assert status == bbolt.snapshot_status(path)
 
