@@ -74,6 +74,12 @@ PENDING_INSTALL_KEY = b"raftkv.pending_install"  # kvmeta: a restored snapshot n
 # How long an apply-only LMDB round waits for more Readys before it commits (its sync is off the
 # latency path; a linearizable read that needs the applies visible ends the wait at once).
 APPLY_LINGER_S_DEFAULT = 0.02
+# The Raft log since the compaction point lives in memory (raftkv/storage/raftlog.py): besides
+# --snapshot-count entries, a snapshot point is noted every SNAPSHOT_POINT_BYTES of entry payload
+# and the log keeps at most about LOG_CATCHUP_BYTES behind the applied index (bulk entries are
+# large: 5,000 entries of 1,000 puts would be 1.5 GB).
+SNAPSHOT_POINT_BYTES = 32 << 20
+LOG_CATCHUP_BYTES = 64 << 20
 
 
 class DataDirStateError(StorageError):
@@ -116,7 +122,13 @@ class Member:
         self._snapshot_index = 0
         # RAFTKV_WAL_INLINE=0: Readys hand their WAL records to the WAL's writer thread
         self._wal_inline = os.environ.get("RAFTKV_WAL_INLINE", "1") != "0"
-        self._restart_applied = 0  # the core's applied index at start (see _check_state_vs_log)
+        self._restart_applied = 0
+        # The in-memory log's byte bounds (see _maybe_compact_log); tests shrink them.
+        self._point_bytes = int(os.environ.get("RAFTKV_SNAPSHOT_POINT_BYTES",
+                                               SNAPSHOT_POINT_BYTES))
+        self._catchup_bytes = int(os.environ.get("RAFTKV_LOG_CATCHUP_BYTES", LOG_CATCHUP_BYTES))
+        self._applied_bytes = 0  # entry payload applied since start (snapshot point spacing)
+        self._snapshot_point_bytes = 0  # the core's applied index at start (see _check_state_vs_log)
         self._event_loop = None
         self.started = False
         self.stopping = False
@@ -666,23 +678,33 @@ class Member:
             await asyncio.sleep(0.5)
 
     def _maybe_compact_log(self, txn, rd, loop):
-        """Every --snapshot-count applied entries: note a snapshot point (index, term, conf
-        state as of that index); once --snapshot-catchup-entries more entries are applied,
-        make it the log's compaction point, which drops the log up to it. The delay keeps that
-        many entries for followers a little behind. The compaction runs on the event loop once
-        this txn has committed (the log is never compacted past a durably applied index)."""
+        """Every --snapshot-count applied entries (or SNAPSHOT_POINT_BYTES of entry payload,
+        since the log is held in memory), note a snapshot point (index, term, conf state as of
+        that index); once --snapshot-catchup-entries more entries (or LOG_CATCHUP_BYTES) are
+        applied, make it the log's compaction point, which drops the log up to it. The delay
+        keeps that much log for followers a little behind. The compaction runs on the event
+        loop once this txn has committed (the log is never compacted past a durably applied
+        index)."""
         if not rd.committed_entries:
             return
+        self._applied_bytes += sum(len(e.data) for e in rd.committed_entries)
         last = rd.committed_entries[-1]
-        if last.index - self._snapshot_point_index >= self.cfg.snapshot_count:
+        if last.index - self._snapshot_point_index >= self.cfg.snapshot_count or \
+                self._applied_bytes - self._snapshot_point_bytes >= self._point_bytes:
             conf = ConfState(voters=list(self.conf.voters), learners=list(self.conf.learners))
             self._snapshot_points.append(
-                SnapshotMetadata(conf_state=conf, index=last.index, term=last.term))
+                (SnapshotMetadata(conf_state=conf, index=last.index, term=last.term),
+                 self._applied_bytes))
             self._snapshot_point_index = last.index
+            self._snapshot_point_bytes = self._applied_bytes
         due = None
-        while self._snapshot_points and \
-                last.index - self._snapshot_points[0].index >= self.cfg.snapshot_catchup_entries:
-            due = self._snapshot_points.popleft()
+        while self._snapshot_points:
+            point, at_bytes = self._snapshot_points[0]
+            if last.index - point.index < self.cfg.snapshot_catchup_entries and \
+                    self._applied_bytes - at_bytes < self._catchup_bytes:
+                break
+            due = point
+            self._snapshot_points.popleft()
         if due is not None and due.index > self._snapshot_index:
             self._snapshot_index = due.index
             after_commit(txn, lambda: loop.call_soon_threadsafe(self._compact_log, due))

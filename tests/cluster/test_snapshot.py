@@ -107,3 +107,34 @@ def test_follower_a_little_behind_catches_up_from_the_log(make_cluster):
         assert time.monotonic() < deadline, "the follower never caught up"
         time.sleep(0.1)
     assert "installed a snapshot" not in h.log_text(follower)
+
+
+def test_the_in_memory_log_is_bounded_by_bytes_too(make_cluster, monkeypatch):
+    """Bulk entries are large: the log is compacted once enough entry bytes are applied, even
+    far below --snapshot-count entries, and a follower that missed them still catches up."""
+    monkeypatch.setenv("RAFTKV_SNAPSHOT_POINT_BYTES", "100000")
+    monkeypatch.setenv("RAFTKV_LOG_CATCHUP_BYTES", "200000")
+    h = make_cluster(3)  # --snapshot-count stays at its default (100,000 entries)
+    leader = h.leader()
+    follower = next(m for m in h.members if m is not leader)
+    up = [m for m in h.members if m is not follower]
+    client = h.client(up, timeout=10.0)
+    assert h.stop_member(follower) == 0
+    index_before = h.status(leader)["raftIndex"]
+    # ~1.8 MB in 6 entries of 1,000 puts (points every entry, compaction 200 KB behind)
+    res = client.put_many((f"/bytes/{i:05d}", b"x" * 300) for i in range(6000))
+    assert res.failed == 0, res
+    assert h.status(leader)["raftIndex"] - index_before < 100  # few, large entries
+    h.wait_log(leader, "compacted the Raft log", timeout_s=10.0)
+    h.start_member(follower)
+    h.wait_log(follower, "installed a snapshot", timeout_s=30.0)
+    alone = h.client([follower], timeout=5.0)
+    deadline = time.monotonic() + 20.0
+    while True:
+        try:
+            if len(_all(alone, "/bytes/")) == 6000:
+                break
+        except (wire.RaftkvError, ConnectionError):
+            pass
+        assert time.monotonic() < deadline, "the follower did not catch up"
+        time.sleep(0.1)
