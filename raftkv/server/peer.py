@@ -143,6 +143,15 @@ class _Peer:
         self.wake.set()
         return True
 
+    def drop_queue(self):
+        """Drop what is queued; a snapshot offer among it is reported as failed (the core
+        would otherwise wait for its outcome forever and never send that peer another)."""
+        for item in self.queue:
+            abandon = getattr(item, "abandon", None)
+            if abandon is not None:
+                abandon()
+        self.queue.clear()
+
     async def _run(self):
         while not self.t.closed:
             try:
@@ -177,7 +186,7 @@ class _Peer:
         if self.failures == 0:
             log.info("peer %x at %s:%s unreachable: %s", self.id, *self.addr, exc)
         self.failures += 1
-        self.queue.clear()
+        self.drop_queue()
         self.t.on_unreachable(self.id)
         await asyncio.sleep(delay)
 
@@ -296,6 +305,9 @@ class PeerTransport:
                 asyncio.get_running_loop().call_later(verdict, peer.enqueue, item)
             elif not peer.enqueue(item):
                 self._unreachable.add(m.to)
+                abandon = getattr(item, "abandon", None)
+                if abandon is not None:
+                    abandon()
 
     def _snapshot_writer(self, m):
         async def write(writer):
@@ -323,6 +335,11 @@ class PeerTransport:
                     self._resume_waiters.pop(key, None)
                 if self.on_snapshot_sent:
                     self.on_snapshot_sent(m.to, ok)
+
+        def abandon():  # never started: the queue holding it was dropped
+            if self.on_snapshot_sent:
+                self.on_snapshot_sent(m.to, False)
+        write.abandon = abandon
         return write
 
     async def _image_for(self, m):

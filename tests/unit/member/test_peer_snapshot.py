@@ -98,3 +98,31 @@ def test_an_image_is_reused_for_a_snapshot_it_covers(tmp_path):
 
     asyncio.run(main())
     assert sent == [True, True, True]
+
+
+@pytest.mark.timeout(60)
+def test_a_snapshot_offer_to_an_unreachable_peer_is_reported_failed(tmp_path):
+    """The core waits for every MsgSnap's outcome before it offers that peer another: an offer
+    dropped with the queue of a peer that cannot be reached must be reported as failed."""
+    sent = []
+
+    async def main():
+        leader = PeerTransport(1, TOKEN, {}, "127.0.0.1", on_message=lambda m: None,
+                               on_forward=None, snapshot_source=lambda: iter(CHUNKS),
+                               on_snapshot_sent=lambda pid, ok: sent.append((pid, ok)),
+                               spool_dir=str(tmp_path))
+        await leader.start("127.0.0.1", 0)
+        import socket
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+        s.close()  # nothing listens there
+        leader.set_peers({2: ("127.0.0.1", dead_port)})
+        try:
+            leader.send([_snap_msg()])
+            await _wait(lambda: sent)
+            assert sent == [(2, False)]
+        finally:
+            await leader.close()
+
+    asyncio.run(main())
