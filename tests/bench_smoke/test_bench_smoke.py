@@ -125,3 +125,21 @@ def test_grpc_floor_runs(tmp_path):
     systems = {r["system"] for r in rows}
     assert {"floor-w2", "raftkv3-w1"} <= systems
     assert all(r["errors"] == 0 and r["requests"] == 50 for r in rows)
+
+
+def test_check_perf_report_parsing():
+    """bench/check_perf.py reads etcdctl's verdict lines (both the PASS and FAIL wordings)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "check_perf", os.path.join(ROOT, "bench", "check_perf.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    ok = mod.parse(" 60 / 60  100.00%\nPASS: Throughput is 150 writes/s\n"
+                   "PASS: Slowest request took 0.352437s\nPASS: Stddev is 0.047593s\nPASS\n")
+    assert ok == {"pass": True, "throughput_per_s": 150.0, "slowest_s": 0.352437,
+                  "stddev_s": 0.047593}
+    bad = mod.parse("FAIL: Throughput too low: 125 writes/s\n"
+                    "Slowest request took too long: 1.560247s\nStddev too high: 0.139870s\n"
+                    "FAIL\n")
+    assert bad == {"pass": False, "throughput_per_s": 125.0, "slowest_s": 1.560247,
+                   "stddev_s": 0.13987}
