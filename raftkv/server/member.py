@@ -122,13 +122,13 @@ class Member:
         self._snapshot_index = 0
         # RAFTKV_WAL_INLINE=0: Readys hand their WAL records to the WAL's writer thread
         self._wal_inline = os.environ.get("RAFTKV_WAL_INLINE", "1") != "0"
-        self._restart_applied = 0
+        self._restart_applied = 0  # the core's applied index at start (see _check_state_vs_log)
         # The in-memory log's byte bounds (see _maybe_compact_log); tests shrink them.
         self._point_bytes = int(os.environ.get("RAFTKV_SNAPSHOT_POINT_BYTES",
                                                SNAPSHOT_POINT_BYTES))
         self._catchup_bytes = int(os.environ.get("RAFTKV_LOG_CATCHUP_BYTES", LOG_CATCHUP_BYTES))
         self._applied_bytes = 0  # entry payload applied since start (snapshot point spacing)
-        self._snapshot_point_bytes = 0  # the core's applied index at start (see _check_state_vs_log)
+        self._snapshot_point_bytes = 0
         self._event_loop = None
         self.started = False
         self.stopping = False
