@@ -391,7 +391,9 @@ class Member:
             self.raftlog.set_volatile_hard_state(rd.hard_state)  # only the commit index moved
         applied = None
         if rd.committed_entries:
-            lazy = not any(e.type == EntryType.CONF_CHANGE for e in rd.committed_entries)
+            # Watch events are delivered when the round commits: with watchers, no lingering.
+            lazy = not len(self.kv.hub) and \
+                not any(e.type == EntryType.CONF_CHANGE for e in rd.committed_entries)
             applied = self._submit_apply(rd, lazy)
         return durable, applied
 
