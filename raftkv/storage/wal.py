@@ -385,9 +385,6 @@ class WAL:
             os.close(self._fd)
             self._fd = None
 
-    def segment_count(self):
-        return len(self._segments)
-
     # ---- the writer thread ----
     def _run(self):
         while True:

@@ -41,6 +41,14 @@ def write_sync(w, rtype, obj, max_index=0):
     return seq
 
 
+def fill_small_segments(path):
+    """Entries 1..200 in 4 KiB segments (several of them), closed."""
+    w, _ = open_wal(path, segment_bytes=4096)
+    for lo in range(1, 200, 10):
+        write_sync(w, ENTRIES, ents(lo, lo + 9), lo + 9)
+    w.close()
+
+
 def segments(path):
     return sorted(os.listdir(os.path.join(path, "wal")))
 
@@ -142,10 +150,7 @@ def test_torn_tail_is_cut(tmp_path, damage):
 
 
 def test_damage_in_an_older_segment_refuses_to_open(tmp_path):
-    w, _ = open_wal(tmp_path, segment_bytes=4096)
-    for lo in range(1, 200, 10):
-        write_sync(w, ENTRIES, ents(lo, lo + 9), lo + 9)
-    w.close()
+    fill_small_segments(tmp_path)
     first = os.path.join(tmp_path, "wal", segments(tmp_path)[0])
     data = bytearray(open(first, "rb").read())
     data[300] ^= 0x40
@@ -172,10 +177,7 @@ def test_bit_flip_in_the_last_segment_truncates_to_the_last_good_record(tmp_path
 
 
 def test_missing_segment_is_corruption(tmp_path):
-    w, _ = open_wal(tmp_path, segment_bytes=4096)
-    for lo in range(1, 200, 10):
-        write_sync(w, ENTRIES, ents(lo, lo + 9), lo + 9)
-    w.close()
+    fill_small_segments(tmp_path)
     names = segments(tmp_path)
     assert len(names) >= 3
     os.unlink(os.path.join(tmp_path, "wal", names[1]))
