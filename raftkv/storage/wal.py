@@ -416,11 +416,14 @@ class WAL:
             error = WalError(f"{self.dir}: WAL write failed: {exc}")
             _resolve(batch, error)
             raise error from exc
+        try:
+            self._release()  # before the batch counts as synced: waiters see the result
+        except OSError as exc:
+            log.warning("could not delete an old WAL segment: %s", exc)
         with self._cond:
             self.synced_seq = batch[-1].seq
             self._cond.notify_all()
         _resolve(batch, None)
-        self._release()
 
     def _write(self, batch):
         buf = []
