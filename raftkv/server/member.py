@@ -70,7 +70,11 @@ CLUSTER_ID_KEY = b"raftkv.cluster_id"  # kvmeta: the cluster ID from the bootstr
 IDENTITY_FILE = "member-identity.json"  # this data dir's member and cluster IDs
 DEDUP_REQUESTS_MAX = 100_000  # idempotency ids remembered (same on every member)
 DEDUP_DB, DEDUP_ORDER_DB = "dedup", "dedup_order"  # the idempotency table (_remember)
-PENDING_INSTALL_KEY = b"raftkv.pending_install"  # kvmeta: a restored snapshot not yet in the WAL
+PENDING_INSTALL_KEY = b"raftkv.pending_install"
+# kvmeta: the index through which the stored conf state has seen every conf change entry. After
+# a snapshot install whose image is newer than its index, the store is applied beyond it; a
+# restart must deliver the entries after it again so their conf changes are replayed.
+CONF_INDEX_KEY = b"raftkv.conf_index"  # kvmeta: a restored snapshot not yet in the WAL
 # How long an apply-only LMDB round waits for more Readys before it commits (its sync is off the
 # latency path; a linearizable read that needs the applies visible ends the wait at once).
 APPLY_LINGER_S_DEFAULT = 0.02
@@ -249,7 +253,9 @@ class Member:
         the compaction point is a damaged data dir. A store applied beyond the log's end is
         normal after installing a leader's snapshot whose image was newer than its index (the
         entries in between arrive again and are skipped by the store): the core restarts from
-        the log's end then."""
+        the log's end then. It also restarts no later than the stored conf state's index
+        (CONF_INDEX_KEY), so conf changes the store skipped are replayed into the member
+        table."""
         applied = self.kv.applied_index
         lo, hi = self.raftlog.first_index() - 1, self.raftlog.last_index()
         if applied < lo:
@@ -258,7 +264,10 @@ class Member:
                 f"holds only the log after index {lo}; refusing to start on an inconsistent "
                 f"data dir (restore this member from its peers: remove it from the cluster and "
                 f"add it back with an empty data dir)")
-        self._restart_applied = min(applied, hi)
+        with self.engine.env.begin() as txn:
+            raw = txn.get(CONF_INDEX_KEY, db=self.engine.db("kvmeta"))
+        conf_index = int.from_bytes(raw, "big") if raw is not None else applied
+        self._restart_applied = max(lo, min(applied, hi, conf_index))
         hs = self.raftlog.hard_state
         if hs.commit < self._restart_applied:
             self.raftlog.set_volatile_hard_state(
@@ -464,6 +473,9 @@ class Member:
                 ccs.append(cc)
                 continue
             results.extend(self._apply_normal(txn, e))
+        if rd.committed_entries:  # every conf change up to here went through the member table
+            txn.put(CONF_INDEX_KEY, rd.committed_entries[-1].index.to_bytes(8, "big"),
+                    db=self.engine.db("kvmeta"))
         self._maybe_compact_log(txn, rd, loop)
         if results:
             loop.call_soon_threadsafe(self.loop.resolve_results, results)
@@ -729,6 +741,7 @@ class Member:
 
         def note_pending(txn):
             txn.put(PENDING_INSTALL_KEY, pack_meta(meta), db=kvmeta)
+            txn.put(CONF_INDEX_KEY, meta.index.to_bytes(8, "big"), db=kvmeta)
             self.logstore.set_conf_state(txn, meta.conf_state)  # read at the next start only
 
         try:

@@ -12,7 +12,7 @@ from raftkv.server.member import PENDING_INSTALL_KEY, DataDirStateError, Member
 from raftkv.storage.engine import Engine
 from raftkv.storage.group_commit import GroupCommitter
 from raftkv.storage.logstore import LogStore
-from raftkv.storage.wal import INSTALL, WAL, pack_meta
+from raftkv.storage.wal import ENTRIES, INSTALL, WAL, pack_meta
 
 
 def make_member(data_dir):
@@ -160,4 +160,28 @@ def test_idempotency_table_survives_a_restart_and_evicts_the_oldest(tmp_path, mo
     with m.engine.env.begin() as txn:
         assert txn.stat(m.engine.db("dedup"))["entries"] == 3
         assert txn.stat(m.engine.db("dedup_order"))["entries"] == 3
+    close(m)
+
+
+def test_restart_replays_conf_changes_the_stored_conf_state_has_not_seen(tmp_path):
+    """After a snapshot install whose image is newer than its index, the store is applied
+    beyond the conf state; the core must restart at the conf state's index so the conf changes
+    in between are applied to the member table again (the store skips their data)."""
+    from raftkv.server.member import CONF_INDEX_KEY
+    d = tmp_path / "d"
+    m = make_member(d)
+    m.open_storage()
+    m.wal.write_now([(ENTRIES, [Entry(1, i, EntryType.NORMAL, b"") for i in range(2, 71)], 70)])
+    _set_applied(m, 60)
+    close(m)
+    m = make_member(d)
+    m.open_storage()
+    assert m._restart_applied == 60  # no conf index stored: the store's applied index
+    kvmeta = m.engine.db("kvmeta")
+    m.committer.run_sync(lambda txn: txn.put(CONF_INDEX_KEY, (50).to_bytes(8, "big"), db=kvmeta))
+    close(m)
+    m = make_member(d)
+    m.open_storage()
+    assert m._restart_applied == 50
+    assert m.raftlog.hard_state.commit >= 50
     close(m)
