@@ -45,7 +45,7 @@ from raftkv.raft import (
 from raftkv.storage.engine import Engine
 from raftkv.storage.errors import StorageError
 from raftkv.storage.group_commit import GroupCommitter, after_commit, before_commit
-from raftkv.storage.logstore import LogStore
+from raftkv.storage.logstore import LogStore, pack_snap_meta, unpack_snap_meta
 from raftkv.storage.raftlog import WalLog
 from raftkv.storage.wal import (
     COMPACT,
@@ -54,8 +54,6 @@ from raftkv.storage.wal import (
     INSTALL,
     WAL,
     WalError,
-    pack_meta,
-    unpack_meta,
 )
 from raftkv.server.config import first_host_port, host_port
 from raftkv.server.peer import PeerTransport, read_spooled_chunks
@@ -236,7 +234,7 @@ class Member:
             raw = txn.get(PENDING_INSTALL_KEY, db=self.engine.db("kvmeta"))
         if raw is None:
             return image
-        meta = unpack_meta(raw)
+        meta = unpack_snap_meta(raw)
         if meta.index > image.meta.index:
             seq, _ = self.wal.append(INSTALL, meta)
             self.wal.wait_synced(seq)
@@ -740,7 +738,7 @@ class Member:
         kvmeta = self.engine.db("kvmeta")
 
         def note_pending(txn):
-            txn.put(PENDING_INSTALL_KEY, pack_meta(meta), db=kvmeta)
+            txn.put(PENDING_INSTALL_KEY, pack_snap_meta(meta), db=kvmeta)
             txn.put(CONF_INDEX_KEY, meta.index.to_bytes(8, "big"), db=kvmeta)
             self.logstore.set_conf_state(txn, meta.conf_state)  # read at the next start only
 

@@ -240,7 +240,7 @@ class LogStore:
             self._append(txn, entries, last)
             last, last_term = entries[-1].index, entries[-1].term
         if hard_state is not None:
-            txn.put(KEY_HARD_STATE, _pack_hard_state(hard_state), db=self._meta)
+            txn.put(KEY_HARD_STATE, pack_hard_state(hard_state), db=self._meta)
             changes["hard_state"] = copy.deepcopy(hard_state)
         return self._hook(txn, start, start_term, last, last_term, changes)
 
@@ -265,7 +265,7 @@ class LogStore:
         """Store the applied membership configuration. Returns the hook."""
         if not isinstance(conf_state, ConfState):
             raise InvalidArgumentError(f"conf_state must be a ConfState, not {type(conf_state)}")
-        txn.put(KEY_CONF_STATE, _pack_conf_state(conf_state), db=self._meta)
+        txn.put(KEY_CONF_STATE, pack_conf_state(conf_state), db=self._meta)
         start, start_term, last, last_term = self._txn_bounds(txn)
         changes = {"conf_state": copy.deepcopy(conf_state)}
         return self._hook(txn, start, start_term, last, last_term, changes)
@@ -299,8 +299,8 @@ class LogStore:
             txn.drop(self._log, delete=False)
         else:
             _delete_range(txn, self._log, 0, meta.index + 1)
-        txn.put(KEY_SNAPSHOT, _pack_snap_meta(meta), db=self._meta)
-        txn.put(KEY_CONF_STATE, _pack_conf_state(meta.conf_state), db=self._meta)
+        txn.put(KEY_SNAPSHOT, pack_snap_meta(meta), db=self._meta)
+        txn.put(KEY_CONF_STATE, pack_conf_state(meta.conf_state), db=self._meta)
         txn.put(KEY_LOG_START, msgpack.packb([meta.index, meta.term]), db=self._meta)
 
     def _append(self, txn, entries, last):
@@ -359,9 +359,9 @@ class LogStore:
     def _load(self, verify_all):
         with self._env.begin() as txn:
             start, start_term = _unpack_start(txn.get(KEY_LOG_START, db=self._meta))
-            hard = _unpack_hard_state(txn.get(KEY_HARD_STATE, db=self._meta))
-            conf = _unpack_conf_state(txn.get(KEY_CONF_STATE, db=self._meta))
-            snap = _unpack_snap_meta(txn.get(KEY_SNAPSHOT, db=self._meta))
+            hard = unpack_hard_state(txn.get(KEY_HARD_STATE, db=self._meta))
+            conf = unpack_conf_state(txn.get(KEY_CONF_STATE, db=self._meta))
+            snap = unpack_snap_meta(txn.get(KEY_SNAPSHOT, db=self._meta))
             count = txn.stat(self._log)["entries"]
             last, last_term = start, start_term
             if count:
@@ -500,11 +500,12 @@ def _unpack_start(raw):
     return index, term
 
 
-def _pack_hard_state(hs):
+# Codecs of the Raft state records, shared with the WAL (raftkv/storage/wal.py).
+def pack_hard_state(hs):
     return msgpack.packb([hs.term, hs.vote, hs.commit])
 
 
-def _unpack_hard_state(raw):
+def unpack_hard_state(raw):
     return HardState() if raw is None else HardState(*msgpack.unpackb(raw))
 
 
@@ -512,22 +513,22 @@ def _conf_fields(cs):
     return [cs.voters, cs.learners, cs.voters_outgoing, cs.learners_next, cs.auto_leave]
 
 
-def _pack_conf_state(cs):
+def pack_conf_state(cs):
     return msgpack.packb(_conf_fields(cs))
 
 
-def _unpack_conf_state(raw):
+def unpack_conf_state(raw):
     if raw is None:
         return ConfState()
     voters, learners, outgoing, learners_next, auto_leave = msgpack.unpackb(raw)
     return ConfState(voters, learners, outgoing, learners_next, auto_leave)
 
 
-def _pack_snap_meta(meta):
+def pack_snap_meta(meta):
     return msgpack.packb([meta.index, meta.term, _conf_fields(meta.conf_state)])
 
 
-def _unpack_snap_meta(raw):
+def unpack_snap_meta(raw):
     if raw is None:
         return SnapshotMetadata()
     index, term, conf = msgpack.unpackb(raw)

@@ -41,9 +41,15 @@ import time
 
 import msgpack
 
-from raftkv.raft.types import ConfState, HardState, SnapshotMetadata
+from raftkv.raft.types import HardState, SnapshotMetadata
 from raftkv.storage import crc32c, decode_entries, encode_entries
 from raftkv.storage.errors import CorruptEntryError, StorageError
+from raftkv.storage.logstore import (
+    pack_hard_state,
+    pack_snap_meta,
+    unpack_hard_state,
+    unpack_snap_meta,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,21 +95,6 @@ class LogImage:
 def _record(rtype, seq, payload):
     body = struct.pack("<BQ", rtype, seq) + payload
     return struct.pack("<II", len(body), crc32c(body)) + body
-
-
-def pack_meta(meta):
-    cs = meta.conf_state
-    return msgpack.packb([meta.index, meta.term, [cs.voters, cs.learners, cs.voters_outgoing,
-                                                  cs.learners_next, cs.auto_leave]])
-
-
-def unpack_meta(raw):
-    index, term, conf = msgpack.unpackb(raw)
-    return SnapshotMetadata(ConfState(*conf), index, term)
-
-
-def _pack_hs(hs):
-    return msgpack.packb([hs.term, hs.vote, hs.commit])
 
 
 # ---------------------------------------------------------------- segments
@@ -231,13 +222,13 @@ def _replay(segments):
                     else:
                         run = run[:first - run_lo] + ents
                 elif rtype == HARD_STATE:
-                    img.hard_state = HardState(*msgpack.unpackb(payload))
+                    img.hard_state = unpack_hard_state(payload)
                 elif rtype == COMPACT:
-                    meta = unpack_meta(payload)
+                    meta = unpack_snap_meta(payload)
                     if meta.index > img.meta.index:
                         img.meta = meta
                 else:  # INSTALL
-                    img.meta = unpack_meta(payload)
+                    img.meta = unpack_snap_meta(payload)
                     run_lo, run = 0, []
             except (CorruptEntryError, ValueError, TypeError, msgpack.UnpackException) as exc:
                 raise WalCorruptError(seg.path, off, f"undecodable record: {exc}") from exc
@@ -274,7 +265,6 @@ class WAL:
         assert segment_bytes >= 4096
         self.dir = os.path.join(os.fspath(data_dir), WAL_DIR)
         self.segment_bytes = segment_bytes
-        self.image = None
         self._segments = []
         self._fd = None
         self._offset = 0
@@ -307,7 +297,6 @@ class WAL:
             img, end, cut = _replay(segments)
         else:
             img, end, cut = LogImage(), 0, False
-        self.image = img
         self._segments = segments
         self.next_seq = img.last_seq + 1
         self.synced_seq = img.last_seq
@@ -458,11 +447,11 @@ class WAL:
             payload = encode_entries(obj)
         elif item.rtype == HARD_STATE:
             self._hs = obj
-            payload = _pack_hs(obj)
+            payload = pack_hard_state(obj)
         else:
             self._meta = obj
             self._compacted = max(self._compacted, obj.index)
-            payload = pack_meta(obj)
+            payload = pack_snap_meta(obj)
         return _record(item.rtype, item.seq, payload)
 
     def _new_segment(self):
@@ -479,8 +468,8 @@ class WAL:
         self._segments.append(_Segment(number, path))
         # Header records have seq 0: they repeat state already written, and queued records
         # written after them keep their own (increasing) seqs.
-        hdr = _record(COMPACT, 0, pack_meta(self._meta)) + _record(HARD_STATE, 0,
-                                                                   _pack_hs(self._hs))
+        hdr = _record(COMPACT, 0, pack_snap_meta(self._meta)) + _record(HARD_STATE, 0,
+                                                                   pack_hard_state(self._hs))
         os.pwrite(fd, hdr, 0)
         self._offset = self._hdr_end = len(hdr)
         os.fdatasync(fd)

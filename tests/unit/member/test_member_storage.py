@@ -12,7 +12,8 @@ from raftkv.server.member import PENDING_INSTALL_KEY, DataDirStateError, Member
 from raftkv.storage.engine import Engine
 from raftkv.storage.group_commit import GroupCommitter
 from raftkv.storage.logstore import LogStore
-from raftkv.storage.wal import ENTRIES, INSTALL, WAL, pack_meta
+from raftkv.storage.logstore import pack_snap_meta
+from raftkv.storage.wal import ENTRIES, INSTALL, WAL
 
 
 def make_member(data_dir):
@@ -84,7 +85,7 @@ def test_a_cut_snapshot_installation_is_completed_at_start(tmp_path):
     meta = SnapshotMetadata(ConfState(voters=[m.id]), 50, 2)
     # What _install_snapshot's restore txn leaves when the member dies before the WAL record:
     kvmeta = m.engine.db("kvmeta")
-    m.committer.run_sync(lambda txn: txn.put(PENDING_INSTALL_KEY, pack_meta(meta), db=kvmeta))
+    m.committer.run_sync(lambda txn: txn.put(PENDING_INSTALL_KEY, pack_snap_meta(meta), db=kvmeta))
     _set_applied(m, 60)
     close(m)
 
