@@ -68,11 +68,11 @@ CLUSTER_ID_KEY = b"raftkv.cluster_id"  # kvmeta: the cluster ID from the bootstr
 IDENTITY_FILE = "member-identity.json"  # this data dir's member and cluster IDs
 DEDUP_REQUESTS_MAX = 100_000  # idempotency ids remembered (same on every member)
 DEDUP_DB, DEDUP_ORDER_DB = "dedup", "dedup_order"  # the idempotency table (_remember)
-PENDING_INSTALL_KEY = b"raftkv.pending_install"
+PENDING_INSTALL_KEY = b"raftkv.pending_install"  # kvmeta: a restored snapshot not yet in the WAL
 # kvmeta: the index through which the stored conf state has seen every conf change entry. After
 # a snapshot install whose image is newer than its index, the store is applied beyond it; a
 # restart must deliver the entries after it again so their conf changes are replayed.
-CONF_INDEX_KEY = b"raftkv.conf_index"  # kvmeta: a restored snapshot not yet in the WAL
+CONF_INDEX_KEY = b"raftkv.conf_index"
 # How long an apply-only LMDB round waits for more Readys before it commits (its sync is off the
 # latency path; a linearizable read that needs the applies visible ends the wait at once).
 APPLY_LINGER_S_DEFAULT = 0.02
@@ -223,6 +223,10 @@ class Member:
         self.committer.run_sync(lambda txn: txn.drop(self.engine.db(b"log"), delete=False))
         log.info("moved the Raft log (%d entries) and hard state from LMDB into the WAL",
                  last - first + 1)
+        return self._reopen_wal()
+
+    def _reopen_wal(self):
+        """Close the WAL and replay it again: the image after records written at start-up."""
         self.wal.close()
         self.wal = WAL(self.cfg.data_dir)
         return self.wal.open()
@@ -239,9 +243,7 @@ class Member:
             seq, _ = self.wal.append(INSTALL, meta)
             self.wal.wait_synced(seq)
             log.info("completed the installation of the snapshot at index %d", meta.index)
-            self.wal.close()
-            self.wal = WAL(self.cfg.data_dir)
-            image = self.wal.open()
+            image = self._reopen_wal()
         self.committer.run_sync(
             lambda txn: txn.delete(PENDING_INSTALL_KEY, db=self.engine.db("kvmeta")))
         return image
@@ -429,24 +431,23 @@ class Member:
         try:
             self.raftlog.save(rd.entries, rd.hard_state, now=True)
         except WalError as exc:
-            self._wal_failed(exc)
+            self._fail_stop(exc)  # at once: the Ready loop must not send what depends on it
 
     async def _write_after_yield(self, rd):
         await asyncio.sleep(0)
         self._write_inline(rd)
 
-    def _wal_failed(self, exc):
-        log.critical("could not make a Ready durable in the WAL; stopping this member: %s", exc)
-        os._exit(2)
-
     def _io_failed(self, fut):
         if fut.cancelled() or fut.exception() is None:
             return
+        self._fail_stop(fut.exception())
+
+    def _fail_stop(self, exc):
         self.kv.aborted()
         log.critical("could not make a Ready durable; stopping this member (its data dir %s "
                      "is intact up to the last successful write)", self.cfg.data_dir,
-                     exc_info=fut.exception())
-        asyncio.get_running_loop().call_soon(os._exit, 2)
+                     exc_info=exc)
+        os._exit(2)
 
     def _apply_ready(self, txn, rd, loop, wal_seq):
         """In the storage thread: apply the Ready's committed entries inside the round's LMDB
@@ -543,7 +544,7 @@ class Member:
                 if raw is None:
                     continue
                 _, resp = msgpack.unpackb(raw)
-                self.dedup[_rid([None] * 4 + [msgpack.unpackb(key)])] = _unpack_resp(resp)
+                self.dedup[_hashable(msgpack.unpackb(key))] = _unpack_resp(resp)
                 self._dedup_seq = int.from_bytes(seq_key, "big")
 
     def _apply_member_change(self, txn, cc):
@@ -820,9 +821,9 @@ class Member:
 
 
 def _pack_resp(resp):
-    """A response as msgpack can store it (errors as {"__error__": [code, message]})."""
+    """A response as msgpack can store it (errors in their wire form under "__error__")."""
     if isinstance(resp, RaftkvError):
-        return {"__error__": [resp.code, resp.message]}
+        return {"__error__": resp.to_wire()}
     if isinstance(resp, list):
         return [_pack_resp(r) for r in resp]
     return resp
@@ -830,8 +831,7 @@ def _pack_resp(resp):
 
 def _unpack_resp(obj):
     if isinstance(obj, dict) and "__error__" in obj:
-        code, message = obj["__error__"]
-        return RaftkvError(code, message)
+        return RaftkvError.from_wire(obj["__error__"])
     if isinstance(obj, list):
         return [_unpack_resp(r) for r in obj]
     return obj
@@ -839,7 +839,11 @@ def _unpack_resp(obj):
 
 def _rid(req):
     """The idempotency id of a request tuple (hashable), or None."""
-    rid = req[4] if len(req) > 4 else None
+    return _hashable(req[4] if len(req) > 4 else None)
+
+
+def _hashable(rid):
+    """An idempotency id as a dict key (msgpack gives lists for the [client, seq] form)."""
     return tuple(rid) if isinstance(rid, list) else rid
 
 
