@@ -44,14 +44,14 @@ class SyncFeed:
     (those still in the deque; older ones beyond its bound are lost)."""
 
     def __init__(self, source, histograms, count="txns"):
-        self.committer = source
+        self.source = source
         self.histograms = histograms
         self.count = count
         self.seen = getattr(source, count) if source is not None else 0
         self.lost = 0
 
     def update(self):
-        c = self.committer
+        c = self.source
         if c is None:
             return
         total = getattr(c, self.count)

@@ -74,21 +74,22 @@ class _Item:
 def after_commit(txn, hook) -> bool:
     """Run hook() once txn's round commits, if txn is the one a GroupCommitter gave to the
     function running in this thread; returns False (and does nothing) otherwise."""
-    frame = getattr(_local, "frame", None)
-    if frame is None or frame.txn is not txn:
-        return False
-    frame.hooks.append(hook)
-    return True
+    return _add_hook(txn, "hooks", hook)
 
 
 def before_commit(txn, hook) -> bool:
     """Run hook() in the storage thread just before txn's round commits (after every function
     of the round ran); if it raises, the round is not committed and its submitters get a
     CommitError. The member uses it to wait until the WAL holds what the round reflects."""
+    return _add_hook(txn, "before", hook)
+
+
+def _add_hook(txn, kind, hook):
+    """Append hook to the running function's frame list kind, if txn is that frame's."""
     frame = getattr(_local, "frame", None)
     if frame is None or frame.txn is not txn:
         return False
-    frame.before.append(hook)
+    getattr(frame, kind).append(hook)
     return True
 
 
