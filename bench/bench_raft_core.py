@@ -59,13 +59,7 @@ class InProcessCluster:
                 moved = True
                 rd = node.ready()
                 q.extend(rd.early_messages)
-                st = stores[i]
-                if rd.snapshot is not None:
-                    st.apply_snapshot(rd.snapshot)
-                if rd.entries:
-                    st.append(rd.entries)
-                if rd.hard_state is not None:
-                    st.set_hard_state(rd.hard_state)
+                stores[i].persist(rd)
                 q.extend(rd.messages)
                 applied[i] += sum(1 for e in rd.committed_entries if e.data)
                 node.advance(rd)

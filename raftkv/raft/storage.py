@@ -113,6 +113,14 @@ class MemoryStorage:
         i = compact_index - offset
         self.ents = [Entry(term=self.ents[i].term, index=compact_index)] + self.ents[i + 1:]
 
+    def persist(self, rd):
+        """Step 2 of the Ready contract: rd's snapshot, then its entries, then its hard state."""
+        if rd.snapshot is not None:
+            self.apply_snapshot(rd.snapshot)
+        self.append(rd.entries)
+        if rd.hard_state is not None:
+            self.set_hard_state(rd.hard_state)
+
     def append(self, entries):
         """Persist entries; an entry at an existing index replaces that suffix."""
         if not entries:

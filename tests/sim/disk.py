@@ -96,13 +96,7 @@ class Disk:
 
     def persist(self, rd):
         """Ready step 2: snapshot, then entries, then hard state."""
-        st = self.storage
-        if rd.snapshot is not None:
-            st.apply_snapshot(rd.snapshot)
-        if rd.entries:
-            st.append(rd.entries)
-        if rd.hard_state is not None:
-            st.set_hard_state(rd.hard_state)
+        self.storage.persist(rd)
 
     def install_snapshot(self, snap):
         self.sm = StateMachine.decode(snap.data)

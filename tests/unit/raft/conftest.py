@@ -47,11 +47,7 @@ def new_node(mid, voters, learners=(), storage=None, **kw):
 
 def persist(storage, rd):
     """Step 2 of the Ready contract: snapshot, entries, then hard state."""
-    if rd.snapshot is not None:
-        storage.apply_snapshot(rd.snapshot)
-    storage.append(rd.entries)
-    if rd.hard_state is not None:
-        storage.set_hard_state(rd.hard_state)
+    storage.persist(rd)
 
 
 def cc(*changes):
