@@ -20,13 +20,32 @@ def _all(client, prefix):
     return [(meta.key, value) for value, meta in client.get_prefix(prefix)]
 
 
-def test_lagging_follower_catches_up_through_a_snapshot(make_cluster):
-    h = make_cluster(3, extra_args=["--snapshot-count", str(SNAPSHOT_COUNT),
-                                    "--snapshot-catchup-entries", str(CATCHUP_ENTRIES)])
+def _leader_follower_client(h):
+    """(leader, a follower, a client of the members other than that follower)."""
     leader = h.leader()
     follower = next(m for m in h.members if m is not leader)
     up = [m for m in h.members if m is not follower]
-    client = h.client(up, timeout=10.0)
+    return leader, follower, h.client(up, timeout=10.0)
+
+
+def _wait_until(alone, prefix, done, what, timeout_s=20.0):
+    """Poll alone's keys under prefix until done(rows); a just-restarted member may not know
+    the leader yet, so errors are retried until the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if done(_all(alone, prefix)):
+                return
+        except (wire.RaftkvError, ConnectionError):
+            pass
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def test_lagging_follower_catches_up_through_a_snapshot(make_cluster):
+    h = make_cluster(3, extra_args=["--snapshot-count", str(SNAPSHOT_COUNT),
+                                    "--snapshot-catchup-entries", str(CATCHUP_ENTRIES)])
+    leader, follower, client = _leader_follower_client(h)
     client.put("/snap/first", "before-stop")
     assert h.stop_member(follower) == 0
     index_before = h.status(leader)["raftIndex"]
@@ -47,15 +66,8 @@ def test_lagging_follower_catches_up_through_a_snapshot(make_cluster):
     expected = _all(client, "/snap/")
     assert len(expected) == SEQUENTIAL_PUTS + 1 + BULK_KEYS
     alone = h.client([follower], timeout=5.0)
-    deadline = time.monotonic() + 20.0
-    while True:
-        try:
-            if _all(alone, "/snap/") == expected:
-                break
-        except (wire.RaftkvError, ConnectionError):
-            pass
-        assert time.monotonic() < deadline, "the follower's data differs after the snapshot"
-        time.sleep(0.1)
+    _wait_until(alone, "/snap/", lambda rows: rows == expected,
+                "the follower's data differs after the snapshot")
     assert alone.get("/snap/first") == (None, None)
     assert alone.get("/snap/overwritten")[0] == b"new"
     # It keeps replicating normally after the install, also as a serializable (local) read.
@@ -86,10 +98,7 @@ def test_follower_a_little_behind_catches_up_from_the_log(make_cluster):
     catchup = 400
     h = make_cluster(3, extra_args=["--snapshot-count", str(SNAPSHOT_COUNT),
                                     "--snapshot-catchup-entries", str(catchup)])
-    leader = h.leader()
-    follower = next(m for m in h.members if m is not leader)
-    up = [m for m in h.members if m is not follower]
-    client = h.client(up, timeout=10.0)
+    leader, follower, client = _leader_follower_client(h)
     for i in range(150):  # log compactions on the others before the follower stops
         client.put(f"/near/{i:04d}", "x")
     assert h.stop_member(follower) == 0
@@ -102,15 +111,7 @@ def test_follower_a_little_behind_catches_up_from_the_log(make_cluster):
     alone = h.client([follower], timeout=10.0)
     expected = _all(client, "/near/")
     assert len(expected) == 450
-    deadline = time.monotonic() + 20.0
-    while True:
-        try:  # a just-restarted member may not know the leader yet: retry until the deadline
-            if _all(alone, "/near/") == expected:
-                break
-        except (wire.RaftkvError, ConnectionError):
-            pass
-        assert time.monotonic() < deadline, "the follower never caught up"
-        time.sleep(0.1)
+    _wait_until(alone, "/near/", lambda rows: rows == expected, "the follower never caught up")
     assert "installed a snapshot" not in h.log_text(follower)
 
 
@@ -120,10 +121,7 @@ def test_the_in_memory_log_is_bounded_by_bytes_too(make_cluster, monkeypatch):
     monkeypatch.setenv("RAFTKV_SNAPSHOT_POINT_BYTES", "100000")
     monkeypatch.setenv("RAFTKV_LOG_CATCHUP_BYTES", "200000")
     h = make_cluster(3)  # --snapshot-count stays at its default (100,000 entries)
-    leader = h.leader()
-    follower = next(m for m in h.members if m is not leader)
-    up = [m for m in h.members if m is not follower]
-    client = h.client(up, timeout=10.0)
+    leader, follower, client = _leader_follower_client(h)
     assert h.stop_member(follower) == 0
     index_before = h.status(leader)["raftIndex"]
     # ~1.8 MB in 6 entries of 1,000 puts (points every entry, compaction 200 KB behind)
@@ -134,12 +132,5 @@ def test_the_in_memory_log_is_bounded_by_bytes_too(make_cluster, monkeypatch):
     h.start_member(follower)
     h.wait_log(follower, "installed a snapshot", timeout_s=30.0)
     alone = h.client([follower], timeout=5.0)
-    deadline = time.monotonic() + 20.0
-    while True:
-        try:
-            if len(_all(alone, "/bytes/")) == 6000:
-                break
-        except (wire.RaftkvError, ConnectionError):
-            pass
-        assert time.monotonic() < deadline, "the follower did not catch up"
-        time.sleep(0.1)
+    _wait_until(alone, "/bytes/", lambda rows: len(rows) == 6000,
+                "the follower did not catch up")
