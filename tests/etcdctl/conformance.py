@@ -178,7 +178,7 @@ SCENARIOS = [
     Step("member-list-table", ("member", "list", "-w", "table"), sort_lines=True),
     Step("member-add-learner", ("member", "add", "ghost", "--learner",
                                 "--peer-urls=http://127.0.0.1:1"),
-         capture=(r"Member ([0-9a-f]+) added", "learner"), retry_on="unhealthy cluster"),
+         capture=(r"Member +([0-9a-f]+) added", "learner"), retry_on="unhealthy cluster"),
     Step("member-promote-unready", ("member", "promote", "{learner}")),
     Step("member-remove", ("member", "remove", "{learner}")),
     Step("member-remove-missing", ("member", "remove", "{learner}")),

@@ -9,6 +9,7 @@ timeout), and every test a pytest-timeout bound (see the module-level `pytestmar
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -120,6 +121,20 @@ def wait_published(ctl, count, timeout_s=30.0):
     wait_for(ok, timeout_s, 0.2, "every member to publish its client URLs")
 
 
+@contextlib.contextmanager
+def running(cluster):
+    """Start cluster; if anything fails before the with block ends, print its members' log
+    tails; always stop every member by PID."""
+    try:
+        cluster.start()
+        yield cluster
+    except BaseException:
+        print(log_tails(cluster))
+        raise
+    finally:
+        cluster.stop()
+
+
 def log_tails(cluster):
     out = []
     for m in cluster.members:
@@ -141,18 +156,12 @@ def raftkv_cluster(tmp_path_factory):
         cluster = EtcdCluster(str(root), members=3)
     else:
         cluster = LocalCluster(str(root), members=3, extra_args=FAST_ARGS)
-    try:
-        cluster.start()
+    with running(cluster):
         if TARGET != "etcd":
             cluster.wait_listening()
         wait_healthy(Ctl(cluster.endpoints))
         wait_published(Ctl(cluster.endpoints), len(cluster.members))
         yield cluster
-    except BaseException:
-        print(log_tails(cluster))
-        raise
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(scope="module")

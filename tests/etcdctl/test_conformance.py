@@ -7,23 +7,17 @@ import pytest
 
 from raftkv.cli.local_cluster import LocalCluster
 from tests.etcdctl import conformance
-from tests.etcdctl.conftest import FAST_ARGS, Ctl, log_tails, wait_healthy, wait_published
+from tests.etcdctl.conftest import FAST_ARGS, Ctl, running, wait_healthy, wait_published
 
 pytestmark = [pytest.mark.timeout(300),
               pytest.mark.skipif(not shutil.which("etcd"), reason="etcd is not installed")]
 
 
 def _results(cluster, root):
-    try:
-        cluster.start()
+    with running(cluster):
         wait_healthy(Ctl(cluster.endpoints))
         wait_published(Ctl(cluster.endpoints), 3)
         return conformance.run_scenarios(Ctl, cluster.endpoints, str(root))
-    except BaseException:
-        print(log_tails(cluster))
-        raise
-    finally:
-        cluster.stop()
 
 
 def test_etcdctl_outputs_match_etcd(tmp_path):

@@ -7,12 +7,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
 from raftkv.cli.local_cluster import LocalCluster, free_ports
-from tests.etcdctl.conftest import ETCDCTL, FAST_ARGS, TARGET, Ctl, log_tails, wait_for
+from tests.etcdctl.conftest import ETCDCTL, FAST_ARGS, TARGET, Ctl, running, wait_for
 
 pytestmark = pytest.mark.skipif(ETCDCTL is None or TARGET != "raftkv",
                                 reason="needs etcdctl and a raftkv target")
@@ -31,17 +30,11 @@ def children(pid):
 def member(tmp_path):
     cluster = LocalCluster(str(tmp_path), members=1,
                            extra_args=FAST_ARGS + ["--grpc-workers", str(WORKERS)])
-    try:
-        cluster.start()
+    with running(cluster):
         cluster.wait_listening()
         # The port listens once the first worker does; the member is ready when all are.
         wait_for(lambda: "ready: etcd gRPC" in _log(cluster.members[0]), 30.0)
         yield cluster
-    except BaseException:
-        print(log_tails(cluster))
-        raise
-    finally:
-        cluster.stop()
 
 
 def test_workers_serve_every_etcdctl_connection(member):

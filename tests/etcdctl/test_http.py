@@ -7,7 +7,7 @@ import urllib.request
 import pytest
 
 from raftkv.cli.local_cluster import LocalCluster, free_ports
-from tests.etcdctl.conftest import FAST_ARGS, TARGET, Ctl, log_tails, wait_for, wait_healthy
+from tests.etcdctl.conftest import FAST_ARGS, TARGET, Ctl, running, wait_for, wait_healthy
 
 pytestmark = [pytest.mark.timeout(120),
               pytest.mark.skipif(TARGET != "raftkv", reason="raftkv's HTTP endpoint")]
@@ -35,16 +35,10 @@ def mcluster(tmp_path_factory):
     root = tmp_path_factory.mktemp("etcdctl-http")
     cluster = MetricsCluster(str(root), members=3, extra_args=FAST_ARGS + [
         "--quota-backend-bytes", str(QUOTA_BYTES)])
-    try:
-        cluster.start()
+    with running(cluster):
         cluster.wait_listening()
         wait_healthy(Ctl(cluster.endpoints))
         yield cluster
-    except BaseException:
-        print(log_tails(cluster))
-        raise
-    finally:
-        cluster.stop()
 
 
 def fetch(url, timeout=10.0):
