@@ -42,6 +42,22 @@ _TRANSITIONS = {
 }
 
 
+class _FastCall:
+    """Stands in _tasks for a request started without a task (NativeConnection._start_fast):
+    cancel() forgets the reply and undoes the bookkeeping, as a cancelled task's done
+    callback would."""
+    __slots__ = ("reply", "on_cancel")
+
+    def __init__(self, reply, on_cancel):
+        self.reply = reply
+        self.on_cancel = on_cancel
+
+    def cancel(self):
+        if not self.reply.done():
+            self.reply.cancel()
+            self.on_cancel()
+
+
 class NativeConnection(asyncio.Protocol):
     """One client connection. Moves bytes and runs one task per request."""
 
@@ -168,6 +184,8 @@ class NativeConnection(asyncio.Protocol):
             return
         if idem is not None:
             body = dict(body, request_id=idem)
+        if self._start_fast(request_id, op, body):
+            return
         task = asyncio.get_running_loop().create_task(self._run(request_id, op, body))
         self._tasks[request_id] = task
         task.add_done_callback(lambda t: self._on_done(request_id, op, t))
@@ -176,6 +194,34 @@ class NativeConnection(asyncio.Protocol):
         else:
             self._inflight += 1
             self._update_reading()
+
+    def _start_fast(self, request_id, op, body):
+        """A plain write through the service's start_write (when it has one): no task, and
+        the response leaves as soon as the write is applied. False: take the task path."""
+        start = getattr(self.service, "start_write", None)
+        if start is None:
+            return False
+        try:
+            reply = start(op, body, lambda resp, exc: self._fast_done(request_id, op, resp, exc))
+        except wire.RaftkvError as exc:
+            self._send_error(request_id, exc)
+            return True
+        if reply is None:
+            return False
+        self._tasks[request_id] = _FastCall(reply, lambda: self._on_done(request_id, op, None))
+        self._inflight += 1
+        self._update_reading()
+        return True
+
+    def _fast_done(self, request_id, op, resp, exc):
+        if exc is None:
+            self._send_ok(request_id, resp)
+        elif isinstance(exc, wire.RaftkvError):
+            self._send_error(request_id, exc)
+        else:
+            log.error("native: %s failed with an unexpected exception", op, exc_info=exc)
+            self._send_error(request_id, wire.RaftkvError("INTERNAL"))
+        self._on_done(request_id, op, None)
 
     async def _run(self, request_id, op, body):
         try:

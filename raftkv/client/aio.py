@@ -32,6 +32,7 @@ RETRY_CODES = frozenset({
     "TIMEOUT_DUE_TO_LEADER_FAIL", "TIMEOUT_DUE_TO_CONNECTION_LOST",
 })
 CONNECT_TIMEOUT_S = 2.0  # per endpoint: a stalled member must not eat the whole call timeout
+LEADER_PROBE_TIMEOUT_S = 0.5  # per endpoint, when looking for the leader on connect
 BACKOFF_FIRST_S = 0.025  # doubled per retry up to BACKOFF_MAX_S
 BACKOFF_MAX_S = 1.0
 PUT_MANY_BATCH_MAX = 256  # items per batch request
@@ -51,12 +52,28 @@ def parse_endpoint(ep):
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+async def _leader_and_self(conn, deadline):
+    """(leader id, own member id) as conn's member reports them; (0, 0) if it cannot say."""
+    timeout = min(LEADER_PROBE_TIMEOUT_S, deadline - time.monotonic())
+    try:
+        st = await conn.request("status", {}, None, max(timeout, 0.001))
+    except (OSError, ConnectionError, asyncio.TimeoutError, wire.RaftkvError):
+        return 0, 0
+    return st.get("leader") or 0, (st.get("header") or {}).get("member_id") or 0
+
+
 def _kvs(resp):
     return [(kv.get("value", b""), KVMetadata.from_kv(kv)) for kv in resp.get("kvs", [])]
 
 
 class AsyncClient:
-    def __init__(self, endpoints=("127.0.0.1:2379",), timeout=5.0):
+    """prefer_leader: on connecting, find which endpoint is the Raft leader (a status request
+    to each until one names itself) and use that one: a follower forwards every write to the
+    leader and waits for the commit to come back, which costs a round trip and two process
+    wake-ups per write. Off, or when no endpoint is the leader, the first that answers
+    serves (any member accepts every request)."""
+
+    def __init__(self, endpoints=("127.0.0.1:2379",), timeout=5.0, prefer_leader=True):
         if isinstance(endpoints, str):
             endpoints = endpoints.split(",")
         self.endpoints = [parse_endpoint(e) for e in endpoints if e.strip()]
@@ -71,6 +88,7 @@ class AsyncClient:
         self._conn_lock = asyncio.Lock()
         self._closed = False
         self._put_many_op = True  # False once a member answered put_many with UNKNOWN_OP
+        self.prefer_leader = prefer_leader and len(self.endpoints) > 1
 
     async def __aenter__(self):
         return self
@@ -100,12 +118,34 @@ class AsyncClient:
                 try:
                     self._conn = await connection.connect(
                         host, port, min(remaining, CONNECT_TIMEOUT_S))
+                    if self.prefer_leader:
+                        self._conn = await self._leader_conn(self._conn, deadline)
                     return self._conn
                 except (OSError, asyncio.TimeoutError, wire.RaftkvError) as exc:
                     last = exc
                     self._index = (self._index + 1) % len(self.endpoints)
             eps = ",".join(f"{h}:{p}" for h, p in self.endpoints)
             raise ConnectionFailedError(f"cannot connect to any of {eps}: {last}")
+
+    async def _leader_conn(self, conn, deadline):
+        """conn, or a new connection to the endpoint that is the leader conn's member names
+        (found by asking the other endpoints who they are)."""
+        leader, me = await _leader_and_self(conn, deadline)
+        if not leader or leader == me:
+            return conn
+        for i, (host, port) in enumerate(self.endpoints):
+            if i == self._index or deadline - time.monotonic() <= 0:
+                continue
+            try:
+                other = await connection.connect(host, port, LEADER_PROBE_TIMEOUT_S)
+            except (OSError, asyncio.TimeoutError, wire.RaftkvError):
+                continue
+            if (await _leader_and_self(other, deadline))[1] == leader:
+                conn.close()
+                self._index = i
+                return other
+            other.close()
+        return conn
 
     def _failover(self, conn):
         """Drop conn (if still current) and move to the next endpoint."""

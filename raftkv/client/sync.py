@@ -104,11 +104,11 @@ def _wrap(result, runner):
 class Client(_Blocking):
     """Blocking client: Client(endpoints=["127.0.0.1:2379"], timeout=5.0); see AsyncClient."""
 
-    def __init__(self, endpoints=("127.0.0.1:2379",), timeout=5.0):
+    def __init__(self, endpoints=("127.0.0.1:2379",), timeout=5.0, prefer_leader=True):
         runner = _Runner()
 
         async def make():
-            return AsyncClient(endpoints, timeout)
+            return AsyncClient(endpoints, timeout, prefer_leader)
 
         super().__init__(runner.run(make()), runner)
 

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import random
+import threading
 
 import msgpack
 
@@ -158,6 +159,9 @@ class Member:
         self.committer = GroupCommitter(self.engine)
         self.committer.lazy_wait_s = float(os.environ.get("RAFTKV_APPLY_LINGER_S",
                                                           APPLY_LINGER_S_DEFAULT))
+        # The Ready loop applies committed entries itself, inside the lingering round's txn,
+        # whenever one is open (its responses then skip two thread hand-offs).
+        self.committer.lend = os.environ.get("RAFTKV_APPLY_INLINE", "1") != "0"
         self.wal = WAL(self.cfg.data_dir)
         migrate = not WAL.exists(self.cfg.data_dir) and not self._legacy_log_empty()
         image = self.wal.open()
@@ -294,6 +298,7 @@ class Member:
 
     async def start(self):
         self._event_loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self.open_storage()
         self._open_membership()
         node = self.new_node()
@@ -423,7 +428,7 @@ class Member:
         loop = asyncio.get_running_loop()
         seq = self.raftlog.last_seq()
         fut = self.committer.submit_nowait(lambda txn: self._apply_ready(txn, rd, loop, seq),
-                                           lazy=lazy)
+                                           lazy=lazy, inline=True)
         fut.add_done_callback(self._io_failed)
         return fut
 
@@ -476,7 +481,9 @@ class Member:
             txn.put(CONF_INDEX_KEY, rd.committed_entries[-1].index.to_bytes(8, "big"),
                     db=self.engine.db("kvmeta"))
         self._maybe_compact_log(txn, rd, loop)
-        if results:
+        if results and threading.get_ident() == self._loop_thread:
+            self.loop.resolve_results(results)  # run inline in a lent round (submit_nowait)
+        elif results:
             loop.call_soon_threadsafe(self.loop.resolve_results, results)
         # Publish the applied state right after this txn commits, in the storage thread and
         # before the next round runs (a later round's apply must not be published with it).

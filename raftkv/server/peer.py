@@ -132,9 +132,24 @@ class _Peer:
         self.task = None
         self.connected = False
         self.failures = 0
+        self.writer = None  # the open connection's writer while _pump runs
+        self.streaming = False  # a snapshot stream is being written: everything else queues
 
     def start(self):
         self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def offer(self, data):
+        """Write frame bytes at once when that keeps the stream's order and nothing is
+        buffered (saves the pump's loop turn on the latency path); else enqueue(data)."""
+        w = self.writer
+        if w is not None and not self.queue and not self.streaming and \
+                not w.is_closing() and w.transport.get_write_buffer_size() == 0:
+            try:
+                w.write(data)
+                return True
+            except (OSError, RuntimeError):  # the pump notices the broken connection too
+                pass
+        return self.enqueue(data)
 
     def enqueue(self, item):
         if len(self.queue) >= QUEUE_MSGS_MAX:
@@ -163,6 +178,7 @@ class _Peer:
             reader_task = asyncio.get_running_loop().create_task(
                 self.t.read_responses(reader, self.id))
             try:
+                self.writer = writer
                 await self._pump(writer)
             except (OSError, ConnectionError, asyncio.IncompleteReadError, RuntimeError) as exc:
                 # uvloop raises RuntimeError ("unable to perform operation on <TCPTransport
@@ -171,6 +187,7 @@ class _Peer:
                 log.debug("peer %x: connection lost: %r", self.id, exc)
             finally:
                 self.connected = False
+                self.writer = None
                 reader_task.cancel()
                 writer.close()
             self.t.on_unreachable(self.id)
@@ -206,7 +223,11 @@ class _Peer:
                     if pending:
                         writer.write(b"".join(pending))
                         pending = []
-                    await item(writer)  # a snapshot stream
+                    self.streaming = True
+                    try:
+                        await item(writer)  # a snapshot stream
+                    finally:
+                        self.streaming = False
                 else:
                     pending.append(item)
             if pending:
@@ -290,6 +311,7 @@ class PeerTransport:
 
     # ---------------------------------------------------------------- sending
     def send(self, messages):
+        direct = {}  # peer -> frames for one write each, in order
         for m in messages:
             peer = self._peers.get(m.to)
             if peer is None:
@@ -303,11 +325,23 @@ class PeerTransport:
                 item = _pack(["m", encode_message(m)])
             if isinstance(verdict, (int, float)) and verdict > 0:
                 asyncio.get_running_loop().call_later(verdict, peer.enqueue, item)
-            elif not peer.enqueue(item):
+            elif isinstance(item, bytes):
+                direct.setdefault(peer, []).append(item)
+            # A snapshot stream queues behind the frames before it.
+            elif not self._flush(peer, direct.pop(peer, None)) or not peer.enqueue(item):
                 self._unreachable.add(m.to)
                 abandon = getattr(item, "abandon", None)
                 if abandon is not None:
                     abandon()
+        for peer, frames in direct.items():
+            if not self._flush(peer, frames):
+                self._unreachable.add(peer.id)
+
+    @staticmethod
+    def _flush(peer, frames):
+        if not frames:
+            return True
+        return peer.offer(frames[0] if len(frames) == 1 else b"".join(frames))
 
     def _snapshot_writer(self, m):
         async def write(writer):

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 import time
 
 import msgpack
+
+log = logging.getLogger(__name__)
 
 BATCH_FORMAT = 1
 # One Raft entry carries at most this many bytes of requests: big enough that a burst of small
@@ -73,6 +76,38 @@ class Batcher:
         return out
 
 
+class Reply:
+    """A future-like waiter that calls done(response, exc) synchronously when resolved, so
+    that a response can leave inside the apply instead of a loop turn later (the registry
+    resolves on the event loop thread). cancel(): forget it; done() is then never called."""
+    __slots__ = ("_fn", "_done")
+
+    def __init__(self, fn):
+        self._fn = fn
+        self._done = False
+
+    def done(self):
+        return self._done
+
+    def cancel(self):
+        self._done = True
+
+    def set_result(self, response):
+        self._finish(response, None)
+
+    def set_exception(self, exc):
+        self._finish(None, exc)
+
+    def _finish(self, response, exc):
+        if self._done:
+            return
+        self._done = True
+        try:
+            self._fn(response, exc)
+        except Exception:  # noqa: BLE001 -- must not break the apply that resolved it
+            log.exception("a reply callback failed")
+
+
 class Registry:
     """(member_id, seq) -> future of the request's response, for requests proposed here."""
 
@@ -87,10 +122,11 @@ class Registry:
     def __len__(self):
         return len(self._pending)
 
-    def register(self, timeout_s):
-        """A new request id and the future its response will resolve."""
+    def register(self, timeout_s, waiter=None):
+        """A new request id and the future its response will resolve (waiter, if given: an
+        object with a future's done/set_result/set_exception, such as a Reply)."""
         seq = next(self._seq)
-        fut = asyncio.get_running_loop().create_future()
+        fut = asyncio.get_running_loop().create_future() if waiter is None else waiter
         self._pending[seq] = (fut, time.monotonic() + timeout_s)
         return seq, fut
 

@@ -77,10 +77,11 @@ class RaftLoop:
     def step(self, msg):
         self._enqueue(("step", msg))
 
-    def propose(self, op, body, size, timeout_s, rid=None):
-        """Queue one client request; returns the future of its response. rid: the client's
-        idempotency id (a retried write with the same rid is applied once)."""
-        seq, fut = self.registry.register(timeout_s)
+    def propose(self, op, body, size, timeout_s, rid=None, waiter=None):
+        """Queue one client request; returns the future of its response (waiter, if given:
+        see Registry.register). rid: the client's idempotency id (a retried write with the
+        same rid is applied once)."""
+        seq, fut = self.registry.register(timeout_s, waiter)
         self.batcher.add((self.member_id, seq, op, body, rid), size)
         self._wake.set()
         return fut
@@ -187,12 +188,16 @@ class RaftLoop:
             self._on_soft_state(rd.soft_state)
         if rd.hard_state is not None:
             self.term = rd.hard_state.term
-        if rd.early_messages:
-            self._send(rd.early_messages)  # thesis 10.2.1: replicate while we write
+        early = rd.early_messages
+        if early and rd.entries:
+            self._send(early)  # thesis 10.2.1: replicate while we write
+            early = None
         pipelined = self._may_pipeline(rd)
         # Both writes are queued now (each in Ready order); the apply's LMDB commit may linger
         # to share its sync with later Readys' applies.
         durable, applied = self._io(rd, pipelined)
+        if early:
+            self._send(early)  # no entries of ours to write: the apply's responses went first
         for rs in rd.read_states:
             futs = self._read_rounds.pop(rs.request_ctx, None)
             if futs:

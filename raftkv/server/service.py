@@ -17,6 +17,7 @@ from raftkv.raft.errors import ProposalDroppedError
 from raftkv.server.config import ConfigError, host_port
 from raftkv.server.config import member_id as derive_member_id
 from raftkv.server.member import MEMBER_UPDATE_OP
+from raftkv.server.proposals import Reply
 
 log = logging.getLogger("raftkv.service")
 
@@ -24,6 +25,7 @@ VERSION = "3.4.23"  # the etcd API version raftkv answers as (etcdctl checks it)
 WRITE_OPS = frozenset({"put", "delete_range", "txn", "compact", "lease_grant", "lease_revoke",
                        "alarm_set"})
 GROWING_OPS = frozenset({"put", "txn", "lease_grant", "batch"})
+FAST_WRITE_OPS = frozenset({"put", "delete_range"})  # start_write() takes these
 REQUEST_OVERHEAD_BYTES = 64
 BATCH_OPS = frozenset({"put", "delete_range"})
 BATCH_CHUNK_OPS = 1000  # writes per proposal of a bulk batch
@@ -78,11 +80,7 @@ class Service:
     # ---------------------------------------------------------------- KV
     async def _write(self, op, body):
         rid = body.pop("request_id", None)
-        size = _size(body)
-        if size > self.max_request_bytes:
-            raise RaftkvError("REQUEST_TOO_LARGE")
-        if self.loop.leader_id == 0:
-            raise RaftkvError("NO_LEADER")
+        size = self._check_write(body)
         if op in GROWING_OPS:
             await self._check_quota()
         fut = self.loop.propose(op, body, size, self.timeout_s, rid=rid)
@@ -90,6 +88,34 @@ class Service:
         if isinstance(resp, RaftkvError):
             raise resp
         return self._with_header(resp)
+
+    def _check_write(self, body):
+        size = _size(body)
+        if size > self.max_request_bytes:
+            raise RaftkvError("REQUEST_TOO_LARGE")
+        if self.loop.leader_id == 0:
+            raise RaftkvError("NO_LEADER")
+        return size
+
+    def start_write(self, op, body, done):
+        """call(op, body) for a plain put or delete without a task: checks and proposes now,
+        and done(response, exc) is called on the loop as soon as the entry is applied, where a
+        task would resume a loop turn later. Returns a Reply (cancel() forgets it), or None
+        when the request must take call() instead (another op, or the NOSPACE alarm is due
+        to be raised). Raises what call() would raise before proposing."""
+        if op not in FAST_WRITE_OPS or not isinstance(body, dict) or \
+                (op in GROWING_OPS and self._quota_verdict()):
+            return None
+        rid = body.pop("request_id", None)
+        size = self._check_write(body)
+
+        def finish(resp, exc):
+            if exc is None and isinstance(resp, RaftkvError):
+                exc = resp
+            done(None if exc is not None else self._with_header(resp), exc)
+        reply = Reply(finish)
+        self.loop.propose(op, body, size, self.timeout_s, rid=rid, waiter=reply)
+        return reply
 
     async def batch(self, items, rid=None):
         """Many writes [(op, body)] in few proposals; one result (dict or RaftkvError) each.
@@ -161,16 +187,24 @@ class Service:
         chunk_rid = None if rid is None else [*rid, k]
         return self.loop.propose("puts", {"kvs": chunk}, size, self.timeout_s, rid=chunk_rid)
 
-    async def _check_quota(self):
-        """etcd's quota check before proposing: over --quota-backend-bytes, raise the NOSPACE
-        alarm through the log (so every member agrees) and refuse the write."""
+    def _quota_verdict(self):
+        """True when the NOSPACE alarm must be raised (see _check_quota); raises NO_SPACE
+        while it is on."""
         kv = self.m.kv
         now = asyncio.get_running_loop().time()
         if not kv.alarm and now >= self._quota_checked_at + QUOTA_CHECK_INTERVAL_S:
             # Summing the sub-databases' page counts costs ~50 us: not on every write.
             self._quota_checked_at = now
             self._over_quota = kv.over_quota(self.m.cfg.quota_backend_bytes)
-        if not kv.alarm and self._over_quota:
+        if kv.alarm:
+            raise RaftkvError("NO_SPACE")
+        return self._over_quota
+
+    async def _check_quota(self):
+        """etcd's quota check before proposing: over --quota-backend-bytes, raise the NOSPACE
+        alarm through the log (so every member agrees) and refuse the write."""
+        kv = self.m.kv
+        if self._quota_verdict():
             self._over_quota = False
             log.warning("data in use (%d bytes) exceeds --quota-backend-bytes %d: raising "
                         "NOSPACE", kv.in_use_bytes(), self.m.cfg.quota_backend_bytes)

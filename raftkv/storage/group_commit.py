@@ -59,6 +59,21 @@ class _Frame:
         self.before = []
 
 
+class _Round:
+    """The open write txn of a round and what ran in it; while lendable, _try_lend may run a
+    function in it from another thread (lent: one is running, the storage thread waits)."""
+    __slots__ = ("txn", "first_at", "hooks", "before", "lendable", "lent", "lent_items")
+
+    def __init__(self, txn, first_at):
+        self.txn = txn
+        self.first_at = first_at  # monotonic time of the round's first function, or None
+        self.hooks = []
+        self.before = []
+        self.lendable = False
+        self.lent = False
+        self.lent_items = []
+
+
 class _Item:
     __slots__ = ("fn", "loop", "future", "result", "error", "lazy")
 
@@ -105,6 +120,11 @@ class GroupCommitter:
         self._closing = False
         self._kicked = False
         self.lazy_wait_s = LAZY_WAIT_S_DEFAULT
+        # Lend a lingering round's txn to submit_nowait(inline=True) callers, and keep a txn
+        # open for them after a lingering round (see submit_nowait).
+        self.lend = False
+        self.lent_fns = 0  # functions run by their submitters inside a lent round
+        self._round = None  # the round lingering now (guarded by _cond)
         self.txns = 0  # committed rounds
         self.fns = 0  # functions committed
         self.failed_txns = 0
@@ -121,17 +141,25 @@ class GroupCommitter:
         """Queue fn(txn); return its result once the txn holding it is durable."""
         return await self.submit_nowait(fn)
 
-    def submit_nowait(self, fn, lazy=False):
+    def submit_nowait(self, fn, lazy=False, inline=False):
         """Queue fn(txn) now (order with later submissions is kept) and return the asyncio
         future of its result, resolved once the txn holding it is durable.
 
         lazy=True: fn runs at once, but a round holding only lazy functions waits up to
         lazy_wait_s for more work before it commits, so that its sync is shared with the next
         round's (e.g. the apply of committed entries with the next entries to persist).
-        kick() ends the wait early (someone needs the result to be visible now)."""
+        kick() ends the wait early (someone needs the result to be visible now).
+
+        inline=True (with self.lend): if a round is lingering and nothing is queued, fn runs
+        right here, in this thread, in a child txn of that round, before this returns; the
+        future still resolves only once the round commits. This saves the two thread hand-offs
+        when fn's side effects (a client's response) matter before the commit. fn must not
+        block on the storage thread. Otherwise fn is queued as usual."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._enqueue(_Item(fn, loop, future, lazy))
+        item = _Item(fn, loop, future, lazy)
+        if not (inline and self.lend and self._try_lend(item)):
+            self._enqueue(item)
         return future
 
     def kick(self):
@@ -152,6 +180,7 @@ class GroupCommitter:
         return {
             "txns": self.txns, "fns": self.fns, "failed_txns": self.failed_txns,
             "failed_fns": self.failed_fns, "sync_seconds_total": self.sync_seconds_total,
+            "lent_fns": self.lent_fns,
         }
 
     def close(self):
@@ -174,76 +203,130 @@ class GroupCommitter:
             self._cond.notify()
 
     def _run(self):
+        warm = False  # the last round lingered: open the next txn at once, to lend it
         while True:
             with self._cond:
-                while not self._queue and not self._closing:
+                while not warm and not self._queue and not self._closing:
                     self._cond.wait()
-                if not self._queue:
+                if not self._queue and self._closing:
                     return
                 batch, self._queue = self._queue, []
                 self._kicked = False
-            self._commit_round(batch)
+            warm = self._commit_round(batch)
             _resolve(batch)
 
-    def _more_for_lazy_round(self, deadline):
-        """Items that joined a round of only lazy ones before its deadline ([] = commit)."""
+    def _try_lend(self, item) -> bool:
+        """Run item.fn now, in this thread, inside the round the storage thread holds open
+        (lingering); False when there is no such round or it would reorder item."""
         with self._cond:
+            rnd = self._round
+            if rnd is None or not rnd.lendable or rnd.lent or self._queue or self._closing:
+                return False
+            rnd.lent = True  # the storage thread does not touch rnd.txn until this is False
+        try:
+            _run_one(self._env, rnd.txn, item, rnd.hooks, rnd.before)
+        finally:
+            with self._cond:
+                rnd.lent = False
+                rnd.lent_items.append(item)
+                if rnd.first_at is None:
+                    rnd.first_at = time.monotonic()
+                self.lent_fns += 1
+                if not item.lazy:
+                    self._kicked = True
+                    self._cond.notify_all()
+                elif not rnd.lendable:  # the storage thread waits for the txn back
+                    self._cond.notify_all()
+        return True
+
+    def _linger(self, rnd):
+        """Hold rnd open for lenders until work is queued, a kick, close(), or the deadline
+        (lazy_wait_s after the round's first function; a round that has none yet gives up
+        after lazy_wait_s). Returns (queued items, whether to stop lingering)."""
+        opened = time.monotonic()
+        with self._cond:
+            rnd.lendable = self.lend
             while not self._queue and not self._closing and not self._kicked:
-                left = deadline - time.monotonic()
+                start = rnd.first_at if rnd.first_at is not None else opened
+                left = start + self.lazy_wait_s - time.monotonic()
                 if left <= 0:
                     break
                 self._cond.wait(left)
+            rnd.lendable = False
+            while rnd.lent:
+                self._cond.wait()
             more, self._queue = self._queue, []
+            stop = not more
             self._kicked = False
-            return more
+            return more, stop
 
     def _commit_round(self, batch):
+        """One write txn: run batch (and whatever joins a lazy round), commit, run the hooks.
+        Returns True when the round lingered, so that the next one opens at once for lenders;
+        the caller resolves batch (which the round extends with what joined it)."""
         try:
             txn = self._env.begin(write=True)
         except lmdb.Error as exc:
             self._fail(batch, exc)
-            return
-        hooks, before = [], []
+            return False
+        rnd = _Round(txn, time.monotonic() if batch else None)
         done = []
         todo = list(batch)
-        deadline = time.monotonic() + self.lazy_wait_s
-        while todo:
+        lingered = False
+        while True:
+            if todo and rnd.first_at is None:
+                rnd.first_at = time.monotonic()
             for item in todo:
-                if _run_one(self._env, txn, item, hooks, before):
+                if _run_one(self._env, txn, item, rnd.hooks, rnd.before):
                     done.append(item)
                 else:
                     self.failed_fns += 1
-            if not all(item.lazy for item in batch):
+            if batch and not all(item.lazy for item in batch):
                 break
-            todo = self._more_for_lazy_round(deadline)
+            lingered = True
+            with self._cond:
+                self._round = rnd
+            todo, stop = self._linger(rnd)
+            with self._cond:
+                self._round = None
+                lent, rnd.lent_items = rnd.lent_items, []
+            for item in lent:
+                batch.append(item)
+                if item.error is None:
+                    done.append(item)
+                else:
+                    self.failed_fns += 1
             batch.extend(todo)
+            if stop:
+                break
         if not done:
             txn.abort()
-            return
+            return False
         try:
-            for hook in before:
+            for hook in rnd.before:
                 hook()
         except Exception as exc:  # noqa: BLE001 -- the round's submitters get it
             txn.abort()
             self._fail(done, exc)
-            return
+            return False
         start = time.perf_counter()
         try:
             txn.commit()
         except lmdb.Error as exc:
             self._fail(done, exc)
-            return
+            return False
         elapsed = time.perf_counter() - start
         self.txns += 1
         self.fns += len(done)
         self.sync_seconds_total += elapsed
         self.sync_seconds.append(elapsed)
         self.batch_sizes.append(len(done))
-        for hook in hooks:
+        for hook in rnd.hooks:
             try:
                 hook()
             except Exception:  # a broken hook must not strand the round's submitters
                 _log.exception("after-commit hook failed")
+        return lingered and self.lend
 
     def _fail(self, items, exc):
         self.failed_txns += 1

@@ -268,7 +268,11 @@ class WAL:
         self._segments = []
         self._fd = None
         self._offset = 0
-        self._cond = threading.Condition()
+        lock = threading.RLock()
+        self._cond = threading.Condition(lock)  # synced_seq, _error: wait_synced() waits on it
+        # The writer thread waits on its own condition (same lock): a write that settles a
+        # batch must not wake it for nothing (two context switches per Ready).
+        self._work = threading.Condition(lock)
         self._io_lock = threading.Lock()  # held while a batch is taken, written and synced
         self._queue = []
         self._closing = False
@@ -332,7 +336,7 @@ class WAL:
             seq = self.next_seq
             self.next_seq += 1
             self._queue.append(_Item(seq, rtype, obj, future, loop, max_index))
-            self._cond.notify()
+            self._work.notify()
         return seq, future
 
     def write_now(self, records):
@@ -368,6 +372,7 @@ class WAL:
         with self._cond:
             self._closing = True
             self._cond.notify_all()
+            self._work.notify_all()
         if self._thread is not None:
             self._thread.join()
         if self._fd is not None:
@@ -379,7 +384,7 @@ class WAL:
         while True:
             with self._cond:
                 while not self._queue and not self._closing:
-                    self._cond.wait()
+                    self._work.wait()
                 if not self._queue:
                     return
             # The queue is taken under _io_lock, so write_now() and this thread never write

@@ -246,6 +246,42 @@ def test_native_semantic_errors_are_clean(seeded):
     _assert_healthy(h, c)
 
 
+def test_native_writes_in_flight_when_the_client_vanishes(seeded):
+    """Puts pipelined on one connection that closes before their answers: each is applied
+    once (the answers have nowhere to go) and the member stays up. A request id reused while
+    its put is in flight fails the connection (wire.py), and the second put is not applied."""
+    h, c = seeded
+    for m in h.members:
+        raw = Raw(m.native_port)
+        try:
+            raw.hello()
+            raw.send(b"".join(_frame([rid, "put", {"key": b"/vanish/%s/%d" % (m.name.encode(),
+                                                                              rid),
+                                                   "value": b"v"}]) for rid in range(1, 21)))
+        finally:
+            raw.close()  # at once: most answers are not out yet
+    raw = Raw(h.members[0].native_port)
+    try:
+        raw.hello()
+        raw.send(_frame([1, "put", {"key": b"/dup/first", "value": b"1"}]) +
+                 _frame([1, "put", {"key": b"/dup/second", "value": b"2"}]))
+        frames = raw.read_until_eof()
+        assert [f[2]["code"] for f in frames if f[0] == wire.CONNECTION_REQUEST_ID] == \
+            ["BAD_REQUEST"], frames
+    finally:
+        raw.close()
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        got = c.get_prefix("/vanish/")
+        if len(got) == 3 * 20:
+            break
+        time.sleep(0.1)
+    assert len(got) == 3 * 20, [meta.key for _, meta in got]
+    assert all(meta.version == 1 for _, meta in got)  # each applied once
+    assert c.get("/dup/second") == (None, None)
+    _assert_healthy(h, c)
+
+
 def test_native_many_garbage_connections_at_once(seeded):
     """A burst of broken connections (some left open half-way) does not wedge the member."""
     h, c = seeded

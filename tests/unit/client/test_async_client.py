@@ -357,3 +357,52 @@ def test_watch_resumes_after_the_connection_is_lost():
                 await cancel()
 
     run(main())
+
+
+class MemberService(RichFakeService):
+    """A fake member that reports its own ID and the leader's in status (and headers)."""
+
+    def __init__(self, member_id, leader_id):
+        super().__init__()
+        self.member_id, self.leader_id = member_id, leader_id
+        self.puts = 0
+
+    def _header(self):
+        return dict(super()._header(), member_id=self.member_id)
+
+    def _op_status(self, body):
+        return dict(super()._op_status(body), leader=self.leader_id)
+
+    async def call(self, op, body):
+        self.puts += op == "put"
+        return await super().call(op, body)
+
+
+@pytest.mark.parametrize("prefer_leader", [True, False])
+def test_writes_go_to_the_leader_endpoint_when_preferred(prefer_leader):
+    async def main():
+        follower, leader, other = MemberService(1, 2), MemberService(2, 2), MemberService(3, 2)
+        servers = [await serve(svc) for svc in (follower, other, leader)]
+        eps = [f"127.0.0.1:{closed_port()}"] + [ep for _, _, ep in servers]
+        async with servers[0][1], servers[1][1], servers[2][1]:
+            async with AsyncClient(eps, timeout=3.0, prefer_leader=prefer_leader) as c:
+                for i in range(3):
+                    await c.put(f"k{i}", "v")
+        if prefer_leader:
+            assert (follower.puts, other.puts, leader.puts) == (0, 0, 3)
+        else:  # the first endpoint that answers
+            assert (follower.puts, other.puts, leader.puts) == (3, 0, 0)
+
+    run(main())
+
+
+def test_no_leader_among_the_endpoints_keeps_the_first_that_answers():
+    async def main():
+        a, b = MemberService(1, 9), MemberService(2, 9)  # member 9 is not in the list
+        (_, s1, ep1), (_, s2, ep2) = await serve(a), await serve(b)
+        async with s1, s2:
+            async with AsyncClient([ep1, ep2], timeout=3.0) as c:
+                await c.put("k", "v")
+        assert (a.puts, b.puts) == (1, 0)
+
+    run(main())

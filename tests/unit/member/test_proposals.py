@@ -3,7 +3,7 @@ import asyncio
 
 import pytest
 
-from raftkv.server.proposals import Batcher, Registry, decode_batch, encode_batch
+from raftkv.server.proposals import Batcher, Registry, Reply, decode_batch, encode_batch
 
 
 def test_batch_round_trip_and_noop():
@@ -61,3 +61,29 @@ def test_registry_sequences_differ_between_incarnations():
 
     s1, s2 = asyncio.run(main())
     assert s1 != s2
+
+
+def test_a_reply_waiter_is_called_at_once_and_only_once():
+    async def main():
+        reg = Registry(7)
+        got = []
+        seq, reply = reg.register(5.0, Reply(lambda resp, exc: got.append((resp, exc))))
+        reg.resolve(7, seq, {"ok": 1})
+        assert got == [({"ok": 1}, None)]  # synchronously, not a loop turn later
+        reg.resolve(7, seq, {"ok": 2})
+        assert reply.done() and len(got) == 1
+        seq2, _ = reg.register(0.0, Reply(lambda resp, exc: got.append((resp, exc))))
+        assert reg.expire(lambda: RuntimeError("late")) == 1
+        assert got[1][0] is None and isinstance(got[1][1], RuntimeError)
+        seq3, cancelled = reg.register(5.0, Reply(lambda resp, exc: got.append("called")))
+        cancelled.cancel()
+        reg.resolve(7, seq3, {})
+        assert len(got) == 2
+
+        def broken(resp, exc):
+            raise ValueError("a bug in the callback")
+        seq4, _ = reg.register(5.0, Reply(broken))
+        reg.resolve(7, seq4, {})  # logged, never raised into the apply that resolves it
+        assert len(reg) == 0
+
+    asyncio.run(main())

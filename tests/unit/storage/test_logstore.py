@@ -562,3 +562,82 @@ def test_kick_commits_a_lingering_lazy_round(engine):
             assert txn.get(b"k", db=db) == b"v"
     finally:
         c.close()
+
+
+def test_a_lingering_round_is_lent_to_an_inline_submitter(engine):
+    """With lend on, an inline submission joins the lingering round in the caller's thread
+    (no hand-off) and still resolves only when that round commits; both writes share it."""
+    c = GroupCommitter(engine)
+    c.lend = True
+    c.lazy_wait_s = 0.3
+    db = engine.db("log")
+    ran_in = []
+    try:
+        async def main():
+            first = c.submit_nowait(lambda txn: txn.put(b"a", b"1", db=db), lazy=True)
+            await asyncio.sleep(0.05)  # the storage thread ran it and lingers now
+
+            def fn(txn):
+                ran_in.append(threading.get_ident())
+                txn.put(b"b", b"2", db=db)
+                return "done"
+            second = c.submit_nowait(fn, lazy=True, inline=True)
+            assert ran_in == [threading.get_ident()]  # ran here, before submit_nowait returned
+            assert not second.done()
+            with engine.env.begin() as txn:
+                assert txn.get(b"b", db=db) is None  # not committed yet
+            return await asyncio.wait_for(asyncio.gather(first, second), 5.0)
+        before = c.txns
+        assert asyncio.run(main())[1] == "done"
+        assert c.txns - before == 1 and c.lent_fns == 1
+        with engine.env.begin() as txn:
+            assert txn.get(b"b", db=db) == b"2"
+    finally:
+        c.close()
+
+
+def test_inline_submission_queues_when_no_round_lingers_or_work_is_queued(engine):
+    """Without a lingering round (lend off, or nothing open) an inline submission runs in
+    the storage thread; a failing lent function fails only its own submitter."""
+    c = GroupCommitter(engine)
+    db = engine.db("log")
+    threads = []
+    try:
+        async def main():
+            fut = c.submit_nowait(lambda txn: threads.append(threading.get_ident()),
+                                  inline=True)
+            await asyncio.wait_for(fut, 5.0)
+            c.lend, c.lazy_wait_s = True, 0.3
+            first = c.submit_nowait(lambda txn: txn.put(b"x", b"1", db=db), lazy=True)
+            await asyncio.sleep(0.05)
+
+            def boom(txn):
+                txn.put(b"y", b"1", db=db)
+                raise ValueError("boom")
+            bad = c.submit_nowait(boom, lazy=True, inline=True)
+            await asyncio.wait_for(first, 5.0)
+            with pytest.raises(ValueError):
+                await asyncio.wait_for(bad, 5.0)
+        asyncio.run(main())
+        assert threads and threads[0] != threading.get_ident()
+        assert c.lent_fns == 1 and c.failed_fns == 1
+        with engine.env.begin() as txn:
+            assert txn.get(b"x", db=db) == b"1" and txn.get(b"y", db=db) is None
+    finally:
+        c.close()
+
+
+def test_an_eager_inline_submission_commits_the_round_at_once(engine):
+    c = GroupCommitter(engine)
+    c.lend, c.lazy_wait_s = True, 30.0
+    db = engine.db("log")
+    try:
+        async def main():
+            lazy = c.submit_nowait(lambda txn: txn.put(b"a", b"1", db=db), lazy=True)
+            await asyncio.sleep(0.05)
+            eager = c.submit_nowait(lambda txn: txn.put(b"b", b"1", db=db), inline=True)
+            await asyncio.wait_for(asyncio.gather(lazy, eager), 5.0)  # not after 30 s
+        asyncio.run(main())
+        assert c.lent_fns == 1
+    finally:
+        c.close()
