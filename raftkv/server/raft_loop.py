@@ -126,7 +126,7 @@ class RaftLoop:
     async def _tick_forever(self):
         next_at = time.monotonic()
         while not self._stopped:
-            next_at += self.tick_s
+            next_at = next_tick(next_at, time.monotonic(), self.tick_s)
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             self._inbox.append(("tick", None))
             self._wake.set()
@@ -305,3 +305,14 @@ class RaftLoop:
         self.role = ss.role
         if self.on_soft_state is not None:
             self.on_soft_state(ss)
+
+
+def next_tick(last_at, now, tick_s):
+    """When the tick after the one due at last_at (which fires at now) is due. On schedule, one
+    period after last_at; when the loop fell a whole period or more behind (a stall: the process
+    starved of CPU, a long sync), one period after now, the schedule starting again there. Missed ticks are dropped, as Go's
+    time.Ticker (etcd's ticker) drops them: firing them all at once would let a stalled member
+    see its election timeout expire, and a stalled leader fail its check-quorum, on time it
+    never waited while the messages that would have kept it in place sat unread."""
+    due = last_at + tick_s
+    return now + tick_s if now - due >= tick_s else due
