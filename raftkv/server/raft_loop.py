@@ -312,8 +312,8 @@ def next_tick(last_at, now, tick_s):
     period after last_at; when the loop fell a whole period or more behind (a stall: the process
     starved of CPU, a long sync), one period after now, the schedule starting again there.
     Missed ticks are dropped, as Go's time.Ticker (etcd's ticker) drops them: firing them all
-    at once would let a stalled member
-    see its election timeout expire, and a stalled leader fail its check-quorum, on time it
-    never waited while the messages that would have kept it in place sat unread."""
+    at once would let a stalled member see its election timeout expire, and a stalled leader
+    fail its check-quorum, on time it never waited while the messages that would have kept it
+    in place sat unread."""
     due = last_at + tick_s
     return now + tick_s if now - due >= tick_s else due
