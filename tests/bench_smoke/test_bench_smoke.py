@@ -4,6 +4,7 @@
   and the native protocol;
 - the side-by-side runner (--reps 1 --total 200, a short leader-kill fault run) on fresh raftkv
   and etcd clusters; the etcd half is skipped only when the `etcd` binary is missing;
+- bench/latency_floor.py (what a put cannot go below here, beside raftkv's and etcd's);
 - the pytest-benchmark micro-benchmarks in bench/ with --benchmark-disable (each runs once).
 """
 import json
@@ -125,6 +126,22 @@ def test_grpc_floor_runs(tmp_path):
     systems = {r["system"] for r in rows}
     assert {"floor-w2", "raftkv3-w1"} <= systems
     assert all(r["errors"] == 0 and r["requests"] == 50 for r in rows)
+
+
+def test_latency_floor_runs(tmp_path):
+    """bench/latency_floor.py end to end on a tiny size (etcd only when installed)."""
+    out = tmp_path / "floor.json"
+    cmd = [sys.executable, os.path.join(ROOT, "bench", "latency_floor.py"), "--reps", "1",
+           "--total", "30", "--data-root", str(tmp_path), "--json", str(out)]
+    if shutil.which("etcd") is None:
+        cmd.append("--no-etcd")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    med = json.loads(out.read_text())["median_ms"]
+    for key in ("hop_rtt", "sync_1", "sync_3", "raftkv_status", "raftkv_put", "floor"):
+        assert med[key] > 0, key
+    assert med["floor"] == pytest.approx(2 * med["hop_rtt"] + med["sync_3"])
+    assert not list(tmp_path.glob("latency-floor-*/sync-probe-*"))  # the probes clean up
 
 
 def test_check_perf_report_parsing():
