@@ -33,6 +33,10 @@ RETRY_CODES = frozenset({
 })
 CONNECT_TIMEOUT_S = 2.0  # per endpoint: a stalled member must not eat the whole call timeout
 LEADER_PROBE_TIMEOUT_S = 0.5  # per endpoint, when looking for the leader on connect
+# On connecting during an election (the member knows no leader yet): how long to wait for one
+# before settling for that member. A write would wait for the election there anyway.
+LEADER_WAIT_S = 2.0
+LEADER_POLL_S = 0.05
 BACKOFF_FIRST_S = 0.025  # doubled per retry up to BACKOFF_MAX_S
 BACKOFF_MAX_S = 1.0
 PUT_MANY_BATCH_MAX = 256  # items per batch request
@@ -131,6 +135,10 @@ class AsyncClient:
         """conn, or a new connection to the endpoint that is the leader conn's member names
         (found by asking the other endpoints who they are)."""
         leader, me = await _leader_and_self(conn, deadline)
+        wait_until = min(deadline, time.monotonic() + LEADER_WAIT_S)
+        while me and not leader and time.monotonic() + LEADER_POLL_S < wait_until:
+            await asyncio.sleep(LEADER_POLL_S)  # an election is under way
+            leader, me = await _leader_and_self(conn, deadline)
         if not leader or leader == me:
             return conn
         for i, (host, port) in enumerate(self.endpoints):

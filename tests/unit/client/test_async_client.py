@@ -406,3 +406,31 @@ def test_no_leader_among_the_endpoints_keeps_the_first_that_answers():
         assert (a.puts, b.puts) == (1, 0)
 
     run(main())
+
+
+class ElectingService(MemberService):
+    """Knows no leader for its first `n` status requests (an election), then names one."""
+
+    def __init__(self, member_id, leader_id, n):
+        super().__init__(member_id, leader_id)
+        self.unknown = n
+
+    def _op_status(self, body):
+        resp = super()._op_status(body)
+        if self.unknown > 0:
+            self.unknown -= 1
+            resp["leader"] = 0
+        return resp
+
+
+def test_connecting_during_an_election_waits_for_the_new_leader():
+    async def main():
+        follower, leader = ElectingService(1, 2, 3), MemberService(2, 2)
+        (_, s1, ep1), (_, s2, ep2) = await serve(follower), await serve(leader)
+        async with s1, s2:
+            async with AsyncClient([ep1, ep2], timeout=3.0) as c:
+                await c.put("k", "v")
+        assert (follower.puts, leader.puts) == (0, 1)
+        assert follower.unknown == 0  # it asked until a leader was named
+
+    run(main())
