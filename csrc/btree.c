@@ -124,49 +124,45 @@ static inline int cmp_slot(const node *x, int i, const bkey *k) {
     return la < lb ? -1 : (la > lb ? 1 : 0);
 }
 
-/* First slot whose key is >= k; *eq tells whether that key equals k. */
-static inline int lower_bound_eq(const node *x, const bkey *probe, int *eq) {
+/* First slot whose key is >= k (upper == 0) or > k (upper == 1); with eq, whether that slot's
+ * key equals k. upper and eq's nullness are constants at every call site, so the comparison
+ * compiles to < or <= and the equality test disappears where it is not wanted. */
+static inline int bound(const node *x, const bkey *probe, int upper, int *eq) {
     bkey k = *probe;
     int pre = probe_node(x, &k);
-    *eq = 0;
+    if (eq != NULL) {
+        *eq = 0;
+    }
     if (pre != 0) {
         return pre < 0 ? 0 : x->n;
     }
     int lo = 0, hi = x->n;
     while (lo < hi) {
         int mid = (lo + hi) >> 1;
-        if (cmp_slot(x, mid, &k) < 0) {
+        if (cmp_slot(x, mid, &k) < upper) {
             lo = mid + 1;
         } else {
             hi = mid;
         }
     }
-    *eq = lo < x->n && cmp_slot(x, lo, &k) == 0;
+    if (eq != NULL) {
+        *eq = lo < x->n && cmp_slot(x, lo, &k) == 0;
+    }
     return lo;
 }
 
+/* First slot whose key is >= k; *eq tells whether that key equals k. */
+static inline int lower_bound_eq(const node *x, const bkey *probe, int *eq) {
+    return bound(x, probe, 0, eq);
+}
+
 static inline int lower_bound(const node *x, const bkey *probe) {
-    int eq;
-    return lower_bound_eq(x, probe, &eq);
+    return bound(x, probe, 0, NULL);
 }
 
 /* First slot whose key is > k: the child to descend into. */
 static inline int upper_bound(const node *x, const bkey *probe) {
-    bkey k = *probe;
-    int pre = probe_node(x, &k);
-    if (pre != 0) {
-        return pre < 0 ? 0 : x->n;
-    }
-    int lo = 0, hi = x->n;
-    while (lo < hi) {
-        int mid = (lo + hi) >> 1;
-        if (cmp_slot(x, mid, &k) <= 0) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    return lo;
+    return bound(x, probe, 1, NULL);
 }
 
 /* Recompute x's common prefix and every pfx word (after keys came from other nodes). */
