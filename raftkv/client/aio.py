@@ -37,6 +37,7 @@ LEADER_PROBE_TIMEOUT_S = 0.5  # per endpoint, when looking for the leader on con
 # before settling for that member. A write would wait for the election there anyway.
 LEADER_WAIT_S = 2.0
 LEADER_POLL_S = 0.05
+RETIRE_CHECK_S = 1.0  # a connection left for the leader's closes once idle (checked this often)
 BACKOFF_FIRST_S = 0.025  # doubled per retry up to BACKOFF_MAX_S
 BACKOFF_MAX_S = 1.0
 PUT_MANY_BATCH_MAX = 256  # items per batch request
@@ -57,13 +58,23 @@ def parse_endpoint(ep):
 
 
 async def _leader_and_self(conn, deadline):
-    """(leader id, own member id) as conn's member reports them; (0, 0) if it cannot say."""
+    """(leader id, own member id, Raft term) as conn's member reports them; zeros if it
+    cannot say."""
     timeout = min(LEADER_PROBE_TIMEOUT_S, deadline - time.monotonic())
     try:
         st = await conn.request("status", {}, None, max(timeout, 0.001))
     except (OSError, ConnectionError, asyncio.TimeoutError, wire.RaftkvError):
-        return 0, 0
-    return st.get("leader") or 0, (st.get("header") or {}).get("member_id") or 0
+        return 0, 0, 0
+    header = st.get("header") or {}
+    return st.get("leader") or 0, header.get("member_id") or 0, header.get("raft_term") or 0
+
+
+def _retire(conn):
+    """Close conn once nothing uses it any more (requests in flight, a watch stream)."""
+    if conn.idle or not conn.is_open:
+        conn.close()
+    else:
+        asyncio.get_running_loop().call_later(RETIRE_CHECK_S, _retire, conn)
 
 
 def _kvs(resp):
@@ -93,6 +104,8 @@ class AsyncClient:
         self._closed = False
         self._put_many_op = True  # False once a member answered put_many with UNKNOWN_OP
         self.prefer_leader = prefer_leader and len(self.endpoints) > 1
+        self._term = 0  # the Raft term in which the connection was chosen (prefer_leader)
+        self._recheck = None  # the task looking for a new leader after a term change
 
     async def __aenter__(self):
         return self
@@ -102,6 +115,8 @@ class AsyncClient:
 
     async def close(self):
         self._closed = True
+        if self._recheck is not None:
+            self._recheck.cancel()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -134,11 +149,11 @@ class AsyncClient:
     async def _leader_conn(self, conn, deadline):
         """conn, or a new connection to the endpoint that is the leader conn's member names
         (found by asking the other endpoints who they are)."""
-        leader, me = await _leader_and_self(conn, deadline)
+        leader, me, self._term = await _leader_and_self(conn, deadline)
         wait_until = min(deadline, time.monotonic() + LEADER_WAIT_S)
         while me and not leader and time.monotonic() + LEADER_POLL_S < wait_until:
             await asyncio.sleep(LEADER_POLL_S)  # an election is under way
-            leader, me = await _leader_and_self(conn, deadline)
+            leader, me, self._term = await _leader_and_self(conn, deadline)
         if not leader or leader == me:
             return conn
         for i, (host, port) in enumerate(self.endpoints):
@@ -149,11 +164,33 @@ class AsyncClient:
             except (OSError, asyncio.TimeoutError, wire.RaftkvError):
                 continue
             if (await _leader_and_self(other, deadline))[1] == leader:
-                conn.close()
+                _retire(conn)
                 self._index = i
                 return other
             other.close()
         return conn
+
+    def _note_term(self, resp):
+        """A response from a later Raft term than the one the connection was chosen in: the
+        leader may have moved, so look for it again (in the background; requests go on)."""
+        term = (resp.get("header") or {}).get("raft_term") if isinstance(resp, dict) else None
+        if term and self._term and term != self._term and self._recheck is None:
+            self._term = term
+            self._recheck = asyncio.get_running_loop().create_task(self._recheck_leader())
+
+    async def _recheck_leader(self):
+        try:
+            async with self._conn_lock:
+                old = self._conn
+                if old is None or not old.is_open or self._closed:
+                    return
+                new = await self._leader_conn(old, time.monotonic() + CONNECT_TIMEOUT_S)
+                if new is not old:
+                    self._conn = new  # later requests go to the leader; old ones finish
+        except (OSError, ConnectionError, asyncio.TimeoutError, wire.RaftkvError):
+            pass  # keep the connection there is; a later term change tries again
+        finally:
+            self._recheck = None
 
     def _failover(self, conn):
         """Drop conn (if still current) and move to the next endpoint."""
@@ -179,7 +216,10 @@ class AsyncClient:
             try:
                 conn = await self.connection(deadline)
                 remaining = deadline - time.monotonic()
-                return await conn.request(op, body, idem, remaining)
+                resp = await conn.request(op, body, idem, remaining)
+                if self.prefer_leader:
+                    self._note_term(resp)
+                return resp
             except wire.RaftkvError as exc:
                 if exc.code not in RETRY_CODES:
                     raise

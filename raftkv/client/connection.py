@@ -49,6 +49,11 @@ class ClientConnection(asyncio.Protocol):
     def is_open(self):
         return self.state is ClientState.OPEN
 
+    @property
+    def idle(self):
+        """No request waits for an answer and no stream is open on this connection."""
+        return not self._pending and not self._streams
+
     # asyncio.Protocol callbacks.
 
     def connection_made(self, transport):

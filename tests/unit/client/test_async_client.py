@@ -434,3 +434,39 @@ def test_connecting_during_an_election_waits_for_the_new_leader():
         assert follower.unknown == 0  # it asked until a leader was named
 
     run(main())
+
+
+class TermService(MemberService):
+    """A member whose view of the term and leader the test moves (shared `view` dict)."""
+
+    def __init__(self, member_id, view):
+        super().__init__(member_id, 0)
+        self.view = view
+
+    def _header(self):
+        return dict(super()._header(), raft_term=self.view["term"])
+
+    def _op_status(self, body):
+        return dict(super()._op_status(body), leader=self.view["leader"])
+
+
+def test_a_new_term_moves_later_requests_to_the_new_leader():
+    async def main():
+        view = {"term": 2, "leader": 1}
+        a, b = TermService(1, view), TermService(2, view)
+        (_, s1, ep1), (_, s2, ep2) = await serve(a), await serve(b)
+        async with s1, s2:
+            async with AsyncClient([ep1, ep2], timeout=3.0) as c:
+                await c.put("k", "1")
+                assert (a.puts, b.puts) == (1, 0)
+                view.update(term=3, leader=2)  # member 2 won an election
+                await c.put("k", "2")  # answered by 1 (with term 3): the client looks again
+                for _ in range(100):
+                    if c._recheck is None:
+                        break
+                    await asyncio.sleep(0.01)
+                await c.put("k", "3")
+                await c.put("k", "4")
+        assert (a.puts, b.puts) == (2, 2)
+
+    run(main())
