@@ -66,11 +66,19 @@ def test_leader_sigkill_new_leader_and_old_one_catches_up(cluster3):
     print(f"leader {old.name} killed: {new.name} leads, writes resumed in {write_resumed_s:.2f}s")
     for i in range(50, 100):
         client.put(f"/fo/{i:03d}", f"after-{i}")
+    # The client (given every endpoint) ends up talking to the new leader: the term change
+    # seen in its responses makes it look for the leader again.
+    new_id = h.status(new)["header"]["member_id"]
+    deadline = time.monotonic() + 10.0
+    while client.status()["header"]["member_id"] != new_id:
+        assert time.monotonic() < deadline, "the client never moved to the new leader"
+        client.put("/fo/probe", "p")
+        time.sleep(0.05)
     # The old leader restarts on its existing data dir and catches up.
     h.start_member(old)
     client.put("/fo/after-restart", "y")
     expected = _snapshot_of(client, "/fo/")
-    assert len(expected) == 102
+    assert len(expected) == 102 + ("/fo/probe" in {k.decode() for k, _ in expected})
     _wait_same_data(h, h.members, "/fo/", expected)
     assert h.leader() in h.members
 
