@@ -134,6 +134,15 @@ class MemberCollector:
         yield _gauge("etcd_debugging_mvcc_current_revision",
                      "The current revision of store.",
                      m.kv.current_revision if m.kv is not None else 0)
+        committer = getattr(m, "committer", None)
+        stats = committer.stats() if committer is not None else {}
+        yield _counter("raftkv_apply_rounds", "LMDB write transactions committed by the "
+                       "store's group commit (each holds many applies).", stats.get("txns", 0))
+        yield _counter("raftkv_apply_functions", "Functions (mostly Ready applies) committed "
+                       "in those transactions.", stats.get("fns", 0))
+        yield _counter("raftkv_apply_lent", "Of those, the ones the Ready loop ran itself in "
+                       "a lingering round's lent transaction (no thread hand-off).",
+                       stats.get("lent_fns", 0))
         info = GaugeMetricFamily("etcd_server_version", "Which version is running. 1 for "
                                  "'server_version' label with current version.",
                                  labels=["server_version"])

@@ -7,6 +7,7 @@ import urllib.request
 import pytest
 
 from raftkv.cli.local_cluster import LocalCluster, free_ports
+from raftkv.client import Client
 from tests.etcdctl.conftest import FAST_ARGS, TARGET, Ctl, running, wait_for, wait_healthy
 
 pytestmark = [pytest.mark.timeout(120),
@@ -79,6 +80,13 @@ def test_metrics_names_and_values(mcluster):
     ctl = Ctl(mcluster.endpoints)
     for i in range(20):
         ctl.out("put", f"metrics/{i}", "v")
+    # A quick run of puts (one etcdctl process per put is slower than a lingering round).
+    client = Client(mcluster.native_endpoints, timeout=10.0)
+    try:
+        for i in range(100):
+            client.put(f"metrics/burst/{i}", "v")
+    finally:
+        client.close()
     texts = [fetch(mcluster.metrics_url(m) + "/metrics")[2] for m in mcluster.members]
     for text in texts:
         assert metric(text, "etcd_server_has_leader") == 1
@@ -94,6 +102,10 @@ def test_metrics_names_and_values(mcluster):
         assert 'etcd_disk_wal_fsync_duration_seconds_bucket{le="0.001"}' in text
         assert 'etcd_disk_backend_commit_duration_seconds_bucket{le="8.192"}' in text
         assert metric(text, "process_resident_memory_bytes") > 0
+        # raftkv's own: most applies run on the Ready loop inside a lingering round
+        fns = metric(text, "raftkv_apply_functions_total")
+        assert metric(text, "raftkv_apply_rounds_total") > 0 and fns > 0
+        assert 0 < metric(text, "raftkv_apply_lent_total") <= fns
     assert sum(metric(t, "etcd_server_is_leader") for t in texts) == 1
     # the histogram only grows: a second scrape counts the new commits
     first = metric(texts[0], "etcd_disk_wal_fsync_duration_seconds_count")
