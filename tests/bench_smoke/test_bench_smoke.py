@@ -4,7 +4,8 @@
   and the native protocol;
 - the side-by-side runner (--reps 1 --total 200, a short leader-kill fault run) on fresh raftkv
   and etcd clusters; the etcd half is skipped only when the `etcd` binary is missing;
-- bench/latency_floor.py (what a put cannot go below here, beside raftkv's and etcd's);
+- bench/latency_floor.py (what a put cannot go below here, beside raftkv's and etcd's) and
+  bench/put_cost.py (member CPU and context switches per sequential put);
 - the pytest-benchmark micro-benchmarks in bench/ with --benchmark-disable (each runs once).
 """
 import json
@@ -142,6 +143,19 @@ def test_latency_floor_runs(tmp_path):
         assert med[key] > 0, key
     assert med["floor"] == pytest.approx(2 * med["hop_rtt"] + med["sync_3"])
     assert not list(tmp_path.glob("latency-floor-*/sync-probe-*"))  # the probes clean up
+
+
+def test_put_cost_runs(tmp_path):
+    """bench/put_cost.py end to end on a tiny size: CPU and context switches per put."""
+    out = tmp_path / "cost.json"
+    cmd = [sys.executable, os.path.join(ROOT, "bench", "put_cost.py"), "--reps", "1",
+           "--total", "50", "--data-root", str(tmp_path), "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    med = json.loads(out.read_text())["medians"]
+    assert med["p50_ms"] > 0 and med["cpu_us_all"] > 0
+    assert set(med["roles"]) == {"leader", "follower"}
+    assert med["roles"]["leader"]["ctx_voluntary"] > 0
 
 
 def test_check_perf_report_parsing():
