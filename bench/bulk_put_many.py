@@ -3,9 +3,11 @@
     python bench/bulk_put_many.py TOTAL [--profile SECONDS]    (from the repo root)
 
 After a 2000-put warm-up, one Client.put_many of TOTAL x 256 B values. --profile: py-spy
-records every member and this client for SECONDS (raw stacks in /tmp/bulk/<name>.txt).
+records every member and this client for SECONDS (raw stacks in /tmp/bulk/<name>.txt). The
+cluster's data dir (under /tmp/bulk) is removed at the end.
 """
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,7 +32,15 @@ def main():
     total = int(sys.argv[1])
     prof = int(sys.argv[3]) if len(sys.argv) > 3 and sys.argv[2] == "--profile" else 0
     os.makedirs(OUT, exist_ok=True)
-    with LocalCluster(tempfile.mkdtemp(prefix="bulk-", dir=OUT)) as cl:
+    data = tempfile.mkdtemp(prefix="bulk-", dir=OUT)
+    try:
+        run(data, total, prof)
+    finally:
+        shutil.rmtree(data, ignore_errors=True)  # the members are stopped by then
+
+
+def run(data, total, prof):
+    with LocalCluster(data) as cl:
         cl.start()
         cl.wait_listening()
         c = Client(cl.native_endpoints, timeout=30.0)

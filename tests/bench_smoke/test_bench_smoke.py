@@ -4,8 +4,10 @@
   and the native protocol;
 - the side-by-side runner (--reps 1 --total 200, a short leader-kill fault run) on fresh raftkv
   and etcd clusters; the etcd half is skipped only when the `etcd` binary is missing;
-- bench/latency_floor.py (what a put cannot go below here, beside raftkv's and etcd's) and
-  bench/put_cost.py (member CPU and context switches per sequential put);
+- bench/latency_floor.py (what a put cannot go below here, beside raftkv's and etcd's),
+  bench/put_cost.py (member CPU and context switches per sequential put) and
+  bench/bulk_put_many.py; bench/check_perf.py's verdict parsing (the etcdctl suite runs
+  `check perf` itself);
 - the pytest-benchmark micro-benchmarks in bench/ with --benchmark-disable (each runs once).
 """
 import json
@@ -156,6 +158,17 @@ def test_put_cost_runs(tmp_path):
     assert med["p50_ms"] > 0 and med["cpu_us_all"] > 0
     assert set(med["roles"]) == {"leader", "follower"}
     assert med["roles"]["leader"]["ctx_voluntary"] > 0
+
+
+def test_bulk_put_many_runs():
+    """bench/bulk_put_many.py end to end on a tiny size; it removes its cluster's data."""
+    before = set(os.listdir("/tmp/bulk")) if os.path.isdir("/tmp/bulk") else set()
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "bulk_put_many.py"),
+                           "3000"], capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "done=3000 failed=0 " in proc.stdout, proc.stdout
+    after = {n for n in os.listdir("/tmp/bulk") if n.startswith("bulk-")}
+    assert not (after - before), "the cluster's data dir was left behind"
 
 
 def test_check_perf_report_parsing():
