@@ -206,6 +206,10 @@ class NativeConnection(asyncio.Protocol):
         except wire.RaftkvError as exc:
             self._send_error(request_id, exc)
             return True
+        except Exception:  # noqa: BLE001 -- as in _run: a service bug must not take the server
+            log.exception("native: %s failed with an unexpected exception", op)
+            self._send_error(request_id, wire.RaftkvError("INTERNAL"))
+            return True
         if reply is None:
             return False
         self._tasks[request_id] = _FastCall(reply, lambda: self._on_done(request_id, op, None))

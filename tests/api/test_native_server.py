@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
+import struct
 
 import pytest
 
@@ -365,6 +367,78 @@ def test_snapshot_streams_the_service_chunks_as_bytes():
             frames = [await conn.recv() for _ in range(4)]
             assert frames == [[5, wire.STATUS_ITEM, b"abc"], [5, wire.STATUS_ITEM, b"defg"],
                               [5, wire.STATUS_ITEM, b"h"], [5, wire.STATUS_END, None]]
+            await conn.close()
+
+    run(main())
+
+
+class FastService(FakeService):
+    """A service with start_write (the member's task-free write path): answers later from a
+    timer, as the member's apply would, or refuses at once; None falls back to call()."""
+
+    def __init__(self):
+        super().__init__()
+        self.started, self.cancelled = [], []
+
+    def start_write(self, op, body, done):
+        from raftkv.server.proposals import Reply
+
+        key = body.get("key")
+        if key == b"boom":
+            raise ValueError("a bug in start_write")
+        if key == b"refused":
+            raise RaftkvError("NO_LEADER")
+        if key == b"slow-path":
+            return None
+        self.started.append(key)
+        cancelled = self.cancelled
+
+        class Tracked(Reply):
+            __slots__ = ()
+
+            def cancel(self):
+                cancelled.append(key)
+                super().cancel()
+        reply = Tracked(done)
+        loop = asyncio.get_running_loop()
+        if key == b"fails":
+            loop.call_later(0.01, reply.set_exception, RaftkvError("LEADER_CHANGED"))
+        elif key != b"never":
+            loop.call_later(0.01, reply.set_result, {"header": {"revision": 7}})
+        return reply
+
+
+def test_task_free_writes_answer_fail_and_fall_back():
+    async def main():
+        svc = FastService()
+        server, port = await _serve(svc)
+        async with server:
+            conn = await RawConn.open(port)
+            for rid, key in enumerate([b"a", b"boom", b"refused", b"slow-path", b"fails"], 1):
+                conn.request(rid, "put", {"key": key, "value": b"v"})
+            got = {}
+            for _ in range(5):
+                rid, status, payload = await conn.recv()
+                got[rid] = payload["code"] if status == wire.STATUS_ERROR else "ok"
+            assert got == {1: "ok", 2: "INTERNAL", 3: "NO_LEADER", 4: "ok",
+                           5: "LEADER_CHANGED"}
+            assert svc.kvs[b"slow-path"]["value"] == b"v"  # call() ran for the fallback
+            # A write still in flight when the connection is reset is forgotten, not answered
+            # (a half-close, by contrast, still gets its outstanding answers).
+            conn.request(6, "put", {"key": b"never", "value": b"v"})
+            await asyncio.sleep(0.05)
+            sock = conn.writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.writer.transport.abort()  # with linger 0: a reset
+            for _ in range(100):
+                if svc.cancelled:
+                    break
+                await asyncio.sleep(0.01)
+            assert svc.cancelled == [b"never"]
+            # The server is fine: a new connection writes.
+            conn = await RawConn.open(port)
+            conn.request(1, "put", {"key": b"b", "value": b"v"})
+            assert (await conn.recv())[:2] == [1, wire.STATUS_OK]
             await conn.close()
 
     run(main())
