@@ -42,6 +42,9 @@ _TRANSITIONS = {
 }
 
 
+_ANSWERED = object()  # _start_fast: the request was refused and answered at once
+
+
 class _FastCall:
     """Stands in _tasks for a request started without a task (NativeConnection._start_fast):
     cancel() forgets the reply and undoes the bookkeeping, as a cancelled task's done
@@ -184,11 +187,13 @@ class NativeConnection(asyncio.Protocol):
             return
         if idem is not None:
             body = dict(body, request_id=idem)
-        if self._start_fast(request_id, op, body):
+        handle = self._start_fast(request_id, op, body)
+        if handle is _ANSWERED:
             return
-        task = asyncio.get_running_loop().create_task(self._run(request_id, op, body))
-        self._tasks[request_id] = task
-        task.add_done_callback(lambda t: self._on_done(request_id, op, t))
+        if handle is None:
+            handle = asyncio.get_running_loop().create_task(self._run(request_id, op, body))
+            handle.add_done_callback(lambda t: self._on_done(request_id, op, t))
+        self._tasks[request_id] = handle
         if op in wire.STREAM_OPS:
             self._watches.add(request_id)
         else:
@@ -197,34 +202,25 @@ class NativeConnection(asyncio.Protocol):
 
     def _start_fast(self, request_id, op, body):
         """A plain write through the service's start_write (when it has one): no task, and
-        the response leaves as soon as the write is applied. False: take the task path."""
+        the response leaves as soon as the write is applied. Returns its _FastCall, None
+        (take the task path) or _ANSWERED (refused at once)."""
         start = getattr(self.service, "start_write", None)
         if start is None:
-            return False
+            return None
         try:
             reply = start(op, body, lambda resp, exc: self._fast_done(request_id, op, resp, exc))
-        except wire.RaftkvError as exc:
-            self._send_error(request_id, exc)
-            return True
-        except Exception:  # noqa: BLE001 -- as in _run: a service bug must not take the server
-            log.exception("native: %s failed with an unexpected exception", op)
-            self._send_error(request_id, wire.RaftkvError("INTERNAL"))
-            return True
+        except Exception as exc:  # noqa: BLE001 -- answered as _run answers it
+            self._send_failure(request_id, op, exc)
+            return _ANSWERED
         if reply is None:
-            return False
-        self._tasks[request_id] = _FastCall(reply, lambda: self._on_done(request_id, op, None))
-        self._inflight += 1
-        self._update_reading()
-        return True
+            return None
+        return _FastCall(reply, lambda: self._on_done(request_id, op, None))
 
     def _fast_done(self, request_id, op, resp, exc):
         if exc is None:
             self._send_ok(request_id, resp)
-        elif isinstance(exc, wire.RaftkvError):
-            self._send_error(request_id, exc)
         else:
-            log.error("native: %s failed with an unexpected exception", op, exc_info=exc)
-            self._send_error(request_id, wire.RaftkvError("INTERNAL"))
+            self._send_failure(request_id, op, exc)
         self._on_done(request_id, op, None)
 
     async def _run(self, request_id, op, body):
@@ -242,13 +238,10 @@ class NativeConnection(asyncio.Protocol):
             else:
                 result = await self.service.call(op, body)
             self._send_ok(request_id, result)
-        except wire.RaftkvError as exc:
-            self._send_error(request_id, exc)
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 -- a service bug must not take the server down
-            log.exception("native: %s failed with an unexpected exception", op)
-            self._send_error(request_id, wire.RaftkvError("INTERNAL"))
+        except Exception as exc:  # noqa: BLE001 -- a service bug must not take the server down
+            self._send_failure(request_id, op, exc)
 
     def _on_done(self, request_id, op, task):
         # A done callback, not a finally: a task cancelled before its first step never runs
@@ -357,6 +350,15 @@ class NativeConnection(asyncio.Protocol):
 
     def _send_error(self, request_id, exc):
         self._send(request_id, wire.STATUS_ERROR, exc.to_wire())
+
+    def _send_failure(self, request_id, op, exc):
+        """A request's error answer: its own code for a RaftkvError; anything else is a bug in
+        the service, logged and answered INTERNAL."""
+        if isinstance(exc, wire.RaftkvError):
+            self._send_error(request_id, exc)
+            return
+        log.error("native: %s failed with an unexpected exception", op, exc_info=exc)
+        self._send_error(request_id, wire.RaftkvError("INTERNAL"))
 
     def fail(self, exc):
         """Send one connection error frame and close this connection (and only this one)."""

@@ -133,6 +133,7 @@ class Member:
         self._applied_bytes = 0  # entry payload applied since start (snapshot point spacing)
         self._snapshot_point_bytes = 0
         self._event_loop = None
+        self._loop_thread = None  # the event loop's thread (start()): applies lent to it
         self.started = False
         self.stopping = False
         self.forward_handlers = {}  # op -> async fn(body): the Service's leader-only ops
