@@ -30,14 +30,11 @@ from raftkv.client import AsyncClient  # noqa: E402
 
 VALUE = b"v" * 256
 WARMUP_PUTS = 300
-_TICK = os.sysconf("SC_CLK_TCK")
 
 
 def proc_counters(pid):
     """(user s, system s, voluntary, involuntary context switches) summed over pid's threads."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    user, system = int(fields[11]) / _TICK, int(fields[12]) / _TICK
+    user, system = rbench.proc_user_sys_s(pid)
     vol = invol = 0
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:

@@ -332,12 +332,18 @@ class System:
 
 def proc_cpu_s(pid):
     """utime + stime of a live process in seconds (/proc/PID/stat), 0 if it is gone."""
+    return sum(proc_user_sys_s(pid))
+
+
+def proc_user_sys_s(pid):
+    """(utime, stime) of a live process in seconds (/proc/PID/stat), zeros if it is gone."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as f:
             fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def proc_hwm_kb(pid):
