@@ -118,8 +118,8 @@ def hop_rtt(total):
             return _p50(lat)
         return uvloop.run(main())
     finally:
-        server.stdin.close()
-        server.wait(timeout=10)
+        server.stdin.close()  # it exits at EOF
+        _reap(server)
 
 
 def sync_p50(root, writers, total):
@@ -130,12 +130,25 @@ def sync_p50(root, writers, total):
                                repr(start_at)], stdout=subprocess.PIPE, text=True)
              for i in range(writers)]
     out = []
-    for p in procs:
-        stdout, _ = p.communicate(timeout=300)
-        if p.returncode != 0:
-            raise RuntimeError(f"sync writer exited with {p.returncode}")
-        out.append(json.loads(stdout))
+    try:
+        for p in procs:
+            stdout, _ = p.communicate(timeout=300)
+            if p.returncode != 0:
+                raise RuntimeError(f"sync writer exited with {p.returncode}")
+            out.append(json.loads(stdout))
+    finally:
+        for p in procs:
+            _reap(p)
     return _p50(out)
+
+
+def _reap(proc, grace_s=10.0):
+    """Wait for a child this script started; SIGKILL it by its PID if it does not exit."""
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
 
 
 def raftkv_status_rtt(endpoint, total):
