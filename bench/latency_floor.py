@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -202,6 +203,7 @@ def run(args):
         raftkv.stop()
         if etcd is not None:
             etcd.stop()
+        shutil.rmtree(root, ignore_errors=True)  # the clusters' data dirs
     med = {k: _p50(v) * 1e3 for k, v in samples.items() if v}
     med["floor"] = 2 * med["hop_rtt"] + med["sync_3"]
     if "etcd_put" in med:

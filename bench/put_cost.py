@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -90,6 +91,7 @@ def run(args):
                   f"us per put, load {row['loadavg']:.2f}", file=sys.stderr, flush=True)
     finally:
         cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)  # the cluster's data dir
     return reps
 
 

@@ -144,7 +144,7 @@ def test_latency_floor_runs(tmp_path):
     for key in ("hop_rtt", "sync_1", "sync_3", "raftkv_status", "raftkv_put", "floor"):
         assert med[key] > 0, key
     assert med["floor"] == pytest.approx(2 * med["hop_rtt"] + med["sync_3"])
-    assert not list(tmp_path.glob("latency-floor-*/sync-probe-*"))  # the probes clean up
+    assert not list(tmp_path.glob("latency-floor-*"))  # the probes and clusters clean up
 
 
 def test_put_cost_runs(tmp_path):
@@ -158,6 +158,7 @@ def test_put_cost_runs(tmp_path):
     assert med["p50_ms"] > 0 and med["cpu_us_all"] > 0
     assert set(med["roles"]) == {"leader", "follower"}
     assert med["roles"]["leader"]["ctx_voluntary"] > 0
+    assert not list(tmp_path.glob("put-cost-*"))  # the cluster's data dir is removed
 
 
 def test_bulk_put_many_runs():
