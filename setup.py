@@ -24,6 +24,7 @@ EXTENSIONS = [
         ["csrc/crc32c.c", "csrc/entry_codec.c"],
     ),
     ("raftkv.storage._cbtree", "raftkv/storage/_cbtree.pyx", ["csrc/btree.c"]),
+    ("raftkv.mvcc._cindex", "raftkv/mvcc/_cindex.pyx", []),
     ("raftkv.mvcc._cputs", "raftkv/mvcc/_cputs.pyx", []),
 ]
 

@@ -29,10 +29,11 @@ from raftkv.storage.errors import StorageError
 
 log = logging.getLogger("raftkv")
 
-# The cyclic GC. A member keeps two tracked objects per key (the key index's KeyIndex and its
-# history list) and allocates several per applied put; with the default gen-0 threshold (700)
-# the collector ran every ~150 puts and its full passes walked the whole index: ~1.2 us of a
-# bulk put's ~3.4 us apply. Few of a member's objects form cycles, so it runs less often.
+# The cyclic GC. A member allocates several objects per applied put, and on the pure-Python
+# twins it keeps two tracked objects per key (the key index's KeyIndex and its history list;
+# the C KeyIndex is not tracked). With the default gen-0 threshold (700) the collector ran
+# every ~150 puts and its full passes walked the whole index: ~1.2 us of a bulk put's ~3.4 us
+# apply. Few of a member's objects form cycles, so it runs less often.
 GC_THRESHOLDS = (50_000, 20, 100)
 
 

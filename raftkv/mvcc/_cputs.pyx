@@ -9,6 +9,7 @@ from cpython.bytes cimport PyBytes_GET_SIZE
 from libc.stdint cimport uint8_t, uint64_t
 from libc.string cimport memcpy
 
+from raftkv.mvcc._cindex cimport KeyIndex
 from raftkv.mvcc.codec import SUB_BITS
 
 cdef enum:
@@ -115,39 +116,38 @@ def apply_puts(index, list keys, list values, main, key_index, pack, list items,
                detach):
     cdef Py_ssize_t i, n = len(keys)
     cdef uint64_t m = main, create, version
-    cdef object ki, key, value, prev_entry, entry, fields, lease, get = index.get
-    cdef list revs
+    cdef object key, value, prev_entry, entry, fields, got, get = index.get
+    cdef KeyIndex ki
     cdef object insert = index.insert
     assert len(values) == n
+    if key_index is not KeyIndex:
+        raise TypeError("apply_puts (C): the key index must be raftkv.mvcc._cindex.KeyIndex")
     for i in range(n):
         key = keys[i]
         value = values[i]
         if not (PyBytes_CheckExact(key) and PyBytes_CheckExact(value)):
             raise TypeError("puts: keys and values must be bytes")
         m += 1
-        ki = get(key)
-        if ki is None:
-            ki = key_index()
+        got = get(key)
+        if got is None:
+            ki = KeyIndex()
             insert(key, ki)
             create, version, prev_entry = m, 1, None
         else:
-            create = ki.create
-            if create:
-                version = ki.version
-                version += 1
-                revs = ki.revs
-                prev_entry = revs[len(revs) - 1]  # live: revs is not empty
-                lease = ki.lease
-                if lease:
-                    detach(key, lease)
+            ki = <KeyIndex?>got
+            if ki.create:
+                create = ki.create
+                version = ki.version + 1
+                prev_entry = ki.last_c()  # live: the history is not empty
+                if ki.lease:
+                    detach(key, ki.lease)
                     ki.lease = 0
             else:
                 create, version, prev_entry = m, 1, None
+        ki.push_c(m, 0)
         entry = (<object>m) << SHIFT  # a Python int: main may need more than 31 bits
         fields = [key, create, m, version, value, 0]
         items.append((_main_key(m), _record(key, create, m, version, value)))
-        revs = ki.revs
-        revs.append(entry)
         ki.create = create
         ki.version = version
         events.append((entry, fields, prev_entry))

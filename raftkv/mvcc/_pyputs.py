@@ -26,7 +26,7 @@ def apply_puts(index, keys, values, main, key_index, pack, items, events, detach
             insert(key, ki)
             create, version, prev_entry = main, 1, None
         elif ki.create:
-            create, version, prev_entry = ki.create, ki.version + 1, ki.revs[-1]
+            create, version, prev_entry = ki.create, ki.version + 1, ki.last()
             if ki.lease:
                 detach(key, ki.lease)
                 ki.lease = 0
@@ -35,7 +35,7 @@ def apply_puts(index, keys, values, main, key_index, pack, items, events, detach
         entry = main << _SHIFT
         fields = [key, create, main, version, value, 0]
         append_item((_MAIN_KEY(main, b"_", 0), pack(fields)))
-        ki.revs.append(entry)
+        ki.push(entry)
         ki.create, ki.version = create, version
         append_event((entry, fields, prev_entry))
     return main

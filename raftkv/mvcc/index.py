@@ -1,57 +1,27 @@
-"""The in-memory key index: key -> KeyIndex (a key's revision history), kept in a BTree.
+"""The in-memory key index: key -> KeyIndex (a key's revision history), kept in a BTree, and
+apply_puts, the bulk "puts" loop that updates it.
 
-A KeyIndex is etcd's keyIndex with its generations flattened into one ascending list of history
-entries (``rev << 1 | tombstone``, see codec.py): a generation is the run of entries up to and
-including a tombstone. It also caches the live generation's create revision, version and lease
-so a put needs no disk read.
+Both come from C twins (raftkv.mvcc._cindex: a compact, untracked KeyIndex with the history in
+a C array, 80 bytes for a key with one revision; raftkv.mvcc._cputs) when the storage package
+uses its C backend, else from the pure twins (raftkv.mvcc._pyindex, whose docstring describes
+the history, and raftkv.mvcc._pyputs). Same API and results (tests/unit/mvcc/test_index.py,
+test_puts.py). The C apply_puts needs the C KeyIndex, so the two are chosen together.
 """
-from __future__ import annotations
+import os
 
-from bisect import bisect_left
+from raftkv.storage import BACKEND
 
-from raftkv.mvcc.codec import SUB_BITS
+if BACKEND == "c":  # the storage package's choice (RAFTKV_PUREPYTHON, RAFTKV_REQUIRE_C)
+    try:
+        from raftkv.mvcc._cindex import KeyIndex
+        from raftkv.mvcc._cputs import apply_puts
+    except ImportError:
+        if os.environ.get("RAFTKV_REQUIRE_C") == "1":
+            raise
+        from raftkv.mvcc._pyindex import KeyIndex
+        from raftkv.mvcc._pyputs import apply_puts
+else:
+    from raftkv.mvcc._pyindex import KeyIndex
+    from raftkv.mvcc._pyputs import apply_puts
 
-_SHIFT = SUB_BITS + 1
-
-
-class KeyIndex:
-    __slots__ = ("revs", "create", "version", "lease")
-
-    def __init__(self):
-        self.revs = []  # Invariant: strictly ascending history entries.
-        self.create = 0  # create revision of the live generation; 0 when deleted/absent
-        self.version = 0
-        self.lease = 0
-
-    def at(self, main):
-        """The live entry visible at main revision `main`, or None (absent or deleted)."""
-        revs = self.revs
-        if not revs:
-            return None
-        last = revs[-1]
-        if last >> _SHIFT <= main:
-            return None if last & 1 else last
-        i = bisect_left(revs, (main + 1) << _SHIFT) - 1
-        if i < 0 or revs[i] & 1:
-            return None
-        return revs[i]
-
-    def before(self, entry):
-        """The live entry just before `entry` (the previous value), or None."""
-        i = bisect_left(self.revs, entry) - 1
-        if i < 0 or self.revs[i] & 1:
-            return None
-        return self.revs[i]
-
-    def compact(self, main):
-        """Drop history below `main`, keeping the latest entry at or below it unless it is a
-        tombstone. Returns the dropped entries; an empty `revs` means drop the key."""
-        revs = self.revs
-        i = bisect_left(revs, (main + 1) << _SHIFT) - 1
-        if i < 0:
-            return []
-        if revs[i] & 1:
-            i += 1
-        dropped = revs[:i]
-        del revs[:i]
-        return dropped
+__all__ = ["KeyIndex", "apply_puts"]

@@ -17,7 +17,6 @@ physical compaction (invisible to clients: reads below the compact revision are 
 """
 from __future__ import annotations
 
-import os
 import struct
 import threading
 
@@ -26,18 +25,8 @@ import msgpack
 from raftkv.errors import RaftkvError
 from raftkv.mvcc import codec, lease as lease_mod, query, snapshot, txncheck, watch
 from raftkv.mvcc.codec import SUB_BITS, rev_key, unpackb
-from raftkv.mvcc.index import KeyIndex
-from raftkv.storage import BACKEND, BTree
-
-if BACKEND == "c":  # the storage package's choice (RAFTKV_PUREPYTHON, RAFTKV_REQUIRE_C)
-    try:
-        from raftkv.mvcc._cputs import apply_puts
-    except ImportError:
-        if os.environ.get("RAFTKV_REQUIRE_C") == "1":
-            raise
-        from raftkv.mvcc._pyputs import apply_puts
-else:
-    from raftkv.mvcc._pyputs import apply_puts
+from raftkv.mvcc.index import KeyIndex, apply_puts
+from raftkv.storage import BTree
 
 MAX_TXN_OPS_DEFAULT = 128  # etcd --max-txn-ops
 COMPACTION_BATCH_DEFAULT = 1000  # keys compacted physically per apply() call
@@ -120,7 +109,7 @@ class KVStore:
             if ki is None:
                 ki = KeyIndex()
                 insert(key, ki)
-            ki.revs.append(entry)
+            ki.push(entry)
             if entry & 1:
                 ki.create = ki.version = ki.lease = 0
             else:
@@ -304,15 +293,9 @@ class KVStore:
         out = []
         append = out.append
         for _, ki in self._items(key, end):
-            revs = ki.revs
-            last = revs[-1]
-            if last >> _SHIFT <= main:
-                if not last & 1:
-                    append(last)
-            else:
-                entry = ki.at(main)
-                if entry is not None:
-                    append(entry)
+            entry = ki.at(main)
+            if entry is not None:
+                append(entry)
         return out
 
     def _check_rev(self, rev, current):
@@ -383,7 +366,7 @@ class KVStore:
             self._index.insert(key, ki)
         prev_entry = None
         if ki.create:
-            prev_entry = ki.revs[-1]
+            prev_entry = ki.last()
             create, version = ki.create, ki.version + 1
         else:
             create, version = main, 1
@@ -391,7 +374,7 @@ class KVStore:
         fields = [key, create, main, version, body.get("value", b""), 0]
         w.pending[_MAIN_KEY(main, b"_", 0)] = self._pack(fields)
         w.sub = 1
-        ki.revs.append(entry)
+        ki.push(entry)
         if ki.lease:
             self._detach(key, ki.lease)
             ki.lease = 0
@@ -450,7 +433,7 @@ class KVStore:
         if ki is None:
             ki = KeyIndex()
             self._index.insert(key, ki)
-        prev_entry = ki.revs[-1] if ki.create else None
+        prev_entry = ki.last() if ki.create else None
         prev = None
         ignore_value, ignore_lease = body.get("ignore_value"), body.get("ignore_lease")
         if prev_entry is not None and (ignore_value or body.get("prev_kv")):
@@ -468,7 +451,7 @@ class KVStore:
             create, version = main, 1
         fields = [key, create, main, version, value, lid]
         w.pending[rev_key(entry)] = self._pack(fields)
-        ki.revs.append(entry)
+        ki.push(entry)
         if ki.lease != lid:
             self._detach(key, ki.lease)
             if lid:
@@ -490,7 +473,7 @@ class KVStore:
             ki = self._index.get(key)
             if ki is None or not ki.create:
                 continue
-            prev_entry = ki.revs[-1]
+            prev_entry = ki.last()
             if want_prev:
                 prevs.append(codec.kv_dict(self._get_fields(w, prev_entry)))
             main = w.main
@@ -498,7 +481,7 @@ class KVStore:
             w.sub += 1
             fields = [key, 0, main, 0, b"", 0]
             w.pending[rev_key(entry)] = self._pack(fields)
-            ki.revs.append(entry)
+            ki.push(entry)
             self._detach(key, ki.lease)
             ki.create = ki.version = ki.lease = 0
             self._events.append((entry, fields, prev_entry))
@@ -607,7 +590,7 @@ class KVStore:
         for key, ki in items:
             for entry in ki.compact(target):
                 txn.delete(rev_key(entry), db=kv)
-            if not ki.revs:
+            if ki.empty():
                 self._index.delete(key)
         if len(items) < max_keys:
             self._compact_cursor = None

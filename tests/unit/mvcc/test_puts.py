@@ -154,21 +154,23 @@ def test_puts_empty(h):
     assert resp == {"header": {"revision": 1}, "count": 0}
 
 
-def _twin_run(apply_puts, main):
+def _twin_run(apply_puts, key_index, main):
     """One apply_puts call over keys and values of every msgpack size class, some keys
     already live (with versions and create revisions at size-class edges, one with a lease),
     one deleted, one repeated."""
     import msgpack
 
-    from raftkv.mvcc.index import KeyIndex
     from raftkv.storage._pybtree import BTree
 
     index = BTree()
     for key, create, version, lease in [(b"live", 127, 255, 0), (b"leased", 65535, 65536, 5),
                                         (b"big", 2 ** 32, 2 ** 32 - 1, 0),
                                         (b"gone", 0, 0, 0)]:
-        ki = KeyIndex()
-        ki.revs = [3 << 33, (4 << 33) | 1] if not create else [create << 33]
+        ki = key_index()
+        # History at main revision 1, before every put below (main >= 1); the cached create
+        # revisions and versions sit at size-class edges for the encoded records.
+        for entry in [1 << 33, ((1 << 32 | 1) << 1) | 1] if not create else [1 << 33]:
+            ki.push(entry)
         ki.create, ki.version, ki.lease = create, version, lease
         index.insert(key, ki)
     keys = [b"k", b"live", b"x" * 255, b"x" * 256, b"y" * 65535, b"y" * 65536, b"leased",
@@ -176,20 +178,29 @@ def _twin_run(apply_puts, main):
     values = [b"", b"v" * 31, b"v" * 255, b"v" * 256, b"v" * 65535, b"v" * 65536, b"\x00",
               b"v" * 70000, b"w", b"again", b"n"]
     items, events, detached = [], [], []
-    last = apply_puts(index, keys, values, main, KeyIndex,
+    last = apply_puts(index, keys, values, main, key_index,
                       msgpack.Packer(use_bin_type=True).pack, items, events,
                       lambda k, lid: detached.append((k, lid)))
-    state = [(k, ki.revs, ki.create, ki.version, ki.lease) for k, ki in index.items()]
+    state = [(k, ki.entries(), ki.create, ki.version, ki.lease) for k, ki in index.items()]
     return last, items, events, detached, state
 
 
-@pytest.mark.parametrize("main", [0, 100, 126, 127, 250, 255, 65530, 65535, 2 ** 32 - 5,
+@pytest.mark.parametrize("main", [1, 100, 126, 127, 250, 255, 65530, 65535, 2 ** 32 - 5,
                                   2 ** 40])
 def test_c_and_python_puts_loops_agree(main):
     cputs = pytest.importorskip("raftkv.mvcc._cputs")
-    from raftkv.mvcc import _pyputs
+    cindex = pytest.importorskip("raftkv.mvcc._cindex")
+    from raftkv.mvcc import _pyindex, _pyputs
 
-    want = _twin_run(_pyputs.apply_puts, main)
+    want = _twin_run(_pyputs.apply_puts, _pyindex.KeyIndex, main)
     assert want[0] == main + 11
     assert want[3] == [(b"leased", 5)]
-    assert _twin_run(cputs.apply_puts, main) == want
+    assert _twin_run(cputs.apply_puts, cindex.KeyIndex, main) == want
+
+
+def test_c_puts_loop_refuses_the_pure_key_index():
+    cputs = pytest.importorskip("raftkv.mvcc._cputs")
+    from raftkv.mvcc import _pyindex
+
+    with pytest.raises(TypeError, match="_cindex.KeyIndex"):
+        _twin_run(cputs.apply_puts, _pyindex.KeyIndex, 0)

@@ -150,7 +150,7 @@ def test_compact_errors_and_history(h):
     assert h.get(b"a", revision=6)["kvs"][0]["value"] == b"4"
     h.one("compact", {"revision": 8})
     assert h.store._index.get(b"b") is None  # tombstoned key dropped entirely
-    assert h.store._index.get(b"a").revs == [6 << 33]
+    assert h.store._index.get(b"a").entries() == [6 << 33]
     with h.engine.env.begin() as txn:
         assert txn.stat(h.engine.db("kv"))["entries"] == 1
     assert h.get(b"a", revision=8)["kvs"][0]["value"] == b"4"
