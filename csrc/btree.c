@@ -317,6 +317,18 @@ size_t rk_bt_size(const rk_btree *t) {
     return t->size;
 }
 
+size_t rk_bt_leaves(const rk_btree *t) {
+    const node *x = t->root;
+    while (!x->leaf) {
+        x = INNER(x)->child[0];
+    }
+    size_t n = 0;
+    for (const leaf *l = LEAF(x); l != NULL; l = l->next) {
+        n++;
+    }
+    return n;
+}
+
 static const leaf *find_leaf(const rk_btree *t, const bkey *k) {
     const node *x = t->root;
     while (!x->leaf) {
@@ -343,9 +355,13 @@ typedef struct split {
     node *right;
 } split;
 
-static void split_leaf(rk_btree *t, leaf *l, split *sp) {
+/* Split an overfull leaf in two. Half and half, except when the key just added is the last of
+ * the last leaf (keys arriving in ascending order, as a bulk load's often do): then the left
+ * leaf keeps all but RK_BT_MIN keys, so leaves filled by appends end ~3/4 full instead of
+ * half full; the new right leaf goes on filling with the appends that follow. */
+static void split_leaf(rk_btree *t, leaf *l, int appended, split *sp) {
     leaf *r = take_leaf(t);
-    int keep = (l->h.n + 1) / 2, move = l->h.n - keep;
+    int keep = appended ? l->h.n - RK_BT_MIN : (l->h.n + 1) / 2, move = l->h.n - keep;
     copy_slots(&r->h, 0, &l->h, keep, move);
     memcpy(r->val, &l->val[keep], (size_t)move * sizeof r->val[0]);
     r->h.n = move;
@@ -392,7 +408,7 @@ static int insert_rec(rk_btree *t, node *x, const bkey *k, uint64_t handle, uint
         x->n++;
         put_key(x, i, k->ptr, k->len);
         if (x->n > RK_BT_MAX) {
-            split_leaf(t, l, sp);
+            split_leaf(t, l, i == x->n - 1 && l->next == NULL, sp);
             *did_split = 1;
         }
         return RK_BT_INSERTED;

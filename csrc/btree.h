@@ -20,7 +20,7 @@
 #include <stdint.h>
 
 #define RK_BT_MAX 64             /* keys per node, at most */
-#define RK_BT_MIN (RK_BT_MAX / 2) /* keys per node other than the root, at least */
+#define RK_BT_MIN (RK_BT_MAX / 4) /* keys per node other than the root, at least */
 
 enum {
     RK_BT_NOMEM = -1,
@@ -33,6 +33,7 @@ typedef struct rk_btree rk_btree;
 rk_btree *rk_bt_new(void); /* NULL when out of memory */
 void rk_bt_free(rk_btree *t);
 size_t rk_bt_size(const rk_btree *t);
+size_t rk_bt_leaves(const rk_btree *t); /* leaf nodes in use (memory diagnostics) */
 
 /* 1 and *handle if key is present, else 0. */
 int rk_bt_find(const rk_btree *t, const void *key, size_t len, uint64_t *handle);

@@ -27,6 +27,7 @@ cdef extern from "btree.h":
     rk_btree *rk_bt_new()
     void rk_bt_free(rk_btree *t)
     size_t rk_bt_size(const rk_btree *t)
+    size_t rk_bt_leaves(const rk_btree *t)
     int rk_bt_find(const rk_btree *t, const void *key, size_t len, uint64_t *handle)
     int rk_bt_insert(rk_btree *t, const void *key, size_t len, uint64_t handle,
                      uint64_t *existing)
@@ -56,7 +57,8 @@ cdef class BTree:
     cdef PyObject **_keys  # handle -> key (strong reference), NULL for a free slot
     cdef uint64_t *_free   # stack of free handles
     cdef size_t _nfree
-    cdef size_t _cap       # capacity of _keys and _free
+    cdef size_t _cap       # capacity of _keys
+    cdef size_t _free_cap  # capacity of _free: grows with the free handles, not the keys
     cdef size_t _nslots    # handles ever handed out: len(_vals) unless the GC cleared it
     cdef list _vals        # handle -> value (indexing stays bounds-checked)
 
@@ -84,22 +86,29 @@ cdef class BTree:
         cdef void *p
         if self._nfree > 0:
             return 0
+        if self._free_cap == 0:
+            self._grow_free()
         if n == self._cap:
             cap = self._cap * 2 if self._cap else 16
             p = realloc(self._keys, cap * sizeof(PyObject *))
             if p == NULL:
                 raise MemoryError()
             self._keys = <PyObject **>p
-            p = realloc(self._free, cap * sizeof(uint64_t))
-            if p == NULL:
-                raise MemoryError()
-            self._free = <uint64_t *>p
             self._cap = cap
         self._vals.append(None)
         self._nslots = n + 1
         self._keys[n] = NULL
         self._free[0] = n
         self._nfree = 1
+        return 0
+
+    cdef int _grow_free(self) except -1:
+        cdef size_t cap = self._free_cap * 2 if self._free_cap else 16
+        cdef void *p = realloc(self._free, cap * sizeof(uint64_t))
+        if p == NULL:
+            raise MemoryError()
+        self._free = <uint64_t *>p
+        self._free_cap = cap
         return 0
 
     def __len__(self):
@@ -153,6 +162,8 @@ cdef class BTree:
         cdef uint64_t h
         cdef PyObject *k
         _check_key(key)
+        if self._nfree == self._free_cap:
+            self._grow_free()  # before the tree changes: a failed allocation changes nothing
         if not rk_bt_delete(self._t, PyBytes_AS_STRING(key), <size_t>PyBytes_GET_SIZE(key),
                             &h):
             return False
@@ -219,6 +230,10 @@ cdef class BTree:
 
     def items(self):
         return self._collect(b"", None, rk_bt_size(self._t), 0)
+
+    def leaf_count(self):
+        """Leaf nodes in use (C tree only: memory diagnostics and tests)."""
+        return rk_bt_leaves(self._t)
 
     def check(self):
         """Assert every invariant; returns the number of keys."""

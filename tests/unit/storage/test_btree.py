@@ -352,3 +352,30 @@ def test_million_keys(backend):
     for key in keys[::2] if backend.name == "c" else reversed(keys[n // 2:]):
         assert tree.delete(key)
     assert len(tree) == n // 2 and tree.check() == n // 2
+
+
+def test_c_leaves_filled_by_appends_stay_three_quarters_full():
+    """Keys added in ascending order split the last leaf 3/4 to 1/4 (not half and half), so
+    such a tree needs ~1/3 fewer leaves; every other insert still splits evenly. Deleting
+    from the end and appending again keeps every invariant."""
+    cbtree = pytest.importorskip("raftkv.storage._cbtree")
+    n = 48 * 500
+    asc = cbtree.BTree()
+    for i in range(n):
+        asc.insert(b"bulk/%09d" % i, i)
+    assert asc.check() == n
+    assert asc.leaf_count() <= n // 48 + 1  # leaves of 49 keys (MAX 64 - MIN 16 + 1)
+    desc = cbtree.BTree()
+    for i in reversed(range(n)):
+        desc.insert(b"bulk/%09d" % i, i)
+    assert desc.check() == n and desc.leaf_count() >= n // 33  # half-full leaves
+    rng = random.Random(5)
+    for _ in range(20):
+        for _ in range(rng.randrange(1, 200)):
+            key = asc.range(b"", None, 1, True)[0][0]
+            assert asc.delete(key)
+        for _ in range(rng.randrange(1, 300)):
+            last = int(asc.range(b"", None, 1, True)[0][0][5:])
+            asc.insert(b"bulk/%09d" % (last + 1), 0)
+        asc.check()
+    assert [int(k[5:]) for k, _ in asc.items()] == list(range(len(asc)))  # still contiguous
