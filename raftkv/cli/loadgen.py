@@ -29,6 +29,10 @@ CLIENT_SATURATED_CPU_FRACTION = 0.9  # a worker this busy is itself the bottlene
 WORKER_JOIN_GRACE_S = 30.0  # beyond the run's duration, for connect and drain
 WORKER_POLL_S = 0.2  # how often the parent checks that the workers it waits for are alive
 DEAD_WORKER_DRAIN_S = 1.0  # for the result a worker put just before it exited
+# Worker i numbers its operations from i * SEQUENTIAL_KEY_STRIDE: with --sequential-keys and a
+# key space above processes * stride, the workers' keys are distinct (a key space that divides
+# the stride, e.g. 200,000, makes every worker write the same keys).
+SEQUENTIAL_KEY_STRIDE = 10_000_000
 
 
 @dataclasses.dataclass
@@ -179,7 +183,7 @@ async def _worker_main(spec, worker_index, n_clients, n_conns, quota, conn_offse
     drivers = [_make_driver(spec.driver, conn_offset + i) for i in range(n_conns)]
     for d in drivers:
         await d.connect()
-    hist, errors, counter = Histogram(), [0], [0, worker_index * 10_000_000]
+    hist, errors, counter = Histogram(), [0], [0, worker_index * SEQUENTIAL_KEY_STRIDE]
     per_worker_rate = w.rate / spec.processes if w.rate else 0.0
     limiter = _Limiter(per_worker_rate)
     t0 = time.monotonic()
