@@ -18,6 +18,7 @@ import asyncio
 import dataclasses
 import multiprocessing
 import os
+import queue
 import random
 import resource
 import time
@@ -26,6 +27,12 @@ from raftkv.cli.benchstats import Histogram, summary
 
 CLIENT_SATURATED_CPU_FRACTION = 0.9  # a worker this busy is itself the bottleneck
 WORKER_JOIN_GRACE_S = 30.0  # beyond the run's duration, for connect and drain
+WORKER_POLL_S = 0.2  # how often the parent checks that the workers it waits for are alive
+DEAD_WORKER_DRAIN_S = 1.0  # for the result a worker put just before it exited
+# Worker i numbers its operations from i * SEQUENTIAL_KEY_STRIDE: with --sequential-keys and a
+# key space above processes * stride, the workers' keys are distinct (a key space that divides
+# the stride, e.g. 200,000, makes every worker write the same keys).
+SEQUENTIAL_KEY_STRIDE = 10_000_000
 
 
 @dataclasses.dataclass
@@ -110,8 +117,10 @@ def _make_driver(spec, conn_index):
 
 def _load_builtin_drivers():
     """Drivers that need raftkv's client or the etcd protos are imported only when asked for."""
+    import importlib
+
     try:
-        from raftkv.cli import loadgen_drivers  # noqa: F401  (registers native and grpc)
+        importlib.import_module("raftkv.cli.loadgen_drivers")  # registers native and grpc
     except ImportError:
         pass
 
@@ -174,7 +183,7 @@ async def _worker_main(spec, worker_index, n_clients, n_conns, quota, conn_offse
     drivers = [_make_driver(spec.driver, conn_offset + i) for i in range(n_conns)]
     for d in drivers:
         await d.connect()
-    hist, errors, counter = Histogram(), [0], [0, worker_index * 10_000_000]
+    hist, errors, counter = Histogram(), [0], [0, worker_index * SEQUENTIAL_KEY_STRIDE]
     per_worker_rate = w.rate / spec.processes if w.rate else 0.0
     limiter = _Limiter(per_worker_rate)
     t0 = time.monotonic()
@@ -211,7 +220,10 @@ def _split(total, parts):
 
 
 def run(spec):
-    """Run the workload; returns the summary row (see benchstats.summary) plus client CPU."""
+    """Run the workload; returns the summary row (see benchstats.summary) plus client CPU.
+
+    A worker that exits without reporting (killed, crashed, failed to start) fails the run with
+    RuntimeError as soon as the parent sees it gone; the other workers are then stopped."""
     spec.workload.validate()
     if spec.clients < 1 or spec.conns < 1 or spec.processes < 1:
         raise ValueError("--clients, --conns and processes must be at least 1")
@@ -227,15 +239,79 @@ def run(spec):
                     args=(spec, i, clients[i], conns[i], quotas[i], q, sum(conns[:i])))
         for i in range(procs)
     ]
-    for p in workers:
-        p.start()
     budget = (spec.workload.duration_s or 0) + WORKER_JOIN_GRACE_S
     if spec.workload.total and not spec.workload.duration_s:
         budget = None  # a --total run ends when its operations are done
-    results = [q.get(timeout=budget) for _ in workers]
+    try:
+        for p in workers:
+            p.start()
+        results = _collect(q, workers, budget)
+    except BaseException:
+        _stop_workers(workers)  # e.g. the others, when one died: they would run on unseen
+        raise
     for p in workers:
         p.join(timeout=WORKER_JOIN_GRACE_S)
     return _merge(spec, results)
+
+
+def _collect(q, workers, budget):
+    """Each worker's (index, result) from q, in arrival order. Waits at most `budget` seconds
+    for each next result (None: no limit), and fails the run with RuntimeError as soon as a
+    worker has exited without putting its result (killed, crashed, or failed to start), after
+    reading whatever result it did put before exiting."""
+    results = {}
+    deadline = None if budget is None else time.monotonic() + budget
+    while len(results) < len(workers):
+        wait = WORKER_POLL_S
+        if deadline is not None:
+            wait = min(wait, max(0.0, deadline - time.monotonic()))
+        try:
+            i, res = q.get(timeout=wait)
+        except queue.Empty:
+            pass
+        else:
+            results[i] = res
+            if deadline is not None:
+                deadline = time.monotonic() + budget
+            continue
+        dead = [i for i, p in enumerate(workers) if i not in results and p.exitcode is not None]
+        if dead:
+            _drain(q, results, dead)
+            lost = [i for i in dead if i not in results]
+            if lost:
+                raise RuntimeError("load generator worker died without a result: " + "; ".join(
+                    f"worker {i} (pid {workers[i].pid}) exit code {workers[i].exitcode}"
+                    for i in lost))
+        elif deadline is not None and time.monotonic() >= deadline:
+            waiting = [i for i in range(len(workers)) if i not in results]
+            raise RuntimeError(f"load generator workers {waiting} sent no result within "
+                               f"{budget:.0f} s")
+    return [(i, results[i]) for i in results]
+
+
+def _drain(q, results, dead):
+    """Read results until every worker in `dead` has one or none comes: a worker that put
+    its result and then exited has flushed it into the pipe before its exit."""
+    end = time.monotonic() + DEAD_WORKER_DRAIN_S
+    while any(i not in results for i in dead):
+        try:
+            i, res = q.get(timeout=max(0.0, end - time.monotonic()))
+        except queue.Empty:
+            return
+        results[i] = res
+
+
+def _stop_workers(workers):
+    """SIGTERM, then SIGKILL, whichever of these started workers still runs (by PID)."""
+    for p in workers:
+        if p.pid is not None and p.exitcode is None:
+            p.terminate()
+    for p in workers:
+        if p.pid is not None:
+            p.join(timeout=5.0)
+            if p.exitcode is None:
+                p.kill()
+                p.join(timeout=5.0)
 
 
 def _merge(spec, results):

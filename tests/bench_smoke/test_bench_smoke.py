@@ -7,7 +7,7 @@
 - bench/latency_floor.py (what a put cannot go below here, beside raftkv's and etcd's),
   bench/put_cost.py (member CPU and context switches per sequential put) and
   bench/bulk_put_many.py; bench/check_perf.py's verdict parsing (the etcdctl suite runs
-  `check perf` itself);
+  `check perf` itself); bench/memory_sidebyside.py (memory per key, raftkv beside etcd);
 - the pytest-benchmark micro-benchmarks in bench/ with --benchmark-disable (each runs once).
 """
 import json
@@ -170,6 +170,31 @@ def test_bulk_put_many_runs():
     assert "done=3000 failed=0 " in proc.stdout, proc.stdout
     after = {n for n in os.listdir("/tmp/bulk") if n.startswith("bulk-")}
     assert not (after - before), "the cluster's data dir was left behind"
+
+
+def test_memory_sidebyside_runs(tmp_path):
+    """bench/memory_sidebyside.py end to end on a tiny size: every series loads exactly the
+    keys asked for, its counters are read, and its clusters' data dirs are removed."""
+    out = tmp_path / "mem.json"
+    cmd = [sys.executable, os.path.join(ROOT, "bench", "memory_sidebyside.py"), "--keys",
+           "2000", "--reps", "1", "--settle", "0.5", "--data-root", str(tmp_path),
+           "--json", str(out)]
+    if ETCD is None:
+        cmd.append("--no-etcd")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    series = {s["series"] for s in res["summary"]}
+    expected = {"raftkv-native", "raftkv-grpc"} | ({"etcd-grpc"} if ETCD else set())
+    assert series == expected
+    for s in res["summary"]:
+        assert s["keys_counted"] == [2000] and s["errors"] == 0, s
+        assert s["vmhwm_sum_mib"] > 0 and s["load_s"] > 0
+    for r in res["runs"]:
+        assert len(r["members"]) == 3
+        assert all(m["after_kb"]["RssAnon"] > 0 for m in r["members"])
+    assert "| raftkv-native | 1 | 2000 |" in proc.stdout
+    assert not list(tmp_path.glob("memory-sbs-*"))  # the clusters' data dirs are removed
 
 
 def test_check_perf_report_parsing():

@@ -1,4 +1,8 @@
 """The load generator engine counts, limits and merges correctly (with the server-less driver)."""
+import os
+import queue
+import signal
+import threading
 import time
 
 import pytest
@@ -64,3 +68,86 @@ def test_bad_specs_are_rejected():
         run(RunSpec(Workload(name="put"), driver="null"))
     with pytest.raises(RuntimeError, match="unknown driver"):
         run(RunSpec(Workload(name="put", total=1), driver="bogus"))
+
+
+def _run_in_thread(spec):
+    out = {}
+
+    def target():
+        try:
+            out["row"] = run(spec)
+        except BaseException as exc:  # noqa: BLE001 -- handed to the test
+            out["exc"] = exc
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    return t, out
+
+
+@pytest.mark.timeout(120)
+def test_a_killed_worker_fails_the_run_instead_of_hanging():
+    """A --total run whose worker is SIGKILLed (it never reports) raises promptly, naming the
+    worker and its exit code, and the other worker is stopped too."""
+    import multiprocessing
+
+    before = {p.pid for p in multiprocessing.active_children()}
+    # ~10^9 operations at 10 ms each: without the liveness check run() would wait forever.
+    spec = RunSpec(Workload(name="put", total=10**9), driver="null:0.01", clients=2,
+                   processes=2)
+    t, out = _run_in_thread(spec)
+    deadline = time.monotonic() + 60
+    victims = []
+    while len(victims) < 2 and time.monotonic() < deadline:
+        victims = [p for p in multiprocessing.active_children() if p.pid not in before]
+        time.sleep(0.05)
+    assert len(victims) == 2, "the workers did not start"
+    time.sleep(0.5)  # let them get going (dying while spawning is covered just the same)
+    os.kill(victims[0].pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    t.join(timeout=30)
+    assert not t.is_alive(), "run() hung on a dead worker"
+    assert time.monotonic() - t0 < 30
+    exc = out.get("exc")
+    assert isinstance(exc, RuntimeError), out
+    assert f"pid {victims[0].pid}) exit code -9" in str(exc)
+    assert "died without a result" in str(exc)
+    for p in victims:  # the surviving worker was stopped, not left running
+        p.join(timeout=10)
+        assert p.exitcode is not None
+
+
+class _FakeWorker:
+    def __init__(self, pid, exitcode):
+        self.pid, self.exitcode = pid, exitcode
+
+
+def test_collect_reads_the_result_of_a_worker_that_exited_after_putting_it():
+    from raftkv.cli import loadgen
+
+    q = queue.Queue()
+    q.put((1, {"r": 1}))
+    q.put((0, {"r": 0}))
+    # Both have exited already: their results are read, nothing is reported lost.
+    got = loadgen._collect(q, [_FakeWorker(10, 0), _FakeWorker(11, 3)], None)
+    assert sorted(got) == [(0, {"r": 0}), (1, {"r": 1})]
+
+
+def test_collect_names_a_worker_that_exited_without_a_result():
+    from raftkv.cli import loadgen
+
+    q = queue.Queue()
+    q.put((0, {"r": 0}))
+    workers = [_FakeWorker(10, 0), _FakeWorker(11, 3), _FakeWorker(12, None)]
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"worker 1 \(pid 11\) exit code 3$"):
+        loadgen._collect(q, workers, None)
+    assert time.monotonic() - t0 < 10
+
+
+def test_collect_keeps_the_per_result_budget():
+    from raftkv.cli import loadgen
+
+    q = queue.Queue()
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"workers \[0\] sent no result within"):
+        loadgen._collect(q, [_FakeWorker(10, None)], 0.3)
+    assert 0.25 <= time.monotonic() - t0 < 10
