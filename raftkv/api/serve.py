@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 
-from raftkv.api.etcd.server import start_grpc_server
+from raftkv.api.etcd.server import CallGauge, start_grpc_server
 from raftkv.api.etcd.workers import WorkerPool, loopback_for, reserve_port
 from raftkv.api.http import start_http_server
 from raftkv.api.native import start_native_server
@@ -92,8 +92,10 @@ async def serve(cfg, stop_event=None):
                               request_timeout=cfg.request_timeout, log_level=cfg.log_level)
             await pool.start()
         else:
+            member.front_calls = CallGauge()
             grpc_server, member.client_port = await start_grpc_server(
-                service, chost, cport, max_request_bytes=cfg.max_request_bytes)
+                service, chost, cport, max_request_bytes=cfg.max_request_bytes,
+                calls=member.front_calls)
             servers.append(grpc_server)
         log.info("ready: etcd gRPC on %s:%d%s, native on %s:%d, peers on port %d", chost,
                  member.client_port,

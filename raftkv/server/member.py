@@ -125,6 +125,10 @@ class Member:
         self._snapshot_index = 0
         # RAFTKV_WAL_INLINE=0: Readys hand their WAL records to the WAL's writer thread
         self._wal_inline = os.environ.get("RAFTKV_WAL_INLINE", "1") != "0"
+        # An object whose .n counts client calls in flight that need this event loop free
+        # (the in-process etcd gRPC server's, set by raftkv.api.serve); while n > 0, WAL
+        # records go to the writer thread rather than blocking the loop in the sync.
+        self.front_calls = None
         self._restart_applied = 0  # the core's applied index at start (see _check_state_vs_log)
         # The in-memory log's byte bounds (see _maybe_compact_log); tests shrink them.
         self._point_bytes = int(os.environ.get("RAFTKV_SNAPSHOT_POINT_BYTES",
@@ -391,11 +395,13 @@ class Member:
             return durable, loop.create_task(self._apply_after(durable, rd))
         durable = None
         if rd.entries or (rd.hard_state is not None and not pipelined):
-            if self._wal_inline and rd.early_messages:
+            front = self.front_calls
+            inline = self._wal_inline and (front is None or not front.n)
+            if inline and rd.early_messages:
                 # A leader's appends were just queued to the peer senders: let them reach the
                 # sockets (one loop turn) before this thread blocks in the sync.
                 durable = loop.create_task(self._write_after_yield(rd))
-            elif self._wal_inline:
+            elif inline:
                 # The loop waits for this record anyway: write and sync it here (GIL released
                 # in the syscalls) instead of handing it to the WAL thread and back.
                 self._write_inline(rd)

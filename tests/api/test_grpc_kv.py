@@ -133,3 +133,28 @@ def test_request_larger_than_limit_is_refused(make_server):
         server.kv.Put(rpc_pb2.PutRequest(key=b"k", value=big), timeout=T)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     server.kv.Put(rpc_pb2.PutRequest(key=b"k", value=b"v" * 4096), timeout=T)
+
+
+def test_unary_calls_in_flight_are_counted(make_server):
+    """calls= keeps a CallGauge of the unary calls in flight (a member keeps its WAL syncs off
+    the event loop while it is non-zero): one during a call, none after, also after an
+    error; streams are not counted."""
+    from raftkv.api.etcd.server import CallGauge
+
+    gauge = CallGauge()
+    srv = make_server(calls=gauge)
+    seen = []
+    inner = srv.service.call
+
+    async def call(op, body):
+        seen.append(gauge.n)
+        return await inner(op, body)
+
+    srv.service.call = call
+    srv.kv.Put(rpc_pb2.PutRequest(key=b"a", value=b"1"), timeout=T)
+    srv.service.fail_next["range"] = RaftkvError("NO_LEADER")
+    with pytest.raises(grpc.RpcError):
+        srv.kv.Range(rpc_pb2.RangeRequest(key=b"a"), timeout=T)
+    keepalive = srv.lease.LeaseKeepAlive(iter([rpc_pb2.LeaseKeepAliveRequest(ID=1)]), timeout=T)
+    assert len(list(keepalive)) == 1
+    assert seen[:2] == [1, 1] and seen[2:] and not any(seen[2:]) and gauge.n == 0

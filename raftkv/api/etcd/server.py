@@ -55,11 +55,48 @@ def add_services(server, service, *, max_request_bytes,
     rpc_pb2_grpc.add_AuthServicer_to_server(AuthServicer(service), server)
 
 
+class CallGauge:
+    """Unary calls in flight on a gRPC server (calls=, see start_grpc_server)."""
+
+    __slots__ = ("n",)
+
+    def __init__(self):
+        self.n = 0
+
+
+class _CountCalls(grpc.aio.ServerInterceptor):
+    """Keeps a CallGauge of the unary calls in flight. A member reads it (Member.front_calls)
+    to keep its event loop free while calls are in flight: grpc.aio accepts one new call per
+    loop turn, so a loop that blocks in a WAL sync on every Ready serves concurrent clients
+    one call at a time."""
+
+    def __init__(self, gauge):
+        self._gauge = gauge
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler  # unknown method, or a stream (watch, keep-alive, snapshot)
+        inner, gauge = handler.unary_unary, self._gauge
+
+        async def counted(request, context):
+            gauge.n += 1
+            try:
+                return await inner(request, context)
+            finally:
+                gauge.n -= 1
+        return handler._replace(unary_unary=counted)
+
+
 async def start_grpc_server(service, host, port, *,
                             max_request_bytes=MAX_REQUEST_BYTES_DEFAULT,
-                            watch_progress_interval=PROGRESS_INTERVAL, reuse_port=False):
-    """Serve etcd's v3 gRPC API on host:port; returns (server, bound_port)."""
-    server = grpc.aio.server(options=server_options(max_request_bytes, reuse_port))
+                            watch_progress_interval=PROGRESS_INTERVAL, reuse_port=False,
+                            calls=None):
+    """Serve etcd's v3 gRPC API on host:port; returns (server, bound_port). calls: a
+    CallGauge to keep of the unary calls in flight."""
+    interceptors = [_CountCalls(calls)] if calls is not None else []
+    server = grpc.aio.server(options=server_options(max_request_bytes, reuse_port),
+                             interceptors=interceptors)
     add_services(server, service, max_request_bytes=max_request_bytes,
                  watch_progress_interval=watch_progress_interval)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

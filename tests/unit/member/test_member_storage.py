@@ -186,3 +186,40 @@ def test_restart_replays_conf_changes_the_stored_conf_state_has_not_seen(tmp_pat
     assert m._restart_applied == 50
     assert m.raftlog.hard_state.commit >= 50
     close(m)
+
+
+@pytest.mark.parametrize("calls_in_flight", [0, 1])
+def test_wal_records_leave_the_loop_while_front_end_calls_are_in_flight(tmp_path,
+                                                                         calls_in_flight):
+    """A Ready's WAL record is written in the event loop's thread (durable at once) unless the
+    in-process gRPC server has calls in flight: then the WAL thread writes it (the loop stays
+    free to accept more calls) and the durable future completes once it is synced."""
+    import asyncio
+    import types
+
+    from raftkv.raft.rawnode import Ready
+
+    m = make_member(tmp_path / "d")
+    m.open_storage()
+    m.front_calls = types.SimpleNamespace(n=calls_in_flight)
+
+    async def run():
+        last = m.raftlog.last_index()
+        rd = Ready(entries=[Entry(1, last + 1, EntryType.NORMAL, b"x")],
+                   hard_state=HardState(1, m.id, 1))
+        durable, applied = m._io(rd)
+        assert applied is None
+        if calls_in_flight:
+            assert durable is not None  # handed to the WAL thread
+            await asyncio.wait_for(durable, 10)
+        else:
+            assert durable is None  # written and synced before _io returned
+        return last + 1
+
+    index = asyncio.run(run())
+    close(m)
+    m = make_member(tmp_path / "d")
+    m.open_storage()  # the record is in the WAL either way
+    assert m.raftlog.last_index() == index
+    assert m.raftlog.entries(index, index + 1)[0].data == b"x"
+    close(m)
