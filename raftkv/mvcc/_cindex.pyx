@@ -99,9 +99,12 @@ cdef class KeyIndex:
         return [_entry(&h[i]) for i in range(self.n)]
 
     cdef uint32_t _first_after_main(self, uint64_t main):
-        """Index of the first entry whose main revision is greater than main."""
+        """Index of the first entry whose main revision is greater than main (n when none is;
+        checked first: reads and compactions mostly look at or past the latest entry)."""
         cdef rk_hist *h = self.hist()
         cdef uint32_t lo = 0, hi = self.n, mid
+        if hi == 0 or h[hi - 1].main <= main:
+            return hi
         while lo < hi:
             mid = (lo + hi) >> 1
             if h[mid].main <= main:
@@ -115,12 +118,7 @@ cdef class KeyIndex:
         if self.n == 0 or main < 0:
             return None
         cdef rk_hist *h = self.hist()
-        cdef uint64_t m = main
-        cdef uint32_t i
-        if h[self.n - 1].main <= m:
-            i = self.n
-        else:
-            i = self._first_after_main(m)
+        cdef uint32_t i = self._first_after_main(main)
         if i == 0 or h[i - 1].low & 1:
             return None
         return _entry(&h[i - 1])
