@@ -5,7 +5,8 @@
 
 Figures: puts/s applied in 1000-request entries of 256-byte values (apply alone and apply +
 LMDB commit with fsync), range latency for 1 key and 1000 keys among 10^6 keys (10^5 when
-disabled), watch fan-out of one put to 1000 watchers. Each test prints its figure.
+disabled), watch fan-out of one put to 1000 watchers, and the key index rebuilt from the store
+at start-up (3 * 10^5 keys). Each test prints its figure.
 """
 import os
 import time
@@ -114,3 +115,22 @@ def test_watch_fanout_1000(benchmark, tmp_path):
         print(f"\nwatch fan-out 1 put -> 1000 watchers [{BACKEND}]: median {med * 1e3:.2f} ms "
               f"({1000 / med:,.0f} events/s, incl. apply + fsync commit)")
     s.engine.close()
+
+
+def test_index_rebuild_at_start(benchmark, tmp_path):
+    """KVStore(engine) over a store of n keys: what a member's start-up spends on the index."""
+    n = 10_000 if _disabled(benchmark) else 300_000
+    s = _Store(tmp_path / "rebuild")
+    s.load(n)
+    s.engine.close()
+    engine = Engine(tmp_path / "rebuild")
+    try:
+        store = benchmark.pedantic(lambda: KVStore(engine), rounds=1 if _disabled(benchmark)
+                                   else 3, iterations=1)
+        assert len(store._index) == n
+    finally:
+        engine.close()
+    stats = getattr(benchmark, "stats", None)
+    if stats is not None:
+        print(f"\nkey index rebuilt at start-up, {n:,} keys [{BACKEND}]: median "
+              f"{stats.stats.median:.2f} s")
