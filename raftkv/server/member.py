@@ -320,6 +320,12 @@ class Member:
             snapshot_source=lambda: mvcc_snapshot.export_chunks(self.kv),
             on_snapshot_sent=self._on_snapshot_sent, spool_dir=self.cfg.data_dir)
         self.peer_port = await self.transport.start(host, port)
+        failpoints = os.environ.get("RAFTKV_FAILPOINT_DIR")
+        if failpoints:  # tests only: cut this member off from the peers its file names
+            partition_file = os.path.join(failpoints, f"{self.cfg.name}.partition")
+            log.warning("partition failpoint enabled: %s", partition_file)
+            self._tasks.append(asyncio.get_running_loop().create_task(
+                self.transport.watch_partition_file(partition_file)))
         raft_task = asyncio.get_running_loop().create_task(self.loop.run())
         raft_task.add_done_callback(self._on_raft_loop_done)
         self._tasks.append(raft_task)

@@ -18,12 +18,16 @@ Frame kinds after the hello:
     ["r", req_id, ok, payload]           the answer to a forwarded request
 
 `fault` is the test hook: fault(msg) returns "drop", a delay in seconds, or None.
+`blocked` (a set of member IDs; see watch_partition_file) cuts this member off from those peers
+as a network partition would: Raft messages to them are dropped, forwards to them time out, and
+their connections to us are refused or closed.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
 import itertools
+import json
 import logging
 import os
 import struct
@@ -49,6 +53,7 @@ PEER_FRAME_BYTES_MAX = 64 << 20
 QUEUE_MSGS_MAX = 4096
 BACKOFF_S = (0.05, 0.1, 0.2, 0.5, 1.0)
 FORWARD_TIMEOUT_S = 10.0
+PARTITION_POLL_S = 0.05  # how often the partition failpoint's file is checked
 SNAPSHOT_RESUME_WAIT_S = 10.0  # how long a sender waits for the answer to its offer
 
 
@@ -247,6 +252,7 @@ class PeerTransport:
         self.on_snapshot_sent = on_snapshot_sent  # fn(peer_id, ok)
         self.spool_dir = spool_dir or tempfile.gettempdir()
         self.fault = None
+        self.blocked = frozenset()  # member IDs cut off by a partition failpoint (tests)
         self.snapshot_chunk_hook = None  # test hook: fn(seq) before each chunk is sent
         self._image = None  # (covers index, image id, path, chunk count) of the last export
         self._image_serial = 0
@@ -314,7 +320,7 @@ class PeerTransport:
         direct = {}  # peer -> frames for one write each, in order
         for m in messages:
             peer = self._peers.get(m.to)
-            if peer is None:
+            if peer is None or m.to in self.blocked:
                 continue
             verdict = self.fault(m) if self.fault else None
             if verdict == "drop":
@@ -398,6 +404,9 @@ class PeerTransport:
         peer = self._peers.get(pid)
         if peer is None:
             raise RaftkvError("NO_LEADER")
+        if pid in self.blocked:  # a partition: the request is lost, the caller times out
+            await asyncio.sleep(timeout_s)
+            raise RaftkvError("TIMEOUT")
         req_id = next(self._req_ids)
         fut = asyncio.get_running_loop().create_future()
         self._waiting[req_id] = fut
@@ -427,6 +436,35 @@ class PeerTransport:
         except (asyncio.IncompleteReadError, ConnectionError, PeerProtocolError):
             return
 
+    async def watch_partition_file(self, path, interval_s=PARTITION_POLL_S):
+        """The partition failpoint (tests only; the member starts this for the file
+        $RAFTKV_FAILPOINT_DIR/<its name>.partition): the file holds a JSON list of member IDs,
+        and whenever it changes `blocked` becomes that set. A missing, empty or
+        unreadable file blocks nobody."""
+        seen = None
+        while not self.closed:
+            try:
+                st = os.stat(path)
+                stamp = (st.st_mtime_ns, st.st_size)
+            except OSError:
+                stamp = None
+            if stamp != seen:
+                seen = stamp
+                ids = frozenset()
+                if stamp is not None:
+                    try:
+                        with open(path, "rb") as f:
+                            raw = f.read()
+                        ids = frozenset(int(i) for i in json.loads(raw or b"[]"))
+                    except (OSError, ValueError, TypeError) as exc:
+                        log.warning("partition failpoint %s unreadable (%s): blocking nobody",
+                                    path, exc)
+                if ids != self.blocked:
+                    log.warning("partition failpoint: cut off from %s",
+                                sorted(f"{i:x}" for i in ids) or "nobody")
+                    self.blocked = ids
+            await asyncio.sleep(interval_s)
+
     # ---------------------------------------------------------------- receiving
     async def _serve(self, reader, writer):
         self._inbound.add(writer)
@@ -452,6 +490,8 @@ class PeerTransport:
                         hello.get("token"), self.token)
             return None
         frm = hello.get("from")
+        if frm in self.blocked:
+            return None  # a partition failpoint: refused without a word
         if hello.get("to") != self.member_id or not self.known(frm):
             log.warning("rejected peer %s: unknown member %r (or not addressed to us)",
                         peer_name, frm)
@@ -461,6 +501,8 @@ class PeerTransport:
     async def _serve_frames(self, reader, writer, frm):
         while True:
             frame = await _read_frame(reader)
+            if frm in self.blocked:
+                return  # a partition failpoint began: close the connection
             if not isinstance(frame, list) or not frame:
                 raise PeerProtocolError("frame is not a list")
             kind = frame[0]

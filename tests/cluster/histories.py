@@ -1,0 +1,375 @@
+"""Jepsen-style runs against real member processes: a recorded client history under faults,
+checked for linearizability (TESTING.md §7 rows 4 and 8).
+
+Clients (asyncio, one AsyncClient each; most pinned to one member, some given every member)
+send linearizable gets, serializable gets, puts of unique values, deletes and compare-and-swap
+transactions on mod_revision over a few keys, and record each operation's call and return
+times (time.monotonic) with its result. Meanwhile a nemesis thread, seeded, kills (SIGKILL) and
+restarts members, pauses them (SIGSTOP / SIGCONT), cuts one off from the others while it keeps
+running (the partition failpoint, RAFTKV_FAILPOINT_DIR), the leader among them, or kills a
+majority for a while; a compactor compacts the store behind the writers. Then every fault is
+healed and each member is read alone.
+
+What is checked afterwards (check_run):
+- per key, the linearizable operations form a linearizable history of a versioned register
+  (tests/linearizability/raftkv_model.py; the Wing-Gong search in checker.py). A write that
+  failed has an unknown outcome: it may have taken effect at any point after its call;
+- revisions respect real time: an operation that began after another returned never reports
+  an older store revision;
+- every successful write has a revision of its own;
+- a serializable get returns only values some client wrote;
+- after the heal, every member holds the same keys, values and revisions, and writes are
+  accepted again within HEAL_WRITE_BOUND_S.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import random
+import signal
+import threading
+import time
+
+from raftkv.api import wire
+from raftkv.client import AsyncClient
+from raftkv.client.txn import txn_body
+from tests.linearizability.checker import check
+from tests.linearizability.raftkv_model import (
+    Op,
+    duplicate_write_revisions,
+    history,
+    model,
+    phantom_serializable_reads,
+    revision_order_violations,
+)
+
+KEY_PREFIX = b"/lin/"
+CLIENT_TIMEOUT_S = 2.0  # per request: a few election timeouts of the fast test timings
+HEAL_WRITE_BOUND_S = 5.0  # writes accepted again this soon after every fault is healed
+CHECK_TIMEOUT_S = 60.0
+COMPACT_EVERY_S = 1.0
+COMPACT_KEEP_REVS = 50  # the compactor keeps this many revisions behind the newest
+
+# Operation mix (cumulative thresholds of one random draw).
+MIX = (("get", 0.30), ("sget", 0.40), ("put", 0.70), ("delete", 0.80), ("cas", 1.0))
+
+
+@dataclasses.dataclass
+class Fault:
+    start: float
+    end: float
+    what: str
+
+
+@dataclasses.dataclass
+class Run:
+    ops: list
+    faults: list
+    heal_write_s: float
+    final_states: dict  # member name -> sorted [(key, value, mod_revision)]
+
+
+# ------------------------------------------------------------------ the workload
+class Recorder:
+    def __init__(self):
+        self.ops = []
+
+    def begin(self, client, kind, key, arg=None):
+        op = Op(client, kind, key, arg, time.monotonic())
+        self.ops.append(op)
+        return op
+
+
+def _kv_of(resp):
+    kvs = resp.get("kvs") or []
+    if not kvs:
+        return None, 0
+    return kvs[0].get("value", b""), kvs[0]["mod_revision"]
+
+
+ERRORS = (wire.RaftkvError, ConnectionError, OSError, asyncio.TimeoutError)
+
+
+async def _one_op(client, rec, cid, rng, keys, seen, counter):
+    """One random operation, recorded; a failed one keeps out None (unknown outcome)."""
+    ops = []
+    try:
+        await _random_op(client, rec, cid, rng, keys, seen, counter, ops)
+    except ERRORS as exc:
+        ops[0].error = f"{type(exc).__name__}: {exc}"
+        return False
+    return True
+
+
+async def _random_op(client, rec, cid, rng, keys, seen, counter, ops):
+    key = rng.choice(keys)
+    draw = rng.random()
+    kind = next(k for k, bound in MIX if draw < bound)
+    value = b"%d-%d" % (cid, next(counter))
+    if kind in ("get", "sget"):
+        op = rec.begin(cid, kind, key)
+        ops.append(op)
+        body = {"key": key, "serializable": kind == "sget"}
+        resp = await client.call("range", body)
+        op.out = _kv_of(resp)
+        seen[key] = op.out[1]
+    elif kind == "put":
+        op = rec.begin(cid, kind, key, value)
+        ops.append(op)
+        resp = await client.call("put", {"key": key, "value": value})
+        op.out = resp["header"]["revision"]
+    elif kind == "delete":
+        op = rec.begin(cid, kind, key)
+        ops.append(op)
+        resp = await client.call("delete_range", {"key": key})
+        op.out = (resp.get("deleted", 0), resp["header"]["revision"])
+    else:
+        expect = seen.get(key, 0)
+        op = rec.begin(cid, kind, key, (expect, value))
+        ops.append(op)
+        cmp = [{"result": 0, "target": 2, "key": key, "mod_revision": expect}]
+        body = txn_body(cmp, [{"request_put": {"key": key, "value": value}}],
+                        [{"request_range": {"key": key}}])
+        resp = await client.call("txn", body)
+        ok = bool(resp.get("succeeded"))
+        got = (value, resp["header"]["revision"]) if ok else \
+            _kv_of(resp["responses"][0]["response_range"])
+        op.out = (ok, resp["header"]["revision"], None if ok else got)
+        seen[key] = got[1]
+    op.ret = time.monotonic()
+    op.header_rev = resp["header"]["revision"]
+
+
+async def _client_loop(endpoints, prefer_leader, cid, seed, keys, rec, stop_at):
+    rng = random.Random(seed)
+    seen = {}
+    counter = iter(range(1 << 62))
+    async with AsyncClient(endpoints, timeout=CLIENT_TIMEOUT_S,
+                           prefer_leader=prefer_leader) as client:
+        while time.monotonic() < stop_at:
+            if not await _one_op(client, rec, cid, rng, keys, seen, counter):
+                await asyncio.sleep(0.02)
+
+
+async def _compactor(endpoints, stop_at):
+    last = 0
+    async with AsyncClient(endpoints, timeout=CLIENT_TIMEOUT_S) as client:
+        while time.monotonic() < stop_at:
+            await asyncio.sleep(COMPACT_EVERY_S)
+            try:
+                rev = (await client.status())["header"]["revision"] - COMPACT_KEEP_REVS
+                if rev > last:
+                    await client.compact(rev)
+                    last = rev
+            except ERRORS:
+                pass  # compaction is best effort here; the writers' history is what counts
+
+
+# ------------------------------------------------------------------ the nemesis
+class Nemesis:
+    """Faults on the harness's member processes, one at a time, every few seconds."""
+
+    FAULTS = ("kill-leader", "kill-follower", "pause-leader", "pause-follower",
+              "kill-majority", "isolate-leader", "isolate-follower")
+
+    def __init__(self, h, seed, faults=FAULTS, failpoint_dir=None):
+        assert failpoint_dir or not any(f.startswith("isolate") for f in faults), \
+            "partitions need the members started with RAFTKV_FAILPOINT_DIR"
+        self.h = h
+        self.failpoint_dir = failpoint_dir
+        self._ids = {}
+        self.rng = random.Random(seed)
+        self.faults = faults
+        self.log = []
+        self._stop = threading.Event()
+        self._paused = set()
+        self._lock = threading.Lock()
+
+    def _leader(self):
+        try:
+            return self.h.leader(timeout_s=2.0)
+        except TimeoutError:
+            return self.rng.choice(self.h.members)
+
+    def _pick(self, fault):
+        leader = self._leader()
+        others = [m for m in self.h.members if m is not leader]
+        if fault.endswith("leader"):
+            return [leader]
+        if fault.endswith("follower"):
+            return [self.rng.choice(others)]
+        return [leader, self.rng.choice(others)]
+
+    def _pause(self, m):
+        with self._lock:
+            self.h.cluster.signal_member(m, signal.SIGSTOP)
+            self._paused.add(m.name)
+
+    def _resume(self, m):
+        with self._lock:
+            if m.name in self._paused:
+                self.h.cluster.signal_member(m, signal.SIGCONT)
+                self._paused.discard(m.name)
+
+    def _member_id(self, m):
+        if m.name not in self._ids:
+            self._ids[m.name] = self.h.status(m)["header"]["member_id"]
+        return self._ids[m.name]
+
+    def _partition(self, cut):
+        """cut: member name -> the IDs it is cut off from (the failpoint files)."""
+        for m in self.h.members:
+            path = os.path.join(self.failpoint_dir, f"{m.name}.partition")
+            tmp = path + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(sorted(cut.get(m.name, ())), f)
+            os.replace(tmp, path)
+
+    def one(self, fault, hold_s):
+        victims = self._pick(fault)
+        start = time.monotonic()
+        if fault.startswith("isolate"):
+            ids = {m.name: self._member_id(m) for m in self.h.members}
+            (v,) = victims
+            cut = {m.name: {ids[v.name]} for m in self.h.members if m is not v}
+            cut[v.name] = {i for name, i in ids.items() if name != v.name}
+            self._partition(cut)
+            self._stop.wait(hold_s)
+            self._partition({})
+        elif fault.startswith("pause"):
+            for m in victims:
+                self._pause(m)
+            self._stop.wait(hold_s)
+            for m in victims:
+                self._resume(m)
+        else:
+            for m in victims:
+                self.h.kill(m)
+            self._stop.wait(hold_s)
+            for m in victims:
+                self.h.start_member(m)
+        self.log.append(Fault(start, time.monotonic(),
+                              f"{fault} {','.join(m.name for m in victims)}"))
+
+    def run(self, until):
+        while not self._stop.is_set() and time.monotonic() < until:
+            self._stop.wait(self.rng.uniform(1.0, 2.5))
+            if self._stop.is_set() or time.monotonic() >= until:
+                break
+            self.one(self.rng.choice(self.faults), self.rng.uniform(1.0, 3.0))
+
+    def heal(self):
+        """Resume every paused member, restart every dead one, end every partition."""
+        self._stop.set()
+        if self.failpoint_dir:
+            self._partition({})
+        for m in self.h.members:
+            self._resume(m)
+        for m in self.h.members:
+            if not m.alive():
+                self.h.start_member(m)
+
+
+# ------------------------------------------------------------------ one run
+def run(h, seed, seconds, clients=8, keys=5, faults=Nemesis.FAULTS, heal_s=4.0,
+        failpoint_dir=None):
+    """Drive the workload and the nemesis on harness h for `seconds`; returns a Run. The
+    partition faults need failpoint_dir: the RAFTKV_FAILPOINT_DIR the members started with."""
+    names = [KEY_PREFIX + b"%d" % i for i in range(keys)]
+    rec = Recorder()
+    nemesis = Nemesis(h, seed, faults, failpoint_dir)
+    start = time.monotonic()
+    stop_at = start + seconds
+    thread = threading.Thread(target=nemesis.run, args=(stop_at - heal_s,), daemon=True)
+    endpoints = [m.native_endpoint for m in h.members]
+
+    async def drive():
+        tasks = []
+        for cid in range(clients):
+            if cid % 4 == 3:  # every fourth client may use any member
+                eps, prefer = endpoints, True
+            else:
+                eps, prefer = [endpoints[cid % len(endpoints)]], False
+            tasks.append(_client_loop(eps, prefer, cid, seed * 1000 + cid, names, rec,
+                                      stop_at))
+        tasks.append(_compactor(endpoints, stop_at - heal_s))
+        await asyncio.gather(*tasks)
+
+    thread.start()
+    try:
+        asyncio.run(drive())
+    finally:
+        thread.join(timeout=30.0)
+        nemesis.heal()
+    heal_write_s = _first_write_after_heal(h)
+    finals = _final_reads(h, rec, names)
+    return Run(rec.ops, nemesis.log, heal_write_s, finals)
+
+
+def _first_write_after_heal(h):
+    t0 = time.monotonic()
+
+    async def go():
+        async with AsyncClient([m.native_endpoint for m in h.members],
+                               timeout=HEAL_WRITE_BOUND_S) as c:
+            await c.put(KEY_PREFIX + b"healed", b"1")
+
+    asyncio.run(go())
+    return time.monotonic() - t0
+
+
+def _final_reads(h, rec, names):
+    """Each member alone: a linearizable get of every key (added to the history) and a
+    linearizable range of the prefix."""
+    finals = {}
+
+    async def go(i, m):
+        async with AsyncClient([m.native_endpoint], timeout=10.0, prefer_leader=False) as c:
+            for key in names:
+                op = rec.begin(1000 + i, "get", key)
+                resp = await c.call("range", {"key": key})
+                op.out, op.ret = _kv_of(resp), time.monotonic()
+                op.header_rev = resp["header"]["revision"]
+            resp = await c.call("range", {"key": KEY_PREFIX,
+                                          "range_end": KEY_PREFIX[:-1] + b"0"})
+            finals[m.name] = sorted((kv["key"], kv.get("value", b""), kv["mod_revision"])
+                                    for kv in resp.get("kvs") or [])
+
+    for i, m in enumerate(h.members):
+        asyncio.run(go(i, m))
+    return finals
+
+
+def check_run(result, timeout_s=CHECK_TIMEOUT_S):
+    """Every check above; returns a list of problems (empty when all hold) and the WGL
+    result."""
+    problems = []
+    lin = check(model(), history(result.ops), timeout_s=timeout_s)
+    if lin.verdict != "ok":
+        problems.append(f"linearizability: {lin.verdict}")
+    for a, b in revision_order_violations(result.ops)[:5]:
+        problems.append(f"revision went back in real time: {a} then {b}")
+    for rev, group in list(duplicate_write_revisions(result.ops).items())[:5]:
+        problems.append(f"revision {rev} reported by {len(group)} writes: {group}")
+    for op in phantom_serializable_reads(result.ops)[:5]:
+        problems.append(f"serializable read of a value never written: {op}")
+    states = list(result.final_states.values())
+    if any(s != states[0] for s in states):
+        problems.append(f"members differ after the heal: {result.final_states}")
+    if result.heal_write_s > HEAL_WRITE_BOUND_S:
+        problems.append(f"writes resumed {result.heal_write_s:.1f}s after the heal")
+    return problems, lin
+
+
+def summary(result):
+    ok = sum(op.out is not None for op in result.ops)
+    unknown = sum(op.out is None and op.kind in ("put", "delete", "cas") for op in result.ops)
+    kinds = {}
+    for op in result.ops:
+        if op.out is not None:
+            kinds[op.kind] = kinds.get(op.kind, 0) + 1
+    return (f"{len(result.ops)} ops, {ok} ok ({kinds}), {unknown} writes of unknown outcome; "
+            f"faults: {[f.what for f in result.faults]}; writes resumed "
+            f"{result.heal_write_s:.2f}s after the heal")

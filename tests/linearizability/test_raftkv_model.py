@@ -1,0 +1,145 @@
+"""raftkv's history model and global checks (raftkv_model.py) on small hand-made histories:
+legal ones pass, and each planted anomaly is found by the check meant for it."""
+import math
+
+from tests.linearizability.checker import check
+from tests.linearizability.raftkv_model import (
+    Op,
+    duplicate_write_revisions,
+    history,
+    model,
+    phantom_serializable_reads,
+    revision_order_violations,
+)
+
+A = b"/k/a"
+B = b"/k/b"
+
+
+def op(kind, call, ret, out, key=A, arg=None, client=0, header_rev=None):
+    if header_rev is None:
+        header_rev = _header_rev(kind, out)
+    if out is None:
+        ret = math.inf
+    return Op(client, kind, key, arg, call, ret, out, header_rev or 0)
+
+
+def _header_rev(kind, out):
+    if out is None:
+        return 0
+    if kind == "put":
+        return out
+    if kind in ("delete", "cas"):
+        return out[1]
+    return out[1]  # a get at least as new as what it read
+
+
+def put(call, ret, value, rev, **kw):
+    return op("put", call, ret, rev, arg=value, **kw)
+
+
+def get(call, ret, value, mod, **kw):
+    return op("get", call, ret, (value, mod), **kw)
+
+
+def cas(call, ret, expect, value, out, **kw):
+    return op("cas", call, ret, out, arg=(expect, value), **kw)
+
+
+def verdict(ops):
+    return check(model(), history(ops), timeout_s=10).verdict
+
+
+def test_a_sequential_history_with_every_kind_is_linearizable():
+    ops = [put(0, 1, b"a", 2), get(2, 3, b"a", 2), cas(4, 5, 2, b"b", (True, 3, None)),
+           cas(6, 7, 2, b"c", (False, 3, (b"b", 3))), op("delete", 8, 9, (1, 4)),
+           get(10, 11, None, 0), op("delete", 12, 13, (0, 4)),
+           cas(14, 15, 0, b"d", (True, 5, None)), get(16, 17, b"d", 5)]
+    assert verdict(ops) == "ok"
+
+
+def test_a_stale_read_is_illegal():
+    ops = [put(0, 1, b"a", 2), put(2, 3, b"b", 3), get(4, 5, b"a", 2)]
+    assert verdict(ops) == "illegal"
+
+
+def test_a_lost_acknowledged_write_is_illegal():
+    ops = [put(0, 1, b"a", 2), get(2, 3, None, 0)]
+    assert verdict(ops) == "illegal"
+
+
+def test_concurrent_write_and_read_may_see_either_value():
+    for seen in ((b"a", 2), (b"b", 3)):
+        ops = [put(0, 1, b"a", 2), put(2, 6, b"b", 3), get(3, 5, *seen)]
+        assert verdict(ops) == "ok", seen
+
+
+def test_a_write_revision_older_than_the_value_it_replaces_is_illegal():
+    ops = [put(0, 1, b"a", 5), put(2, 3, b"b", 3), get(4, 5, b"b", 3)]
+    assert verdict(ops) == "illegal"
+
+
+def test_a_failed_write_may_have_applied_or_not():
+    applied = [put(0, None, b"a", None), get(5, 6, b"a", 7)]
+    not_applied = [put(0, None, b"a", None), get(5, 6, None, 0)]
+    assert verdict(applied) == "ok"
+    assert verdict(not_applied) == "ok"
+    # ...but a read cannot see it applied before it was sent.
+    assert verdict([get(0, 1, b"a", 7), put(2, None, b"a", None)]) == "illegal"
+
+
+def test_a_failed_cas_applies_only_where_its_compare_could_hold():
+    ops = [put(0, 1, b"a", 2), cas(2, None, 2, b"b", None), get(5, 6, b"b", 3)]
+    assert verdict(ops) == "ok"
+    ops = [put(0, 1, b"a", 2), cas(2, None, 9, b"b", None), get(5, 6, b"b", 3)]
+    assert verdict(ops) == "illegal"
+
+
+def test_a_cas_that_succeeds_against_another_revision_is_illegal():
+    ops = [put(0, 1, b"a", 2), cas(2, 3, 7, b"b", (True, 3, None))]
+    assert verdict(ops) == "illegal"
+
+
+def test_a_cas_failure_branch_reading_a_stale_value_is_illegal():
+    ops = [put(0, 1, b"a", 2), put(2, 3, b"b", 3), cas(4, 5, 9, b"c", (False, 3, (b"a", 2)))]
+    assert verdict(ops) == "illegal"
+
+
+def test_deleting_an_absent_key_deletes_nothing():
+    assert verdict([op("delete", 0, 1, (0, 1))]) == "ok"
+    assert verdict([op("delete", 0, 1, (1, 2))]) == "illegal"
+
+
+def test_keys_are_checked_apart():
+    ops = [put(0, 1, b"a", 2, key=A), put(0, 1, b"x", 3, key=B), get(2, 3, b"a", 2, key=A),
+           get(2, 3, b"x", 3, key=B)]
+    result = check(model(), history(ops), timeout_s=10)
+    assert result.verdict == "ok" and result.partitions == 2
+
+
+def test_serializable_reads_are_left_out_of_the_search():
+    ops = [put(0, 1, b"a", 2), put(2, 3, b"b", 3), op("sget", 4, 5, (b"a", 2))]
+    assert verdict(ops) == "ok"  # stale, and allowed to be
+    assert not phantom_serializable_reads(ops)
+    assert phantom_serializable_reads(ops + [op("sget", 6, 7, (b"zz", 9))])
+
+
+def test_a_revision_that_goes_back_in_real_time_is_found():
+    ok = [put(0, 1, b"a", 5, key=A), get(2, 3, None, 0, key=B, header_rev=5)]
+    assert not revision_order_violations(ok)
+    # Each key's history is linearizable on its own; only the global check sees this.
+    bad = [put(0, 1, b"a", 5, key=A), get(2, 3, None, 0, key=B, header_rev=4)]
+    assert verdict(bad) == "ok"
+    assert revision_order_violations(bad) == [(bad[0], bad[1])]
+    # Overlapping operations are not ordered.
+    assert not revision_order_violations([put(0, 3, b"a", 5, key=A),
+                                          get(2, 4, None, 0, key=B, header_rev=4)])
+
+
+def test_two_writes_with_one_revision_are_found():
+    ops = [put(0, 1, b"a", 5, key=A), put(0, 1, b"b", 5, key=B), put(2, 3, b"c", 6, key=A)]
+    assert set(duplicate_write_revisions(ops)) == {5}
+    # A delete that deleted nothing and a failed cas make no revision of their own.
+    ops = [put(0, 1, b"a", 5), op("delete", 2, 3, (0, 5), key=B),
+           cas(4, 5, 9, b"x", (False, 5, (b"a", 5)))]
+    assert not duplicate_write_revisions(ops)
