@@ -4,11 +4,16 @@ AsyncClient (asyncio) and Client (blocking, same methods). See aio.py for failov
 and idempotent writes, lock.py for the lock recipe.
 """
 from raftkv.client.aio import AsyncClient
-from raftkv.client.errors import ConnectionFailedError, ConnectionLost, LockTimeout
+from raftkv.client.errors import (
+    ConnectionFailedError,
+    ConnectionLost,
+    LockTimeout,
+    RevisionCompactedError,
+)
 from raftkv.client.sync import Client
 from raftkv.client.types import DeleteEvent, Event, KVMetadata, PutEvent, PutManyResult
 
 __all__ = [
     "AsyncClient", "Client", "ConnectionFailedError", "ConnectionLost", "DeleteEvent", "Event",
-    "KVMetadata", "LockTimeout", "PutEvent", "PutManyResult",
+    "KVMetadata", "LockTimeout", "PutEvent", "PutManyResult", "RevisionCompactedError",
 ]

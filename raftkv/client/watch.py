@@ -2,7 +2,8 @@
 
 If the connection breaks (or the member answers NOT_LEADER and the like), the watch is opened
 again on the next endpoint from the revision after the last one it delivered, so no event is
-lost or repeated, as etcd's clientv3 does.
+lost or repeated, as etcd's clientv3 does. A watch from a compacted revision (or resumed at one)
+raises RevisionCompactedError instead of ending quietly.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import asyncio
 import time
 
 from raftkv.api import wire
+from raftkv.client.errors import RevisionCompactedError
 from raftkv.client.types import Event
 
 _RESUME_CODES = frozenset({"NOT_LEADER", "NO_LEADER", "LEADER_CHANGED", "STOPPED"})
@@ -54,6 +56,10 @@ class Watch:
         return self._events.pop(0)
 
     def _take(self, payload):
+        compacted = payload.get("compact_revision")
+        if compacted:  # the server canceled the watch: its start revision is gone
+            self._canceled = True
+            raise RevisionCompactedError(compacted)
         events = [Event.from_wire(ev) for ev in payload.get("events", [])]
         for ev in events:
             self._next_revision = max(self._next_revision, ev.mod_revision + 1)

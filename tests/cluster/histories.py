@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import math
 import os
 import random
 import signal
@@ -33,16 +34,19 @@ import threading
 import time
 
 from raftkv.api import wire
-from raftkv.client import AsyncClient
+from raftkv.client import AsyncClient, RevisionCompactedError
 from raftkv.client.txn import txn_body
 from tests.linearizability.checker import check
 from tests.linearizability.raftkv_model import (
     Op,
+    WatchLog,
+    WatchSegment,
     duplicate_write_revisions,
     history,
     model,
     phantom_serializable_reads,
     revision_order_violations,
+    watch_violations,
 )
 
 KEY_PREFIX = b"/lin/"
@@ -50,7 +54,10 @@ CLIENT_TIMEOUT_S = 2.0  # per request: a few election timeouts of the fast test 
 HEAL_WRITE_BOUND_S = 5.0  # writes accepted again this soon after every fault is healed
 CHECK_TIMEOUT_S = 60.0
 COMPACT_EVERY_S = 1.0
-COMPACT_KEEP_REVS = 50  # the compactor keeps this many revisions behind the newest
+COMPACT_KEEP_REVS = 2000  # the compactor keeps this many revisions behind the newest
+WATCH_STAGGER_S = 1.5  # watcher i starts i times this after the clients
+WATCH_BACK_REVS_MAX = 1500  # a watcher may start this far behind the newest revision
+WATCH_CATCHUP_S = 15.0  # after the heal, every watcher must reach the last write this soon
 
 # Operation mix (cumulative thresholds of one random draw).
 MIX = (("get", 0.30), ("sget", 0.40), ("put", 0.70), ("delete", 0.80), ("cas", 1.0))
@@ -69,6 +76,8 @@ class Run:
     faults: list
     heal_write_s: float
     final_states: dict  # member name -> sorted [(key, value, mod_revision)]
+    watches: list  # WatchLog per watcher
+    final_revision: int  # the revision of the write after the heal
 
 
 # ------------------------------------------------------------------ the workload
@@ -165,6 +174,47 @@ async def _compactor(endpoints, stop_at):
                     last = rev
             except ERRORS:
                 pass  # compaction is best effort here; the writers' history is what counts
+
+
+async def _watcher(endpoints, wlog, wid_delay_s, back, all_eps):
+    """Watch the whole prefix from now, or from `back` revisions ago, until cancelled; a
+    broken stream is opened again from the revision after the last event."""
+    await asyncio.sleep(wid_delay_s)
+    start = 0
+    while back and not start:
+        try:
+            async with AsyncClient(all_eps, timeout=CLIENT_TIMEOUT_S) as c:
+                start = max(1, (await c.status())["header"]["revision"] - back)
+        except ERRORS:
+            await asyncio.sleep(0.1)
+    seg = WatchSegment(start)
+    wlog.segments.append(seg)
+    next_rev = start
+    while True:
+        try:
+            async with AsyncClient(endpoints, timeout=CLIENT_TIMEOUT_S,
+                                   prefer_leader=False) as c:
+                events, _ = await c.watch(KEY_PREFIX, prefix=True, start_revision=next_rev)
+                async for ev in events:
+                    value = ev.value if ev.type == "PUT" else b""
+                    seg.events.append((ev.mod_revision, ev.type, ev.key, value))
+                    next_rev = ev.mod_revision + 1
+        except RevisionCompactedError as exc:
+            seg.end = f"compacted at {exc.compacted_revision}"
+            next_rev = exc.compacted_revision
+            seg = WatchSegment(next_rev)
+            wlog.segments.append(seg)
+        except ERRORS:
+            pass
+        wlog.resumes += 1
+        await asyncio.sleep(0.1)
+
+
+async def _wait_watchers(logs, revision):
+    deadline = time.monotonic() + WATCH_CATCHUP_S
+    while time.monotonic() < deadline and \
+            any(w.last_revision() < revision for w in logs):
+        await asyncio.sleep(0.05)
 
 
 # ------------------------------------------------------------------ the nemesis
@@ -273,17 +323,21 @@ class Nemesis:
 
 
 # ------------------------------------------------------------------ one run
-def run(h, seed, seconds, clients=8, keys=5, faults=Nemesis.FAULTS, heal_s=4.0,
-        failpoint_dir=None):
-    """Drive the workload and the nemesis on harness h for `seconds`; returns a Run. The
-    partition faults need failpoint_dir: the RAFTKV_FAILPOINT_DIR the members started with."""
+def run(h, seed, seconds, clients=8, keys=5, watchers=4, faults=Nemesis.FAULTS,
+        heal_s=4.0, failpoint_dir=None):
+    """Drive the workload, the watchers and the nemesis on harness h for `seconds`, heal, and
+    read every member; returns a Run. The partition faults need failpoint_dir: the
+    RAFTKV_FAILPOINT_DIR the members started with."""
     names = [KEY_PREFIX + b"%d" % i for i in range(keys)]
     rec = Recorder()
     nemesis = Nemesis(h, seed, faults, failpoint_dir)
+    rng = random.Random(seed)
     start = time.monotonic()
     stop_at = start + seconds
     thread = threading.Thread(target=nemesis.run, args=(stop_at - heal_s,), daemon=True)
     endpoints = [m.native_endpoint for m in h.members]
+    logs = [WatchLog(wid) for wid in range(watchers)]
+    healed = {}
 
     async def drive():
         tasks = []
@@ -295,29 +349,46 @@ def run(h, seed, seconds, clients=8, keys=5, faults=Nemesis.FAULTS, heal_s=4.0,
             tasks.append(_client_loop(eps, prefer, cid, seed * 1000 + cid, names, rec,
                                       stop_at))
         tasks.append(_compactor(endpoints, stop_at - heal_s))
-        await asyncio.gather(*tasks)
+        loop = asyncio.get_running_loop()
+        watching = [loop.create_task(_watcher(
+            [endpoints[w.wid % len(endpoints)]], w, wid_delay_s=w.wid * WATCH_STAGGER_S,
+            back=rng.choice((0, rng.randint(1, WATCH_BACK_REVS_MAX))), all_eps=endpoints))
+            for w in logs]
+        try:
+            await asyncio.gather(*tasks)
+            await loop.run_in_executor(None, _heal, thread, nemesis)
+            healed.update(await _write_after_heal(endpoints, rec))
+            await _wait_watchers(logs, healed["revision"])
+        finally:
+            for t in watching:
+                t.cancel()
+            await asyncio.gather(*watching, return_exceptions=True)
 
     thread.start()
     try:
         asyncio.run(drive())
     finally:
-        thread.join(timeout=30.0)
-        nemesis.heal()
-    heal_write_s = _first_write_after_heal(h)
+        _heal(thread, nemesis)
     finals = _final_reads(h, rec, names)
-    return Run(rec.ops, nemesis.log, heal_write_s, finals)
+    return Run(rec.ops, nemesis.log, healed.get("seconds", math.inf), finals, logs,
+               healed.get("revision", 0))
 
 
-def _first_write_after_heal(h):
+def _heal(thread, nemesis):
+    thread.join(timeout=60.0)
+    nemesis.heal()
+
+
+async def _write_after_heal(endpoints, rec):
+    """One put through any member right after the heal (recorded like the others); its
+    revision is the last one every watcher must reach."""
     t0 = time.monotonic()
-
-    async def go():
-        async with AsyncClient([m.native_endpoint for m in h.members],
-                               timeout=HEAL_WRITE_BOUND_S) as c:
-            await c.put(KEY_PREFIX + b"healed", b"1")
-
-    asyncio.run(go())
-    return time.monotonic() - t0
+    async with AsyncClient(endpoints, timeout=HEAL_WRITE_BOUND_S * 2) as c:
+        op = rec.begin(999, "put", KEY_PREFIX + b"healed", b"healed")
+        resp = await c.call("put", {"key": op.key, "value": op.arg})
+        op.ret = time.monotonic()
+        op.out = op.header_rev = resp["header"]["revision"]
+    return {"seconds": op.ret - t0, "revision": op.out}
 
 
 def _final_reads(h, rec, names):
@@ -355,6 +426,7 @@ def check_run(result, timeout_s=CHECK_TIMEOUT_S):
         problems.append(f"revision {rev} reported by {len(group)} writes: {group}")
     for op in phantom_serializable_reads(result.ops)[:5]:
         problems.append(f"serializable read of a value never written: {op}")
+    problems.extend(watch_violations(result.watches, result.ops, result.final_revision)[:10])
     states = list(result.final_states.values())
     if any(s != states[0] for s in states):
         problems.append(f"members differ after the heal: {result.final_states}")
@@ -370,6 +442,9 @@ def summary(result):
     for op in result.ops:
         if op.out is not None:
             kinds[op.kind] = kinds.get(op.kind, 0) + 1
+    watched = [(sum(len(seg.events) for seg in w.segments), len(w.segments), w.resumes)
+               for w in result.watches]
     return (f"{len(result.ops)} ops, {ok} ok ({kinds}), {unknown} writes of unknown outcome; "
             f"faults: {[f.what for f in result.faults]}; writes resumed "
-            f"{result.heal_write_s:.2f}s after the heal")
+            f"{result.heal_write_s:.2f}s after the heal; watchers (events, segments, "
+            f"re-opens): {watched}")

@@ -167,3 +167,76 @@ def phantom_serializable_reads(ops):
             and op.out[0] is not None and op.out[0] not in written]
 
 
+
+
+@dataclasses.dataclass
+class WatchSegment:
+    """What one watcher received between two (re)starts that had to give up continuity."""
+    start: int  # the revision asked for (0: from now, no constraint on the first event)
+    events: list = dataclasses.field(default_factory=list)  # (revision, type, key, value)
+    end: str = ""  # why the segment ended ("compacted at N"); "" while it was open
+
+
+@dataclasses.dataclass
+class WatchLog:
+    wid: int
+    segments: list = dataclasses.field(default_factory=list)
+    resumes: int = 0  # re-opened from the revision after the last event (same segment)
+
+    def last_revision(self):
+        for seg in reversed(self.segments):
+            if seg.events:
+                return seg.events[-1][0]
+        return 0
+
+
+def watch_violations(logs, ops, final_revision, dense=True):
+    """etcd's watch guarantees (ordered, unique, reliable, resumable; validate/watch.go) for
+    watchers of the whole key space the ops write. dense: every revision changed exactly one
+    watched key, so a segment's events must have consecutive revisions. Every watcher must
+    reach final_revision, watchers must agree on each revision's event, and the events must
+    match the acknowledged writes and carry only values some client wrote."""
+    bad = []
+    truth = {}
+    for w in logs:
+        for seg in w.segments:
+            prev = None
+            for ev in seg.events:
+                rev = ev[0]
+                if prev is None:
+                    if seg.start and dense and rev != seg.start:
+                        bad.append(f"watcher {w.wid}: asked from {seg.start}, first event at "
+                                   f"{rev}")
+                elif rev <= prev or (dense and rev != prev + 1):
+                    bad.append(f"watcher {w.wid}: event at {rev} right after {prev}")
+                prev = rev
+                seen = truth.setdefault(rev, ev)
+                if seen != ev:
+                    bad.append(f"revision {rev}: watcher {w.wid} saw {ev}, another {seen}")
+        if final_revision and w.last_revision() < final_revision:
+            bad.append(f"watcher {w.wid} stopped at revision {w.last_revision()}, never "
+                       f"reaching {final_revision}")
+    written = set()
+    for op in ops:
+        if op.kind in ("put", "cas"):
+            written.add((op.key, op.arg if op.kind == "put" else op.arg[1]))
+        expect = _event_of(op)
+        if expect is not None and expect[0] in truth and truth[expect[0]] != expect:
+            bad.append(f"{op} was acknowledged, but watchers saw {truth[expect[0]]}")
+    for rev, ev in sorted(truth.items()):
+        if ev[1] == "PUT" and (ev[2], ev[3]) not in written:
+            bad.append(f"revision {rev}: {ev} puts a value no client wrote")
+    return bad
+
+
+def _event_of(op):
+    """The watch event an acknowledged write must have made, or None."""
+    if op.out is None:
+        return None
+    if op.kind == "put":
+        return (op.out, "PUT", op.key, op.arg)
+    if op.kind == "delete" and op.out[0] == 1:
+        return (op.out[1], "DELETE", op.key, b"")
+    if op.kind == "cas" and op.out[0]:
+        return (op.out[1], "PUT", op.key, op.arg[1])
+    return None

@@ -5,11 +5,14 @@ import math
 from tests.linearizability.checker import check
 from tests.linearizability.raftkv_model import (
     Op,
+    WatchLog,
+    WatchSegment,
     duplicate_write_revisions,
     history,
     model,
     phantom_serializable_reads,
     revision_order_violations,
+    watch_violations,
 )
 
 A = b"/k/a"
@@ -143,3 +146,41 @@ def test_two_writes_with_one_revision_are_found():
     ops = [put(0, 1, b"a", 5), op("delete", 2, 3, (0, 5), key=B),
            cas(4, 5, 9, b"x", (False, 5, (b"a", 5)))]
     assert not duplicate_write_revisions(ops)
+
+
+def _watch(*segments):
+    log = WatchLog(0)
+    for start, events in segments:
+        log.segments.append(WatchSegment(start, list(events)))
+    return log
+
+
+def _pe(rev, value, key=A):
+    return (rev, "PUT", key, value)
+
+
+def test_watchers_that_agree_with_the_history_pass():
+    ops = [put(0, 1, b"a", 2), put(2, 3, b"b", 3), op("delete", 4, 5, (1, 4)),
+           put(6, None, b"c", None)]  # unknown outcome: the watchers show it applied
+    events = [_pe(2, b"a"), _pe(3, b"b"), (4, "DELETE", A, b""), _pe(5, b"c")]
+    logs = [_watch((0, events)), _watch((3, events[1:])),
+            _watch((2, events[:1]), (4, events[2:]))]  # compacted in between: a new segment
+    assert watch_violations(logs, ops, 5) == []
+
+
+def test_each_watch_anomaly_is_found():
+    ops = [put(0, 1, b"a", 2), put(2, 3, b"b", 3), put(4, 5, b"c", 4)]
+    good = [_pe(2, b"a"), _pe(3, b"b"), _pe(4, b"c")]
+
+    def found(logs, final=4):
+        return watch_violations(logs, ops, final)
+
+    assert found([_watch((0, [good[0], good[2]]))])  # a gap
+    assert found([_watch((0, [good[0], good[1], good[1], good[2]]))])  # a repeat
+    assert found([_watch((0, [good[1], good[0], good[2]]))])  # out of order
+    assert found([_watch((2, good[1:]))])  # asked from 2, got 3 first
+    assert found([_watch((0, good[:2]))])  # never reached the last write
+    assert found([_watch((0, good)), _watch((0, [good[0], _pe(3, b"c"), good[2]]))])
+    assert found([_watch((0, [good[0], (3, "DELETE", A, b""), good[2]]))])  # not the ack
+    assert found([_watch((0, good + [_pe(5, b"nobody")]))], final=5)
+    assert not found([_watch((0, good))])

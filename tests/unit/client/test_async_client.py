@@ -8,7 +8,7 @@ import pytest
 
 from raftkv.api.native import start_native_server
 from raftkv.client import AsyncClient, ConnectionFailedError, DeleteEvent, PutEvent
-from raftkv.client.errors import LockTimeout
+from raftkv.client.errors import LockTimeout, RevisionCompactedError
 from raftkv.client.types import prefix_range_end
 from raftkv.errors import RaftkvError
 from tests.unit.client.richfake import RichFakeService
@@ -468,5 +468,38 @@ def test_a_new_term_moves_later_requests_to_the_new_leader():
                 await c.put("k", "3")
                 await c.put("k", "4")
         assert (a.puts, b.puts) == (2, 2)
+
+    run(main())
+
+
+class _CompactedService(RichFakeService):
+    """Compacted up to revision 40: a watch from before it is canceled, as the member does."""
+
+    async def watch(self, body):
+        start = body.get("start_revision", 0)
+        if 0 < start < 40:
+            yield {"header": self._header(), "events": [], "compact_revision": 40,
+                   "canceled": True}
+            return
+        async for resp in super().watch(body):
+            yield resp
+
+
+def test_a_watch_from_a_compacted_revision_raises_instead_of_ending():
+    async def main():
+        service, server, ep = await serve(_CompactedService())
+        async with server:
+            async with AsyncClient([ep], timeout=3.0) as c:
+                events, cancel = await c.watch_prefix("w/", start_revision=5)
+                with pytest.raises(RevisionCompactedError) as exc:
+                    await events.__anext__()
+                assert exc.value.compacted_revision == 40
+                assert exc.value.code == "COMPACTED" and isinstance(exc.value, RaftkvError)
+                assert [e async for e in events] == []  # canceled: the iterator is done
+                events, cancel = await c.watch_prefix("w/", start_revision=40)
+                await asyncio.sleep(0.05)
+                await c.put("w/a", "1")
+                assert (await events.__anext__()).key == b"w/a"
+                await cancel()
 
     run(main())
