@@ -30,19 +30,20 @@ RAFT_BANNED_MODULES = {
 }
 
 # Which raftkv packages each package may import (docs/ARCHITECTURE.md, "Import direction").
-# raftkv.errors (the one error table) imports nothing from raftkv, so all but raft may use it.
+# raftkv.errors (the one error table) and raftkv.tls (TLS contexts) import nothing from raftkv,
+# so all but raft may use them.
 ALLOWED_IMPORTS = {
     "raft": {"raft"},
     "storage": {"raft", "storage", "errors"},
     "mvcc": {"raft", "storage", "mvcc", "errors"},
-    "server": {"raft", "storage", "mvcc", "server", "errors"},
+    "server": {"raft", "storage", "mvcc", "server", "errors", "tls"},
     # api.etcd.workers (the --grpc-workers processes) reaches its member with the native
     # client's connection.
-    "api": {"raft", "storage", "mvcc", "server", "api", "errors", "client.connection",
+    "api": {"raft", "storage", "mvcc", "server", "api", "errors", "tls", "client.connection",
             "client.errors"},
-    "client": {"client", "api.wire", "api.errors", "errors"},
+    "client": {"client", "api.wire", "api.errors", "errors", "tls"},
     # cli may also use the generated etcd stubs: the benchmark's gRPC driver speaks etcd's API.
-    "cli": {"cli", "client", "api.wire", "api.errors", "api.etcd.proto", "errors"},
+    "cli": {"cli", "client", "api.wire", "api.errors", "api.etcd.proto", "errors", "tls"},
 }
 PRINT_ALLOWED = {"cli", "bench"}
 

@@ -410,8 +410,9 @@ class NativeServer:
 
 
 async def start_native_server(service, host, port, *, max_frame_bytes=wire.FRAME_BYTES_MAX,
-                              inflight_max=INFLIGHT_MAX, watches_max=WATCHES_MAX):
-    """Listen on host:port (0: any free port); returns (server, bound_port)."""
+                              inflight_max=INFLIGHT_MAX, watches_max=WATCHES_MAX, ssl=None):
+    """Listen on host:port (0: any free port); returns (server, bound_port). ssl: a server
+    SSLContext (raftkv.tls.server_context) to serve TLS only."""
     assert max_frame_bytes > 0
     assert inflight_max > 0
     connections = set()
@@ -419,7 +420,7 @@ async def start_native_server(service, host, port, *, max_frame_bytes=wire.FRAME
     server = await loop.create_server(
         lambda: NativeConnection(service, connections, max_frame_bytes=max_frame_bytes,
                                  inflight_max=inflight_max, watches_max=watches_max),
-        host, port)
+        host, port, ssl=ssl)
     bound_port = server.sockets[0].getsockname()[1]
-    log.info("native: listening on %s:%d", host, bound_port)
+    log.info("native: listening on %s:%d%s", host, bound_port, " (TLS)" if ssl else "")
     return NativeServer(server, connections), bound_port
