@@ -17,6 +17,9 @@ import signal
 import sys
 import time
 
+import grpc
+
+from raftkv import tls
 from raftkv.api.etcd.server import CallGauge, start_grpc_server
 from raftkv.api.etcd.workers import WorkerPool, loopback_for, reserve_port
 from raftkv.api.http import start_http_server
@@ -78,8 +81,10 @@ async def serve(cfg, stop_event=None):
     try:
         chost, cport = first_host_port(cfg.listen_client_urls)
         nhost, nport = first_host_port(cfg.listen_native_urls)
+        client_tls, _, _ = cfg.tls_contexts()
         native, member.native_port = await start_native_server(
-            service, nhost, nport, max_frame_bytes=cfg.max_request_bytes + FRAME_OVERHEAD_BYTES)
+            service, nhost, nport, max_frame_bytes=cfg.max_request_bytes + FRAME_OVERHEAD_BYTES,
+            ssl=client_tls if _https(cfg.listen_native_urls) else None)
         if cfg.listen_metrics_urls:
             hhost, hport = first_host_port(cfg.listen_metrics_urls)
             http, member.metrics_port = await start_http_server(service, hhost, hport)
@@ -95,12 +100,14 @@ async def serve(cfg, stop_event=None):
             member.front_calls = CallGauge()
             grpc_server, member.client_port = await start_grpc_server(
                 service, chost, cport, max_request_bytes=cfg.max_request_bytes,
-                calls=member.front_calls)
+                calls=member.front_calls, credentials=_grpc_credentials(cfg))
             servers.append(grpc_server)
-        log.info("ready: etcd gRPC on %s:%d%s, native on %s:%d, peers on port %d", chost,
+        secured = [w for w, on in (("clients", cfg.client_tls), ("peers", cfg.peer_tls)) if on]
+        log.info("ready: etcd gRPC on %s:%d%s, native on %s:%d, peers on port %d%s", chost,
                  member.client_port,
                  f" ({cfg.grpc_workers} worker processes)" if pool else "",
-                 nhost, member.native_port, member.peer_port)
+                 nhost, member.native_port, member.peer_port,
+                 f"; TLS for {' and '.join(secured)}" if secured else "")
         stop_event = stop_event or asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -119,6 +126,21 @@ async def serve(cfg, stop_event=None):
         for s in servers:
             await s.stop(grace=1.0)
         await member.stop()
+
+
+def _https(urls):
+    return urls.lower().startswith("https://")
+
+
+def _grpc_credentials(cfg):
+    """grpc's server credentials for an https:// client URL (None: plaintext)."""
+    if not _https(cfg.listen_client_urls):
+        return None
+    ca = tls.read_pem(cfg.trusted_ca_file, "--trusted-ca-file") \
+        if cfg.client_cert_auth else None
+    return grpc.ssl_server_credentials(
+        [(tls.read_pem(cfg.key_file, "--key-file"), tls.read_pem(cfg.cert_file, "--cert-file"))],
+        root_certificates=ca, require_client_auth=cfg.client_cert_auth)
 
 
 def main(argv=None):

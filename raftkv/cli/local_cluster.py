@@ -35,14 +35,15 @@ class Member:
     data_dir: str
     log_path: str
     proc: subprocess.Popen | None = None
+    scheme: str = "http"  # https: every listener speaks TLS
 
     @property
     def client_url(self):
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"{self.scheme}://127.0.0.1:{self.client_port}"
 
     @property
     def native_url(self):
-        return f"http://127.0.0.1:{self.native_port}"
+        return f"{self.scheme}://127.0.0.1:{self.native_port}"
 
     @property
     def native_endpoint(self):
@@ -54,7 +55,7 @@ class Member:
 
     @property
     def peer_url(self):
-        return f"http://127.0.0.1:{self.peer_port}"
+        return f"{self.scheme}://127.0.0.1:{self.peer_port}"
 
     @property
     def pid(self):
@@ -114,13 +115,24 @@ def free_ports(count):
 
 
 class LocalCluster:
-    """N members on 127.0.0.1, each in its own process, data under data_root/<name>.raftkv."""
+    """N members on 127.0.0.1, each in its own process, data under data_root/<name>.raftkv.
 
-    def __init__(self, data_root, members=3, ports=None, token="raftkv-local", extra_args=()):
+    tls: (CA file, certificate file, key file) to serve clients and peers over TLS (https://
+    URLs; peers must present a certificate the CA signed); None: plaintext."""
+
+    def __init__(self, data_root, members=3, ports=None, token="raftkv-local", extra_args=(),
+                 tls=None):
         assert members >= 1
         self.data_root = os.path.abspath(data_root)
         self.token = token
         self.extra_args = list(extra_args)
+        self.member_args = {}  # member name -> flags for that member only (after the others)
+        if tls is not None:
+            ca, cert, key = tls
+            self.extra_args = ["--cert-file", cert, "--key-file", key, "--trusted-ca-file", ca,
+                               "--peer-cert-file", cert, "--peer-key-file", key,
+                               "--peer-trusted-ca-file", ca, "--peer-client-cert-auth",
+                               *self.extra_args]
         ports = ports or free_ports(3 * members)
         assert len(ports) >= 3 * members
         self.members = [
@@ -131,6 +143,7 @@ class LocalCluster:
                 native_port=ports[3 * i + 2],
                 data_dir=os.path.join(self.data_root, f"m{i + 1}.raftkv"),
                 log_path=os.path.join(self.data_root, f"m{i + 1}.log"),
+                scheme="https" if tls is not None else "http",
             )
             for i in range(members)
         ]
@@ -166,6 +179,7 @@ class LocalCluster:
             "--initial-cluster-state", state,
             "--initial-cluster-token", self.token,
             *self.extra_args,
+            *self.member_args.get(m.name, ()),
         ]
 
     def start_member(self, m, state="new", log_to_file=True):

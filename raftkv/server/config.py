@@ -15,6 +15,9 @@ import urllib.parse
 
 import yaml
 
+from raftkv import tls
+from raftkv.tls import TLSConfigError
+
 MIB = 1 << 20
 
 
@@ -49,6 +52,17 @@ class ServerConfig:
     # Child processes serving the etcd gRPC API on the client port (SO_REUSEPORT), each
     # forwarding to this member over the native protocol; 0: the member serves gRPC itself.
     grpc_workers: int = 0
+    # TLS, with etcd's flags: an https:// client or native URL is served with --cert-file and
+    # --key-file (and, with --client-cert-auth, only to clients whose certificate
+    # --trusted-ca-file signed); https:// peer URLs use the --peer-* files both ways.
+    cert_file: str = ""
+    key_file: str = ""
+    trusted_ca_file: str = ""
+    client_cert_auth: bool = False
+    peer_cert_file: str = ""
+    peer_key_file: str = ""
+    peer_trusted_ca_file: str = ""
+    peer_client_cert_auth: bool = False
 
     def finish(self):
         """Fill derived defaults and validate; raises ConfigError."""
@@ -86,7 +100,55 @@ class ServerConfig:
         for url in _split(self.listen_client_urls) + _split(self.listen_peer_urls) + \
                 _split(self.listen_native_urls) + _split(self.listen_metrics_urls):
             host_port(url)
+        self._check_tls()
         return self
+
+    @property
+    def client_tls(self):
+        return _https(self.listen_client_urls) or _https(self.listen_native_urls)
+
+    @property
+    def peer_tls(self):
+        return _https(self.listen_peer_urls) or _https(self.initial_advertise_peer_urls)
+
+    def _check_tls(self):
+        """Each https:// listener has its files, and they load (so a bad file stops the start
+        with its name, not the first handshake)."""
+        if self.client_tls and self.grpc_workers:
+            raise ConfigError("--grpc-workers does not support TLS yet: use http:// client "
+                              "and native URLs with it, or no workers")
+        peer_urls = [u for urls in self.cluster_members().values() for u in urls]
+        if len({_https(u) for u in peer_urls} | {self.peer_tls}) > 1:
+            raise ConfigError("peer URLs mix http:// and https:// (--listen-peer-urls, "
+                              "--initial-advertise-peer-urls, --initial-cluster): use one")
+        for enabled, flags in ((self.client_tls, ("cert_file", "key_file", "trusted_ca_file",
+                                                  "client_cert_auth")),
+                               (self.peer_tls, ("peer_cert_file", "peer_key_file",
+                                                "peer_trusted_ca_file",
+                                                "peer_client_cert_auth"))):
+            cert, key, ca, auth = (getattr(self, f) for f in flags)
+            names = ["--" + f.replace("_", "-") for f in flags]
+            if enabled and not (cert and key):
+                raise ConfigError(f"https:// URLs need {names[0]} and {names[1]}")
+            if auth and not ca:
+                raise ConfigError(f"{names[3]} needs {names[2]}")
+        try:
+            self.tls_contexts()
+        except TLSConfigError as exc:
+            raise ConfigError(f"TLS: {exc}") from exc
+
+    def tls_contexts(self):
+        """(client listener, peer listener, peer dialer) SSLContexts, None where plain."""
+        client = peer_in = peer_out = None
+        if self.client_tls:
+            client = tls.server_context(self.cert_file, self.key_file, self.trusted_ca_file,
+                                        self.client_cert_auth)
+        if self.peer_tls:
+            peer_in = tls.server_context(self.peer_cert_file, self.peer_key_file,
+                                         self.peer_trusted_ca_file, self.peer_client_cert_auth)
+            peer_out = tls.client_context(self.peer_trusted_ca_file or None,
+                                          self.peer_cert_file, self.peer_key_file)
+        return client, peer_in, peer_out
 
     def cluster_members(self):
         """{name: [peer urls]} from --initial-cluster ("n1=http://a:2380,n2=...")."""
@@ -128,6 +190,10 @@ def member_id(peer_urls, token):
     return _id64(("|".join(sorted(peer_urls)) + "#" + token).encode())
 
 
+def _https(urls):
+    return any(u.lower().startswith("https://") for u in _split(urls))
+
+
 def _split(value):
     return [v.strip() for v in str(value).split(",") if v.strip()]
 
@@ -153,6 +219,7 @@ def first_host_port(urls):
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(ServerConfig)}
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
 def _parser():
@@ -160,7 +227,9 @@ def _parser():
     p.add_argument("--config-file", help="YAML file of flag names to values")
     for name, f in _FIELDS.items():
         flag = "--" + name.replace("_", "-")
-        p.add_argument(flag, dest=name, default=None, type=str,
+        # A boolean flag may stand alone (--client-cert-auth), as etcd's do, or take a value.
+        extra = {"nargs": "?", "const": "true"} if type(f.default) is bool else {}
+        p.add_argument(flag, dest=name, default=None, type=str, **extra,
                        help=f"(default: {f.default!r}; env RAFTKV_{name.upper()})")
     return p
 
@@ -168,6 +237,13 @@ def _parser():
 def _coerce(name, value):
     typ = type(_FIELDS[name].default)
     try:
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            word = str(value).strip().lower()
+            if word not in _BOOLS:
+                raise ValueError(value)
+            return _BOOLS[word]
         if typ is int:
             return int(str(value).replace("_", ""))
         if typ is float:

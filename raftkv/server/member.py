@@ -314,11 +314,13 @@ class Member:
         self.loop.flush = self.committer.kick
         host, port = first_host_port(self.cfg.listen_peer_urls)
         bind_host, _ = first_host_port(self.cfg.initial_advertise_peer_urls)
+        _, peer_in, peer_out = self.cfg.tls_contexts()
         self.transport = PeerTransport(
             self.id, self.cfg.initial_cluster_token, self._peer_addrs(), bind_host,
             on_message=self.loop.step, on_forward=self._on_forward,
             snapshot_source=lambda: mvcc_snapshot.export_chunks(self.kv),
-            on_snapshot_sent=self._on_snapshot_sent, spool_dir=self.cfg.data_dir)
+            on_snapshot_sent=self._on_snapshot_sent, spool_dir=self.cfg.data_dir,
+            ssl_server=peer_in, ssl_client=peer_out)
         self.peer_port = await self.transport.start(host, port)
         failpoints = os.environ.get("RAFTKV_FAILPOINT_DIR")
         if failpoints:  # tests only: cut this member off from the peers its file names

@@ -17,6 +17,7 @@ Frame kinds after the hello:
     ["f", req_id, op, body]              a request forwarded to this member (e.g. to the leader)
     ["r", req_id, ok, payload]           the answer to a forwarded request
 
+With https:// peer URLs both the listener and the dialer speak TLS (ssl_server, ssl_client).
 `fault` is the test hook: fault(msg) returns "drop", a delay in seconds, or None.
 `blocked` (a set of member IDs; see watch_partition_file) cuts this member off from those peers
 as a network partition would: Raft messages to them are dropped, forwards to them time out, and
@@ -198,8 +199,10 @@ class _Peer:
             self.t.on_unreachable(self.id)
 
     async def _connect(self):
+        ctx = self.t.ssl_client
         reader, writer = await asyncio.wait_for(asyncio.open_connection(
-            self.addr[0], self.addr[1], local_addr=(self.t.bind_host, 0)), 3.0)
+            self.addr[0], self.addr[1], local_addr=(self.t.bind_host, 0), ssl=ctx,
+            server_hostname=self.addr[0] if ctx else None), 3.0)
         writer.write(_pack({"token": self.t.token, "from": self.t.member_id, "to": self.id}))
         return reader, writer
 
@@ -242,10 +245,14 @@ class _Peer:
 
 class PeerTransport:
     def __init__(self, member_id, token, peers, bind_host, *, on_message, on_forward,
-                 snapshot_source=None, on_snapshot_sent=None, spool_dir=None):
+                 snapshot_source=None, on_snapshot_sent=None, spool_dir=None, ssl_server=None,
+                 ssl_client=None):
         self.member_id = member_id
         self.token = token
         self.bind_host = bind_host
+        # TLS (https:// peer URLs): the listener's context and the dialer's (raftkv.tls).
+        self.ssl_server = ssl_server
+        self.ssl_client = ssl_client
         self.on_message = on_message  # fn(Message)
         self.on_forward = on_forward  # async fn(op, body) -> dict
         self.snapshot_source = snapshot_source  # fn() -> iterator of bytes chunks
@@ -288,7 +295,7 @@ class PeerTransport:
         return pid in self._peers
 
     async def start(self, host, port):
-        self._server = await asyncio.start_server(self._serve, host, port)
+        self._server = await asyncio.start_server(self._serve, host, port, ssl=self.ssl_server)
         for p in self._peers.values():
             p.start()
         return self._server.sockets[0].getsockname()[1]

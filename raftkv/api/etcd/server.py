@@ -91,16 +91,18 @@ class _CountCalls(grpc.aio.ServerInterceptor):
 async def start_grpc_server(service, host, port, *,
                             max_request_bytes=MAX_REQUEST_BYTES_DEFAULT,
                             watch_progress_interval=PROGRESS_INTERVAL, reuse_port=False,
-                            calls=None):
+                            calls=None, credentials=None):
     """Serve etcd's v3 gRPC API on host:port; returns (server, bound_port). calls: a
-    CallGauge to keep of the unary calls in flight."""
+    CallGauge to keep of the unary calls in flight. credentials: grpc server credentials to
+    serve TLS only (None: plaintext)."""
     interceptors = [_CountCalls(calls)] if calls is not None else []
     server = grpc.aio.server(options=server_options(max_request_bytes, reuse_port),
                              interceptors=interceptors)
     add_services(server, service, max_request_bytes=max_request_bytes,
                  watch_progress_interval=watch_progress_interval)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    bound_port = server.add_insecure_port(address)
+    bound_port = server.add_secure_port(address, credentials) if credentials is not None \
+        else server.add_insecure_port(address)
     if bound_port == 0:
         raise OSError(f"cannot bind the gRPC server to {address}")
     await server.start()

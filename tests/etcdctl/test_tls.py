@@ -1,0 +1,94 @@
+"""TLS with etcd's flags, checked with the real etcdctl: a 3-member cluster whose clients and
+peers speak TLS (peers must present a certificate the cluster's CA signed), client certificate
+authentication, and a member whose peer certificate another CA signed, which never joins."""
+from __future__ import annotations
+
+import pytest
+
+from raftkv.cli.local_cluster import LocalCluster
+from tests.etcdctl.conftest import FAST_ARGS, Ctl, running, wait_for, wait_healthy
+from tests.tlscerts import make_pki
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(180)]
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def _tls_cluster(root, pki, members=3, extra=()):
+    return LocalCluster(str(root), members, extra_args=[*FAST_ARGS, *extra],
+                        tls=(str(pki.ca), str(pki.server_cert), str(pki.server_key)))
+
+
+def _https(cluster):
+    return [f"https://{e}" for e in cluster.endpoints]
+
+
+def test_clients_and_peers_over_tls(tmp_path, pki):
+    with running(_tls_cluster(tmp_path, pki)) as cluster:
+        ctl = Ctl(_https(cluster))
+        ca = ["--cacert", str(pki.ca)]
+        wait_healthy(_WithArgs(ctl, ca))
+        ctl.run(*ca, "put", "/tls/k", "v1")
+        for ep in _https(cluster):  # replicated over the TLS peer links to every member
+            assert ctl.out(*ca, "get", "/tls/k", "--print-value-only",
+                           endpoints=[ep]).strip() == "v1"
+        status = ctl.out(*ca, "endpoint", "status", "-w", "fields")
+        assert status.count('"IsLeader" : true') == 1
+        # Without the CA, or with another CA, etcdctl cannot verify the member.
+        for bad in ([], ["--cacert", str(pki.other_ca)]):
+            proc = ctl.run(*bad, "get", "/tls/k", check=False, endpoints=_https(cluster)[:1])
+            assert proc.returncode != 0
+            assert "v1" not in proc.stdout
+        # A plaintext client gets nowhere either, and the member keeps serving TLS clients.
+        plain = Ctl(cluster.endpoints[:1]).run("get", "/tls/k", check=False)
+        assert plain.returncode != 0
+        assert ctl.out(*ca, "get", "/tls/k", "--print-value-only").strip() == "v1"
+        logs = [open(m.log_path).read() for m in cluster.members]
+        assert all("TLS for clients and peers" in text for text in logs)
+
+
+def test_client_certificate_authentication(tmp_path, pki):
+    with running(_tls_cluster(tmp_path, pki, members=1, extra=["--client-cert-auth"])) as c:
+        ctl = Ctl(_https(c))
+        good = ["--cacert", str(pki.ca), "--cert", str(pki.client_cert),
+                "--key", str(pki.client_key)]
+        wait_healthy(_WithArgs(ctl, good))
+        ctl.run(*good, "put", "/mtls/k", "v")
+        assert ctl.out(*good, "get", "/mtls/k", "--print-value-only").strip() == "v"
+        no_cert = ctl.run("--cacert", str(pki.ca), "get", "/mtls/k", check=False)
+        assert no_cert.returncode != 0 and "v" not in no_cert.stdout.split()
+        foreign = ctl.run("--cacert", str(pki.ca), "--cert", str(pki.other_cert), "--key",
+                          str(pki.other_key), "get", "/mtls/k", check=False)
+        assert foreign.returncode != 0 and "v" not in foreign.stdout.split()
+
+
+def test_a_peer_with_a_certificate_from_another_ca_is_shut_out(tmp_path, pki):
+    cluster = _tls_cluster(tmp_path, pki)
+    intruder = cluster.members[2]
+    # m3 presents (and trusts) a certificate of another CA: m1 and m2 refuse it.
+    cluster.member_args = {intruder.name: ["--peer-cert-file", str(pki.other_cert),
+                                           "--peer-key-file", str(pki.other_key)]}
+    with running(cluster):
+        ctl = Ctl(_https(cluster)[:2])
+        ca = ["--cacert", str(pki.ca)]
+        wait_healthy(_WithArgs(ctl, ca))
+        ctl.run(*ca, "put", "/shut/k", "v")  # m1 and m2 are a quorum on their own
+        wait_for(lambda: "certificate" in open(cluster.members[0].log_path).read()
+                 or "certificate" in open(intruder.log_path).read(), 10.0,
+                 what="a logged certificate failure")
+        lone = ctl.run(*ca, "get", "/shut/k", check=False, endpoints=_https(cluster)[2:])
+        assert lone.returncode != 0 and "v" not in lone.stdout.split()
+
+
+class _WithArgs:
+    """A Ctl whose every run starts with the given TLS arguments (for wait_healthy)."""
+
+    def __init__(self, ctl, args):
+        self.ctl = ctl
+        self.args = list(args)
+
+    def run(self, *args, **kw):
+        return self.ctl.run(*self.args, *args, **kw)

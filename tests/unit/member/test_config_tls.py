@@ -1,0 +1,85 @@
+"""The member's TLS flags (raftkv/server/config.py): https:// URLs need their files, the files
+must load, boolean flags stand alone or take a value, and the mistakes an operator can make
+stop the start with the flag's name."""
+import pytest
+
+from raftkv.server.config import ConfigError, load_config
+from tests.tlscerts import make_pki
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def cfg(*args):
+    return load_config(["--name", "m1", *args], environ={})
+
+
+def https(pki, *extra):
+    return ["--listen-client-urls", "https://127.0.0.1:2379",
+            "--cert-file", str(pki.server_cert), "--key-file", str(pki.server_key), *extra]
+
+
+def test_plain_urls_need_no_files():
+    c = cfg()
+    assert not c.client_tls and not c.peer_tls
+    assert c.tls_contexts() == (None, None, None)
+
+
+def test_https_client_urls_load_the_certificate(pki):
+    c = cfg(*https(pki))
+    assert c.client_tls and not c.peer_tls
+    client, peer_in, peer_out = c.tls_contexts()
+    assert client is not None and peer_in is None and peer_out is None
+
+
+def test_https_without_certificate_is_refused():
+    with pytest.raises(ConfigError, match="--cert-file and --key-file"):
+        cfg("--listen-client-urls", "https://127.0.0.1:2379")
+    with pytest.raises(ConfigError, match="--cert-file and --key-file"):
+        cfg("--listen-native-urls", "https://127.0.0.1:2378")
+
+
+def test_a_bad_file_is_named(pki, tmp_path):
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate")
+    with pytest.raises(ConfigError, match="garbage.pem"):
+        cfg("--listen-client-urls", "https://127.0.0.1:2379", "--cert-file", str(garbage),
+            "--key-file", str(pki.server_key))
+    with pytest.raises(ConfigError, match="missing.pem"):
+        cfg(*https(pki, "--client-cert-auth", "--trusted-ca-file", str(tmp_path / "missing.pem")))
+
+
+def test_client_cert_auth_needs_a_ca_and_may_stand_alone(pki):
+    with pytest.raises(ConfigError, match="--client-cert-auth needs --trusted-ca-file"):
+        cfg(*https(pki, "--client-cert-auth"))
+    c = cfg(*https(pki, "--client-cert-auth", "--trusted-ca-file", str(pki.ca)))
+    assert c.client_cert_auth is True
+    assert cfg(*https(pki, "--client-cert-auth", "false")).client_cert_auth is False
+    env = load_config(["--name", "m1", *https(pki)], environ={"RAFTKV_CLIENT_CERT_AUTH": "1",
+                                                             "RAFTKV_TRUSTED_CA_FILE": str(pki.ca)})
+    assert env.client_cert_auth is True
+    with pytest.raises(ConfigError, match="--client-cert-auth: 'maybe' is not a valid bool"):
+        cfg(*https(pki, "--client-cert-auth", "maybe"))
+
+
+def test_peer_tls_needs_peer_files_and_one_scheme(pki):
+    peer = ["--listen-peer-urls", "https://127.0.0.1:2380",
+            "--initial-cluster", "m1=https://127.0.0.1:2380"]
+    with pytest.raises(ConfigError, match="--peer-cert-file and --peer-key-file"):
+        cfg(*peer)
+    files = ["--peer-cert-file", str(pki.server_cert), "--peer-key-file", str(pki.server_key),
+             "--peer-trusted-ca-file", str(pki.ca), "--peer-client-cert-auth"]
+    c = cfg(*peer, *files)
+    assert c.peer_tls and not c.client_tls
+    _, peer_in, peer_out = c.tls_contexts()
+    assert peer_in is not None and peer_out is not None
+    with pytest.raises(ConfigError, match="mix http:// and https://"):
+        cfg("--listen-peer-urls", "https://127.0.0.1:2380", "--initial-cluster",
+            "m1=https://127.0.0.1:2380,m2=http://127.0.0.1:2390", *files)
+
+
+def test_grpc_workers_with_tls_are_refused(pki):
+    with pytest.raises(ConfigError, match="--grpc-workers does not support TLS"):
+        cfg(*https(pki, "--grpc-workers", "2"))
