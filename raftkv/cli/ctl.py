@@ -5,7 +5,9 @@
     watch KEY [END]          lease grant|revoke|keep-alive|timetolive|list
     member list|update       endpoint health|status  compaction REV      load FILE
 
-Endpoints come from --endpoints, else RAFTKVCTL_ENDPOINTS, else 127.0.0.1:2379. Output
+Endpoints come from --endpoints, else RAFTKVCTL_ENDPOINTS, else 127.0.0.1:2379. TLS takes
+etcdctl's flags: --cacert, --cert, --key, --insecure-skip-tls-verify, each also settable as
+RAFTKVCTL_CACERT etc.; any of the first three, or an https:// endpoint, turns TLS on. Output
 follows etcdctl: simple prints key and value lines ("OK" for put, the count for del); json
 prints the response with bytes in base64 as etcdctl does; table draws a box for list-like
 answers. Errors go to stderr as "Error: <message>" with exit status 1.
@@ -354,7 +356,7 @@ def _each_endpoint(args):
 
 
 async def _one(ep, args, fn):
-    async with AsyncClient([ep], timeout=args.command_timeout) as c:
+    async with AsyncClient([ep], timeout=args.command_timeout, **_tls_kwargs(args)) as c:
         return await fn(c)
 
 
@@ -616,12 +618,47 @@ def _cluster_parsers(sub):
     p.set_defaults(fn=cmd_load)
 
 
+def _tls_parser(p):
+    # dest: not "key", which the verbs' KEY argument uses.
+    p.add_argument("--cacert", dest="tls_cacert", default=os.environ.get("RAFTKVCTL_CACERT"),
+                   help="verify the members' certificates with this CA bundle")
+    p.add_argument("--cert", dest="tls_cert", default=os.environ.get("RAFTKVCTL_CERT"),
+                   help="identify this client with this TLS certificate")
+    p.add_argument("--key", dest="tls_key", default=os.environ.get("RAFTKVCTL_KEY"),
+                   help="the key of the --cert certificate")
+    # None: not given, RAFTKVCTL_INSECURE_SKIP_TLS_VERIFY decides (read in _tls_kwargs, so
+    # that a bad value is an "Error:" like any other).
+    p.add_argument("--insecure-skip-tls-verify", action="store_true", default=None,
+                   help="accept any member certificate (TLS without verification)")
+
+
+_TRUE = ("1", "t", "true", "y", "yes", "on")
+_FALSE = ("", "0", "f", "false", "n", "no", "off")
+
+
+def _env_bool(name):
+    value = os.environ.get(name, "").strip().lower()
+    if value not in _TRUE + _FALSE:
+        raise ValueError(f"{name}={os.environ[name]!r} is not true or false")
+    return value in _TRUE
+
+
+def _tls_kwargs(args):
+    """AsyncClient's TLS arguments from the flags (empty files count as not given)."""
+    skip = args.insecure_skip_tls_verify
+    if skip is None:
+        skip = _env_bool("RAFTKVCTL_INSECURE_SKIP_TLS_VERIFY")
+    return {"ca_cert": args.tls_cacert or None, "cert_cert": args.tls_cert or None,
+            "cert_key": args.tls_key or None, "insecure_skip_verify": skip}
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="raftkvctl", description=__doc__.split("\n\n")[0])
     p.add_argument("--endpoints",
                    default=os.environ.get("RAFTKVCTL_ENDPOINTS", DEFAULT_ENDPOINTS))
     p.add_argument("-w", "--write-out", choices=["simple", "json", "table"], default="simple")
     p.add_argument("--command-timeout", type=float, default=5.0, help="seconds")
+    _tls_parser(p)
     sub = p.add_subparsers(dest="command", required=True)
     _kv_parsers(sub)
     _cluster_parsers(sub)
@@ -629,11 +666,14 @@ def build_parser():
 
 
 async def _amain(args, out):
-    async with AsyncClient(args.endpoints.split(","), timeout=args.command_timeout) as c:
+    async with AsyncClient(args.endpoints.split(","), timeout=args.command_timeout,
+                           **_tls_kwargs(args)) as c:
         return await args.fn(c, args, out) or 0
 
 
-_GLOBAL_WITH_VALUE = ("--endpoints", "-w", "--write-out", "--command-timeout")
+_GLOBAL_WITH_VALUE = ("--endpoints", "-w", "--write-out", "--command-timeout", "--cacert",
+                      "--cert", "--key")
+_GLOBAL_SWITCHES = ("--insecure-skip-tls-verify",)
 
 
 def hoist_global_flags(argv):
@@ -650,6 +690,8 @@ def hoist_global_flags(argv):
             front.append(tok)
             if "=" not in tok:
                 front.append(next(it, ""))
+        elif tok in _GLOBAL_SWITCHES:
+            front.append(tok)
         else:
             rest.append(tok)
     return front + rest

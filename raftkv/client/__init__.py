@@ -9,6 +9,7 @@ from raftkv.client.errors import (
     ConnectionLost,
     LockTimeout,
     RevisionCompactedError,
+    TLSHandshakeError,
 )
 from raftkv.client.sync import Client
 from raftkv.client.types import DeleteEvent, Event, KVMetadata, PutEvent, PutManyResult
@@ -16,4 +17,5 @@ from raftkv.client.types import DeleteEvent, Event, KVMetadata, PutEvent, PutMan
 __all__ = [
     "AsyncClient", "Client", "ConnectionFailedError", "ConnectionLost", "DeleteEvent", "Event",
     "KVMetadata", "LockTimeout", "PutEvent", "PutManyResult", "RevisionCompactedError",
+    "TLSHandshakeError",
 ]

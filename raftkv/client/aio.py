@@ -9,6 +9,12 @@ raised (ConnectionFailedError if no endpoint was reachable).
 Idempotent retries. Every write carries an idempotency id [client_id, seq]: client_id is a
 random 64-bit number drawn per client, seq counts its writes. A retry sends the same id, so a
 member that applied the first attempt can drop the second instead of applying it twice.
+
+TLS. With ca_cert, cert_cert (and cert_key) or an "https://" endpoint, every connection the
+client opens is TLS, made from one SSLContext built at construction (so a bad file fails
+there, with raftkv.tls.TLSConfigError naming it). A TLS failure a retry would not fix (see
+connection.py) is not retried: once every endpoint has been tried, the call raises
+TLSHandshakeError, a ConnectionFailedError naming the endpoint and the reason.
 """
 from __future__ import annotations
 
@@ -18,9 +24,10 @@ import json
 import random
 import time
 
+from raftkv import tls
 from raftkv.api import wire
 from raftkv.client import connection
-from raftkv.client.errors import ConnectionFailedError, ConnectionLost
+from raftkv.client.errors import ConnectionFailedError, ConnectionLost, TLSHandshakeError
 from raftkv.client.lease import Lease
 from raftkv.client.lock import Lock
 from raftkv.client.txn import Transactions, _delete_body, _put_body, _range_body, txn_body
@@ -46,7 +53,7 @@ PUT_MANY_WINDOW = 8  # batches in flight at once
 
 
 def parse_endpoint(ep):
-    """'host:port', 'http://host:port' or '[v6]:port' -> (host, port)."""
+    """'host:port', 'http://host:port', 'https://host:port' or '[v6]:port' -> (host, port)."""
     ep = ep.strip()
     if "://" in ep:
         ep = ep.split("://", 1)[1]
@@ -55,6 +62,29 @@ def parse_endpoint(ep):
     if not sep:
         return ep, 2379
     return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def tls_context(endpoints, ca_cert=None, cert_key=None, cert_cert=None,
+                insecure_skip_verify=False):
+    """The client SSLContext for these endpoints (strings) and options, or None (plain TCP).
+
+    TLS is on when a CA, a client certificate or key is given, or an endpoint is "https://";
+    without a CA the system's CAs verify the members. insecure_skip_verify alone does not turn
+    TLS on (as etcdctl's --insecure-skip-tls-verify). An "http://" endpoint while TLS is on
+    is a ValueError, since it would be the one connection sent in the clear.
+    """
+    given = [name for name, v in (("ca_cert", ca_cert), ("cert_cert", cert_cert),
+                                  ("cert_key", cert_key)) if v]
+    schemes = [e.strip().split("://", 1)[0].lower() for e in endpoints if "://" in e]
+    if "https" in schemes:
+        given.append("an https:// endpoint")
+    if not given:
+        return None
+    for e in endpoints:
+        if e.strip().lower().startswith("http://"):
+            raise ValueError(f"endpoint {e.strip()} is plain http:// but TLS is on "
+                             f"({', '.join(given)}): use https:// or no scheme")
+    return tls.client_context(ca_cert, cert_cert, cert_key, verify=not insecure_skip_verify)
 
 
 async def _leader_and_self(conn, deadline):
@@ -86,15 +116,25 @@ class AsyncClient:
     to each until one names itself) and use that one: a follower forwards every write to the
     leader and waits for the commit to come back, which costs a round trip and two process
     wake-ups per write. Off, or when no endpoint is the leader, the first that answers
-    serves (any member accepts every request)."""
+    serves (any member accepts every request).
 
-    def __init__(self, endpoints=("127.0.0.1:2379",), timeout=5.0, prefer_leader=True):
+    TLS (python-etcd3's names for the first three): ca_cert, the CA file that signed the
+    members' certificates (else the system's CAs); cert_cert and cert_key, a client certificate
+    and its key for members that require one (--client-cert-auth); insecure_skip_verify,
+    accept any member certificate (etcdctl's --insecure-skip-tls-verify). See tls_context."""
+
+    def __init__(self, endpoints=("127.0.0.1:2379",), timeout=5.0, prefer_leader=True, *,
+                 ca_cert=None, cert_key=None, cert_cert=None, insecure_skip_verify=False):
         if isinstance(endpoints, str):
             endpoints = endpoints.split(",")
-        self.endpoints = [parse_endpoint(e) for e in endpoints if e.strip()]
+        endpoints = [e for e in endpoints if e.strip()]
+        self.endpoints = [parse_endpoint(e) for e in endpoints]
         assert self.endpoints, "at least one endpoint"
         assert timeout > 0
         self.timeout = timeout
+        # One context for every connection (None: plain TCP).
+        self._ssl_context = tls_context(endpoints, ca_cert, cert_key, cert_cert,
+                                        insecure_skip_verify)
         self.transactions = Transactions()
         self.client_id = random.getrandbits(64)
         self._seq = itertools.count(1)
@@ -124,11 +164,14 @@ class AsyncClient:
     # Connections and retries.
 
     async def connection(self, deadline):
-        """The open connection, connecting to the endpoints in turn if there is none."""
+        """The open connection, connecting to the endpoints in turn if there is none.
+
+        Raises ConnectionFailedError if none connects; TLSHandshakeError (final: call() does
+        not retry it) if, besides, one of them failed TLS, which names that one."""
         async with self._conn_lock:
             if self._conn is not None and self._conn.is_open:
                 return self._conn
-            last = None
+            last = tls_failure = None
             for _ in range(len(self.endpoints)):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -136,14 +179,20 @@ class AsyncClient:
                 host, port = self.endpoints[self._index]
                 try:
                     self._conn = await connection.connect(
-                        host, port, min(remaining, CONNECT_TIMEOUT_S))
+                        host, port, min(remaining, CONNECT_TIMEOUT_S), self._ssl_context)
                     if self.prefer_leader:
                         self._conn = await self._leader_conn(self._conn, deadline)
                     return self._conn
+                except TLSHandshakeError as exc:
+                    last = exc
+                    tls_failure = tls_failure or exc
+                    self._index = (self._index + 1) % len(self.endpoints)
                 except (OSError, asyncio.TimeoutError, wire.RaftkvError) as exc:
                     last = exc
                     self._index = (self._index + 1) % len(self.endpoints)
             eps = ",".join(f"{h}:{p}" for h, p in self.endpoints)
+            if tls_failure is not None:
+                raise TLSHandshakeError(f"cannot connect to any of {eps}: {tls_failure}")
             raise ConnectionFailedError(f"cannot connect to any of {eps}: {last}")
 
     async def _leader_conn(self, conn, deadline):
@@ -160,7 +209,8 @@ class AsyncClient:
             if i == self._index or deadline - time.monotonic() <= 0:
                 continue
             try:
-                other = await connection.connect(host, port, LEADER_PROBE_TIMEOUT_S)
+                other = await connection.connect(host, port, LEADER_PROBE_TIMEOUT_S,
+                                                 self._ssl_context)
             except (OSError, asyncio.TimeoutError, wire.RaftkvError):
                 continue
             if (await _leader_and_self(other, deadline))[1] == leader:
@@ -228,6 +278,8 @@ class AsyncClient:
             except asyncio.TimeoutError:
                 last = wire.RaftkvError("TIMEOUT", f"raftkv client: {op} timed out")
                 break
+            except TLSHandshakeError:
+                raise  # every endpoint was tried; a retry would fail the same way
             except (OSError, ConnectionError) as exc:
                 last = exc
                 self._failover(conn)

@@ -4,14 +4,27 @@
 request and feeds one queue per stream (watch). It has an explicit state (CONNECTING ->
 OPEN -> CLOSED); when it closes, every pending request fails with ConnectionLost and every
 stream receives a final ERROR item, so no caller waits forever.
+
+TLS (connect(..., ssl_context=ctx)) changes only how the connection is opened. A failure that a
+retry would not fix raises TLSHandshakeError: the member's certificate did not verify, the
+member does not speak TLS, or it closed the connection between the handshake and its hello.
+The last is how a member refuses a client certificate (or the lack of one): with TLS 1.3 the
+client's side of the handshake is over before the member checks the certificate, and Python's
+TLS servers (asyncio's and uvloop's) close without sending the alert that would say why.
 """
 from __future__ import annotations
 
 import asyncio
 import enum
+import re
+import ssl
 
 from raftkv.api import wire
-from raftkv.client.errors import ConnectionLost
+from raftkv.client.errors import ConnectionLost, TLSHandshakeError
+
+# SSLErrors that mean the transport went away (a member stopping, a reset), not that TLS refused.
+_SSL_TRANSPORT_ERRORS = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
+_SSL_SOURCE_LINE = re.compile(r"\s*\(_ssl\.c:\d+\)$")  # "(_ssl.c:1006)" ends OpenSSL messages
 
 
 class ClientState(enum.Enum):
@@ -28,8 +41,9 @@ _TRANSITIONS = {
 
 
 class ClientConnection(asyncio.Protocol):
-    def __init__(self, endpoint):
+    def __init__(self, endpoint, tls=False):
         self.endpoint = endpoint
+        self.tls = tls  # the transport is TLS (for naming why a connection failed)
         self.state = ClientState.CONNECTING
         self.max_frame_bytes = wire.FRAME_BYTES_MAX  # the server's limit, from its hello
         self._decoder = wire.FrameDecoder(wire.RESPONSE_FRAME_BYTES_MAX)
@@ -61,6 +75,9 @@ class ClientConnection(asyncio.Protocol):
         transport.write(wire.frame(wire.hello()))
 
     def connection_lost(self, exc):
+        if self.state is ClientState.CONNECTING:
+            self._close(_lost_before_hello(self.endpoint, self.tls, exc))
+            return
         self._close(ConnectionLost(f"connection to {self.endpoint} lost"
                                    + (f": {exc}" if exc else "")))
 
@@ -173,13 +190,54 @@ def _expire(fut):
         fut.set_exception(asyncio.TimeoutError())
 
 
-async def connect(host, port, timeout):
-    """An OPEN ClientConnection to host:port, or an exception (OSError, TimeoutError, ...)."""
+def _tls_refused(exc):
+    """exc is TLS itself failing (a certificate, an alert, not TLS at all), not the transport."""
+    return isinstance(exc, ssl.SSLError) and not isinstance(exc, _SSL_TRANSPORT_ERRORS)
+
+
+def _tls_error(endpoint, exc):
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        why = f"certificate verify failed: {exc.verify_message}"
+    else:
+        why = _SSL_SOURCE_LINE.sub("", exc.strerror or str(exc))
+        if exc.reason == "WRONG_VERSION_NUMBER":
+            why += " (the port does not speak TLS?)"
+    return TLSHandshakeError(f"TLS handshake with {endpoint} failed: {why}")
+
+
+def _lost_before_hello(endpoint, tls, exc):
+    """The error for a connection closed before the member answered its hello."""
+    if tls and _tls_refused(exc):
+        return _tls_error(endpoint, exc)
+    if tls and (exc is None or isinstance(exc, (ConnectionResetError, ssl.SSLEOFError))):
+        return TLSHandshakeError(
+            f"TLS handshake with {endpoint} failed: the member closed the connection right "
+            "after the handshake, before its hello; most likely it requires a client "
+            "certificate signed by a CA it trusts, and none was given or ours is not")
+    hint = "" if tls or exc else " (if it serves TLS only, connect with TLS)"
+    return ConnectionLost(f"connection to {endpoint} lost before the hello was answered"
+                          + (f": {exc}" if exc else hint))
+
+
+async def connect(host, port, timeout, ssl_context=None):
+    """An OPEN ClientConnection to host:port, or an exception (OSError, TimeoutError, ...).
+
+    With ssl_context (a client SSLContext, raftkv.tls.client_context) the connection is TLS
+    and the member's certificate must name host; TLSHandshakeError means a retry would not help.
+    """
     loop = asyncio.get_running_loop()
     endpoint = f"{host}:{port}"
+    tls = ssl_context is not None
 
     async def _open():
-        _, conn = await loop.create_connection(lambda: ClientConnection(endpoint), host, port)
+        try:
+            _, conn = await loop.create_connection(
+                lambda: ClientConnection(endpoint, tls), host, port, ssl=ssl_context,
+                server_hostname=host if tls else None)
+        except ssl.SSLError as exc:
+            if _tls_refused(exc):
+                raise _tls_error(endpoint, exc) from exc
+            raise
         try:
             await conn.wait_ready()
         except BaseException:

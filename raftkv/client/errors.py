@@ -12,6 +12,12 @@ class ConnectionFailedError(ConnectionError):
     """No endpoint could be reached before the request's timeout."""
 
 
+class TLSHandshakeError(ConnectionFailedError):
+    """TLS with a member failed in a way a retry would not fix: its certificate did not
+    verify, it refused ours (or our lack of one), or it does not speak TLS. The request fails
+    at once instead of retrying until its timeout; the message names the endpoint and why."""
+
+
 class LockTimeout(TimeoutError):
     """A lock could not be acquired within the time asked for."""
 

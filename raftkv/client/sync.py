@@ -102,15 +102,24 @@ def _wrap(result, runner):
 
 
 class Client(_Blocking):
-    """Blocking client: Client(endpoints=["127.0.0.1:2379"], timeout=5.0); see AsyncClient."""
+    """Blocking client: Client(endpoints=["127.0.0.1:2379"], timeout=5.0); see AsyncClient,
+    also for the TLS arguments."""
 
-    def __init__(self, endpoints=("127.0.0.1:2379",), timeout=5.0, prefer_leader=True):
+    def __init__(self, endpoints=("127.0.0.1:2379",), timeout=5.0, prefer_leader=True, *,
+                 ca_cert=None, cert_key=None, cert_cert=None, insecure_skip_verify=False):
         runner = _Runner()
 
         async def make():
-            return AsyncClient(endpoints, timeout, prefer_leader)
+            return AsyncClient(endpoints, timeout, prefer_leader, ca_cert=ca_cert,
+                               cert_key=cert_key, cert_cert=cert_cert,
+                               insecure_skip_verify=insecure_skip_verify)
 
-        super().__init__(runner.run(make()), runner)
+        try:
+            target = runner.run(make())
+        except BaseException:
+            runner.stop()  # a bad argument (a TLS file, say) must not leave the thread behind
+            raise
+        super().__init__(target, runner)
 
     def lock(self, name, ttl=60):
         return _Blocking(self._target.lock(name, ttl), self._runner)

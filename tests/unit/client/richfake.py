@@ -74,15 +74,16 @@ class RichFakeService(FakeService):
 
 
 class ServerThread:
-    """A native server over a service on its own loop in a thread (for blocking clients)."""
+    """A native server over a service on its own loop in a thread (for blocking clients);
+    ssl: a server SSLContext to serve TLS."""
 
-    def __init__(self, service):
+    def __init__(self, service, ssl=None):
         self.service = service
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
         fut = asyncio.run_coroutine_threadsafe(
-            start_native_server(service, "127.0.0.1", 0), self.loop)
+            start_native_server(service, "127.0.0.1", 0, ssl=ssl), self.loop)
         self.server, self.port = fut.result(10)
 
     @property
