@@ -43,15 +43,17 @@ def server_context(cert_file, key_file, trusted_ca_file=None, client_cert_auth=F
 
 
 def client_context(ca_file=None, cert_file=None, key_file=None, verify=True):
-    """A context for a dialer: verifies the server against ca_file (or the system's CAs),
+    """A context for a dialer: verifies the server against ca_file alone (or the system's CAs),
     and presents cert_file/key_file if given. verify=False skips the verification (etcdctl's
     --insecure-skip-tls-verify)."""
     if bool(cert_file) != bool(key_file):
         raise TLSConfigError("a client certificate needs its key, and a key its certificate")
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    ctx.minimum_version = MIN_VERSION
-    if ca_file:
+    if ca_file:  # only this CA, as etcd trusts only its --cacert / --peer-trusted-ca-file
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         _load("CA", ctx.load_verify_locations, ca_file)
+    else:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ctx.minimum_version = MIN_VERSION
     if cert_file:
         _load("client certificate and key", ctx.load_cert_chain, cert_file, key_file)
     if not verify:

@@ -3,9 +3,12 @@ peers speak TLS (peers must present a certificate the cluster's CA signed), clie
 authentication, and a member whose peer certificate another CA signed, which never joins."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from raftkv.cli.local_cluster import LocalCluster
+from raftkv.client import Client
 from tests.etcdctl.conftest import FAST_ARGS, Ctl, running, wait_for, wait_healthy
 from tests.tlscerts import make_pki
 
@@ -35,8 +38,10 @@ def test_clients_and_peers_over_tls(tmp_path, pki):
         for ep in _https(cluster):  # replicated over the TLS peer links to every member
             assert ctl.out(*ca, "get", "/tls/k", "--print-value-only",
                            endpoints=[ep]).strip() == "v1"
-        status = ctl.out(*ca, "endpoint", "status", "-w", "fields")
-        assert status.count('"IsLeader" : true') == 1
+        status = json.loads(ctl.out(*ca, "endpoint", "status", "-w", "json"))
+        leaders = {st["Status"]["leader"] for st in status}
+        ids = {st["Status"]["header"]["member_id"] for st in status}
+        assert len(status) == 3 and len(leaders) == 1 and leaders <= ids
         # Without the CA, or with another CA, etcdctl cannot verify the member.
         for bad in ([], ["--cacert", str(pki.other_ca)]):
             proc = ctl.run(*bad, "get", "/tls/k", check=False, endpoints=_https(cluster)[:1])
@@ -46,6 +51,14 @@ def test_clients_and_peers_over_tls(tmp_path, pki):
         plain = Ctl(cluster.endpoints[:1]).run("get", "/tls/k", check=False)
         assert plain.returncode != 0
         assert ctl.out(*ca, "get", "/tls/k", "--print-value-only").strip() == "v1"
+        # The native protocol on the same members: TLS with the same certificates.
+        native = Client(cluster.native_endpoints, ca_cert=str(pki.ca), timeout=5.0)
+        try:
+            assert native.get("/tls/k")[0] == b"v1"
+            native.put("/tls/native", "n")
+        finally:
+            native.close()
+        assert ctl.out(*ca, "get", "/tls/native", "--print-value-only").strip() == "n"
         logs = [open(m.log_path).read() for m in cluster.members]
         assert all("TLS for clients and peers" in text for text in logs)
 
