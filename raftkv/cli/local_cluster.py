@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -84,17 +85,67 @@ def ephemeral_range():
         return 32768, 60999  # Linux's default
 
 
+def _reservations_dir():
+    path = os.path.join(tempfile.gettempdir(), f"raftkv-ports-{os.getuid()}")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+def _reserve(directory, port):
+    """Claim port for this process (a file naming our PID); False if a live process holds it.
+    A claim outlives a member that stops: a member killed and started again by the same
+    process finds its ports still its own, not handed to another process's new cluster."""
+    path = os.path.join(directory, str(port))
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            try:
+                with open(path) as f:
+                    owner = int(f.read() or 0)
+            except (OSError, ValueError):
+                return False  # being written right now, or unreadable: someone else's
+            if owner and _alive(owner):
+                return False
+            try:
+                os.unlink(path)  # its process is gone: the claim is stale
+            except FileNotFoundError:
+                pass
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+    return False
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def free_ports(count):
     """count distinct, freshly probed free TCP ports on 127.0.0.1 (each bound, then released),
-    outside the ephemeral range when it leaves room (see above), else OS-assigned."""
+    outside the ephemeral range when it leaves room (see above), else OS-assigned.
+
+    Probed ports are also claimed for the calling process in a directory under the temp dir,
+    so that test processes running side by side (pytest-xdist) never pick each other's ports
+    in the moment between a probe and a member's bind, or while a member is down."""
     low, _ = ephemeral_range()
     rng = random.SystemRandom()
     socks, ports = [], []
+    claims = _reservations_dir()
     try:
         tries = 0
         while len(ports) < count and low - PROBE_LOW >= PROBE_MIN_ROOM and tries < 50 * count:
             tries += 1
             port = rng.randrange(PROBE_LOW, low)
+            if port in ports or not _reserve(claims, port):
+                continue
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:
                 s.bind(("127.0.0.1", port))  # fails if taken, also by a listener on 0.0.0.0

@@ -1,6 +1,9 @@
 """free_ports: distinct, bindable, and outside the kernel's ephemeral range (a port an
 outgoing connection may take between the probe and the member's bind)."""
+import os
 import socket
+import subprocess
+import sys
 
 from raftkv.cli import local_cluster
 from raftkv.cli.local_cluster import PROBE_LOW, ephemeral_range, free_ports
@@ -48,3 +51,32 @@ def test_a_taken_port_is_never_returned(monkeypatch):
         assert port != busy and port > 0
     finally:
         taken.close()
+
+
+def test_ports_claimed_by_another_live_process_are_skipped(monkeypatch, tmp_path):
+    """A port another running process claimed is never returned (pytest-xdist workers start
+    clusters side by side); a claim whose process is gone is taken over; our own claims name
+    our PID."""
+    monkeypatch.setattr(local_cluster, "_reservations_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(local_cluster, "ephemeral_range", lambda: (PROBE_LOW + 2_000, 60999))
+    held, stale, free = PROBE_LOW + 11, PROBE_LOW + 12, PROBE_LOW + 13
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / str(held)).write_text(str(other.pid))
+        gone = subprocess.Popen([sys.executable, "-c", "pass"])
+        gone.wait()
+        (tmp_path / str(stale)).write_text(str(gone.pid))
+        picks = iter([held, held, stale, held, free])
+
+        class Rng:
+            def randrange(self, a, b):
+                return next(picks)
+
+        monkeypatch.setattr(local_cluster.random, "SystemRandom", Rng)
+        assert free_ports(2) == [stale, free]
+        assert (tmp_path / str(held)).read_text() == str(other.pid)
+        for port in (stale, free):
+            assert (tmp_path / str(port)).read_text() == str(os.getpid())
+    finally:
+        other.kill()
+        other.wait()
