@@ -17,6 +17,7 @@ physical compaction (invisible to clients: reads below the compact revision are 
 """
 from __future__ import annotations
 
+import logging
 import struct
 import threading
 
@@ -35,6 +36,11 @@ _MAIN_KEY = struct.Struct(">Q1sQ").pack  # codec.rev_key of (main, sub) without 
 
 
 META_ALARM = b"alarm_nospace"
+
+log = logging.getLogger("raftkv.mvcc")
+# What a handler raises on input it did not expect (the apply answers INTERNAL for these).
+_BAD_INPUT_ERRORS = (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError,
+                     RecursionError, struct.error)
 
 
 class _Write:
@@ -184,9 +190,17 @@ class KVStore:
                     continue
                 w.main, w.sub = self._rev + 1, 0
                 try:
+                    txncheck.check_shape(op, body or {})
                     out.append(handler(w, body or {}))
                 except RaftkvError as exc:
                     out.append(exc)
+                except _BAD_INPUT_ERRORS as exc:
+                    # Input check_shape should have refused: a bug, but not one to stop every
+                    # member for (they would all stop at this entry, again at each restart).
+                    # Each member answers the same error and the entry counts as applied.
+                    log.exception("apply of %s at index %d failed; answering INTERNAL", op,
+                                  index)
+                    out.append(RaftkvError("INTERNAL", f"raftkv: {op} failed in apply: {exc}"))
                 if w.sub:
                     self._rev = w.main
             if self._compact_cursor is not None:
@@ -324,6 +338,7 @@ class KVStore:
 
     def range(self, body):
         """A read at the last committed revision or a past one (outside the log)."""
+        txncheck.check_shape("range", body)
         with self._lock, self.engine.env.begin() as rtxn:
             kv = self._kv
 

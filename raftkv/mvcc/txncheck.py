@@ -1,12 +1,129 @@
 """Static checks of requests, as etcd's gRPC layer does before proposing (v3rpc/key.go).
 
 They run again in apply so a request that bypassed the front end still gets etcd's errors.
+
+check_shape goes further than etcd: every field of a KV or lease request, nested transactions
+included, must have its type, fit in an int64 and name a known enum value (a compare's result
+and target, a range's sort order and target). The native protocol carries untyped msgpack and
+protobuf keeps unknown enum numbers, so without it a well-formed request with target 99 would
+pass the front end, commit, and then fail in the apply of every member at once.
 """
 from __future__ import annotations
 
 from raftkv.errors import RaftkvError
 
 OP_KEYS = ("request_range", "request_put", "request_delete_range", "request_txn")
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+TXN_DEPTH_MAX = 32  # nested transactions; bounds the recursion of every pass over a txn
+COMPARE_RESULTS = range(4)  # EQUAL, GREATER, LESS, NOT_EQUAL
+COMPARE_TARGETS = ("version", "create_revision", "mod_revision", "value", "lease")
+SORT_ORDERS = range(3)  # NONE, ASCEND, DESCEND
+SORT_TARGETS = range(5)  # KEY, VERSION, CREATE, MOD, VALUE
+_RANGE_INTS = ("limit", "revision", "min_mod_revision", "max_mod_revision",
+               "min_create_revision", "max_create_revision")
+_FLAGS = ("serializable", "keys_only", "count_only", "prev_kv", "ignore_value", "ignore_lease",
+          "physical", "keys")
+
+
+def _bad(what):
+    raise RaftkvError("BAD_REQUEST", f"raftkv: {what}")
+
+
+def _int(body, name, allowed=None):
+    v = body.get(name, 0)
+    if not isinstance(v, int):
+        _bad(f"{name} must be an integer, not {type(v).__name__}")
+    if not INT64_MIN <= v <= INT64_MAX:
+        _bad(f"{name} {v} does not fit in 64 signed bits")
+    if allowed is not None and v not in allowed:
+        _bad(f"{name} {v} is not one of {min(allowed)}..{max(allowed)}")
+
+
+def _bytes(body, name):
+    if not isinstance(body.get(name, b""), bytes):
+        _bad(f"{name} must be bytes, not {type(body[name]).__name__}")
+
+
+def _map(obj, what):
+    if not isinstance(obj, dict):
+        _bad(f"{what} must be a map, not {type(obj).__name__}")
+    for name in _FLAGS:
+        if name in obj and not isinstance(obj[name], (bool, int)):
+            _bad(f"{name} must be a boolean")
+    return obj
+
+
+def _range(body):
+    _bytes(body, "key")
+    _bytes(body, "range_end")
+    for name in _RANGE_INTS:
+        _int(body, name)
+    _int(body, "sort_order", SORT_ORDERS)
+    _int(body, "sort_target", SORT_TARGETS)
+
+
+def _put(body):
+    _bytes(body, "key")
+    _bytes(body, "value")
+    _int(body, "lease")
+
+
+def _compare(cmp):
+    _map(cmp, "a compare")
+    _int(cmp, "result", COMPARE_RESULTS)
+    _int(cmp, "target", range(len(COMPARE_TARGETS)))
+    _bytes(cmp, "key")
+    _bytes(cmp, "range_end")
+    field = COMPARE_TARGETS[cmp.get("target", 0)]
+    if field == "value":
+        _bytes(cmp, field)
+    else:
+        _int(cmp, field)
+
+
+def _txn(body, depth):
+    if depth > TXN_DEPTH_MAX:
+        _bad(f"transactions nested deeper than {TXN_DEPTH_MAX}")
+    for name in ("compare", "success", "failure"):
+        if not isinstance(body.get(name) or [], list):
+            _bad(f"{name} must be a list")
+    for cmp in body.get("compare") or ():
+        _compare(cmp)
+    for name in ("success", "failure"):
+        for op in body.get(name) or ():
+            _map(op, "a transaction op")
+            if len(op) != 1 or next(iter(op)) not in OP_KEYS:
+                _bad(f"a transaction op is one of {', '.join(OP_KEYS)}")
+            (kind, sub), = op.items()
+            _map(sub, kind)
+            if kind == "request_txn":
+                _txn(sub, depth + 1)
+            else:
+                _SHAPES[kind[len("request_"):]](sub)
+
+
+_SHAPES = {"range": _range, "put": _put, "delete_range": lambda b: (_bytes(b, "key"),
+                                                                    _bytes(b, "range_end"))}
+
+
+def check_shape(op, body):
+    """BAD_REQUEST unless body is a well-formed request of a KV or lease op (others pass)."""
+    _map(body, "the request body")
+    if op == "txn":
+        _txn(body, 0)
+    elif op in _SHAPES:
+        _SHAPES[op](body)
+    elif op == "compact":
+        _int(body, "revision")
+    elif op.startswith("lease_"):
+        _int(body, "ID")
+        _int(body, "TTL")
+        if not isinstance(body.get("checkpoints") or [], list):
+            _bad("checkpoints must be a list")
+        for cp in body.get("checkpoints") or ():
+            _map(cp, "a lease checkpoint")
+            _int(cp, "ID")
+            _int(cp, "remaining_TTL")
 
 
 def check_key(body):

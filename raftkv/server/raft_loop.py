@@ -28,6 +28,10 @@ log = logging.getLogger("raftkv.raft_loop")
 
 INBOX_ITEMS_MAX = 100_000  # beyond this, handlers are told to back off (TooManyRequests)
 READ_TIMEOUT_S = 5.0
+# A ReadIndex round not confirmed this long after it started is asked again (etcd's
+# readIndexRetryTime): its request or the answer may have been lost with a peer connection, or
+# gone to a leader that has since lost its place, and Raft itself never repeats it.
+READ_INDEX_RETRY_S = 0.5
 
 
 class RaftLoop:
@@ -67,6 +71,7 @@ class RaftLoop:
         self._inbox = collections.deque()
         self._read_waiters = []  # futures of linearizable reads waiting for the next round
         self._read_rounds = {}  # ctx -> futures that the round's ReadState will release
+        self._read_started = {}  # ctx -> when its round was asked (time.monotonic())
         self._ready_reads = []  # (index, futures) confirmed, waiting for applied >= index
         self._read_ctx = 0
         self._wake = asyncio.Event()
@@ -129,6 +134,7 @@ class RaftLoop:
             next_at = next_tick(next_at, time.monotonic(), self.tick_s)
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             self._inbox.append(("tick", None))
+            self._inbox.append(("retry_reads", None))
             self._wake.set()
             self.registry.expire(lambda: RaftkvError("TIMEOUT"))
             if self._on_tick is not None:
@@ -139,6 +145,8 @@ class RaftLoop:
             kind, item = self._inbox.popleft()
             if kind == "tick":
                 self.node.tick()
+            elif kind == "retry_reads":
+                self._retry_read_rounds(time.monotonic())
             elif kind == "step":
                 try:
                     self.node.step(item)
@@ -180,8 +188,23 @@ class RaftLoop:
         # Unique across members: the leader keys pending reads by ctx.
         ctx = self.member_id.to_bytes(8, "big") + self._read_ctx.to_bytes(8, "big")
         self._read_rounds[ctx] = self._read_waiters
+        self._read_started[ctx] = time.monotonic()
         self._read_waiters = []
         self.node.read_index(ctx)
+
+    def _retry_read_rounds(self, now):
+        """Put the reads of every round unconfirmed for READ_INDEX_RETRY_S back in line for
+        the next round (a later ReadState for an old round finds nothing to release). Safe: a
+        read index obtained after a read began serves it linearizably too."""
+        for ctx, started in list(self._read_started.items()):
+            if now - started < READ_INDEX_RETRY_S:
+                continue
+            del self._read_started[ctx]
+            waiting = [f for f in self._read_rounds.pop(ctx, ()) if not f.done()]
+            if waiting:
+                log.debug("ReadIndex round unconfirmed after %.1fs: asking again for %d "
+                          "read(s)", now - started, len(waiting))
+                self._read_waiters.extend(waiting)
 
     async def _handle_ready(self, rd):
         if rd.soft_state is not None:
@@ -199,6 +222,7 @@ class RaftLoop:
         if early:
             self._send(early)  # no entries of ours to write: the apply's responses went first
         for rs in rd.read_states:
+            self._read_started.pop(rs.request_ctx, None)
             futs = self._read_rounds.pop(rs.request_ctx, None)
             if futs:
                 self._ready_reads.append((rs.index, futs))
@@ -295,6 +319,7 @@ class RaftLoop:
                     if not f.done():
                         f.set_exception(RaftkvError("LEADER_CHANGED"))
             self._read_rounds.clear()
+            self._read_started.clear()
             # Writes proposed here under the old leader may have been forwarded to a leader
             # that is gone (its MsgProp lost): fail them now rather than at --request-timeout.
             # The client retries under the same idempotency id, so a write that does commit

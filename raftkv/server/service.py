@@ -11,7 +11,7 @@ import tempfile
 import msgpack
 
 from raftkv.errors import RaftkvError
-from raftkv.mvcc import snapshot as mvcc_snapshot
+from raftkv.mvcc import snapshot as mvcc_snapshot, txncheck
 from raftkv.raft import ConfChangeSingle, ConfChangeType, ConfChangeV2, Role
 from raftkv.raft.errors import ProposalDroppedError
 from raftkv.server.config import ConfigError, host_port
@@ -70,6 +70,7 @@ class Service:
     async def call(self, op, body):
         if not isinstance(body, dict):
             raise RaftkvError("BAD_REQUEST", "raftkv: request body must be a map")
+        txncheck.check_shape(op, body)  # before anything is proposed (apply checks again)
         handler = getattr(self, "_op_" + op, None)
         if handler is not None:
             return await handler(body)
@@ -107,6 +108,7 @@ class Service:
                 (op in GROWING_OPS and self._quota_verdict()):
             return None
         rid = body.pop("request_id", None)
+        txncheck.check_shape(op, body)
         size = self._check_write(body)
 
         def finish(resp, exc):
@@ -122,6 +124,8 @@ class Service:
         rid: the client's idempotency id; chunk k of the batch is deduplicated as (rid, k)."""
         if self.loop.leader_id == 0:
             raise RaftkvError("NO_LEADER")
+        for op, body in items:  # all checked before any is proposed
+            txncheck.check_shape(op, body)
         await self._check_quota()
         futs, chunk, chunk_bytes = [], [], 0
         for op, body in items:

@@ -405,3 +405,31 @@ def test_peer_port_survives_bad_frames_from_an_authenticated_peer(seeded, case):
                                                                          sender)[case]
         _send_and_expect_close(target.peer_port, data)
     _assert_healthy(h, c)
+
+
+def test_grpc_txn_with_an_unknown_compare_target_is_refused(seeded):
+    """protobuf keeps an unknown enum number, so an etcd client can send a compare with
+    target 99. It is refused (INVALID_ARGUMENT) before anything is proposed; it used to commit
+    and then stop every member in its apply."""
+    import grpc
+
+    from raftkv.api.etcd.proto import rpc_pb2, rpc_pb2_grpc
+
+    h, c = seeded
+    with grpc.insecure_channel(h.members[0].grpc_endpoint) as channel:
+        kv = rpc_pb2_grpc.KVStub(channel)
+        req = rpc_pb2.TxnRequest(compare=[rpc_pb2.Compare(key=b"/seed/00", target=99,
+                                                          result=0, version=1)],
+                                 success=[rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(
+                                     key=b"/bad/k", value=b"v"))])
+        with pytest.raises(grpc.RpcError) as exc:
+            kv.Txn(req, timeout=10)
+        assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "target 99" in exc.value.details()
+        req = rpc_pb2.RangeRequest(key=b"/seed/", range_end=b"/seed0", sort_order=1,
+                                   sort_target=42)
+        with pytest.raises(grpc.RpcError) as exc:
+            kv.Range(req, timeout=10)
+        assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert c.get("/bad/k") == (None, None)
+    _assert_healthy(h, c)

@@ -1,0 +1,66 @@
+"""The Ready loop asks a ReadIndex round again when it is not confirmed within
+READ_INDEX_RETRY_S (as etcd does), so a read whose request or answer was lost with a peer
+connection is served once the cluster answers, instead of waiting for its timeout."""
+import asyncio
+import types
+
+from raftkv.server.raft_loop import READ_INDEX_RETRY_S, RaftLoop
+
+
+class FakeNode:
+    def __init__(self):
+        self.raft = types.SimpleNamespace(term=1, vote=0)
+        self.asked = []
+
+    def read_index(self, ctx):
+        self.asked.append(ctx)
+
+    def has_ready(self):
+        return False
+
+
+def _loop(node):
+    return RaftLoop(node, 1, io=None, send=None, tick_s=0.1, on_conf_change=None,
+                    on_tick=None)
+
+
+def test_an_unconfirmed_round_is_asked_again_and_the_old_answer_ignored():
+    async def main():
+        node = FakeNode()
+        loop = _loop(node)
+        read = loop.read_barrier()
+        gone = loop.read_barrier()
+        loop._drain_inbox()
+        assert len(node.asked) == 1
+        first = node.asked[0]
+        started = loop._read_started[first]
+
+        loop._retry_read_rounds(started + READ_INDEX_RETRY_S / 2)  # too soon: nothing
+        loop._drain_inbox()
+        assert node.asked == [first]
+
+        gone.cancel()  # its client gave up: not asked for again
+        loop._retry_read_rounds(started + READ_INDEX_RETRY_S)
+        loop._drain_inbox()
+        assert len(node.asked) == 2 and node.asked[1] != first
+        second = node.asked[1]
+        assert loop._read_rounds == {second: [read]} and first not in loop._read_started
+        assert not read.done()
+
+    asyncio.run(main())
+
+
+def test_reads_queued_meanwhile_join_the_new_round():
+    async def main():
+        node = FakeNode()
+        loop = _loop(node)
+        a = loop.read_barrier()
+        loop._drain_inbox()
+        started = loop._read_started[node.asked[0]]
+        b = loop.read_barrier()
+        loop._retry_read_rounds(started + READ_INDEX_RETRY_S + 0.1)
+        loop._drain_inbox()
+        assert len(node.asked) == 2
+        assert loop._read_rounds == {node.asked[1]: [b, a]}
+
+    asyncio.run(main())

@@ -1,0 +1,88 @@
+"""Requests whose fields have the right top-level types but wrong contents (an unknown enum
+number, an int beyond 64 bits, a nested field of the wrong type, runaway nesting) are refused
+with BAD_REQUEST by check_shape, which the front end runs before proposing and the apply runs
+again: the entry is applied as an error and the store goes on. Before, a compare with target
+99 passed the front end, committed, and raised IndexError in the apply of every member."""
+import pytest
+
+from raftkv.errors import RaftkvError
+from raftkv.mvcc import txncheck
+
+
+def _txn(compare=(), success=(), failure=()):
+    return {"compare": list(compare), "success": list(success), "failure": list(failure)}
+
+
+BAD = {
+    "compare_target_99": ("txn", _txn([{"key": b"a", "target": 99, "result": 0}])),
+    "compare_target_negative": ("txn", _txn([{"key": b"a", "target": -(1 << 63)}])),
+    "compare_result_7": ("txn", _txn([{"key": b"a", "target": 0, "result": 7}])),
+    "compare_value_int": ("txn", _txn([{"key": b"a", "target": 3, "value": 5}])),
+    "compare_version_bytes": ("txn", _txn([{"key": b"a", "target": 0, "version": b"1"}])),
+    "compare_not_a_map": ("txn", _txn([b"a"])),
+    "compare_key_int": ("txn", _txn([{"key": 5, "target": 0}])),
+    "op_two_kinds": ("txn", _txn(success=[{"request_put": {"key": b"a"},
+                                           "request_range": {"key": b"a"}}])),
+    "op_unknown_kind": ("txn", _txn(success=[{"request_drop": {}}])),
+    "op_body_list": ("txn", _txn(success=[{"request_put": [b"a", b"v"]}])),
+    "nested_put_value_int": ("txn", _txn(success=[{"request_txn": _txn(
+        success=[{"request_put": {"key": b"a", "value": 1}}])}])),
+    "nested_range_sort_target_9": ("txn", _txn(failure=[{"request_range": {
+        "key": b"a", "sort_order": 1, "sort_target": 9}}])),
+    "success_not_a_list": ("txn", {"success": {"request_put": {"key": b"a"}}}),
+    "range_sort_order_5": ("range", {"key": b"a", "sort_order": 5}),
+    "range_limit_2_64": ("range", {"key": b"a", "limit": (1 << 64) - 1}),
+    "put_lease_2_63": ("put", {"key": b"a", "value": b"v", "lease": 1 << 63}),
+    "lease_grant_id_2_63": ("lease_grant", {"ID": 1 << 63, "TTL": 10}),
+    "lease_checkpoint_not_maps": ("lease_checkpoint", {"checkpoints": [1, 2]}),
+    "compact_2_64": ("compact", {"revision": (1 << 64) - 1}),
+}
+
+
+def _deep(depth):
+    body = _txn(success=[{"request_put": {"key": b"deep", "value": b"v"}}])
+    for _ in range(depth):
+        body = _txn(success=[{"request_txn": body}])
+    return body
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_refused_up_front(case):
+    op, body = BAD[case]
+    with pytest.raises(RaftkvError) as exc:
+        txncheck.check_shape(op, body)
+    assert exc.value.code == "BAD_REQUEST" and exc.value.message.startswith("raftkv: ")
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_applied_as_an_error_and_the_store_goes_on(h, case):
+    op, body = BAD[case]
+    h.put(b"a", b"before")
+    (out,) = h.apply([(op, body)])
+    assert isinstance(out, RaftkvError) and out.code == "BAD_REQUEST", out
+    h.put(b"a", b"after")
+    assert h.get(b"a")["kvs"][0]["value"] == b"after"
+
+
+def test_good_requests_pass():
+    txncheck.check_shape("txn", _txn(
+        [{"key": b"a", "target": 3, "result": 3, "value": b"x"},
+         {"key": b"a", "range_end": b"b", "target": 4, "lease": 0}],
+        [{"request_put": {"key": b"a", "value": b"v", "lease": (1 << 63) - 1}}],
+        [{"request_range": {"key": b"a", "sort_order": 2, "sort_target": 4}},
+         {"request_delete_range": {"key": b"a", "range_end": b"\0"}}]))
+    txncheck.check_shape("txn", _deep(txncheck.TXN_DEPTH_MAX))
+    txncheck.check_shape("range", {"key": b"a", "revision": -(1 << 63)})
+    txncheck.check_shape("member_list", {"anything": object()})  # not a KV op: not ours
+
+
+def test_runaway_nesting_is_refused():
+    with pytest.raises(RaftkvError, match="nested deeper"):
+        txncheck.check_shape("txn", _deep(txncheck.TXN_DEPTH_MAX + 1))
+
+
+def test_a_read_with_an_unknown_sort_target_is_refused(h):
+    h.put(b"a", b"v")
+    with pytest.raises(RaftkvError) as exc:
+        h.get(b"a", sort_order=1, sort_target=9)
+    assert exc.value.code == "BAD_REQUEST"
