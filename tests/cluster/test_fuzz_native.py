@@ -1,10 +1,11 @@
 """Well-typed but arbitrary requests on the native port of a real 3-member cluster (TESTING.md §7
 row 9): random ops with random subsets of their fields, each of the right type but with
 extreme values (negative, 2**63, 2**64 - 1, unknown enum numbers, empty or inverted ranges,
-nested transactions). It found a compare with target 99 passing every check, committing, and
-then failing in the apply of all three members at once, each of which stopped. Wrong types and broken frames have their fixed cases in
+nested transactions). Wrong types and broken frames have their fixed cases in
 test_bad_input.py; this hunts what type checks cannot see, above all a write that passes the
-checks before it is proposed but then fails in the apply on every member.
+checks before it is proposed but then fails in the apply on every member. It found one: a
+compare with target 99 passed every check, committed, and stopped all three members in their
+apply.
 
 Every request must get an answer (OK, or an error with a stable code other than INTERNAL, which
 would be an unhandled exception) within the request timeout; afterwards every member is alive,
