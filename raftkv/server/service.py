@@ -327,9 +327,7 @@ class Service:
         forwarded = await self._on_leader("member_add", body)
         if forwarded is not None:
             return forwarded
-        urls = list(body.get("peerURLs") or [])
-        if not urls:
-            raise RaftkvError("MEMBER_BAD_URLS")
+        urls = _peer_urls(body)
         for info in self.m.members.values():
             if set(info.get("peer_urls", [])) & set(urls):
                 raise RaftkvError("PEER_URL_EXIST")
@@ -373,14 +371,7 @@ class Service:
         a URL another member uses "Peer URLs already exists". URLs raftkv cannot dial are
         refused up front with etcd's MemberAdd error (etcdctl checks them before sending)."""
         mid = body.get("ID", 0)
-        urls = [str(u) for u in body.get("peerURLs") or []]
-        try:
-            if not urls:
-                raise ConfigError("no peer URLs")
-            for url in urls:
-                host_port(url)
-        except ConfigError:
-            raise RaftkvError("MEMBER_BAD_URLS") from None
+        urls = _peer_urls(body)
         await self._write(MEMBER_UPDATE_OP, {"ID": mid, "peerURLs": urls})
         return {"header": self.header(), "members": self._member_dicts()}
 
@@ -484,3 +475,17 @@ def _backend():
     from raftkv import storage
 
     return storage.BACKEND
+
+
+def _peer_urls(body):
+    """The request's peer URLs, each one a member could dial, or MEMBER_BAD_URLS (etcd parses
+    them before proposing; a URL that fails later would fail in every member's apply)."""
+    urls = body.get("peerURLs")
+    if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
+        raise RaftkvError("MEMBER_BAD_URLS")
+    try:
+        for url in urls:
+            host_port(url)
+    except ConfigError:
+        raise RaftkvError("MEMBER_BAD_URLS") from None
+    return urls

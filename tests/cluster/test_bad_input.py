@@ -433,3 +433,24 @@ def test_grpc_txn_with_an_unknown_compare_target_is_refused(seeded):
         assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert c.get("/bad/k") == (None, None)
     _assert_healthy(h, c)
+
+
+@pytest.mark.parametrize("urls", [["x"], ["http://"], [5], "http://127.0.0.1:1", [], None])
+def test_native_member_add_and_update_with_bad_peer_urls(seeded, urls):
+    """Peer URLs no member could dial are refused before anything is proposed (a conf change
+    is applied by every member; a URL that fails there would fail everywhere)."""
+    h, c = seeded
+    before = h.status(h.members[0])["header"]["member_id"], len(c.members())
+    raw = Raw(h.members[0].native_port)
+    try:
+        raw.hello()
+        body = {} if urls is None else {"peerURLs": urls}
+        for rid, op in enumerate(("member_add", "member_update"), start=1):
+            raw.send(_frame([rid, op, dict(body, ID=before[0])]))
+            got = raw.read_frame()
+            assert got[:2] == [rid, wire.STATUS_ERROR], (op, got)
+            assert got[2]["code"] == "MEMBER_BAD_URLS", (op, got)
+    finally:
+        raw.close()
+    assert len(c.members()) == before[1]
+    _assert_healthy(h, c)
