@@ -19,6 +19,7 @@ COMPARE_RESULTS = range(4)  # EQUAL, GREATER, LESS, NOT_EQUAL
 COMPARE_TARGETS = ("version", "create_revision", "mod_revision", "value", "lease")
 SORT_ORDERS = range(3)  # NONE, ASCEND, DESCEND
 SORT_TARGETS = range(5)  # KEY, VERSION, CREATE, MOD, VALUE
+WATCH_FILTERS = (0, 1)  # NOPUT, NODELETE
 _RANGE_INTS = ("limit", "revision", "min_mod_revision", "max_mod_revision",
                "min_create_revision", "max_create_revision")
 _FLAGS = ("serializable", "keys_only", "count_only", "prev_kv", "ignore_value", "ignore_lease",
@@ -29,14 +30,17 @@ def _bad(what):
     raise RaftkvError("BAD_REQUEST", f"raftkv: {what}")
 
 
-def _int(body, name, allowed=None):
+def _int(body, name, allowed=None, low=INT64_MIN):
+    """allowed: a small range of enum numbers; low: the least value (default: int64's)."""
     v = body.get(name, 0)
     if not isinstance(v, int):
         _bad(f"{name} must be an integer, not {type(v).__name__}")
     if not INT64_MIN <= v <= INT64_MAX:
         _bad(f"{name} {v} does not fit in 64 signed bits")
+    if v < low:
+        _bad(f"{name} {v} is below {low}")
     if allowed is not None and v not in allowed:
-        _bad(f"{name} {v} is not one of {min(allowed)}..{max(allowed)}")
+        _bad(f"{name} {v} is not one of {allowed.start}..{allowed.stop - 1}")
 
 
 def _bytes(body, name):
@@ -107,7 +111,8 @@ _SHAPES = {"range": _range, "put": _put, "delete_range": lambda b: (_bytes(b, "k
 
 
 def check_shape(op, body):
-    """BAD_REQUEST unless body is a well-formed request of a KV or lease op (others pass)."""
+    """BAD_REQUEST unless body is a well-formed request of a KV, lease or watch op (others
+    pass)."""
     _map(body, "the request body")
     if op == "txn":
         _txn(body, 0)
@@ -115,6 +120,14 @@ def check_shape(op, body):
         _SHAPES[op](body)
     elif op == "compact":
         _int(body, "revision")
+    elif op == "watch":
+        _bytes(body, "key")
+        _bytes(body, "range_end")
+        _int(body, "start_revision", low=0)
+        filters = body.get("filters") or []
+        if not isinstance(filters, list) or not all(
+                isinstance(f, int) and f in WATCH_FILTERS for f in filters):
+            _bad("filters must be a list of 0 (no puts) and 1 (no deletes)")
     elif op.startswith("lease_"):
         _int(body, "ID")
         _int(body, "TTL")

@@ -432,6 +432,7 @@ class Service:
 
     # ---------------------------------------------------------------- streams
     async def watch(self, body):
+        txncheck.check_shape("watch", body)
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
         w = self.m.kv.watch(body.get("key", b""), body.get("range_end", b""),

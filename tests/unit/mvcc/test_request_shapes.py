@@ -86,3 +86,22 @@ def test_a_read_with_an_unknown_sort_target_is_refused(h):
     with pytest.raises(RaftkvError) as exc:
         h.get(b"a", sort_order=1, sort_target=9)
     assert exc.value.code == "BAD_REQUEST"
+
+
+@pytest.mark.parametrize("body", [
+    {"key": b"a", "start_revision": -5},
+    {"key": b"a", "filters": [99]},
+    {"key": b"a", "filters": [b"x"]},
+    {"key": b"a", "filters": 1},
+    {"key": 5},
+])
+def test_a_bad_watch_is_refused(body):
+    """A negative start revision used to give a watch that never delivered anything."""
+    with pytest.raises(RaftkvError) as exc:
+        txncheck.check_shape("watch", body)
+    assert exc.value.code == "BAD_REQUEST"
+
+
+def test_good_watches_pass():
+    txncheck.check_shape("watch", {"key": b"a", "range_end": b"\0", "start_revision": 0,
+                                   "filters": [0, 1], "prev_kv": True})
