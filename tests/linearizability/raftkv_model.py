@@ -198,13 +198,17 @@ def watch_violations(logs, ops, final_revision, dense=True):
     match the acknowledged writes and carry only values some client wrote."""
     bad = []
     truth = {}
+    # The first revision that changed a watched key: a watch from before it starts there.
+    firsts = [seg.events[0][0] for w in logs for seg in w.segments if seg.events]
+    firsts += [ev[0] for ev in map(_event_of, ops) if ev is not None]
+    floor = min(firsts, default=0)
     for w in logs:
         for seg in w.segments:
             prev = None
             for ev in seg.events:
                 rev = ev[0]
                 if prev is None:
-                    if seg.start and dense and rev != seg.start:
+                    if seg.start and dense and rev != max(seg.start, floor):
                         bad.append(f"watcher {w.wid}: asked from {seg.start}, first event at "
                                    f"{rev}")
                 elif rev <= prev or (dense and rev != prev + 1):

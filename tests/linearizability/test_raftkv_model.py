@@ -184,3 +184,5 @@ def test_each_watch_anomaly_is_found():
     assert found([_watch((0, [good[0], (3, "DELETE", A, b""), good[2]]))])  # not the ack
     assert found([_watch((0, good + [_pe(5, b"nobody")]))], final=5)
     assert not found([_watch((0, good))])
+    # Asked from before the first write: the first event is the first write's.
+    assert not found([_watch((1, good))])
