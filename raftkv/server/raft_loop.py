@@ -64,7 +64,8 @@ class RaftLoop:
         self.tick_s = tick_s
         self.registry = Registry(member_id)
         self.batcher = batcher or Batcher()
-        self.applied_index = 0
+        self.applied_index = 0  # visible to readers (the store's round holding it committed)
+        self._submitted_index = 0  # the last committed entry handed to io() for its apply
         self.leader_id = 0
         self.term = 0
         self.role = None
@@ -96,6 +97,20 @@ class RaftLoop:
         fut = asyncio.get_running_loop().create_future()
         self._read_waiters.append(fut)
         self._wake.set()
+        return fut
+
+    def local_barrier(self):
+        """A future that completes once every entry this member has applied so far is visible
+        to readers: a serializable read then sees every write this member acknowledged before
+        it (as in etcd, whose apply makes a write visible before answering it). Responses
+        leave as soon as the apply computed them, before the store's LMDB round commits."""
+        fut = asyncio.get_running_loop().create_future()
+        if self._submitted_index <= self.applied_index:
+            fut.set_result(self.applied_index)
+            return fut
+        self._ready_reads.append((self._submitted_index, [fut]))
+        if self.flush is not None:
+            self.flush()
         return fut
 
     def call(self, fn):
@@ -219,6 +234,8 @@ class RaftLoop:
         # Both writes are queued now (each in Ready order); the apply's LMDB commit may linger
         # to share its sync with later Readys' applies.
         durable, applied = self._io(rd, pipelined)
+        if rd.committed_entries:
+            self._submitted_index = max(self._submitted_index, rd.committed_entries[-1].index)
         if early:
             self._send(early)  # no entries of ours to write: the apply's responses went first
         for rs in rd.read_states:

@@ -238,7 +238,16 @@ class Service:
         body.pop("request_id", None)
         if not body.get("serializable"):
             await self.read_barrier()
+        else:
+            await self.local_barrier()
         return self._with_header(self.m.kv.range(body))
+
+    async def local_barrier(self):
+        """Wait until this member's applied writes are visible (serializable reads)."""
+        try:
+            await asyncio.wait_for(self.loop.local_barrier(), self.timeout_s)
+        except asyncio.TimeoutError:
+            raise RaftkvError("TIMEOUT") from None
 
     # ---------------------------------------------------------------- leases
     def _leader_or_forward(self):

@@ -1,6 +1,7 @@
-"""The Ready loop asks a ReadIndex round again when it is not confirmed within
-READ_INDEX_RETRY_S (as etcd does), so a read whose request or answer was lost with a peer
-connection is served once the cluster answers, instead of waiting for its timeout."""
+"""Reads in the Ready loop. A ReadIndex round not confirmed within READ_INDEX_RETRY_S is asked
+again (as etcd does), so a read whose request or answer was lost with a peer connection is
+served once the cluster answers, instead of waiting for its timeout. A serializable read waits
+until what this member applied is visible, so it sees the writes the member acknowledged."""
 import asyncio
 import types
 
@@ -62,5 +63,24 @@ def test_reads_queued_meanwhile_join_the_new_round():
         loop._drain_inbox()
         assert len(node.asked) == 2
         assert loop._read_rounds == {node.asked[1]: [b, a]}
+
+    asyncio.run(main())
+
+
+def test_a_serializable_read_waits_until_this_members_applies_are_visible():
+    async def main():
+        loop = _loop(FakeNode())
+        flushed = []
+        loop.flush = lambda: flushed.append(1)
+        assert loop.local_barrier().done()  # nothing applied but unpublished: at once
+        loop._submitted_index, loop.applied_index = 7, 5  # answered, its round not committed
+        fut = loop.local_barrier()
+        assert not fut.done() and flushed  # the lingering round is asked to commit now
+        loop.applied_index = 6
+        loop._release_reads()
+        assert not fut.done()
+        loop.applied_index = 7
+        loop._release_reads()
+        assert fut.result() == 7
 
     asyncio.run(main())
