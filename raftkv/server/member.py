@@ -21,6 +21,7 @@ import logging
 import os
 import random
 import threading
+import time
 
 import msgpack
 
@@ -77,6 +78,7 @@ CONF_INDEX_KEY = b"raftkv.conf_index"
 # How long an apply-only LMDB round waits for more Readys before it commits (its sync is off the
 # latency path; a linearizable read that needs the applies visible ends the wait at once).
 APPLY_LINGER_S_DEFAULT = 0.02
+NO_LEADER_WARN_S = 5.0  # how often a member without a leader says so
 # The Raft log since the compaction point lives in memory (raftkv/storage/raftlog.py): besides
 # --snapshot-count entries, a snapshot point is noted every SNAPSHOT_POINT_BYTES of entry payload
 # and the log keeps at most about LOG_CATCHUP_BYTES behind the applied index (bulk entries are
@@ -122,6 +124,7 @@ class Member:
         self.transport = None
         self.lessor = None
         self._tasks = []
+        self._leaderless_since = self._leaderless_warned = None  # see _watch_leaderless
         self._snapshot_index = 0
         # RAFTKV_WAL_INLINE=0: Readys hand their WAL records to the WAL's writer thread
         self._wal_inline = os.environ.get("RAFTKV_WAL_INLINE", "1") != "0"
@@ -811,6 +814,25 @@ class Member:
     def _on_tick(self):
         for pid in self.transport.take_unreachable():
             self.loop.call(lambda node, pid=pid: node.report_unreachable(pid))
+        self._watch_leaderless(time.monotonic())
+
+    def _watch_leaderless(self, now):
+        """While this member knows no leader, say so every NO_LEADER_WARN_S, with what it
+        knows of the Raft state and its peer links (what an operator needs to tell a lost
+        quorum from a member that cannot reach, or is not reached by, the others)."""
+        if self.loop.leader_id:
+            self._leaderless_since = None
+            return
+        if self._leaderless_since is None:
+            self._leaderless_since = self._leaderless_warned = now
+            return
+        if now - self._leaderless_warned < NO_LEADER_WARN_S:
+            return
+        self._leaderless_warned = now
+        st = self.loop.node.status()
+        log.warning("no leader for %.0fs: term %d, role %s, commit %d, applied %d, last index "
+                    "%d; peer links: %s", now - self._leaderless_since, st["term"], st["role"],
+                    st["commit"], st["applied"], st["last_index"], self.transport.describe())
 
     # ------------------------------------------------------------------ leases
     async def _lease_loop(self):

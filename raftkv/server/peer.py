@@ -190,7 +190,7 @@ class _Peer:
                 # uvloop raises RuntimeError ("unable to perform operation on <TCPTransport
                 # closed=True>") for a write on a connection the peer has reset: reconnect too,
                 # else this task ends and nothing is ever sent to that peer again.
-                log.debug("peer %x: connection lost: %r", self.id, exc)
+                log.info("peer %x: connection lost: %r", self.id, exc)
             finally:
                 self.connected = False
                 self.writer = None
@@ -271,6 +271,7 @@ class PeerTransport:
         self._req_ids = itertools.count(1)
         self._waiting = {}  # req_id -> future
         self._inbound = set()
+        self._inbound_from = collections.Counter()  # peer id -> open inbound connections
         self.set_peers(peers)
 
     def set_peers(self, peers):
@@ -293,6 +294,15 @@ class PeerTransport:
 
     def known(self, pid):
         return pid in self._peers
+
+    def describe(self):
+        """One line on every peer link, for logs: outbound state and queue, inbound count."""
+        parts = []
+        for pid, p in sorted(self._peers.items()):
+            state = "up" if p.connected else f"down ({p.failures} failed dials)"
+            parts.append(f"{pid:x} out {state}, {len(p.queue)} queued, in "
+                         f"{self._inbound_from.get(pid, 0)}")
+        return "; ".join(parts) or "no peers"
 
     async def start(self, host, port):
         self._server = await asyncio.start_server(self._serve, host, port, ssl=self.ssl_server)
@@ -480,7 +490,11 @@ class PeerTransport:
             frm = await self._check_hello(await _read_frame(reader), peer_name)
             if frm is None:
                 return
-            await self._serve_frames(reader, writer, frm)
+            self._inbound_from[frm] += 1
+            try:
+                await self._serve_frames(reader, writer, frm)
+            finally:
+                self._inbound_from[frm] -= 1
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         except PeerProtocolError as exc:

@@ -60,6 +60,7 @@ def test_a_partition_file_cuts_the_link_and_clearing_it_heals(tmp_path):
             b.send([_heartbeat(2, 1)])
             await _wait(lambda: received[1] and received[2])
             assert await a.forward(2, "ping", {}) == {"op": "ping"}
+            assert a.describe() == "2 out up, 0 queued, in 1"
 
             _write(path, [2])  # a cuts itself off from b, in both directions
             await _wait(lambda: a.blocked == {2})
