@@ -143,6 +143,15 @@ class _Peer:
 
     def start(self):
         self.task = asyncio.get_running_loop().create_task(self._run())
+        self.task.add_done_callback(self._ended)
+
+    def _ended(self, task):
+        """The dialer ends only when the transport closes. Anything else would leave this
+        peer unreachable for good, without a word: say so loudly."""
+        if task.cancelled() or self.t.closed:
+            return
+        log.critical("peer %x: the dialer stopped: %r; nothing more is sent to this peer",
+                     self.id, task.exception())
 
     def offer(self, data):
         """Write frame bytes at once when that keeps the stream's order and nothing is
@@ -180,9 +189,14 @@ class _Peer:
             except OSError as exc:
                 await self._backoff(exc)
                 continue
+            except Exception as exc:  # noqa: BLE001 -- the dialer must go on (see _ended)
+                log.exception("peer %x: cannot dial", self.id)
+                await self._backoff(exc)
+                continue
             self.connected, self.failures = True, 0
             reader_task = asyncio.get_running_loop().create_task(
                 self.t.read_responses(reader, self.id))
+            failed = None
             try:
                 self.writer = writer
                 await self._pump(writer)
@@ -191,12 +205,19 @@ class _Peer:
                 # closed=True>") for a write on a connection the peer has reset: reconnect too,
                 # else this task ends and nothing is ever sent to that peer again.
                 log.info("peer %x: connection lost: %r", self.id, exc)
+            except Exception as exc:  # noqa: BLE001 -- e.g. a snapshot stream that cannot read
+                # Whatever went wrong with this connection, the dialer must go on: a dead
+                # dialer leaves the peer unreachable for good.
+                log.exception("peer %x: connection failed; reconnecting", self.id)
+                failed = exc
             finally:
                 self.connected = False
                 self.writer = None
                 reader_task.cancel()
                 writer.close()
             self.t.on_unreachable(self.id)
+            if failed is not None:
+                await self._backoff(failed)  # not at once: the same failure may repeat
 
     async def _connect(self):
         ctx = self.t.ssl_client

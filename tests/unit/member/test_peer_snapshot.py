@@ -126,3 +126,33 @@ def test_a_snapshot_offer_to_an_unreachable_peer_is_reported_failed(tmp_path):
             await leader.close()
 
     asyncio.run(main())
+
+
+@pytest.mark.timeout(60)
+def test_the_dialer_survives_an_unexpected_error_in_a_connection(tmp_path):
+    """An error that is not a connection error (here in the snapshot stream) used to end the
+    dialer's task silently: nothing was ever sent to that peer again. It reconnects now."""
+    received, sent = [], []
+
+    async def main():
+        leader, follower = await _pair(tmp_path, received, sent)
+        armed = {"on": True}
+
+        def hook(seq):
+            if seq == 3 and armed["on"]:
+                armed["on"] = False
+                raise ValueError("not a connection error")
+        leader.snapshot_chunk_hook = hook
+        try:
+            leader.send([_snap_msg()])
+            await _wait(lambda: sent)
+            assert sent == [False] and not received
+            assert not leader._peers[2].task.done()
+            leader.send([_snap_msg()])  # the dialer reconnected: the retry gets through
+            await _wait(lambda: received, timeout_s=20.0)
+            assert sent == [False, True]
+        finally:
+            await leader.close()
+            await follower.close()
+
+    asyncio.run(main())
