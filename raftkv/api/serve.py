@@ -84,7 +84,7 @@ async def serve(cfg, stop_event=None):
         client_tls, _, _ = cfg.tls_contexts()
         native, member.native_port = await start_native_server(
             service, nhost, nport, max_frame_bytes=cfg.max_request_bytes + FRAME_OVERHEAD_BYTES,
-            ssl=client_tls if _https(cfg.listen_native_urls) else None)
+            ssl=client_tls if cfg.native_tls else None)
         if cfg.listen_metrics_urls:
             hhost, hport = first_host_port(cfg.listen_metrics_urls)
             http, member.metrics_port = await start_http_server(service, hhost, hport)
@@ -128,13 +128,9 @@ async def serve(cfg, stop_event=None):
         await member.stop()
 
 
-def _https(urls):
-    return urls.lower().startswith("https://")
-
-
 def _grpc_credentials(cfg):
     """grpc's server credentials for an https:// client URL (None: plaintext)."""
-    if not _https(cfg.listen_client_urls):
+    if not cfg.grpc_tls:
         return None
     ca = tls.read_pem(cfg.trusted_ca_file, "--trusted-ca-file") \
         if cfg.client_cert_auth else None

@@ -63,6 +63,7 @@ class ServerConfig:
     peer_key_file: str = ""
     peer_trusted_ca_file: str = ""
     peer_client_cert_auth: bool = False
+    _tls = None  # not a field (no flag): tls_contexts() once built
 
     def finish(self):
         """Fill derived defaults and validate; raises ConfigError."""
@@ -104,8 +105,16 @@ class ServerConfig:
         return self
 
     @property
+    def grpc_tls(self):
+        return _https(self.listen_client_urls)
+
+    @property
+    def native_tls(self):
+        return _https(self.listen_native_urls)
+
+    @property
     def client_tls(self):
-        return _https(self.listen_client_urls) or _https(self.listen_native_urls)
+        return self.grpc_tls or self.native_tls
 
     @property
     def peer_tls(self):
@@ -138,7 +147,13 @@ class ServerConfig:
             raise ConfigError(f"TLS: {exc}") from exc
 
     def tls_contexts(self):
-        """(client listener, peer listener, peer dialer) SSLContexts, None where plain."""
+        """(client listener, peer listener, peer dialer) SSLContexts, None where plain. Built
+        once, while the flags are checked (finish), then shared by the listeners and dialer."""
+        if self._tls is None:
+            self._tls = self._load_tls()
+        return self._tls
+
+    def _load_tls(self):
         client = peer_in = peer_out = None
         if self.client_tls:
             client = tls.server_context(self.cert_file, self.key_file, self.trusted_ca_file,
