@@ -71,8 +71,8 @@ class RaftLoop:
         self.role = None
         self._inbox = collections.deque()
         self._read_waiters = []  # futures of linearizable reads waiting for the next round
-        self._read_rounds = {}  # ctx -> futures that the round's ReadState will release
-        self._read_started = {}  # ctx -> when its round was asked (time.monotonic())
+        # ctx -> (when the round was asked, time.monotonic(); the futures its ReadState releases)
+        self._read_rounds = {}
         self._ready_reads = []  # (index, futures) confirmed, waiting for applied >= index
         self._read_ctx = 0
         self._wake = asyncio.Event()
@@ -149,7 +149,6 @@ class RaftLoop:
             next_at = next_tick(next_at, time.monotonic(), self.tick_s)
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             self._inbox.append(("tick", None))
-            self._inbox.append(("retry_reads", None))
             self._wake.set()
             self.registry.expire(lambda: RaftkvError("TIMEOUT"))
             if self._on_tick is not None:
@@ -160,7 +159,6 @@ class RaftLoop:
             kind, item = self._inbox.popleft()
             if kind == "tick":
                 self.node.tick()
-            elif kind == "retry_reads":
                 self._retry_read_rounds(time.monotonic())
             elif kind == "step":
                 try:
@@ -202,8 +200,7 @@ class RaftLoop:
         self._read_ctx += 1
         # Unique across members: the leader keys pending reads by ctx.
         ctx = self.member_id.to_bytes(8, "big") + self._read_ctx.to_bytes(8, "big")
-        self._read_rounds[ctx] = self._read_waiters
-        self._read_started[ctx] = time.monotonic()
+        self._read_rounds[ctx] = (time.monotonic(), self._read_waiters)
         self._read_waiters = []
         self.node.read_index(ctx)
 
@@ -211,11 +208,11 @@ class RaftLoop:
         """Put the reads of every round unconfirmed for READ_INDEX_RETRY_S back in line for
         the next round (a later ReadState for an old round finds nothing to release). Safe: a
         read index obtained after a read began serves it linearizably too."""
-        for ctx, started in list(self._read_started.items()):
+        for ctx, (started, futs) in list(self._read_rounds.items()):
             if now - started < READ_INDEX_RETRY_S:
                 continue
-            del self._read_started[ctx]
-            waiting = [f for f in self._read_rounds.pop(ctx, ()) if not f.done()]
+            del self._read_rounds[ctx]
+            waiting = [f for f in futs if not f.done()]
             if waiting:
                 log.debug("ReadIndex round unconfirmed after %.1fs: asking again for %d "
                           "read(s)", now - started, len(waiting))
@@ -239,8 +236,7 @@ class RaftLoop:
         if early:
             self._send(early)  # no entries of ours to write: the apply's responses went first
         for rs in rd.read_states:
-            self._read_started.pop(rs.request_ctx, None)
-            futs = self._read_rounds.pop(rs.request_ctx, None)
+            _, futs = self._read_rounds.pop(rs.request_ctx, (0.0, None))
             if futs:
                 self._ready_reads.append((rs.index, futs))
         if pipelined:
@@ -331,12 +327,11 @@ class RaftLoop:
             log.info("leader is now %x (was %x)", ss.lead, self.leader_id)
             # Reads waiting on a round the old leader never confirmed would hang: fail them,
             # the client retries (etcd answers such reads with a leader-changed error).
-            for futs in self._read_rounds.values():
+            for _, futs in self._read_rounds.values():
                 for f in futs:
                     if not f.done():
                         f.set_exception(RaftkvError("LEADER_CHANGED"))
             self._read_rounds.clear()
-            self._read_started.clear()
             # Writes proposed here under the old leader may have been forwarded to a leader
             # that is gone (its MsgProp lost): fail them now rather than at --request-timeout.
             # The client retries under the same idempotency id, so a write that does commit

@@ -34,7 +34,7 @@ def test_an_unconfirmed_round_is_asked_again_and_the_old_answer_ignored():
         loop._drain_inbox()
         assert len(node.asked) == 1
         first = node.asked[0]
-        started = loop._read_started[first]
+        started, _ = loop._read_rounds[first]
 
         loop._retry_read_rounds(started + READ_INDEX_RETRY_S / 2)  # too soon: nothing
         loop._drain_inbox()
@@ -45,7 +45,7 @@ def test_an_unconfirmed_round_is_asked_again_and_the_old_answer_ignored():
         loop._drain_inbox()
         assert len(node.asked) == 2 and node.asked[1] != first
         second = node.asked[1]
-        assert loop._read_rounds == {second: [read]} and first not in loop._read_started
+        assert list(loop._read_rounds) == [second] and loop._read_rounds[second][1] == [read]
         assert not read.done()
 
     asyncio.run(main())
@@ -57,12 +57,13 @@ def test_reads_queued_meanwhile_join_the_new_round():
         loop = _loop(node)
         a = loop.read_barrier()
         loop._drain_inbox()
-        started = loop._read_started[node.asked[0]]
+        started, _ = loop._read_rounds[node.asked[0]]
         b = loop.read_barrier()
         loop._retry_read_rounds(started + READ_INDEX_RETRY_S + 0.1)
         loop._drain_inbox()
         assert len(node.asked) == 2
-        assert loop._read_rounds == {node.asked[1]: [b, a]}
+        assert list(loop._read_rounds) == [node.asked[1]]
+        assert loop._read_rounds[node.asked[1]][1] == [b, a]
 
     asyncio.run(main())
 
