@@ -334,29 +334,33 @@ def test_stalled_request_times_out():
     run(main())
 
 
-def test_watch_resumes_after_the_connection_is_lost():
-    async def main():
-        svc = RichFakeService()
-        server, port = await start_native_server(svc, "127.0.0.1", 0)
-        async with AsyncClient([f"127.0.0.1:{port}"], timeout=5.0) as c:
-            events, cancel = await c.watch("w")
-            await asyncio.sleep(0.05)
-            await c.put("w", "1")
-            assert (await events.__anext__()).value == b"1"
-            server.close()
-            await server.wait_closed()
-            server, _ = await start_native_server(svc, "127.0.0.1", port)
-            async with server:
-                nxt = asyncio.ensure_future(events.__anext__())
-                for _ in range(100):
-                    if svc._watchers:
-                        break
-                    await asyncio.sleep(0.02)
-                await c.put("w", "2")
-                assert (await nxt).value == b"2"
-                await cancel()
+async def watch_resume_scenario(ssl=None, **client_kw):
+    """A watch, its server closed and started again on the same port: the watch re-opens and
+    delivers the next event. ssl: the server's SSLContext; client_kw: AsyncClient's TLS
+    arguments (test_tls_client.py runs it over TLS)."""
+    svc = RichFakeService()
+    server, port = await start_native_server(svc, "127.0.0.1", 0, ssl=ssl)
+    async with AsyncClient([f"127.0.0.1:{port}"], timeout=5.0, **client_kw) as c:
+        events, cancel = await c.watch("w")
+        await asyncio.sleep(0.05)
+        await c.put("w", "1")
+        assert (await events.__anext__()).value == b"1"
+        server.close()
+        await server.wait_closed()
+        server, _ = await start_native_server(svc, "127.0.0.1", port, ssl=ssl)
+        async with server:
+            nxt = asyncio.ensure_future(events.__anext__())
+            for _ in range(100):
+                if svc._watchers:
+                    break
+                await asyncio.sleep(0.02)
+            await c.put("w", "2")
+            assert (await nxt).value == b"2"
+            await cancel()
 
-    run(main())
+
+def test_watch_resumes_after_the_connection_is_lost():
+    run(watch_resume_scenario())
 
 
 class MemberService(RichFakeService):

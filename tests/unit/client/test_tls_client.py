@@ -19,7 +19,7 @@ from raftkv.cli import ctl
 from raftkv.client import AsyncClient, ConnectionFailedError, TLSHandshakeError
 from tests.tlscerts import make_pki
 from tests.unit.client.richfake import RichFakeService, ServerThread
-from tests.unit.client.test_async_client import MemberService
+from tests.unit.client.test_async_client import MemberService, watch_resume_scenario
 
 TEST_TIMEOUT_S = 20.0
 CLIENT_TIMEOUT_S = 5.0
@@ -42,10 +42,9 @@ def server_ctx(pki, client_cert_auth=False, other=False):
                               pki.ca if client_cert_auth else None, client_cert_auth)
 
 
-async def serve(ctx, service=None, port=0):
-    service = service or RichFakeService()
-    server, port = await start_native_server(service, "127.0.0.1", port, ssl=ctx)
-    return service, server, port
+async def serve(ctx, service=None):
+    """(server, port): a native server over service (a RichFakeService) serving TLS with ctx."""
+    return await start_native_server(service or RichFakeService(), "127.0.0.1", 0, ssl=ctx)
 
 
 async def expect_fast_failure(client, match):
@@ -59,7 +58,7 @@ async def expect_fast_failure(client, match):
 
 def test_put_get_watch_with_ca_cert(pki):
     async def main():
-        _, server, port = await serve(server_ctx(pki))
+        server, port = await serve(server_ctx(pki))
         async with server:
             async with AsyncClient([f"127.0.0.1:{port}"], timeout=CLIENT_TIMEOUT_S,
                                    ca_cert=pki.ca) as c:
@@ -76,7 +75,7 @@ def test_put_get_watch_with_ca_cert(pki):
 
 def test_https_endpoints(pki):
     async def main():
-        _, server, port = await serve(server_ctx(pki))
+        server, port = await serve(server_ctx(pki))
         async with server:
             async with AsyncClient([f"https://127.0.0.1:{port}"], timeout=CLIENT_TIMEOUT_S,
                                    ca_cert=pki.ca) as c:
@@ -119,7 +118,7 @@ def test_bad_files_fail_at_construction(pki, tmp_path):
 
 def test_wrong_ca_fails_fast_naming_the_endpoint(pki):
     async def main():
-        _, server, port = await serve(server_ctx(pki))
+        server, port = await serve(server_ctx(pki))
         async with server:
             async with AsyncClient([f"127.0.0.1:{port}"], timeout=CLIENT_TIMEOUT_S,
                                    ca_cert=pki.other_ca) as c:
@@ -131,7 +130,7 @@ def test_wrong_ca_fails_fast_naming_the_endpoint(pki):
 
 def test_insecure_skip_verify_connects_despite_the_wrong_ca(pki):
     async def main():
-        _, server, port = await serve(server_ctx(pki))
+        server, port = await serve(server_ctx(pki))
         async with server:
             async with AsyncClient([f"127.0.0.1:{port}"], timeout=CLIENT_TIMEOUT_S,
                                    ca_cert=pki.other_ca, insecure_skip_verify=True) as c:
@@ -143,8 +142,8 @@ def test_insecure_skip_verify_connects_despite_the_wrong_ca(pki):
 
 def test_a_member_with_a_bad_certificate_is_skipped_for_a_good_one(pki):
     async def main():
-        _, bad, bad_port = await serve(server_ctx(pki, other=True))
-        _, good, good_port = await serve(server_ctx(pki))
+        bad, bad_port = await serve(server_ctx(pki, other=True))
+        good, good_port = await serve(server_ctx(pki))
         async with bad, good:
             eps = [f"127.0.0.1:{bad_port}", f"127.0.0.1:{good_port}"]
             async with AsyncClient(eps, timeout=CLIENT_TIMEOUT_S, ca_cert=pki.ca,
@@ -157,8 +156,8 @@ def test_a_member_with_a_bad_certificate_is_skipped_for_a_good_one(pki):
 def test_leader_discovery_over_tls(pki):
     async def main():
         follower, leader = MemberService(1, 2), MemberService(2, 2)
-        _, s1, p1 = await serve(server_ctx(pki), follower)
-        _, s2, p2 = await serve(server_ctx(pki), leader)
+        s1, p1 = await serve(server_ctx(pki), follower)
+        s2, p2 = await serve(server_ctx(pki), leader)
         async with s1, s2:
             async with AsyncClient([f"127.0.0.1:{p1}", f"127.0.0.1:{p2}"],
                                    timeout=CLIENT_TIMEOUT_S, ca_cert=pki.ca) as c:
@@ -169,32 +168,12 @@ def test_leader_discovery_over_tls(pki):
 
 
 def test_watch_reopens_over_tls_after_the_connection_is_lost(pki):
-    async def main():
-        svc, server, port = await serve(server_ctx(pki))
-        async with AsyncClient([f"127.0.0.1:{port}"], timeout=CLIENT_TIMEOUT_S,
-                               ca_cert=pki.ca) as c:
-            events, cancel = await c.watch("w")
-            await c.put("w", "1")
-            assert (await events.__anext__()).value == b"1"
-            server.close()
-            await server.wait_closed()
-            _, server, _ = await serve(server_ctx(pki), svc, port)
-            async with server:
-                nxt = asyncio.ensure_future(events.__anext__())
-                for _ in range(100):
-                    if svc._watchers:
-                        break
-                    await asyncio.sleep(0.02)
-                await c.put("w", "2")
-                assert (await nxt).value == b"2"
-                await cancel()
-
-    run(main())
+    run(watch_resume_scenario(server_ctx(pki), ca_cert=pki.ca))
 
 
 def test_client_certificates(pki):
     async def main():
-        _, server, port = await serve(server_ctx(pki, client_cert_auth=True))
+        server, port = await serve(server_ctx(pki, client_cert_auth=True))
         ep = f"127.0.0.1:{port}"
         async with server:
             async with AsyncClient([ep], timeout=CLIENT_TIMEOUT_S, ca_cert=pki.ca,
@@ -216,7 +195,7 @@ def test_client_certificates(pki):
 
 def test_plaintext_client_against_a_tls_port_fails_and_the_server_goes_on(pki):
     async def main():
-        _, server, port = await serve(server_ctx(pki))
+        server, port = await serve(server_ctx(pki))
         async with server:
             async with AsyncClient([f"127.0.0.1:{port}"], timeout=0.5) as c:
                 with pytest.raises(ConnectionFailedError, match="connect with TLS"):
@@ -230,7 +209,7 @@ def test_plaintext_client_against_a_tls_port_fails_and_the_server_goes_on(pki):
 
 def test_tls_client_against_a_plaintext_port_fails_fast(pki):
     async def main():
-        _, server, port = await serve(None)
+        server, port = await serve(None)
         async with server:
             async with AsyncClient([f"127.0.0.1:{port}"], timeout=CLIENT_TIMEOUT_S,
                                    ca_cert=pki.ca) as c:
