@@ -172,6 +172,14 @@ class NondeterministicModel:
         return "{" + " | ".join(sorted(repr(s) for s in states)) + "}"
 
 
+def partition_by_key(ops, key_of):
+    """ops split by key_of(op.input), in key order: a model's partition() for per-key state."""
+    by_key = {}
+    for op in ops:
+        by_key.setdefault(key_of(op.input), []).append(op)
+    return [by_key[key] for key in sorted(by_key)]
+
+
 def check(model, ops, timeout_s=None, cache_entries_max=CACHE_ENTRIES_MAX_DEFAULT):
     """Whether the history `ops` is linearizable with respect to `model`.
 

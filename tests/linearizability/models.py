@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import re
 
-from tests.linearizability.checker import Operation
+from tests.linearizability.checker import Operation, partition_by_key
 
 
 class _Unknown:
@@ -83,10 +83,7 @@ class KvModel:
         return True, state + input[2]
 
     def partition(self, ops):
-        by_key = {}
-        for op in ops:
-            by_key.setdefault(op.input[1], []).append(op)
-        return [by_key[key] for key in sorted(by_key)]
+        return partition_by_key(ops, lambda inp: inp[1])
 
     def describe_operation(self, input, output):
         kind, key = input[0], input[1]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from tests.linearizability.checker import NondeterministicModel, Operation
+from tests.linearizability.checker import NondeterministicModel, Operation, partition_by_key
 
 
 @dataclasses.dataclass
@@ -85,10 +85,7 @@ class RegisterModel(NondeterministicModel):
 
     @staticmethod
     def partition(ops):
-        by_key = {}
-        for op in ops:
-            by_key.setdefault(op.input[2], []).append(op)
-        return list(by_key.values())
+        return partition_by_key(ops, lambda inp: inp[2])
 
     @staticmethod
     def describe_operation(inp, out):
