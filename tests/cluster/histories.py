@@ -218,6 +218,25 @@ async def _wait_watchers(logs, revision):
 
 
 # ------------------------------------------------------------------ the nemesis
+def isolation(ids, name):
+    """The partition cutting member `name` off from every other (ids: name -> member ID), as
+    write_partition takes it: each side's file names the other."""
+    cut = {other: {ids[name]} for other in ids if other != name}
+    cut[name] = {i for other, i in ids.items() if other != name}
+    return cut
+
+
+def write_partition(failpoint_dir, names, cut):
+    """Write each member's partition failpoint file (RAFTKV_FAILPOINT_DIR): cut maps a member
+    name to the member IDs it is cut off from; the others are cut off from nobody. Each file
+    is replaced whole, so a member polling it never reads half of one."""
+    for name in names:
+        path = os.path.join(failpoint_dir, f"{name}.partition")
+        with open(path + ".tmp", "w") as f:
+            json.dump(sorted(cut.get(name, ())), f)
+        os.replace(path + ".tmp", path)
+
+
 class Nemesis:
     """Faults on the harness's member processes, one at a time, every few seconds."""
 
@@ -269,23 +288,15 @@ class Nemesis:
         return self._ids[m.name]
 
     def _partition(self, cut):
-        """cut: member name -> the IDs it is cut off from (the failpoint files)."""
-        for m in self.h.members:
-            path = os.path.join(self.failpoint_dir, f"{m.name}.partition")
-            tmp = path + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump(sorted(cut.get(m.name, ())), f)
-            os.replace(tmp, path)
+        write_partition(self.failpoint_dir, [m.name for m in self.h.members], cut)
 
     def one(self, fault, hold_s):
         victims = self._pick(fault)
         start = time.monotonic()
         if fault.startswith("isolate"):
-            ids = {m.name: self._member_id(m) for m in self.h.members}
             (v,) = victims
-            cut = {m.name: {ids[v.name]} for m in self.h.members if m is not v}
-            cut[v.name] = {i for name, i in ids.items() if name != v.name}
-            self._partition(cut)
+            self._partition(isolation(
+                {m.name: self._member_id(m) for m in self.h.members}, v.name))
             self._stop.wait(hold_s)
             self._partition({})
         elif fault.startswith("pause"):

@@ -5,27 +5,17 @@ majority elects a new leader and keeps working. After the heal the old leader fo
 the majority's data, and its unacknowledged write is gone."""
 from __future__ import annotations
 
-import json
-import os
 import time
 
 import pytest
 
 from raftkv.api import wire
 from raftkv.client import Client
+from tests.cluster.histories import isolation, write_partition
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
 
 NEW_LEADER_BOUND_S = 10.0
-
-
-def _cut(fp_dir, cuts):
-    """cuts: member name -> member IDs it is cut off from (others: nobody)."""
-    for name in ("m1", "m2", "m3"):
-        path = os.path.join(fp_dir, f"{name}.partition")
-        with open(path + ".tmp", "w") as f:
-            json.dump(sorted(cuts.get(name, ())), f)
-        os.replace(path + ".tmp", path)
 
 
 def test_partitioned_leader_refuses_and_majority_goes_on(make_cluster, tmp_path, monkeypatch):
@@ -38,9 +28,8 @@ def test_partitioned_leader_refuses_and_majority_goes_on(make_cluster, tmp_path,
     ids = {m.name: h.status(m)["header"]["member_id"] for m in h.members}
     h.client().put("/part/before", "1")
 
-    cuts = {m.name: {ids[old.name]} for m in others}
-    cuts[old.name] = {ids[m.name] for m in others}
-    _cut(str(fp_dir), cuts)
+    names = [m.name for m in h.members]
+    write_partition(str(fp_dir), names, isolation(ids, old.name))
     t0 = time.monotonic()
     for m in h.members:  # each member polls its file: wait until all three act on it
         h.wait_log(m, "partition failpoint: cut off from [", timeout_s=5.0)
@@ -65,7 +54,7 @@ def test_partitioned_leader_refuses_and_majority_goes_on(make_cluster, tmp_path,
     majority.put("/part/majority", "2")
     print(f"new leader {new.name} after {time.monotonic() - t0:.2f}s")
 
-    _cut(str(fp_dir), {})
+    write_partition(str(fp_dir), names, {})
     # After the heal the old leader follows the new one and holds exactly the majority's data.
     assert h.leader(timeout_s=NEW_LEADER_BOUND_S) is new
     rejoined = h.client([old], timeout=5.0)
