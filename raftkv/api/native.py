@@ -264,12 +264,15 @@ class NativeConnection(asyncio.Protocol):
     async def _batch(self, body):
         items = wire.batch_items(body)
         if hasattr(self.service, "batch"):  # the member: few Raft proposals for many writes
-            results = await self.service.batch(items, rid=body.get("request_id"))
+            results = await self.service.batch(items, rid=body.get("request_id"),
+                                               token=body.get("token"))
             return {"responses": [{"error": r.to_wire()} if isinstance(r, wire.RaftkvError)
                                   else {"response_" + op: r}
                                   for (op, _), r in zip(items, results)]}
+        token = {"token": body["token"]} if "token" in body else {}
         results = await asyncio.gather(
-            *(self.service.call(op, item) for op, item in items), return_exceptions=True)
+            *(self.service.call(op, dict(item, **token)) for op, item in items),
+            return_exceptions=True)
         responses = []
         for (op, _), res in zip(items, results):
             if isinstance(res, wire.RaftkvError):
@@ -286,10 +289,12 @@ class NativeConnection(asyncio.Protocol):
     async def _put_many(self, body):
         kvs = wire.put_many_kvs(body)
         if hasattr(self.service, "put_many"):  # the member: few "puts" entries, one count
-            done, errors = await self.service.put_many(kvs, rid=body.get("request_id"))
+            done, errors = await self.service.put_many(kvs, rid=body.get("request_id"),
+                                                       token=body.get("token"))
         else:
+            token = {"token": body["token"]} if "token" in body else {}
             results = await asyncio.gather(
-                *(self.service.call("put", {"key": kvs[i], "value": kvs[i + 1]})
+                *(self.service.call("put", {"key": kvs[i], "value": kvs[i + 1], **token})
                   for i in range(0, len(kvs), 2)), return_exceptions=True)
             done, errors = 0, []
             for i, res in enumerate(results):

@@ -75,7 +75,12 @@ UNARY_OPS = frozenset({
     "lease_grant", "lease_revoke", "lease_checkpoint", "lease_keepalive", "lease_timetolive",
     "lease_leases",
     "member_list", "member_add", "member_remove", "member_update", "member_promote",
-    "status", "alarm", "defragment", "hash_kv", "move_leader",
+    "status", "alarm", "defragment", "hash_kv", "move_leader", "header",
+    "auth_enable", "auth_disable", "auth_status", "authenticate",
+    "user_add", "user_get", "user_list", "user_delete", "user_change_password",
+    "user_grant_role", "user_revoke_role",
+    "role_add", "role_get", "role_list", "role_delete", "role_grant_permission",
+    "role_revoke_permission",
 })
 WRITE_OPS = frozenset({
     "put", "delete_range", "txn", "compact", "lease_grant", "lease_revoke", "batch",
@@ -96,7 +101,7 @@ FIELD_TYPES = {
     "serializable": _T, "keys_only": _T, "count_only": _T, "prev_kv": _T,
     "ignore_value": _T, "ignore_lease": _T, "physical": _T, "keys": _T,
     "compare": _L, "success": _L, "failure": _L, "requests": _L, "filters": _L,
-    "checkpoints": _L, "kvs": _L,
+    "checkpoints": _L, "kvs": _L, "token": (str,),
 }
 BATCH_ITEM_OPS = {"request_put": "put", "request_delete_range": "delete_range"}
 

@@ -121,10 +121,16 @@ class AsyncClient:
     TLS (python-etcd3's names for the first three): ca_cert, the CA file that signed the
     members' certificates (else the system's CAs); cert_cert and cert_key, a client certificate
     and its key for members that require one (--client-cert-auth); insecure_skip_verify,
-    accept any member certificate (etcdctl's --insecure-skip-tls-verify). See tls_context."""
+    accept any member certificate (etcdctl's --insecure-skip-tls-verify). See tls_context.
+
+    Authentication (python-etcd3's names): with user and password, the client authenticates
+    before its first request and sends the token with every request; when a member no longer
+    knows the token (it expired, or the member restarted) it authenticates again and retries.
+    """
 
     def __init__(self, endpoints=("127.0.0.1:2379",), timeout=5.0, prefer_leader=True, *,
-                 ca_cert=None, cert_key=None, cert_cert=None, insecure_skip_verify=False):
+                 ca_cert=None, cert_key=None, cert_cert=None, insecure_skip_verify=False,
+                 user=None, password=None):
         if isinstance(endpoints, str):
             endpoints = endpoints.split(",")
         endpoints = [e for e in endpoints if e.strip()]
@@ -146,6 +152,11 @@ class AsyncClient:
         self.prefer_leader = prefer_leader and len(self.endpoints) > 1
         self._term = 0  # the Raft term in which the connection was chosen (prefer_leader)
         self._recheck = None  # the task looking for a new leader after a term change
+        if (user is None) != (password is None):
+            raise ValueError("give both user and password, or neither")
+        self.user, self._password = user, password
+        self._token = None  # the auth token (user given), got by the first request
+        self._auth_lock = asyncio.Lock()
 
     async def __aenter__(self):
         return self
@@ -242,6 +253,11 @@ class AsyncClient:
         finally:
             self._recheck = None
 
+    def forget_token(self, token):
+        """The members no longer know token: the next request authenticates again."""
+        if token is not None and token == self._token:
+            self._token = None
+
     def _failover(self, conn):
         """Drop conn (if still current) and move to the next endpoint."""
         if conn is not None and conn is self._conn:
@@ -249,8 +265,22 @@ class AsyncClient:
             self._conn = None
             self._index = (self._index + 1) % len(self.endpoints)
 
-    async def call(self, op, body, *, write=None, timeout=None):
-        """One request with failover and retries; returns the response dict."""
+    async def with_token(self, body):
+        """body with the auth token (authenticating first if need be); body itself without
+        a user."""
+        if self.user is None:
+            return body
+        async with self._auth_lock:
+            if self._token is None:
+                resp = await self.call("authenticate",
+                                       {"name": self.user, "password": self._password},
+                                       write=False, authenticated=False)
+                self._token = resp["token"]
+            return dict(body, token=self._token)
+
+    async def call(self, op, body, *, write=None, timeout=None, authenticated=True):
+        """One request with failover and retries; returns the response dict.
+        authenticated=False: send it without the auth token."""
         if self._closed:
             raise ConnectionLost("the client is closed")
         if write is None:
@@ -258,19 +288,25 @@ class AsyncClient:
         idem = (self.client_id, next(self._seq)) if write else None
         deadline = time.monotonic() + (timeout or self.timeout)
         backoff, last = BACKOFF_FIRST_S, None
+        reauthenticated = not authenticated or self.user is None
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             conn = None
             try:
+                request = await self.with_token(body) if authenticated else body
                 conn = await self.connection(deadline)
                 remaining = deadline - time.monotonic()
-                resp = await conn.request(op, body, idem, remaining)
+                resp = await conn.request(op, request, idem, remaining)
                 if self.prefer_leader:
                     self._note_term(resp)
                 return resp
             except wire.RaftkvError as exc:
+                if exc.code == "INVALID_AUTH_TOKEN" and not reauthenticated:
+                    reauthenticated = True  # expired, or the member restarted: once more
+                    self.forget_token(request.get("token"))
+                    continue
                 if exc.code not in RETRY_CODES:
                     raise
                 last = exc

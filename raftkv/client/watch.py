@@ -29,12 +29,16 @@ class Watch:
         self._next_revision = 0  # resume point: 1 + the last revision delivered
         self._canceled = False
         self.watch_id = None  # the request id of the current stream
+        self._token = None  # the auth token the current stream was opened with
+        self._reauthenticated = False  # once per stream: a fresh token that fails is final
 
     async def start(self):
         deadline = time.monotonic() + self._client.timeout
         body = dict(self._body)
         if self._next_revision:
             body["start_revision"] = self._next_revision
+        body = await self._client.with_token(body)
+        self._token = body.get("token")
         self._conn = await self._client.connection(deadline)
         self._request_id, self._queue = self._conn.open_stream("watch", body)
         self.watch_id = self._request_id
@@ -60,6 +64,7 @@ class Watch:
         if compacted:  # the server canceled the watch: its start revision is gone
             self._canceled = True
             raise RevisionCompactedError(compacted)
+        self._reauthenticated = False
         events = [Event.from_wire(ev) for ev in payload.get("events", [])]
         for ev in events:
             self._next_revision = max(self._next_revision, ev.mod_revision + 1)
@@ -70,6 +75,12 @@ class Watch:
 
     async def _on_error(self, payload):
         err = wire.RaftkvError.from_wire(payload) if payload else None
+        if err is not None and err.code == "INVALID_AUTH_TOKEN" and \
+                self._client.user is not None and not self._reauthenticated:
+            self._reauthenticated = True  # the token expired: authenticate, start again
+            self._client.forget_token(self._token)
+            await self.start()
+            return
         if err is not None and err.code not in _RESUME_CODES:
             raise err
         self._client._failover(self._conn)

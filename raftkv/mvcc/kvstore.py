@@ -24,7 +24,8 @@ import threading
 import msgpack
 
 from raftkv.errors import RaftkvError
-from raftkv.mvcc import codec, lease as lease_mod, query, snapshot, txncheck, watch
+from raftkv.mvcc import auth as auth_mod, codec, lease as lease_mod, query, snapshot, txncheck, \
+    watch
 from raftkv.mvcc.codec import SUB_BITS, rev_key, unpackb
 from raftkv.mvcc.index import KeyIndex, apply_puts
 from raftkv.storage import BTree
@@ -59,7 +60,8 @@ class KVStore:
     def __init__(self, engine, *, quota_bytes=0, max_txn_ops=MAX_TXN_OPS_DEFAULT,
                  min_lease_ttl=lease_mod.MIN_TTL_DEFAULT,
                  compaction_batch=COMPACTION_BATCH_DEFAULT,
-                 watch_queue_events=watch.QUEUE_EVENTS_DEFAULT):
+                 watch_queue_events=watch.QUEUE_EVENTS_DEFAULT,
+                 auth_token_ttl_s=auth_mod.TOKEN_TTL_DEFAULT_S):
         self.engine = engine
         self.quota_bytes = quota_bytes
         self.max_txn_ops = max_txn_ops
@@ -81,6 +83,9 @@ class KVStore:
             "lease_checkpoint": self._op_lease_checkpoint,
             "alarm_set": self._op_alarm_set,
         }
+        self.auth = auth_mod.AuthStore(engine, auth_token_ttl_s)
+        for name, handler in self.auth.ops.items():
+            self._ops[name] = self._with_revision(handler)
         self._load()
 
     # ---- state ------------------------------------------------------------------------------
@@ -101,6 +106,7 @@ class KVStore:
             self.alarm = codec.meta_int(txn, self._meta, META_ALARM) == 1
             self._load_index(txn)
             self._load_leases(txn)
+            self.auth.load(txn)
             self._committed_rev = self._rev
             self._committed_index = self._applied
 
@@ -190,8 +196,12 @@ class KVStore:
                     continue
                 w.main, w.sub = self._rev + 1, 0
                 try:
-                    txncheck.check_shape(op, body or {})
-                    out.append(handler(w, body or {}))
+                    body = body or {}
+                    txncheck.check_shape(op, body)
+                    user = body.get(auth_mod.USER_FIELD)
+                    if user is not None and self.auth.enabled:  # a client's write
+                        self.auth.check_write(op, body, user, self._lease_keys)
+                    out.append(handler(w, body))
                 except RaftkvError as exc:
                     out.append(exc)
                 except _BAD_INPUT_ERRORS as exc:
@@ -268,6 +278,18 @@ class KVStore:
         member refuses the same writes: apply must stay deterministic."""
         if self.quota_bytes and not self.alarm and self.backend_bytes() > self.quota_bytes:
             self.alarm = True
+
+    def _with_revision(self, handler):
+        """An auth op's handler whose response carries the header's revision."""
+        def run(w, body):
+            resp = handler(w, body)
+            resp["header"] = {"revision": self._rev}
+            return resp
+        return run
+
+    def _lease_keys(self, lease_id):
+        lease = self._leases.get(lease_id) if lease_id else None
+        return sorted(lease.keys) if lease is not None else ()
 
     def register_op(self, name, handler):
         """Let the member apply its own replicated ops in log order with the KV ops:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import struct
 
-from raftkv.mvcc import codec
+from raftkv.mvcc import auth, codec
 from raftkv.storage import crc32c
 
 MAGIC = b"RKVS"
@@ -26,7 +26,7 @@ _CRC = struct.Struct(">I")
 HEADER_BYTES = _HEADER.size + _CRC.size
 # The store's sub-dbs, then the member's idempotency table (raftkv.server.member._remember),
 # which is replicated state too.
-DBS = (codec.KV_DB, codec.META_DB, codec.LEASE_DB, "dedup", "dedup_order")
+DBS = (codec.KV_DB, codec.META_DB, codec.LEASE_DB, "dedup", "dedup_order", auth.AUTH_DB)
 
 
 class SnapshotError(Exception):

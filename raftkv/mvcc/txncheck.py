@@ -11,6 +11,7 @@ pass the front end, commit, and then fail in the apply of every member at once.
 from __future__ import annotations
 
 from raftkv.errors import RaftkvError
+from raftkv.mvcc import auth
 
 OP_KEYS = ("request_range", "request_put", "request_delete_range", "request_txn")
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
@@ -128,6 +129,8 @@ def check_shape(op, body):
         if not isinstance(filters, list) or not all(
                 isinstance(f, int) and f in WATCH_FILTERS for f in filters):
             _bad("filters must be a list of 0 (no puts) and 1 (no deletes)")
+    elif op in auth.ADMIN_OPS or op in auth.FRONT_END_OPS:
+        auth.check_shape(op, body)
     elif op.startswith("lease_"):
         _int(body, "ID")
         _int(body, "TTL")

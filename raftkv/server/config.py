@@ -63,6 +63,11 @@ class ServerConfig:
     peer_key_file: str = ""
     peer_trusted_ca_file: str = ""
     peer_client_cert_auth: bool = False
+    # Authentication (etcd's flags): the token kind (only "simple"), how long a token lives
+    # after its last use (s), and the password hash's work factor (each step doubles it).
+    auth_token: str = "simple"
+    auth_token_ttl: int = 300
+    bcrypt_cost: int = 10
     _tls = None  # not a field (no flag): tls_contexts() once built
 
     def finish(self):
@@ -94,6 +99,13 @@ class ServerConfig:
             raise ConfigError("--grpc-workers must be between 0 and 64")
         if self.snapshot_catchup_entries < 1:
             raise ConfigError("--snapshot-catchup-entries must be at least 1")
+        if self.auth_token != "simple":
+            raise ConfigError(f"--auth-token {self.auth_token!r} is not supported: raftkv has "
+                              "only 'simple' tokens (etcd's default), no JWT yet")
+        if self.auth_token_ttl <= 0:
+            raise ConfigError("--auth-token-ttl must be positive (seconds)")
+        if not 4 <= self.bcrypt_cost <= 16:
+            raise ConfigError("--bcrypt-cost must be between 4 and 16")
         members = self.cluster_members()
         if self.name not in members:
             raise ConfigError(f"--initial-cluster has no member named {self.name!r} "

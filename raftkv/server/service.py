@@ -11,9 +11,10 @@ import tempfile
 import msgpack
 
 from raftkv.errors import RaftkvError
-from raftkv.mvcc import snapshot as mvcc_snapshot, txncheck
+from raftkv.mvcc import auth as auth_mod, snapshot as mvcc_snapshot, txncheck
 from raftkv.raft import ConfChangeSingle, ConfChangeType, ConfChangeV2, Role
 from raftkv.raft.errors import ProposalDroppedError
+from raftkv.server.authn import AuthFrontEnd
 from raftkv.server.config import ConfigError, host_port
 from raftkv.server.config import member_id as derive_member_id
 from raftkv.server.member import MEMBER_UPDATE_OP
@@ -32,6 +33,7 @@ BATCH_CHUNK_OPS = 1000  # writes per proposal of a bulk batch
 MOVE_LEADER_TIMEOUT_S = 10.0
 QUOTA_CHECK_INTERVAL_S = 0.1  # how stale the backend-size check before a write may be
 LEADER_MEMBER_OPS = ("member_add", "member_remove", "member_promote")  # forwarded to the leader
+ADMIN_FRONT_OPS = frozenset({*LEADER_MEMBER_OPS, "member_update"})  # root only, with auth on
 LEARNER_READY_PERCENT = 0.9  # etcd's readyPercent for promoting a learner
 NOSPACE = 1
 SNAPSHOT_READ_BYTES = 1 << 20
@@ -56,6 +58,7 @@ class Service:
         self._over_quota = False
         for op in LEADER_MEMBER_OPS:
             member.forward_handlers[op] = getattr(self, "_op_" + op)
+        self.auth = AuthFrontEnd(self)
 
     @property
     def loop(self):
@@ -70,13 +73,34 @@ class Service:
     async def call(self, op, body):
         if not isinstance(body, dict):
             raise RaftkvError("BAD_REQUEST", "raftkv: request body must be a map")
+        user = self.user_of(body)
         txncheck.check_shape(op, body)  # before anything is proposed (apply checks again)
+        if op in self.auth.OPS:
+            return await self.auth.call(op, body, user)
+        auth = self.m.kv.auth
+        if auth.enabled:  # reads and membership are checked here; writes in apply
+            if op == "range":
+                auth.check_read(user, body.get("key", b""), body.get("range_end", b""))
+            elif op in ADMIN_FRONT_OPS:
+                auth.check_admin(user)
         handler = getattr(self, "_op_" + op, None)
         if handler is not None:
             return await handler(body)
         if op in WRITE_OPS:
+            body[auth_mod.USER_FIELD] = user
             return await self._write(op, body)
         raise RaftkvError("UNKNOWN_OP", f"raftkv: unknown operation {op!r}")
+
+    def user_of(self, body):
+        """The user a request runs as: pops its "token" (and any user field the client put
+        in, which only the service may set). "" when auth is off or no token was sent;
+        INVALID_AUTH_TOKEN for a token this member does not know (or that expired)."""
+        token = body.pop("token", None)
+        body.pop(auth_mod.USER_FIELD, None)
+        auth = self.m.kv.auth
+        if not auth.enabled or not token:
+            return ""
+        return auth.user_of_token(token)
 
     # ---------------------------------------------------------------- KV
     async def _write(self, op, body):
@@ -108,7 +132,9 @@ class Service:
                 (op in GROWING_OPS and self._quota_verdict()):
             return None
         rid = body.pop("request_id", None)
+        user = self.user_of(body)
         txncheck.check_shape(op, body)
+        body[auth_mod.USER_FIELD] = user
         size = self._check_write(body)
 
         def finish(resp, exc):
@@ -119,13 +145,17 @@ class Service:
         self.loop.propose(op, body, size, self.timeout_s, rid=rid, waiter=reply)
         return reply
 
-    async def batch(self, items, rid=None):
+    async def batch(self, items, rid=None, token=None):
         """Many writes [(op, body)] in few proposals; one result (dict or RaftkvError) each.
-        rid: the client's idempotency id; chunk k of the batch is deduplicated as (rid, k)."""
+        rid: the client's idempotency id; chunk k of the batch is deduplicated as (rid, k).
+        token: the client's auth token (the items' own are ignored)."""
         if self.loop.leader_id == 0:
             raise RaftkvError("NO_LEADER")
+        user = self.user_of({"token": token})
         for op, body in items:  # all checked before any is proposed
+            self.user_of(body)
             txncheck.check_shape(op, body)
+            body[auth_mod.USER_FIELD] = user
         await self._check_quota()
         futs, chunk, chunk_bytes = [], [], 0
         for op, body in items:
@@ -149,14 +179,16 @@ class Service:
             out.extend(r if isinstance(r, RaftkvError) else self._with_header(r) for r in resp)
         return out
 
-    async def put_many(self, kvs, rid=None):
+    async def put_many(self, kvs, rid=None, token=None):
         """Plain puts [k0, v0, k1, v1, ...] (bytes) in one "puts" proposal per 1,000 pairs:
         each pair is a put at its own revision, as if sent alone, without a response each.
         Returns (done, errors): how many pairs were applied, and [(pair index, RaftkvError)]
         for the others. rid: the client's idempotency id; chunk k is deduplicated as (rid, k).
+        token: the client's auth token.
         """
         if self.loop.leader_id == 0:
             raise RaftkvError("NO_LEADER")
+        user = self.user_of({"token": token})
         if len(kvs) % 2:
             raise RaftkvError("BAD_REQUEST", "raftkv: put_many wants kvs [key, value, ...]")
         await self._check_quota()
@@ -169,14 +201,14 @@ class Service:
                 errors.append((i >> 1, RaftkvError("REQUEST_TOO_LARGE" if key else "EMPTY_KEY")))
                 continue
             if chunk and (len(pairs) >= BATCH_CHUNK_OPS or chunk_bytes + size > limit):
-                futs.append(self._propose_puts(chunk, chunk_bytes, rid, len(futs)))
+                futs.append(self._propose_puts(chunk, chunk_bytes, rid, len(futs), user))
                 chunks.append(pairs)
                 chunk, pairs, chunk_bytes = [], [], 0
             chunk += (key, value)
             pairs.append(i >> 1)
             chunk_bytes += size
         if chunk:
-            futs.append(self._propose_puts(chunk, chunk_bytes, rid, len(futs)))
+            futs.append(self._propose_puts(chunk, chunk_bytes, rid, len(futs), user))
             chunks.append(pairs)
         done = 0
         for resp, pairs in zip(await asyncio.gather(*futs), chunks):
@@ -187,9 +219,10 @@ class Service:
         errors.sort(key=lambda e: e[0])
         return done, errors
 
-    def _propose_puts(self, chunk, size, rid, k):
+    def _propose_puts(self, chunk, size, rid, k, user):
         chunk_rid = None if rid is None else [*rid, k]
-        return self.loop.propose("puts", {"kvs": chunk}, size, self.timeout_s, rid=chunk_rid)
+        return self.loop.propose("puts", {"kvs": chunk, auth_mod.USER_FIELD: user}, size,
+                                 self.timeout_s, rid=chunk_rid)
 
     def _quota_verdict(self):
         """True when the NOSPACE alarm must be raised (see _check_quota); raises NO_SPACE
@@ -233,6 +266,12 @@ class Service:
             await asyncio.wait_for(self.loop.read_barrier(), self.timeout_s)
         except asyncio.TimeoutError:
             raise RaftkvError("TIMEOUT") from None
+
+    async def _op_header(self, body):
+        """The current response header, as a serializable read would carry it (no auth
+        check: the front ends' own replies need it)."""
+        await self.local_barrier()
+        return {"header": self.header()}
 
     async def _op_range(self, body):
         body.pop("request_id", None)
@@ -441,7 +480,9 @@ class Service:
 
     # ---------------------------------------------------------------- streams
     async def watch(self, body):
+        user = self.user_of(body)
         txncheck.check_shape("watch", body)
+        self.m.kv.auth.check_read(user, body.get("key", b""), body.get("range_end", b""))
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
         w = self.m.kv.watch(body.get("key", b""), body.get("range_end", b""),

@@ -37,6 +37,28 @@ class FakeService:
     def _header(self):
         return {"revision": self.revision, "cluster_id": 1, "member_id": 1, "raft_term": 2}
 
+    def _op_header(self, body):
+        return {"header": self._header()}
+
+    # Auth: only what the gRPC mapping tests need (real behaviour: real members).
+    def _op_auth_status(self, body):
+        return {"header": self._header(), "enabled": False, "authRevision": 0}
+
+    def _op_user_add(self, body):
+        return {"header": self._header()}
+
+    _op_role_grant_permission = _op_user_add
+
+    def _op_role_get(self, body):
+        return {"header": self._header(),
+                "perm": [{"permType": 1, "key": b"a", "range_end": b"b"}]}
+
+    def _op_authenticate(self, body):
+        return {"header": self._header(), "token": body["name"] + ".token"}
+
+    def _op_user_get(self, body):
+        raise RaftkvError("USER_NOT_FOUND")
+
     def _op_status(self, body):
         return {"header": self._header(), "version": "3.4.23", "dbSize": 4096, "leader": 1,
                 "raftIndex": self.revision, "raftTerm": 2}

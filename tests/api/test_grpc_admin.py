@@ -53,23 +53,30 @@ def test_snapshot_stream_ends_with_sha256(grpc_server):
     assert len(b"".join(blobs)) % 512 == 32
 
 
-def test_auth_answers_as_disabled(grpc_server):
-    auth = grpc_server.auth
-    assert not auth.AuthStatus(rpc_pb2.AuthStatusRequest(), timeout=T).enabled
-    auth.AuthDisable(rpc_pb2.AuthDisableRequest(), timeout=T)
-    assert list(auth.UserList(rpc_pb2.AuthUserListRequest(), timeout=T).users) == []
-    assert list(auth.RoleList(rpc_pb2.AuthRoleListRequest(), timeout=T).roles) == []
-    cases = [
-        (auth.Authenticate, rpc_pb2.AuthenticateRequest(name="root", password="x"),
-         "etcdserver: authentication is not enabled"),
-        (auth.AuthEnable, rpc_pb2.AuthEnableRequest(), "etcdserver: root user does not exist"),
-        (auth.UserGet, rpc_pb2.AuthUserGetRequest(name="u"), "etcdserver: user name not found"),
-        (auth.RoleGet, rpc_pb2.AuthRoleGetRequest(role="r"), "etcdserver: role name not found"),
-        (auth.RoleGrantPermission, rpc_pb2.AuthRoleGrantPermissionRequest(
-            name="r", perm=auth_pb2.Permission(key=b"k")), "etcdserver: role name not found"),
-    ]
-    for method, request, message in cases:
-        with pytest.raises(grpc.RpcError) as info:
-            method(request, timeout=T)
-        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert info.value.details() == message
+def test_auth_rpcs_call_service_ops_with_the_token(grpc_server):
+    """Each Auth RPC is one service op with the request's fields (UserAdd's options.no_password
+    flattened) and the metadata token; the answers are the service's (behaviour: tests
+    against real members, tests/etcdctl/test_auth.py and the conformance run)."""
+    auth, service = grpc_server.auth, grpc_server.service
+    meta = (("token", "tok.7"),)
+    assert not auth.AuthStatus(rpc_pb2.AuthStatusRequest(), timeout=T,
+                               metadata=meta).enabled
+    assert service.calls[-1] == ("auth_status", {"token": "tok.7"})
+    auth.UserAdd(rpc_pb2.AuthUserAddRequest(
+        name="u", password="p", options=auth_pb2.UserAddOptions(no_password=True)), timeout=T)
+    assert service.calls[-1] == ("user_add", {"name": "u", "password": "p",
+                                              "no_password": True})
+    auth.RoleGrantPermission(rpc_pb2.AuthRoleGrantPermissionRequest(
+        name="r", perm=auth_pb2.Permission(permType=2, key=b"k", range_end=b"\0")),
+        timeout=T, metadata=meta)
+    assert service.calls[-1] == ("role_grant_permission", {
+        "name": "r", "perm": {"permType": 2, "key": b"k", "range_end": b"\0"},
+        "token": "tok.7"})
+    assert list(auth.RoleGet(rpc_pb2.AuthRoleGetRequest(role="r"), timeout=T).perm) == [
+        auth_pb2.Permission(permType=1, key=b"a", range_end=b"b")]
+    resp = auth.Authenticate(rpc_pb2.AuthenticateRequest(name="u", password="p"), timeout=T)
+    assert resp.token == "u.token"
+    with pytest.raises(grpc.RpcError) as info:
+        auth.UserGet(rpc_pb2.AuthUserGetRequest(name="nobody"), timeout=T)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert info.value.details() == "etcdserver: user name not found"

@@ -75,7 +75,7 @@ def test_create_assigns_ids_and_delivers_events(grpc_server, stream):
     resp = stream.next()
     assert resp.watch_id == 0 and resp.events[0].type == kv_pb2.Event.DELETE
     assert resp.events[0].kv.mod_revision == 4
-    assert body[0] == "range"  # created header read from the service
+    assert body[0] == "header"  # created header read from the service
 
 
 def test_cancel_stops_a_watcher(grpc_server, stream):
@@ -236,7 +236,7 @@ def test_watch_errors(grpc_server, stream):
     resp = stream.next()
     assert resp.canceled and resp.watch_id == created.watch_id
     assert resp.cancel_reason == "etcdserver: no leader"
-    grpc_server.service.fail_next["range"] = RaftkvError("STOPPED")
+    grpc_server.service.fail_next["header"] = RaftkvError("STOPPED")
     stream.requests.put(rpc_pb2.WatchRequest(progress_request=rpc_pb2.WatchProgressRequest()))
     with pytest.raises(grpc.RpcError) as info:
         stream.next()

@@ -134,6 +134,65 @@ class Step:
 TXN = 'value("c/k") = "v1"\n\nput c/k v2\nget c/k\n\nput c/else x\n\n'
 TXN_SUB_HEADERS = ('mod("c/k") > "0"\n\nget c/k\ndel c/nothing\nput c/t v\nget c/t\n'
                    'del c/nothing\n\nget c/l\n\n')
+ROOT, ALICE = ("--user", "root:rootpw"), ("--user", "alice:alicepw")
+# Last, so that the steps above run without auth; the final step turns it off again.
+AUTH_SCENARIOS = [
+    Step("auth-user-add-root", ("user", "add", "root:rootpw")),
+    Step("auth-user-add-again", ("user", "add", "root:other")),
+    Step("auth-enable", ("auth", "enable")),  # etcdctl adds the root role itself
+    Step("auth-put-no-user", ("put", "a/k", "v")),
+    Step("auth-put-root", ("put", "a/k", "v", *ROOT)),
+    Step("auth-bad-password", ("get", "a/k", "--user", "root:wrong")),
+    Step("auth-unknown-user", ("get", "a/k", "--user", "nobody:pw")),
+    Step("auth-role-add", ("role", "add", "reader", *ROOT)),
+    Step("auth-role-add-again", ("role", "add", "reader", *ROOT)),
+    Step("auth-grant-read", ("role", "grant-permission", "reader", "read", "a/", "--prefix",
+                             *ROOT)),
+    Step("auth-grant-rw", ("role", "grant-permission", "reader", "readwrite", "a/mine",
+                           *ROOT)),
+    Step("auth-grant-from-key", ("role", "grant-permission", "reader", "write", "z",
+                                 "--from-key", *ROOT)),
+    Step("auth-grant-missing-role", ("role", "grant-permission", "nope", "read", "x", *ROOT)),
+    Step("auth-role-get", ("role", "get", "reader", *ROOT)),
+    Step("auth-role-get-root", ("role", "get", "root", *ROOT)),
+    Step("auth-user-add-alice", ("user", "add", "alice:alicepw", *ROOT)),
+    Step("auth-grant-role", ("user", "grant-role", "alice", "reader", *ROOT)),
+    Step("auth-grant-missing", ("user", "grant-role", "alice", "nope", *ROOT)),
+    Step("auth-user-get", ("user", "get", "alice", *ROOT)),
+    Step("auth-user-get-detail", ("user", "get", "alice", "--detail", *ROOT)),
+    Step("auth-user-get-self", ("user", "get", "alice", *ALICE)),
+    Step("auth-user-list", ("user", "list", *ROOT)),
+    Step("auth-user-list-denied", ("user", "list", *ALICE)),
+    Step("auth-role-list", ("role", "list", *ROOT)),
+    Step("auth-alice-get", ("get", "a/k", *ALICE)),
+    Step("auth-alice-put-denied", ("put", "a/k", "x", *ALICE)),
+    Step("auth-alice-put-mine", ("put", "a/mine", "x", *ALICE)),
+    Step("auth-alice-put-from-key", ("put", "zz", "x", *ALICE)),
+    Step("auth-alice-get-all-denied", ("get", "", "--prefix", *ALICE)),
+    Step("auth-alice-del-denied", ("del", "a/", "--prefix", *ALICE)),
+    Step("auth-alice-txn-denied", ("txn", *ALICE), stdin='value("a/k") = "v"\n\nput b/x 1\n\n\n'),
+    Step("auth-alice-txn", ("txn", *ALICE), stdin='value("a/k") = "v"\n\nput a/mine 2\n\n\n'),
+    Step("auth-alice-role-add-denied", ("role", "add", "x", *ALICE)),
+    Step("auth-passwd", ("user", "passwd", "alice", "--interactive=false", *ROOT),
+         stdin="newpw\n"),
+    Step("auth-old-password", ("get", "a/k", *ALICE)),
+    Step("auth-new-password", ("get", "a/k", "--user", "alice:newpw")),
+    Step("auth-revoke-perm", ("role", "revoke-permission", "reader", "a/mine", *ROOT)),
+    Step("auth-revoke-perm-again", ("role", "revoke-permission", "reader", "a/mine", *ROOT)),
+    Step("auth-revoke-role", ("user", "revoke-role", "alice", "reader", *ROOT)),
+    Step("auth-revoke-role-again", ("user", "revoke-role", "alice", "reader", *ROOT)),
+    Step("auth-delete-root", ("user", "delete", "root", *ROOT)),
+    Step("auth-revoke-root-role", ("user", "revoke-role", "root", "root", *ROOT)),
+    Step("auth-delete-root-role", ("role", "delete", "root", *ROOT)),
+    Step("auth-role-delete", ("role", "delete", "reader", *ROOT)),
+    Step("auth-user-delete", ("user", "delete", "alice", *ROOT)),
+    Step("auth-user-delete-again", ("user", "delete", "alice", *ROOT)),
+    Step("auth-disable", ("auth", "disable", *ROOT)),
+    Step("auth-put-after-disable", ("put", "a/k", "w")),
+    Step("auth-enable-no-root-user", ("user", "delete", "root")),
+    Step("auth-enable-without-root", ("auth", "enable")),
+]
+
 SCENARIOS = [
     Step("put", ("put", "c/k", "v1")),
     Step("put-prev-kv", ("put", "c/k", "v1", "--prev-kv")),
@@ -193,6 +252,7 @@ SCENARIOS = [
     Step("snapshot-save-two-endpoints", ("snapshot", "save", "{tmp}/x.db")),
     Step("lock-cmd", ("lock", "c/lock", "echo", "locked")),
     Step("version", ("version",)),
+    *AUTH_SCENARIOS,
 ]
 
 # Differences from etcd that are deliberate or not fixed yet: step name -> reason. Mirrored in

@@ -1,82 +1,51 @@
-"""etcdserverpb.Auth, answered as an etcd member with authentication disabled and an empty
-auth store answers.
-
-raftkv has no users or roles. AuthStatus says enabled=false; AuthDisable succeeds (a no-op, as
-in etcd); AuthEnable fails because no root user exists; Authenticate fails with "authentication
-is not enabled"; listings are empty; Get/Delete/Grant/Revoke name a user or role that does not
-exist. UserAdd and RoleAdd (which etcd accepts even with auth disabled) are refused with
-"authentication is not enabled": raftkv does not store users or roles.
+"""etcdserverpb.Auth: each RPC is one service op (raftkv/server/authn.py) whose request and
+response fields are the protobuf messages' own; the client's token comes from the gRPC
+metadata "token" (convert.unary). UserAdd's options.no_password is passed as no_password.
 """
 from __future__ import annotations
 
-import grpc
-
-from raftkv.api.etcd.convert import RaftkvError, abort, current_header, fill
+from raftkv.api.etcd.convert import to_dict, unary
 from raftkv.api.etcd.proto import rpc_pb2, rpc_pb2_grpc
 
-_FP = grpc.StatusCode.FAILED_PRECONDITION
-USER_NOT_FOUND = "etcdserver: user name not found"
-ROLE_NOT_FOUND = "etcdserver: role name not found"
+# RPC name -> (service op, response message)
+_RPCS = {
+    "AuthEnable": ("auth_enable", rpc_pb2.AuthEnableResponse),
+    "AuthDisable": ("auth_disable", rpc_pb2.AuthDisableResponse),
+    "AuthStatus": ("auth_status", rpc_pb2.AuthStatusResponse),
+    "Authenticate": ("authenticate", rpc_pb2.AuthenticateResponse),
+    "UserGet": ("user_get", rpc_pb2.AuthUserGetResponse),
+    "UserList": ("user_list", rpc_pb2.AuthUserListResponse),
+    "UserDelete": ("user_delete", rpc_pb2.AuthUserDeleteResponse),
+    "UserChangePassword": ("user_change_password", rpc_pb2.AuthUserChangePasswordResponse),
+    "UserGrantRole": ("user_grant_role", rpc_pb2.AuthUserGrantRoleResponse),
+    "UserRevokeRole": ("user_revoke_role", rpc_pb2.AuthUserRevokeRoleResponse),
+    "RoleAdd": ("role_add", rpc_pb2.AuthRoleAddResponse),
+    "RoleGet": ("role_get", rpc_pb2.AuthRoleGetResponse),
+    "RoleList": ("role_list", rpc_pb2.AuthRoleListResponse),
+    "RoleDelete": ("role_delete", rpc_pb2.AuthRoleDeleteResponse),
+    "RoleGrantPermission": ("role_grant_permission",
+                            rpc_pb2.AuthRoleGrantPermissionResponse),
+    "RoleRevokePermission": ("role_revoke_permission",
+                             rpc_pb2.AuthRoleRevokePermissionResponse),
+}
+
+
+def _rpc(op, response_cls):
+    async def handler(self, request, context):
+        return await unary(self._service, context, op, request, response_cls)
+    return handler
 
 
 class AuthServicer(rpc_pb2_grpc.AuthServicer):
     def __init__(self, service):
         self._service = service
 
-    async def _ok(self, context, response_cls, **fields):
-        try:
-            header = await current_header(self._service)
-        except RaftkvError as exc:
-            await abort(context, exc)
-        return fill(response_cls(header=rpc_pb2.ResponseHeader()), {"header": header, **fields})
-
-    async def AuthStatus(self, request, context):
-        return await self._ok(context, rpc_pb2.AuthStatusResponse, enabled=False)
-
-    async def AuthDisable(self, request, context):
-        return await self._ok(context, rpc_pb2.AuthDisableResponse)
-
-    async def AuthEnable(self, request, context):
-        await abort(context, RaftkvError("ROOT_USER_NOT_EXIST"))
-
-    async def Authenticate(self, request, context):
-        await abort(context, RaftkvError("AUTH_NOT_ENABLED"))
-
     async def UserAdd(self, request, context):
-        await abort(context, RaftkvError("AUTH_NOT_ENABLED"))
+        body = to_dict(request)
+        body["no_password"] = bool((body.pop("options", None) or {}).get("no_password"))
+        return await unary(self._service, context, "user_add", request,
+                           rpc_pb2.AuthUserAddResponse, body)
 
-    async def RoleAdd(self, request, context):
-        await abort(context, RaftkvError("AUTH_NOT_ENABLED"))
 
-    async def UserList(self, request, context):
-        return await self._ok(context, rpc_pb2.AuthUserListResponse, users=[])
-
-    async def RoleList(self, request, context):
-        return await self._ok(context, rpc_pb2.AuthRoleListResponse, roles=[])
-
-    async def UserGet(self, request, context):
-        await context.abort(_FP, USER_NOT_FOUND)
-
-    async def UserDelete(self, request, context):
-        await context.abort(_FP, USER_NOT_FOUND)
-
-    async def UserChangePassword(self, request, context):
-        await context.abort(_FP, USER_NOT_FOUND)
-
-    async def UserGrantRole(self, request, context):
-        await context.abort(_FP, USER_NOT_FOUND)
-
-    async def UserRevokeRole(self, request, context):
-        await context.abort(_FP, USER_NOT_FOUND)
-
-    async def RoleGet(self, request, context):
-        await context.abort(_FP, ROLE_NOT_FOUND)
-
-    async def RoleDelete(self, request, context):
-        await context.abort(_FP, ROLE_NOT_FOUND)
-
-    async def RoleGrantPermission(self, request, context):
-        await context.abort(_FP, ROLE_NOT_FOUND)
-
-    async def RoleRevokePermission(self, request, context):
-        await context.abort(_FP, ROLE_NOT_FOUND)
+for _name, (_op, _cls) in _RPCS.items():
+    setattr(AuthServicer, _name, _rpc(_op, _cls))

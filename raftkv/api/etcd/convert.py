@@ -97,17 +97,26 @@ async def abort(context, error):
     await context.abort(status_code(error), error.message)
 
 
+def with_token(context, body):
+    """body with the auth token the client sent as gRPC metadata "token" (etcd's key)."""
+    for item in context.invocation_metadata() or ():
+        if item.key == "token":
+            body["token"] = item.value
+            break
+    return body
+
+
 async def unary(service, context, op, request, response_cls, body=None):
     """Call one unary op: request message -> dict -> service -> dict -> response message."""
     try:
-        result = await service.call(op, to_dict(request) if body is None else body)
+        body = to_dict(request) if body is None else body
+        result = await service.call(op, with_token(context, body))
     except RaftkvError as exc:
         await abort(context, exc)
     return fill(response_cls(), result)
 
 
 async def current_header(service):
-    """The member's current response header, read cheaply (one key, serializable)."""
-    body = {"key": b"\0", "serializable": True, "count_only": True}
-    result = await service.call("range", body)
+    """The member's current response header, as a serializable read would carry it."""
+    result = await service.call("header", {})
     return result.get("header", {})

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 
-from raftkv.api.etcd.convert import RaftkvError, abort, current_header, fill
+from raftkv.api.etcd.convert import RaftkvError, abort, current_header, fill, with_token
 from raftkv.api.etcd.proto import rpc_pb2, rpc_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,8 @@ class WatchServicer(rpc_pb2_grpc.WatchServicer):
     async def Watch(self, request_iterator, context):
         if _wants_leader(context):
             await self._require_leader(context)
-        stream = _WatchStream(self._service, self._max_bytes, self._progress_interval)
+        stream = _WatchStream(self._service, self._max_bytes, self._progress_interval,
+                              with_token(context, {}).get("token"))
         reader = asyncio.ensure_future(stream.read(request_iterator))
         try:
             while True:
@@ -78,8 +79,9 @@ class _Watcher:
 
 
 class _WatchStream:
-    def __init__(self, service, max_bytes, progress_interval):
+    def __init__(self, service, max_bytes, progress_interval, token=None):
         self.service = service
+        self.token = token  # the client's auth token, sent with each watcher's request
         self.max_bytes = max_bytes
         self.progress_interval = progress_interval
         self.out = asyncio.Queue()
@@ -124,6 +126,8 @@ class _WatchStream:
                 "start_revision": create.start_revision or header.get("revision", 0) + 1,
                 "prev_kv": create.prev_kv, "filters": list(create.filters),
                 "progress_notify": create.progress_notify}
+        if self.token is not None:
+            body["token"] = self.token
         watcher.tasks.append(asyncio.ensure_future(self._run(watcher, body)))
         if create.progress_notify:
             watcher.tasks.append(asyncio.ensure_future(self._progress(watcher)))

@@ -1,0 +1,533 @@
+"""etcd v3's auth store (users, roles, key permissions), part of the replicated state.
+
+State, in sub-db "auth" (so Raft snapshots carry it): the enabled flag, the auth revision
+(bumped by every change), users (name -> {"password": hash or None, "roles": sorted names,
+"no_password": bool}) and roles (name -> permissions [perm_type, key, range_end] sorted by key).
+Every change is a log op that every member applies in log order (KVStore registers OPS). A
+password is hashed by the member that took the request, before proposing, so the log never
+holds a password and apply stays deterministic.
+
+Tokens are etcd's `--auth-token simple`: Authenticate checks the password on the member the
+client asked, then proposes `auth_assign_token`; every member keeps the token in memory for
+token_ttl_s after its last use. Tokens are not persisted: after a restart clients authenticate
+again, as with etcd.
+
+Checks, as etcd's: reads (range, watch) are checked by the member that serves them, with its
+current state. Writes are checked in apply (check_write) against the state at their place in the
+log, so every member gives the same verdict and no write passes on a permission revoked before
+it. A client's write carries its user in the internal field USER_FIELD (the service sets it,
+replacing whatever the client sent); ops the members propose themselves (lease expiry, member
+attributes, alarms) carry none and are not checked. The user of the `root` role may do anything;
+auth management and membership changes need it.
+
+Passwords: PBKDF2-HMAC-SHA256 with a random salt (etcd uses bcrypt; PBKDF2 is in the standard
+library). --bcrypt-cost keeps etcd's meaning, each step doubling the work: 200 x 2**cost
+iterations. A password that was verified once is remembered (an HMAC of it under a per-process
+key) until the user's hash changes, so repeated Authenticate calls do not pay the hash again:
+etcd's bcrypt on every Authenticate has been a CPU hotspot.
+"""
+from __future__ import annotations
+
+import base64
+import collections
+import hashlib
+import hmac
+import os
+import secrets
+import threading
+import time
+
+import msgpack
+
+from raftkv.errors import RaftkvError
+
+AUTH_DB = "auth"
+ROOT = "root"
+READ, WRITE, READWRITE = 0, 1, 2
+PERM_TYPES = (READ, WRITE, READWRITE)
+USER_FIELD = "_auth"  # a client write's user, set by the service (internal ops: absent)
+TOKEN_TTL_DEFAULT_S = 300.0  # etcd --auth-token-ttl
+HASH_COST_DEFAULT = 10  # etcd --bcrypt-cost
+HASH_COST_MIN, HASH_COST_MAX = 4, 16
+_ITERATIONS_UNIT = 200
+_SCHEME = "pbkdf2_sha256"
+_VERIFIED_MAX = 1024  # remembered (user, password) verifications
+_TOKEN_SWEEP_EVERY = 256  # token assignments between sweeps of expired tokens
+_ENABLED, _REVISION = b"enabled", b"revision"
+_USER, _ROLE = b"user/", b"role/"
+_TXN_OPS = {"request_range": "range", "request_put": "put",
+            "request_delete_range": "delete_range", "request_txn": "txn"}
+
+# Auth management ops (all replicated, all for root once auth is enabled) and the token op.
+ADMIN_OPS = frozenset({"auth_enable", "auth_disable", "user_add", "user_delete",
+                       "user_change_password", "user_grant_role", "user_revoke_role",
+                       "role_add", "role_delete", "role_grant_permission",
+                       "role_revoke_permission"})
+TOKEN_OP = "auth_assign_token"
+# The service's own auth ops (reads of the auth state, and Authenticate).
+FRONT_END_OPS = frozenset({"authenticate", "auth_status", "user_get", "user_list", "role_get",
+                           "role_list", TOKEN_OP})
+
+
+def hash_password(password, cost=HASH_COST_DEFAULT, salt=None):
+    """The stored form of password: "pbkdf2_sha256$iterations$salt$digest" (base64)."""
+    iterations = _ITERATIONS_UNIT << cost
+    salt = os.urandom(16) if salt is None else salt
+    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    return "$".join((_SCHEME, str(iterations), _b64(salt), _b64(digest)))
+
+
+def verify_password(password, stored):
+    try:
+        scheme, iterations, salt, digest = stored.split("$")
+        iterations = int(iterations)
+        salt, digest = base64.b64decode(salt), base64.b64decode(digest)
+    except (AttributeError, ValueError):
+        return False
+    if scheme != _SCHEME or not 0 < iterations <= _ITERATIONS_UNIT << HASH_COST_MAX:
+        return False
+    got = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    return hmac.compare_digest(got, digest)
+
+
+def _b64(data):
+    return base64.b64encode(data).decode("ascii")
+
+
+def _packb(obj):
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def _unpackb(raw):
+    return msgpack.unpackb(raw, raw=False)
+
+
+def interval(key, range_end):
+    """[start, end) of a key (range_end empty) or a range; end None: to the end of keys."""
+    if not range_end:
+        return key, key + b"\0"
+    if range_end == b"\0":
+        return key, None
+    return key, range_end
+
+
+def merge(intervals):
+    """Sorted, disjoint, non-adjacent intervals covering the same keys."""
+    out = []
+    for start, end in sorted(intervals, key=lambda i: i[0]):
+        if out and (out[-1][1] is None or start <= out[-1][1]):
+            last = out[-1]
+            if last[1] is not None and (end is None or end > last[1]):
+                out[-1] = (last[0], end)
+            continue
+        out.append((start, end))
+    return out
+
+
+def covers(merged, key, range_end):
+    """True when the merged intervals hold every key of the request's key or range."""
+    start, end = interval(key, range_end)
+    if end is not None and end <= start:
+        return False  # not a valid range: etcd denies it too
+    for s, e in merged:
+        if s > start:
+            return False
+        if e is None or (end is not None and end <= e):
+            return True
+    return False
+
+
+def check_shape(op, body):
+    """BAD_REQUEST unless body is well-formed for auth op `op` (called by txncheck)."""
+    for name in ("name", "password", "user", "role", "token"):
+        if name in body and not isinstance(body[name], str):
+            _bad(f"{name} must be a string")
+    if op == "role_grant_permission":
+        perm = body.get("perm")
+        if not isinstance(perm, dict):
+            _bad("perm must be a map {permType, key, range_end}")
+        if perm.get("permType", 0) not in PERM_TYPES:
+            _bad("permType must be 0 (READ), 1 (WRITE) or 2 (READWRITE)")
+        _bytes_fields(perm)
+    if op == "role_revoke_permission":
+        _bytes_fields(body)
+    if op == "user_add" and not isinstance(body.get("no_password", False), bool):
+        _bad("no_password must be a boolean")
+
+
+def _bytes_fields(obj):
+    for name in ("key", "range_end"):
+        if not isinstance(obj.get(name, b""), bytes):
+            _bad(f"{name} must be bytes")
+
+
+def _bad(what):
+    raise RaftkvError("BAD_REQUEST", f"raftkv: {what}")
+
+
+class AuthStore:
+    """The auth state of one member (see the module docstring). `load(txn)` (re)reads it;
+    the apply handlers in OPS change it inside the apply's txn; the rest reads it."""
+
+    def __init__(self, engine, token_ttl_s=TOKEN_TTL_DEFAULT_S, clock=time.monotonic):
+        self._db = engine.db(AUTH_DB)
+        self.token_ttl_s = token_ttl_s
+        self._clock = clock
+        self.enabled = False
+        self.revision = 0
+        self._users = {}
+        self._roles = {}
+        self._perms = {}  # user -> (read intervals, write intervals), merged; None: root
+        self._tokens = {}  # token -> [user, last use]
+        self._assigned = 0
+        self._verified = collections.OrderedDict()  # (user, stored hash) -> HMAC of password
+        self._verified_lock = threading.Lock()  # check_password runs in worker threads
+        self._verify_key = os.urandom(32)
+        self.ops = {"auth_enable": self._op_enable, "auth_disable": self._op_disable,
+                    "user_add": self._op_user_add, "user_delete": self._op_user_delete,
+                    "user_change_password": self._op_user_change_password,
+                    "user_grant_role": self._op_user_grant_role,
+                    "user_revoke_role": self._op_user_revoke_role,
+                    "role_add": self._op_role_add, "role_delete": self._op_role_delete,
+                    "role_grant_permission": self._op_role_grant_permission,
+                    "role_revoke_permission": self._op_role_revoke_permission,
+                    TOKEN_OP: self._op_assign_token}
+
+    # ---- state ------------------------------------------------------------------------------
+
+    def load(self, txn):
+        """Read the committed state (at start, after a failed txn, after a snapshot)."""
+        users, roles = {}, {}
+        for key, raw in txn.cursor(db=self._db):
+            if key.startswith(_USER):
+                users[key[len(_USER):].decode()] = _unpackb(raw)
+            elif key.startswith(_ROLE):
+                roles[key[len(_ROLE):].decode()] = [tuple(p) for p in _unpackb(raw)]
+        raw = txn.get(_REVISION, db=self._db)
+        self.revision = int.from_bytes(raw, "big") if raw else 0
+        self.enabled = txn.get(_ENABLED, db=self._db) == b"\x01"
+        self._users, self._roles, self._perms = users, roles, {}
+        if not self.enabled:
+            self._tokens.clear()
+        for token, (user, _) in list(self._tokens.items()):
+            if user not in users:
+                self._tokens.pop(token, None)
+
+    def status(self):
+        return {"enabled": self.enabled, "authRevision": self.revision}
+
+    def user_list(self):
+        return sorted(self._users)
+
+    def role_list(self):
+        return sorted(self._roles)
+
+    def user_roles(self, name):
+        rec = self._users.get(name)
+        if rec is None:
+            raise RaftkvError("USER_NOT_FOUND")
+        return list(rec["roles"])
+
+    def roles_of(self, name):
+        """user_roles, but [] for an unknown user."""
+        rec = self._users.get(name)
+        return list(rec["roles"]) if rec is not None else []
+
+    def role_permissions(self, role):
+        """[{permType, key, range_end}] of a role (as etcd 3.4, the root role lists only the
+        permissions granted to it, though it may do anything)."""
+        perms = self._roles.get(role)
+        if perms is None:
+            raise RaftkvError("ROLE_NOT_FOUND")
+        return [{"permType": t, "key": k, "range_end": e} for t, k, e in perms]
+
+    # ---- passwords and tokens ---------------------------------------------------------------
+
+    def check_password(self, name, password):
+        """AUTH_FAILED unless name is a user with this password. CPU-heavy the first time for
+        a (user, password): run it off the event loop."""
+        rec = self._users.get(name)
+        stored = rec.get("password") if rec is not None else None
+        if not stored or rec.get("no_password"):
+            raise RaftkvError("AUTH_FAILED")
+        mac = hmac.new(self._verify_key, password.encode(), hashlib.sha256).digest()
+        with self._verified_lock:
+            known = self._verified.get((name, stored))
+        if known is not None and hmac.compare_digest(known, mac):
+            return
+        if not verify_password(password, stored):
+            raise RaftkvError("AUTH_FAILED")
+        with self._verified_lock:
+            self._verified[(name, stored)] = mac
+            while len(self._verified) > _VERIFIED_MAX:
+                self._verified.popitem(last=False)
+
+    @staticmethod
+    def new_token_prefix():
+        return secrets.token_urlsafe(12)
+
+    def user_of_token(self, token):
+        """The user a token was assigned to; INVALID_AUTH_TOKEN if unknown or expired."""
+        entry = self._tokens.get(token)
+        now = self._clock()
+        if entry is None or now - entry[1] > self.token_ttl_s or entry[0] not in self._users:
+            self._tokens.pop(token, None)
+            raise RaftkvError("INVALID_AUTH_TOKEN")
+        entry[1] = now
+        return entry[0]
+
+    def _invalidate_user(self, name):
+        for token, (user, _) in list(self._tokens.items()):
+            if user == name:
+                self._tokens.pop(token, None)
+
+    def _sweep_tokens(self):
+        now = self._clock()
+        for token, (_, used) in list(self._tokens.items()):
+            if now - used > self.token_ttl_s:
+                self._tokens.pop(token, None)
+
+    # ---- permission checks ------------------------------------------------------------------
+
+    def _grants(self, user):
+        """(read, write) merged intervals of user; None for a root user. USER_EMPTY with no
+        user, PERMISSION_DENIED for an unknown one (etcd's isOpPermitted)."""
+        if not user:
+            raise RaftkvError("USER_EMPTY")
+        rec = self._users.get(user)
+        if rec is None:
+            raise RaftkvError("PERMISSION_DENIED")
+        if ROOT in rec["roles"]:
+            return None
+        grants = self._perms.get(user)
+        if grants is None:
+            read, write = [], []
+            for role in rec["roles"]:
+                for perm_type, key, range_end in self._roles.get(role, ()):
+                    ivl = interval(key, range_end)
+                    if perm_type in (READ, READWRITE):
+                        read.append(ivl)
+                    if perm_type in (WRITE, READWRITE):
+                        write.append(ivl)
+            grants = self._perms[user] = (merge(read), merge(write))
+        return grants
+
+    def check_admin(self, user):
+        """PERMISSION_DENIED unless auth is off or user has the root role."""
+        if self.enabled and self._grants(user) is not None:
+            raise RaftkvError("PERMISSION_DENIED")
+
+    def check_read(self, user, key, range_end):
+        if not self.enabled:
+            return
+        grants = self._grants(user)
+        if grants is not None and not covers(grants[0], key, range_end):
+            raise RaftkvError("PERMISSION_DENIED")
+
+    def check_write(self, op, body, user, lease_keys):
+        """In apply, for a client's write: PERMISSION_DENIED (or USER_EMPTY) unless user may
+        do it with the state at this point of the log. lease_keys(ID) -> keys on a lease."""
+        if not self.enabled or op == TOKEN_OP:
+            return
+        grants = self._grants(user)
+        if grants is None:
+            return
+        if op in ADMIN_OPS:
+            raise RaftkvError("PERMISSION_DENIED")
+        self._check_op(op, body, grants, lease_keys)
+
+    def _check_op(self, op, body, grants, lease_keys):
+        read, write = grants
+
+        def need(ivls, key, range_end=b""):
+            if not covers(ivls, key, range_end):
+                raise RaftkvError("PERMISSION_DENIED")
+
+        key, range_end = body.get("key", b""), body.get("range_end", b"")
+        if op == "range":
+            need(read, key, range_end)
+        elif op in ("put", "delete_range"):
+            need(write, key, range_end if op == "delete_range" else b"")
+            if body.get("prev_kv"):
+                need(read, key, range_end if op == "delete_range" else b"")
+            for k in lease_keys(body.get("lease", 0)) if op == "put" else ():
+                need(write, k)
+        elif op == "txn":
+            for cmp in body.get("compare") or ():
+                need(read, cmp.get("key", b""), cmp.get("range_end", b""))
+            for branch in ("success", "failure"):
+                for req in body.get(branch) or ():
+                    for kind, sub in req.items():
+                        self._check_op(_TXN_OPS[kind], sub, grants, lease_keys)
+        elif op == "puts":
+            for k in (body.get("kvs") or [])[0::2]:
+                need(write, k)
+        elif op == "lease_revoke":
+            for k in lease_keys(body.get("ID", 0)):
+                need(write, k)
+
+    # ---- apply handlers (w: the apply's write context; w.txn the LMDB txn) ----------------
+
+    def _commit(self, txn):
+        self.revision += 1
+        txn.put(_REVISION, self.revision.to_bytes(8, "big"), db=self._db)
+        self._perms = {}
+
+    def _put_user(self, txn, name, rec):
+        users = dict(self._users)  # copy on write: readers on the loop thread see old or new
+        users[name] = rec
+        self._users = users
+        txn.put(_USER + name.encode(), _packb(rec), db=self._db)
+
+    def _put_role(self, txn, name, perms):
+        roles = dict(self._roles)
+        roles[name] = perms
+        self._roles = roles
+        txn.put(_ROLE + name.encode(), _packb([list(p) for p in perms]), db=self._db)
+
+    def _user(self, name):
+        rec = self._users.get(name)
+        if rec is None:
+            raise RaftkvError("USER_NOT_FOUND")
+        return rec
+
+    def _op_enable(self, w, body):
+        if self.enabled:
+            return {}
+        root = self._users.get(ROOT)
+        if root is None:
+            raise RaftkvError("ROOT_USER_NOT_EXIST")
+        if ROOT not in root["roles"]:
+            raise RaftkvError("ROOT_ROLE_NOT_EXIST")
+        self.enabled = True
+        w.txn.put(_ENABLED, b"\x01", db=self._db)
+        self._commit(w.txn)
+        return {}
+
+    def _op_disable(self, w, body):
+        if not self.enabled:
+            return {}
+        self.enabled = False
+        w.txn.put(_ENABLED, b"\x00", db=self._db)
+        self._tokens.clear()
+        self._commit(w.txn)
+        return {}
+
+    def _op_user_add(self, w, body):
+        name = body.get("name", "")
+        if not name:
+            raise RaftkvError("USER_EMPTY")
+        if name in self._users:
+            raise RaftkvError("USER_ALREADY_EXIST")
+        no_password = bool(body.get("no_password"))
+        self._put_user(w.txn, name, {"password": None if no_password else body.get("password"),
+                                     "roles": [], "no_password": no_password})
+        self._commit(w.txn)
+        return {}
+
+    def _op_user_delete(self, w, body):
+        name = body.get("name", "")
+        if self.enabled and name == ROOT:
+            raise RaftkvError("INVALID_AUTH_MGMT")
+        self._user(name)
+        users = dict(self._users)
+        del users[name]
+        self._users = users
+        w.txn.delete(_USER + name.encode(), db=self._db)
+        self._invalidate_user(name)
+        self._commit(w.txn)
+        return {}
+
+    def _op_user_change_password(self, w, body):
+        name = body.get("name", "")
+        rec = self._user(name)
+        self._put_user(w.txn, name, dict(rec, password=body.get("password")))
+        self._invalidate_user(name)
+        self._commit(w.txn)
+        return {}
+
+    def _op_user_grant_role(self, w, body):
+        name, role = body.get("user", ""), body.get("role", "")
+        rec = self._user(name)
+        if role != ROOT and role not in self._roles:
+            raise RaftkvError("ROLE_NOT_FOUND")
+        if role in rec["roles"]:
+            return {}  # etcd: granted already, nothing changes
+        self._put_user(w.txn, name, dict(rec, roles=sorted(rec["roles"] + [role])))
+        self._commit(w.txn)
+        return {}
+
+    def _op_user_revoke_role(self, w, body):
+        name, role = body.get("name", ""), body.get("role", "")
+        if self.enabled and name == ROOT and role == ROOT:
+            raise RaftkvError("INVALID_AUTH_MGMT")
+        rec = self._user(name)
+        if role not in rec["roles"]:
+            raise RaftkvError("ROLE_NOT_GRANTED")
+        self._put_user(w.txn, name, dict(rec, roles=[r for r in rec["roles"] if r != role]))
+        self._commit(w.txn)
+        return {}
+
+    def _op_role_add(self, w, body):
+        name = body.get("name", "")
+        if not name:
+            raise RaftkvError("ROLE_EMPTY")
+        if name in self._roles:
+            raise RaftkvError("ROLE_ALREADY_EXIST")
+        self._put_role(w.txn, name, [])
+        self._commit(w.txn)
+        return {}
+
+    def _op_role_delete(self, w, body):
+        role = body.get("role", "")
+        if self.enabled and role == ROOT:
+            raise RaftkvError("INVALID_AUTH_MGMT")
+        if role not in self._roles:
+            raise RaftkvError("ROLE_NOT_FOUND")
+        roles = dict(self._roles)
+        del roles[role]
+        self._roles = roles
+        w.txn.delete(_ROLE + role.encode(), db=self._db)
+        for name, rec in sorted(self._users.items()):
+            if role in rec["roles"]:
+                self._put_user(w.txn, name,
+                               dict(rec, roles=[r for r in rec["roles"] if r != role]))
+        self._commit(w.txn)
+        return {}
+
+    def _op_role_grant_permission(self, w, body):
+        name, perm = body.get("name", ""), body.get("perm") or {}
+        if name not in self._roles:
+            raise RaftkvError("ROLE_NOT_FOUND")
+        key, range_end = perm.get("key", b""), perm.get("range_end", b"")
+        perms = [p for p in self._roles[name] if (p[1], p[2]) != (key, range_end)]
+        perms.append((perm.get("permType", READ), key, range_end))
+        perms.sort(key=lambda p: (p[1], p[2]))
+        self._put_role(w.txn, name, perms)
+        self._commit(w.txn)
+        return {}
+
+    def _op_role_revoke_permission(self, w, body):
+        role = body.get("role", "")
+        if role not in self._roles:
+            raise RaftkvError("ROLE_NOT_FOUND")
+        key, range_end = body.get("key", b""), body.get("range_end", b"")
+        perms = [p for p in self._roles[role] if (p[1], p[2]) != (key, range_end)]
+        if len(perms) == len(self._roles[role]):
+            raise RaftkvError("PERMISSION_NOT_GRANTED")
+        self._put_role(w.txn, role, perms)
+        self._commit(w.txn)
+        return {}
+
+    def _op_assign_token(self, w, body):
+        """Every member learns the token; only memory changes (tokens are not persisted)."""
+        name, token = body.get("name", ""), body.get("token", "")
+        if not self.enabled:
+            raise RaftkvError("AUTH_NOT_ENABLED")
+        if name not in self._users or not token:
+            raise RaftkvError("AUTH_FAILED")
+        self._tokens[token] = [name, self._clock()]
+        self._assigned += 1
+        if self._assigned % _TOKEN_SWEEP_EVERY == 0:
+            self._sweep_tokens()
+        return {"token": token}

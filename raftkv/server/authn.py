@@ -1,0 +1,98 @@
+"""The service's auth operations (etcd's Auth service), for both front ends.
+
+Changes (enable, disable, users, roles, permissions) go through the log as the auth store's ops
+(raftkv/mvcc/auth.py), with the caller's user, and are checked there. A password is hashed here,
+off the event loop, before proposing: the log holds only the hash. Authenticate checks the
+password against this member's state after a ReadIndex barrier (as etcd does), then proposes the
+new token so that every member knows it. Reads of the auth state (status, users, roles) are
+linearizable and need the root role once auth is on, except a user reading itself or one of its
+own roles, as in etcd.
+"""
+from __future__ import annotations
+
+import asyncio
+
+from raftkv.errors import RaftkvError
+from raftkv.mvcc import auth as auth_mod
+
+READ_OPS = frozenset({"auth_status", "user_get", "user_list", "role_get", "role_list"})
+
+
+class AuthFrontEnd:
+    OPS = auth_mod.ADMIN_OPS | READ_OPS | {"authenticate"}
+
+    def __init__(self, service):
+        self._service = service
+
+    @property
+    def _store(self):
+        return self._service.m.kv.auth
+
+    async def call(self, op, body, user):
+        service, store = self._service, self._store
+        if op == "authenticate":
+            return await self._authenticate(body)
+        if op in READ_OPS:
+            await service.read_barrier()
+            self._check_read(op, body, user)
+            return dict(self._read(op, body), header=service.header())
+        store.check_admin(user)  # a clear answer now; apply checks again in log order
+        proposal = await self._proposal(op, body)
+        proposal[auth_mod.USER_FIELD] = user
+        return await service._write(op, proposal)
+
+    def _check_read(self, op, body, user):
+        store = self._store
+        if not store.enabled:
+            return
+        if op == "user_get" and user and body.get("name", "") == user:
+            return  # etcd: a user may read itself
+        if op == "role_get" and user and body.get("role", "") in store.roles_of(user):
+            return  # ... and the roles it has
+        store.check_admin(user)
+
+    def _read(self, op, body):
+        store = self._store
+        if op == "auth_status":
+            return store.status()
+        if op == "user_get":
+            return {"roles": store.user_roles(body.get("name", ""))}
+        if op == "user_list":
+            return {"users": store.user_list()}
+        if op == "role_get":
+            return {"perm": store.role_permissions(body.get("role", ""))}
+        return {"roles": store.role_list()}
+
+    async def _proposal(self, op, body):
+        """The log op's body: the request's fields, a password replaced by its hash."""
+        if op == "user_add":
+            name = body.get("name", "")
+            if not name:
+                raise RaftkvError("USER_EMPTY")
+            no_password = bool(body.get("no_password") or
+                               (body.get("options") or {}).get("no_password"))
+            password = None if no_password else await self._hash(body.get("password", ""))
+            return {"name": name, "password": password, "no_password": no_password}
+        if op == "user_change_password":
+            return {"name": body.get("name", ""),
+                    "password": await self._hash(body.get("password", ""))}
+        fields = {"user_delete": ("name",), "user_grant_role": ("user", "role"),
+                  "user_revoke_role": ("name", "role"), "role_add": ("name",),
+                  "role_delete": ("role",), "role_grant_permission": ("name", "perm"),
+                  "role_revoke_permission": ("role", "key", "range_end")}.get(op, ())
+        return {name: body[name] for name in fields if name in body}
+
+    async def _hash(self, password):
+        cost = self._service.m.cfg.bcrypt_cost
+        return await asyncio.to_thread(auth_mod.hash_password, password, cost)
+
+    async def _authenticate(self, body):
+        service, store = self._service, self._store
+        if not store.enabled:
+            raise RaftkvError("AUTH_NOT_ENABLED")
+        await service.read_barrier()
+        name, password = body.get("name", ""), body.get("password", "")
+        await asyncio.to_thread(store.check_password, name, password)
+        token = f"{store.new_token_prefix()}.{service.loop.applied_index + 1}"
+        resp = await service._write(auth_mod.TOKEN_OP, {"name": name, "token": token})
+        return {"header": resp["header"], "token": token}
