@@ -4,10 +4,13 @@
     put KEY [VALUE]          get KEY [END]          del KEY [END]        txn [-i]
     watch KEY [END]          lease grant|revoke|keep-alive|timetolive|list
     member list|update       endpoint health|status  compaction REV      load FILE
+    auth enable|disable|status   user add|delete|list|get|passwd|grant-role|revoke-role
+    role add|delete|list|get|grant-permission|revoke-permission
 
 Endpoints come from --endpoints, else RAFTKVCTL_ENDPOINTS, else 127.0.0.1:2379. TLS takes
 etcdctl's flags: --cacert, --cert, --key, --insecure-skip-tls-verify, each also settable as
-RAFTKVCTL_CACERT etc.; any of the first three, or an https:// endpoint, turns TLS on. Output
+RAFTKVCTL_CACERT etc.; any of the first three, or an https:// endpoint, turns TLS on. With auth
+enabled, --user NAME[:PASSWORD] (or RAFTKVCTL_USER, RAFTKVCTL_PASSWORD) authenticates. Output
 follows etcdctl: simple prints key and value lines ("OK" for put, the count for del); json
 prints the response with bytes in base64 as etcdctl does; table draws a box for list-like
 answers. Errors go to stderr as "Error: <message>" with exit status 1.
@@ -26,6 +29,7 @@ import sys
 import time
 
 from raftkv.api import wire
+from raftkv.cli import ctl_auth
 from raftkv.client import AsyncClient
 from raftkv.client.txn import Compare, Transactions, txn_body
 from raftkv.client.types import prefix_range_end, to_bytes
@@ -268,13 +272,19 @@ async def cmd_lease(c, args, out):
 
 
 async def _lease_grant(c, args, out):
-    resp = await c.call("lease_grant", {"TTL": args.ttl, "ID": 0})
+    try:
+        resp = await c.call("lease_grant", {"TTL": args.ttl, "ID": 0})
+    except wire.RaftkvError as exc:
+        raise _Failed(f"failed to grant lease ({exc})") from None
     _emit(args, out, resp, lambda: out.write(
         f"lease {resp['ID']:016x} granted with TTL({resp.get('TTL', args.ttl)}s)\n"))
 
 
 async def _lease_revoke(c, args, out):
-    resp = await c.call("lease_revoke", {"ID": int(args.id, 16)})
+    try:
+        resp = await c.call("lease_revoke", {"ID": int(args.id, 16)})
+    except wire.RaftkvError as exc:
+        raise _Failed(f"failed to revoke lease ({exc})") from None
     _emit(args, out, resp, lambda: out.write(f"lease {int(args.id, 16):016x} revoked\n"))
 
 
@@ -356,7 +366,7 @@ def _each_endpoint(args):
 
 
 async def _one(ep, args, fn):
-    async with AsyncClient([ep], timeout=args.command_timeout, **_tls_kwargs(args)) as c:
+    async with AsyncClient([ep], timeout=args.command_timeout, **_client_kwargs(args)) as c:
         return await fn(c)
 
 
@@ -372,11 +382,17 @@ async def _endpoint_health(args, out):
         t0 = time.monotonic()
         try:
             await _one(ep, args, lambda c: c.get("health"))
-            took = (time.monotonic() - t0) * 1000
-            results.append({"endpoint": ep, "health": True, "took": f"{took:.3f}ms"})
-        except (wire.RaftkvError, OSError) as exc:
+            error = None
+        except wire.RaftkvError as exc:
+            # etcdctl: a read that was refused by auth still went through Raft: healthy
+            error = None if exc.code == "PERMISSION_DENIED" else str(exc)
+        except OSError as exc:
+            error = str(exc)
+        took = f"{(time.monotonic() - t0) * 1000:.3f}ms"
+        results.append({"endpoint": ep, "health": error is None, "took": took})
+        if error is not None:
             failed += 1
-            results.append({"endpoint": ep, "health": False, "error": str(exc)})
+            results[-1]["error"] = error
 
     def simple():
         for r in results:
@@ -391,7 +407,10 @@ async def _endpoint_health(args, out):
         ["ENDPOINT", "HEALTH", "TOOK", "ERROR"],
         [[r["endpoint"], str(r["health"]).lower(), r.get("took", ""), r.get("error", "")]
          for r in results]))
-    return 1 if failed else 0
+    if failed:
+        sys.stderr.write("Error: unhealthy cluster\n")
+        return 1
+    return 0
 
 
 async def _status_of(ep, args):
@@ -652,6 +671,11 @@ def _tls_kwargs(args):
             "cert_key": args.tls_key or None, "insecure_skip_verify": skip}
 
 
+def _client_kwargs(args):
+    """AsyncClient's TLS and authentication arguments from the flags."""
+    return {**_tls_kwargs(args), **ctl_auth.identity(args)}
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="raftkvctl", description=__doc__.split("\n\n")[0])
     p.add_argument("--endpoints",
@@ -659,20 +683,24 @@ def build_parser():
     p.add_argument("-w", "--write-out", choices=["simple", "json", "table"], default="simple")
     p.add_argument("--command-timeout", type=float, default=5.0, help="seconds")
     _tls_parser(p)
+    p.add_argument("--user", help="NAME[:PASSWORD] to authenticate as (asks for a password "
+                                  "not given; env RAFTKVCTL_USER)")
+    p.add_argument("--password", help="the --user's password (env RAFTKVCTL_PASSWORD)")
     sub = p.add_subparsers(dest="command", required=True)
     _kv_parsers(sub)
     _cluster_parsers(sub)
+    ctl_auth.add_parsers(sub)
     return p
 
 
 async def _amain(args, out):
     async with AsyncClient(args.endpoints.split(","), timeout=args.command_timeout,
-                           **_tls_kwargs(args)) as c:
+                           **_client_kwargs(args)) as c:
         return await args.fn(c, args, out) or 0
 
 
 _GLOBAL_WITH_VALUE = ("--endpoints", "-w", "--write-out", "--command-timeout", "--cacert",
-                      "--cert", "--key")
+                      "--cert", "--key", "--user", "--password")
 _GLOBAL_SWITCHES = ("--insecure-skip-tls-verify",)
 
 
@@ -697,15 +725,20 @@ def hoist_global_flags(argv):
     return front + rest
 
 
+class _Failed(Exception):
+    """A command failed with etcdctl's own wording of the error."""
+
+
 def main(argv=None, out=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(hoist_global_flags(argv))
     out = out or sys.stdout
     try:
         return asyncio.run(_amain(args, out))
-    except (wire.RaftkvError, ConnectionError, OSError, ValueError) as exc:
+    except (wire.RaftkvError, ConnectionError, OSError, ValueError, _Failed) as exc:
         sys.stderr.write(f"Error: {exc}\n")
-        return 1
+        # etcdctl exits 2 (ExitBadConnection) when it cannot authenticate
+        return 2 if getattr(exc, "code", None) == "AUTH_FAILED" else 1
     except KeyboardInterrupt:
         return 130
 

@@ -27,6 +27,7 @@ import time
 from raftkv import tls
 from raftkv.api import wire
 from raftkv.client import connection
+from raftkv.client.auth import AuthAdmin
 from raftkv.client.errors import ConnectionFailedError, ConnectionLost, TLSHandshakeError
 from raftkv.client.lease import Lease
 from raftkv.client.lock import Lock
@@ -111,7 +112,7 @@ def _kvs(resp):
     return [(kv.get("value", b""), KVMetadata.from_kv(kv)) for kv in resp.get("kvs", [])]
 
 
-class AsyncClient:
+class AsyncClient(AuthAdmin):
     """prefer_leader: on connecting, find which endpoint is the Raft leader (a status request
     to each until one names itself) and use that one: a follower forwards every write to the
     leader and waits for the commit to come back, which costs a round trip and two process

@@ -189,6 +189,7 @@ class Service:
         if self.loop.leader_id == 0:
             raise RaftkvError("NO_LEADER")
         user = self.user_of({"token": token})
+        auth = self.m.kv.auth
         if len(kvs) % 2:
             raise RaftkvError("BAD_REQUEST", "raftkv: put_many wants kvs [key, value, ...]")
         await self._check_quota()
@@ -200,6 +201,12 @@ class Service:
             if not key or size > limit:
                 errors.append((i >> 1, RaftkvError("REQUEST_TOO_LARGE" if key else "EMPTY_KEY")))
                 continue
+            if auth.enabled:  # pair by pair here; apply checks each chunk again, whole
+                try:
+                    auth.check_write("put", {"key": key}, user, _no_lease)
+                except RaftkvError as exc:
+                    errors.append((i >> 1, exc))
+                    continue
             if chunk and (len(pairs) >= BATCH_CHUNK_OPS or chunk_bytes + size > limit):
                 futs.append(self._propose_puts(chunk, chunk_bytes, rid, len(futs), user))
                 chunks.append(pairs)
@@ -520,6 +527,10 @@ class Service:
                 if not chunk:
                     return
                 yield chunk
+
+
+def _no_lease(lease_id):
+    return ()
 
 
 def _backend():

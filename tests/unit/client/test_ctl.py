@@ -99,7 +99,8 @@ def test_endpoint_and_compaction(server):
 def test_errors_exit_1(server, capsys):
     rc, _ = ctl_run(server, "lease", "revoke", "abc")
     assert rc == 1
-    assert "Error: etcdserver: requested lease not found" in capsys.readouterr().err
+    assert "Error: failed to revoke lease (etcdserver: requested lease not found)" in \
+        capsys.readouterr().err  # etcdctl's wording
 
 
 def test_load_jsonl_and_csv(server, tmp_path, capsys):

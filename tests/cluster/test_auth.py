@@ -1,0 +1,147 @@
+"""Auth on a real 3-member cluster through the native protocol (raftkv.Client): users, roles
+and permissions set up with the client's admin calls; enforcement on reads, writes, bulk
+loads, watches and transactions; tokens known to every member; a restart of every member
+keeps the auth state but not the tokens, and the clients authenticate again by themselves;
+lease expiry still works with auth on. etcdctl's view of the same: tests/etcdctl/test_auth.py
+and the conformance run."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from raftkv.api import wire
+from raftkv.client import Client
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(150)]
+
+ARGS = ["--bcrypt-cost", "4"]
+
+
+def _client(h, members=None, **kw):
+    members = h.members if members is None else members
+    c = Client([m.native_endpoint for m in members], timeout=10.0, **kw)
+    h._clients.append(c)  # closed at teardown with the harness's own
+    return c
+
+
+def _code(fn, *args, **kw):
+    with pytest.raises(wire.RaftkvError) as info:
+        fn(*args, **kw)
+    return info.value.code
+
+
+def _setup(h):
+    admin = _client(h)
+    admin.user_add("root", "rootpw")
+    admin.user_grant_role("root", "root")
+    admin.user_add("alice", "alicepw")
+    admin.role_add("app")
+    admin.role_grant_permission("app", "readwrite", "/app/", prefix=True)
+    admin.role_grant_permission("app", "read", "/shared/", prefix=True)
+    admin.user_grant_role("alice", "app")
+    admin.put("/shared/config", "v1")
+    admin.put("/secret/k", "s")
+    admin.auth_enable()
+    return admin
+
+
+def test_permissions_are_enforced_on_every_kind_of_request(make_cluster):
+    h = make_cluster(3, extra_args=ARGS)
+    anonymous = _setup(h)
+    assert _code(anonymous.put, "/app/x", "v") == "USER_EMPTY"
+    assert _code(anonymous.get, "/shared/config") == "USER_EMPTY"
+    bad = _client(h, user="alice", password="wrong")
+    assert _code(bad.get, "/app/x") == "AUTH_FAILED"
+
+    alice = _client(h, user="alice", password="alicepw")
+    root = _client(h, user="root", password="rootpw")
+    alice.put("/app/x", "1")
+    assert alice.get("/shared/config")[0] == b"v1"
+    assert _code(alice.put, "/shared/config", "mine") == "PERMISSION_DENIED"
+    assert _code(alice.get, "/secret/k") == "PERMISSION_DENIED"
+    assert _code(alice.get_prefix, "/") == "PERMISSION_DENIED"
+    assert [m.key for _, m in alice.get_prefix("/app/")] == [b"/app/x"]
+    assert _code(alice.delete_prefix, "/shared/") == "PERMISSION_DENIED"
+    assert _code(alice.user_list) == "PERMISSION_DENIED"
+    assert _code(alice.role_add, "mine") == "PERMISSION_DENIED"
+    assert alice.user_get("alice") == ["app"]  # a user may read itself
+    ok, _ = alice.transaction(compare=[alice.transactions.value("/shared/config") == "v1"],
+                              success=[alice.transactions.put("/app/t", "yes")])
+    assert ok and alice.get("/app/t")[0] == b"yes"
+    assert _code(alice.transaction, compare=[],
+                 success=[alice.transactions.put("/secret/k", "x")]) == "PERMISSION_DENIED"
+    # A bulk load: the pairs alice may not write fail one by one, the rest is stored.
+    result = alice.put_many([("/app/bulk/%03d" % i, "v") for i in range(50)] +
+                            [("/secret/bulk", "v")])
+    assert (result.done, result.failed) == (50, 1)
+    assert "permission denied" in result.errors[0]
+    assert root.get("/secret/bulk") == (None, None)
+    assert len(root.get_prefix("/app/bulk/")) == 50
+    # Watches: checked when created; a permitted one delivers events.
+    events, cancel = alice.watch_prefix("/app/w/")
+    root.put("/app/w/1", "e")
+    assert next(iter(events)).key == b"/app/w/1"
+    cancel()
+    denied, cancel = alice.watch("/secret/k")
+    assert _code(next, iter(denied)) == "PERMISSION_DENIED"
+    assert root.get("/secret/k")[0] == b"s"
+    assert root.auth_status()["enabled"]
+    # A revoked permission holds for the very next request.
+    root.role_revoke_permission("app", "/app/", prefix=True)
+    assert _code(alice.put, "/app/x", "2") == "PERMISSION_DENIED"
+
+
+def test_tokens_work_on_every_member_and_restarts_reauthenticate(make_cluster):
+    h = make_cluster(3, extra_args=ARGS)
+    _setup(h)
+    leader = h.leader()
+    followers = [m for m in h.members if m is not leader]
+    alice = _client(h, [followers[0]], user="alice", password="alicepw", prefer_leader=False)
+    alice.put("/app/a", "1")  # authenticated on a follower, which forwards the write
+    token = alice.with_token({})["token"]
+    for m in h.members:  # the token went through the log: every member knows it
+        raw = _client(h, [m], prefer_leader=False)
+        resp = raw.call("range", {"key": b"/app/a", "token": token}, authenticated=False)
+        assert resp["kvs"][0]["value"] == b"1"
+        assert _code(raw.call, "range", {"key": b"/secret/k", "token": token},
+                     authenticated=False) == "PERMISSION_DENIED"
+        assert _code(raw.call, "range", {"key": b"/app/a", "token": "forged.1"},
+                     authenticated=False) == "INVALID_AUTH_TOKEN"
+    for m in h.members:
+        assert h.stop_member(m) == 0
+    for m in h.members:
+        h.cluster.start_member(m)
+    for m in h.members:
+        h.wait_native(m)
+    h.leader()
+    # The auth state is durable; the tokens were not: the client authenticates again.
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            assert alice.get("/app/a")[0] == b"1"
+            break
+        except (wire.RaftkvError, ConnectionError) as exc:
+            if getattr(exc, "code", "") == "INVALID_AUTH_TOKEN" or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    assert alice.with_token({})["token"] != token
+    assert _code(alice.get, "/secret/k") == "PERMISSION_DENIED"
+    anonymous = _client(h)
+    assert _code(anonymous.put, "/app/x", "v") == "USER_EMPTY"
+
+
+def test_leases_expire_with_auth_on(make_cluster):
+    """The leader's expiry revokes carry no user: they are not refused (a user's revoke is
+    checked against the lease's keys)."""
+    h = make_cluster(3, extra_args=ARGS)
+    _setup(h)
+    root = _client(h, user="root", password="rootpw")
+    alice = _client(h, user="alice", password="alicepw")
+    lease = root.lease(2)
+    root.put("/secret/leased", "v", lease=lease)
+    assert _code(alice.revoke_lease, lease.id) == "PERMISSION_DENIED"
+    deadline = time.monotonic() + 20
+    while root.get("/secret/leased") != (None, None):
+        assert time.monotonic() < deadline, "the leased key outlived its lease"
+        time.sleep(0.2)
