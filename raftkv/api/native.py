@@ -229,7 +229,8 @@ class NativeConnection(asyncio.Protocol):
                 await self._stream(request_id, self.service.watch(body))
                 return
             if op == "snapshot":
-                await self._stream(request_id, self.service.snapshot(), bytes)
+                await self._stream(request_id, self.service.snapshot(token=body.get("token")),
+                                   bytes)
                 return
             if op == "batch":
                 result = await self._batch(body)

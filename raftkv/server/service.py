@@ -33,7 +33,10 @@ BATCH_CHUNK_OPS = 1000  # writes per proposal of a bulk batch
 MOVE_LEADER_TIMEOUT_S = 10.0
 QUOTA_CHECK_INTERVAL_S = 0.1  # how stale the backend-size check before a write may be
 LEADER_MEMBER_OPS = ("member_add", "member_remove", "member_promote")  # forwarded to the leader
-ADMIN_FRONT_OPS = frozenset({*LEADER_MEMBER_OPS, "member_update"})  # root only, with auth on
+# Root only once auth is on (as etcd: membership, and the maintenance calls that read or touch
+# the whole store; Service.snapshot too).
+ADMIN_FRONT_OPS = frozenset({*LEADER_MEMBER_OPS, "member_update", "defragment", "hash",
+                             "hash_kv", "move_leader"})
 LEARNER_READY_PERCENT = 0.9  # etcd's readyPercent for promoting a learner
 NOSPACE = 1
 SNAPSHOT_READ_BYTES = 1 << 20
@@ -513,10 +516,12 @@ class Service:
         finally:
             w.cancel()
 
-    async def snapshot(self, chunk_bytes=SNAPSHOT_READ_BYTES):
+    async def snapshot(self, chunk_bytes=SNAPSHOT_READ_BYTES, token=None):
         """The member's state as etcd's backend (a bbolt file, mvcc_snapshot.export_bbolt):
         written by a worker thread to an unnamed temp file in the data dir (no memory bound
-        by the state's size, nothing left behind by a crash), then read back in chunks."""
+        by the state's size, nothing left behind by a crash), then read back in chunks.
+        Root only once auth is on (token: the client's)."""
+        self.m.kv.auth.check_admin(self.user_of({"token": token}))
         with tempfile.TemporaryFile(dir=self.m.cfg.data_dir, prefix="outgoing-snap-") as f:
             info = await asyncio.to_thread(mvcc_snapshot.export_bbolt, self.m.kv, f)
             log.info("snapshot: sending a %d-byte backend image at revision %d", info["size"],
