@@ -27,7 +27,7 @@ from raftkv.errors import RaftkvError
 from raftkv.mvcc import auth as auth_mod, codec, lease as lease_mod, query, snapshot, txncheck, \
     watch
 from raftkv.mvcc.codec import SUB_BITS, rev_key, unpackb
-from raftkv.mvcc.index import KeyIndex, apply_puts
+from raftkv.mvcc.index import KeyIndex, apply_puts, load_index
 from raftkv.storage import BTree
 
 MAX_TXN_OPS_DEFAULT = 128  # etcd --max-txn-ops
@@ -111,27 +111,18 @@ class KVStore:
             self._committed_index = self._applied
 
     def _load_index(self, txn):
-        index = self._index
-        get, insert, key_entry = index.get, index.insert, codec.key_entry
-        for dbkey, raw in txn.cursor(db=self._kv):
-            entry = key_entry(dbkey)
-            fields = unpackb(raw)
-            key = fields[0]
-            ki = get(key)
-            if ki is None:
-                ki = KeyIndex()
-                insert(key, ki)
-            ki.push(entry)
-            if entry & 1:
-                ki.create = ki.version = ki.lease = 0
-            else:
-                ki.create, ki.version, ki.lease = fields[1], fields[3], fields[5]
+        """Every stored revision back into the key index (one pass over the "kv" sub-db; the
+        C loop reads each record in place, the history is not kept anywhere else)."""
+        count = load_index(self._index, txn.cursor(db=self._kv), KeyIndex)
+        assert count == txn.stat(self._kv)["entries"], "the kv cursor skipped records"
 
     def _load_leases(self, txn):
         for dbkey, raw in txn.cursor(db=self._lease_db):
             ttl, remaining = unpackb(raw)
             lid = codec.lease_id_of(dbkey)
             self._leases[lid] = lease_mod.Lease(lid, ttl, remaining)
+        if not self._leases:
+            return  # no key can be attached to one: skip the walk over every key
         for key, ki in self._index.items():
             if ki.create and ki.lease in self._leases:
                 self._leases[ki.lease].keys.add(key)

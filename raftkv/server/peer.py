@@ -138,6 +138,9 @@ class _Peer:
         self.task = None
         self.connected = False
         self.failures = 0
+        # Set when the peer has just dialed us (it is up again): a dial waiting out its backoff
+        # goes at once, so a restarted member hears from us without waiting up to BACKOFF_S[-1].
+        self.redial = asyncio.Event()
         self.writer = None  # the open connection's writer while _pump runs
         self.streaming = False  # a snapshot stream is being written: everything else queues
 
@@ -234,7 +237,17 @@ class _Peer:
         self.failures += 1
         self.drop_queue()
         self.t.on_unreachable(self.id)
-        await asyncio.sleep(delay)
+        self.redial.clear()
+        try:
+            await asyncio.wait_for(self.redial.wait(), delay)
+        except asyncio.TimeoutError:
+            pass
+
+    def dialed_us(self):
+        """The peer opened a connection to us: if our own dial is backing off, retry now."""
+        if not self.connected:
+            self.failures = 0
+            self.redial.set()
 
     async def _pump(self, writer):
         while not self.t.closed:
@@ -512,6 +525,9 @@ class PeerTransport:
             if frm is None:
                 return
             self._inbound_from[frm] += 1
+            peer = self._peers.get(frm)
+            if peer is not None:
+                peer.dialed_us()
             try:
                 await self._serve_frames(reader, writer, frm)
             finally:

@@ -8,6 +8,7 @@
   bench/put_cost.py (member CPU and context switches per sequential put) and
   bench/bulk_put_many.py; bench/check_perf.py's verdict parsing (the etcdctl suite runs
   `check perf` itself); bench/memory_sidebyside.py (memory per key, raftkv beside etcd);
+  bench/restart_time.py (a SIGKILLed follower's restart, raftkv beside etcd);
 - the pytest-benchmark micro-benchmarks in bench/ with --benchmark-disable (each runs once).
 """
 import json
@@ -195,6 +196,28 @@ def test_memory_sidebyside_runs(tmp_path):
         assert all(m["after_kb"]["RssAnon"] > 0 for m in r["members"])
     assert "| raftkv-native | 1 | 2000 |" in proc.stdout
     assert not list(tmp_path.glob("memory-sbs-*"))  # the clusters' data dirs are removed
+
+
+def test_restart_time_runs(tmp_path):
+    """bench/restart_time.py end to end on a tiny size: one restart per system and load kind,
+    every timing in order, and its clusters' data dirs removed."""
+    for load in ("bulk", "single"):
+        out = tmp_path / f"restart-{load}.json"
+        cmd = [sys.executable, os.path.join(ROOT, "bench", "restart_time.py"), "--revs", "300",
+               "--shapes", "few", "--reps", "1", "--down-puts", "20", "--load", load,
+               "--data-root", str(tmp_path), "--json", str(out)]
+        if ETCD is None or load == "single":
+            cmd.append("--no-etcd")
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        rows = json.loads(out.read_text())["reps"]
+        systems = {r["system"] for r in rows}
+        assert systems == ({"raftkv", "etcd"} if ETCD and load == "bulk" else {"raftkv"})
+        for r in rows:
+            assert 0 < r["port_s"] <= r["leader_s"] <= r["ready_s"], r
+            if r["system"] == "raftkv":
+                assert 0 < r["native_s"] <= r["port_s"], r
+    assert not list(tmp_path.glob("restart-time-*"))  # the clusters' data dirs are removed
 
 
 def test_check_perf_report_parsing():

@@ -78,6 +78,30 @@ def test_conflicting_suffix_is_replaced(tmp_path):
     assert img.entries == ents(1, 4, term=1) + ents(5, 6, term=2)
 
 
+def test_many_appends_and_overwrites_replay_like_the_model(tmp_path):
+    """Hundreds of records, each appending after the last entry or overwriting a suffix from
+    an index inside the run (a new leader's entries), replay to what a plain list model holds:
+    the replay extends its run in place, and must still replace exactly the suffix."""
+    rng = random.Random(7)
+    w, _ = open_wal(tmp_path)
+    model, term = [], 1
+    for _ in range(600):
+        if model and rng.random() < 0.15:
+            term += 1
+            first = rng.randint(max(1, len(model) - 20), len(model))  # a conflicting suffix
+        else:
+            first = len(model) + 1
+        batch = ents(first, first + rng.randint(0, 3), term=term)
+        del model[first - 1:]
+        model.extend(batch)
+        w.append(ENTRIES, batch, max_index=batch[-1].index)
+    write_sync(w, HARD_STATE, HardState(term, 1, len(model)))
+    w.close()
+    _, img = open_wal(tmp_path)
+    assert img.entries == model
+    assert img.last_seq == 601
+
+
 def test_compact_and_install(tmp_path):
     w, _ = open_wal(tmp_path)
     write_sync(w, ENTRIES, ents(1, 20), 20)
