@@ -21,7 +21,8 @@ from raftkv.cli.local_cluster import LocalCluster
 from raftkv.client import Client
 
 # Fast timings so elections and failovers take a fraction of a second.
-FAST_ARGS = ["--heartbeat-interval", "50", "--election-timeout", "500"]
+# Fast elections; the cheapest password hashing (tests that add users need no real work factor).
+FAST_ARGS = ["--heartbeat-interval", "50", "--election-timeout", "500", "--bcrypt-cost", "4"]
 ELECTION_TIMEOUT_S = 0.5
 LOG_TAIL_BYTES = 20_000
 READY_TIMEOUT_S = 30.0

@@ -15,9 +15,6 @@ from raftkv.client import Client
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(150)]
 
-ARGS = ["--bcrypt-cost", "4"]
-
-
 def _client(h, members=None, **kw):
     members = h.members if members is None else members
     c = Client([m.native_endpoint for m in members], timeout=10.0, **kw)
@@ -47,10 +44,13 @@ def _setup(h):
 
 
 def test_permissions_are_enforced_on_every_kind_of_request(make_cluster):
-    h = make_cluster(3, extra_args=ARGS)
+    h = make_cluster(3)
     anonymous = _setup(h)
     assert _code(anonymous.put, "/app/x", "v") == "USER_EMPTY"
     assert _code(anonymous.get, "/shared/config") == "USER_EMPTY"
+    # Only the service sets the user field a write carries into the log.
+    assert _code(anonymous.call, "put", {"key": b"/secret/k", "value": b"x", "_auth": "root"},
+                 authenticated=False) == "USER_EMPTY"
     bad = _client(h, user="alice", password="wrong")
     assert _code(bad.get, "/app/x") == "AUTH_FAILED"
 
@@ -93,7 +93,7 @@ def test_permissions_are_enforced_on_every_kind_of_request(make_cluster):
 
 
 def test_tokens_work_on_every_member_and_restarts_reauthenticate(make_cluster):
-    h = make_cluster(3, extra_args=ARGS)
+    h = make_cluster(3)
     _setup(h)
     leader = h.leader()
     followers = [m for m in h.members if m is not leader]
@@ -134,7 +134,7 @@ def test_tokens_work_on_every_member_and_restarts_reauthenticate(make_cluster):
 def test_leases_expire_with_auth_on(make_cluster):
     """The leader's expiry revokes carry no user: they are not refused (a user's revoke is
     checked against the lease's keys)."""
-    h = make_cluster(3, extra_args=ARGS)
+    h = make_cluster(3)
     _setup(h)
     root = _client(h, user="root", password="rootpw")
     alice = _client(h, user="alice", password="alicepw")

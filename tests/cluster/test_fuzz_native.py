@@ -70,6 +70,22 @@ def _txn(depth):
                   "success": st.lists(op, max_size=3), "failure": st.lists(op, max_size=3)})
 
 
+TEXT = st.one_of(st.sampled_from(["", "u1", "r1", "\u00fc", "x" * 300]),
+                 st.text(max_size=8).filter(lambda name: name != "root"))
+PERM = _body({"permType": INTS, "key": KEYS, "range_end": KEYS})
+AUTH_OPS = {
+    "auth_enable": {}, "auth_disable": {}, "auth_status": {}, "user_list": {}, "role_list": {},
+    "authenticate": {"name": TEXT, "password": TEXT},
+    "user_add": {"name": TEXT, "password": TEXT, "no_password": BOOLS},
+    "user_get": {"name": TEXT}, "user_delete": {"name": TEXT},
+    "user_change_password": {"name": TEXT, "password": TEXT},
+    "user_grant_role": {"user": TEXT, "role": TEXT},
+    "user_revoke_role": {"name": TEXT, "role": TEXT},
+    "role_add": {"name": TEXT}, "role_get": {"role": TEXT}, "role_delete": {"role": TEXT},
+    "role_grant_permission": {"name": TEXT, "perm": PERM},
+    "role_revoke_permission": {"role": TEXT, "key": KEYS, "range_end": KEYS},
+}
+
 REQUESTS = st.one_of(
     st.tuples(st.just("range"), _body(RANGE_FIELDS)),
     st.tuples(st.just("put"), _body(PUT_FIELDS)),
@@ -93,6 +109,11 @@ REQUESTS = st.one_of(
         st.fixed_dictionaries({"request_put": _body(PUT_FIELDS)}),
         st.fixed_dictionaries({"request_delete_range": _body(DELETE_FIELDS)})),
         max_size=4)})),
+    # Auth ops with names other than "root": auth can never be turned on (no root user).
+    *(st.tuples(st.just(op), _body(fields)) for op, fields in AUTH_OPS.items()),
+    st.tuples(st.sampled_from(["range", "put", "status"]),
+              _body({"key": KEYS, "value": st.binary(max_size=8), "token": TEXT,
+                     "_auth": TEXT})),
     st.tuples(st.just("put_many"), st.fixed_dictionaries({"kvs": st.lists(
         st.tuples(KEYS, st.binary(max_size=8)), max_size=4).map(
             lambda pairs: [x for kv in pairs for x in kv])})),

@@ -2,7 +2,8 @@
 
 Run as a separate process by test_client_library.py: aetcd carries its own generated etcd
 protobuf modules, which must not share a process with raftkv's (same proto file names).
-Usage: python aetcd_scenario.py HOST PORT; prints one line per check and "ALL OK" at the end.
+Usage: python aetcd_scenario.py HOST PORT [auth]; prints one line per check and "ALL OK" at the
+end ("auth": the authentication checks, with users set up by the caller).
 """
 import asyncio
 import sys
@@ -55,10 +56,34 @@ async def scenario(host, port):
     print("ALL OK")
 
 
+async def auth_scenario(host, port):
+    """With auth on (set up by the test): user alice may write lib/app/ and nothing else."""
+    async with aetcd.Client(host=host, port=port, timeout=10, username="alice",
+                            password="alicepw") as c:
+        await c.put(b"lib/app/x", b"1")
+        assert (await c.get(b"lib/app/x")).value == b"1"
+        try:
+            await c.put(b"lib/other", b"1")
+        except aetcd.exceptions.ClientError as exc:  # PermissionDenied
+            assert "permission denied" in str(exc), exc
+        else:
+            raise AssertionError("a write outside alice's keys was accepted")
+        print("auth ok")
+    try:
+        async with aetcd.Client(host=host, port=port, timeout=10, username="alice",
+                                password="wrong") as c:
+            await c.get(b"lib/app/x")
+    except aetcd.exceptions.ClientError as exc:
+        assert "authentication failed" in str(exc), exc
+        print("bad password refused")
+    print("ALL OK")
+
+
 async def _aiter(items):
     for item in items:
         yield item
 
 
 if __name__ == "__main__":
-    asyncio.run(scenario(sys.argv[1], int(sys.argv[2])))
+    run = auth_scenario if sys.argv[3:] == ["auth"] else scenario
+    asyncio.run(run(sys.argv[1], int(sys.argv[2])))

@@ -17,8 +17,15 @@ from tests.etcdctl.conftest import FAST_ARGS, Ctl, running, wait_healthy, wait_p
 pytestmark = pytest.mark.timeout(300)
 
 # Steps raftkvctl has no verb for, with the reason.
+_NO_VERB = "raftkvctl has no such verb (etcdctl's maintenance and membership commands)"
 NOT_IN_RAFTKVCTL = {
-    "auth-alice-member-add-denied": "raftkvctl has no member add (membership is etcdctl's)",
+    "auth-alice-member-add-denied": _NO_VERB,
+    "auth-alice-defrag-denied": _NO_VERB,
+    "auth-alice-hashkv-denied": _NO_VERB,
+    "auth-alice-snapshot-denied": _NO_VERB,
+    "auth-root-snapshot": _NO_VERB,
+    "auth-alice-status": "raftkvctl's endpoint status has columns of its own (revision, fault "
+                         "tolerance)",
 }
 
 
