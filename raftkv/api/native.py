@@ -20,6 +20,7 @@ import enum
 import logging
 
 from raftkv.api import wire
+from raftkv.mvcc import auth
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,21 @@ _TRANSITIONS = {
 
 
 _ANSWERED = object()  # _start_fast: the request was refused and answered at once
+_IDENTITY_FIELDS = ("token", auth.CERT_USER_FIELD)
+
+
+def _identity(body):
+    """The fields of a request that say who sends it (the service decides the user)."""
+    return {k: body[k] for k in _IDENTITY_FIELDS if k in body}
+
+
+def _common_name(peercert):
+    """The subject CN of a verified client certificate (ssl's getpeercert() dict), or None."""
+    for rdn in (peercert or {}).get("subject", ()):
+        for name, value in rdn:
+            if name == "commonName":
+                return value
+    return None
 
 
 class _FastCall:
@@ -92,6 +108,8 @@ class NativeConnection(asyncio.Protocol):
     def connection_made(self, transport):
         self._transport = transport
         self._registry.add(self)
+        # The CN of the client's certificate, when TLS verified one (--client-cert-auth).
+        self._cert_user = _common_name(transport.get_extra_info("peercert"))
 
     def connection_lost(self, exc):
         if self._state is not ConnState.CLOSED:
@@ -187,6 +205,10 @@ class NativeConnection(asyncio.Protocol):
             return
         if idem is not None:
             body = dict(body, request_id=idem)
+        if auth.CERT_USER_FIELD in body or self._cert_user:  # only we may say who signed
+            body = {k: v for k, v in body.items() if k != auth.CERT_USER_FIELD}
+            if self._cert_user:
+                body[auth.CERT_USER_FIELD] = self._cert_user
         handle = self._start_fast(request_id, op, body)
         if handle is _ANSWERED:
             return
@@ -229,7 +251,7 @@ class NativeConnection(asyncio.Protocol):
                 await self._stream(request_id, self.service.watch(body))
                 return
             if op == "snapshot":
-                await self._stream(request_id, self.service.snapshot(token=body.get("token")),
+                await self._stream(request_id, self.service.snapshot(who=_identity(body)),
                                    bytes)
                 return
             if op == "batch":
@@ -266,13 +288,13 @@ class NativeConnection(asyncio.Protocol):
         items = wire.batch_items(body)
         if hasattr(self.service, "batch"):  # the member: few Raft proposals for many writes
             results = await self.service.batch(items, rid=body.get("request_id"),
-                                               token=body.get("token"))
+                                               who=_identity(body))
             return {"responses": [{"error": r.to_wire()} if isinstance(r, wire.RaftkvError)
                                   else {"response_" + op: r}
                                   for (op, _), r in zip(items, results)]}
-        token = {"token": body["token"]} if "token" in body else {}
+        who = _identity(body)
         results = await asyncio.gather(
-            *(self.service.call(op, dict(item, **token)) for op, item in items),
+            *(self.service.call(op, dict(item, **who)) for op, item in items),
             return_exceptions=True)
         responses = []
         for (op, _), res in zip(items, results):
@@ -291,11 +313,11 @@ class NativeConnection(asyncio.Protocol):
         kvs = wire.put_many_kvs(body)
         if hasattr(self.service, "put_many"):  # the member: few "puts" entries, one count
             done, errors = await self.service.put_many(kvs, rid=body.get("request_id"),
-                                                       token=body.get("token"))
+                                                       who=_identity(body))
         else:
-            token = {"token": body["token"]} if "token" in body else {}
+            who = _identity(body)
             results = await asyncio.gather(
-                *(self.service.call("put", {"key": kvs[i], "value": kvs[i + 1], **token})
+                *(self.service.call("put", {"key": kvs[i], "value": kvs[i + 1], **who})
                   for i in range(0, len(kvs), 2)), return_exceptions=True)
             done, errors = 0, []
             for i, res in enumerate(results):

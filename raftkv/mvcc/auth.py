@@ -46,6 +46,9 @@ ROOT = "root"
 READ, WRITE, READWRITE = 0, 1, 2
 PERM_TYPES = (READ, WRITE, READWRITE)
 USER_FIELD = "_auth"  # a client write's user, set by the service (internal ops: absent)
+# The CN of the client's verified TLS certificate, set by the front ends (replacing anything a
+# client sent); with --client-cert-auth it names the user of a request that has no token.
+CERT_USER_FIELD = "_cert_user"
 TOKEN_TTL_DEFAULT_S = 300.0  # etcd --auth-token-ttl
 HASH_COST_DEFAULT = 10  # etcd --bcrypt-cost
 HASH_COST_MIN, HASH_COST_MAX = 4, 16

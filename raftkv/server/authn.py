@@ -71,8 +71,10 @@ class AuthFrontEnd:
                 raise RaftkvError("USER_EMPTY")
             no_password = bool(body.get("no_password") or
                                (body.get("options") or {}).get("no_password"))
-            password = None if no_password else await self._hash(body.get("password", ""))
-            return {"name": name, "password": password, "no_password": no_password}
+            if no_password:
+                return {"name": name, "no_password": True}
+            return {"name": name, "password": await self._hash(body.get("password", "")),
+                    "no_password": False}
         if op == "user_change_password":
             return {"name": body.get("name", ""),
                     "password": await self._hash(body.get("password", ""))}

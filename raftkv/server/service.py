@@ -95,15 +95,22 @@ class Service:
         raise RaftkvError("UNKNOWN_OP", f"raftkv: unknown operation {op!r}")
 
     def user_of(self, body):
-        """The user a request runs as: pops its "token" (and any user field the client put
-        in, which only the service may set). "" when auth is off or no token was sent;
-        INVALID_AUTH_TOKEN for a token this member does not know (or that expired)."""
+        """The user a request runs as: pops its "token", its client certificate's CN (put in
+        by the front end) and any user field the client put in (only the service sets it).
+        "" when auth is off, or without a token or (with --client-cert-auth) a certificate;
+        INVALID_AUTH_TOKEN for a token this member does not know (or that expired). A token
+        wins over the certificate, as in etcd."""
         token = body.pop("token", None)
         body.pop(auth_mod.USER_FIELD, None)
+        cert_user = body.pop(auth_mod.CERT_USER_FIELD, None)
         auth = self.m.kv.auth
-        if not auth.enabled or not token:
+        if not auth.enabled:
             return ""
-        return auth.user_of_token(token)
+        if token:
+            return auth.user_of_token(token)
+        if cert_user and self.m.cfg.client_cert_auth:
+            return cert_user
+        return ""
 
     # ---------------------------------------------------------------- KV
     async def _write(self, op, body):
@@ -148,13 +155,14 @@ class Service:
         self.loop.propose(op, body, size, self.timeout_s, rid=rid, waiter=reply)
         return reply
 
-    async def batch(self, items, rid=None, token=None):
+    async def batch(self, items, rid=None, who=None):
         """Many writes [(op, body)] in few proposals; one result (dict or RaftkvError) each.
         rid: the client's idempotency id; chunk k of the batch is deduplicated as (rid, k).
-        token: the client's auth token (the items' own are ignored)."""
+        who: the request's identity fields (token, certificate CN; see user_of); the items'
+        own are ignored."""
         if self.loop.leader_id == 0:
             raise RaftkvError("NO_LEADER")
-        user = self.user_of({"token": token})
+        user = self.user_of(dict(who or {}))
         for op, body in items:  # all checked before any is proposed
             self.user_of(body)
             txncheck.check_shape(op, body)
@@ -182,16 +190,16 @@ class Service:
             out.extend(r if isinstance(r, RaftkvError) else self._with_header(r) for r in resp)
         return out
 
-    async def put_many(self, kvs, rid=None, token=None):
+    async def put_many(self, kvs, rid=None, who=None):
         """Plain puts [k0, v0, k1, v1, ...] (bytes) in one "puts" proposal per 1,000 pairs:
         each pair is a put at its own revision, as if sent alone, without a response each.
         Returns (done, errors): how many pairs were applied, and [(pair index, RaftkvError)]
         for the others. rid: the client's idempotency id; chunk k is deduplicated as (rid, k).
-        token: the client's auth token.
+        who: the request's identity fields (see batch).
         """
         if self.loop.leader_id == 0:
             raise RaftkvError("NO_LEADER")
-        user = self.user_of({"token": token})
+        user = self.user_of(dict(who or {}))
         auth = self.m.kv.auth
         if len(kvs) % 2:
             raise RaftkvError("BAD_REQUEST", "raftkv: put_many wants kvs [key, value, ...]")
@@ -516,12 +524,12 @@ class Service:
         finally:
             w.cancel()
 
-    async def snapshot(self, chunk_bytes=SNAPSHOT_READ_BYTES, token=None):
+    async def snapshot(self, chunk_bytes=SNAPSHOT_READ_BYTES, who=None):
         """The member's state as etcd's backend (a bbolt file, mvcc_snapshot.export_bbolt):
         written by a worker thread to an unnamed temp file in the data dir (no memory bound
         by the state's size, nothing left behind by a crash), then read back in chunks.
-        Root only once auth is on (token: the client's)."""
-        self.m.kv.auth.check_admin(self.user_of({"token": token}))
+        Root only once auth is on (who: the request's identity fields, see batch)."""
+        self.m.kv.auth.check_admin(self.user_of(dict(who or {})))
         with tempfile.TemporaryFile(dir=self.m.cfg.data_dir, prefix="outgoing-snap-") as f:
             info = await asyncio.to_thread(mvcc_snapshot.export_bbolt, self.m.kv, f)
             log.info("snapshot: sending a %d-byte backend image at revision %d", info["size"],

@@ -91,7 +91,7 @@ class GrpcFakeService(FakeService):
     def _op_defragment(self, body):
         return {"header": self._header()}
 
-    async def snapshot(self, token=None):
+    async def snapshot(self, who=None):
         for start in range(0, len(SNAPSHOT_IMAGE), 1000):
             yield SNAPSHOT_IMAGE[start:start + 1000]
 

@@ -350,7 +350,7 @@ def test_decoder_handles_any_split(chunk):
 
 
 class SnapshotService(FakeService):
-    async def snapshot(self, token=None):
+    async def snapshot(self, who=None):
         for chunk in (b"abc", memoryview(b"defg"), b"h"):
             yield chunk
             await asyncio.sleep(0)

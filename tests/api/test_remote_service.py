@@ -11,7 +11,7 @@ from tests.api.fake_service import FakeService
 
 
 class SnapService(FakeService):
-    async def snapshot(self, token=None):
+    async def snapshot(self, who=None):
         for chunk in (b"ab", b"cd"):
             yield chunk
 

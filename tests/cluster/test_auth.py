@@ -51,6 +51,9 @@ def test_permissions_are_enforced_on_every_kind_of_request(make_cluster):
     # Only the service sets the user field a write carries into the log.
     assert _code(anonymous.call, "put", {"key": b"/secret/k", "value": b"x", "_auth": "root"},
                  authenticated=False) == "USER_EMPTY"
+    assert _code(anonymous.call, "put", {"key": b"/secret/k", "value": b"x",
+                                         "_cert_user": "root"}, authenticated=False) == \
+        "USER_EMPTY"  # nor the certificate's name (the native front end sets it from TLS)
     bad = _client(h, user="alice", password="wrong")
     assert _code(bad.get, "/app/x") == "AUTH_FAILED"
 

@@ -9,8 +9,9 @@ import pytest
 
 from raftkv.cli.local_cluster import LocalCluster
 from raftkv.client import Client
+from raftkv.errors import RaftkvError
 from tests.etcdctl.conftest import FAST_ARGS, Ctl, running, wait_for, wait_healthy
-from tests.tlscerts import make_pki
+from tests.tlscerts import CLIENT_CN, make_pki
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(180)]
 
@@ -105,3 +106,33 @@ class _WithArgs:
 
     def run(self, *args, **kw):
         return self.ctl.run(*self.args, *args, **kw)
+
+
+def test_certificate_common_name_is_the_user_without_a_token(tmp_path, pki):
+    """etcd's CN-based auth: with --client-cert-auth and auth on, a request without a token
+    runs as the user named by its certificate's CN (a token wins when both are sent)."""
+    with running(_tls_cluster(tmp_path, pki, members=1, extra=["--client-cert-auth"])) as c:
+        cert = ["--cacert", str(pki.ca), "--cert", str(pki.client_cert),
+                "--key", str(pki.client_key)]
+        ctl = _WithArgs(Ctl(_https(c)), cert)
+        wait_healthy(ctl)
+        root = ("--user", "root:rootpw")
+        for args in [("user", "add", "root:rootpw"), ("user", "grant-role", "root", "root"),
+                     ("user", "add", CLIENT_CN, "--no-password"), ("role", "add", "cn"),
+                     ("role", "grant-permission", "cn", "readwrite", "/cn/", "--prefix"),
+                     ("user", "grant-role", CLIENT_CN, "cn"), ("auth", "enable")]:
+            ctl.run(*args)
+        ctl.run("put", "/cn/x", "1")  # no --user: the certificate's CN is the user
+        denied = ctl.run("put", "/other", "1", check=False)
+        assert denied.returncode != 0 and "permission denied" in denied.stderr
+        ctl.run("put", "/other", "1", *root)  # a token wins over the certificate
+        native = Client(c.native_endpoints, ca_cert=str(pki.ca), cert_cert=str(pki.client_cert),
+                        cert_key=str(pki.client_key), timeout=5.0)
+        try:
+            assert native.get("/cn/x")[0] == b"1"
+            with pytest.raises(RaftkvError) as info:
+                native.get("/other")
+            assert info.value.code == "PERMISSION_DENIED"
+        finally:
+            native.close()
+        ctl.run("auth", "disable", *root)

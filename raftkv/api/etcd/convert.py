@@ -10,6 +10,7 @@ import grpc
 from google.protobuf.descriptor import FieldDescriptor
 
 from raftkv.api import wire
+from raftkv.mvcc.auth import CERT_USER_FIELD
 
 RaftkvError = wire.RaftkvError  # raftkv.errors, through the api package's re-export
 
@@ -98,11 +99,15 @@ async def abort(context, error):
 
 
 def with_token(context, body):
-    """body with the auth token the client sent as gRPC metadata "token" (etcd's key)."""
+    """body with who sends it: the auth token the client sent as gRPC metadata "token"
+    (etcd's key), and the CN of its verified TLS certificate (--client-cert-auth)."""
     for item in context.invocation_metadata() or ():
         if item.key == "token":
             body["token"] = item.value
             break
+    names = (context.auth_context() or {}).get("x509_common_name")
+    if names:
+        body[CERT_USER_FIELD] = names[0].decode(errors="replace")
     return body
 
 

@@ -50,8 +50,7 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
         digest = hashlib.sha256()
         total = 0
         try:
-            token = with_token(context, {}).get("token")
-            async for chunk in self._service.snapshot(token=token):
+            async for chunk in self._service.snapshot(who=with_token(context, {})):
                 chunk = bytes(chunk)
                 digest.update(chunk)
                 total += len(chunk)

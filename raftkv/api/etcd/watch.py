@@ -40,7 +40,7 @@ class WatchServicer(rpc_pb2_grpc.WatchServicer):
         if _wants_leader(context):
             await self._require_leader(context)
         stream = _WatchStream(self._service, self._max_bytes, self._progress_interval,
-                              with_token(context, {}).get("token"))
+                              with_token(context, {}))
         reader = asyncio.ensure_future(stream.read(request_iterator))
         try:
             while True:
@@ -79,9 +79,9 @@ class _Watcher:
 
 
 class _WatchStream:
-    def __init__(self, service, max_bytes, progress_interval, token=None):
+    def __init__(self, service, max_bytes, progress_interval, who=None):
         self.service = service
-        self.token = token  # the client's auth token, sent with each watcher's request
+        self.who = who or {}  # who the client is (token, certificate), sent with each watch
         self.max_bytes = max_bytes
         self.progress_interval = progress_interval
         self.out = asyncio.Queue()
@@ -126,8 +126,7 @@ class _WatchStream:
                 "start_revision": create.start_revision or header.get("revision", 0) + 1,
                 "prev_kv": create.prev_kv, "filters": list(create.filters),
                 "progress_notify": create.progress_notify}
-        if self.token is not None:
-            body["token"] = self.token
+        body.update(self.who)
         watcher.tasks.append(asyncio.ensure_future(self._run(watcher, body)))
         if create.progress_notify:
             watcher.tasks.append(asyncio.ensure_future(self._progress(watcher)))

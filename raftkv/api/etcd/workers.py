@@ -135,8 +135,8 @@ class RemoteService:
     def watch(self, body):
         return self._stream("watch", body)
 
-    def snapshot(self, token=None):
-        return self._stream("snapshot", {} if token is None else {"token": token})
+    def snapshot(self, who=None):
+        return self._stream("snapshot", dict(who or {}))
 
 
 def reserve_port(host, port):
