@@ -20,6 +20,12 @@ replacing whatever the client sent); ops the members propose themselves (lease e
 attributes, alarms) carry none and are not checked. The user of the `root` role may do anything;
 auth management and membership changes need it.
 
+JWT tokens (`--auth-token jwt,...`, JwtTokens) are signed by the member the client asked, with
+no proposal, and checked by any member holding the public key: they survive restarts. A token
+names its user and the auth revision it was signed at; one signed before the latest change of
+the auth state is refused, so the client authenticates again (etcd refuses it as "revision of
+auth store is old", which its clients also answer by authenticating again).
+
 Passwords: PBKDF2-HMAC-SHA256 with a random salt (etcd uses bcrypt; PBKDF2 is in the standard
 library). --bcrypt-cost keeps etcd's meaning, each step doubling the work: 200 x 2**cost
 iterations. A password that was verified once is remembered (an HMAC of it under a per-process
@@ -70,6 +76,56 @@ TOKEN_OP = "auth_assign_token"
 # The service's own auth ops (reads of the auth state, and Authenticate).
 FRONT_END_OPS = frozenset({"authenticate", "auth_status", "user_get", "user_list", "role_get",
                            "role_list", TOKEN_OP})
+
+
+JWT_METHODS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
+               "HS256", "HS384", "HS512")
+JWT_TTL_DEFAULT_S = 300.0  # etcd's jwt ttl default (5m)
+
+
+class JwtTokens:
+    """Signs and checks JWT tokens (PyJWT). Asymmetric methods sign with priv_key and check
+    with pub_key (PEM bytes); HS* use priv_key's bytes as the shared secret."""
+
+    def __init__(self, sign_method, priv_key, pub_key=None, ttl_s=JWT_TTL_DEFAULT_S,
+                 clock=time.time):
+        import jwt  # PyJWT: only a member started with --auth-token jwt needs it
+
+        if sign_method not in JWT_METHODS:
+            raise ValueError(f"sign-method {sign_method!r} is not one of "
+                             f"{', '.join(JWT_METHODS)}")
+        self._jwt = jwt
+        self.method = sign_method
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._sign_key = priv_key
+        self._check_key = priv_key if sign_method.startswith("HS") else pub_key
+        if self._check_key is None:
+            raise ValueError(f"sign-method {sign_method} needs pub-key")
+        # Sign and check once now, so a key that does not fit the method stops the start.
+        self.check(self.sign("probe", 0), 0)
+
+    def sign(self, user, revision):
+        claims = {"username": user, "revision": revision,
+                  "exp": int(self._clock() + self.ttl_s)}
+        return self._jwt.encode(claims, self._sign_key, algorithm=self.method)
+
+    def check(self, token, revision):
+        """The token's user; INVALID_AUTH_TOKEN if the signature, expiry or shape is wrong,
+        or it was signed before auth revision `revision`."""
+        try:
+            # expiry checked below, on this object's clock
+            claims = self._jwt.decode(token, self._check_key, algorithms=[self.method],
+                                      options={"require": ["exp", "username", "revision"],
+                                               "verify_exp": False})
+        except self._jwt.PyJWTError:
+            raise RaftkvError("INVALID_AUTH_TOKEN") from None
+        user, signed_at, exp = claims["username"], claims["revision"], claims["exp"]
+        if not isinstance(user, str) or not isinstance(signed_at, int) or \
+                not isinstance(exp, (int, float)) or signed_at < revision or \
+                exp <= self._clock():
+            raise RaftkvError("INVALID_AUTH_TOKEN")
+        return user
 
 
 def hash_password(password, cost=HASH_COST_DEFAULT, salt=None):
@@ -172,9 +228,11 @@ class AuthStore:
     """The auth state of one member (see the module docstring). `load(txn)` (re)reads it;
     the apply handlers in OPS change it inside the apply's txn; the rest reads it."""
 
-    def __init__(self, engine, token_ttl_s=TOKEN_TTL_DEFAULT_S, clock=time.monotonic):
+    def __init__(self, engine, token_ttl_s=TOKEN_TTL_DEFAULT_S, clock=time.monotonic,
+                 jwt=None):
         self._db = engine.db(AUTH_DB)
         self.token_ttl_s = token_ttl_s
+        self.jwt = jwt  # a JwtTokens (--auth-token jwt), else simple tokens
         self._clock = clock
         self.enabled = False
         self.revision = 0
@@ -271,6 +329,11 @@ class AuthStore:
 
     def user_of_token(self, token):
         """The user a token was assigned to; INVALID_AUTH_TOKEN if unknown or expired."""
+        if self.jwt is not None:
+            user = self.jwt.check(token, self.revision)
+            if user not in self._users:
+                raise RaftkvError("INVALID_AUTH_TOKEN")
+            return user
         entry = self._tokens.get(token)
         now = self._clock()
         if entry is None or now - entry[1] > self.token_ttl_s or entry[0] not in self._users:

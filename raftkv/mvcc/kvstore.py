@@ -61,7 +61,7 @@ class KVStore:
                  min_lease_ttl=lease_mod.MIN_TTL_DEFAULT,
                  compaction_batch=COMPACTION_BATCH_DEFAULT,
                  watch_queue_events=watch.QUEUE_EVENTS_DEFAULT,
-                 auth_token_ttl_s=auth_mod.TOKEN_TTL_DEFAULT_S):
+                 auth_token_ttl_s=auth_mod.TOKEN_TTL_DEFAULT_S, auth_jwt=None):
         self.engine = engine
         self.quota_bytes = quota_bytes
         self.max_txn_ops = max_txn_ops
@@ -83,7 +83,7 @@ class KVStore:
             "lease_checkpoint": self._op_lease_checkpoint,
             "alarm_set": self._op_alarm_set,
         }
-        self.auth = auth_mod.AuthStore(engine, auth_token_ttl_s)
+        self.auth = auth_mod.AuthStore(engine, auth_token_ttl_s, jwt=auth_jwt)
         for name, handler in self.auth.ops.items():
             self._ops[name] = self._with_revision(handler)
         self._load()

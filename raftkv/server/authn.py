@@ -4,9 +4,9 @@ Changes (enable, disable, users, roles, permissions) go through the log as the a
 (raftkv/mvcc/auth.py), with the caller's user, and are checked there. A password is hashed here,
 off the event loop, before proposing: the log holds only the hash. Authenticate checks the
 password against this member's state after a ReadIndex barrier (as etcd does), then proposes the
-new token so that every member knows it. Reads of the auth state (status, users, roles) are
-linearizable and need the root role once auth is on, except a user reading itself or one of its
-own roles, as in etcd.
+new token so that every member knows it (a JWT token is signed here instead). Reads of the auth
+state (status, users, roles) are linearizable and need the root role once auth is on, except a
+user reading itself or one of its own roles, as in etcd.
 """
 from __future__ import annotations
 
@@ -95,6 +95,8 @@ class AuthFrontEnd:
         await service.read_barrier()
         name, password = body.get("name", ""), body.get("password", "")
         await asyncio.to_thread(store.check_password, name, password)
+        if store.jwt is not None:  # signed here; any member with the key can check it
+            return {"header": service.header(), "token": store.jwt.sign(name, store.revision)}
         token = f"{store.new_token_prefix()}.{service.loop.applied_index + 1}"
         resp = await service._write(auth_mod.TOKEN_OP, {"name": name, "token": token})
         return {"header": resp["header"], "token": token}

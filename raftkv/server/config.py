@@ -11,11 +11,13 @@ import argparse
 import dataclasses
 import hashlib
 import os
+import re
 import urllib.parse
 
 import yaml
 
 from raftkv import tls
+from raftkv.mvcc.auth import JwtTokens
 from raftkv.tls import TLSConfigError
 
 MIB = 1 << 20
@@ -69,6 +71,7 @@ class ServerConfig:
     auth_token_ttl: int = 300
     bcrypt_cost: int = 10
     _tls = None  # not a field (no flag): tls_contexts() once built
+    _jwt = None  # not a field: the JwtTokens of --auth-token jwt,..., built by finish()
 
     def finish(self):
         """Fill derived defaults and validate; raises ConfigError."""
@@ -99,9 +102,7 @@ class ServerConfig:
             raise ConfigError("--grpc-workers must be between 0 and 64")
         if self.snapshot_catchup_entries < 1:
             raise ConfigError("--snapshot-catchup-entries must be at least 1")
-        if self.auth_token != "simple":
-            raise ConfigError(f"--auth-token {self.auth_token!r} is not supported: raftkv has "
-                              "only 'simple' tokens (etcd's default), no JWT yet")
+        self._jwt = _jwt_tokens(self.auth_token)
         if self.auth_token_ttl <= 0:
             raise ConfigError("--auth-token-ttl must be positive (seconds)")
         if not 4 <= self.bcrypt_cost <= 16:
@@ -158,6 +159,10 @@ class ServerConfig:
         except TLSConfigError as exc:
             raise ConfigError(f"TLS: {exc}") from exc
 
+    def jwt_tokens(self):
+        """The JwtTokens of --auth-token jwt,... (None: simple tokens)."""
+        return self._jwt
+
     def tls_contexts(self):
         """(client listener, peer listener, peer dialer) SSLContexts, None where plain. Built
         once, while the flags are checked (finish), then shared by the listeners and dialer."""
@@ -206,6 +211,57 @@ class ServerConfig:
     @property
     def election_ticks(self):
         return max(2, round(self.election_timeout / self.heartbeat_interval))
+
+
+_JWT_OPTIONS = ("pub-key", "priv-key", "sign-method", "ttl")
+
+
+def _jwt_tokens(spec):
+    """None for --auth-token simple; the JwtTokens of "jwt,pub-key=F,priv-key=F,sign-method=M
+    [,ttl=5m]" (etcd's syntax; HS* methods take the secret in priv-key). ConfigError names
+    what is wrong (a missing option or file, a key that does not fit the method)."""
+    kind, _, rest = spec.partition(",")
+    if kind == "simple" and not rest:
+        return None
+    if kind != "jwt":
+        raise ConfigError(f"--auth-token {spec!r}: expected 'simple' or 'jwt,pub-key=...,"
+                          "priv-key=...,sign-method=...[,ttl=...]'")
+    opts = {}
+    for item in filter(None, rest.split(",")):
+        name, eq, value = item.partition("=")
+        if not eq or name not in _JWT_OPTIONS:
+            raise ConfigError(f"--auth-token: unknown jwt option {item!r} (known: "
+                              f"{', '.join(_JWT_OPTIONS)})")
+        opts[name] = value
+    for name in ("priv-key", "sign-method"):
+        if not opts.get(name):
+            raise ConfigError(f"--auth-token jwt needs {name}=... (raftkv members sign the "
+                              "tokens they hand out)")
+    keys = {}
+    for name in ("priv-key", "pub-key"):
+        if opts.get(name):
+            try:
+                with open(opts[name], "rb") as f:
+                    keys[name] = f.read()
+            except OSError as exc:
+                raise ConfigError(f"--auth-token {name}={opts[name]}: {exc}") from None
+    try:
+        return JwtTokens(opts["sign-method"], keys["priv-key"], keys.get("pub-key"),
+                         _duration_s(opts.get("ttl", "5m")))
+    except Exception as exc:  # noqa: BLE001 -- PyJWT/cryptography raise many kinds
+        raise ConfigError(f"--auth-token jwt: {exc}") from None
+
+
+def _duration_s(text):
+    """Seconds of a Go duration such as "5m", "300s", "1h30m" or "1.5h" (positive)."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ConfigError(f"--auth-token jwt ttl={text!r} is not a duration like 5m or 300s")
+    seconds = sum(float(n) * units[u] for n, u in parts)
+    if seconds <= 0:
+        raise ConfigError("--auth-token jwt ttl must be positive")
+    return seconds
 
 
 def _id64(raw):

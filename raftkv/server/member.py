@@ -159,7 +159,8 @@ class Member:
         # by one member's apply, so every member refuses the same writes.
         self.kv = KVStore(self.engine, quota_bytes=0,
                           min_lease_ttl=max(1, -(-3 * self.cfg.election_timeout // 2000)),
-                          auth_token_ttl_s=float(self.cfg.auth_token_ttl))
+                          auth_token_ttl_s=float(self.cfg.auth_token_ttl),
+                          auth_jwt=self.cfg.jwt_tokens())
         # The store tells its lease listeners from the storage thread (after each commit); the
         # lessor is used by the event loop, so its updates hop onto the loop.
         loop = self._event_loop

@@ -148,3 +148,44 @@ def test_leases_expire_with_auth_on(make_cluster):
     while root.get("/secret/leased") != (None, None):
         assert time.monotonic() < deadline, "the leased key outlived its lease"
         time.sleep(0.2)
+
+
+def test_jwt_tokens_outlive_restarts_and_end_with_an_auth_change(make_cluster, tmp_path):
+    """--auth-token jwt: the member asked signs the token, every member checks it with the
+    public key, and a restart of every member does not end it; a change of the auth state
+    does, and the client authenticates again by itself."""
+    from tests.unit.mvcc.test_auth import _pem_pair
+
+    priv, pub = _pem_pair("ec")
+    (tmp_path / "jwt.pem").write_bytes(priv)
+    (tmp_path / "jwt.pub").write_bytes(pub)
+    spec = f"jwt,pub-key={tmp_path / 'jwt.pub'},priv-key={tmp_path / 'jwt.pem'}," \
+           "sign-method=ES256,ttl=10m"
+    h = make_cluster(3, extra_args=["--auth-token", spec])
+    _setup(h)
+    alice = _client(h, user="alice", password="alicepw")
+    alice.put("/app/j", "1")
+    token = alice.with_token({})["token"]
+    assert token.count(".") == 2  # header.claims.signature
+
+    def read_with(token, m):
+        raw = _client(h, [m], prefer_leader=False)
+        return raw.call("range", {"key": b"/app/j", "token": token},
+                        authenticated=False)["kvs"][0]["value"]
+
+    assert all(read_with(token, m) == b"1" for m in h.members)
+    for m in h.members:
+        assert h.stop_member(m) == 0
+    for m in h.members:
+        h.cluster.start_member(m)
+    for m in h.members:
+        h.wait_native(m)
+    h.leader()
+    assert all(read_with(token, m) == b"1" for m in h.members)  # still valid
+    root = _client(h, user="root", password="rootpw")
+    root.role_add("another")  # the auth revision moves on: older tokens end
+    with pytest.raises(wire.RaftkvError) as info:
+        read_with(token, h.members[0])
+    assert info.value.code == "INVALID_AUTH_TOKEN"
+    assert alice.get("/app/j")[0] == b"1"  # authenticated again by itself
+    assert alice.with_token({})["token"] != token

@@ -69,3 +69,24 @@ def test_raftkvctl_auth_verbs_answer_as_etcdctl(tmp_path):
     report = "".join(f"\n=== {name}\n--- etcdctl\n{w}\n--- raftkvctl\n{g}" for name, w, g in diffs)
     assert not diffs, f"raftkvctl's output differs from etcdctl's:{report}"
     assert len(want) == len(conformance.AUTH_SCENARIOS) - len(NOT_IN_RAFTKVCTL)
+
+
+def test_etcdctl_with_jwt_tokens(tmp_path):
+    """etcdctl with etcd's --auth-token jwt flag on the members: tokens are opaque to it."""
+    from tests.unit.mvcc.test_auth import _pem_pair
+
+    priv, pub = _pem_pair("rsa")
+    (tmp_path / "k.pem").write_bytes(priv)
+    (tmp_path / "k.pub").write_bytes(pub)
+    spec = f"jwt,pub-key={tmp_path / 'k.pub'},priv-key={tmp_path / 'k.pem'},sign-method=RS256"
+    cluster = LocalCluster(str(tmp_path / "c"), members=3,
+                           extra_args=[*FAST_ARGS, "--bcrypt-cost", "4", "--auth-token", spec])
+    with running(cluster):
+        ctl = Ctl(cluster.endpoints)
+        wait_healthy(ctl)
+        for args in [("user", "add", "root:pw"), ("auth", "enable"),
+                     ("put", "k", "v", "--user", "root:pw")]:
+            ctl.run(*args)
+        assert ctl.out("get", "k", "--print-value-only", "--user", "root:pw").strip() == "v"
+        proc = ctl.run("get", "k", check=False)
+        assert proc.returncode != 0 and "user name is empty" in proc.stderr

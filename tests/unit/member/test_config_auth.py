@@ -21,7 +21,7 @@ def test_values_from_flags_and_environment():
 
 
 @pytest.mark.parametrize("args,flag", [
-    (["--auth-token", "jwt,pub-key=a.pem,priv-key=b.pem,sign-method=RS256"], "--auth-token"),
+    (["--auth-token", "jwt,pub-key=a.pem,priv-key=b.pem,sign-method=RS256"], "b.pem"),
     (["--auth-token-ttl", "0"], "--auth-token-ttl"),
     (["--bcrypt-cost", "3"], "--bcrypt-cost"),
     (["--bcrypt-cost", "17"], "--bcrypt-cost"),
@@ -30,3 +30,37 @@ def test_values_from_flags_and_environment():
 def test_unsupported_values_name_the_flag(args, flag):
     with pytest.raises(ConfigError, match=flag):
         cfg(*args)
+
+
+def _keys(tmp_path):
+    from tests.unit.mvcc.test_auth import _pem_pair
+
+    priv, pub = _pem_pair("rsa")
+    (tmp_path / "k.pem").write_bytes(priv)
+    (tmp_path / "k.pub").write_bytes(pub)
+    return str(tmp_path / "k.pem"), str(tmp_path / "k.pub")
+
+
+def test_jwt_tokens_from_etcds_flag(tmp_path):
+    priv, pub = _keys(tmp_path)
+    c = cfg("--auth-token", f"jwt,pub-key={pub},priv-key={priv},sign-method=RS256,ttl=10m")
+    tokens = c.jwt_tokens()
+    assert tokens.method == "RS256" and tokens.ttl_s == 600
+    assert tokens.check(tokens.sign("u", 0), 0) == "u"
+    assert cfg().jwt_tokens() is None
+
+
+@pytest.mark.parametrize("spec,words", [
+    ("jwt,pub-key={pub},sign-method=RS256", "needs priv-key"),
+    ("jwt,priv-key={priv},pub-key={pub}", "needs sign-method"),
+    ("jwt,priv-key={priv},pub-key={pub},sign-method=RS256,color=red", "unknown jwt option"),
+    ("jwt,priv-key=/nonexistent.pem,pub-key={pub},sign-method=RS256", "/nonexistent.pem"),
+    ("jwt,priv-key={priv},pub-key={pub},sign-method=ES256", "--auth-token jwt"),
+    ("jwt,priv-key={priv},pub-key={pub},sign-method=RS256,ttl=5 minutes", "ttl"),
+    ("jwt,priv-key={priv},sign-method=RS256", "pub-key"),
+    ("oauth", "expected 'simple' or 'jwt"),
+])
+def test_bad_jwt_specs_name_the_problem(tmp_path, spec, words):
+    priv, pub = _keys(tmp_path)
+    with pytest.raises(ConfigError, match=words):
+        cfg("--auth-token", spec.format(priv=priv, pub=pub))

@@ -253,3 +253,58 @@ def test_covers_agrees_with_key_by_key_membership(grants, key, end, probe):
 
 def _inside(k, start, stop):
     return start <= k and (stop is None or k < stop)
+
+
+def _pem_pair(kind="rsa"):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    key = rsa.generate_private_key(65537, 2048) if kind == "rsa" else \
+        ec.generate_private_key(ec.SECP256R1())
+    priv = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+    pub = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                        serialization.PublicFormat.SubjectPublicKeyInfo)
+    return priv, pub
+
+
+@pytest.mark.parametrize("method,kind", [("RS256", "rsa"), ("ES256", "ec"), ("HS256", None)])
+def test_jwt_tokens_sign_and_check(method, kind):
+    now = [1_000_000.0]
+    priv, pub = _pem_pair(kind) if kind else (b"a shared secret of enough bytes!", None)
+    tokens = auth.JwtTokens(method, priv, pub, ttl_s=60, clock=lambda: now[0])
+    token = tokens.sign("alice", 7)
+    assert tokens.check(token, 7) == "alice"
+    bad = [token[:-3] + ("AAA" if not token.endswith("AAA") else "BBB"),  # signature
+           "not.a.token"]
+    if kind:
+        other = auth.JwtTokens(method, *_pem_pair(kind), ttl_s=60, clock=lambda: now[0])
+        bad.append(other.sign("alice", 7))  # another member's key
+    for t in bad:
+        with pytest.raises(RaftkvError) as info:
+            tokens.check(t, 7)
+        assert info.value.code == "INVALID_AUTH_TOKEN"
+    with pytest.raises(RaftkvError):
+        tokens.check(token, 8)  # the auth state changed since it was signed
+    now[0] += 120  # two minutes later: past its 60 s
+    with pytest.raises(RaftkvError):
+        tokens.check(token, 7)
+
+
+def test_jwt_keys_must_fit_the_method():
+    priv, pub = _pem_pair("rsa")
+    for args in [("RS256", priv, None), ("ES256", priv, pub), ("XX1", priv, pub)]:
+        with pytest.raises(Exception):
+            auth.JwtTokens(*args)
+
+
+def test_jwt_store_checks_the_user_still_exists(tmp_path):
+    priv, pub = _pem_pair("rsa")
+    h = Harness(tmp_path / "d", auth_jwt=auth.JwtTokens("RS256", priv, pub))
+    _setup(h)
+    token = h.store.auth.jwt.sign("alice", h.store.auth.revision)
+    assert h.store.auth.user_of_token(token) == "alice"
+    h.one("user_delete", {"name": "alice", U: "root"})
+    with pytest.raises(RaftkvError):  # older than the auth state, and the user is gone
+        h.store.auth.user_of_token(token)
+    h.close()
