@@ -101,6 +101,17 @@ class ClusterHarness:
     def kill(self, m):
         self.cluster.kill(m)
 
+    def restart_all(self):
+        """Stop every member cleanly (exit status 0), start them all again, and wait until
+        they listen and agree on a leader."""
+        for m in self.members:
+            assert self.stop_member(m) == 0, f"{m.name} did not stop cleanly"
+        for m in self.members:
+            self.cluster.start_member(m)
+        for m in self.members:
+            self.wait_native(m)
+        return self.leader()
+
     def stop_member(self, m, grace_s=10.0):
         return self.cluster.stop_member(m, grace_s)
 

@@ -111,13 +111,7 @@ def test_tokens_work_on_every_member_and_restarts_reauthenticate(make_cluster):
                      authenticated=False) == "PERMISSION_DENIED"
         assert _code(raw.call, "range", {"key": b"/app/a", "token": "forged.1"},
                      authenticated=False) == "INVALID_AUTH_TOKEN"
-    for m in h.members:
-        assert h.stop_member(m) == 0
-    for m in h.members:
-        h.cluster.start_member(m)
-    for m in h.members:
-        h.wait_native(m)
-    h.leader()
+    h.restart_all()
     # The auth state is durable; the tokens were not: the client authenticates again.
     deadline = time.monotonic() + 20
     while True:
@@ -174,13 +168,7 @@ def test_jwt_tokens_outlive_restarts_and_end_with_an_auth_change(make_cluster, t
                         authenticated=False)["kvs"][0]["value"]
 
     assert all(read_with(token, m) == b"1" for m in h.members)
-    for m in h.members:
-        assert h.stop_member(m) == 0
-    for m in h.members:
-        h.cluster.start_member(m)
-    for m in h.members:
-        h.wait_native(m)
-    h.leader()
+    h.restart_all()
     assert all(read_with(token, m) == b"1" for m in h.members)  # still valid
     root = _client(h, user="root", password="rootpw")
     root.role_add("another")  # the auth revision moves on: older tokens end

@@ -81,13 +81,7 @@ def test_lagging_follower_catches_up_through_a_snapshot(make_cluster):
     meta_follower = alone.get("/snap/overwritten")[1]
     assert meta_leader == meta_follower
     # Every member restarts cleanly from a compacted log (snapshot point + later entries).
-    for m in h.members:
-        assert h.stop_member(m) == 0
-    for m in h.members:
-        h.cluster.start_member(m)
-    for m in h.members:
-        h.wait_native(m)
-    h.leader()
+    h.restart_all()
     for m in h.members:
         assert _all(h.client([m], timeout=10.0), "/snap/") == _all(client, "/snap/")
 
