@@ -30,6 +30,7 @@ class Watch:
         self._canceled = False
         self.watch_id = None  # the request id of the current stream
         self._token = None  # the auth token the current stream was opened with
+        self._first = None  # a stream's first item when it was not "created" (see start)
         self._reauthenticated = False  # once per stream: a fresh token that fails is final
 
     async def start(self):
@@ -42,6 +43,20 @@ class Watch:
         self._conn = await self._client.connection(deadline)
         self._request_id, self._queue = self._conn.open_stream("watch", body)
         self.watch_id = self._request_id
+        # Return once the member registered the watcher: a write made after watch() returns
+        # is then always seen. Anything else first (an error, the end) is left for __anext__.
+        try:
+            first = await asyncio.wait_for(self._queue.get(),
+                                           max(deadline - time.monotonic(), 0.001))
+        except asyncio.TimeoutError:
+            return  # the events, or an error, still come through __anext__
+        status, payload = first
+        if status == wire.STATUS_ITEM and isinstance(payload, dict) and payload.get("created"):
+            if not self._next_revision:
+                rev = payload.get("header", {}).get("revision", 0)
+                self._next_revision = rev + 1 if rev else 0
+            return
+        self._first = first
 
     def __aiter__(self):
         return self
@@ -50,7 +65,10 @@ class Watch:
         while not self._events:
             if self._canceled:
                 raise StopAsyncIteration
-            status, payload = await self._queue.get()
+            if self._first is not None:
+                (status, payload), self._first = self._first, None
+            else:
+                status, payload = await self._queue.get()
             if status == wire.STATUS_ITEM:
                 self._take(payload)
             elif status in (wire.STATUS_END, wire.STATUS_OK) or self._canceled:

@@ -44,6 +44,7 @@ class Watcher:
         self.next_rev = 0  # unsynced: first revision not yet queued; synced: min revision
         self.canceled = False
         self.compact_revision = 0
+        self.created_rev = 0  # the store's revision when the watcher was registered
         self.queue = []  # WatchResponse dicts not yet taken
         self.queued_events = 0
 
@@ -88,6 +89,7 @@ class WatcherHub:
             else:
                 self._by_key.setdefault(key, {})[w.id] = w
             current = store._committed_rev
+            w.created_rev = current  # the watcher gets every event after this revision
             if 0 < start_revision <= current:
                 w.synced, w.next_rev = False, start_revision
             else:

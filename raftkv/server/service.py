@@ -508,6 +508,9 @@ class Service:
                             body.get("filters") or (), bool(body.get("progress_notify")),
                             on_ready=lambda _w: loop.call_soon_threadsafe(wake.set))
         try:
+            # First: the watcher is registered; every write after this revision will reach
+            # it (a client may wait for this before it writes, as etcd's "created").
+            yield {"created": True, "header": self.header(w.created_rev)}
             while True:
                 batch = w.take()
                 if not batch:

@@ -129,6 +129,7 @@ class FakeService:
         entry = (body.get("key", b""), body.get("range_end", b""), queue)
         self._watchers.append(entry)
         try:
+            yield {"created": True, "header": self._header()}
             while True:
                 yield {"header": self._header(), "events": [await queue.get()]}
         finally:

@@ -219,7 +219,8 @@ def test_watch_streams_and_cancels():
         async with server:
             conn = await RawConn.open(port)
             conn.request(7, "watch", {"key": b"w/", "range_end": b"w0"})
-            await asyncio.sleep(0.05)
+            rid, status, payload = await conn.recv()  # registered: writes from now on reach it
+            assert (rid, status, payload["created"]) == (7, wire.STATUS_ITEM, True)
             for i in range(3):
                 conn.request(100 + i, "put", {"key": b"w/%d" % i, "value": b"x"})
             items, oks = [], 0

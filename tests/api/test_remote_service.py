@@ -35,8 +35,9 @@ def test_calls_errors_watches_and_snapshot(monkeypatch):
             assert exc.value.code == "LEASE_NOT_FOUND"
             # 5 watches: more than one native connection allows (watches_max=2 here).
             streams = [rs.watch({"key": b"w"}) for _ in range(5)]
+            for s in streams:
+                assert (await s.__anext__())["created"]  # registered at the member
             firsts = [asyncio.ensure_future(s.__anext__()) for s in streams]
-            await asyncio.sleep(0.2)
             assert len(rs._stream_conns) == 3
             await rs.call("put", {"key": b"w", "value": b"x"})
             for f in firsts:

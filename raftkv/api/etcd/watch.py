@@ -143,6 +143,8 @@ class _WatchStream:
         final = {"canceled": True}
         try:
             async for batch in self.service.watch(body):
+                if batch.get("created"):
+                    continue  # this stream sent its own created response already
                 if batch.get("compact_revision"):
                     final = {"canceled": True, "compact_revision": batch["compact_revision"],
                              "header": batch.get("header", {})}
