@@ -151,20 +151,26 @@ async def _random_op(client, rec, cid, rng, keys, seen, counter, ops):
     op.header_rev = resp["header"]["revision"]
 
 
-async def _client_loop(endpoints, prefer_leader, cid, seed, keys, rec, stop_at):
+def _connect(endpoints, creds, **kw):
+    """An AsyncClient with the run's credentials ({} without auth, else user and password:
+    the client authenticates, and again after a restart ended its token)."""
+    return AsyncClient(endpoints, **kw, **creds)
+
+
+async def _client_loop(endpoints, prefer_leader, cid, seed, keys, rec, stop_at, creds):
     rng = random.Random(seed)
     seen = {}
     counter = iter(range(1 << 62))
-    async with AsyncClient(endpoints, timeout=CLIENT_TIMEOUT_S,
-                           prefer_leader=prefer_leader) as client:
+    async with _connect(endpoints, creds, timeout=CLIENT_TIMEOUT_S,
+                        prefer_leader=prefer_leader) as client:
         while time.monotonic() < stop_at:
             if not await _one_op(client, rec, cid, rng, keys, seen, counter):
                 await asyncio.sleep(0.02)
 
 
-async def _compactor(endpoints, stop_at):
+async def _compactor(endpoints, stop_at, creds):
     last = 0
-    async with AsyncClient(endpoints, timeout=CLIENT_TIMEOUT_S) as client:
+    async with _connect(endpoints, creds, timeout=CLIENT_TIMEOUT_S) as client:
         while time.monotonic() < stop_at:
             await asyncio.sleep(COMPACT_EVERY_S)
             try:
@@ -176,14 +182,14 @@ async def _compactor(endpoints, stop_at):
                 pass  # compaction is best effort here; the writers' history is what counts
 
 
-async def _watcher(endpoints, wlog, wid_delay_s, back, all_eps):
+async def _watcher(endpoints, wlog, wid_delay_s, back, all_eps, creds):
     """Watch the whole prefix from now, or from `back` revisions ago, until cancelled; a
     broken stream is opened again from the revision after the last event."""
     await asyncio.sleep(wid_delay_s)
     start = 0
     while back and not start:
         try:
-            async with AsyncClient(all_eps, timeout=CLIENT_TIMEOUT_S) as c:
+            async with _connect(all_eps, creds, timeout=CLIENT_TIMEOUT_S) as c:
                 start = max(1, (await c.status())["header"]["revision"] - back)
         except ERRORS:
             await asyncio.sleep(0.1)
@@ -192,8 +198,8 @@ async def _watcher(endpoints, wlog, wid_delay_s, back, all_eps):
     next_rev = start
     while True:
         try:
-            async with AsyncClient(endpoints, timeout=CLIENT_TIMEOUT_S,
-                                   prefer_leader=False) as c:
+            async with _connect(endpoints, creds, timeout=CLIENT_TIMEOUT_S,
+                                prefer_leader=False) as c:
                 events, _ = await c.watch(KEY_PREFIX, prefix=True, start_revision=next_rev)
                 async for ev in events:
                     value = ev.value if ev.type == "PUT" else b""
@@ -334,11 +340,30 @@ class Nemesis:
 
 
 # ------------------------------------------------------------------ one run
+def enable_auth(h):
+    """Turn auth on for a run: a root user, and a user that may read and write the workload's
+    keys and nothing else. Returns that user's credentials for run(creds=...)."""
+    async def setup():
+        async with AsyncClient([m.native_endpoint for m in h.members],
+                               timeout=CLIENT_TIMEOUT_S) as c:
+            await c.user_add("root", "rootpw")
+            await c.user_grant_role("root", "root")
+            await c.user_add("lin", "linpw")
+            await c.role_add("workload")
+            await c.role_grant_permission("workload", "readwrite", KEY_PREFIX, prefix=True)
+            await c.user_grant_role("lin", "workload")
+            await c.auth_enable()
+    asyncio.run(setup())
+    return {"user": "lin", "password": "linpw"}
+
+
 def run(h, seed, seconds, clients=8, keys=5, watchers=4, faults=Nemesis.FAULTS,
-        heal_s=4.0, failpoint_dir=None):
+        heal_s=4.0, failpoint_dir=None, creds=None):
     """Drive the workload, the watchers and the nemesis on harness h for `seconds`, heal, and
     read every member; returns a Run. The partition faults need failpoint_dir: the
-    RAFTKV_FAILPOINT_DIR the members started with."""
+    RAFTKV_FAILPOINT_DIR the members started with. creds: every client's user and password
+    (auth on: see enable_auth)."""
+    creds = creds or {}
     names = [KEY_PREFIX + b"%d" % i for i in range(keys)]
     rec = Recorder()
     nemesis = Nemesis(h, seed, faults, failpoint_dir)
@@ -358,17 +383,18 @@ def run(h, seed, seconds, clients=8, keys=5, watchers=4, faults=Nemesis.FAULTS,
             else:
                 eps, prefer = [endpoints[cid % len(endpoints)]], False
             tasks.append(_client_loop(eps, prefer, cid, seed * 1000 + cid, names, rec,
-                                      stop_at))
-        tasks.append(_compactor(endpoints, stop_at - heal_s))
+                                      stop_at, creds))
+        tasks.append(_compactor(endpoints, stop_at - heal_s, creds))
         loop = asyncio.get_running_loop()
         watching = [loop.create_task(_watcher(
             [endpoints[w.wid % len(endpoints)]], w, wid_delay_s=w.wid * WATCH_STAGGER_S,
-            back=rng.choice((0, rng.randint(1, WATCH_BACK_REVS_MAX))), all_eps=endpoints))
+            back=rng.choice((0, rng.randint(1, WATCH_BACK_REVS_MAX))), all_eps=endpoints,
+            creds=creds))
             for w in logs]
         try:
             await asyncio.gather(*tasks)
             await loop.run_in_executor(None, _heal, thread, nemesis)
-            healed.update(await _write_after_heal(endpoints, rec))
+            healed.update(await _write_after_heal(endpoints, rec, creds))
             await _wait_watchers(logs, healed["revision"])
         finally:
             for t in watching:
@@ -380,7 +406,7 @@ def run(h, seed, seconds, clients=8, keys=5, watchers=4, faults=Nemesis.FAULTS,
         asyncio.run(drive())
     finally:
         _heal(thread, nemesis)
-    finals = _final_reads(h, rec, names)
+    finals = _final_reads(h, rec, names, creds)
     return Run(rec.ops, nemesis.log, healed.get("seconds", math.inf), finals, logs,
                healed.get("revision", 0))
 
@@ -390,11 +416,11 @@ def _heal(thread, nemesis):
     nemesis.heal()
 
 
-async def _write_after_heal(endpoints, rec):
+async def _write_after_heal(endpoints, rec, creds):
     """One put through any member right after the heal (recorded like the others); its
     revision is the last one every watcher must reach."""
     t0 = time.monotonic()
-    async with AsyncClient(endpoints, timeout=HEAL_WRITE_BOUND_S * 2) as c:
+    async with _connect(endpoints, creds, timeout=HEAL_WRITE_BOUND_S * 2) as c:
         op = rec.begin(999, "put", KEY_PREFIX + b"healed", b"healed")
         resp = await c.call("put", {"key": op.key, "value": op.arg})
         op.ret = time.monotonic()
@@ -402,13 +428,14 @@ async def _write_after_heal(endpoints, rec):
     return {"seconds": op.ret - t0, "revision": op.out}
 
 
-def _final_reads(h, rec, names):
+def _final_reads(h, rec, names, creds):
     """Each member alone: a linearizable get of every key (added to the history) and a
     linearizable range of the prefix."""
     finals = {}
 
     async def go(i, m):
-        async with AsyncClient([m.native_endpoint], timeout=10.0, prefer_leader=False) as c:
+        async with _connect([m.native_endpoint], creds, timeout=10.0,
+                            prefer_leader=False) as c:
             for key in names:
                 op = rec.begin(1000 + i, "get", key)
                 resp = await c.call("range", {"key": key})

@@ -41,13 +41,24 @@ def _save(result, path):
 
 @pytest.mark.parametrize("seed", range(SEED_BASE, SEED_BASE + RUNS))
 def test_history_under_faults_is_linearizable(make_cluster, tmp_path, monkeypatch, seed):
+    _run_and_check(make_cluster, tmp_path, monkeypatch, seed, auth=False)
+
+
+def test_history_under_faults_with_auth(make_cluster, tmp_path, monkeypatch):
+    """The same with auth on: every client authenticates, and again whenever a restarted
+    member no longer knows its token; permission checks run in every apply."""
+    _run_and_check(make_cluster, tmp_path, monkeypatch, SEED_BASE + RUNS, auth=True)
+
+
+def _run_and_check(make_cluster, tmp_path, monkeypatch, seed, auth):
     fp_dir = tmp_path / "failpoints"
     fp_dir.mkdir()
     monkeypatch.setenv("RAFTKV_FAILPOINT_DIR", str(fp_dir))  # for the partition faults
     # A small snapshot count makes restarted members catch up through snapshots too.
     h = make_cluster(3, extra_args=["--snapshot-count", "300"])
-    result = histories.run(h, seed, SECONDS, failpoint_dir=str(fp_dir))
-    print(f"seed {seed}: {histories.summary(result)}")
+    creds = histories.enable_auth(h) if auth else None
+    result = histories.run(h, seed, SECONDS, failpoint_dir=str(fp_dir), creds=creds)
+    print(f"seed {seed}{' (auth)' if auth else ''}: {histories.summary(result)}")
     problems, lin = histories.check_run(result)
     if problems:
         path = tmp_path / f"history-seed{seed}.jsonl"
