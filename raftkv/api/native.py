@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import enum
+import hmac
 import logging
 
 from raftkv.api import wire
@@ -80,8 +81,13 @@ class _FastCall:
 class NativeConnection(asyncio.Protocol):
     """One client connection. Moves bytes and runs one task per request."""
 
-    def __init__(self, service, registry, *, max_frame_bytes, inflight_max, watches_max):
+    def __init__(self, service, registry, *, max_frame_bytes, inflight_max, watches_max,
+                 worker_secret=None):
         self.service = service
+        # The member's own port for its gRPC workers: a hello must carry this secret, and the
+        # connection is then trusted to say which certificate a request came with.
+        self._worker_secret = worker_secret
+        self._trusted = False
         self._registry = registry  # the server's set of open connections
         self._decoder = wire.FrameDecoder(max_frame_bytes)
         self._inflight_max = inflight_max
@@ -174,7 +180,14 @@ class NativeConnection(asyncio.Protocol):
 
     def _on_hello(self, obj):
         try:
-            wire.check_hello(obj, reply=False)
+            options = wire.check_hello(obj, reply=False)
+            if self._worker_secret is not None:
+                secret = options.get("worker_secret")
+                if not isinstance(secret, str) or \
+                        not hmac.compare_digest(secret, self._worker_secret):
+                    raise wire.WireError("BAD_REQUEST", "raftkv: this port serves only the "
+                                                        "member's own gRPC workers")
+                self._trusted = True
         except wire.WireError as exc:
             self.fail(exc)
             return
@@ -205,7 +218,8 @@ class NativeConnection(asyncio.Protocol):
             return
         if idem is not None:
             body = dict(body, request_id=idem)
-        if auth.CERT_USER_FIELD in body or self._cert_user:  # only we may say who signed
+        if not self._trusted and (auth.CERT_USER_FIELD in body or self._cert_user):
+            # only we (or the member's own gRPC worker) may say who signed
             body = {k: v for k, v in body.items() if k != auth.CERT_USER_FIELD}
             if self._cert_user:
                 body[auth.CERT_USER_FIELD] = self._cert_user
@@ -438,16 +452,19 @@ class NativeServer:
 
 
 async def start_native_server(service, host, port, *, max_frame_bytes=wire.FRAME_BYTES_MAX,
-                              inflight_max=INFLIGHT_MAX, watches_max=WATCHES_MAX, ssl=None):
+                              inflight_max=INFLIGHT_MAX, watches_max=WATCHES_MAX, ssl=None,
+                              worker_secret=None):
     """Listen on host:port (0: any free port); returns (server, bound_port). ssl: a server
-    SSLContext (raftkv.tls.server_context) to serve TLS only."""
+    SSLContext (raftkv.tls.server_context) to serve TLS only. worker_secret: the port is the
+    member's own, for its gRPC workers (each hello must carry the secret)."""
     assert max_frame_bytes > 0
     assert inflight_max > 0
     connections = set()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: NativeConnection(service, connections, max_frame_bytes=max_frame_bytes,
-                                 inflight_max=inflight_max, watches_max=watches_max),
+                                 inflight_max=inflight_max, watches_max=watches_max,
+                                 worker_secret=worker_secret),
         host, port, ssl=ssl)
     bound_port = server.sockets[0].getsockname()[1]
     log.info("native: listening on %s:%d%s", host, bound_port, " (TLS)" if ssl else "")

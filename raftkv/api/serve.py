@@ -13,15 +13,13 @@ import gc
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 import time
 
-import grpc
-
-from raftkv import tls
-from raftkv.api.etcd.server import CallGauge, start_grpc_server
-from raftkv.api.etcd.workers import WorkerPool, loopback_for, reserve_port
+from raftkv.api.etcd.server import CallGauge, server_credentials, start_grpc_server
+from raftkv.api.etcd.workers import WorkerPool, reserve_port
 from raftkv.api.http import start_http_server
 from raftkv.api.native import start_native_server
 from raftkv.api.wire import FRAME_OVERHEAD_BYTES
@@ -77,7 +75,7 @@ async def serve(cfg, stop_event=None):
     tune_gc()
     service = Service(member)
     servers = []
-    pool, reserved, native, http = None, None, None, None
+    pool, reserved, native, http, workers_native = None, None, None, None, None
     try:
         chost, cport = first_host_port(cfg.listen_client_urls)
         nhost, nport = first_host_port(cfg.listen_native_urls)
@@ -90,11 +88,19 @@ async def serve(cfg, stop_event=None):
             http, member.metrics_port = await start_http_server(service, hhost, hport)
         # The client port opens last: once it accepts connections, every listener is up.
         if cfg.grpc_workers:
-            # The workers forward to the native server, which is up by now.
+            # The workers forward to a native server of their own: loopback, plain, and
+            # open only to a hello with this secret (which the workers get in their
+            # environment); it trusts them to pass on the CN of a client's certificate.
+            secret = secrets.token_hex(16)
+            workers_native, workers_port = await start_native_server(
+                service, "127.0.0.1", 0,
+                max_frame_bytes=cfg.max_request_bytes + FRAME_OVERHEAD_BYTES,
+                worker_secret=secret)
             reserved, member.client_port = reserve_port(chost, cport)
-            pool = WorkerPool(cfg.grpc_workers, chost, member.client_port, loopback_for(nhost),
-                              member.native_port, max_request_bytes=cfg.max_request_bytes,
-                              request_timeout=cfg.request_timeout, log_level=cfg.log_level)
+            pool = WorkerPool(cfg.grpc_workers, chost, member.client_port, "127.0.0.1",
+                              workers_port, max_request_bytes=cfg.max_request_bytes,
+                              request_timeout=cfg.request_timeout, log_level=cfg.log_level,
+                              secret=secret, tls_files=_worker_tls(cfg))
             await pool.start()
         else:
             member.front_calls = CallGauge()
@@ -119,6 +125,8 @@ async def serve(cfg, stop_event=None):
             await pool.stop()  # before the native server the workers forward to
         if reserved is not None:
             reserved.close()
+        if workers_native is not None:
+            workers_native.close()
         if native is not None:
             native.close()
         if http is not None:
@@ -132,11 +140,16 @@ def _grpc_credentials(cfg):
     """grpc's server credentials for an https:// client URL (None: plaintext)."""
     if not cfg.grpc_tls:
         return None
-    ca = tls.read_pem(cfg.trusted_ca_file, "--trusted-ca-file") \
-        if cfg.client_cert_auth else None
-    return grpc.ssl_server_credentials(
-        [(tls.read_pem(cfg.key_file, "--key-file"), tls.read_pem(cfg.cert_file, "--cert-file"))],
-        root_certificates=ca, require_client_auth=cfg.client_cert_auth)
+    return server_credentials(cfg.cert_file, cfg.key_file, cfg.trusted_ca_file,
+                              cfg.client_cert_auth)
+
+
+def _worker_tls(cfg):
+    """WorkerPool's tls_files: what the workers' gRPC servers need (None: plaintext)."""
+    if not cfg.grpc_tls:
+        return None
+    return {"cert_file": cfg.cert_file, "key_file": cfg.key_file,
+            "trusted_ca_file": cfg.trusted_ca_file, "client_cert_auth": cfg.client_cert_auth}
 
 
 def main(argv=None):

@@ -125,19 +125,26 @@ def frame(obj, max_frame_bytes=RESPONSE_FRAME_BYTES_MAX):
     return FRAME_HEADER.pack(len(body)) + body
 
 
-def hello():
+def hello(options=None):
+    """A client's hello; options (a map) only for what a server asks of some connections
+    (the member's gRPC workers present their secret this way)."""
+    if options:
+        return [PROTOCOL_MAGIC, PROTOCOL_VERSION, options]
     return [PROTOCOL_MAGIC, PROTOCOL_VERSION]
 
 
 def check_hello(obj, *, reply):
-    """Raises BAD_REQUEST unless obj is a hello (reply: the server's answer) of our version."""
-    size = 3 if reply else 2
-    if not (isinstance(obj, list) and len(obj) == size and obj[0] == PROTOCOL_MAGIC):
+    """Raises BAD_REQUEST unless obj is a hello (reply: the server's answer) of our version.
+    Returns the map that follows the version: the server's limits (reply), or the client's
+    options ({} when it sent none)."""
+    sizes = (3,) if reply else (2, 3)
+    if not (isinstance(obj, list) and len(obj) in sizes and obj[0] == PROTOCOL_MAGIC) or \
+            (len(obj) == 3 and not isinstance(obj[2], dict)):
         raise WireError("BAD_REQUEST", f"raftkv: expected a hello frame, got {obj!r:.80}")
     if obj[1] != PROTOCOL_VERSION:
         raise WireError("BAD_REQUEST", f"raftkv: protocol version {obj[1]!r} not supported "
                                        f"(this side speaks {PROTOCOL_VERSION})")
-    return obj[2] if reply else None
+    return obj[2] if len(obj) == 3 else {}
 
 
 def request(request_id, op, body, idempotency_id=None):

@@ -41,8 +41,9 @@ _TRANSITIONS = {
 
 
 class ClientConnection(asyncio.Protocol):
-    def __init__(self, endpoint, tls=False):
+    def __init__(self, endpoint, tls=False, hello_options=None):
         self.endpoint = endpoint
+        self._hello_options = hello_options
         self.tls = tls  # the transport is TLS (for naming why a connection failed)
         self.state = ClientState.CONNECTING
         self.max_frame_bytes = wire.FRAME_BYTES_MAX  # the server's limit, from its hello
@@ -72,7 +73,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_made(self, transport):
         self._transport = transport
-        transport.write(wire.frame(wire.hello()))
+        transport.write(wire.frame(wire.hello(self._hello_options)))
 
     def connection_lost(self, exc):
         if self.state is ClientState.CONNECTING:
@@ -219,7 +220,7 @@ def _lost_before_hello(endpoint, tls, exc):
                           + (f": {exc}" if exc else hint))
 
 
-async def connect(host, port, timeout, ssl_context=None):
+async def connect(host, port, timeout, ssl_context=None, hello_options=None):
     """An OPEN ClientConnection to host:port, or an exception (OSError, TimeoutError, ...).
 
     With ssl_context (a client SSLContext, raftkv.tls.client_context) the connection is TLS
@@ -232,7 +233,8 @@ async def connect(host, port, timeout, ssl_context=None):
     async def _open():
         try:
             _, conn = await loop.create_connection(
-                lambda: ClientConnection(endpoint, tls), host, port, ssl=ssl_context,
+                lambda: ClientConnection(endpoint, tls, hello_options), host, port,
+                ssl=ssl_context,
                 server_hostname=host if tls else None)
         except ssl.SSLError as exc:
             if _tls_refused(exc):

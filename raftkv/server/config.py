@@ -136,9 +136,6 @@ class ServerConfig:
     def _check_tls(self):
         """Each https:// listener has its files, and they load (so a bad file stops the start
         with its name, not the first handshake)."""
-        if self.client_tls and self.grpc_workers:
-            raise ConfigError("--grpc-workers does not support TLS yet: use http:// client "
-                              "and native URLs with it, or no workers")
         peer_urls = [u for urls in self.cluster_members().values() for u in urls]
         if len({_https(u) for u in peer_urls} | {self.peer_tls}) > 1:
             raise ConfigError("peer URLs mix http:// and https:// (--listen-peer-urls, "

@@ -443,3 +443,36 @@ def test_task_free_writes_answer_fail_and_fall_back():
             await conn.close()
 
     run(main())
+
+
+def test_the_workers_port_wants_their_secret_and_trusts_their_certificate_names():
+    """The member's native port for its gRPC workers: a hello without the secret (or with
+    another) is refused; a worker's requests keep the certificate CN it passes on, which the
+    public port always replaces with its own connection's (none here)."""
+    async def main():
+        service = FakeService()
+        workers, wport = await _serve(service, worker_secret="s3cret")
+        public, pport = await _serve(service)
+        async with workers, public:
+            for options in (None, {"worker_secret": "guess"}, {"worker_secret": 5}):
+                conn = await RawConn.open(wport, hello=False)
+                conn.send(wire.hello(options))
+                rid, status, payload = await conn.recv()
+                assert (rid, status) == (wire.CONNECTION_REQUEST_ID, wire.STATUS_ERROR)
+                assert "gRPC workers" in payload["message"]
+                with pytest.raises(EOFError):
+                    await conn.recv()
+            conn = await RawConn.open(wport, hello=False)
+            conn.send(wire.hello({"worker_secret": "s3cret"}))
+            assert wire.check_hello(await conn.recv(), reply=True)
+            conn.request(1, "range", {"key": b"k", "_cert_user": "alice"})
+            await conn.recv()
+            assert service.calls[-1] == ("range", {"key": b"k", "_cert_user": "alice"})
+            await conn.close()
+            conn = await RawConn.open(pport)
+            conn.request(1, "range", {"key": b"k", "_cert_user": "alice"})
+            await conn.recv()
+            assert service.calls[-1] == ("range", {"key": b"k"})
+            await conn.close()
+
+    run(main())

@@ -136,3 +136,32 @@ def test_certificate_common_name_is_the_user_without_a_token(tmp_path, pki):
         finally:
             native.close()
         ctl.run("auth", "disable", *root)
+
+
+def test_grpc_workers_serve_tls_and_pass_on_the_certificate_name(tmp_path, pki):
+    """--grpc-workers with TLS: the workers serve etcdctl over TLS with the member's files,
+    require client certificates with --client-cert-auth, and the CN-based user reaches the
+    member (through its private port for workers), so auth applies as without workers."""
+    extra = ["--client-cert-auth", "--grpc-workers", "2"]
+    with running(_tls_cluster(tmp_path, pki, members=1, extra=extra)) as c:
+        cert = ["--cacert", str(pki.ca), "--cert", str(pki.client_cert),
+                "--key", str(pki.client_key)]
+        ctl = _WithArgs(Ctl(_https(c)), cert)
+        wait_healthy(ctl)
+        ctl.run("put", "/w/x", "1")
+        assert ctl.run("get", "/w/x", "--print-value-only").stdout.strip() == "1"
+        no_cert = Ctl(_https(c)).run("--cacert", str(pki.ca), "get", "/w/x", check=False)
+        assert no_cert.returncode != 0
+        root = ("--user", "root:rootpw")
+        for args in [("user", "add", "root:rootpw"), ("user", "grant-role", "root", "root"),
+                     ("user", "add", CLIENT_CN, "--no-password"), ("role", "add", "w"),
+                     ("role", "grant-permission", "w", "readwrite", "/w/", "--prefix"),
+                     ("user", "grant-role", CLIENT_CN, "w"), ("auth", "enable")]:
+            ctl.run(*args)
+        ctl.run("put", "/w/y", "2")  # the certificate's CN, through a worker
+        denied = ctl.run("put", "/other", "1", check=False)
+        assert denied.returncode != 0 and "permission denied" in denied.stderr
+        ctl.run("put", "/other", "1", *root)
+        ctl.run("auth", "disable", *root)
+        log = open(c.members[0].log_path).read()
+        assert "2 worker processes" in log and "TLS for clients" in log

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import grpc
 
+from raftkv import tls
+
 from raftkv.api.etcd.auth import AuthServicer
 from raftkv.api.etcd.cluster import ClusterServicer
 from raftkv.api.etcd.kv import KVServicer
@@ -86,6 +88,15 @@ class _CountCalls(grpc.aio.ServerInterceptor):
             finally:
                 gauge.n -= 1
         return handler._replace(unary_unary=counted)
+
+
+def server_credentials(cert_file, key_file, trusted_ca_file=None, client_cert_auth=False):
+    """grpc server credentials for TLS with etcd's flags' files (the member's, and the same
+    files in its gRPC workers); client_cert_auth: only clients trusted_ca_file signed."""
+    ca = tls.read_pem(trusted_ca_file, "--trusted-ca-file") if client_cert_auth else None
+    return grpc.ssl_server_credentials(
+        [(tls.read_pem(key_file, "--key-file"), tls.read_pem(cert_file, "--cert-file"))],
+        root_certificates=ca, require_client_auth=client_cert_auth)
 
 
 async def start_grpc_server(service, host, port, *,

@@ -42,22 +42,25 @@ WORKER_STOP_GRACE_S = 5.0
 RESTART_BACKOFF_S = 1.0
 CONNECT_TIMEOUT_S = 5.0
 CALL_SLACK_S = 1.0  # beyond the member's own request timeout before the worker gives up
+SECRET_ENV = "RAFTKV_GRPC_WORKER_SECRET"  # the member's native port for workers asks for it
 STREAMS_PER_CONNECTION = 512  # below the native server's WATCHES_MAX (1024) per connection
 
 
 class RemoteService:
     """The Service contract (call, watch, snapshot) over a native connection to the member."""
 
-    def __init__(self, host, port, timeout_s):
+    def __init__(self, host, port, timeout_s, secret=None):
         self.host, self.port = host, port
         self.timeout_s = timeout_s
+        self._hello = {"worker_secret": secret} if secret else None
         self._conn = None
         self._lock = asyncio.Lock()
         self._stream_conns = {}  # native connection -> streams open on it (watches, snapshots)
 
     async def _open(self):
         try:
-            return await native_connect(self.host, self.port, CONNECT_TIMEOUT_S)
+            return await native_connect(self.host, self.port, CONNECT_TIMEOUT_S,
+                                        hello_options=self._hello)
         except (OSError, asyncio.TimeoutError) as exc:
             raise wire.RaftkvError("STOPPED", "etcdserver: server stopped "
                                               f"(grpc worker: {exc})") from None
@@ -152,26 +155,19 @@ def reserve_port(host, port):
     return sock, sock.getsockname()[1]
 
 
-def loopback_for(host):
-    """Where a worker reaches a member listening on host."""
-    if host in ("", "0.0.0.0"):
-        return "127.0.0.1"
-    if host == "::":
-        return "::1"
-    return host
-
-
 class WorkerPool:
     """The member's side: start, supervise and stop the worker processes."""
 
     def __init__(self, count, host, port, native_host, native_port, *, max_request_bytes,
-                 request_timeout, log_level="info"):
+                 request_timeout, log_level="info", secret=None, tls_files=None):
         self.count = count
         self.host, self.port = host, port
         self.native_host, self.native_port = native_host, native_port
         self.max_request_bytes = max_request_bytes
         self.request_timeout = request_timeout
         self.log_level = log_level
+        self.secret = secret  # the hello secret of the member's native port for workers
+        self.tls_files = tls_files  # {cert_file, key_file, trusted_ca_file, client_cert_auth}
         self.procs = [None] * count
         self._supervisors = []
         self._stopping = False
@@ -182,12 +178,25 @@ class WorkerPool:
                 "--native", f"{self.native_host}:{self.native_port}",
                 "--max-request-bytes", str(self.max_request_bytes),
                 "--request-timeout", str(self.request_timeout),
-                "--parent-pid", str(os.getpid()), "--log-level", self.log_level]
+                "--parent-pid", str(os.getpid()), "--log-level", self.log_level,
+                *self._tls_args()]
+
+    def _tls_args(self):
+        t = self.tls_files
+        if not t:
+            return []
+        args = ["--cert-file", t["cert_file"], "--key-file", t["key_file"]]
+        if t.get("client_cert_auth"):
+            args += ["--trusted-ca-file", t["trusted_ca_file"], "--client-cert-auth"]
+        return args
 
     async def _spawn(self, index):
+        env = dict(os.environ)
+        if self.secret is not None:
+            env[SECRET_ENV] = self.secret  # not in argv: ps shows that to every user
         proc = await asyncio.create_subprocess_exec(
             *self._command(index), stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE)
+            stdout=asyncio.subprocess.PIPE, env=env)
         self.procs[index] = proc
         try:
             line = await asyncio.wait_for(proc.stdout.readline(), WORKER_READY_TIMEOUT_S)
@@ -240,14 +249,19 @@ class WorkerPool:
 # The worker process.
 
 async def _worker_main(args):
-    from raftkv.api.etcd.server import start_grpc_server
+    from raftkv.api.etcd.server import server_credentials, start_grpc_server
 
     nhost, _, nport = args.native.rpartition(":")
-    service = RemoteService(nhost.strip("[]"), int(nport), args.request_timeout)
+    service = RemoteService(nhost.strip("[]"), int(nport), args.request_timeout,
+                            secret=os.environ.get(SECRET_ENV))
     await service._connection()  # fail now, not on the first RPC, if the member is not there
+    credentials = None
+    if args.cert_file:
+        credentials = server_credentials(args.cert_file, args.key_file, args.trusted_ca_file,
+                                         args.client_cert_auth)
     server, _ = await start_grpc_server(service, args.host, args.port,
                                         max_request_bytes=args.max_request_bytes,
-                                        reuse_port=True)
+                                        reuse_port=True, credentials=credentials)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -275,6 +289,10 @@ def main(argv=None):
     p.add_argument("--request-timeout", type=float, default=7.0)
     p.add_argument("--parent-pid", type=int, default=0)
     p.add_argument("--log-level", default="info")
+    p.add_argument("--cert-file", default="", help="TLS: the member's --cert-file")
+    p.add_argument("--key-file", default="")
+    p.add_argument("--trusted-ca-file", default="")
+    p.add_argument("--client-cert-auth", action="store_true")
     args = p.parse_args(argv)
     level = {"warn": "WARNING"}.get(args.log_level.lower(), args.log_level.upper())
     logging.basicConfig(level=level, stream=sys.stderr,

@@ -80,6 +80,6 @@ def test_peer_tls_needs_peer_files_and_one_scheme(pki):
             "m1=https://127.0.0.1:2380,m2=http://127.0.0.1:2390", *files)
 
 
-def test_grpc_workers_with_tls_are_refused(pki):
-    with pytest.raises(ConfigError, match="--grpc-workers does not support TLS"):
-        cfg(*https(pki, "--grpc-workers", "2"))
+def test_grpc_workers_with_tls_are_accepted(pki):
+    c = cfg(*https(pki, "--grpc-workers", "2"))
+    assert c.grpc_tls and c.grpc_workers == 2
