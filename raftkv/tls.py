@@ -62,6 +62,15 @@ def client_context(ca_file=None, cert_file=None, key_file=None, verify=True):
     return ctx
 
 
+def common_name(peercert):
+    """The subject CN of a verified certificate (ssl's getpeercert() dict), or None."""
+    for rdn in (peercert or {}).get("subject", ()):
+        for name, value in rdn:
+            if name == "commonName":
+                return value
+    return None
+
+
 def read_pem(path, what):
     """The bytes of a PEM file (for grpc's credentials), or TLSConfigError naming it."""
     try:

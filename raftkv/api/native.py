@@ -21,6 +21,7 @@ import hmac
 import logging
 
 from raftkv.api import wire
+from raftkv.tls import common_name
 from raftkv.mvcc import auth
 
 log = logging.getLogger(__name__)
@@ -51,15 +52,6 @@ _IDENTITY_FIELDS = ("token", auth.CERT_USER_FIELD)
 def _identity(body):
     """The fields of a request that say who sends it (the service decides the user)."""
     return {k: body[k] for k in _IDENTITY_FIELDS if k in body}
-
-
-def _common_name(peercert):
-    """The subject CN of a verified client certificate (ssl's getpeercert() dict), or None."""
-    for rdn in (peercert or {}).get("subject", ()):
-        for name, value in rdn:
-            if name == "commonName":
-                return value
-    return None
 
 
 class _FastCall:
@@ -115,7 +107,7 @@ class NativeConnection(asyncio.Protocol):
         self._transport = transport
         self._registry.add(self)
         # The CN of the client's certificate, when TLS verified one (--client-cert-auth).
-        self._cert_user = _common_name(transport.get_extra_info("peercert"))
+        self._cert_user = common_name(transport.get_extra_info("peercert"))
 
     def connection_lost(self, exc):
         if self._state is not ConnState.CLOSED:

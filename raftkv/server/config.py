@@ -65,6 +65,8 @@ class ServerConfig:
     peer_key_file: str = ""
     peer_trusted_ca_file: str = ""
     peer_client_cert_auth: bool = False
+    # Accept peer connections only from a certificate with this CN (etcd's flag).
+    peer_cert_allowed_cn: str = ""
     # Authentication (etcd's flags): the token kind (only "simple"), how long a token lives
     # after its last use (s), and the password hash's work factor (each step doubles it).
     auth_token: str = "simple"
@@ -151,6 +153,9 @@ class ServerConfig:
                 raise ConfigError(f"https:// URLs need {names[0]} and {names[1]}")
             if auth and not ca:
                 raise ConfigError(f"{names[3]} needs {names[2]}")
+        if self.peer_cert_allowed_cn and not (self.peer_tls and self.peer_client_cert_auth):
+            raise ConfigError("--peer-cert-allowed-cn needs https:// peer URLs and "
+                              "--peer-client-cert-auth (else no peer certificate is checked)")
         try:
             self.tls_contexts()
         except TLSConfigError as exc:

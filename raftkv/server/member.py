@@ -325,7 +325,8 @@ class Member:
             on_message=self.loop.step, on_forward=self._on_forward,
             snapshot_source=lambda: mvcc_snapshot.export_chunks(self.kv),
             on_snapshot_sent=self._on_snapshot_sent, spool_dir=self.cfg.data_dir,
-            ssl_server=peer_in, ssl_client=peer_out)
+            ssl_server=peer_in, ssl_client=peer_out,
+            allowed_cn=self.cfg.peer_cert_allowed_cn or None)
         self.peer_port = await self.transport.start(host, port)
         failpoints = os.environ.get("RAFTKV_FAILPOINT_DIR")
         if failpoints:  # tests only: cut this member off from the peers its file names

@@ -37,6 +37,7 @@ import tempfile
 import msgpack
 
 from raftkv.errors import RaftkvError
+from raftkv.tls import common_name
 from raftkv.raft.types import (
     ConfState,
     Entry,
@@ -280,13 +281,14 @@ class _Peer:
 class PeerTransport:
     def __init__(self, member_id, token, peers, bind_host, *, on_message, on_forward,
                  snapshot_source=None, on_snapshot_sent=None, spool_dir=None, ssl_server=None,
-                 ssl_client=None):
+                 ssl_client=None, allowed_cn=None):
         self.member_id = member_id
         self.token = token
         self.bind_host = bind_host
         # TLS (https:// peer URLs): the listener's context and the dialer's (raftkv.tls).
         self.ssl_server = ssl_server
         self.ssl_client = ssl_client
+        self.allowed_cn = allowed_cn  # --peer-cert-allowed-cn: the only peer CN let in
         self.on_message = on_message  # fn(Message)
         self.on_forward = on_forward  # async fn(op, body) -> dict
         self.snapshot_source = snapshot_source  # fn() -> iterator of bytes chunks
@@ -521,6 +523,11 @@ class PeerTransport:
         self._inbound.add(writer)
         peer_name = writer.get_extra_info("peername")
         try:
+            if self.allowed_cn is not None:
+                cn = common_name(writer.get_extra_info("peercert"))
+                if cn != self.allowed_cn:
+                    raise PeerProtocolError(f"its certificate's CN {cn!r} is not "
+                                            f"--peer-cert-allowed-cn {self.allowed_cn!r}")
             frm = await self._check_hello(await _read_frame(reader), peer_name)
             if frm is None:
                 return

@@ -83,3 +83,16 @@ def test_peer_tls_needs_peer_files_and_one_scheme(pki):
 def test_grpc_workers_with_tls_are_accepted(pki):
     c = cfg(*https(pki, "--grpc-workers", "2"))
     assert c.grpc_tls and c.grpc_workers == 2
+
+
+def test_peer_cert_allowed_cn_needs_checked_peer_certificates(pki):
+    with pytest.raises(ConfigError, match="--peer-cert-allowed-cn needs"):
+        cfg("--peer-cert-allowed-cn", "m")
+    peers = ["--listen-peer-urls", "https://127.0.0.1:2380",
+             "--initial-cluster", "m1=https://127.0.0.1:2380",
+             "--peer-cert-file", str(pki.server_cert), "--peer-key-file", str(pki.server_key),
+             "--peer-trusted-ca-file", str(pki.ca)]
+    with pytest.raises(ConfigError, match="--peer-client-cert-auth"):
+        cfg(*peers, "--peer-cert-allowed-cn", "m")
+    c = cfg(*peers, "--peer-client-cert-auth", "--peer-cert-allowed-cn", "m")
+    assert c.peer_cert_allowed_cn == "m"
