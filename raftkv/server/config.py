@@ -18,6 +18,7 @@ import yaml
 
 from raftkv import tls
 from raftkv.mvcc.auth import JwtTokens
+from raftkv.server import autocompact
 from raftkv.tls import TLSConfigError
 
 MIB = 1 << 20
@@ -69,11 +70,16 @@ class ServerConfig:
     peer_cert_allowed_cn: str = ""
     # Authentication (etcd's flags): the token kind (only "simple"), how long a token lives
     # after its last use (s), and the password hash's work factor (each step doubles it).
+    # etcd's auto-compaction: periodic (retention: hours, or a duration such as 30m) or
+    # revision (retention: revisions); retention 0 is off, etcd's default.
+    auto_compaction_mode: str = "periodic"
+    auto_compaction_retention: str = "0"
     auth_token: str = "simple"
     auth_token_ttl: int = 300
     bcrypt_cost: int = 10
     _tls = None  # not a field (no flag): tls_contexts() once built
     _jwt = None  # not a field: the JwtTokens of --auth-token jwt,..., built by finish()
+    auto_compaction = 0  # not a field: the parsed retention (seconds or revisions; 0: off)
 
     def finish(self):
         """Fill derived defaults and validate; raises ConfigError."""
@@ -105,6 +111,11 @@ class ServerConfig:
         if self.snapshot_catchup_entries < 1:
             raise ConfigError("--snapshot-catchup-entries must be at least 1")
         self._jwt = _jwt_tokens(self.auth_token)
+        try:
+            self.auto_compaction = autocompact.parse_retention(self.auto_compaction_mode,
+                                                               self.auto_compaction_retention)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if self.auth_token_ttl <= 0:
             raise ConfigError("--auth-token-ttl must be positive (seconds)")
         if not 4 <= self.bcrypt_cost <= 16:

@@ -44,6 +44,7 @@ from raftkv.raft import (
     decode_conf_change,
     encode_conf_change,
 )
+from raftkv.server import autocompact
 from raftkv.storage.engine import Engine
 from raftkv.storage.errors import StorageError
 from raftkv.storage.group_commit import GroupCommitter, after_commit, before_commit
@@ -339,6 +340,11 @@ class Member:
         self._tasks.append(raft_task)
         self._tasks.append(asyncio.get_running_loop().create_task(self._lease_loop()))
         self._tasks.append(asyncio.get_running_loop().create_task(self._publish_loop()))
+        if self.cfg.auto_compaction:
+            compactor = autocompact.Compactor(self.cfg.auto_compaction_mode,
+                                              self.cfg.auto_compaction)
+            self._tasks.append(asyncio.get_running_loop().create_task(
+                autocompact.run(self, compactor)))
         self.started = True
         self._announce()
 
