@@ -721,14 +721,17 @@ def plot_faults(fault_runs, out_dir):
     return _plot(os.path.join(out_dir, "fault_timeline.png"), draw)
 
 
-def _start_systems(data_root, with_etcd, log, only=None):
+def _start_systems(data_root, with_etcd, log, only=None, extra_args=()):
+    """Fresh 3-member clusters; extra_args go to every member of both (flags they share)."""
     from raftkv.cli.local_cluster import LocalCluster
 
     systems = []
     if only in (None, "raftkv"):
-        systems.append(System("raftkv", LocalCluster(os.path.join(data_root, "raftkv"), 3)))
+        systems.append(System("raftkv", LocalCluster(os.path.join(data_root, "raftkv"), 3,
+                                                     extra_args=extra_args)))
     if with_etcd and only in (None, "etcd"):
-        systems.append(System("etcd", EtcdCluster(os.path.join(data_root, "etcd"), 3)))
+        systems.append(System("etcd", EtcdCluster(os.path.join(data_root, "etcd"), 3,
+                                                  extra_args=extra_args)))
     try:
         for s in systems:
             s.cluster.start()
