@@ -6,10 +6,10 @@
 Starts fresh 3-member raftkv and etcd clusters (as the side-by-side does), and sets up auth on
 both with etcdctl over gRPC (raftkvctl over the native port when etcdctl is not installed): a
 `root` user with the `root` role, and a user `bench` whose role `bench` may read and write the
-prefix `bench/` (the load generator's keys). Then, per rep, with auth off and on in turn
-(rep 0 off first, rep 1 on first, ...; `auth enable`, or `auth disable` as root, before each
-half, and every member checked to have applied it), every case runs on each system in
-alternation (rep 0 raftkv first, rep 1 etcd first):
+prefix `bench/` (the load generator's keys). Then, per rep, each case runs with auth off and
+on back to back (`auth enable`, or `auth disable` as root, between the two, every member
+checked to have applied it; a case starts in the state the previous one left, so which comes
+first alternates), on each system in alternation (rep 0 raftkv first, rep 1 etcd first):
 
 - `put-c1` (1 client, sequential keys), `put-c16` and `range-l-c16` (16 clients; linearizable
   reads): raftkv over gRPC and native, etcd over gRPC. With auth on, the load generator runs
@@ -169,40 +169,50 @@ def _cases(names):
 
 
 def run_reps(systems, args):
-    """Every case with auth off and on (alternating which comes first), on each system and
-    protocol in alternation; then the Authenticate timing while auth is on."""
+    """Each case with auth off and on back to back, on each system and protocol in
+    alternation; then the Authenticate timing while auth is on. A case starts in whatever
+    state the previous one left (one switch per case), so which state comes first alternates
+    from case to case and from rep to rep."""
     rows = []
-    user = f"{BENCH_USER}:{BENCH_PASSWORD}"
-    auth_on = False  # set_up_users leaves it off
+    state = {"on": False}  # set_up_users leaves auth off
     for rep in range(args.reps):
         order = systems if rep % 2 == 0 else systems[::-1]
-        for on in ((False, True) if rep % 2 == 0 else (True, False)):
-            if on != auth_on:  # (raftkvctl --user fails while auth is off; etcdctl does not)
-                for s in systems:
-                    set_auth(s, on)
-                auth_on = on
-            for case in _cases(args.cases.split(",")):
+        for case in _cases(args.cases.split(",")):
+            for on in (state["on"], not state["on"]):
+                _switch_auth(systems, state, on)
                 for system in order:
                     for protocol in system.protocols:
-                        row, _ = rbench._run_case(system, protocol, case, args.total,
-                                                  user=user if on else "")
-                        row.update({"rep": rep, "auth": "on" if on else "off"})
-                        row["case"] = case[0] + ("+auth" if on else "")
-                        rows.append(row)
-                        log(f"rep {rep} auth {row['auth']:3} {case[0]:12} {system.name:6} "
-                            f"{protocol:6} {row['throughput_per_s']:>9}/s p50 {row['p50_ms']} "
-                            f"ms p99 {row['p99_ms']} ms err {row['errors']} cpu/op "
-                            f"{row['server_cpu_us_per_op']} us load {row['load1']}")
-            if on and args.auths:
-                for system in order:
-                    row = run_authenticate(system, args.auths)
-                    row["rep"] = rep
-                    rows.append(row)
-                    log(f"rep {rep} authenticate x{args.auths} {system.name:6}: first "
-                        f"{row['first_ms']} ms, p50 {row['p50_ms']} ms, total {row['total_s']}"
-                        f" s, member CPU {row['server_cpu_ms_per_auth']} ms/auth "
-                        f"load {row['load1']}")
+                        rows.append(_run_auth_case(system, protocol, case, on, rep, args))
+        if args.auths:
+            _switch_auth(systems, state, True)
+            for system in order:
+                row = run_authenticate(system, args.auths)
+                row["rep"] = rep
+                rows.append(row)
+                log(f"rep {rep} authenticate x{args.auths} {system.name:6}: first "
+                    f"{row['first_ms']} ms, p50 {row['p50_ms']} ms, total {row['total_s']}"
+                    f" s, member CPU {row['server_cpu_ms_per_auth']} ms/auth "
+                    f"load {row['load1']}")
     return rows
+
+
+def _switch_auth(systems, state, on):
+    """Only a change is sent (raftkvctl --user fails while auth is off; etcdctl does not)."""
+    if on != state["on"]:
+        for s in systems:
+            set_auth(s, on)
+        state["on"] = on
+
+
+def _run_auth_case(system, protocol, case, on, rep, args):
+    user = f"{BENCH_USER}:{BENCH_PASSWORD}" if on else ""
+    row, _ = rbench._run_case(system, protocol, case, args.total, user=user)
+    row.update({"rep": rep, "auth": "on" if on else "off"})
+    row["case"] = case[0] + ("+auth" if on else "")
+    log(f"rep {rep} auth {row['auth']:3} {case[0]:12} {system.name:6} {protocol:6} "
+        f"{row['throughput_per_s']:>9}/s p50 {row['p50_ms']} ms p99 {row['p99_ms']} ms "
+        f"err {row['errors']} cpu/op {row['server_cpu_us_per_op']} us load {row['load1']}")
+    return row
 
 
 def on_off_ratios(med):
