@@ -41,11 +41,12 @@ def driver_spec(protocol, endpoints):
     return f"{protocol}:{','.join(endpoints)}"
 
 
-def run_workload(name, protocol, endpoints, clients=1, conns=1, processes=0, **kw):
-    """One load generator run; returns (summary row, histogram). kw: Workload fields."""
+def run_workload(name, protocol, endpoints, clients=1, conns=1, processes=0, user="", **kw):
+    """One load generator run; returns (summary row, histogram). kw: Workload fields; user:
+    "name:password" to authenticate as, "" for none."""
     w = loadgen.Workload(name=name, **kw)
     spec = loadgen.RunSpec(w, driver_spec(protocol, endpoints), clients=clients, conns=conns,
-                           processes=processes or default_processes(clients))
+                           processes=processes or default_processes(clients), user=user)
     row, hist = loadgen.run(spec)
     row["protocol"] = protocol
     return row, hist
@@ -55,17 +56,18 @@ def run_workload(name, protocol, endpoints, clients=1, conns=1, processes=0, **k
 # each event's latency is from just before its put was sent to its arrival on the watch.
 
 
-async def _open_watch(protocol, endpoints):
+async def _open_watch(protocol, endpoints, user=""):
     if protocol == "grpc":
         from raftkv.cli.loadgen_drivers import GrpcDriver
 
-        d = GrpcDriver(",".join(endpoints), 0)
+        d = GrpcDriver(",".join(endpoints), 0, loadgen.split_user(user) if user else None)
         await d.connect()
         it = await d.watch_keys(WATCH_PREFIX)
         return it, d.close
     from raftkv.client import AsyncClient
 
-    c = AsyncClient(endpoints, timeout=10.0)
+    auth = dict(zip(("user", "password"), loadgen.split_user(user))) if user else {}
+    c = AsyncClient(endpoints, timeout=10.0, **auth)
     events, cancel = await c.watch_prefix(WATCH_PREFIX)
 
     async def keys():
@@ -78,11 +80,11 @@ async def _open_watch(protocol, endpoints):
     return keys(), close
 
 
-async def _watch_latency(protocol, endpoints, total, value_size):
+async def _watch_latency(protocol, endpoints, total, value_size, user=""):
     from raftkv.cli.loadgen import _make_driver
 
-    stream, close_watch = await _open_watch(protocol, endpoints)
-    writer = _make_driver(driver_spec(protocol, endpoints), 1)
+    stream, close_watch = await _open_watch(protocol, endpoints, user)
+    writer = _make_driver(driver_spec(protocol, endpoints), 1, user)
     await writer.connect()
     nonce = os.urandom(4).hex().encode()
     sent, hist, value = {}, Histogram(), b"v" * value_size
@@ -117,8 +119,8 @@ async def _watch_latency(protocol, endpoints, total, value_size):
     return summary("watch", hist, max(elapsed, 1e-9), errors, extra), hist
 
 
-def run_watch(protocol, endpoints, total, value_size=256):
-    return asyncio.run(_watch_latency(protocol, endpoints, total, value_size))
+def run_watch(protocol, endpoints, total, value_size=256, user=""):
+    return asyncio.run(_watch_latency(protocol, endpoints, total, value_size, user))
 
 
 # The command line.
@@ -140,6 +142,9 @@ def _add_common(p):
     p.add_argument("--total", type=int, default=0, help="total operations over all clients")
     p.add_argument("--duration", type=float, default=0.0, help="seconds (instead of --total)")
     p.add_argument("--rate", type=float, default=0.0, help="ops/s over all clients (0: max)")
+    p.add_argument("--user", default="", metavar="NAME:PASSWORD",
+                   help="authenticate as this user (etcdctl's --user): gRPC sends the token as "
+                        "metadata, native as a body field")
     p.add_argument("-w", "--output", choices=("table", "json", "csv"), default="table")
 
 
@@ -185,18 +190,20 @@ def main(argv=None):
     if args.cmd in ("sidebyside", "micro"):
         return args.func(args)
     endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
-    if args.cmd == "watch":
-        if args.total <= 0:
-            print("raftkv-bench watch: give --total", file=sys.stderr)
-            return 2
-        row, _ = run_watch(args.protocol, endpoints, args.total, args.val_size)
-    else:
-        try:
+    if args.cmd == "watch" and args.total <= 0:
+        print("raftkv-bench watch: give --total", file=sys.stderr)
+        return 2
+    try:
+        if args.user:
+            loadgen.split_user(args.user)
+        if args.cmd == "watch":
+            row, _ = run_watch(args.protocol, endpoints, args.total, args.val_size, args.user)
+        else:
             row, _ = run_workload(args.cmd, args.protocol, endpoints, args.clients, args.conns,
-                                  args.processes, **_workload_kw(args))
-        except ValueError as exc:
-            print(f"raftkv-bench: {exc}", file=sys.stderr)
-            return 2
+                                  args.processes, user=args.user, **_workload_kw(args))
+    except ValueError as exc:
+        print(f"raftkv-bench: {exc}", file=sys.stderr)
+        return 2
     _report(row, args.output)
     return 1 if row["requests"] == 0 else 0
 
@@ -528,16 +535,16 @@ def _median(xs):
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
-def _run_case(system, protocol, case, total):
+def _run_case(system, protocol, case, total, user=""):
     name, workload, clients, extra = case
     eps = system.endpoints(protocol)
     pids = system.pids()
     before = cpu_of(pids)
     if workload == "watch":
-        row, hist = run_watch(protocol, eps, total)
+        row, hist = run_watch(protocol, eps, total, user=user)
     else:
         row, hist = run_workload(workload, protocol, eps, clients=clients,
-                                 conns=max(1, clients // 16), total=total, **extra)
+                                 conns=max(1, clients // 16), total=total, user=user, **extra)
     cpu = cpu_delta(before, pids)
     row.update({"case": name, "system": system.name, "server_cpu_s": cpu,
                 "server_cpu_us_per_op": round(1e6 * cpu / max(1, row["requests"]), 1),
@@ -714,14 +721,17 @@ def plot_faults(fault_runs, out_dir):
     return _plot(os.path.join(out_dir, "fault_timeline.png"), draw)
 
 
-def _start_systems(data_root, with_etcd, log, only=None):
+def _start_systems(data_root, with_etcd, log, only=None, extra_args=()):
+    """Fresh 3-member clusters; extra_args go to every member of both (flags they share)."""
     from raftkv.cli.local_cluster import LocalCluster
 
     systems = []
     if only in (None, "raftkv"):
-        systems.append(System("raftkv", LocalCluster(os.path.join(data_root, "raftkv"), 3)))
+        systems.append(System("raftkv", LocalCluster(os.path.join(data_root, "raftkv"), 3,
+                                                     extra_args=extra_args)))
     if with_etcd and only in (None, "etcd"):
-        systems.append(System("etcd", EtcdCluster(os.path.join(data_root, "etcd"), 3)))
+        systems.append(System("etcd", EtcdCluster(os.path.join(data_root, "etcd"), 3,
+                                                  extra_args=extra_args)))
     try:
         for s in systems:
             s.cluster.start()

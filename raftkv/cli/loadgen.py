@@ -68,12 +68,14 @@ class RunSpec:
     conns: int = 1
     processes: int = 1
     seed: int = 0
+    user: str = ""  # "name:password" to authenticate as (etcdctl's --user); "": no auth
 
 
 class NullDriver:
-    """No server: an optional fixed await per call. Measures the generator itself."""
+    """No server: an optional fixed await per call. Measures the generator itself (a user is
+    accepted and ignored)."""
 
-    def __init__(self, arg, conn_index):
+    def __init__(self, arg, conn_index, user=None):
         self.delay_s = float(arg) if arg else 0.0
 
     async def connect(self):
@@ -105,14 +107,27 @@ def register_driver(scheme, cls):
     DRIVERS[scheme] = cls
 
 
-def _make_driver(spec, conn_index):
+def _make_driver(spec, conn_index, user=""):
+    """A driver for spec; with user ("name:password") it authenticates as that user. A driver
+    without auth support is made exactly as before when no user is given."""
     scheme, _, arg = spec.partition(":")
     if scheme not in DRIVERS:
         if scheme in ("native", "grpc"):
             _load_builtin_drivers()
         if scheme not in DRIVERS:
             raise ValueError(f"unknown driver {scheme!r}; known: {sorted(DRIVERS)}")
+    if user:
+        return DRIVERS[scheme](arg, conn_index, user=split_user(user))
     return DRIVERS[scheme](arg, conn_index)
+
+
+def split_user(user):
+    """The (name, password) of "name:password", read as etcdctl reads its --user (the first
+    colon splits: a password may hold colons)."""
+    name, sep, password = user.partition(":")
+    if not sep or not name:
+        raise ValueError(f"--user must be NAME:PASSWORD, not {user!r}")
+    return name, password
 
 
 def _load_builtin_drivers():
@@ -180,7 +195,7 @@ async def _worker_main(spec, worker_index, n_clients, n_conns, quota, conn_offse
     rng = random.Random(spec.seed * 1000 + worker_index)
     # Connections are numbered across all workers (a driver starts at endpoint n mod len), so
     # e.g. 4 connections from 2 workers go to endpoints 0, 1, 2, 0 rather than 0, 1, 1, 2.
-    drivers = [_make_driver(spec.driver, conn_offset + i) for i in range(n_conns)]
+    drivers = [_make_driver(spec.driver, conn_offset + i, spec.user) for i in range(n_conns)]
     for d in drivers:
         await d.connect()
     hist, errors, counter = Histogram(), [0], [0, worker_index * SEQUENTIAL_KEY_STRIDE]
@@ -225,6 +240,8 @@ def run(spec):
     A worker that exits without reporting (killed, crashed, failed to start) fails the run with
     RuntimeError as soon as the parent sees it gone; the other workers are then stopped."""
     spec.workload.validate()
+    if spec.user:
+        split_user(spec.user)  # a malformed --user fails here, not in every worker
     if spec.clients < 1 or spec.conns < 1 or spec.processes < 1:
         raise ValueError("--clients, --conns and processes must be at least 1")
     procs = min(spec.processes, spec.clients)

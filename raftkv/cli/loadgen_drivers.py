@@ -4,7 +4,9 @@ native: "native:host:port,host:port,..." (an http:// prefix is accepted). Each d
 AsyncClient, i.e. one pipelined connection; the many client coroutines that share a driver
 multiplex their requests on it. Driver n starts at endpoint n mod len(endpoints), so
 connections spread over the members (followers answer writes with NOT_LEADER, and the client
-then moves to the next endpoint).
+then moves to the next endpoint). With a user (name, password) the AsyncClient authenticates
+as that user (its status() call in connect() already does) and sends the token with every
+request.
 """
 from __future__ import annotations
 
@@ -18,15 +20,17 @@ NATIVE_TIMEOUT_S = 10.0  # per operation, retries included; a slow op counts as 
 
 
 class NativeDriver:
-    def __init__(self, arg, conn_index):
+    def __init__(self, arg, conn_index, user=None):
         endpoints = [e for e in (arg or "127.0.0.1:2379").split(",") if e.strip()]
         assert endpoints, "native driver needs endpoints"
         shift = conn_index % len(endpoints)
         self.endpoints = endpoints[shift:] + endpoints[:shift]
+        self.user = user  # (name, password) or None
         self.client = None
 
     async def connect(self):
-        self.client = AsyncClient(self.endpoints, timeout=NATIVE_TIMEOUT_S)
+        auth = {} if self.user is None else {"user": self.user[0], "password": self.user[1]}
+        self.client = AsyncClient(self.endpoints, timeout=NATIVE_TIMEOUT_S, **auth)
         await self.client.status()  # connects now, so the timed loop measures requests only
 
     async def put(self, key, value):
@@ -56,17 +60,23 @@ register_driver("native", NativeDriver)
 # transport failure (UNAVAILABLE, DEADLINE_EXCEEDED) it moves to the next endpoint, as clientv3's
 # balancer would; the failed call itself still counts as an error.
 #
+# With a user (name, password), the driver does what etcd's clients do: Auth.Authenticate once
+# per connection (in connect(), which also warms the channel up), the token as gRPC metadata
+# "token" on every call, and on "invalid auth token" (the token expired or a member restarted)
+# one new Authenticate, shared by the calls that failed with the same token, and a retry.
+#
 # The stubs are generated message definitions (no server code); tools/tidy.py lets raftkv.cli
 # import raftkv.api.etcd.proto for this driver.
 
 GRPC_TIMEOUT_S = 10.0
 _GRPC_FAILOVER_CODES = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+INVALID_TOKEN_DETAILS = "etcdserver: invalid auth token"  # etcd's ErrGRPCInvalidAuthToken
 
 
 class GrpcDriver:
     _pb = None  # (rpc_pb2, rpc_pb2_grpc), loaded once per process
 
-    def __init__(self, arg, conn_index):
+    def __init__(self, arg, conn_index, user=None):
         endpoints = [e.strip() for e in (arg or "127.0.0.1:2379").split(",") if e.strip()]
         endpoints = [e.split("://", 1)[-1] for e in endpoints]
         assert endpoints, "grpc driver needs endpoints"
@@ -76,6 +86,10 @@ class GrpcDriver:
         self.kv = None
         self._closing = set()  # channels left behind by a failover, closing with grace
         self.pb, self.pb_grpc = self._stubs()
+        self.user = user  # (name, password) or None
+        self.metadata = None  # (("token", token),) once authenticated; None without a user
+        self.authentications = 0  # Authenticate calls made (connect and re-authentications)
+        self._auth_lock = asyncio.Lock()
 
     @classmethod
     def _stubs(cls):
@@ -95,9 +109,27 @@ class GrpcDriver:
         if len(self.endpoints) > 1:
             await self._find_leader()
         await self._open()
+        if self.user is not None:
+            await self.authenticate()  # also connects: the user may not read the key below
+            return
         # One cheap serializable read so that the timed loop measures requests, not connects.
         await self.kv.Range(self.pb.RangeRequest(key=b"\0", serializable=True, count_only=True),
                             timeout=GRPC_TIMEOUT_S, wait_for_ready=True)
+
+    async def authenticate(self, failed_metadata=None):
+        """Auth.Authenticate as self.user; later calls send the new token. failed_metadata:
+        the metadata a call failed with; if another coroutine has replaced it meanwhile, its
+        token is used instead of authenticating again."""
+        async with self._auth_lock:
+            if failed_metadata is not None and self.metadata is not failed_metadata:
+                return
+            name, password = self.user
+            stub = self.pb_grpc.AuthStub(self.channel)
+            resp = await stub.Authenticate(
+                self.pb.AuthenticateRequest(name=name, password=password),
+                timeout=GRPC_TIMEOUT_S, wait_for_ready=True)
+            self.authentications += 1
+            self.metadata = (("token", resp.token),)
 
     async def _find_leader(self):
         """Start on the leader's endpoint, as raftkv's native client does (prefer_leader), so
@@ -121,13 +153,17 @@ class GrpcDriver:
                 self.index = ids[leader]
                 return
 
-    async def _call(self, method_name, request):
+    async def _call(self, method_name, request, retried=False):
         import grpc
 
-        channel = self.channel
+        channel, metadata = self.channel, self.metadata
         try:
-            return await getattr(self.kv, method_name)(request, timeout=GRPC_TIMEOUT_S)
+            return await getattr(self.kv, method_name)(request, timeout=GRPC_TIMEOUT_S,
+                                                       metadata=metadata)
         except grpc.aio.AioRpcError as exc:
+            if metadata is not None and not retried and _invalid_token(exc):
+                await self.authenticate(metadata)  # once: the retry's error is final
+                return await self._call(method_name, request, retried=True)
             _note_error(exc)
             failover = exc.code().name in _GRPC_FAILOVER_CODES and len(self.endpoints) > 1
             if failover and channel is self.channel:  # once per broken channel, not per call
@@ -160,7 +196,7 @@ class GrpcDriver:
         end = _prefix_end(prefix)
         create = self.pb.WatchCreateRequest(key=prefix, range_end=end)
         stub = self.pb_grpc.WatchStub(self.channel)
-        call = stub.Watch()
+        call = stub.Watch(metadata=self.metadata)
         await call.write(self.pb.WatchRequest(create_request=create))
         return _WatchKeys(call)
 
@@ -179,6 +215,10 @@ class GrpcDriver:
 
 
 _seen_codes = set()
+
+
+def _invalid_token(exc):
+    return exc.code().name == "UNAUTHENTICATED" and exc.details() == INVALID_TOKEN_DETAILS
 
 
 def _note_error(exc):

@@ -9,6 +9,7 @@
   bench/bulk_put_many.py; bench/check_perf.py's verdict parsing (the etcdctl suite runs
   `check perf` itself); bench/memory_sidebyside.py (memory per key, raftkv beside etcd);
   bench/restart_time.py (a SIGKILLed follower's restart, raftkv beside etcd);
+  bench/auth_cost.py (auth off and on, and Authenticate itself, raftkv beside etcd);
 - the pytest-benchmark micro-benchmarks in bench/ with --benchmark-disable (each runs once).
 """
 import json
@@ -236,3 +237,34 @@ def test_check_perf_report_parsing():
                     "FAIL\n")
     assert bad == {"pass": False, "throughput_per_s": 125.0, "slowest_s": 1.560247,
                    "stddev_s": 0.13987}
+
+
+def test_auth_cost_runs(tmp_path):
+    """bench/auth_cost.py end to end on a tiny size: users set up, each case with auth off and
+    on (raftkv over both protocols, etcd when installed), the Authenticate timing, and its
+    clusters' data dirs removed. etcd needs etcdctl too; without it raftkvctl sets raftkv up."""
+    with_etcd = ETCD is not None and shutil.which("etcdctl") is not None
+    out = tmp_path / "auth.json"
+    cmd = [sys.executable, os.path.join(ROOT, "bench", "auth_cost.py"), "--reps", "1",
+           "--total", "50", "--cases", "put-c1,range-l-c16", "--auths", "3",
+           "--bcrypt-cost", "4", "--data-root", str(tmp_path), "--json", str(out)]
+    if not with_etcd:
+        cmd.append("--no-etcd")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    series = {(m["case"], m["system"], m["protocol"]) for m in res["medians"]}
+    systems = [("raftkv", "grpc"), ("raftkv", "native")] + ([("etcd", "grpc")] if with_etcd
+                                                            else [])
+    assert series == {(c + a, s, p) for c in ("put-c1", "range-l-c16") for a in ("", "+auth")
+                      for s, p in systems}
+    assert all(m["errors"] == 0 and m["throughput_per_s"] > 0 for m in res["medians"])
+    assert {(r["case"], r["system"], r["protocol"]) for r in res["on_off"]} == {
+        (c, s, p) for c in ("put-c1", "range-l-c16") for s, p in systems}
+    auth = {a["system"]: a for a in res["authenticate"]}
+    assert set(auth) == {s for s, _ in systems}
+    assert all(a["calls"] == 3 and a["first_ms"] > 0 for a in auth.values())
+    if with_etcd:
+        assert {r["case"] for r in res["raftkv_etcd"]} == {"put-c1", "put-c1+auth",
+                                                           "range-l-c16", "range-l-c16+auth"}
+    assert not list(tmp_path.glob("auth-cost-*"))  # the clusters' data dirs are removed

@@ -84,6 +84,12 @@ def test_cli_refuses_a_run_without_total_or_duration(capsys):
     assert "--total or --duration" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("cmd", [["put", "--total", "1"], ["watch", "--total", "1"]])
+def test_cli_refuses_a_user_without_a_password_before_connecting(capsys, cmd):
+    assert bench.main(cmd + ["--endpoints", "127.0.0.1:1", "--user", "alice"]) == 2
+    assert "--user must be NAME:PASSWORD" in capsys.readouterr().err
+
+
 def test_fault_medians_over_reps():
     rows = [{"system": "etcd", "protocol": "grpc", "fault": "leader-kill", "unavailable_s": u,
              "max_after_ms": 10.0, "max_failed_call_ms": 0.0, "errors": 1, "recovered": True}

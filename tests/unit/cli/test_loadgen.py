@@ -151,3 +151,241 @@ def test_collect_keeps_the_per_result_budget():
     with pytest.raises(RuntimeError, match=r"workers \[0\] sent no result within"):
         loadgen._collect(q, [_FakeWorker(10, None)], 0.3)
     assert 0.25 <= time.monotonic() - t0 < 10
+
+
+# --user: the drivers authenticate as etcd's clients do (against a fake etcd, no cluster).
+
+
+def test_user_is_split_at_the_first_colon_and_checked_before_the_run():
+    from raftkv.cli.loadgen import split_user
+
+    assert split_user("alice:pw:with:colons") == ("alice", "pw:with:colons")
+    assert split_user("bob:") == ("bob", "")
+    for bad in ("alice", ":pw", ""):
+        with pytest.raises(ValueError, match="NAME:PASSWORD"):
+            split_user(bad)
+    with pytest.raises(ValueError, match="NAME:PASSWORD"):
+        run(RunSpec(Workload(name="put", total=1), driver="null", user="nopassword"))
+
+
+def test_a_user_reaches_every_worker_driver():
+    spec = RunSpec(Workload(name="put", total=40), driver="null", clients=4, processes=2,
+                   user="alice:pw")
+    row, _ = run(spec)
+    assert row["requests"] == 40 and row["errors"] == 0
+
+
+class _FakeAsyncClient:
+    made = []
+
+    def __init__(self, endpoints, **kw):
+        self.endpoints, self.kw, self.calls = endpoints, kw, []
+        self.made.append(self)
+
+    async def status(self):
+        return {}
+
+    async def call(self, op, body):
+        self.calls.append((op, body))
+        return {}
+
+    async def close(self):
+        return None
+
+
+@pytest.mark.parametrize("user", [None, ("alice", "pw")])
+def test_native_driver_gives_the_user_to_its_client(monkeypatch, user):
+    import asyncio
+
+    from raftkv.cli import loadgen_drivers
+
+    monkeypatch.setattr(loadgen_drivers, "AsyncClient", _FakeAsyncClient)
+    _FakeAsyncClient.made.clear()
+    d = loadgen_drivers.NativeDriver("127.0.0.1:1,127.0.0.1:2", 1, user)
+
+    async def go():
+        await d.connect()
+        await d.put(b"k", b"v")
+        await d.close()
+    asyncio.run(go())
+    (c,) = _FakeAsyncClient.made
+    assert c.endpoints == ["127.0.0.1:2", "127.0.0.1:1"]
+    expected = {} if user is None else {"user": "alice", "password": "pw"}
+    assert {k: v for k, v in c.kw.items() if k != "timeout"} == expected
+    assert c.calls == [("put", {"key": b"k", "value": b"v"})]  # the token is the client's job
+
+
+class _FakeEtcd:
+    """etcdserverpb Auth.Authenticate and KV.Put/Range on 127.0.0.1 (an OS-assigned port),
+    serving from its own thread. Tokens are "t1", "t2", ...; expire() makes the current one
+    invalid, as a member restart or the TTL would. Records each call's token metadata."""
+
+    def __init__(self):
+        import asyncio
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.valid, self.issued, self.calls = set(), 0, []
+        self.port = self._run(self._start())
+
+    def _run(self, coro):
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
+
+    async def _start(self):
+        import grpc
+
+        from raftkv.api.etcd.proto import rpc_pb2, rpc_pb2_grpc
+
+        fake = self
+
+        def token_of(context):
+            return dict(context.invocation_metadata() or ()).get("token")
+
+        async def check(context, method):
+            token = token_of(context)
+            fake.calls.append((method, token))
+            if token is not None and token not in fake.valid:
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                    "etcdserver: invalid auth token")
+
+        class Auth(rpc_pb2_grpc.AuthServicer):
+            async def Authenticate(self, request, context):
+                assert (request.name, request.password) == ("alice", "pw")
+                fake.issued += 1
+                token = f"t{fake.issued}"
+                fake.valid.add(token)
+                fake.calls.append(("Authenticate", token_of(context)))
+                return rpc_pb2.AuthenticateResponse(token=token)
+
+        class KV(rpc_pb2_grpc.KVServicer):
+            async def Put(self, request, context):
+                await check(context, "Put")
+                return rpc_pb2.PutResponse()
+
+            async def Range(self, request, context):
+                await check(context, "Range")
+                return rpc_pb2.RangeResponse()
+
+        self.server = grpc.aio.server()
+        rpc_pb2_grpc.add_AuthServicer_to_server(Auth(), self.server)
+        rpc_pb2_grpc.add_KVServicer_to_server(KV(), self.server)
+        port = self.server.add_insecure_port("127.0.0.1:0")
+        await self.server.start()
+        return port
+
+    def expire(self):
+        self.loop.call_soon_threadsafe(self.valid.clear)
+
+    def stop(self):
+        self._run(self.server.stop(None))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def fake_etcd():
+    f = _FakeEtcd()
+    try:
+        yield f
+    finally:
+        f.stop()
+
+
+@pytest.mark.timeout(60)
+def test_grpc_driver_authenticates_once_and_sends_the_token_on_every_call(fake_etcd):
+    import asyncio
+
+    from raftkv.cli.loadgen_drivers import GrpcDriver
+
+    async def go():
+        d = GrpcDriver(f"127.0.0.1:{fake_etcd.port}", 0, ("alice", "pw"))
+        await d.connect()
+        for i in range(5):
+            await d.put(b"bench/%d" % i, b"v")
+        await d.get(b"bench/0", False)
+        await d.close()
+        return d.authentications
+    assert asyncio.run(go()) == 1
+    assert fake_etcd.calls == [("Authenticate", None)] + [("Put", "t1")] * 5 + [("Range", "t1")]
+
+
+@pytest.mark.timeout(60)
+def test_grpc_driver_without_a_user_sends_no_token(fake_etcd):
+    import asyncio
+
+    from raftkv.cli.loadgen_drivers import GrpcDriver
+
+    async def go():
+        d = GrpcDriver(f"127.0.0.1:{fake_etcd.port}", 0)
+        await d.connect()
+        await d.put(b"bench/1", b"v")
+        await d.close()
+    asyncio.run(go())
+    assert fake_etcd.calls == [("Range", None), ("Put", None)]  # the warm-up read, the put
+
+
+@pytest.mark.timeout(60)
+def test_grpc_driver_reauthenticates_once_for_all_calls_failing_on_the_same_token(fake_etcd):
+    """An expired token fails the calls in flight with "invalid auth token": one Authenticate
+    serves them all, and each is retried with the new token (none counts as an error)."""
+    import asyncio
+
+    from raftkv.cli.loadgen_drivers import GrpcDriver
+
+    async def go():
+        d = GrpcDriver(f"127.0.0.1:{fake_etcd.port}", 0, ("alice", "pw"))
+        await d.connect()
+        await d.put(b"bench/0", b"v")
+        fake_etcd.expire()
+        await asyncio.sleep(0.1)  # the fake's loop has run the expiry
+        await asyncio.gather(*(d.put(b"bench/%d" % i, b"v") for i in range(8)))
+        await d.put(b"bench/9", b"v")
+        await d.close()
+        return d.authentications
+    assert asyncio.run(go()) == 2
+    puts = [token for method, token in fake_etcd.calls if method == "Put"]
+    assert puts[0] == "t1" and puts[-1] == "t2"
+    assert puts.count("t1") == 9 and puts.count("t2") == 9  # 8 failed, 8 retried, 1 more
+    assert fake_etcd.issued == 2  # connect, and one for the 8 failed calls
+
+
+@pytest.mark.timeout(60)
+def test_grpc_driver_gives_up_when_a_fresh_token_is_refused_too(fake_etcd):
+    import asyncio
+
+    import grpc
+
+    from raftkv.cli.loadgen_drivers import GrpcDriver
+
+    async def go():
+        d = GrpcDriver(f"127.0.0.1:{fake_etcd.port}", 0, ("alice", "pw"))
+        await d.connect()
+        # From here on no token is valid, not even a fresh one.
+        fake_etcd.loop.call_soon_threadsafe(setattr, fake_etcd, "valid", _Refuses())
+        await asyncio.sleep(0.1)
+        with pytest.raises(grpc.aio.AioRpcError, match="invalid auth token"):
+            await d.put(b"bench/0", b"v")
+        await d.close()
+        return d.authentications
+    assert asyncio.run(go()) == 2  # connect, then the one re-authentication
+
+
+class _Refuses(set):
+    def add(self, token):
+        return None  # no token is ever valid
+
+
+@pytest.mark.timeout(120)
+def test_a_grpc_run_with_a_user_authenticates_per_connection(fake_etcd):
+    """The whole engine (2 worker processes, 3 connections): one Authenticate per connection,
+    every put with a token."""
+    spec = RunSpec(Workload(name="put", total=60), driver=f"grpc:127.0.0.1:{fake_etcd.port}",
+                   clients=6, conns=3, processes=2, user="alice:pw")
+    row, _ = run(spec)
+    assert row["requests"] == 60 and row["errors"] == 0
+    assert fake_etcd.issued == 3
+    puts = [token for method, token in fake_etcd.calls if method == "Put"]
+    assert len(puts) == 60 and set(puts) <= {"t1", "t2", "t3"}
