@@ -157,6 +157,7 @@ class AsyncClient(AuthAdmin):
             raise ValueError("give both user and password, or neither")
         self.user, self._password = user, password
         self._token = None  # the auth token (user given), got by the first request
+        self._auth_off = False  # the members said auth is off: send no token until it is on
         self._auth_lock = asyncio.Lock()
 
     async def __aenter__(self):
@@ -269,15 +270,21 @@ class AsyncClient(AuthAdmin):
     async def with_token(self, body):
         """body with the auth token (authenticating first if need be); body itself without
         a user."""
-        if self.user is None:
+        if self.user is None or self._auth_off:
             return body
         async with self._auth_lock:
-            if self._token is None:
-                resp = await self.call("authenticate",
-                                       {"name": self.user, "password": self._password},
-                                       write=False, authenticated=False)
+            if self._token is None and not self._auth_off:
+                try:
+                    resp = await self.call("authenticate",
+                                           {"name": self.user, "password": self._password},
+                                           write=False, authenticated=False)
+                except wire.RaftkvError as exc:
+                    if exc.code != "AUTH_NOT_ENABLED":
+                        raise
+                    self._auth_off = True  # as etcd's clients: carry on without a token
+                    return body
                 self._token = resp["token"]
-            return dict(body, token=self._token)
+            return dict(body, token=self._token) if self._token else body
 
     async def call(self, op, body, *, write=None, timeout=None, authenticated=True):
         """One request with failover and retries; returns the response dict.
@@ -307,6 +314,12 @@ class AsyncClient(AuthAdmin):
                 if exc.code == "INVALID_AUTH_TOKEN" and not reauthenticated:
                     reauthenticated = True  # expired, or the member restarted: once more
                     self.forget_token(request.get("token"))
+                    continue
+                if exc.code == "USER_EMPTY" and not reauthenticated and "token" not in request:
+                    reauthenticated = True  # auth was off when we looked: it is on now
+                    self._auth_off = False
+                    if write:  # refused, not applied: the retry is a new request
+                        idem = (self.client_id, next(self._seq))
                     continue
                 if exc.code not in RETRY_CODES:
                     raise

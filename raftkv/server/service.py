@@ -27,6 +27,9 @@ WRITE_OPS = frozenset({"put", "delete_range", "txn", "compact", "lease_grant", "
                        "alarm_set"})
 GROWING_OPS = frozenset({"put", "txn", "lease_grant", "batch"})
 FAST_WRITE_OPS = frozenset({"put", "delete_range"})  # start_write() takes these
+# Writes that always need a user once auth is on (etcd 3.4 lets lease grants, compactions and
+# alarms through without one).
+KEY_WRITE_OPS = frozenset({"put", "delete_range", "txn"})
 REQUEST_OVERHEAD_BYTES = 64
 BATCH_OPS = frozenset({"put", "delete_range"})
 BATCH_CHUNK_OPS = 1000  # writes per proposal of a bulk batch
@@ -82,6 +85,8 @@ class Service:
             return await self.auth.call(op, body, user)
         auth = self.m.kv.auth
         if auth.enabled:  # reads and membership are checked here; writes in apply
+            if not user and op in KEY_WRITE_OPS:
+                raise RaftkvError("USER_EMPTY")  # at once (apply would refuse it too)
             if op == "range":
                 auth.check_read(user, body.get("key", b""), body.get("range_end", b""))
             elif op in ADMIN_FRONT_OPS:
@@ -143,6 +148,8 @@ class Service:
             return None
         rid = body.pop("request_id", None)
         user = self.user_of(body)
+        if not user and self.m.kv.auth.enabled:
+            raise RaftkvError("USER_EMPTY")
         txncheck.check_shape(op, body)
         body[auth_mod.USER_FIELD] = user
         size = self._check_write(body)

@@ -177,3 +177,28 @@ def test_jwt_tokens_outlive_restarts_and_end_with_an_auth_change(make_cluster, t
     assert info.value.code == "INVALID_AUTH_TOKEN"
     assert alice.get("/app/j")[0] == b"1"  # authenticated again by itself
     assert alice.with_token({})["token"] != token
+
+
+def test_a_client_with_a_user_works_before_and_after_auth_is_turned_on(make_cluster):
+    """As etcd's clients: with auth off, a client given a user and password carries on
+    without a token ("authentication is not enabled" is not an error); once auth is on, it
+    authenticates at the first refusal and goes on."""
+    h = make_cluster(3)
+    alice = _client(h, user="alice", password="alicepw")
+    alice.put("/app/early", "1")  # no users yet, auth off
+    _setup(h)
+    alice.put("/app/later", "2")
+    assert alice.get("/app/early")[0] == b"1"
+    assert _code(alice.get, "/secret/k") == "PERMISSION_DENIED"
+
+
+def test_lease_grants_and_compactions_need_no_user(make_cluster):
+    """As etcd 3.4: with auth on, a lease grant or a compaction without a user is let
+    through, a put is not."""
+    h = make_cluster(3)
+    anonymous = _setup(h)
+    lease = anonymous.lease(30)
+    assert lease.id
+    anonymous.compact(2)
+    assert _code(anonymous.put, "/app/x", "v") == "USER_EMPTY"
+    assert _code(anonymous.delete, "/app/x") == "USER_EMPTY"
