@@ -49,6 +49,7 @@ class ServerConfig:
     snapshot_catchup_entries: int = 5_000
     quota_backend_bytes: int = 2 << 30
     max_request_bytes: int = 1536 * 1024
+    max_txn_ops: int = 128  # etcd's: most operations in a txn's compare, success or failure
     log_level: str = "info"
     log_format: str = "text"
     request_timeout: float = 7.0  # s; how long a write or read waits before TIMEOUT
@@ -104,8 +105,9 @@ class ServerConfig:
         if self.log_level.lower() not in ("debug", "info", "warn", "warning", "error"):
             raise ConfigError(f"--log-level {self.log_level!r} is not one of debug, info, "
                               "warn, error")
-        if self.max_request_bytes <= 0 or self.snapshot_count <= 0:
-            raise ConfigError("--max-request-bytes and --snapshot-count must be positive")
+        if self.max_request_bytes <= 0 or self.snapshot_count <= 0 or self.max_txn_ops <= 0:
+            raise ConfigError("--max-request-bytes, --snapshot-count and --max-txn-ops must "
+                              "be positive")
         if not 0 <= self.grpc_workers <= 64:
             raise ConfigError("--grpc-workers must be between 0 and 64")
         if self.snapshot_catchup_entries < 1:

@@ -67,6 +67,7 @@ log = logging.getLogger("raftkv.member")
 
 MEMBER_KEY_PREFIX = b"raftkv.member/"
 MEMBER_UPDATE_OP = "member_update_peers"  # the log op of etcd's MemberUpdate
+APPLY_TXN_OPS_MAX = 1 << 16  # the apply's own bound on a txn's ops (see --max-txn-ops)
 CLUSTER_ID_KEY = b"raftkv.cluster_id"  # kvmeta: the cluster ID from the bootstrap entries
 IDENTITY_FILE = "member-identity.json"  # this data dir's member and cluster IDs
 DEDUP_REQUESTS_MAX = 100_000  # idempotency ids remembered (same on every member)
@@ -158,7 +159,10 @@ class Member:
         self.logstore = LogStore(self.engine)
         # quota_bytes=0: the NOSPACE alarm is raised through the log (Service), never decided
         # by one member's apply, so every member refuses the same writes.
-        self.kv = KVStore(self.engine, quota_bytes=0,
+        # --max-txn-ops is checked by the service before proposing (as etcd's gRPC layer
+        # does): members with different values must still apply the same entries alike, so
+        # apply only bounds a txn by APPLY_TXN_OPS_MAX.
+        self.kv = KVStore(self.engine, quota_bytes=0, max_txn_ops=APPLY_TXN_OPS_MAX,
                           min_lease_ttl=max(1, -(-3 * self.cfg.election_timeout // 2000)),
                           auth_token_ttl_s=float(self.cfg.auth_token_ttl),
                           auth_jwt=self.cfg.jwt_tokens())

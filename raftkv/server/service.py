@@ -95,6 +95,8 @@ class Service:
         if handler is not None:
             return await handler(body)
         if op in WRITE_OPS:
+            if op == "txn":
+                txncheck.check_txn(body, self.m.cfg.max_txn_ops)  # etcd's --max-txn-ops
             body[auth_mod.USER_FIELD] = user
             return await self._write(op, body)
         raise RaftkvError("UNKNOWN_OP", f"raftkv: unknown operation {op!r}")
