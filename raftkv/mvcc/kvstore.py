@@ -37,6 +37,12 @@ _MAIN_KEY = struct.Struct(">Q1sQ").pack  # codec.rev_key of (main, sub) without 
 
 
 META_ALARM = b"alarm_nospace"
+META_CORRUPT = b"alarm_corrupt"  # 1 while the CORRUPT alarm is raised
+META_CORRUPT_MEMBER = b"alarm_corrupt_member"  # the member it names
+ALARM_NOSPACE, ALARM_CORRUPT = 1, 2  # etcdserverpb.AlarmType
+# What a CORRUPT alarm stops (etcd's corrupt applier): every write, internal ones included.
+CORRUPT_STOPS = frozenset({"put", "puts", "delete_range", "txn", "compact", "lease_grant",
+                           "lease_revoke"})
 
 log = logging.getLogger("raftkv.mvcc")
 # What a handler raises on input it did not expect (the apply answers INTERNAL for these).
@@ -68,6 +74,8 @@ class KVStore:
         self.min_lease_ttl = min_lease_ttl
         self.compaction_batch = compaction_batch
         self.alarm = False  # NO_SPACE alarm: set when the backend exceeds quota_bytes
+        self.corrupt = False  # CORRUPT alarm: a member's data differs from the others'
+        self.corrupt_member = 0  # ... that member's ID
         self._kv = engine.db(codec.KV_DB)
         self._meta = engine.db(codec.META_DB)
         self._lease_db = engine.db(codec.LEASE_DB)
@@ -104,6 +112,8 @@ class KVStore:
             raw = txn.get(codec.META_COMPACT_CURSOR, db=self._meta)
             self._compact_cursor = None if raw is None else unpackb(raw)
             self.alarm = codec.meta_int(txn, self._meta, META_ALARM) == 1
+            self.corrupt = codec.meta_int(txn, self._meta, META_CORRUPT) == 1
+            self.corrupt_member = codec.meta_int(txn, self._meta, META_CORRUPT_MEMBER)
             self._load_index(txn)
             self._load_leases(txn)
             self.auth.load(txn)
@@ -188,6 +198,8 @@ class KVStore:
                 w.main, w.sub = self._rev + 1, 0
                 try:
                     body = body or {}
+                    if self.corrupt and op in CORRUPT_STOPS:
+                        raise RaftkvError("CORRUPT")
                     txncheck.check_shape(op, body)
                     user = body.get(auth_mod.USER_FIELD)
                     if user is not None and self.auth.enabled:  # a client's write
@@ -293,9 +305,18 @@ class KVStore:
         return bool(quota_bytes) and self.in_use_bytes() > quota_bytes
 
     def _op_alarm_set(self, w, body):
-        """The replicated NOSPACE alarm (etcd raises it through raft too): {"on": bool}."""
-        self.alarm = bool(body.get("on"))
-        codec.put_meta(w.txn, self._meta, META_ALARM, 1 if self.alarm else 0)
+        """The replicated alarms (etcd raises them through raft too): {"on": bool, "alarm":
+        1 NOSPACE (the default) | 2 CORRUPT, "memberID": the member found to differ}."""
+        kind, on = body.get("alarm", ALARM_NOSPACE), bool(body.get("on"))
+        if kind == ALARM_CORRUPT:
+            self.corrupt, self.corrupt_member = on, body.get("memberID", 0) if on else 0
+            codec.put_meta(w.txn, self._meta, META_CORRUPT, 1 if on else 0)
+            codec.put_meta(w.txn, self._meta, META_CORRUPT_MEMBER, self.corrupt_member)
+        elif kind == ALARM_NOSPACE:
+            self.alarm = on
+            codec.put_meta(w.txn, self._meta, META_ALARM, 1 if self.alarm else 0)
+        else:
+            raise RaftkvError("BAD_REQUEST", f"raftkv: unknown alarm {kind!r}")
         return {"header": {"revision": self._rev}, "alarm": self.alarm}
 
     def disarm(self):

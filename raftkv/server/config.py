@@ -75,12 +75,16 @@ class ServerConfig:
     # revision (retention: revisions); retention 0 is off, etcd's default.
     auto_compaction_mode: str = "periodic"
     auto_compaction_retention: str = "0"
+    # etcd's periodic corruption check (a duration; 0s: off, etcd's default): the leader
+    # compares the members' HashKV and raises the CORRUPT alarm when one differs.
+    experimental_corrupt_check_time: str = "0s"
     auth_token: str = "simple"
     auth_token_ttl: int = 300
     bcrypt_cost: int = 10
     _tls = None  # not a field (no flag): tls_contexts() once built
     _jwt = None  # not a field: the JwtTokens of --auth-token jwt,..., built by finish()
     auto_compaction = 0  # not a field: the parsed retention (seconds or revisions; 0: off)
+    corrupt_check_s = 0.0  # not a field: the parsed --experimental-corrupt-check-time
 
     def finish(self):
         """Fill derived defaults and validate; raises ConfigError."""
@@ -113,6 +117,8 @@ class ServerConfig:
         if self.snapshot_catchup_entries < 1:
             raise ConfigError("--snapshot-catchup-entries must be at least 1")
         self._jwt = _jwt_tokens(self.auth_token)
+        self.corrupt_check_s = _duration_s(self.experimental_corrupt_check_time,
+                                           "--experimental-corrupt-check-time", zero_ok=True)
         try:
             self.auto_compaction = autocompact.parse_retention(self.auto_compaction_mode,
                                                                self.auto_compaction_retention)
@@ -262,20 +268,23 @@ def _jwt_tokens(spec):
                 raise ConfigError(f"--auth-token {name}={opts[name]}: {exc}") from None
     try:
         return JwtTokens(opts["sign-method"], keys["priv-key"], keys.get("pub-key"),
-                         _duration_s(opts.get("ttl", "5m")))
+                         _duration_s(opts.get("ttl", "5m"), "--auth-token jwt ttl"))
     except Exception as exc:  # noqa: BLE001 -- PyJWT/cryptography raise many kinds
         raise ConfigError(f"--auth-token jwt: {exc}") from None
 
 
-def _duration_s(text):
-    """Seconds of a Go duration such as "5m", "300s", "1h30m" or "1.5h" (positive)."""
+def _duration_s(text, flag, zero_ok=False):
+    """Seconds of a Go duration such as "5m", "300s", "1h30m" or "1.5h" (positive, or 0
+    with zero_ok); ConfigError names flag."""
+    if text == "0" and zero_ok:
+        return 0.0
     units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
     parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", text)
     if not parts or "".join(n + u for n, u in parts) != text:
-        raise ConfigError(f"--auth-token jwt ttl={text!r} is not a duration like 5m or 300s")
+        raise ConfigError(f"{flag} {text!r} is not a duration like 5m or 300s")
     seconds = sum(float(n) * units[u] for n, u in parts)
-    if seconds <= 0:
-        raise ConfigError("--auth-token jwt ttl must be positive")
+    if seconds <= 0 and not zero_ok:
+        raise ConfigError(f"{flag} must be positive")
     return seconds
 
 

@@ -44,7 +44,7 @@ from raftkv.raft import (
     decode_conf_change,
     encode_conf_change,
 )
-from raftkv.server import autocompact
+from raftkv.server import autocompact, corruptcheck
 from raftkv.storage.engine import Engine
 from raftkv.storage.errors import StorageError
 from raftkv.storage.group_commit import GroupCommitter, after_commit, before_commit
@@ -344,6 +344,9 @@ class Member:
         self._tasks.append(raft_task)
         self._tasks.append(asyncio.get_running_loop().create_task(self._lease_loop()))
         self._tasks.append(asyncio.get_running_loop().create_task(self._publish_loop()))
+        if self.cfg.corrupt_check_s:
+            self._tasks.append(asyncio.get_running_loop().create_task(
+                corruptcheck.run(self, self.cfg.corrupt_check_s)))
         if self.cfg.auto_compaction:
             compactor = autocompact.Compactor(self.cfg.auto_compaction_mode,
                                               self.cfg.auto_compaction)

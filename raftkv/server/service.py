@@ -12,6 +12,7 @@ import msgpack
 
 from raftkv.errors import RaftkvError
 from raftkv.mvcc import auth as auth_mod, snapshot as mvcc_snapshot, txncheck
+from raftkv.mvcc.kvstore import CORRUPT_STOPS
 from raftkv.raft import ConfChangeSingle, ConfChangeType, ConfChangeV2, Role
 from raftkv.raft.errors import ProposalDroppedError
 from raftkv.server.authn import AuthFrontEnd
@@ -41,7 +42,7 @@ LEADER_MEMBER_OPS = ("member_add", "member_remove", "member_promote")  # forward
 ADMIN_FRONT_OPS = frozenset({*LEADER_MEMBER_OPS, "member_update", "defragment", "hash",
                              "hash_kv", "move_leader"})
 LEARNER_READY_PERCENT = 0.9  # etcd's readyPercent for promoting a learner
-NOSPACE = 1
+NOSPACE, CORRUPT = 1, 2  # etcdserverpb.AlarmType
 SNAPSHOT_READ_BYTES = 1 << 20
 
 
@@ -64,6 +65,7 @@ class Service:
         self._over_quota = False
         for op in LEADER_MEMBER_OPS:
             member.forward_handlers[op] = getattr(self, "_op_" + op)
+        member.forward_handlers["hash_kv"] = self._op_hash_kv  # the leader's corruption check
         self.auth = AuthFrontEnd(self)
 
     @property
@@ -122,7 +124,7 @@ class Service:
     # ---------------------------------------------------------------- KV
     async def _write(self, op, body):
         rid = body.pop("request_id", None)
-        size = self._check_write(body)
+        size = self._check_write(body, op)
         if op in GROWING_OPS:
             await self._check_quota()
         fut = self.loop.propose(op, body, size, self.timeout_s, rid=rid)
@@ -131,7 +133,9 @@ class Service:
             raise resp
         return self._with_header(resp)
 
-    def _check_write(self, body):
+    def _check_write(self, body, op):
+        if self.m.kv.corrupt and op in CORRUPT_STOPS:  # no writes until disarmed
+            raise RaftkvError("CORRUPT")
         size = _size(body)
         if size > self.max_request_bytes:
             raise RaftkvError("REQUEST_TOO_LARGE")
@@ -154,7 +158,7 @@ class Service:
             raise RaftkvError("USER_EMPTY")
         txncheck.check_shape(op, body)
         body[auth_mod.USER_FIELD] = user
-        size = self._check_write(body)
+        size = self._check_write(body, op)
 
         def finish(resp, exc):
             if exc is None and isinstance(resp, RaftkvError):
@@ -172,6 +176,8 @@ class Service:
         if self.loop.leader_id == 0:
             raise RaftkvError("NO_LEADER")
         user = self.user_of(dict(who or {}))
+        if self.m.kv.corrupt:
+            raise RaftkvError("CORRUPT")
         for op, body in items:  # all checked before any is proposed
             self.user_of(body)
             txncheck.check_shape(op, body)
@@ -209,6 +215,8 @@ class Service:
         if self.loop.leader_id == 0:
             raise RaftkvError("NO_LEADER")
         user = self.user_of(dict(who or {}))
+        if self.m.kv.corrupt:
+            raise RaftkvError("CORRUPT")
         auth = self.m.kv.auth
         if len(kvs) % 2:
             raise RaftkvError("BAD_REQUEST", "raftkv: put_many wants kvs [key, value, ...]")
@@ -453,7 +461,8 @@ class Service:
     # ---------------------------------------------------------------- maintenance
     async def _op_status(self, body):
         st = self.loop.node.status()
-        errors = ["memberID:%d alarm:NOSPACE " % self.m.id] if self.m.kv.alarm else []
+        errors = ["memberID:%d alarm:%s " % (a["memberID"], "NOSPACE" if a["alarm"] == NOSPACE
+                                             else "CORRUPT") for a in self._alarms()]
         db = self.m.kv.backend_bytes()
         voters = st["voters"]
         return {"header": self.header(), "version": VERSION, "dbSize": db,
@@ -467,15 +476,30 @@ class Service:
                 "role": st["role"], "backend": _backend()}
 
     async def _op_alarm(self, body):
-        action = body.get("action", 0)
-        if action == 2 and body.get("alarm", 0) in (0, NOSPACE) and self.m.kv.alarm:
-            # Disarm through the log; a store still over quota raises it again on next write.
-            await self._write("alarm_set", {"on": False})
-            # etcd answers a DEACTIVATE with the alarms it deactivated (etcdctl prints them)
-            disarmed = {"memberID": body.get("memberID") or self.m.id, "alarm": NOSPACE}
-            return {"header": self.header(), "alarms": [disarmed]}
-        alarms = [{"memberID": self.m.id, "alarm": NOSPACE}] if self.m.kv.alarm else []
-        return {"header": self.header(), "alarms": alarms}
+        kv = self.m.kv
+        action, kind = body.get("action", 0), body.get("alarm", 0)
+        if action == 2:  # DEACTIVATE, through the log
+            disarmed = []
+            # a store still over quota raises NOSPACE again on its next write
+            if kind in (0, NOSPACE) and kv.alarm:
+                await self._write("alarm_set", {"on": False})
+                disarmed.append({"memberID": body.get("memberID") or self.m.id,
+                                 "alarm": NOSPACE})
+            if kind in (0, CORRUPT) and kv.corrupt:
+                member = kv.corrupt_member
+                await self._write("alarm_set", {"on": False, "alarm": CORRUPT})
+                disarmed.append({"memberID": member, "alarm": CORRUPT})
+            if disarmed:  # etcd answers with the alarms it deactivated (etcdctl prints them)
+                return {"header": self.header(), "alarms": disarmed}
+        return {"header": self.header(), "alarms": self._alarms()}
+
+    def _alarms(self):
+        kv, alarms = self.m.kv, []
+        if kv.alarm:
+            alarms.append({"memberID": self.m.id, "alarm": NOSPACE})
+        if kv.corrupt:
+            alarms.append({"memberID": kv.corrupt_member, "alarm": CORRUPT})
+        return alarms
 
     async def _op_defragment(self, body):
         return {"header": self.header()}
