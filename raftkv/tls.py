@@ -71,6 +71,23 @@ def common_name(peercert):
     return None
 
 
+def matches_hostname(peercert, hostname):
+    """True when a verified certificate (ssl's getpeercert() dict) is valid for hostname: a
+    DNS name in its subjectAltName (a leading "*." matching one label) or an IP address."""
+    want = hostname.lower().rstrip(".")
+    for kind, value in (peercert or {}).get("subjectAltName", ()):
+        value = value.lower().rstrip(".")
+        if kind == "IP Address" and value == want:
+            return True
+        if kind != "DNS":
+            continue
+        if value == want:
+            return True
+        if value.startswith("*.") and "." in want and want.split(".", 1)[1] == value[2:]:
+            return True
+    return False
+
+
 def read_pem(path, what):
     """The bytes of a PEM file (for grpc's credentials), or TLSConfigError naming it."""
     try:

@@ -69,6 +69,8 @@ class ServerConfig:
     peer_client_cert_auth: bool = False
     # Accept peer connections only from a certificate with this CN (etcd's flag).
     peer_cert_allowed_cn: str = ""
+    # ... or only from a certificate valid for this host name (etcd's flag).
+    peer_cert_allowed_hostname: str = ""
     # Authentication (etcd's flags): the token kind (only "simple"), how long a token lives
     # after its last use (s), and the password hash's work factor (each step doubles it).
     # etcd's auto-compaction: periodic (retention: hours, or a duration such as 30m) or
@@ -172,9 +174,14 @@ class ServerConfig:
                 raise ConfigError(f"https:// URLs need {names[0]} and {names[1]}")
             if auth and not ca:
                 raise ConfigError(f"{names[3]} needs {names[2]}")
-        if self.peer_cert_allowed_cn and not (self.peer_tls and self.peer_client_cert_auth):
-            raise ConfigError("--peer-cert-allowed-cn needs https:// peer URLs and "
-                              "--peer-client-cert-auth (else no peer certificate is checked)")
+        for flag, value in (("--peer-cert-allowed-cn", self.peer_cert_allowed_cn),
+                            ("--peer-cert-allowed-hostname", self.peer_cert_allowed_hostname)):
+            if value and not (self.peer_tls and self.peer_client_cert_auth):
+                raise ConfigError(f"{flag} needs https:// peer URLs and "
+                                  "--peer-client-cert-auth (else no peer certificate is checked)")
+        if self.peer_cert_allowed_cn and self.peer_cert_allowed_hostname:
+            raise ConfigError("--peer-cert-allowed-cn and --peer-cert-allowed-hostname are "
+                              "mutually exclusive")
         try:
             self.tls_contexts()
         except TLSConfigError as exc:

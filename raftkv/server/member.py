@@ -331,7 +331,8 @@ class Member:
             snapshot_source=lambda: mvcc_snapshot.export_chunks(self.kv),
             on_snapshot_sent=self._on_snapshot_sent, spool_dir=self.cfg.data_dir,
             ssl_server=peer_in, ssl_client=peer_out,
-            allowed_cn=self.cfg.peer_cert_allowed_cn or None)
+            allowed_cn=self.cfg.peer_cert_allowed_cn or None,
+            allowed_hostname=self.cfg.peer_cert_allowed_hostname or None)
         self.peer_port = await self.transport.start(host, port)
         failpoints = os.environ.get("RAFTKV_FAILPOINT_DIR")
         if failpoints:  # tests only: cut this member off from the peers its file names

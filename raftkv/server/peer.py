@@ -37,7 +37,7 @@ import tempfile
 import msgpack
 
 from raftkv.errors import RaftkvError
-from raftkv.tls import common_name
+from raftkv.tls import common_name, matches_hostname
 from raftkv.raft.types import (
     ConfState,
     Entry,
@@ -281,7 +281,7 @@ class _Peer:
 class PeerTransport:
     def __init__(self, member_id, token, peers, bind_host, *, on_message, on_forward,
                  snapshot_source=None, on_snapshot_sent=None, spool_dir=None, ssl_server=None,
-                 ssl_client=None, allowed_cn=None):
+                 ssl_client=None, allowed_cn=None, allowed_hostname=None):
         self.member_id = member_id
         self.token = token
         self.bind_host = bind_host
@@ -289,6 +289,7 @@ class PeerTransport:
         self.ssl_server = ssl_server
         self.ssl_client = ssl_client
         self.allowed_cn = allowed_cn  # --peer-cert-allowed-cn: the only peer CN let in
+        self.allowed_hostname = allowed_hostname  # --peer-cert-allowed-hostname
         self.on_message = on_message  # fn(Message)
         self.on_forward = on_forward  # async fn(op, body) -> dict
         self.snapshot_source = snapshot_source  # fn() -> iterator of bytes chunks
@@ -528,6 +529,10 @@ class PeerTransport:
                 if cn != self.allowed_cn:
                     raise PeerProtocolError(f"its certificate's CN {cn!r} is not "
                                             f"--peer-cert-allowed-cn {self.allowed_cn!r}")
+            if self.allowed_hostname is not None and not matches_hostname(
+                    writer.get_extra_info("peercert"), self.allowed_hostname):
+                raise PeerProtocolError("its certificate is not valid for "
+                                        f"--peer-cert-allowed-hostname {self.allowed_hostname!r}")
             frm = await self._check_hello(await _read_frame(reader), peer_name)
             if frm is None:
                 return

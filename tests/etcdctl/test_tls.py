@@ -167,19 +167,24 @@ def test_grpc_workers_serve_tls_and_pass_on_the_certificate_name(tmp_path, pki):
         assert "2 worker processes" in log and "TLS for clients" in log
 
 
-@pytest.mark.parametrize("allowed,forms", [("raftkv-test-member", True),
-                                           ("someone-else", False)])
-def test_peer_cert_allowed_cn(tmp_path, pki, allowed, forms):
-    """etcd's --peer-cert-allowed-cn: a member lets in peers whose certificate has that CN
-    only; with a CN no peer has, no peer link comes up, so no leader is ever elected."""
-    cluster = _tls_cluster(tmp_path, pki, extra=["--peer-cert-allowed-cn", allowed])
+@pytest.mark.parametrize("flag,allowed,forms", [
+    ("--peer-cert-allowed-cn", "raftkv-test-member", True),
+    ("--peer-cert-allowed-cn", "someone-else", False),
+    ("--peer-cert-allowed-hostname", "localhost", True),
+    ("--peer-cert-allowed-hostname", "example.com", False),
+])
+def test_peer_cert_allowed_cn_and_hostname(tmp_path, pki, flag, allowed, forms):
+    """etcd's --peer-cert-allowed-cn (or -hostname): a member lets in only peers whose
+    certificate has that CN (or is valid for that host name); when no peer's is, no peer link
+    comes up, so no leader is ever elected."""
+    cluster = _tls_cluster(tmp_path, pki, extra=[flag, allowed])
     with running(cluster) as c:
         ctl = _WithArgs(Ctl(_https(c)), ["--cacert", str(pki.ca)])
         if forms:
             wait_healthy(ctl)
             ctl.run("put", "/cn/k", "v")
             return
-        wait_for(lambda: "is not --peer-cert-allowed-cn" in open(c.members[0].log_path).read(),
+        wait_for(lambda: f"{flag} {allowed!r}" in open(c.members[0].log_path).read(),
                  20.0, 0.2, "a refused peer connection")
         proc = ctl.run("endpoint", "health", check=False, timeout=30)
         assert proc.returncode != 0

@@ -80,3 +80,15 @@ def test_client_cert_auth_needs_a_ca(pki):
 
 def test_read_pem(pki):
     assert tls.read_pem(pki.ca, "CA").startswith(b"-----BEGIN CERTIFICATE-----")
+
+
+def test_matches_hostname():
+    from raftkv.tls import matches_hostname
+
+    cert = {"subjectAltName": (("DNS", "localhost"), ("DNS", "*.example.com"),
+                               ("IP Address", "127.0.0.1"))}
+    assert matches_hostname(cert, "localhost") and matches_hostname(cert, "LOCALHOST.")
+    assert matches_hostname(cert, "a.example.com") and matches_hostname(cert, "127.0.0.1")
+    for name in ("example.com", "a.b.example.com", "otherhost", "127.0.0.2"):
+        assert not matches_hostname(cert, name), name
+    assert not matches_hostname(None, "localhost") and not matches_hostname({}, "localhost")

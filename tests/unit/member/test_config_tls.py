@@ -96,3 +96,15 @@ def test_peer_cert_allowed_cn_needs_checked_peer_certificates(pki):
         cfg(*peers, "--peer-cert-allowed-cn", "m")
     c = cfg(*peers, "--peer-client-cert-auth", "--peer-cert-allowed-cn", "m")
     assert c.peer_cert_allowed_cn == "m"
+
+
+def test_peer_cert_allowed_hostname_and_cn_are_exclusive(pki):
+    peers = ["--listen-peer-urls", "https://127.0.0.1:2380",
+             "--initial-cluster", "m1=https://127.0.0.1:2380",
+             "--peer-cert-file", str(pki.server_cert), "--peer-key-file", str(pki.server_key),
+             "--peer-trusted-ca-file", str(pki.ca), "--peer-client-cert-auth"]
+    assert cfg(*peers, "--peer-cert-allowed-hostname", "h").peer_cert_allowed_hostname == "h"
+    with pytest.raises(ConfigError, match="mutually exclusive"):
+        cfg(*peers, "--peer-cert-allowed-hostname", "h", "--peer-cert-allowed-cn", "m")
+    with pytest.raises(ConfigError, match="--peer-cert-allowed-hostname needs"):
+        cfg("--peer-cert-allowed-hostname", "h")
