@@ -74,9 +74,10 @@ ADMIN_OPS = frozenset({"auth_enable", "auth_disable", "user_add", "user_delete",
                        "role_add", "role_delete", "role_grant_permission",
                        "role_revoke_permission"})
 TOKEN_OP = "auth_assign_token"
-# The service's own auth ops (reads of the auth state, and Authenticate).
-FRONT_END_OPS = frozenset({"authenticate", "auth_status", "user_get", "user_list", "role_get",
-                           "role_list", TOKEN_OP})
+# Reads of the auth state (the service answers them itself), and all the ops the service
+# handles, besides the log ops above, with the token assignment it proposes.
+READ_OPS = frozenset({"auth_status", "user_get", "user_list", "role_get", "role_list"})
+FRONT_END_OPS = READ_OPS | {"authenticate", TOKEN_OP}
 
 
 JWT_METHODS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
@@ -285,10 +286,7 @@ class AuthStore:
         return sorted(self._roles)
 
     def user_roles(self, name):
-        rec = self._users.get(name)
-        if rec is None:
-            raise RaftkvError("USER_NOT_FOUND")
-        return list(rec["roles"])
+        return list(self._user(name)["roles"])
 
     def roles_of(self, name):
         """user_roles, but [] for an unknown user."""
@@ -443,16 +441,25 @@ class AuthStore:
         self._perms = {}
 
     def _put_user(self, txn, name, rec):
-        users = dict(self._users)  # copy on write: readers on the loop thread see old or new
-        users[name] = rec
-        self._users = users
-        txn.put(_USER + name.encode(), _packb(rec), db=self._db)
+        """Store (rec None: delete) a user record."""
+        self._users = self._record(txn, _USER, self._users, name, rec)
 
     def _put_role(self, txn, name, perms):
-        roles = dict(self._roles)
-        roles[name] = perms
-        self._roles = roles
-        txn.put(_ROLE + name.encode(), _packb([list(p) for p in perms]), db=self._db)
+        """Store (perms None: delete) a role's permissions."""
+        self._roles = self._record(txn, _ROLE, self._roles, name, perms)
+
+    def _record(self, txn, prefix, table, name, value):
+        """The table with name set to value (None: removed), written to the txn too. A copy:
+        readers on the loop thread see the old table or the new one, never one half-changed."""
+        table = dict(table)
+        key = prefix + name.encode()
+        if value is None:
+            del table[name]
+            txn.delete(key, db=self._db)
+        else:
+            table[name] = value
+            txn.put(key, _packb(value), db=self._db)
+        return table
 
     def _user(self, name):
         rec = self._users.get(name)
@@ -499,10 +506,7 @@ class AuthStore:
         if self.enabled and name == ROOT:
             raise RaftkvError("INVALID_AUTH_MGMT")
         self._user(name)
-        users = dict(self._users)
-        del users[name]
-        self._users = users
-        w.txn.delete(_USER + name.encode(), db=self._db)
+        self._put_user(w.txn, name, None)
         self._invalidate_user(name)
         self._commit(w.txn)
         return {}
@@ -553,10 +557,7 @@ class AuthStore:
             raise RaftkvError("INVALID_AUTH_MGMT")
         if role not in self._roles:
             raise RaftkvError("ROLE_NOT_FOUND")
-        roles = dict(self._roles)
-        del roles[role]
-        self._roles = roles
-        w.txn.delete(_ROLE + role.encode(), db=self._db)
+        self._put_role(w.txn, role, None)
         for name, rec in sorted(self._users.items()):
             if role in rec["roles"]:
                 self._put_user(w.txn, name,

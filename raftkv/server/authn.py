@@ -15,11 +15,8 @@ import asyncio
 from raftkv.errors import RaftkvError
 from raftkv.mvcc import auth as auth_mod
 
-READ_OPS = frozenset({"auth_status", "user_get", "user_list", "role_get", "role_list"})
-
-
 class AuthFrontEnd:
-    OPS = auth_mod.ADMIN_OPS | READ_OPS | {"authenticate"}
+    OPS = auth_mod.ADMIN_OPS | auth_mod.READ_OPS | {"authenticate"}
 
     def __init__(self, service):
         self._service = service
@@ -32,7 +29,7 @@ class AuthFrontEnd:
         service, store = self._service, self._store
         if op == "authenticate":
             return await self._authenticate(body)
-        if op in READ_OPS:
+        if op in auth_mod.READ_OPS:
             await service.read_barrier()
             self._check_read(op, body, user)
             return dict(self._read(op, body), header=service.header())
