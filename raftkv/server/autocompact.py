@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import re
 
 from raftkv.errors import RaftkvError
 from raftkv.raft import Role
@@ -27,31 +26,6 @@ log = logging.getLogger("raftkv.autocompact")
 REVISION_INTERVAL_S = 300.0  # etcd's revision compactor runs every 5 minutes
 HOUR_S = 3600.0
 MODES = ("periodic", "revision")
-
-
-def parse_retention(mode, text):
-    """The retention in seconds (periodic) or revisions (revision); 0: off. periodic takes a
-    duration ("30m", "1h30m", "90s") or a number of hours ("1", "0.5"), as etcd."""
-    text = str(text).strip()
-    if mode not in MODES:
-        raise ValueError(f"--auto-compaction-mode must be periodic or revision, not {mode!r}")
-    if mode == "revision":
-        if not text.isdigit():
-            raise ValueError(f"--auto-compaction-retention {text!r}: revision mode takes a "
-                             "number of revisions")
-        return int(text)
-    try:
-        hours = float(text)
-    except ValueError:
-        units = {"h": HOUR_S, "m": 60.0, "s": 1.0}
-        parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", text)
-        if not parts or "".join(n + u for n, u in parts) != text:
-            raise ValueError(f"--auto-compaction-retention {text!r} is neither a number of "
-                             "hours nor a duration like 30m or 1h30m") from None
-        return sum(float(n) * units[u] for n, u in parts)
-    if hours < 0:
-        raise ValueError("--auto-compaction-retention must not be negative")
-    return hours * HOUR_S
 
 
 class Compactor:

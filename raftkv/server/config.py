@@ -71,8 +71,6 @@ class ServerConfig:
     peer_cert_allowed_cn: str = ""
     # ... or only from a certificate valid for this host name (etcd's flag).
     peer_cert_allowed_hostname: str = ""
-    # Authentication (etcd's flags): the token kind (only "simple"), how long a token lives
-    # after its last use (s), and the password hash's work factor (each step doubles it).
     # etcd's auto-compaction: periodic (retention: hours, or a duration such as 30m) or
     # revision (retention: revisions); retention 0 is off, etcd's default.
     auto_compaction_mode: str = "periodic"
@@ -80,6 +78,9 @@ class ServerConfig:
     # etcd's periodic corruption check (a duration; 0s: off, etcd's default): the leader
     # compares the members' HashKV and raises the CORRUPT alarm when one differs.
     experimental_corrupt_check_time: str = "0s"
+    # Authentication (etcd's flags): the token kind ("simple", or "jwt,..." with its options),
+    # how long a simple token lives after its last use (s), and the password hash's work factor
+    # (each step doubles it).
     auth_token: str = "simple"
     auth_token_ttl: int = 300
     bcrypt_cost: int = 10
@@ -121,11 +122,8 @@ class ServerConfig:
         self._jwt = _jwt_tokens(self.auth_token)
         self.corrupt_check_s = _duration_s(self.experimental_corrupt_check_time,
                                            "--experimental-corrupt-check-time", zero_ok=True)
-        try:
-            self.auto_compaction = autocompact.parse_retention(self.auto_compaction_mode,
-                                                               self.auto_compaction_retention)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        self.auto_compaction = parse_retention(self.auto_compaction_mode,
+                                               self.auto_compaction_retention)
         if self.auth_token_ttl <= 0:
             raise ConfigError("--auth-token-ttl must be positive (seconds)")
         if not 4 <= self.bcrypt_cost <= 16:
@@ -278,6 +276,27 @@ def _jwt_tokens(spec):
                          _duration_s(opts.get("ttl", "5m"), "--auth-token jwt ttl"))
     except Exception as exc:  # noqa: BLE001 -- PyJWT/cryptography raise many kinds
         raise ConfigError(f"--auth-token jwt: {exc}") from None
+
+
+def parse_retention(mode, text):
+    """--auto-compaction-retention in seconds (periodic) or revisions (revision); 0: off.
+    periodic takes a duration ("30m", "1h30m") or a number of hours ("1", "0.5"), as etcd."""
+    text = str(text).strip()
+    if mode not in autocompact.MODES:
+        raise ConfigError("--auto-compaction-mode must be periodic or revision, not "
+                          f"{mode!r}")
+    if mode == "revision":
+        if not text.isdigit():
+            raise ConfigError(f"--auto-compaction-retention {text!r}: revision mode takes a "
+                              "number of revisions")
+        return int(text)
+    try:
+        hours = float(text)
+    except ValueError:
+        return _duration_s(text, "--auto-compaction-retention", zero_ok=True)
+    if hours < 0:
+        raise ConfigError("--auto-compaction-retention must not be negative")
+    return hours * autocompact.HOUR_S
 
 
 def _duration_s(text, flag, zero_ok=False):

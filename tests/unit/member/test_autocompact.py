@@ -2,8 +2,8 @@
 import pytest
 
 from raftkv.server import autocompact
-from raftkv.server.autocompact import Compactor, parse_retention
-from raftkv.server.config import ConfigError, load_config
+from raftkv.server.autocompact import Compactor
+from raftkv.server.config import ConfigError, load_config, parse_retention
 
 
 @pytest.mark.parametrize("mode,text,want", [
