@@ -18,11 +18,11 @@ import logging
 
 from raftkv.errors import RaftkvError
 from raftkv.mvcc import snapshot as mvcc_snapshot
+from raftkv.mvcc.kvstore import ALARM_CORRUPT
 from raftkv.raft import Role
 
 log = logging.getLogger("raftkv.corruptcheck")
 
-ALARM_CORRUPT = 2
 FORWARD_TIMEOUT_S = 5.0
 
 

@@ -12,6 +12,7 @@ import msgpack
 
 from raftkv.errors import RaftkvError
 from raftkv.mvcc import auth as auth_mod, snapshot as mvcc_snapshot, txncheck
+from raftkv.mvcc.kvstore import ALARM_CORRUPT as CORRUPT, ALARM_NOSPACE as NOSPACE
 from raftkv.mvcc.kvstore import CORRUPT_STOPS
 from raftkv.raft import ConfChangeSingle, ConfChangeType, ConfChangeV2, Role
 from raftkv.raft.errors import ProposalDroppedError
@@ -42,7 +43,6 @@ LEADER_MEMBER_OPS = ("member_add", "member_remove", "member_promote")  # forward
 ADMIN_FRONT_OPS = frozenset({*LEADER_MEMBER_OPS, "member_update", "defragment", "hash",
                              "hash_kv", "move_leader"})
 LEARNER_READY_PERCENT = 0.9  # etcd's readyPercent for promoting a learner
-NOSPACE, CORRUPT = 1, 2  # etcdserverpb.AlarmType
 SNAPSHOT_READ_BYTES = 1 << 20
 
 
@@ -86,9 +86,8 @@ class Service:
         if op in self.auth.OPS:
             return await self.auth.call(op, body, user)
         auth = self.m.kv.auth
+        self._require_user(op, user)
         if auth.enabled:  # reads and membership are checked here; writes in apply
-            if not user and op in KEY_WRITE_OPS:
-                raise RaftkvError("USER_EMPTY")  # at once (apply would refuse it too)
             if op == "range":
                 auth.check_read(user, body.get("key", b""), body.get("range_end", b""))
             elif op in ADMIN_FRONT_OPS:
@@ -102,6 +101,22 @@ class Service:
             body[auth_mod.USER_FIELD] = user
             return await self._write(op, body)
         raise RaftkvError("UNKNOWN_OP", f"raftkv: unknown operation {op!r}")
+
+    def _require_user(self, op, user):
+        """USER_EMPTY at once for a key write without a user once auth is on (apply would
+        refuse it too)."""
+        if not user and op in KEY_WRITE_OPS and self.m.kv.auth.enabled:
+            raise RaftkvError("USER_EMPTY")
+
+    def _bulk_user(self, who):
+        """batch and put_many: a leader must be known, no CORRUPT alarm raised; returns the
+        user `who` (the request's identity fields, see user_of) names."""
+        if self.loop.leader_id == 0:
+            raise RaftkvError("NO_LEADER")
+        user = self.user_of(dict(who or {}))
+        if self.m.kv.corrupt:
+            raise RaftkvError("CORRUPT")
+        return user
 
     def user_of(self, body):
         """The user a request runs as: pops its "token", its client certificate's CN (put in
@@ -154,8 +169,7 @@ class Service:
             return None
         rid = body.pop("request_id", None)
         user = self.user_of(body)
-        if not user and self.m.kv.auth.enabled:
-            raise RaftkvError("USER_EMPTY")
+        self._require_user(op, user)
         txncheck.check_shape(op, body)
         body[auth_mod.USER_FIELD] = user
         size = self._check_write(body, op)
@@ -173,11 +187,7 @@ class Service:
         rid: the client's idempotency id; chunk k of the batch is deduplicated as (rid, k).
         who: the request's identity fields (token, certificate CN; see user_of); the items'
         own are ignored."""
-        if self.loop.leader_id == 0:
-            raise RaftkvError("NO_LEADER")
-        user = self.user_of(dict(who or {}))
-        if self.m.kv.corrupt:
-            raise RaftkvError("CORRUPT")
+        user = self._bulk_user(who)
         for op, body in items:  # all checked before any is proposed
             self.user_of(body)
             txncheck.check_shape(op, body)
@@ -212,11 +222,7 @@ class Service:
         for the others. rid: the client's idempotency id; chunk k is deduplicated as (rid, k).
         who: the request's identity fields (see batch).
         """
-        if self.loop.leader_id == 0:
-            raise RaftkvError("NO_LEADER")
-        user = self.user_of(dict(who or {}))
-        if self.m.kv.corrupt:
-            raise RaftkvError("CORRUPT")
+        user = self._bulk_user(who)
         auth = self.m.kv.auth
         if len(kvs) % 2:
             raise RaftkvError("BAD_REQUEST", "raftkv: put_many wants kvs [key, value, ...]")
