@@ -21,8 +21,8 @@ import hmac
 import logging
 
 from raftkv.api import wire
-from raftkv.tls import common_name
 from raftkv.mvcc import auth
+from raftkv.tls import common_name
 
 log = logging.getLogger(__name__)
 

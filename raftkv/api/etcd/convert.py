@@ -98,7 +98,7 @@ async def abort(context, error):
     await context.abort(status_code(error), error.message)
 
 
-def with_token(context, body):
+def with_identity(context, body):
     """body with who sends it: the auth token the client sent as gRPC metadata "token"
     (etcd's key), and the CN of its verified TLS certificate (--client-cert-auth)."""
     for item in context.invocation_metadata() or ():
@@ -115,7 +115,7 @@ async def unary(service, context, op, request, response_cls, body=None):
     """Call one unary op: request message -> dict -> service -> dict -> response message."""
     try:
         body = to_dict(request) if body is None else body
-        result = await service.call(op, with_token(context, body))
+        result = await service.call(op, with_identity(context, body))
     except RaftkvError as exc:
         await abort(context, exc)
     return fill(response_cls(), result)

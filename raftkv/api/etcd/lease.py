@@ -7,7 +7,7 @@ As etcd does, an unknown lease is not an error for KeepAlive (TTL 0) nor for Tim
 from __future__ import annotations
 
 from raftkv.api.etcd.convert import RaftkvError, abort, current_header, fill, to_dict, unary, \
-    with_token
+    with_identity
 from raftkv.api.etcd.proto import rpc_pb2, rpc_pb2_grpc
 
 
@@ -40,7 +40,7 @@ class LeaseServicer(rpc_pb2_grpc.LeaseServicer):
         """service.call(op); an unknown lease answers {ID, TTL: unknown_ttl} instead."""
         try:
             try:
-                return await self._service.call(op, with_token(context, to_dict(request)))
+                return await self._service.call(op, with_identity(context, to_dict(request)))
             except RaftkvError as exc:
                 if exc.code != "LEASE_NOT_FOUND":
                     raise

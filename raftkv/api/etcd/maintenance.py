@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 
-from raftkv.api.etcd.convert import RaftkvError, abort, unary, with_token
+from raftkv.api.etcd.convert import RaftkvError, abort, unary, with_identity
 from raftkv.api.etcd.proto import rpc_pb2, rpc_pb2_grpc
 
 SNAPSHOT_BLOB_MAX = 1 << 20
@@ -50,7 +50,7 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
         digest = hashlib.sha256()
         total = 0
         try:
-            async for chunk in self._service.snapshot(who=with_token(context, {})):
+            async for chunk in self._service.snapshot(who=with_identity(context, {})):
                 chunk = bytes(chunk)
                 digest.update(chunk)
                 total += len(chunk)

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 
-from raftkv.api.etcd.convert import RaftkvError, abort, current_header, fill, with_token
+from raftkv.api.etcd.convert import RaftkvError, abort, current_header, fill, with_identity
 from raftkv.api.etcd.proto import rpc_pb2, rpc_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class WatchServicer(rpc_pb2_grpc.WatchServicer):
         if _wants_leader(context):
             await self._require_leader(context)
         stream = _WatchStream(self._service, self._max_bytes, self._progress_interval,
-                              with_token(context, {}))
+                              with_identity(context, {}))
         reader = asyncio.ensure_future(stream.read(request_iterator))
         try:
             while True:
