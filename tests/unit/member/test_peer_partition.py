@@ -10,6 +10,7 @@ import pytest
 from raftkv.errors import RaftkvError
 from raftkv.raft.types import Message, MsgType
 from raftkv.server.peer import PeerTransport
+from tests.unit.member.helpers import wait_until
 
 TOKEN = "t"
 
@@ -33,13 +34,6 @@ async def _pair(received):
     return a, b
 
 
-async def _wait(pred, timeout_s=10.0):
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not pred():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.01)
-
-
 def _write(path, ids):
     with open(path + ".tmp", "w") as f:
         f.write(ids if isinstance(ids, str) else json.dumps(ids))
@@ -58,12 +52,12 @@ def test_a_partition_file_cuts_the_link_and_clearing_it_heals(tmp_path):
         try:
             a.send([_heartbeat(1, 2)])
             b.send([_heartbeat(2, 1)])
-            await _wait(lambda: received[1] and received[2])
+            await wait_until(lambda: received[1] and received[2])
             assert await a.forward(2, "ping", {}) == {"op": "ping"}
             assert a.describe() == "2 out up, 0 queued, in 1"
 
             _write(path, [2])  # a cuts itself off from b, in both directions
-            await _wait(lambda: a.blocked == {2})
+            await wait_until(lambda: a.blocked == {2})
             received[1].clear()
             received[2].clear()
             for _ in range(5):
@@ -76,12 +70,12 @@ def test_a_partition_file_cuts_the_link_and_clearing_it_heals(tmp_path):
             assert exc.value.code == "TIMEOUT"
 
             _write(path, "not json")  # unreadable: nobody is blocked
-            await _wait(lambda: not a.blocked)
+            await wait_until(lambda: not a.blocked)
             _write(path, [2])
-            await _wait(lambda: a.blocked == {2})
+            await wait_until(lambda: a.blocked == {2})
             _write(path, [])  # healed
-            await _wait(lambda: not a.blocked)
-            await _wait(lambda: (a.send([_heartbeat(1, 2)]), b.send([_heartbeat(2, 1)]),
+            await wait_until(lambda: not a.blocked)
+            await wait_until(lambda: (a.send([_heartbeat(1, 2)]), b.send([_heartbeat(2, 1)]),
                                  received[1] and received[2])[-1], timeout_s=10.0)
             assert await a.forward(2, "ping", {}) == {"op": "ping"}
         finally:

@@ -9,15 +9,9 @@ from raftkv.cli.local_cluster import free_ports
 from raftkv.raft.types import Message, MsgType
 from raftkv.server import peer as peer_mod
 from raftkv.server.peer import PeerTransport
+from tests.unit.member.helpers import wait_until
 
 TOKEN = "t"
-
-
-async def _wait(pred, timeout_s=10.0):
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not pred():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.01)
 
 
 @pytest.mark.timeout(60)
@@ -38,15 +32,15 @@ def test_a_peer_that_dials_us_ends_our_backoff(monkeypatch):
         b = None
         try:
             dialer = a._peers[2]
-            await _wait(lambda: dialer.failures >= 1)  # refused: now in its long backoff
+            await wait_until(lambda: dialer.failures >= 1)  # refused: now in its long backoff
             assert not dialer.connected
             b = PeerTransport(2, TOKEN, {1: ("127.0.0.1", aport)}, "127.0.0.1",
                               on_message=received.append, on_forward=answer)
             await b.start("127.0.0.1", bport)  # b's dialer reaches a at once
-            await _wait(lambda: dialer.connected)
+            await wait_until(lambda: dialer.connected)
             assert dialer.failures == 0
             a.send([Message(MsgType.HEARTBEAT, to=2, frm=1, term=2)])
-            await _wait(lambda: received)
+            await wait_until(lambda: received)
             assert received[0].frm == 1 and received[0].type == MsgType.HEARTBEAT
         finally:
             await a.close()

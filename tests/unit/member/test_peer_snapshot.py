@@ -7,6 +7,7 @@ import pytest
 
 from raftkv.raft.types import ConfState, Message, MsgType, Snapshot, SnapshotMetadata
 from raftkv.server.peer import PeerTransport, read_spooled_chunks
+from tests.unit.member.helpers import wait_until
 
 CHUNKS = [os.urandom(1000 + i) for i in range(40)]
 TOKEN = "t"
@@ -33,13 +34,6 @@ async def _pair(tmp_path, received, sent):
     return leader, follower
 
 
-async def _wait(pred, timeout_s=10.0):
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not pred():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.01)
-
-
 @pytest.mark.timeout(60)
 def test_snapshot_transfer_resumes_after_a_cut(tmp_path):
     received, sent, seqs = [], [], []
@@ -56,10 +50,10 @@ def test_snapshot_transfer_resumes_after_a_cut(tmp_path):
         leader.snapshot_chunk_hook = hook
         try:
             leader.send([_snap_msg()])
-            await _wait(lambda: sent)
+            await wait_until(lambda: sent)
             assert sent == [False] and not received  # the first attempt was cut
             leader.send([_snap_msg()])  # Raft offers the snapshot again
-            await _wait(lambda: received)
+            await wait_until(lambda: received)
             assert sent == [False, True]
         finally:
             await leader.close()
@@ -84,13 +78,13 @@ def test_an_image_is_reused_for_a_snapshot_it_covers(tmp_path):
         leader, follower = await _pair(tmp_path, received, sent)
         try:
             leader.send([_snap_msg(100)])
-            await _wait(lambda: len(received) == 1)
+            await wait_until(lambda: len(received) == 1)
             first = leader._image
             leader.send([_snap_msg(90)])  # an older snapshot point: same image
-            await _wait(lambda: len(received) == 2)
+            await wait_until(lambda: len(received) == 2)
             assert leader._image == first
             leader.send([_snap_msg(200)])  # newer: exported again, old image removed
-            await _wait(lambda: len(received) == 3)
+            await wait_until(lambda: len(received) == 3)
             assert leader._image[0] == 200 and not os.path.exists(first[2])
         finally:
             await leader.close()
@@ -120,7 +114,7 @@ def test_a_snapshot_offer_to_an_unreachable_peer_is_reported_failed(tmp_path):
         leader.set_peers({2: ("127.0.0.1", dead_port)})
         try:
             leader.send([_snap_msg()])
-            await _wait(lambda: sent)
+            await wait_until(lambda: sent)
             assert sent == [(2, False)]
         finally:
             await leader.close()
@@ -145,11 +139,11 @@ def test_the_dialer_survives_an_unexpected_error_in_a_connection(tmp_path):
         leader.snapshot_chunk_hook = hook
         try:
             leader.send([_snap_msg()])
-            await _wait(lambda: sent)
+            await wait_until(lambda: sent)
             assert sent == [False] and not received
             assert not leader._peers[2].task.done()
             leader.send([_snap_msg()])  # the dialer reconnected: the retry gets through
-            await _wait(lambda: received, timeout_s=20.0)
+            await wait_until(lambda: received, timeout_s=20.0)
             assert sent == [False, True]
         finally:
             await leader.close()
