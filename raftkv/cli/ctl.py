@@ -22,6 +22,7 @@ import asyncio
 import base64
 import csv
 import json
+import math
 import os
 import re
 import shlex
@@ -29,7 +30,7 @@ import sys
 import time
 
 from raftkv.api import wire
-from raftkv.cli import ctl_auth
+from raftkv.cli import ctl_auth, ctl_snapshot
 from raftkv.client import AsyncClient
 from raftkv.client.txn import Compare, Transactions, txn_body
 from raftkv.client.types import prefix_range_end, to_bytes
@@ -60,15 +61,17 @@ def _print_json(obj, out):
     out.write(json.dumps(_jsonable(obj)) + "\n")
 
 
-def _table(headers, rows, out):
+def write_table(headers, rows, out, align="^"):
+    """etcdctl's tables: headers centred, cells centred (align "^") or right-aligned (">")."""
     cols = [[str(h)] + [str(r[i]) for r in rows] for i, h in enumerate(headers)]
     widths = [max(len(c) for c in col) for col in cols]
     line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
 
-    def fmt(cells):
-        return "|" + "|".join(f" {str(c):^{w}} " for c, w in zip(cells, widths)) + "|"
+    def fmt(cells, how):
+        return "|" + "|".join(f" {str(c):{how}{w}} " for c, w in zip(cells, widths)) + "|"
 
-    out.write("\n".join([line, fmt(headers), line] + [fmt(r) for r in rows] + [line]) + "\n")
+    out.write("\n".join([line, fmt(headers, "^"), line] + [fmt(r, align) for r in rows]
+                        + [line]) + "\n")
 
 
 def _print_kvs(kvs, args, out):
@@ -85,7 +88,7 @@ def _emit(args, out, resp, simple, table=None):
         _print_json(resp, out)
     elif args.write_out == "table" and table is not None:
         headers, rows = table()
-        _table(headers, rows, out)
+        write_table(headers, rows, out)
     else:
         simple()
 
@@ -437,18 +440,22 @@ def _status_row(r):
     voters = r["Members"]
     tolerance = (voters - 1) // 2 if voters else 0
     return [r["Endpoint"], f"{header.get('member_id', 0):x}", st.get("version", ""),
-            _human_bytes(st.get("dbSize", 0)),
+            human_bytes(st.get("dbSize", 0)),
             str(st.get("leader", 0) == header.get("member_id", -1)).lower(),
             str(st.get("raftTerm", 0)), str(st.get("raftIndex", 0)),
             str(header.get("revision", 0)), str(tolerance), ", ".join(st.get("errors", []))]
 
 
-def _human_bytes(n):
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000.0
-    return str(n)
+def human_bytes(n):
+    """etcdctl's sizes (go-humanize's Bytes): "16 kB", "2.1 MB", "9 B"."""
+    if n < 10:
+        return f"{n:.0f} B"
+    units = ("B", "kB", "MB", "GB", "TB", "PB", "EB")
+    e = 0
+    while n >= 1000 ** (e + 1) and e < len(units) - 1:
+        e += 1
+    val = math.floor(n / 1000 ** e * 10 + 0.5) / 10
+    return f"{val:.1f} {units[e]}" if val < 10 else f"{val:.0f} {units[e]}"
 
 
 async def _endpoint_status(args, out):
@@ -690,11 +697,13 @@ def build_parser():
     _kv_parsers(sub)
     _cluster_parsers(sub)
     ctl_auth.add_parsers(sub)
+    ctl_snapshot.add_parsers(sub)
     return p
 
 
 async def _amain(args, out):
     async with AsyncClient(args.endpoints.split(","), timeout=args.command_timeout,
+                           prefer_leader=getattr(args, "prefer_leader", True),
                            **_client_kwargs(args)) as c:
         return await args.fn(c, args, out) or 0
 
@@ -733,6 +742,10 @@ def main(argv=None, out=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(hoist_global_flags(argv))
     out = out or sys.stdout
+    if getattr(args, "offline", None) is not None:  # snapshot status|restore: files only
+        from raftkv.utl.main import run_offline
+
+        return run_offline(args, out)
     try:
         return asyncio.run(_amain(args, out))
     except (wire.RaftkvError, ConnectionError, OSError, ValueError, _Failed) as exc:

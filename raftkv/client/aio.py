@@ -19,6 +19,7 @@ TLSHandshakeError, a ConnectionFailedError naming the endpoint and the reason.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import json
 import random
@@ -51,6 +52,9 @@ BACKOFF_MAX_S = 1.0
 PUT_MANY_BATCH_MAX = 256  # items per batch request
 PUT_MANY_BATCH_BYTES_MAX = 1024 * 1024  # keeps a batch frame under the 1.5 MiB request limit
 PUT_MANY_WINDOW = 8  # batches in flight at once
+# snapshot(): how long a member may go quiet between two chunks (it first writes the whole
+# image to a file, which takes a while for a large store).
+SNAPSHOT_IDLE_S = 60.0
 
 
 def parse_endpoint(ep):
@@ -442,6 +446,38 @@ class AsyncClient(AuthAdmin):
 
     async def members(self):
         return (await self.call("member_list", {})).get("members", [])
+
+    async def snapshot(self, f):
+        """Write the member's backend image (etcd's snapshot format: a bbolt file) to the
+        binary file object f, then its SHA-256, as etcdctl snapshot save does (so `raftkvutl
+        snapshot restore` and `etcdctl snapshot restore` check it). The member is the one this
+        client talks to: give one endpoint and prefer_leader=False to choose it. Returns the
+        image's size in bytes (without the hash)."""
+        deadline = time.monotonic() + self.timeout
+        body = await self.with_token({})
+        conn = await self.connection(deadline)
+        request_id, queue = conn.open_stream("snapshot", body)
+        digest, size = hashlib.sha256(), 0
+        try:
+            while True:
+                status, payload = await asyncio.wait_for(
+                    queue.get(), max(self.timeout, SNAPSHOT_IDLE_S))
+                if status == wire.STATUS_ITEM:
+                    f.write(payload)
+                    digest.update(payload)
+                    size += len(payload)
+                elif status in (wire.STATUS_END, wire.STATUS_OK):
+                    break
+                elif payload:
+                    raise wire.RaftkvError.from_wire(payload)
+                else:
+                    raise ConnectionLost(f"connection to {conn.endpoint} lost during snapshot")
+        except asyncio.TimeoutError:
+            raise wire.RaftkvError("TIMEOUT", "raftkv client: snapshot stalled") from None
+        finally:
+            conn.close_stream(request_id)
+        f.write(digest.digest())
+        return size
 
     async def compact(self, revision, physical=False):
         return await self.call("compact", {"revision": int(revision), "physical": physical})

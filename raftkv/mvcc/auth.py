@@ -26,11 +26,12 @@ names its user and the auth revision it was signed at; one signed before the lat
 the auth state is refused, so the client authenticates again (etcd refuses it as "revision of
 auth store is old", which its clients also answer by authenticating again).
 
-Passwords: PBKDF2-HMAC-SHA256 with a random salt (etcd uses bcrypt; PBKDF2 is in the standard
-library). --bcrypt-cost keeps etcd's meaning, each step doubling the work: 200 x 2**cost
-iterations. A password that was verified once is remembered (an HMAC of it under a per-process
-key) until the user's hash changes, so repeated Authenticate calls do not pay the hash again:
-etcd's bcrypt on every Authenticate has been a CPU hotspot.
+Passwords: bcrypt hashes of cost --bcrypt-cost, as etcd's, so that snapshots carry users
+between raftkv and etcd both ways (raftkv.mvcc.snapshot). A password longer than bcrypt's 72
+bytes gets PBKDF2-HMAC-SHA256 (200 x 2**cost iterations), as did every password before raftkv
+used bcrypt; both kinds are checked. A password that was verified once is remembered (an HMAC
+of it under a per-process key) until the user's hash changes, so repeated Authenticate calls do
+not pay the hash again: etcd's bcrypt on every Authenticate has been a CPU hotspot.
 """
 from __future__ import annotations
 
@@ -60,6 +61,8 @@ HASH_COST_DEFAULT = 10  # etcd --bcrypt-cost
 HASH_COST_MIN, HASH_COST_MAX = 4, 16
 _ITERATIONS_UNIT = 200
 _SCHEME = "pbkdf2_sha256"
+_BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")  # etcd's hashes (golang.org/x/crypto/bcrypt)
+_BCRYPT_MAX_BYTES = 72  # bcrypt uses no more of a password
 _VERIFIED_MAX = 1024  # remembered (user, password) verifications
 _TOKEN_SWEEP_EVERY = 256  # token assignments between sweeps of expired tokens
 _ENABLED, _REVISION = b"enabled", b"revision"
@@ -131,7 +134,14 @@ class JwtTokens:
 
 
 def hash_password(password, cost=HASH_COST_DEFAULT, salt=None):
-    """The stored form of password: "pbkdf2_sha256$iterations$salt$digest" (base64)."""
+    """The stored form of password: a bcrypt hash of that cost, as etcd stores ("$2b$10$..."),
+    so snapshots carry users between raftkv and etcd; a password longer than bcrypt's 72
+    bytes (or a given salt) gets PBKDF2, "pbkdf2_sha256$iterations$salt$digest" (base64)."""
+    raw = password.encode()
+    if salt is None and len(raw) <= _BCRYPT_MAX_BYTES:
+        import bcrypt
+
+        return bcrypt.hashpw(raw, bcrypt.gensalt(rounds=cost)).decode("ascii")
     iterations = _ITERATIONS_UNIT << cost
     salt = os.urandom(16) if salt is None else salt
     digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
@@ -139,6 +149,8 @@ def hash_password(password, cost=HASH_COST_DEFAULT, salt=None):
 
 
 def verify_password(password, stored):
+    if isinstance(stored, str) and stored.startswith(_BCRYPT_PREFIXES):
+        return _verify_bcrypt(password, stored)
     try:
         scheme, iterations, salt, digest = stored.split("$")
         iterations = int(iterations)
@@ -149,6 +161,52 @@ def verify_password(password, stored):
         return False
     got = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
     return hmac.compare_digest(got, digest)
+
+
+def _verify_bcrypt(password, stored):
+    """A bcrypt hash ("$2a$10$..."): hash_password's, or etcd's in a restored snapshot."""
+    import bcrypt
+
+    raw = password.encode()
+    if len(raw) > _BCRYPT_MAX_BYTES:
+        return False  # hash_password gives such passwords PBKDF2 hashes
+    try:
+        return bcrypt.checkpw(raw, stored.encode("ascii"))
+    except ValueError:
+        return False
+
+
+def read_state(txn, db):
+    """The committed auth state in the auth sub-db: {"enabled", "revision", "users", "roles"}
+    (users {name: record}, roles {name: [(perm type, key, range end)]}, by name) and
+    "enabled_set": whether auth was ever enabled or disabled (the flag is stored)."""
+    users, roles = {}, {}
+    for key, raw in txn.cursor(db=db):
+        if key.startswith(_USER):
+            users[key[len(_USER):].decode()] = _unpackb(raw)
+        elif key.startswith(_ROLE):
+            roles[key[len(_ROLE):].decode()] = [tuple(p) for p in _unpackb(raw)]
+    raw = txn.get(_REVISION, db=db)
+    flag = txn.get(_ENABLED, db=db)
+    return {"enabled": flag == b"\x01", "enabled_set": flag is not None,
+            "revision": int.from_bytes(raw, "big") if raw else 0, "users": users,
+            "roles": roles}
+
+
+def import_records(txn, db, enabled, revision, users, roles):
+    """Write an imported auth state (an etcd snapshot's, see snapshot.import_bbolt) into the
+    empty auth sub-db: users {name: {"password": hash or None, "roles": names, "no_password":
+    bool}} and roles {name: [(perm type, key, range end)]}, in the records AuthStore.load
+    reads."""
+    assert txn.stat(db)["entries"] == 0, "import_records writes into an empty auth sub-db"
+    for name, rec in users.items():
+        txn.put(_USER + name.encode(), _packb(dict(rec, roles=sorted(rec["roles"]))), db=db)
+    for name, perms in roles.items():
+        perms = sorted((tuple(p) for p in perms), key=lambda p: (p[1], p[2]))
+        txn.put(_ROLE + name.encode(), _packb(perms), db=db)
+    txn.put(_REVISION, int(revision).to_bytes(8, "big"), db=db)
+    if enabled:
+        txn.put(_ENABLED, b"\x01", db=db)
 
 
 def _b64(data):
@@ -260,15 +318,9 @@ class AuthStore:
 
     def load(self, txn):
         """Read the committed state (at start, after a failed txn, after a snapshot)."""
-        users, roles = {}, {}
-        for key, raw in txn.cursor(db=self._db):
-            if key.startswith(_USER):
-                users[key[len(_USER):].decode()] = _unpackb(raw)
-            elif key.startswith(_ROLE):
-                roles[key[len(_ROLE):].decode()] = [tuple(p) for p in _unpackb(raw)]
-        raw = txn.get(_REVISION, db=self._db)
-        self.revision = int.from_bytes(raw, "big") if raw else 0
-        self.enabled = txn.get(_ENABLED, db=self._db) == b"\x01"
+        st = read_state(txn, self._db)
+        self.revision, self.enabled = st["revision"], st["enabled"]
+        users, roles = st["users"], st["roles"]
         self._users, self._roles, self._perms = users, roles, {}
         if not self.enabled:
             self._tokens.clear()

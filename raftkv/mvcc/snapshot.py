@@ -129,8 +129,10 @@ def _check_head(obj):
 # etcd 3.4's: bucket "key" (the "kv" sub-db's keys, which are already etcd's 17/18-byte
 # revision keys, with mvccpb.KeyValue values; a tombstone's value holds only the key, as in
 # etcd), "lease" (8-byte big-endian ID -> leasepb.Lease{ID, TTL, RemainingTTL}), "meta"
-# (consistent_index, finishedCompactRev, scheduledCompactRev) and "cluster"
-# (clusterVersion); the other buckets etcd creates are present and empty.
+# (consistent_index, finishedCompactRev, scheduledCompactRev), "cluster" (clusterVersion) and
+# the auth state: "auth" (authEnabled, authRevision), "authRoles" and "authUsers" (authpb
+# Role and User; passwords are bcrypt hashes, as etcd's, see raftkv.mvcc.auth). The other
+# buckets etcd creates ("alarm", "members", "members_removed") are present and empty.
 
 ETCD_BUCKETS = (b"alarm", b"auth", b"authRoles", b"authUsers", b"cluster", b"key", b"lease",
                 b"members", b"members_removed", b"meta")
@@ -168,6 +170,40 @@ def etcd_kv_value(fields, tombstone):
 def etcd_lease_value(lease_id, ttl, remaining):
     """leasepb.Lease{ID, TTL, RemainingTTL} bytes."""
     return _pb_int(0x08, lease_id) + _pb_int(0x10, ttl) + _pb_int(0x18, remaining)
+
+
+def etcd_user_value(name, rec):
+    """authpb.User{Name, Password, Roles, Options{NoPassword}} bytes (Options always set, as
+    etcd 3.4 stores it)."""
+    options = _pb_int(0x08, 1) if rec.get("no_password") else b""
+    return b"".join((_pb_bytes(0x0A, name.encode()),
+                     _pb_bytes(0x12, (rec.get("password") or "").encode()),
+                     *(_pb_bytes(0x1A, role.encode()) for role in rec.get("roles", ())),
+                     b"\x22" + _varint(len(options)) + options))
+
+
+def etcd_role_value(name, perms):
+    """authpb.Role{Name, KeyPermission[{PermType, Key, RangeEnd}]} bytes."""
+    out = [_pb_bytes(0x0A, name.encode())]
+    for perm_type, key, range_end in perms:
+        perm = _pb_int(0x08, perm_type) + _pb_bytes(0x12, key) + _pb_bytes(0x1A, range_end)
+        out.append(b"\x12" + _varint(len(perm)) + perm)
+    return b"".join(out)
+
+
+def etcd_auth_buckets(txn, auth_db):
+    """{bucket: [(key, value)]} of etcd's "auth", "authRoles" and "authUsers" buckets."""
+    st = auth.read_state(txn, auth_db)
+    flags = []
+    if st["enabled_set"]:
+        flags.append((b"authEnabled", b"\x01" if st["enabled"] else b"\x00"))
+    if st["revision"]:
+        flags.append((b"authRevision", _BE64.pack(st["revision"])))
+    return {b"auth": flags,
+            b"authRoles": sorted((n.encode(), etcd_role_value(n, p))
+                                 for n, p in st["roles"].items()),
+            b"authUsers": sorted((n.encode(), etcd_user_value(n, r))
+                                 for n, r in st["users"].items())}
 
 
 def _rev_bytes(main):
@@ -229,7 +265,8 @@ def etcd_backend(engine, txn, state):
                  (b"scheduledCompactRev", _rev_bytes(compact))]
     contents = {b"cluster": [(b"clusterVersion", CLUSTER_VERSION)],
                 b"key": etcd_key_records(txn, kv_db, compact, keep),
-                b"lease": leases(), b"meta": meta}
+                b"lease": leases(), b"meta": meta,
+                **etcd_auth_buckets(txn, engine.db(auth.AUTH_DB))}
     return [(name, contents.get(name, ())) for name in ETCD_BUCKETS]
 
 
@@ -294,3 +331,171 @@ def etcd_hash_kv(store, rev=0):
         for dbkey, value in etcd_key_records(txn, kv_db, compact, keep, upper):
             h = crc32c(value, crc32c(dbkey, h))
     return h, current, compact
+
+
+# ------------------------------------------------------------------ import (snapshot restore)
+#
+# The inverse of etcd_backend: a store's records from an etcd backend image, whether raftkv's
+# Maintenance.Snapshot wrote it or etcd did (etcdctl snapshot save, or a member's
+# member/snap/db). Only the state a restored cluster keeps is read: the keys' history, the
+# compaction point, leases and auth. Membership ("members"), alarms and the Raft position
+# ("meta" consistent_index) belong to the old cluster, as in etcd's snapshot restore.
+
+IMPORT_BATCH = 10_000  # records per LMDB write txn
+
+
+def _read_varint(data, i):
+    shift = value = 0
+    while True:
+        if i >= len(data) or shift > 63:
+            raise SnapshotError("truncated or overlong protobuf varint")
+        b = data[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, i
+        shift += 7
+
+
+def pb_fields(data):
+    """{field number: [values]} of a protobuf message: varints as ints (int64's two's
+    complement), length-delimited fields as bytes; fixed-size fields are skipped. The records
+    of etcd's backend use nothing else."""
+    out, i, n = {}, 0, len(data)
+    while i < n:
+        tag, i = _read_varint(data, i)
+        field, wire_type = tag >> 3, tag & 7
+        if wire_type == 0:
+            value, i = _read_varint(data, i)
+            if value >= 1 << 63:
+                value -= 1 << 64
+        elif wire_type == 2:
+            size, i = _read_varint(data, i)
+            if i + size > n:
+                raise SnapshotError(f"protobuf field {field} runs past its record")
+            value, i = bytes(data[i:i + size]), i + size
+        elif wire_type in (1, 5):
+            i += 8 if wire_type == 1 else 4
+            continue
+        else:
+            raise SnapshotError(f"protobuf wire type {wire_type} (field {field}) unsupported")
+        out.setdefault(field, []).append(value)
+    if i != n:
+        raise SnapshotError("protobuf record truncated")
+    return out
+
+
+def _one(fields, number, default):
+    values = fields.get(number)
+    return values[-1] if values else default
+
+
+def store_fields(dbkey, raw):
+    """The "kv" record (stored fields list) of one record of etcd's "key" bucket."""
+    if len(dbkey) not in (17, 18) or dbkey[8:9] != b"_" or \
+            (len(dbkey) == 18 and dbkey[17:] != b"t"):
+        raise SnapshotError(f"key bucket: {dbkey!r} is not a revision key")
+    f = pb_fields(raw)
+    key = _one(f, 1, b"")
+    if not key:
+        raise SnapshotError(f"key bucket: the record at {dbkey!r} has no key")
+    main = _BE64.unpack_from(dbkey)[0]
+    if len(dbkey) == 18:  # a tombstone: etcd keeps only the key
+        return [key, 0, main, 0, b"", 0]
+    return [key, _one(f, 2, 0), _one(f, 3, 0), _one(f, 4, 0), _one(f, 5, b""), _one(f, 6, 0)]
+
+
+def _rev_main(raw, what):
+    if raw is None:
+        return 0
+    if len(raw) != 17 or raw[8:9] != b"_":
+        raise SnapshotError(f"meta {what}: {raw!r} is not a revision")
+    return _BE64.unpack_from(raw)[0]
+
+
+def _auth_state(reader, names):
+    """(enabled, revision, users, roles) of the image's auth buckets (AuthStore's shapes)."""
+    items = {n: dict(reader.items(n)) if n in names else {}
+             for n in (b"auth", b"authUsers", b"authRoles")}
+    enabled = items[b"auth"].get(b"authEnabled", b"\x00") == b"\x01"
+    raw_rev = items[b"auth"].get(b"authRevision")
+    revision = _BE64.unpack(raw_rev)[0] if raw_rev and len(raw_rev) == 8 else 0
+    users, roles = {}, {}
+    for name, raw in items[b"authUsers"].items():
+        f = pb_fields(raw)
+        no_password = bool(_one(pb_fields(_one(f, 4, b"")), 1, 0))
+        password = _one(f, 2, b"").decode("ascii", "replace") or None
+        users[name.decode()] = {"password": None if no_password else password,
+                                "roles": sorted(r.decode() for r in f.get(3, [])),
+                                "no_password": no_password}
+    for name, raw in items[b"authRoles"].items():
+        perms = []
+        for perm_raw in pb_fields(raw).get(2, []):
+            p = pb_fields(perm_raw)
+            perm_type = _one(p, 1, auth.READ)
+            if perm_type not in auth.PERM_TYPES:
+                raise SnapshotError(f"role {name!r}: unknown permission type {perm_type}")
+            perms.append((perm_type, _one(p, 2, b""), _one(p, 3, b"")))
+        roles[name.decode()] = perms
+    return enabled, revision, users, roles
+
+
+def import_bbolt(engine, reader, batch=IMPORT_BATCH):
+    """Fill an empty store (engine: a fresh data dir's) from an etcd backend image (reader: a
+    bbolt.Reader). The store's applied index stays 0: the Raft log that a restore writes next
+    starts the new cluster. Returns {"revision", "compact_revision", "keys", "leases",
+    "users", "roles", "auth_enabled"}; SnapshotError on records that are not etcd's."""
+    names = set(reader.buckets())
+    if b"key" not in names or b"meta" not in names:
+        raise SnapshotError("not an etcd backend image: no 'key' or 'meta' bucket")
+    handles = [engine.db(n) for n in DBS]  # opened before any txn, which must see them
+    kv_db, meta_db, lease_db = handles[:3]
+    auth_db = engine.db(auth.AUTH_DB)
+    env = engine.env
+    with env.begin() as txn:
+        if any(txn.stat(h)["entries"] for h in handles):
+            raise SnapshotError(f"{engine.path}: the store is not empty")
+    revision, keys, leases = 1, 0, 0
+    pending = []
+
+    def flush(db):
+        if pending:
+            with env.begin(write=True) as txn, txn.cursor(db=db) as cur:
+                _, added = cur.putmulti(pending, append=True)
+                assert added == len(pending), "records out of order"
+            pending.clear()
+
+    for dbkey, raw in reader.items(b"key"):
+        fields = store_fields(dbkey, raw)
+        pending.append((dbkey, codec.packb(fields)))
+        revision = max(revision, _BE64.unpack_from(dbkey)[0])
+        keys += 1
+        if len(pending) >= batch:
+            flush(kv_db)
+    flush(kv_db)
+    if b"lease" in names:
+        for dbkey, raw in reader.items(b"lease"):
+            f = pb_fields(raw)
+            lease_id, ttl = _one(f, 1, 0), _one(f, 2, 0)
+            if len(dbkey) != 8 or lease_id <= 0 or _BE64.unpack(dbkey)[0] != lease_id:
+                raise SnapshotError(f"lease bucket: bad record {dbkey!r}")
+            pending.append((codec.lease_key(lease_id), codec.packb([ttl, _one(f, 3, 0)])))
+            leases += 1
+        pending.sort()
+        flush(lease_db)
+    meta = dict(reader.items(b"meta"))
+    finished = _rev_main(meta.get(b"finishedCompactRev"), "finishedCompactRev")
+    scheduled = _rev_main(meta.get(b"scheduledCompactRev"), "scheduledCompactRev")
+    compact = max(finished, scheduled)
+    revision = max(revision, compact)
+    enabled, auth_rev, users, roles = _auth_state(reader, names)
+    with env.begin(write=True) as txn:
+        codec.put_meta(txn, meta_db, codec.META_REVISION, revision)
+        if compact:
+            codec.put_meta(txn, meta_db, codec.META_COMPACT, compact)
+            codec.put_meta(txn, meta_db, codec.META_COMPACT_TARGET, compact)
+        if scheduled > finished:  # etcd's compaction was cut short: the store finishes it
+            codec.put_meta(txn, meta_db, codec.META_COMPACT_CURSOR, b"")
+        auth.import_records(txn, auth_db, enabled, auth_rev, users, roles)
+    return {"revision": revision, "compact_revision": compact, "keys": keys, "leases": leases,
+            "users": len(users), "roles": len(roles), "auth_enabled": enabled}

@@ -315,7 +315,7 @@ class Member:
         self._event_loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self.open_storage()
-        self._open_membership()
+        self.open_membership()
         node = self.new_node()
         self.loop = RaftLoop(node, self.id, io=self._io, send=self._send, tick_s=self.cfg.tick_s,
                              on_conf_change=self._on_conf_change, on_tick=self._on_tick)
@@ -385,10 +385,14 @@ class Member:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.transport is not None:
             await self.transport.close()
+        await asyncio.get_running_loop().run_in_executor(None, self.close_storage)
+
+    def close_storage(self):
+        """Close what open_storage opened (blocking: the committer's last round, the WAL)."""
         if self.committer is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.committer.close)
+            self.committer.close()
         if self.wal is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.wal.close)
+            self.wal.close()
         if self.engine is not None:
             self.engine.close()
 
@@ -636,7 +640,7 @@ class Member:
                   db=self.engine.db("kvmeta"))
         return {"header": {}}
 
-    def _open_membership(self):
+    def open_membership(self):
         """After open_storage, before the Raft node: the member update op (applied in log
         order like member_publish) and this data dir's identity."""
         self.kv.register_op(MEMBER_UPDATE_OP, self._op_member_update_peers)

@@ -136,7 +136,7 @@ def _preallocate(fd, size):
         pass  # not supported by this filesystem: the file grows as it is written
 
 
-def _fsync_dir(path):
+def fsync_dir(path):
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -485,7 +485,7 @@ class WAL:
         os.pwrite(fd, hdr, 0)
         self._offset = self._hdr_end = len(hdr)
         os.fdatasync(fd)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
 
     def _release(self):
         """Delete the oldest segments whose entries are all at or below the durable
@@ -496,7 +496,7 @@ class WAL:
             os.unlink(seg.path)
             removed = True
         if removed:
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
 
 
 def _resolve(batch, error):

@@ -21,7 +21,7 @@ import pytest
 
 from raftkv.cli.local_cluster import LocalCluster, free_ports
 from raftkv.cli.local_cluster import Member as LocalMember
-from tests.etcdctl.conformance import EtcdCluster, add_etcd_member, start_etcd_member
+from tests.etcdctl.conformance import ETCD, EtcdCluster, add_etcd_member, start_etcd_member
 
 FAST_ARGS = ["--heartbeat-interval", "50", "--election-timeout", "500"]
 ETCDCTL = shutil.which("etcdctl")
@@ -100,10 +100,11 @@ def wait_for(pred, timeout_s=10.0, interval_s=0.1, what="condition"):
         time.sleep(interval_s)
 
 
-def wait_healthy(ctl, timeout_s=60.0):
-    """Until `etcdctl endpoint health` succeeds on every endpoint (so there is a leader)."""
+def wait_healthy(ctl, timeout_s=60.0, user=()):
+    """Until `etcdctl endpoint health` succeeds on every endpoint (so there is a leader).
+    user: ("--user", "NAME:PASSWORD") once auth is on (a request without one is refused)."""
     def ok():
-        proc = ctl.run("endpoint", "health", check=False, timeout=15)
+        proc = ctl.run(*user, "endpoint", "health", check=False, timeout=15)
         return proc.returncode == 0
     wait_for(ok, timeout_s, 0.2, "every endpoint healthy")
 
@@ -250,3 +251,23 @@ def start_member_process(cluster, m):
         start_etcd_member(cluster, m, "existing")
     else:
         cluster.start_member(m, state="existing")
+
+
+def restored_etcd(path, tmp_path):
+    """`etcdctl snapshot restore` of path, then a real etcd on it (fresh loopback ports).
+    Returns (process, endpoint, log path); the caller stops the process by PID."""
+    client_port, peer_port = free_ports(2)
+    peer, client = f"http://127.0.0.1:{peer_port}", f"http://127.0.0.1:{client_port}"
+    data_dir, log_path = str(tmp_path / "restored.etcd"), str(tmp_path / "restored.log")
+    token = "raftkv-restore"
+    Ctl([]).run("snapshot", "restore", path, "--data-dir", data_dir, "--name", "restored",
+                "--initial-cluster", f"restored={peer}", "--initial-cluster-token", token,
+                "--initial-advertise-peer-urls", peer, timeout=60)
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(
+            [ETCD, "--name", "restored", "--data-dir", data_dir, "--listen-client-urls", client,
+             "--advertise-client-urls", client, "--listen-peer-urls", peer,
+             "--initial-advertise-peer-urls", peer, "--initial-cluster", f"restored={peer}",
+             "--initial-cluster-token", token, "--logger", "zap", "--log-outputs", "stderr"],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    return proc, f"127.0.0.1:{client_port}", log_path

@@ -5,14 +5,12 @@ import base64
 import json
 import os
 import re
-import subprocess
 
 import pytest
 
-from raftkv.cli.local_cluster import free_ports
 from raftkv.mvcc import bbolt
 from tests.etcdctl.conformance import ETCD
-from tests.etcdctl.conftest import Ctl, stop_proc, wait_healthy
+from tests.etcdctl.conftest import Ctl, restored_etcd, stop_proc, wait_healthy
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -112,26 +110,6 @@ def test_snapshot_status_reads_saved_file(ctl1, tmp_path):
     assert status == bbolt.snapshot_status(path)
 
 
-def _restored_etcd(path, tmp_path):
-    """`etcdctl snapshot restore` of path, then a real etcd on it (fresh loopback ports).
-    Returns (process, endpoint, log path); the caller stops the process by PID."""
-    client_port, peer_port = free_ports(2)
-    peer, client = f"http://127.0.0.1:{peer_port}", f"http://127.0.0.1:{client_port}"
-    data_dir, log_path = str(tmp_path / "restored.etcd"), str(tmp_path / "restored.log")
-    token = "raftkv-restore"
-    Ctl([]).run("snapshot", "restore", path, "--data-dir", data_dir, "--name", "restored",
-                "--initial-cluster", f"restored={peer}", "--initial-cluster-token", token,
-                "--initial-advertise-peer-urls", peer, timeout=60)
-    with open(log_path, "ab") as out:
-        proc = subprocess.Popen(
-            [ETCD, "--name", "restored", "--data-dir", data_dir, "--listen-client-urls", client,
-             "--advertise-client-urls", client, "--listen-peer-urls", peer,
-             "--initial-advertise-peer-urls", peer, "--initial-cluster", f"restored={peer}",
-             "--initial-cluster-token", token, "--logger", "zap", "--log-outputs", "stderr"],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    return proc, f"127.0.0.1:{client_port}", log_path
-
-
 @pytest.mark.skipif(not ETCD, reason="etcd is not installed (tools/install_etcd.sh)")
 @pytest.mark.timeout(150)
 def test_snapshot_restore_into_real_etcd(ctl, ctl1, tmp_path):
@@ -155,7 +133,7 @@ def test_snapshot_restore_into_real_etcd(ctl, ctl1, tmp_path):
     assert status["revision"] == want["header"]["revision"]
     assert status == bbolt.snapshot_status(path)
 
-    proc, endpoint, log_path = _restored_etcd(path, tmp_path)
+    proc, endpoint, log_path = restored_etcd(path, tmp_path)
     try:
         restored = Ctl([endpoint])
         try:

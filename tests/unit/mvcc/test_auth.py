@@ -192,8 +192,20 @@ def test_passwords(h):
     with pytest.raises(RaftkvError):
         store.check_password("cn", "")
     stored = auth.hash_password("s3cret", cost=4)
-    assert stored.startswith("pbkdf2_sha256$3200$") and "s3cret" not in stored
+    assert stored.startswith("$2b$04$") and "s3cret" not in stored  # bcrypt, as etcd's
     assert auth.verify_password("s3cret", stored) and not auth.verify_password("s3cre", stored)
+    # etcd's own hash of "alicepw" (Go's bcrypt, cost 10, from an etcd 3.4 snapshot)
+    etcd_hash = "$2a$10$5wqpTTKlQNuKdKVB2hO9QOOIFebTJ9tQBm/M67f.MyYkRhvhYKFoW"
+    assert auth.verify_password("alicepw", etcd_hash)
+    assert not auth.verify_password("alicepw ", etcd_hash)
+    assert not auth.verify_password("alicepw", etcd_hash[:-1])
+    long_pw = "p" * 100  # beyond bcrypt's 72 bytes: PBKDF2, which uses all of it
+    stored = auth.hash_password(long_pw, cost=4)
+    assert stored.startswith("pbkdf2_sha256$3200$")
+    assert auth.verify_password(long_pw, stored) and not auth.verify_password(long_pw[:-1],
+                                                                               stored)
+    legacy = auth.hash_password("s3cret", cost=4, salt=b"0" * 16)  # raftkv's hashes before
+    assert legacy.startswith("pbkdf2_sha256$3200$") and auth.verify_password("s3cret", legacy)
     assert not auth.verify_password("x", "md5$1$aa$bb") and not auth.verify_password("x", None)
 
 

@@ -1,0 +1,141 @@
+"""Snapshot restore: a new member data dir from a backend image (etcd's `snapshot restore`).
+
+The image is a bbolt file written by `snapshot save` against raftkv or etcd (or an etcd
+member's member/snap/db). Restoring it once per member, each time with the new cluster's
+--initial-cluster, --initial-cluster-token and that member's --name, gives data dirs that
+start as one new cluster holding the image's keys, revisions, leases and auth state:
+
+1. the file's SHA-256 trailer is checked (what `snapshot save` appends; a copied member db
+   has none and needs skip_hash_check, as in etcd);
+2. the store is filled from the image (raftkv.mvcc.snapshot.import_bbolt) in a scratch dir
+   beside the target;
+3. the scratch dir is bootstrapped as a new cluster's member would be on its first start
+   (Member.open_storage: the conf-change entries that found the cluster, in the WAL; the
+   member's and cluster's IDs);
+4. the scratch dir is renamed to the data dir, so a restore cut short leaves no data dir
+   behind (the next restore clears the scratch dir).
+
+Every member's restore must use the same flags but --name (and its own data dir): the
+bootstrap entries, member IDs and cluster ID are derived from them, as in etcd.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import shutil
+
+import lmdb
+
+from raftkv.mvcc import bbolt, snapshot as mvcc_snapshot
+from raftkv.server.config import ConfigError, ServerConfig
+from raftkv.server.member import Member
+from raftkv.storage.engine import Engine
+from raftkv.storage.wal import fsync_dir
+
+log = logging.getLogger("raftkv.restore")
+
+HASH_BYTES = 32  # SHA-256, appended by snapshot save
+SCRATCH_SUFFIX = ".restoring"
+
+
+class RestoreError(Exception):
+    """The snapshot or the flags cannot give a data dir; the message says why."""
+
+
+def check_hash(path, skip_hash_check=False):
+    """Verify the SHA-256 trailer (etcd's rule: a file whose size is 32 more than a multiple
+    of 512 has one). Returns the size of the image before the trailer."""
+    size = os.path.getsize(path)
+    has_hash = size % 512 == HASH_BYTES
+    if not has_hash:
+        if not skip_hash_check:
+            raise RestoreError("snapshot missing hash but --skip-hash-check=false")
+        return size
+    if skip_hash_check:
+        return size - HASH_BYTES
+    digest = hashlib.sha256()
+    left = size - HASH_BYTES
+    with open(path, "rb") as f:
+        while left:
+            chunk = f.read(min(left, 1 << 20))
+            if not chunk:
+                raise RestoreError(f"{path}: shorter than its size while reading")
+            digest.update(chunk)
+            left -= len(chunk)
+        want = f.read(HASH_BYTES)
+    if digest.digest() != want:
+        raise RestoreError(f"expected sha256 {want.hex()}, got {digest.hexdigest()} "
+                           f"({path} is corrupt or truncated)")
+    return size - HASH_BYTES
+
+
+def restore_config(name, initial_cluster, initial_cluster_token, initial_advertise_peer_urls,
+                   data_dir=""):
+    """The ServerConfig the restored member is bootstrapped with; RestoreError on bad flags."""
+    cfg = ServerConfig(name=name, data_dir=data_dir, initial_cluster=initial_cluster,
+                       initial_cluster_token=initial_cluster_token,
+                       initial_advertise_peer_urls=initial_advertise_peer_urls,
+                       listen_peer_urls=initial_advertise_peer_urls)
+    try:
+        cfg.finish()
+        listed = cfg.cluster_members()[name]
+    except ConfigError as exc:
+        raise RestoreError(str(exc)) from None
+    advertised = [u.strip() for u in initial_advertise_peer_urls.split(",") if u.strip()]
+    if sorted(listed) != sorted(advertised):
+        raise RestoreError(f"--initial-cluster has {name}={','.join(listed)} but "
+                           f"--initial-advertise-peer-urls is {','.join(advertised)}: they "
+                           "must name the same URLs")
+    return cfg
+
+
+def restore(path, cfg, skip_hash_check=False):
+    """Restore the snapshot file at path into cfg.data_dir (which must not exist, or be
+    empty). Returns import_bbolt's figures plus "member_id", "cluster_id", "data_dir"."""
+    target = os.path.normpath(cfg.data_dir)
+    if os.path.exists(target) and (not os.path.isdir(target) or os.listdir(target)):
+        raise RestoreError(f"data-dir {cfg.data_dir!r} exists")
+    if not os.path.isfile(path):
+        raise RestoreError(f"{path}: no such snapshot file")
+    check_hash(path, skip_hash_check)
+    scratch = target + SCRATCH_SUFFIX
+    if os.path.exists(scratch):
+        log.warning("removing %s, left by a restore that did not finish", scratch)
+        shutil.rmtree(scratch)
+    os.makedirs(scratch)
+    try:
+        engine = Engine(scratch)
+        try:
+            with bbolt.Reader(path) as reader:
+                errors = reader.check()
+                if errors:
+                    raise RestoreError(f"{path} is not a valid backend image: {errors[0]}")
+                info = mvcc_snapshot.import_bbolt(engine, reader)
+        except (bbolt.BoltError, mvcc_snapshot.SnapshotError, ValueError) as exc:
+            raise RestoreError(f"{path} is not a valid backend image: {exc}") from None
+        except lmdb.Error as exc:  # e.g. MapFullError: the image is larger than the map
+            raise RestoreError(f"writing the store in {scratch}: {exc}") from None
+        finally:
+            engine.close()
+        member = Member(_with_data_dir(cfg, scratch))
+        try:
+            member.open_storage()
+            member.open_membership()
+            info.update(member_id=member.id, cluster_id=member.cluster_id)
+        finally:
+            member.close_storage()
+        if os.path.isdir(target):
+            os.rmdir(target)  # empty (checked above): rename replaces only a missing dir
+        os.rename(scratch, target)
+        fsync_dir(os.path.dirname(os.path.abspath(target)))
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    info["data_dir"] = target
+    return info
+
+
+def _with_data_dir(cfg, data_dir):
+    return dataclasses.replace(cfg, data_dir=data_dir).finish()
