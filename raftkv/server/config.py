@@ -78,6 +78,9 @@ class ServerConfig:
     # etcd's periodic corruption check (a duration; 0s: off, etcd's default): the leader
     # compares the members' HashKV and raises the CORRUPT alarm when one differs.
     experimental_corrupt_check_time: str = "0s"
+    # etcd's initial corruption check: a member that starts with data compares its HashKV
+    # with its peers' before it serves clients, and refuses to start on a mismatch.
+    experimental_initial_corrupt_check: bool = False
     # Authentication (etcd's flags): the token kind ("simple", or "jwt,..." with its options),
     # how long a simple token lives after its last use (s), and the password hash's work factor
     # (each step doubles it).
@@ -308,6 +311,9 @@ FLAG_HELP = {
     "experimental_corrupt_check_time": "Interval (a duration such as 5m) at which the leader "
                                        "compares the members' HashKV and raises the CORRUPT "
                                        "alarm if one differs; 0s: off.",
+    "experimental_initial_corrupt_check": "Before serving clients, a member starting with "
+                                          "data compares its HashKV with its peers' and "
+                                          "refuses to start if one differs (true/false).",
     "auth_token": "Auth token kind: simple, or jwt,priv-key=FILE,sign-method=METHOD"
                   "[,pub-key=FILE][,ttl=DURATION].",
     "auth_token_ttl": "Seconds a simple auth token stays valid after its last use (positive).",
