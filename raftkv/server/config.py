@@ -22,6 +22,7 @@ from raftkv.server import autocompact
 from raftkv.tls import TLSConfigError
 
 MIB = 1 << 20
+MAX_UINT32 = (1 << 32) - 1
 
 
 class ConfigError(ValueError):
@@ -56,6 +57,14 @@ class ServerConfig:
     # Child processes serving the etcd gRPC API on the client port (SO_REUSEPORT), each
     # forwarding to this member over the native protocol; 0: the member serves gRPC itself.
     grpc_workers: int = 0
+    # etcd's gRPC server flags (raftkv/api/etcd/server.py GrpcLimits): the shortest spacing of
+    # a client's pings (closer ones get GOAWAY too_many_pings), the server's own ping interval
+    # and how long it waits for the answer (either 0: no pings), and the streams one client
+    # connection may have open (etcd's default math.MaxUint32: unlimited).
+    grpc_keepalive_min_time: str = "5s"
+    grpc_keepalive_interval: str = "2h"
+    grpc_keepalive_timeout: str = "20s"
+    max_concurrent_streams: int = MAX_UINT32
     # TLS, with etcd's flags: an https:// client or native URL is served with --cert-file and
     # --key-file (and, with --client-cert-auth, only to clients whose certificate
     # --trusted-ca-file signed); https:// peer URLs use the --peer-* files both ways.
@@ -91,6 +100,7 @@ class ServerConfig:
     _jwt = None  # not a field: the JwtTokens of --auth-token jwt,..., built by finish()
     auto_compaction = 0  # not a field: the parsed retention (seconds or revisions; 0: off)
     corrupt_check_s = 0.0  # not a field: the parsed --experimental-corrupt-check-time
+    grpc_keepalive_s = (5.0, 7200.0, 20.0)  # not a field: the --grpc-keepalive-* seconds
 
     def finish(self):
         """Fill derived defaults and validate; raises ConfigError."""
@@ -122,6 +132,12 @@ class ServerConfig:
             raise ConfigError("--grpc-workers must be between 0 and 64")
         if self.snapshot_catchup_entries < 1:
             raise ConfigError("--snapshot-catchup-entries must be at least 1")
+        self.grpc_keepalive_s = (
+            _duration_s(self.grpc_keepalive_min_time, "--grpc-keepalive-min-time"),
+            _duration_s(self.grpc_keepalive_interval, "--grpc-keepalive-interval", zero_ok=True),
+            _duration_s(self.grpc_keepalive_timeout, "--grpc-keepalive-timeout", zero_ok=True))
+        if not 1 <= self.max_concurrent_streams <= MAX_UINT32:
+            raise ConfigError(f"--max-concurrent-streams must be between 1 and {MAX_UINT32}")
         self._jwt = _jwt_tokens(self.auth_token)
         self.corrupt_check_s = _duration_s(self.experimental_corrupt_check_time,
                                            "--experimental-corrupt-check-time", zero_ok=True)
@@ -285,6 +301,14 @@ FLAG_HELP = {
                        "apply) before it fails with a timeout.",
     "grpc_workers": "Worker processes (0..64) serving the etcd gRPC API on the client port, "
                     "each forwarding to this member; 0: the member serves gRPC itself.",
+    "grpc_keepalive_min_time": "Shortest time (a duration such as 5s) a gRPC client must wait "
+                               "between pings; one pinging faster is sent GOAWAY.",
+    "grpc_keepalive_interval": "How often (a duration) the gRPC server pings a client "
+                               "connection to check it is alive; 0: never.",
+    "grpc_keepalive_timeout": "How long (a duration) the gRPC server waits for a ping's answer "
+                              "before closing the connection; 0: no pings.",
+    "max_concurrent_streams": "Most gRPC streams (calls, watches) one client connection may "
+                              "have open at a time (1..4294967295, which means unlimited).",
     "cert_file": "Certificate file (PEM) served on https:// client and native URLs.",
     "key_file": "Private key file (PEM) of --cert-file.",
     "trusted_ca_file": "CA certificate file (PEM) that clients' certificates are checked "
