@@ -18,7 +18,12 @@ import signal
 import sys
 import time
 
-from raftkv.api.etcd.server import CallGauge, server_credentials, start_grpc_server
+from raftkv.api.etcd.server import (
+    CallGauge,
+    GrpcLimits,
+    server_credentials,
+    start_grpc_server,
+)
 from raftkv.api.etcd.workers import WorkerPool, reserve_port
 from raftkv.api.http import start_http_server
 from raftkv.api.native import start_native_server
@@ -100,13 +105,15 @@ async def serve(cfg, stop_event=None):
             pool = WorkerPool(cfg.grpc_workers, chost, member.client_port, "127.0.0.1",
                               workers_port, max_request_bytes=cfg.max_request_bytes,
                               request_timeout=cfg.request_timeout, log_level=cfg.log_level,
-                              secret=secret, tls_files=_worker_tls(cfg))
+                              secret=secret, tls_files=_worker_tls(cfg),
+                              limits=_grpc_limits(cfg))
             await pool.start()
         else:
             member.front_calls = CallGauge()
             grpc_server, member.client_port = await start_grpc_server(
                 service, chost, cport, max_request_bytes=cfg.max_request_bytes,
-                calls=member.front_calls, credentials=_grpc_credentials(cfg))
+                calls=member.front_calls, credentials=_grpc_credentials(cfg),
+                limits=_grpc_limits(cfg))
             servers.append(grpc_server)
         secured = [w for w, on in (("clients", cfg.client_tls), ("peers", cfg.peer_tls)) if on]
         log.info("ready: etcd gRPC on %s:%d%s, native on %s:%d, peers on port %d%s", chost,
@@ -142,6 +149,12 @@ def _grpc_credentials(cfg):
         return None
     return server_credentials(cfg.cert_file, cfg.key_file, cfg.trusted_ca_file,
                               cfg.client_cert_auth)
+
+
+def _grpc_limits(cfg):
+    """etcd's gRPC server flags (--grpc-keepalive-*, --max-concurrent-streams) for grpc.aio,
+    the same for the member's own gRPC server and its workers'."""
+    return GrpcLimits.from_seconds(*cfg.grpc_keepalive_s, cfg.max_concurrent_streams)
 
 
 def _worker_tls(cfg):

@@ -22,6 +22,7 @@ from raftkv.server import autocompact
 from raftkv.tls import TLSConfigError
 
 MIB = 1 << 20
+MAX_UINT32 = (1 << 32) - 1
 
 
 class ConfigError(ValueError):
@@ -56,6 +57,14 @@ class ServerConfig:
     # Child processes serving the etcd gRPC API on the client port (SO_REUSEPORT), each
     # forwarding to this member over the native protocol; 0: the member serves gRPC itself.
     grpc_workers: int = 0
+    # etcd's gRPC server flags (raftkv/api/etcd/server.py GrpcLimits): the shortest spacing of
+    # a client's pings (closer ones get GOAWAY too_many_pings), the server's own ping interval
+    # and how long it waits for the answer (either 0: no pings), and the streams one client
+    # connection may have open (etcd's default math.MaxUint32: unlimited).
+    grpc_keepalive_min_time: str = "5s"
+    grpc_keepalive_interval: str = "2h"
+    grpc_keepalive_timeout: str = "20s"
+    max_concurrent_streams: int = MAX_UINT32
     # TLS, with etcd's flags: an https:// client or native URL is served with --cert-file and
     # --key-file (and, with --client-cert-auth, only to clients whose certificate
     # --trusted-ca-file signed); https:// peer URLs use the --peer-* files both ways.
@@ -78,6 +87,9 @@ class ServerConfig:
     # etcd's periodic corruption check (a duration; 0s: off, etcd's default): the leader
     # compares the members' HashKV and raises the CORRUPT alarm when one differs.
     experimental_corrupt_check_time: str = "0s"
+    # etcd's initial corruption check: a member that starts with data compares its HashKV
+    # with its peers' before it serves clients, and refuses to start on a mismatch.
+    experimental_initial_corrupt_check: bool = False
     # Authentication (etcd's flags): the token kind ("simple", or "jwt,..." with its options),
     # how long a simple token lives after its last use (s), and the password hash's work factor
     # (each step doubles it).
@@ -88,6 +100,7 @@ class ServerConfig:
     _jwt = None  # not a field: the JwtTokens of --auth-token jwt,..., built by finish()
     auto_compaction = 0  # not a field: the parsed retention (seconds or revisions; 0: off)
     corrupt_check_s = 0.0  # not a field: the parsed --experimental-corrupt-check-time
+    grpc_keepalive_s = (5.0, 7200.0, 20.0)  # not a field: the --grpc-keepalive-* seconds
 
     def finish(self):
         """Fill derived defaults and validate; raises ConfigError."""
@@ -119,6 +132,12 @@ class ServerConfig:
             raise ConfigError("--grpc-workers must be between 0 and 64")
         if self.snapshot_catchup_entries < 1:
             raise ConfigError("--snapshot-catchup-entries must be at least 1")
+        self.grpc_keepalive_s = (
+            _duration_s(self.grpc_keepalive_min_time, "--grpc-keepalive-min-time"),
+            _duration_s(self.grpc_keepalive_interval, "--grpc-keepalive-interval", zero_ok=True),
+            _duration_s(self.grpc_keepalive_timeout, "--grpc-keepalive-timeout", zero_ok=True))
+        if not 1 <= self.max_concurrent_streams <= MAX_UINT32:
+            raise ConfigError(f"--max-concurrent-streams must be between 1 and {MAX_UINT32}")
         self._jwt = _jwt_tokens(self.auth_token)
         self.corrupt_check_s = _duration_s(self.experimental_corrupt_check_time,
                                            "--experimental-corrupt-check-time", zero_ok=True)
@@ -239,6 +258,93 @@ class ServerConfig:
         return max(2, round(self.election_timeout / self.heartbeat_interval))
 
 
+# What `raftkv --help` says each ServerConfig field does (units, accepted values); _parser()
+# appends the default and the environment variable. tests/unit/member/test_config_help.py
+# checks that every field has one: a new field needs its line here.
+FLAG_HELP = {
+    "name": "Human-readable name of this member; must be one of the names in --initial-cluster.",
+    "data_dir": "Directory of this member's WAL and LMDB store (empty: ./NAME.raftkv).",
+    "listen_client_urls": "URL to serve the etcd v3 gRPC API on (https:// needs --cert-file and "
+                          "--key-file). Only the first URL of a comma-separated list is served.",
+    "advertise_client_urls": "Client URLs (comma-separated) this member publishes to the "
+                             "cluster, as `member list` shows them (empty: "
+                             "--listen-client-urls).",
+    "listen_native_urls": "URL to serve raftkv's native msgpack protocol on (no etcd "
+                          "equivalent); https:// uses the client TLS files.",
+    "listen_metrics_urls": "URL to serve /health, /version and /metrics on over HTTP (empty: "
+                           "off).",
+    "listen_peer_urls": "URL to listen on for the other members' Raft traffic (https:// uses "
+                        "the --peer-* TLS files). Only the first URL of a list is served.",
+    "initial_advertise_peer_urls": "This member's peer URLs as the others reach them; its "
+                                   "dials to peers also leave from this host (empty: "
+                                   "--listen-peer-urls).",
+    "initial_cluster": "The cluster's first members, NAME=PEER_URL,... (member IDs are derived "
+                       "from it; empty: this member alone at its advertised peer URL).",
+    "initial_cluster_state": "'new' to bootstrap a new cluster with --initial-cluster, "
+                             "'existing' to join a running one (after `member add`).",
+    "initial_cluster_token": "The cluster's token: IDs are derived from it and peers with "
+                             "another token are refused, which keeps clusters apart.",
+    "heartbeat_interval": "Milliseconds between the leader's heartbeats (one Raft tick).",
+    "election_timeout": "Milliseconds a follower waits without hearing from a leader before it "
+                        "campaigns; at least 5 times --heartbeat-interval.",
+    "snapshot_count": "Applied entries between snapshot points, where the Raft log is "
+                      "compacted (positive).",
+    "snapshot_catchup_entries": "Log entries kept after a compaction, so that a follower a "
+                                "little behind catches up from the log, not a snapshot.",
+    "quota_backend_bytes": "Store size in bytes above which the NOSPACE alarm is raised and "
+                           "writes are refused until `alarm disarm` (reads go on; 0: no quota).",
+    "max_request_bytes": "Largest client request accepted, in bytes (positive).",
+    "max_txn_ops": "Most operations in a txn's compare, success or failure list (positive).",
+    "log_level": "Least severe log messages written: debug, info, warn or error.",
+    "log_format": "Log line format on stderr: text, or json (one object per line).",
+    "request_timeout": "Seconds a client read or write waits (for a leader, a quorum, the "
+                       "apply) before it fails with a timeout.",
+    "grpc_workers": "Worker processes (0..64) serving the etcd gRPC API on the client port, "
+                    "each forwarding to this member; 0: the member serves gRPC itself.",
+    "grpc_keepalive_min_time": "Shortest time (a duration such as 5s) a gRPC client must wait "
+                               "between pings; one pinging faster is sent GOAWAY.",
+    "grpc_keepalive_interval": "How often (a duration) the gRPC server pings a client "
+                               "connection to check it is alive; 0: never.",
+    "grpc_keepalive_timeout": "How long (a duration) the gRPC server waits for a ping's answer "
+                              "before closing the connection; 0: no pings.",
+    "max_concurrent_streams": "Most gRPC streams (calls, watches) one client connection may "
+                              "have open at a time (1..4294967295, which means unlimited).",
+    "cert_file": "Certificate file (PEM) served on https:// client and native URLs.",
+    "key_file": "Private key file (PEM) of --cert-file.",
+    "trusted_ca_file": "CA certificate file (PEM) that clients' certificates are checked "
+                       "against (with --client-cert-auth).",
+    "client_cert_auth": "Serve only clients presenting a certificate signed by "
+                        "--trusted-ca-file (true/false; the flag alone means true).",
+    "peer_cert_file": "Certificate file (PEM) this member presents on https:// peer "
+                      "connections, both as listener and as dialer.",
+    "peer_key_file": "Private key file (PEM) of --peer-cert-file.",
+    "peer_trusted_ca_file": "CA certificate file (PEM) that peers' certificates are checked "
+                            "against.",
+    "peer_client_cert_auth": "Accept peer connections only with a certificate signed by "
+                             "--peer-trusted-ca-file (true/false; alone: true).",
+    "peer_cert_allowed_cn": "Accept peer connections only from a certificate with this common "
+                            "name (needs --peer-client-cert-auth).",
+    "peer_cert_allowed_hostname": "Accept peer connections only from a certificate valid for "
+                                  "this host name (needs --peer-client-cert-auth; not with "
+                                  "--peer-cert-allowed-cn).",
+    "auto_compaction_mode": "How --auto-compaction-retention is read: periodic (a time) or "
+                            "revision (a number of revisions).",
+    "auto_compaction_retention": "History that auto-compaction keeps: periodic mode takes "
+                                 "hours (1, 0.5) or a duration (30m, 1h30m), revision mode a "
+                                 "revision count; 0: off.",
+    "experimental_corrupt_check_time": "Interval (a duration such as 5m) at which the leader "
+                                       "compares the members' HashKV and raises the CORRUPT "
+                                       "alarm if one differs; 0s: off.",
+    "experimental_initial_corrupt_check": "Before serving clients, a member starting with "
+                                          "data compares its HashKV with its peers' and "
+                                          "refuses to start if one differs (true/false).",
+    "auth_token": "Auth token kind: simple, or jwt,priv-key=FILE,sign-method=METHOD"
+                  "[,pub-key=FILE][,ttl=DURATION].",
+    "auth_token_ttl": "Seconds a simple auth token stays valid after its last use (positive).",
+    "bcrypt_cost": "Work factor (4..16) of the password hash; each step doubles the work.",
+}
+
+
 _JWT_OPTIONS = ("pub-key", "priv-key", "sign-method", "ttl")
 
 
@@ -357,13 +463,16 @@ _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no"
 
 def _parser():
     p = argparse.ArgumentParser(prog="raftkv", description="A raftkv cluster member.")
-    p.add_argument("--config-file", help="YAML file of flag names to values")
+    p.add_argument("--config-file", help="YAML file of flag names (with dashes or "
+                   "underscores) to values; flags and RAFTKV_* variables override it "
+                   "(env RAFTKV_CONFIG_FILE)")
     for name, f in _FIELDS.items():
         flag = "--" + name.replace("_", "-")
         # A boolean flag may stand alone (--client-cert-auth), as etcd's do, or take a value.
         extra = {"nargs": "?", "const": "true"} if type(f.default) is bool else {}
+        text = f"{FLAG_HELP.get(name, '')} (default: {f.default!r}; env RAFTKV_{name.upper()})"
         p.add_argument(flag, dest=name, default=None, type=str, **extra,
-                       help=f"(default: {f.default!r}; env RAFTKV_{name.upper()})")
+                       help=text.replace("%", "%%"))  # argparse %-formats help texts
     return p
 
 

@@ -9,6 +9,13 @@ cluster's; a member with another hash is corrupt (with no majority, the leader n
 Then the leader raises the CORRUPT alarm through the log, naming that member, as etcd does:
 every member refuses writes ("etcdserver: corrupt cluster") until `alarm disarm`, while reads
 go on, so that an operator can find out which copy is right before anything more is written.
+
+The initial check (etcd's `--experimental-initial-corrupt-check`, check_initial): a member that
+starts with data, once its peer transport is up but before its Raft loop runs and before any
+client listener opens, asks every other member for its HashKV at this member's revision. A
+peer with another hash at the same compact revision makes it refuse to start, naming that
+peer; a peer that does not answer, is behind, or has compacted elsewhere is skipped with a
+warning (as etcd 3.4's CheckInitialHashKV). A member with an empty store skips the check.
 """
 from __future__ import annotations
 
@@ -20,10 +27,16 @@ from raftkv.errors import RaftkvError
 from raftkv.mvcc import snapshot as mvcc_snapshot
 from raftkv.mvcc.kvstore import ALARM_CORRUPT
 from raftkv.raft import Role
+from raftkv.storage.errors import StorageError
 
 log = logging.getLogger("raftkv.corruptcheck")
 
 FORWARD_TIMEOUT_S = 5.0
+
+
+class InitialCheckError(StorageError):
+    """The initial check found a peer whose data differs: the member must not start (main()
+    reports it as a data dir it refuses to use, exit status 2)."""
 
 
 def verdict(hashes, leader_id):
@@ -79,3 +92,80 @@ async def run(member, interval_s):
             await check_once(member)
         except RaftkvError as exc:
             log.warning("corruption check failed: %s", exc)
+
+
+def initial_verdict(rev, own_hash, own_compact, answers):
+    """The initial check's verdict on this member's data at revision rev. answers: {peer ID:
+    its hash_kv answer at rev (a dict), or the exception asking it raised}. Returns
+    (mismatched, skipped): the IDs whose hash differs at the same compact revision (sorted),
+    and {ID: why it was not compared}, as etcd 3.4's CheckInitialHashKV decides."""
+    mismatched, skipped = [], {}
+    for mid, ans in sorted(answers.items()):
+        if isinstance(ans, BaseException):
+            skipped[mid] = _unanswered(ans, rev)
+        elif ans.get("hash") == own_hash:
+            continue
+        elif ans.get("compact_revision", 0) == own_compact:
+            mismatched.append(mid)
+        else:
+            skipped[mid] = (f"compacted to revision {ans.get('compact_revision', 0)}, this "
+                            f"member to {own_compact}: the hashes cannot be compared")
+    return mismatched, skipped
+
+
+def _unanswered(exc, rev):
+    code = getattr(exc, "code", None)
+    if code == "FUTURE_REV":
+        return f"behind: it has not applied revision {rev} yet"
+    if code == "COMPACTED":
+        return f"it has compacted past revision {rev}"
+    if code == "UNKNOWN_OP":
+        return "not serving yet (starting up itself)"
+    if code in ("TIMEOUT", "NO_LEADER", "STOPPED", "TOO_MANY_REQUESTS") or \
+            isinstance(exc, (OSError, asyncio.TimeoutError)):
+        return "unreachable"
+    return f"no answer: {exc}"
+
+
+async def check_initial(member, timeout_s):
+    """etcd's initial corruption check (see the module docstring); raises InitialCheckError
+    naming every peer whose data differs. Each peer is asked at once, for at most
+    timeout_s."""
+    kv = member.kv
+    if kv.applied_index == 0:
+        log.info("initial corruption check skipped: the store is empty (a new member)")
+        return
+    rev = kv.current_revision
+    own, _, compact = await asyncio.to_thread(mvcc_snapshot.etcd_hash_kv, kv, rev)
+    peers = sorted((set(member.conf.voters) | set(member.conf.learners)) - {member.id})
+    log.info("initial corruption check: comparing this member's HashKV at revision %d with "
+             "%d peer(s) (timeout %.1fs)", rev, len(peers), timeout_s)
+
+    async def ask(mid):
+        try:
+            return await member.transport.forward(mid, "hash_kv", {"revision": rev},
+                                                  timeout_s=timeout_s)
+        except (RaftkvError, OSError, asyncio.TimeoutError) as exc:
+            return exc
+
+    answers = dict(zip(peers, await asyncio.gather(*(ask(mid) for mid in peers))))
+    mismatched, skipped = initial_verdict(rev, own, compact, answers)
+    for mid, why in skipped.items():
+        log.warning("initial corruption check: member %s not compared: %s",
+                    _member_name(member, mid), why)
+    if mismatched:
+        names = ", ".join(f"{_member_name(member, m)} with hash {answers[m].get('hash')}"
+                          for m in mismatched)
+        raise InitialCheckError(
+            f"initial corruption check: this member's data differs from that of member(s) "
+            f"{names} at revision {rev} (this member's hash {own}, compact revision "
+            f"{compact}). Find out which copy is right (etcdctl endpoint hashkv on each "
+            f"member) and replace a wrong member's data (remove it from the cluster and add it "
+            f"back with an empty data dir)")
+    log.info("initial corruption check passed at revision %d: %d peer(s) agree, %d not "
+             "compared", rev, len(peers) - len(skipped), len(skipped))
+
+
+def _member_name(member, mid):
+    name = member.members.get(mid, {}).get("name")
+    return f"{name} ({mid:x})" if name else f"{mid:x}"

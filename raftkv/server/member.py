@@ -3,7 +3,9 @@
 Start-up: open the data dir (refusing one that is unsafe, with the reason), bootstrap a new
 cluster identically on every member (the initial members become conf-change entries 1..N of
 term 1, committed, as etcd-io/raft bootstraps), build the RawNode from what is durable, start
-the peer transport and the Ready loop. The front ends call the Service (raftkv.server.service).
+the peer transport (then, with --experimental-initial-corrupt-check, compare the store's HashKV
+with the peers', raftkv/server/corruptcheck.py) and the Ready loop. The front ends call the
+Service (raftkv.server.service).
 
 Each Ready: its entries and hard state are appended to the WAL (raftkv/storage/wal.py, one
 fdatasync) and its messages go out once that is durable (a leader's own appends before it,
@@ -334,6 +336,8 @@ class Member:
             allowed_cn=self.cfg.peer_cert_allowed_cn or None,
             allowed_hostname=self.cfg.peer_cert_allowed_hostname or None)
         self.peer_port = await self.transport.start(host, port)
+        if self.cfg.experimental_initial_corrupt_check:
+            await self._initial_corrupt_check()
         failpoints = os.environ.get("RAFTKV_FAILPOINT_DIR")
         if failpoints:  # tests only: cut this member off from the peers its file names
             partition_file = os.path.join(failpoints, f"{self.cfg.name}.partition")
@@ -355,6 +359,17 @@ class Member:
                 autocompact.run(self, compactor)))
         self.started = True
         self._announce()
+
+    async def _initial_corrupt_check(self):
+        """etcd's --experimental-initial-corrupt-check: with the peer transport up (the peers
+        are asked over it) and before the Raft loop runs or any client listener opens
+        (raftkv.api.serve opens them after start()); Raft messages that arrive meanwhile wait
+        in the loop's inbox. A mismatch stops the member (InitialCheckError)."""
+        try:
+            await corruptcheck.check_initial(self, self.cfg.request_timeout)
+        except BaseException:
+            await self.stop()
+            raise
 
     def _on_raft_loop_done(self, task):
         if self.stopping or task.cancelled():

@@ -2,7 +2,8 @@
 follower's back (its LMDB file edited while it was stopped) is found by the leader's next
 check, which raises the CORRUPT alarm on every member: writes are refused with "etcdserver:
 corrupt cluster", reads go on; `alarm disarm` lifts it until the next check finds the
-difference again."""
+difference again. With --experimental-initial-corrupt-check such a follower refuses to start
+at all, naming the peers whose data differs; with its data intact it starts and serves."""
 from __future__ import annotations
 
 import time
@@ -33,6 +34,15 @@ def _change_a_value(data_dir, key):
             txn.put(dbkey, codec.packb(fields), db=db)
     finally:
         engine.close()
+
+
+def _wait_value(h, member, key, value):
+    """Until member itself (a serializable read) has key = value."""
+    alone = h.client([member])
+    deadline = time.monotonic() + 10
+    while alone.get(key, serializable=True)[0] != value:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
 
 
 def test_a_corrupted_follower_is_found_and_writes_stop(make_cluster):
@@ -69,3 +79,29 @@ def test_a_corrupted_follower_is_found_and_writes_stop(make_cluster):
     while not c.call("alarm", {"action": 0})["alarms"]:
         assert time.monotonic() < deadline, "the alarm did not come back"
         time.sleep(0.2)
+
+
+def test_initial_check_refuses_a_follower_whose_data_differs(make_cluster):
+    h = make_cluster(3, extra_args=["--experimental-initial-corrupt-check"])
+    c = h.client(timeout=10.0)
+    c.put("/icc/k", "good")
+    leader = h.leader()
+    follower = next(m for m in h.members if m is not leader)
+    _wait_value(h, follower, b"/icc/k", b"good")
+    # Its data intact, the follower passes the check and serves.
+    assert h.stop_member(follower) == 0
+    h.start_member(follower)
+    h.wait_log(follower, "initial corruption check passed at revision 2: 2 peer(s) agree")
+    c.put("/icc/k2", "after")
+    _wait_value(h, follower, b"/icc/k2", b"after")
+    assert h.stop_member(follower) == 0
+    _change_a_value(follower.data_dir, b"/icc/k")
+    h.cluster.start_member(follower)
+    assert follower.proc.wait(timeout=60) == 2
+    text = h.log_text(follower).split("initial corruption check: comparing")[-1]
+    assert "refusing to start: initial corruption check: this member's data differs" in text
+    for peer in h.members:
+        if peer is not follower:
+            assert f"{peer.name} (" in text, text  # both peers hold the good copy
+    assert "ready:" not in text  # no client listener was opened
+    assert c.get("/icc/k")[0] == b"good"  # the others serve on

@@ -4,13 +4,20 @@
 Cluster, Maintenance and Auth services, binds host:port (port 0: the OS picks one) without TLS,
 starts serving and returns (server, bound_port). Stop it with `await server.stop(grace)`.
 
-Options: HTTP/2 pings from clients are accepted without active calls and as often as every
-second (etcdctl pings every 10 s; gRPC C-core's defaults would answer GOAWAY too_many_pings and
-drop long watch / keep-alive streams); requests up to max_request_bytes plus etcd's 512 KiB of
-gRPC overhead are accepted, larger ones fail with RESOURCE_EXHAUSTED; responses are unbounded
-(etcd sends up to MaxInt32).
+Options: etcd's gRPC server flags (GrpcLimits): a client may ping as often as
+--grpc-keepalive-min-time (5 s; etcdctl pings every 10 s), also without active calls, and one
+that pings more often is sent GOAWAY too_many_pings at its third early ping, as grpc-go does
+for etcd (gRPC C-core's own default, 5 min, would drop etcdctl's long watch and keep-alive
+streams); the server pings a connection every --grpc-keepalive-interval and closes it if no
+answer comes within --grpc-keepalive-timeout; a connection may have --max-concurrent-streams
+streams open. Requests up to max_request_bytes plus etcd's 512 KiB of gRPC overhead are
+accepted, larger ones fail with RESOURCE_EXHAUSTED; responses are unbounded (etcd sends up to
+MaxInt32).
 """
 from __future__ import annotations
+
+import dataclasses
+import json
 
 import grpc
 
@@ -27,18 +34,62 @@ from raftkv.api.etcd.watch import PROGRESS_INTERVAL, WatchServicer
 GRPC_OVERHEAD_BYTES = 512 * 1024  # etcd adds this much to --max-request-bytes
 MAX_SEND_BYTES = (1 << 31) - 1
 MAX_REQUEST_BYTES_DEFAULT = 1536 * 1024  # etcd's --max-request-bytes default (1.5 MiB)
+C_INT_MAX = (1 << 31) - 1  # gRPC C-core's channel arguments are C ints
+# grpc-go's maxPingStrikes (etcd's server): a client's third ping within
+# --grpc-keepalive-min-time of the one before, with no data sent in between, gets GOAWAY
+# too_many_pings.
+PING_STRIKES_MAX = 2
 
 
-def server_options(max_request_bytes, reuse_port=False):
+@dataclasses.dataclass(frozen=True)
+class GrpcLimits:
+    """etcd's gRPC server flags in milliseconds (the member's config parses them), passed to
+    grpc.aio by the member and by each of its --grpc-workers (as JSON in argv)."""
+
+    keepalive_min_time_ms: int = 5_000  # --grpc-keepalive-min-time: clients' ping spacing
+    keepalive_interval_ms: int = 2 * 3600 * 1000  # --grpc-keepalive-interval; 0: no pings
+    keepalive_timeout_ms: int = 20_000  # --grpc-keepalive-timeout; 0: no pings
+    max_concurrent_streams: int = (1 << 32) - 1  # per connection; etcd's math.MaxUint32
+
+    @classmethod
+    def from_seconds(cls, min_time_s, interval_s, timeout_s, max_concurrent_streams):
+        """Durations beyond C-core's int of milliseconds (24.8 days) become that: never."""
+        assert min(min_time_s, interval_s, timeout_s) >= 0
+        assert max_concurrent_streams >= 1
+        ms = [min(C_INT_MAX, round(t * 1000)) for t in (min_time_s, interval_s, timeout_s)]
+        return cls(max(1, ms[0]), ms[1], ms[2], max_concurrent_streams)
+
+    def to_json(self):
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text):
+        return cls(**json.loads(text))
+
+    def options(self):
+        # Either duration 0: the server never pings (etcd's "0 to disable"); C-core takes
+        # INT_MAX ms as never.
+        pings = self.keepalive_interval_ms > 0 and self.keepalive_timeout_ms > 0
+        return [
+            ("grpc.keepalive_time_ms", self.keepalive_interval_ms if pings else C_INT_MAX),
+            ("grpc.keepalive_timeout_ms", self.keepalive_timeout_ms if pings else 20_000),
+            # C-core's GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, despite the name:
+            # the shortest spacing of a client's pings while the server sends no data.
+            ("grpc.http2.min_ping_interval_without_data_ms", self.keepalive_min_time_ms),
+            ("grpc.http2.max_ping_strikes", PING_STRIKES_MAX),
+            # HTTP/2 allows up to 2^32-1; C-core's int stops at 2^31-1, unlimited all the same.
+            ("grpc.max_concurrent_streams", min(self.max_concurrent_streams, C_INT_MAX)),
+        ]
+
+
+def server_options(max_request_bytes, reuse_port=False, limits=None):
     return [
         ("grpc.max_receive_message_length", max_request_bytes + GRPC_OVERHEAD_BYTES),
         ("grpc.max_send_message_length", MAX_SEND_BYTES),
+        # Clients may ping without active calls too (at most every keepalive_min_time_ms),
+        # and the server's own keep-alive pings go to idle connections as well (as grpc-go's).
         ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", 1000),
-        ("grpc.http2.min_recv_ping_interval_without_data_ms", 1000),
-        ("grpc.http2.max_ping_strikes", 0),  # 0: never GOAWAY a client for pinging
-        ("grpc.keepalive_time_ms", 2 * 60 * 60 * 1000),  # etcd's keepalive interval, 2 h
-        ("grpc.keepalive_timeout_ms", 20 * 1000),  # etcd's keepalive timeout, 20 s
+        *(limits or GrpcLimits()).options(),
         # Off: a port already in use must fail the start. On only for the --grpc-workers
         # processes, which share the member's client port (raftkv/api/etcd/workers.py).
         ("grpc.so_reuseport", 1 if reuse_port else 0),
@@ -102,12 +153,12 @@ def server_credentials(cert_file, key_file, trusted_ca_file=None, client_cert_au
 async def start_grpc_server(service, host, port, *,
                             max_request_bytes=MAX_REQUEST_BYTES_DEFAULT,
                             watch_progress_interval=PROGRESS_INTERVAL, reuse_port=False,
-                            calls=None, credentials=None):
+                            calls=None, credentials=None, limits=None):
     """Serve etcd's v3 gRPC API on host:port; returns (server, bound_port). calls: a
     CallGauge to keep of the unary calls in flight. credentials: grpc server credentials to
-    serve TLS only (None: plaintext)."""
+    serve TLS only (None: plaintext). limits: a GrpcLimits (None: etcd's defaults)."""
     interceptors = [_CountCalls(calls)] if calls is not None else []
-    server = grpc.aio.server(options=server_options(max_request_bytes, reuse_port),
+    server = grpc.aio.server(options=server_options(max_request_bytes, reuse_port, limits),
                              interceptors=interceptors)
     add_services(server, service, max_request_bytes=max_request_bytes,
                  watch_progress_interval=watch_progress_interval)

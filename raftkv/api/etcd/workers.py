@@ -159,7 +159,8 @@ class WorkerPool:
     """The member's side: start, supervise and stop the worker processes."""
 
     def __init__(self, count, host, port, native_host, native_port, *, max_request_bytes,
-                 request_timeout, log_level="info", secret=None, tls_files=None):
+                 request_timeout, log_level="info", secret=None, tls_files=None,
+                 limits=None):
         self.count = count
         self.host, self.port = host, port
         self.native_host, self.native_port = native_host, native_port
@@ -168,6 +169,7 @@ class WorkerPool:
         self.log_level = log_level
         self.secret = secret  # the hello secret of the member's native port for workers
         self.tls_files = tls_files  # {cert_file, key_file, trusted_ca_file, client_cert_auth}
+        self.limits = limits  # a GrpcLimits (None: etcd's defaults), passed on as JSON
         self.procs = [None] * count
         self._supervisors = []
         self._stopping = False
@@ -179,7 +181,8 @@ class WorkerPool:
                 "--max-request-bytes", str(self.max_request_bytes),
                 "--request-timeout", str(self.request_timeout),
                 "--parent-pid", str(os.getpid()), "--log-level", self.log_level,
-                *self._tls_args()]
+                *self._tls_args(),
+                *(["--grpc-limits", self.limits.to_json()] if self.limits else [])]
 
     def _tls_args(self):
         t = self.tls_files
@@ -249,7 +252,7 @@ class WorkerPool:
 # The worker process.
 
 async def _worker_main(args):
-    from raftkv.api.etcd.server import server_credentials, start_grpc_server
+    from raftkv.api.etcd.server import GrpcLimits, server_credentials, start_grpc_server
 
     nhost, _, nport = args.native.rpartition(":")
     service = RemoteService(nhost.strip("[]"), int(nport), args.request_timeout,
@@ -259,9 +262,11 @@ async def _worker_main(args):
     if args.cert_file:
         credentials = server_credentials(args.cert_file, args.key_file, args.trusted_ca_file,
                                          args.client_cert_auth)
+    limits = GrpcLimits.from_json(args.grpc_limits) if args.grpc_limits else None
     server, _ = await start_grpc_server(service, args.host, args.port,
                                         max_request_bytes=args.max_request_bytes,
-                                        reuse_port=True, credentials=credentials)
+                                        reuse_port=True, credentials=credentials,
+                                        limits=limits)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -293,6 +298,8 @@ def main(argv=None):
     p.add_argument("--key-file", default="")
     p.add_argument("--trusted-ca-file", default="")
     p.add_argument("--client-cert-auth", action="store_true")
+    p.add_argument("--grpc-limits", default="",
+                   help="the member's GrpcLimits as JSON (empty: etcd's defaults)")
     args = p.parse_args(argv)
     level = {"warn": "WARNING"}.get(args.log_level.lower(), args.log_level.upper())
     logging.basicConfig(level=level, stream=sys.stderr,
