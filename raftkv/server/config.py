@@ -41,6 +41,11 @@ class ServerConfig:
     initial_cluster: str = ""
     initial_cluster_state: str = "new"
     initial_cluster_token: str = "raftkv-cluster"
+    # Disaster recovery (etcd's flag): on an existing data dir, keep its data, drop the log
+    # entries not known committed and make this member the only voter of its cluster (the
+    # others are removed through the log); add members back with `member add`. Harmless when
+    # repeated; an empty data dir ignores it (raftkv/server/forcenew.py).
+    force_new_cluster: bool = False
     heartbeat_interval: int = 100  # ms
     election_timeout: int = 1000  # ms
     snapshot_count: int = 100_000
