@@ -3,7 +3,8 @@
 keeps every acknowledged key and its lease, leads a 1-member cluster that serves reads and
 writes, and says so in a warning; an old member started again on its old data is refused and
 disrupts nothing; restarts without the flag and again with it change nothing; members added
-back with `member add` and empty data dirs catch up to a 3-member cluster."""
+back with `member add` and empty data dirs catch up to a 3-member cluster; writes the old
+leader could never commit are gone for good."""
 from __future__ import annotations
 
 import os
@@ -175,3 +176,34 @@ def test_members_added_back_after_force_new_cluster(make_cluster, log):
     h.kill(running[1])
     c.put("/dr/two-of-three", "2")
     assert c.get("/dr/two-of-three")[0] == b"2"
+
+
+def test_writes_never_committed_are_discarded_for_good(make_cluster):
+    """The leader loses both followers, then takes writes it can never commit (the clients
+    time out: their outcome is unknown); forced, it drops them from its log, and they stay
+    gone after a restart without the flag."""
+    h = make_cluster(3)
+    client = h.client(timeout=10.0)
+    client.put("/dr/kept", "k")
+    leader = h.leader()
+    for m in h.members:
+        if m is not leader:
+            h.kill(m)
+    doomed = h.client([leader], timeout=1.0)
+    for i in range(3):
+        with pytest.raises((wire.RaftkvError, ConnectionError, TimeoutError)):
+            doomed.put(f"/dr/doomed-{i}", "x")
+    assert h.stop_member(leader) == 0
+    h.cluster.member_args[leader.name] = ["--force-new-cluster"]
+    h.start_member(leader)
+    line = next(x for x in h.log_text(leader).splitlines() if FORCED in x)
+    assert "discarding 0 uncommitted" not in line, line
+    assert h.leader(among=[leader], timeout_s=CATCH_UP_S) is leader
+    c = h.client([leader], timeout=5.0)
+    assert [meta.key for _, meta in c.get_prefix("/dr/")] == [b"/dr/kept"]
+    c.put("/dr/new", "n")
+    assert h.stop_member(leader) == 0
+    h.cluster.member_args[leader.name] = []
+    h.start_member(leader)
+    assert h.leader(among=[leader], timeout_s=CATCH_UP_S) is leader
+    assert [meta.key for _, meta in c.get_prefix("/dr/")] == [b"/dr/kept", b"/dr/new"]

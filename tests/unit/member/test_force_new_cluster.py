@@ -240,6 +240,30 @@ def test_a_re_added_member_is_no_longer_marked_removed(tmp_path):
     close(m)
 
 
+@pytest.mark.parametrize("compacted", [False, True])
+def test_a_sole_voter_loses_its_uncommitted_tail_durably(tmp_path, compacted):
+    """Nothing to remove, only entries to drop: the entry at the commit point is written again
+    (or, when the log ends at the compaction point, an INSTALL of it), and a restart without
+    the flag finds the log ending at the commit point."""
+    d = tmp_path / "d"
+    single = "m1=http://127.0.0.1:1"
+    m = make_member(d, cluster=single)
+    m.open_storage()
+    m.raftlog.save([Entry(2, i, EntryType.NORMAL, b"") for i in (2, 3)], None, now=True)
+    if compacted:
+        m.committer.run_sync(lambda txn: m.kv.apply(txn, 3, []))
+        assert m.raftlog.compact_to(SnapshotMetadata(ConfState(voters=[m.id]), 3, 2))
+    m.wal.write_now([(ENTRIES, [Entry(2, i, EntryType.NORMAL, b"") for i in (4, 5)], 5),
+                     (HARD_STATE, HardState(2, m.id, 3), 0)])
+    close(m)
+    for flags in (["--force-new-cluster"], []):
+        m = make_member(d, *flags, cluster=single)
+        m.open_storage()
+        assert m.raftlog.last_index() == 3 and m.raftlog.hard_state.commit == 3
+        assert m.raftlog.first_index() == (4 if compacted else 1)
+        close(m)
+
+
 @pytest.mark.parametrize("state", ["new", "existing"])
 def test_the_flag_on_an_empty_data_dir_starts_as_usual(tmp_path, caplog, state):
     caplog.set_level(logging.INFO, logger="raftkv.member")
