@@ -42,6 +42,7 @@ class ServerConfig:
     initial_cluster: str = ""
     initial_cluster_state: str = "new"
     initial_cluster_token: str = "raftkv-cluster"
+    force_new_cluster: bool = False  # disaster recovery: see FLAG_HELP, forcenew.py
     heartbeat_interval: int = 100  # ms
     election_timeout: int = 1000  # ms
     snapshot_count: int = 100_000
@@ -284,6 +285,9 @@ FLAG_HELP = {
                              "'existing' to join a running one (after `member add`).",
     "initial_cluster_token": "The cluster's token: IDs are derived from it and peers with "
                              "another token are refused, which keeps clusters apart.",
+    "force_new_cluster": "After losing a majority for good: keep this data dir's data and "
+                         "whole log and make this member its cluster's only one; add members "
+                         "back with `member add` (ignored on an empty data dir).",
     "heartbeat_interval": "Milliseconds between the leader's heartbeats (one Raft tick).",
     "election_timeout": "Milliseconds a follower waits without hearing from a leader before it "
                         "campaigns; at least 5 times --heartbeat-interval.",

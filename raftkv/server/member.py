@@ -46,7 +46,7 @@ from raftkv.raft import (
     decode_conf_change,
     encode_conf_change,
 )
-from raftkv.server import autocompact, corruptcheck
+from raftkv.server import autocompact, corruptcheck, forcenew
 from raftkv.storage.engine import Engine
 from raftkv.storage.errors import StorageError
 from raftkv.storage.group_commit import GroupCommitter, after_commit, before_commit
@@ -68,6 +68,10 @@ from raftkv.server.raft_loop import RaftLoop
 log = logging.getLogger("raftkv.member")
 
 MEMBER_KEY_PREFIX = b"raftkv.member/"
+# kvmeta: the IDs of members removed from the cluster (etcd's members_removed bucket), so that
+# a removed member that still runs is neither dialed nor let in, even when --initial-cluster
+# still names it; an ADD_NODE of the same ID (IDs derive from peer URLs) clears the mark.
+REMOVED_KEY_PREFIX = b"raftkv.removed_member/"
 MEMBER_UPDATE_OP = "member_update_peers"  # the log op of etcd's MemberUpdate
 APPLY_TXN_OPS_MAX = 1 << 16  # the apply's own bound on a txn's ops (see --max-txn-ops)
 CLUSTER_ID_KEY = b"raftkv.cluster_id"  # kvmeta: the cluster ID from the bootstrap entries
@@ -121,6 +125,8 @@ class Member:
         self.wal = None
         self.raftlog = None
         self.members = {}  # id -> {"name", "peer_urls", "client_urls", "is_learner"}
+        self.removed = set()  # IDs removed from the cluster (REMOVED_KEY_PREFIX)
+        self._forced = False  # started with --force-new-cluster on an existing data dir
         self.conf = ConfState()
         self.dedup = collections.OrderedDict()
         self._dedup_seq = 0
@@ -185,15 +191,22 @@ class Member:
         if migrate:
             image = self._migrate_legacy_log()
         image = self._finish_pending_install(image)
+        fresh = image.hard_state.is_empty() and not image.entries and \
+            image.meta.index == 0 and self.kv.applied_index == 0
+        if self.cfg.force_new_cluster and fresh:
+            # as etcd: the flag only acts on an existing data dir; an empty one starts as usual
+            log.info("--force-new-cluster: the data dir is empty, nothing to recover; starting "
+                     "as --initial-cluster-state %s", self.cfg.initial_cluster_state)
+        elif self.cfg.force_new_cluster:
+            image = self._force_new_cluster(image)
         self.raftlog = WalLog(self.wal, image, self.logstore.initial_state()[1])
-        if self.raftlog.hard_state.is_empty() and self.raftlog.last_index() == 0 and \
-                image.meta.index == 0 and self.kv.applied_index == 0:
-            if self.cfg.initial_cluster_state == "new":
-                self._bootstrap()
+        if fresh and self.cfg.initial_cluster_state == "new":
+            self._bootstrap()
         self._check_state_vs_log()
         self.conf = self.logstore.initial_state()[1]
         self.raftlog.conf_state = self.conf
         self._load_members()
+        self._load_removed()
         self._load_dedup()
         self._snapshot_index = self.raftlog.snapshot().metadata.index
         self._snapshot_point_index = self._snapshot_index  # the last point noted
@@ -294,6 +307,59 @@ class Member:
             self.raftlog.set_volatile_hard_state(
                 HardState(hs.term, hs.vote, self._restart_applied))
 
+    def _force_new_cluster(self, image):
+        """--force-new-cluster on an existing data dir (etcd's restartAsStandaloneNode): commit
+        the whole log (etcd drops what it never knew committed: see raftkv/server/forcenew.py
+        for why raftkv keeps it) and append committed conf changes that leave this member the
+        only voter. They
+        are applied at start like any conf change, so the member table and the stored conf
+        state record the removals. Returns the WAL image after the rewrite."""
+        self._load_identity()  # this data dir's member ID (open_membership reads it again)
+        self._load_members()
+        urls = [u.strip() for u in self.cfg.initial_advertise_peer_urls.split(",") if u.strip()]
+        plan = forcenew.plan(image.meta, image.entries, image.hard_state, self.kv.applied_index,
+                             self.id, stored_conf=self.logstore.initial_state()[1],
+                             known_ids=self.members,
+                             self_context=forcenew.member_context(self.cfg.name, urls))
+        if plan.entries or plan.install is not None:
+            log.warning("--force-new-cluster: forcing a new 1-member cluster from the data dir "
+                        "of member %x (cluster %x): its whole log is kept and committed, to "
+                        "index %d (%d entries it had not seen committed are committed now) and "
+                        "member(s) %s are removed; the removed members must never run on their "
+                        "old data again: add members back with `member add` and empty data "
+                        "dirs (--initial-cluster-state existing)", self.id, self.cluster_id,
+                        plan.commit, plan.adopted,
+                        ", ".join(f"{mid:x}" for mid in plan.removed) or "none")
+        else:
+            log.info("--force-new-cluster: this member is already the only voter; nothing to "
+                     "rewrite%s", f" but its commit index ({plan.commit}, {plan.adopted} entries "
+                     "on)" if plan.changed else "")
+        # Neither dialed nor let in from now on (the durable marks come with the apply).
+        self.removed.update(plan.removed)
+        self._forced = True
+        if not plan.changed:
+            return image
+        if plan.install is not None:
+            self.wal.append(INSTALL, plan.install)
+        if plan.entries:
+            self.wal.append(ENTRIES, plan.entries, max_index=plan.entries[-1].index)
+        seq, _ = self.wal.append(HARD_STATE, plan.hard_state)
+        self.wal.wait_synced(seq)
+        image = self._reopen_wal()
+        assert image.hard_state == plan.hard_state, (image.hard_state, plan.hard_state)
+        assert image.meta.index + len(image.entries) == plan.hard_state.commit, image.meta
+        return image
+
+    def _load_removed(self):
+        meta = self.engine.db("kvmeta")
+        with self.engine.env.begin() as txn:
+            cur = txn.cursor(db=meta)
+            if cur.set_range(REMOVED_KEY_PREFIX):
+                for key in cur.iternext(values=False):
+                    if not key.startswith(REMOVED_KEY_PREFIX):
+                        break
+                    self.removed.add(int.from_bytes(key[len(REMOVED_KEY_PREFIX):], "big"))
+
     def _load_members(self):
         meta = self.engine.db("kvmeta")
         with self.engine.env.begin() as txn:
@@ -335,6 +401,7 @@ class Member:
             ssl_server=peer_in, ssl_client=peer_out,
             allowed_cn=self.cfg.peer_cert_allowed_cn or None,
             allowed_hostname=self.cfg.peer_cert_allowed_hostname or None)
+        self.transport.set_peers(self._peer_addrs(), removed=self.removed)
         self.peer_port = await self.transport.start(host, port)
         if self.cfg.experimental_initial_corrupt_check:
             await self._initial_corrupt_check()
@@ -380,7 +447,9 @@ class Member:
         os._exit(3)
 
     def _announce(self):
-        voters = self.conf.voters
+        # After --force-new-cluster the removals are committed but not applied yet: announce
+        # the cluster they make.
+        voters = [self.id] if self._forced else self.conf.voters
         log.info("member %s (%x) of cluster %x: %d voter(s), quorum %d, tolerates %d "
                  "failure(s); data dir %s", self.cfg.name, self.id, self.cluster_id,
                  len(voters), len(voters) // 2 + 1, fault_tolerance(voters),
@@ -422,6 +491,8 @@ class Member:
             # may list our new URL, whose derived ID is not ours (see _load_identity)
             if mid not in out and name != self.cfg.name:
                 out[mid] = host_port(initial[name][0])
+        for mid in self.removed:  # removed members stay out, whatever --initial-cluster says
+            out.pop(mid, None)
         return out
 
     # ------------------------------------------------------------------ Ready I/O
@@ -623,12 +694,18 @@ class Member:
         voters, learners = set(self.conf.voters), set(self.conf.learners)
         for ch in cc.changes:
             key = MEMBER_KEY_PREFIX + ch.node_id.to_bytes(8, "big")
+            removed_key = REMOVED_KEY_PREFIX + ch.node_id.to_bytes(8, "big")
             if ch.type == ConfChangeType.REMOVE_NODE:
                 voters.discard(ch.node_id)
                 learners.discard(ch.node_id)
                 txn.delete(key, db=meta)
                 self.members.pop(ch.node_id, None)
+                txn.put(removed_key, b"", db=meta)
+                # rebound, not changed in place: the event loop may be reading the old set
+                self.removed = self.removed | {ch.node_id}
                 continue
+            txn.delete(removed_key, db=meta)  # re-added (the same peer URL gives the same ID)
+            self.removed = self.removed - {ch.node_id}
             learner = ch.type == ConfChangeType.ADD_LEARNER_NODE and ch.node_id not in voters
             (learners if learner else voters).add(ch.node_id)
             if not learner:
@@ -734,7 +811,7 @@ class Member:
 
     def _peer_urls_changed(self):
         if self.transport is not None and not self.stopping:
-            self.transport.set_peers(self._peer_addrs())
+            self.transport.set_peers(self._peer_addrs(), removed=self.removed)
 
     async def _publish_loop(self):
         """Publish our name and client URLs until the cluster has them."""
@@ -811,6 +888,8 @@ class Member:
             self.kv.aborted()  # reload the in-memory state from the restored sub-dbs
             self.members = {}
             self._load_members()
+            self.removed = set()
+            self._load_removed()
             self._load_dedup()
             self.conf = meta.conf_state
             await self.raftlog.install(meta, loop)
@@ -818,7 +897,7 @@ class Member:
             self._snapshot_index = self._snapshot_point_index = meta.index
             self._snapshot_points.clear()  # older than the installed snapshot
             if self.transport is not None:
-                self.transport.set_peers(self._peer_addrs())
+                self.transport.set_peers(self._peer_addrs(), removed=self.removed)
             log.info("installed a snapshot at index %d (state applied to %d)", meta.index,
                      self.kv.applied_index)
         finally:
@@ -834,7 +913,7 @@ class Member:
             pass
 
     def _on_conf_change(self, cc, conf_state):
-        self.transport.set_peers(self._peer_addrs())
+        self.transport.set_peers(self._peer_addrs(), removed=self.removed)
         if self.id not in conf_state.voters and self.id not in conf_state.learners and \
                 any(ch.node_id == self.id and ch.type == ConfChangeType.REMOVE_NODE
                     for ch in cc.changes):

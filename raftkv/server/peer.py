@@ -302,6 +302,8 @@ class PeerTransport:
         self._image_serial = 0
         self._resume_waiters = {}  # (peer id, image id) -> future of the receiver's resume point
         self.closed = False
+        self.removed = frozenset()  # IDs of members removed from the cluster (set_peers)
+        self._removed_warned = set()  # the removed IDs whose connection was refused and logged
         self._peers = {}
         self._server = None
         self._unreachable = set()
@@ -311,8 +313,11 @@ class PeerTransport:
         self._inbound_from = collections.Counter()  # peer id -> open inbound connections
         self.set_peers(peers)
 
-    def set_peers(self, peers):
-        """peers: {member_id: (host, port)} (self excluded or ignored)."""
+    def set_peers(self, peers, removed=None):
+        """peers: {member_id: (host, port)} (self excluded or ignored). removed: the IDs of
+        members removed from the cluster (only named in the log when they try to connect)."""
+        if removed is not None:
+            self.removed = frozenset(removed)
         for pid, addr in peers.items():
             if pid == self.member_id:
                 continue
@@ -562,6 +567,13 @@ class PeerTransport:
         frm = hello.get("from")
         if frm in self.blocked:
             return None  # a partition failpoint: refused without a word
+        if frm in self.removed and not self.known(frm):
+            if frm not in self._removed_warned:  # it redials: say it once
+                self._removed_warned.add(frm)
+                log.warning("rejected peer %s: member %x was removed from the cluster (it must "
+                            "not run on its old data dir; add it back with `member add` and an "
+                            "empty data dir)", peer_name, frm)
+            return None
         if hello.get("to") != self.member_id or not self.known(frm):
             log.warning("rejected peer %s: unknown member %r (or not addressed to us)",
                         peer_name, frm)
@@ -573,6 +585,8 @@ class PeerTransport:
             frame = await _read_frame(reader)
             if frm in self.blocked:
                 return  # a partition failpoint began: close the connection
+            if not self.known(frm):
+                return  # removed from the cluster since it connected
             if not isinstance(frame, list) or not frame:
                 raise PeerProtocolError("frame is not a list")
             kind = frame[0]
