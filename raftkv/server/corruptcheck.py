@@ -16,6 +16,8 @@ client listener opens, asks every other member for its HashKV at this member's r
 peer with another hash at the same compact revision makes it refuse to start, naming that
 peer; a peer that does not answer, is behind, or has compacted elsewhere is skipped with a
 warning (as etcd 3.4's CheckInitialHashKV). A member with an empty store skips the check.
+Members answer HashKV requests themselves (Member._on_forward) from the moment their peer
+transport is up, so members that start together compare their data with each other.
 """
 from __future__ import annotations
 
@@ -120,7 +122,7 @@ def _unanswered(exc, rev):
     if code == "COMPACTED":
         return f"it has compacted past revision {rev}"
     if code == "UNKNOWN_OP":
-        return "not serving yet (starting up itself)"
+        return "it does not answer HashKV requests (an older raftkv)"
     if code in ("TIMEOUT", "NO_LEADER", "STOPPED", "TOO_MANY_REQUESTS") or \
             isinstance(exc, (OSError, asyncio.TimeoutError)):
         return "unreachable"

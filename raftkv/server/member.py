@@ -965,6 +965,14 @@ class Member:
         handler = self.forward_handlers.get(op)
         if handler is not None:
             return await handler(body)
+        if op == "hash_kv":
+            # The corruption checks. Answered by the member itself, from its start on (before
+            # its Raft loop runs), so that members starting together with
+            # --experimental-initial-corrupt-check compare their data with each other.
+            h, current, compact = await asyncio.to_thread(
+                mvcc_snapshot.etcd_hash_kv, self.kv, body.get("revision", 0))
+            return {"header": dict(self.header(), revision=current), "hash": h,
+                    "compact_revision": compact}
         if op == "lease_keepalive":
             return {"ID": body.get("ID", 0), "TTL": self.lessor.renew(body.get("ID", 0)),
                     "header": self.header()}

@@ -65,7 +65,6 @@ class Service:
         self._over_quota = False
         for op in LEADER_MEMBER_OPS:
             member.forward_handlers[op] = getattr(self, "_op_" + op)
-        member.forward_handlers["hash_kv"] = self._op_hash_kv  # the leader's corruption check
         self.auth = AuthFrontEnd(self)
 
     @property

@@ -72,7 +72,7 @@ def _ok(h, compact=COMPACT):
     ({2: RaftkvError("FUTURE_REV")}, [], {2: "not applied revision 40"}),
     ({2: RaftkvError("TIMEOUT"), 3: ConnectionRefusedError()}, [],
      {2: "unreachable", 3: "unreachable"}),
-    ({2: RaftkvError("UNKNOWN_OP")}, [], {2: "starting up"}),
+    ({2: RaftkvError("UNKNOWN_OP")}, [], {2: "an older raftkv"}),
     ({}, [], {}),  # a single-member cluster: nothing to compare with
 ])
 def test_initial_verdict(answers, mismatched, skipped):
