@@ -75,6 +75,8 @@ ERRORS = {
     "AUTH_NOT_ENABLED": (_F, "etcdserver: authentication is not enabled"),
     "INVALID_AUTH_TOKEN": (GrpcCode.UNAUTHENTICATED, "etcdserver: invalid auth token"),
     "INVALID_AUTH_MGMT": (_I, "etcdserver: invalid auth management"),
+    # etcd 3.4 leaves it unmapped (gRPC Unknown, its internal error's text)
+    "AUTH_VERIFY_ONLY": (GrpcCode.UNKNOWN, "auth: token signing attempted with verify-only key"),
     "NO_LEADER": (_U, "etcdserver: no leader"),
     "NOT_LEADER": (_F, "etcdserver: not leader"),
     "LEADER_CHANGED": (_U, "etcdserver: leader changed"),

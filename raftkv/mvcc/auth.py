@@ -90,7 +90,9 @@ JWT_TTL_DEFAULT_S = 300.0  # etcd's jwt ttl default (5m)
 
 class JwtTokens:
     """Signs and checks JWT tokens (PyJWT). Asymmetric methods sign with priv_key and check
-    with pub_key (PEM bytes); HS* use priv_key's bytes as the shared secret."""
+    with pub_key (PEM bytes); HS* use priv_key's bytes as the shared secret. Without priv_key
+    (an asymmetric method) the member only checks tokens, as etcd's verify-only members: sign
+    raises AUTH_VERIFY_ONLY."""
 
     def __init__(self, sign_method, priv_key, pub_key=None, ttl_s=JWT_TTL_DEFAULT_S,
                  clock=time.time):
@@ -106,11 +108,21 @@ class JwtTokens:
         self._sign_key = priv_key
         self._check_key = priv_key if sign_method.startswith("HS") else pub_key
         if self._check_key is None:
-            raise ValueError(f"sign-method {sign_method} needs pub-key")
-        # Sign and check once now, so a key that does not fit the method stops the start.
-        self.check(self.sign("probe", 0), 0)
+            raise ValueError(f"sign-method {sign_method} needs "
+                             f"{'priv-key' if sign_method.startswith('HS') else 'pub-key'}")
+        if priv_key is not None:
+            # Sign and check once now, so a key that does not fit the method stops the start.
+            self.check(self.sign("probe", 0), 0)
+        else:  # verify-only: a public key that does not load stops the start
+            self._jwt.algorithms.get_default_algorithms()[sign_method].prepare_key(pub_key)
+
+    @property
+    def verify_only(self):
+        return self._sign_key is None
 
     def sign(self, user, revision):
+        if self._sign_key is None:
+            raise RaftkvError("AUTH_VERIFY_ONLY")
         claims = {"username": user, "revision": revision,
                   "exp": int(self._clock() + self.ttl_s)}
         return self._jwt.encode(claims, self._sign_key, algorithm=self.method)

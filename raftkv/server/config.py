@@ -369,10 +369,11 @@ def _jwt_tokens(spec):
             raise ConfigError(f"--auth-token: unknown jwt option {item!r} (known: "
                               f"{', '.join(_JWT_OPTIONS)})")
         opts[name] = value
-    for name in ("priv-key", "sign-method"):
-        if not opts.get(name):
-            raise ConfigError(f"--auth-token jwt needs {name}=... (raftkv members sign the "
-                              "tokens they hand out)")
+    if not opts.get("sign-method"):
+        raise ConfigError("--auth-token jwt needs sign-method=...")
+    if not opts.get("priv-key") and not opts.get("pub-key"):
+        raise ConfigError("--auth-token jwt needs priv-key=... (to sign tokens), pub-key=... "
+                          "(to check them: a verify-only member), or both")
     keys = {}
     for name in ("priv-key", "pub-key"):
         if opts.get(name):
@@ -382,7 +383,7 @@ def _jwt_tokens(spec):
             except OSError as exc:
                 raise ConfigError(f"--auth-token {name}={opts[name]}: {exc}") from None
     try:
-        return JwtTokens(opts["sign-method"], keys["priv-key"], keys.get("pub-key"),
+        return JwtTokens(opts["sign-method"], keys.get("priv-key"), keys.get("pub-key"),
                          _duration_s(opts.get("ttl", "5m"), "--auth-token jwt ttl"))
     except Exception as exc:  # noqa: BLE001 -- PyJWT/cryptography raise many kinds
         raise ConfigError(f"--auth-token jwt: {exc}") from None

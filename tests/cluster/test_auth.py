@@ -179,6 +179,34 @@ def test_jwt_tokens_outlive_restarts_and_end_with_an_auth_change(make_cluster, t
     assert alice.with_token({})["token"] != token
 
 
+def test_a_verify_only_member_checks_tokens_others_signed(make_cluster, tmp_path):
+    """etcd's verify-only member (--auth-token jwt with pub-key alone) serves requests with
+    tokens the other members signed, and refuses to sign one itself."""
+    from tests.unit.mvcc.test_auth import _pem_pair
+
+    priv, pub = _pem_pair("ec")
+    (tmp_path / "jwt.pem").write_bytes(priv)
+    (tmp_path / "jwt.pub").write_bytes(pub)
+    keys = f"jwt,pub-key={tmp_path / 'jwt.pub'},sign-method=ES256"
+    h = make_cluster(3, extra_args=["--auth-token", f"{keys},priv-key={tmp_path / 'jwt.pem'}"])
+    checker = h.members[2]
+    assert h.stop_member(checker) == 0
+    h.cluster.member_args[checker.name] = ["--auth-token", keys]
+    h.start_member(checker)
+    _setup(h)
+    signer = _client(h, h.members[:1], user="alice", password="alicepw", prefer_leader=False)
+    signer.put("/app/v", "1")
+    token = signer.with_token({})["token"]
+    raw = _client(h, [checker], prefer_leader=False)
+    resp = raw.call("range", {"key": b"/app/v", "token": token}, authenticated=False)
+    assert resp["kvs"][0]["value"] == b"1"
+    with pytest.raises(wire.RaftkvError) as info:
+        raw.call("authenticate", {"name": "alice", "password": "alicepw"},
+                 authenticated=False)
+    assert (info.value.code, str(info.value)) == \
+        ("AUTH_VERIFY_ONLY", "auth: token signing attempted with verify-only key")
+
+
 def test_a_client_with_a_user_works_before_and_after_auth_is_turned_on(make_cluster):
     """As etcd's clients: with auth off, a client given a user and password carries on
     without a token ("authentication is not enabled" is not an error); once auth is on, it

@@ -2,6 +2,7 @@
 does not support stops the start with the flag's name."""
 import pytest
 
+from raftkv.errors import RaftkvError
 from raftkv.server.config import ConfigError, load_config
 
 
@@ -50,8 +51,25 @@ def test_jwt_tokens_from_etcds_flag(tmp_path):
     assert cfg().jwt_tokens() is None
 
 
+def test_a_verify_only_member_checks_but_does_not_sign(tmp_path):
+    """etcd's verify-only members: pub-key alone checks the tokens other members signed."""
+    priv, pub = _keys(tmp_path)
+    signer = cfg("--auth-token", f"jwt,pub-key={pub},priv-key={priv},sign-method=RS256")
+    checker = cfg("--auth-token", f"jwt,pub-key={pub},sign-method=RS256").jwt_tokens()
+    assert checker.verify_only and not signer.jwt_tokens().verify_only
+    assert checker.check(signer.jwt_tokens().sign("u", 3), 3) == "u"
+    with pytest.raises(RaftkvError) as err:
+        checker.sign("u", 3)
+    assert err.value.code == "AUTH_VERIFY_ONLY"
+    assert str(err.value) == "auth: token signing attempted with verify-only key"
+    (tmp_path / "bad.pub").write_bytes(b"not a key")
+    with pytest.raises(ConfigError, match="--auth-token jwt"):
+        cfg("--auth-token", f"jwt,pub-key={tmp_path / 'bad.pub'},sign-method=RS256")
+
+
 @pytest.mark.parametrize("spec,words", [
-    ("jwt,pub-key={pub},sign-method=RS256", "needs priv-key"),
+    ("jwt,sign-method=RS256", "needs priv-key=... \\(to sign tokens\\), pub-key"),
+    ("jwt,pub-key={pub},sign-method=HS256", "needs priv-key"),
     ("jwt,priv-key={priv},pub-key={pub}", "needs sign-method"),
     ("jwt,priv-key={priv},pub-key={pub},sign-method=RS256,color=red", "unknown jwt option"),
     ("jwt,priv-key=/nonexistent.pem,pub-key={pub},sign-method=RS256", "/nonexistent.pem"),
