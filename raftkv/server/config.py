@@ -72,7 +72,7 @@ class ServerConfig:
     strict_reconfig_check: bool = True  # refuse member changes that could lose the quorum
     experimental_compaction_batch_limit: int = 1000  # keys compacted per apply step
     experimental_warning_apply_duration: str = "100ms"  # slower applies are logged
-    experimental_enable_lease_checkpoint: bool = False  # the leader persists remaining TTLs
+    experimental_enable_lease_checkpoint: bool = False  # accepted, not implemented (a warning)
     experimental_watch_progress_notify_interval: str = "10m"
     backend_batch_interval: str = ""  # the store's commit linger (empty: raftkv's 20ms)
     backend_batch_limit: int = 0  # accepted; 0 is etcd's default (no limit)
@@ -241,6 +241,10 @@ class ServerConfig:
             notes.append((logging.INFO, "--backend-batch-limit is accepted without effect: "
                           "the store commits when the applies queued so far are done or "
                           "--backend-batch-interval has passed"))
+        if self.experimental_enable_lease_checkpoint:
+            notes.append((logging.WARNING, "--experimental-enable-lease-checkpoint is not "
+                          "implemented: a new leader restarts every lease from its full TTL, "
+                          "as etcd does without the flag"))
         if self.experimental_backend_bbolt_freelist_type not in ("array", "map"):
             raise ConfigError("--experimental-backend-bbolt-freelist-type must be 'array' or "
                               "'map'")
@@ -287,7 +291,8 @@ class ServerConfig:
                               "applies to the v2 proxy mode, which raftkv does not have"))
         if self.enable_v2:
             raise ConfigError("--enable-v2 true: raftkv serves only the etcd v3 API (no v2 "
-                              "API, no v2 store)")
+                              "API, no v2 store); set it false (etcd's sample config sets it "
+                              "true)")
         if self.experimental_enable_v2v3:
             raise ConfigError("--experimental-enable-v2v3: raftkv has no v2 API to serve "
                               "through the v3 store")
@@ -471,9 +476,9 @@ FLAG_HELP = {
                                            "step deletes (0: the default 1000).",
     "experimental_warning_apply_duration": "Log a warning when applying one log entry takes "
                                            "longer than this (a duration such as 100ms).",
-    "experimental_enable_lease_checkpoint": "The leader regularly writes each long lease's "
-                                            "remaining TTL to the log, so a new leader does "
-                                            "not restart it from the full TTL.",
+    "experimental_enable_lease_checkpoint": "Accepted, not implemented (a warning): a new "
+                                            "leader restarts each lease from its full TTL, as "
+                                            "etcd without it.",
     "experimental_watch_progress_notify_interval": "How often (a duration) watchers created "
                                                    "with progress_notify get an empty "
                                                    "progress response while idle.",
@@ -768,5 +773,7 @@ def _read_yaml(path):
         name = str(key).replace("-", "_")
         if name not in _FIELDS:
             raise ConfigError(f"--config-file {path}: unknown setting {key!r}")
+        if value is None:  # "data-dir:" with no value, as etcd's sample has: the default
+            continue
         out[name] = value
     return out

@@ -414,6 +414,8 @@ class Member:
         self.open_storage()
         self.open_membership()
         node = self.new_node()
+        if not self.cfg.pre_vote:
+            log.info("Raft pre-vote off (--pre-vote=false): a candidate raises its term at once")
         self.loop = RaftLoop(node, self.id, io=self._io, send=self._send, tick_s=self.cfg.tick_s,
                              on_conf_change=self._on_conf_change, on_tick=self._on_tick)
         self.loop.conf_state = node.raft.conf_state()
