@@ -34,7 +34,7 @@ REQUEST_TIMEOUT_S = 10.0
 # etcd: prometheus.ExponentialBuckets(0.001, 2, 14) for both disk histograms
 DISK_BUCKETS = tuple(0.001 * 2 ** i for i in range(14))
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            503: "Service Unavailable"}
+            421: "Misdirected Request", 503: "Service Unavailable"}
 
 
 class SyncFeed:
@@ -203,9 +203,12 @@ async def health(service, exclude=()):
 class HttpEndpoint:
     """GET /health, /version, /metrics for one member."""
 
-    def __init__(self, service):
+    def __init__(self, service, host_allowed=None):
         self.service = service
         self.metrics = Metrics(service.m)
+        # --host-whitelist (ServerConfig.host_allowed): a request whose Host header names
+        # another host gets etcd's 421, which defeats DNS rebinding from a browser.
+        self.host_allowed = host_allowed
 
     async def route(self, path, query):
         if path == "/health":
@@ -241,6 +244,11 @@ class HttpEndpoint:
         if method not in ("GET", "HEAD"):
             await _respond(writer, 405, "text/plain", b"method not allowed\n")
             return
+        if self.host_allowed is not None and not self.host_allowed(_header(head, b"host")):
+            log.warning("http: refused a request for host %r (--host-whitelist)",
+                        _header(head, b"host"))
+            await _respond(writer, 421, "text/plain; charset=utf-8", b"Misdirected Request\n")
+            return
         status, ctype, body = await self.route(target.path,
                                                urllib.parse.parse_qs(target.query))
         await _respond(writer, status, ctype, b"" if method == "HEAD" else body,
@@ -255,9 +263,19 @@ async def _respond(writer, status, ctype, body, length=None):
     await writer.drain()
 
 
-async def start_http_server(service, host, port):
-    """Serve /health, /version, /metrics on host:port; returns (asyncio server, bound port)."""
-    endpoint = HttpEndpoint(service)
+def _header(head, name):
+    """A header's value in a raw request head ("" when absent); name in lower case."""
+    for line in head.split(b"\r\n")[1:]:
+        key, sep, value = line.partition(b":")
+        if sep and key.strip().lower() == name:
+            return value.strip().decode("latin-1")
+    return ""
+
+
+async def start_http_server(service, host, port, host_allowed=None):
+    """Serve /health, /version, /metrics on host:port; returns (asyncio server, bound port).
+    host_allowed(host header) -> bool: --host-whitelist (None: any host)."""
+    endpoint = HttpEndpoint(service, host_allowed)
     server = await asyncio.start_server(endpoint.handle, host, port, limit=HEADER_BYTES_MAX)
     bound = server.sockets[0].getsockname()[1]
     log.info("http: /health, /version, /metrics on %s:%d", host, bound)

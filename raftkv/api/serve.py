@@ -62,16 +62,30 @@ class _JsonFormatter(logging.Formatter):
 
 
 def setup_logging(cfg):
-    handler = logging.StreamHandler(sys.stderr)
+    """The root logger writes to every --log-outputs target (stderr, stdout, or a file opened
+    for appending; OSError if one cannot be opened) in --log-format, at --log-level."""
     if cfg.log_format == "json":
-        handler.setFormatter(_JsonFormatter())
+        formatter = _JsonFormatter()
     else:
-        handler.setFormatter(logging.Formatter(
-            f"%(asctime)s %(levelname)s {cfg.name} %(name)s: %(message)s"))
+        formatter = logging.Formatter(
+            f"%(asctime)s %(levelname)s {cfg.name} %(name)s: %(message)s")
+    handlers = []
+    for target in cfg.log_targets:
+        if target in ("stderr", "stdout"):
+            handler = logging.StreamHandler(getattr(sys, target))
+        else:
+            handler = logging.FileHandler(target, mode="a", encoding="utf-8")
+        handler.setFormatter(formatter)
+        handlers.append(handler)
     level = {"warn": "WARNING"}.get(cfg.log_level.lower(), cfg.log_level.upper())
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    for old in root.handlers:
+        if isinstance(old, logging.FileHandler):
+            old.close()
+    root.handlers[:] = handlers
     root.setLevel(level)
+    for note_level, text in cfg.notes:  # flags accepted without effect, said once
+        log.log(note_level, "%s", text)
 
 
 async def serve(cfg, stop_event=None):
@@ -90,7 +104,8 @@ async def serve(cfg, stop_event=None):
             ssl=client_tls if cfg.native_tls else None)
         if cfg.listen_metrics_urls:
             hhost, hport = first_host_port(cfg.listen_metrics_urls)
-            http, member.metrics_port = await start_http_server(service, hhost, hport)
+            http, member.metrics_port = await start_http_server(
+                service, hhost, hport, host_allowed=cfg.host_allowed)
         # The client port opens last: once it accepts connections, every listener is up.
         if cfg.grpc_workers:
             # The workers forward to a native server of their own: loopback, plain, and
@@ -106,14 +121,15 @@ async def serve(cfg, stop_event=None):
                               workers_port, max_request_bytes=cfg.max_request_bytes,
                               request_timeout=cfg.request_timeout, log_level=cfg.log_level,
                               secret=secret, tls_files=_worker_tls(cfg),
-                              limits=_grpc_limits(cfg))
+                              limits=_grpc_limits(cfg),
+                              watch_progress_interval=cfg.watch_progress_s)
             await pool.start()
         else:
             member.front_calls = CallGauge()
             grpc_server, member.client_port = await start_grpc_server(
                 service, chost, cport, max_request_bytes=cfg.max_request_bytes,
                 calls=member.front_calls, credentials=_grpc_credentials(cfg),
-                limits=_grpc_limits(cfg))
+                limits=_grpc_limits(cfg), watch_progress_interval=cfg.watch_progress_s)
             servers.append(grpc_server)
         secured = [w for w, on in (("clients", cfg.client_tls), ("peers", cfg.peer_tls)) if on]
         log.info("ready: etcd gRPC on %s:%d%s, native on %s:%d, peers on port %d%s", chost,
@@ -171,7 +187,11 @@ def main(argv=None):
     except ConfigError as exc:
         sys.stderr.write(f"raftkv: {exc}\n")
         return 2
-    setup_logging(cfg)
+    try:
+        setup_logging(cfg)
+    except OSError as exc:
+        sys.stderr.write(f"raftkv: --log-outputs: {exc}\n")
+        return 2
     # The loop thread, the storage thread and the WAL writer hand work to each other: a thread
     # woken by a hand-off should not wait the default 5 ms for a busy holder to give up the GIL.
     sys.setswitchinterval(float(os.environ.get("RAFTKV_SWITCH_INTERVAL_S", "0.0005")))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import logging
 import os
 import re
 import urllib.parse
@@ -54,6 +55,45 @@ class ServerConfig:
     max_txn_ops: int = 128  # etcd's: most operations in a txn's compare, success or failure
     log_level: str = "info"
     log_format: str = "text"
+    # ---- etcd 3.4's storage, logging, Raft, experimental, v2, discovery and proxy flags (each
+    # implemented, accepted with a start-up note, or refused: see finish() and FLAG_HELP).
+    wal_dir: str = ""  # the WAL's directory (empty: DATA_DIR/wal)
+    # etcd's file retention. raftkv deletes a WAL segment once the log is compacted past it and
+    # writes no snapshot files (its store is the snapshot): accepted (docs/ETCD_DIFFERENCES.md).
+    max_wals: int = 5
+    max_snapshots: int = 5
+    logger: str = "capnslog"  # etcd 3.4's default; zap means JSON lines unless --log-format
+    log_outputs: str = "default"  # default|stderr|stdout|FILE, a comma list
+    debug: bool = False  # = --log-level debug
+    log_package_levels: str = ""  # capnslog's per-package levels: accepted, ignored (a note)
+    # raftkv runs Raft's pre-vote phase by default (etcd 3.4: off); false turns it off.
+    pre_vote: bool = True
+    initial_election_tick_advance: bool = True  # fast-forward the election ticks at boot
+    strict_reconfig_check: bool = True  # refuse member changes that could lose the quorum
+    experimental_compaction_batch_limit: int = 1000  # keys compacted per apply step
+    experimental_warning_apply_duration: str = "100ms"  # slower applies are logged
+    experimental_enable_lease_checkpoint: bool = False  # accepted, not implemented (a warning)
+    experimental_watch_progress_notify_interval: str = "10m"
+    backend_batch_interval: str = ""  # the store's commit linger (empty: raftkv's 20ms)
+    backend_batch_limit: int = 0  # accepted; 0 is etcd's default (no limit)
+    experimental_backend_bbolt_freelist_type: str = "array"  # accepted: no bbolt
+    metrics: str = "basic"  # accepted: raftkv's /metrics is fixed
+    enable_pprof: bool = False  # true is accepted with a warning: no Go runtime to profile
+    enable_v2: bool = False  # true is refused: no v2 API
+    experimental_enable_v2v3: str = ""  # refused when set: no v2 API
+    cors: str = "*"  # accepted: no browser-facing HTTP API (see FLAG_HELP)
+    host_whitelist: str = "*"  # checked against the Host header of the HTTP endpoint
+    discovery: str = ""  # discovery flags: refused when set (no discovery service)
+    discovery_fallback: str = "proxy"
+    discovery_proxy: str = ""
+    discovery_srv: str = ""
+    discovery_srv_name: str = ""
+    proxy: str = "off"  # v2 proxy mode: refused unless off
+    proxy_failure_wait: int = 5000
+    proxy_refresh_interval: int = 30000
+    proxy_dial_timeout: int = 1000
+    proxy_write_timeout: int = 5000
+    proxy_read_timeout: int = 0
     request_timeout: float = 7.0  # s; how long a write or read waits before TIMEOUT
     # Child processes serving the etcd gRPC API on the client port (SO_REUSEPORT), each
     # forwarding to this member over the native protocol; 0: the member serves gRPC itself.
@@ -102,6 +142,12 @@ class ServerConfig:
     auto_compaction = 0  # not a field: the parsed retention (seconds or revisions; 0: off)
     corrupt_check_s = 0.0  # not a field: the parsed --experimental-corrupt-check-time
     grpc_keepalive_s = (5.0, 7200.0, 20.0)  # not a field: the --grpc-keepalive-* seconds
+    # Not fields: what finish() derives from the etcd ops flags (see _finish_ops).
+    notes = ()  # [(logging level, message)]: said at start-up (accepted flags that do nothing)
+    log_targets = ("stderr",)  # --log-outputs: "stderr", "stdout" or file paths
+    warning_apply_s = 0.1  # --experimental-warning-apply-duration
+    watch_progress_s = 600.0  # --experimental-watch-progress-notify-interval
+    apply_linger_s = None  # --backend-batch-interval (None: raftkv's default linger)
 
     def finish(self):
         """Fill derived defaults and validate; raises ConfigError."""
@@ -156,7 +202,109 @@ class ServerConfig:
                 _split(self.listen_native_urls) + _split(self.listen_metrics_urls):
             host_port(url)
         self._check_tls()
+        self._finish_ops()
         return self
+
+    def _finish_ops(self):
+        """etcd's storage, logging, Raft, experimental, v2, discovery and proxy flags: check
+        them, derive what the member uses, refuse those whose ignoring would mislead, and note
+        (self.notes, logged at start-up) those accepted without effect."""
+        notes = self._refuse_unsupported()
+        if self.logger not in ("zap", "capnslog"):
+            raise ConfigError(f"--logger must be 'zap' or 'capnslog', not {self.logger!r}")
+        self.log_targets = parse_log_outputs(self.log_outputs)
+        if self.debug:
+            self.log_level = "debug"
+        if self.log_package_levels:
+            notes.append((logging.WARNING, "--log-package-levels is ignored: raftkv has one "
+                          "log level for all its modules (--log-level)"))
+        for name in ("max_wals", "max_snapshots", "backend_batch_limit",
+                     "experimental_compaction_batch_limit"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must not be negative")
+        if self.max_wals != _FIELDS["max_wals"].default:
+            notes.append((logging.INFO, "--max-wals is accepted without effect: raftkv deletes "
+                          "a WAL segment as soon as the log is compacted past it"))
+        if self.max_snapshots != _FIELDS["max_snapshots"].default:
+            notes.append((logging.INFO, "--max-snapshots is accepted without effect: raftkv "
+                          "writes no snapshot files (the store is the snapshot)"))
+        if self.experimental_compaction_batch_limit == 0:  # etcd's 0: its default
+            self.experimental_compaction_batch_limit = _FIELDS[
+                "experimental_compaction_batch_limit"].default
+        self.warning_apply_s = _duration_s(self.experimental_warning_apply_duration,
+                                           "--experimental-warning-apply-duration")
+        self.watch_progress_s = _duration_s(self.experimental_watch_progress_notify_interval,
+                                            "--experimental-watch-progress-notify-interval")
+        self.apply_linger_s = None if not self.backend_batch_interval else _duration_s(
+            self.backend_batch_interval, "--backend-batch-interval", zero_ok=True)
+        if self.backend_batch_limit:
+            notes.append((logging.INFO, "--backend-batch-limit is accepted without effect: "
+                          "the store commits when the applies queued so far are done or "
+                          "--backend-batch-interval has passed"))
+        if self.experimental_enable_lease_checkpoint:
+            notes.append((logging.WARNING, "--experimental-enable-lease-checkpoint is not "
+                          "implemented: a new leader restarts every lease from its full TTL, "
+                          "as etcd does without the flag"))
+        if self.experimental_backend_bbolt_freelist_type not in ("array", "map"):
+            raise ConfigError("--experimental-backend-bbolt-freelist-type must be 'array' or "
+                              "'map'")
+        if self.experimental_backend_bbolt_freelist_type != "array":
+            notes.append((logging.INFO, "--experimental-backend-bbolt-freelist-type is "
+                          "ignored: raftkv's store is LMDB, not bbolt"))
+        if self.metrics not in ("basic", "extensive"):
+            raise ConfigError("--metrics must be 'basic' or 'extensive'")
+        if self.metrics == "extensive":
+            notes.append((logging.INFO, "--metrics extensive: raftkv's /metrics has one fixed "
+                          "set of metrics"))
+        if self.enable_pprof:
+            notes.append((logging.WARNING, "--enable-pprof is ignored: raftkv is not a Go "
+                          "program and serves no /debug/pprof"))
+        if self.cors not in ("", "*"):
+            notes.append((logging.INFO, "--cors is ignored: raftkv serves no API to browsers "
+                          "(its HTTP endpoint has only /health, /version and /metrics)"))
+        self.notes = notes
+
+    def _refuse_unsupported(self):
+        """Discovery, the v2 proxy and the v2 API: refused when asked for (raftkv has none of
+        them, and starting without would mislead); their side flags are noted as ignored.
+        Returns the notes."""
+        notes = []
+        for flag, value in (("--discovery", self.discovery), ("--discovery-srv",
+                                                              self.discovery_srv)):
+            if value:
+                raise ConfigError(f"{flag} {value!r}: raftkv has no discovery service; list "
+                                  "the members in --initial-cluster")
+        if self.discovery_fallback not in ("exit", "proxy"):
+            raise ConfigError("--discovery-fallback must be 'exit' or 'proxy'")
+        for flag, value in (("--discovery-proxy", self.discovery_proxy),
+                            ("--discovery-srv-name", self.discovery_srv_name)):
+            if value:
+                notes.append((logging.INFO, f"{flag} is ignored: it only applies to "
+                              "discovery, which raftkv does not have"))
+        if self.proxy != "off":
+            raise ConfigError(f"--proxy {self.proxy!r}: raftkv has no v2 proxy mode; only "
+                              "'off' is accepted")
+        for name in ("proxy_failure_wait", "proxy_refresh_interval", "proxy_dial_timeout",
+                     "proxy_write_timeout", "proxy_read_timeout"):
+            if getattr(self, name) != _FIELDS[name].default:
+                notes.append((logging.INFO, f"--{name.replace('_', '-')} is ignored: it only "
+                              "applies to the v2 proxy mode, which raftkv does not have"))
+        if self.enable_v2:
+            raise ConfigError("--enable-v2 true: raftkv serves only the etcd v3 API (no v2 "
+                              "API, no v2 store); set it false (etcd's sample config sets it "
+                              "true)")
+        if self.experimental_enable_v2v3:
+            raise ConfigError("--experimental-enable-v2v3: raftkv has no v2 API to serve "
+                              "through the v3 store")
+        return notes
+
+    def host_allowed(self, host):
+        """--host-whitelist: whether an HTTP request's Host header (with or without a port)
+        may be answered (empty or *: any)."""
+        allowed = _split(self.host_whitelist)
+        if not allowed or "*" in allowed:
+            return True
+        return _host_only(host) in {h.lower() for h in allowed}
 
     @property
     def grpc_tls(self):
@@ -300,7 +448,70 @@ FLAG_HELP = {
     "max_request_bytes": "Largest client request accepted, in bytes (positive).",
     "max_txn_ops": "Most operations in a txn's compare, success or failure list (positive).",
     "log_level": "Least severe log messages written: debug, info, warn or error.",
-    "log_format": "Log line format on stderr: text, or json (one object per line).",
+    "log_format": "Log line format: text, or json (one object per line); with --logger zap "
+                  "and no --log-format: json.",
+    "wal_dir": "Directory of the WAL (the Raft log), e.g. on a dedicated disk (empty: "
+               "DATA_DIR/wal). Keep it with its data dir: either alone is refused.",
+    "max_wals": "Most WAL files to keep (etcd's retention); accepted, no effect: a WAL segment is "
+                "deleted as "
+                "soon as the log is compacted past it.",
+    "max_snapshots": "Most snapshot files to keep (etcd's retention); accepted, no effect: raftkv "
+                     "writes no "
+                     "snapshot files (the store is the snapshot).",
+    "logger": "Which of etcd's loggers, zap or capnslog; raftkv has one logger: zap makes json the "
+              "default --log-format.",
+    "log_outputs": "Where log lines go: default (= stderr), stderr, stdout or file paths "
+                   "(appended to); a comma-separated list.",
+    "debug": "Log at debug level (the same as --log-level debug).",
+    "log_package_levels": "Per-package log levels (etcd's capnslog); accepted and ignored with a "
+                          "warning: raftkv has one --log-level.",
+    "pre_vote": "Run Raft's pre-vote phase, so a member that was cut off does not raise the "
+                "term when it returns (true/false; raftkv's default true, etcd 3.4's false).",
+    "initial_election_tick_advance": "At start, fast-forward the election clock so the first "
+                                     "election comes sooner (once peers are connected; a "
+                                     "1-member cluster always).",
+    "strict_reconfig_check": "Refuse member add, remove and promote that could leave the "
+                             "cluster without a quorum of started, connected members.",
+    "experimental_compaction_batch_limit": "Most keys whose old revisions one compaction "
+                                           "step deletes (0: the default 1000).",
+    "experimental_warning_apply_duration": "Log a warning when applying one log entry takes "
+                                           "longer than this (a duration such as 100ms).",
+    "experimental_enable_lease_checkpoint": "Accepted, not implemented (a warning): a new "
+                                            "leader restarts each lease from its full TTL, as "
+                                            "etcd without it.",
+    "experimental_watch_progress_notify_interval": "How often (a duration) watchers created "
+                                                   "with progress_notify get an empty "
+                                                   "progress response while idle.",
+    "backend_batch_interval": "Longest time (a duration) the store waits for more applies "
+                              "before committing (empty: raftkv's 20ms).",
+    "backend_batch_limit": "Most operations per store commit (etcd's bbolt batching); accepted, no"
+                           " effect (0: "
+                           "none).",
+    "experimental_backend_bbolt_freelist_type": "The bbolt freelist type, array or map; accepted "
+                                                "and ignored: the "
+                                                "store is LMDB, not bbolt.",
+    "metrics": "Metric detail, basic or extensive; accepted: raftkv's /metrics serves one fixed "
+               "set.",
+    "enable_pprof": "Accepted, ignored with a warning: raftkv is not a Go program and serves "
+                    "no /debug/pprof.",
+    "enable_v2": "Only false is accepted: raftkv has no etcd v2 API.",
+    "experimental_enable_v2v3": "Refused when set: raftkv has no etcd v2 API.",
+    "cors": "Origins allowed by CORS (etcd's HTTP API); accepted, ignored: raftkv serves no HTTP "
+            "API to browsers.",
+    "host_whitelist": "Host names the HTTP endpoint (--listen-metrics-urls) answers, "
+                      "comma-separated (empty or *: any); others get 421.",
+    "discovery": "Refused when set: raftkv has no discovery service (use --initial-cluster).",
+    "discovery_fallback": "What to do when discovery fails, exit or proxy; only with discovery, "
+                          "which raftkv refuses.",
+    "discovery_proxy": "Ignored (only with discovery, which raftkv refuses).",
+    "discovery_srv": "Refused when set: raftkv has no DNS discovery (use --initial-cluster).",
+    "discovery_srv_name": "Ignored (only with DNS discovery, which raftkv refuses).",
+    "proxy": "The v2 proxy mode of etcd: only 'off' is accepted (raftkv has no proxy mode).",
+    "proxy_failure_wait": "Ignored (v2 proxy mode only), milliseconds.",
+    "proxy_refresh_interval": "Ignored (v2 proxy mode only), milliseconds.",
+    "proxy_dial_timeout": "Ignored (v2 proxy mode only), milliseconds.",
+    "proxy_write_timeout": "Ignored (v2 proxy mode only), milliseconds.",
+    "proxy_read_timeout": "Ignored (v2 proxy mode only), milliseconds.",
     "request_timeout": "Seconds a client read or write waits (for a leader, a quorum, the "
                        "apply) before it fails with a timeout.",
     "grpc_workers": "Worker processes (0..64) serving the etcd gRPC API on the client port, "
@@ -425,6 +636,32 @@ def _duration_s(text, flag, zero_ok=False):
     return seconds
 
 
+def parse_log_outputs(value):
+    """--log-outputs ("default", "stderr", "stdout" or file paths; a comma list, or a YAML
+    list) as a tuple of targets; default is stderr (etcd writes to journald under systemd,
+    raftkv leaves that to the service manager, which captures stderr)."""
+    items = value if isinstance(value, (list, tuple)) else _split(value)
+    out = []
+    for item in items:
+        item = str(item).strip()
+        target = "stderr" if item == "default" else item
+        if target and target not in out:
+            out.append(target)
+    if not out:
+        raise ConfigError("--log-outputs is empty: give default, stderr, stdout or a file")
+    return tuple(out)
+
+
+def _host_only(host):
+    """The host name of a Host header ("a:2379", "[::1]:2379" -> "a", "::1"), lower case."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    if host.count(":") == 1:
+        return host.partition(":")[0]
+    return host
+
+
 def _id64(raw):
     v = int.from_bytes(hashlib.sha256(raw).digest()[:8], "big")
     return v or 1
@@ -495,6 +732,8 @@ def _coerce(name, value):
             return int(str(value).replace("_", ""))
         if typ is float:
             return float(value)
+        if isinstance(value, (list, tuple)):  # a YAML list, e.g. log-outputs: [stderr, F]
+            return ",".join(str(v) for v in value)
         return str(value)
     except ValueError as exc:
         flag = "--" + name.replace("_", "-")
@@ -516,6 +755,8 @@ def load_config(argv=None, environ=None):
         flag_value = getattr(args, name)
         if flag_value is not None:
             values[name] = flag_value
+    if str(values.get("logger", "")).strip() == "zap" and "log_format" not in values:
+        values["log_format"] = "json"  # etcd's zap logger writes JSON lines
     cfg = ServerConfig(**{k: _coerce(k, v) for k, v in values.items()})
     return cfg.finish()
 
@@ -533,5 +774,7 @@ def _read_yaml(path):
         name = str(key).replace("-", "_")
         if name not in _FIELDS:
             raise ConfigError(f"--config-file {path}: unknown setting {key!r}")
+        if value is None:  # "data-dir:" with no value, as etcd's sample has: the default
+            continue
         out[name] = value
     return out

@@ -59,6 +59,7 @@ from raftkv.storage.wal import (
     INSTALL,
     WAL,
     WalError,
+    wal_path,
 )
 from raftkv.server.config import first_host_port, host_port
 from raftkv.server.peer import PeerTransport, read_spooled_chunks
@@ -87,6 +88,10 @@ CONF_INDEX_KEY = b"raftkv.conf_index"
 # latency path; a linearizable read that needs the applies visible ends the wait at once).
 APPLY_LINGER_S_DEFAULT = 0.02
 NO_LEADER_WARN_S = 5.0  # how often a member without a leader says so
+# The initial election tick advance waits this long for its peers to connect (etcd: its peer
+# connections' read timeout, 5 s), looking every TICK_ADVANCE_POLL_S.
+TICK_ADVANCE_WAIT_S = 5.0
+TICK_ADVANCE_POLL_S = 0.05
 # The Raft log since the compaction point lives in memory (raftkv/storage/raftlog.py): besides
 # --snapshot-count entries, a snapshot point is noted every SNAPSHOT_POINT_BYTES of entry payload
 # and the log keeps at most about LOG_CATCHUP_BYTES behind the applied index (bulk entries are
@@ -173,20 +178,30 @@ class Member:
         self.kv = KVStore(self.engine, quota_bytes=0, max_txn_ops=APPLY_TXN_OPS_MAX,
                           min_lease_ttl=max(1, -(-3 * self.cfg.election_timeout // 2000)),
                           auth_token_ttl_s=float(self.cfg.auth_token_ttl),
-                          auth_jwt=self.cfg.jwt_tokens())
+                          auth_jwt=self.cfg.jwt_tokens(),
+                          compaction_batch=self.cfg.experimental_compaction_batch_limit)
         # The store tells its lease listeners from the storage thread (after each commit); the
         # lessor is used by the event loop, so its updates hop onto the loop.
         loop = self._event_loop
         self.lessor = Lessor(self.kv, call=loop.call_soon_threadsafe if loop else None)
         self.kv.register_op("member_publish", self._op_member_publish)
         self.committer = GroupCommitter(self.engine)
-        self.committer.lazy_wait_s = float(os.environ.get("RAFTKV_APPLY_LINGER_S",
-                                                          APPLY_LINGER_S_DEFAULT))
+        self.committer.lazy_wait_s = self.cfg.apply_linger_s \
+            if self.cfg.apply_linger_s is not None else \
+            float(os.environ.get("RAFTKV_APPLY_LINGER_S", APPLY_LINGER_S_DEFAULT))
         # The Ready loop applies committed entries itself, inside the lingering round's txn,
         # whenever one is open (its responses then skip two thread hand-offs).
         self.committer.lend = os.environ.get("RAFTKV_APPLY_INLINE", "1") != "0"
-        self.wal = WAL(self.cfg.data_dir)
-        migrate = not WAL.exists(self.cfg.data_dir) and not self._legacy_log_empty()
+        self._check_wal_dir()
+        self.wal = WAL(self.cfg.data_dir, wal_dir=self.cfg.wal_dir)
+        migrate = not WAL.exists(self.cfg.data_dir, self.cfg.wal_dir) and \
+            not self._legacy_log_empty()
+        if not migrate and not WAL.exists(self.cfg.data_dir, self.cfg.wal_dir) and \
+                self.kv.applied_index > 0:
+            raise DataDirStateError(
+                f"{self.cfg.data_dir}: the store is applied to index {self.kv.applied_index} "
+                f"but there is no WAL in {self.wal.dir}; refusing to start without the Raft "
+                f"log (if this member ran with --wal-dir, start it with the same --wal-dir)")
         image = self.wal.open()
         if migrate:
             image = self._migrate_legacy_log()
@@ -211,6 +226,19 @@ class Member:
         self._snapshot_index = self.raftlog.snapshot().metadata.index
         self._snapshot_point_index = self._snapshot_index  # the last point noted
         self._snapshot_points = collections.deque()  # points waiting to become the snapshot
+
+    def _check_wal_dir(self):
+        """With --wal-dir, a WAL left in DATA_DIR/wal is the member's real log (it ran without
+        the flag): refuse rather than start a second, empty log beside it."""
+        if not self.cfg.wal_dir:
+            return
+        default = wal_path(self.cfg.data_dir)
+        if os.path.abspath(default) != os.path.abspath(self.cfg.wal_dir) and \
+                WAL.exists(self.cfg.data_dir):
+            raise DataDirStateError(
+                f"{self.cfg.data_dir}: its WAL is in {default} but --wal-dir is "
+                f"{self.cfg.wal_dir}; move the WAL files there (with the member stopped) or "
+                f"start without --wal-dir")
 
     def _bootstrap(self):
         """Every member of a new cluster writes the same entries 1..N (one conf change per
@@ -262,7 +290,7 @@ class Member:
     def _reopen_wal(self):
         """Close the WAL and replay it again: the image after records written at start-up."""
         self.wal.close()
-        self.wal = WAL(self.cfg.data_dir)
+        self.wal = WAL(self.cfg.data_dir, wal_dir=self.cfg.wal_dir)
         return self.wal.open()
 
     def _finish_pending_install(self, image):
@@ -374,7 +402,8 @@ class Member:
     def new_node(self):
         rc = Config(self.id, self.raftlog, random.Random(),
                     election_ticks=self.cfg.election_ticks, heartbeat_ticks=1,
-                    applied=self._restart_applied, check_quorum=True, pre_vote=True,
+                    applied=self._restart_applied, check_quorum=True,
+                    pre_vote=self.cfg.pre_vote,
                     msg_bytes_max=1 << 20, inflight_msgs_max=256,
                     uncommitted_bytes_max=256 << 20)
         return RawNode(rc)
@@ -385,6 +414,8 @@ class Member:
         self.open_storage()
         self.open_membership()
         node = self.new_node()
+        if not self.cfg.pre_vote:
+            log.info("Raft pre-vote off (--pre-vote=false): a candidate raises its term at once")
         self.loop = RaftLoop(node, self.id, io=self._io, send=self._send, tick_s=self.cfg.tick_s,
                              on_conf_change=self._on_conf_change, on_tick=self._on_tick)
         self.loop.conf_state = node.raft.conf_state()
@@ -414,6 +445,8 @@ class Member:
         raft_task = asyncio.get_running_loop().create_task(self.loop.run())
         raft_task.add_done_callback(self._on_raft_loop_done)
         self._tasks.append(raft_task)
+        self._tasks.append(asyncio.get_running_loop().create_task(
+            self._advance_election_ticks()))
         self._tasks.append(asyncio.get_running_loop().create_task(self._lease_loop()))
         self._tasks.append(asyncio.get_running_loop().create_task(self._publish_loop()))
         if self.cfg.corrupt_check_s:
@@ -426,6 +459,32 @@ class Member:
                 autocompact.run(self, compactor)))
         self.started = True
         self._announce()
+
+    async def _advance_election_ticks(self):
+        """etcd's adjustTicks: a 1-member cluster fast-forwards its election clock to one tick
+        before its timeout (it elects itself at once); with --initial-election-tick-advance, a
+        member of a larger cluster does so to two ticks before, but only once more than one
+        peer is connected (within TICK_ADVANCE_WAIT_S), so a leader that is up has a tick to
+        reach it first."""
+        ticks = self.cfg.election_ticks
+        conf = self.loop.conf_state
+        if conf is not None and list(conf.voters) == [self.id]:
+            await self.loop.call(lambda node: _tick_n(node, ticks - 1))
+            return
+        if not self.cfg.initial_election_tick_advance:
+            log.info("skipping the initial election tick advance (%d election ticks)", ticks)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + TICK_ADVANCE_WAIT_S
+        while loop.time() < deadline:
+            await asyncio.sleep(TICK_ADVANCE_POLL_S)
+            if self.loop.leader_id:
+                return  # a leader was heard from: nothing to hurry
+            if self.transport.active_peers() > 1:
+                await self.loop.call(lambda node: _tick_n(node, ticks - 2))
+                log.info("fast-forwarded the election clock %d ticks (peers connected)",
+                         ticks - 2)
+                return
 
     async def _initial_corrupt_check(self):
         """etcd's --experimental-initial-corrupt-check: with the peer transport up (the peers
@@ -451,9 +510,10 @@ class Member:
         # the cluster they make.
         voters = [self.id] if self._forced else self.conf.voters
         log.info("member %s (%x) of cluster %x: %d voter(s), quorum %d, tolerates %d "
-                 "failure(s); data dir %s", self.cfg.name, self.id, self.cluster_id,
+                 "failure(s); data dir %s%s", self.cfg.name, self.id, self.cluster_id,
                  len(voters), len(voters) // 2 + 1, fault_tolerance(voters),
-                 os.path.abspath(self.cfg.data_dir))
+                 os.path.abspath(self.cfg.data_dir),
+                 f", WAL in {os.path.abspath(self.cfg.wal_dir)}" if self.cfg.wal_dir else "")
         warning = cluster_warning(voters)
         if warning:
             log.warning("%s", warning)
@@ -591,7 +651,9 @@ class Member:
         before), so the store never holds state the log lacks.
         """
         results, ccs = [], []
+        warn_s = self.cfg.warning_apply_s
         for e in rd.committed_entries:
+            started = time.perf_counter()
             if e.type == EntryType.CONF_CHANGE:
                 cc = decode_conf_change(e.data)
                 self.kv.apply(txn, e.index, [])
@@ -600,8 +662,11 @@ class Member:
                 # them in order from the snapshot's conf state ends at the image's conf state.
                 self._apply_member_change(txn, cc)
                 ccs.append(cc)
-                continue
-            results.extend(self._apply_normal(txn, e))
+            else:
+                results.extend(self._apply_normal(txn, e))
+            took = time.perf_counter() - started
+            if took > warn_s:
+                _warn_slow_apply(e, took, warn_s)
         if rd.committed_entries:  # every conf change up to here went through the member table
             txn.put(CONF_INDEX_KEY, rd.committed_entries[-1].index.to_bytes(8, "big"),
                     db=self.engine.db("kvmeta"))
@@ -985,6 +1050,29 @@ class Member:
     def header(self):
         return {"cluster_id": self.cluster_id, "member_id": self.id,
                 "revision": self.kv.current_revision, "raft_term": self.loop.term}
+
+
+def _warn_slow_apply(entry, took_s, expected_s):
+    """etcd's "apply request took too long" (--experimental-warning-apply-duration), for one
+    log entry: what it held (the ops of its requests) and how long its apply took."""
+    if entry.type == EntryType.CONF_CHANGE:
+        what = "a membership change"
+    else:
+        try:
+            ops = collections.Counter(req[2] for req in decode_batch(entry.data))
+            what = ", ".join(f"{n} {op}" for op, n in ops.most_common(5))
+        except Exception:  # noqa: BLE001 -- only a log line: never fail the apply for it
+            what = "undecodable requests"
+        what = what or "no requests"
+    log.warning("apply request took too long: %.1fms for log entry %d (%s); expected at most "
+                "%.1fms (--experimental-warning-apply-duration)", took_s * 1000, entry.index,
+                what, expected_s * 1000)
+
+
+def _tick_n(node, n):
+    """Fast-forward the node's clock n ticks (etcd's advanceTicks)."""
+    for _ in range(n):
+        node.tick()
 
 
 def _pack_resp(resp):

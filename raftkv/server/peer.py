@@ -33,6 +33,7 @@ import logging
 import os
 import struct
 import tempfile
+import time
 
 import msgpack
 
@@ -138,6 +139,7 @@ class _Peer:
         self.wake = asyncio.Event()
         self.task = None
         self.connected = False
+        self.connected_at = None  # time.monotonic() of the current connection (None: down)
         self.failures = 0
         # Set when the peer has just dialed us (it is up again): a dial waiting out its backoff
         # goes at once, so a restarted member hears from us without waiting up to BACKOFF_S[-1].
@@ -198,6 +200,7 @@ class _Peer:
                 await self._backoff(exc)
                 continue
             self.connected, self.failures = True, 0
+            self.connected_at = time.monotonic()
             reader_task = asyncio.get_running_loop().create_task(
                 self.t.read_responses(reader, self.id))
             failed = None
@@ -216,6 +219,7 @@ class _Peer:
                 failed = exc
             finally:
                 self.connected = False
+                self.connected_at = None
                 self.writer = None
                 reader_task.cancel()
                 writer.close()
@@ -336,6 +340,16 @@ class PeerTransport:
 
     def known(self, pid):
         return pid in self._peers
+
+    def active_peers(self):
+        """How many peers our dialer is connected to now (etcd's ActivePeers)."""
+        return sum(1 for p in self._peers.values() if p.connected)
+
+    def active_since(self, pid):
+        """time.monotonic() since which our connection to peer pid is up (None: down or not
+        a peer; etcd's ActiveSince)."""
+        p = self._peers.get(pid)
+        return p.connected_at if p is not None and p.connected else None
 
     def describe(self):
         """One line on every peer link, for logs: outbound state and queue, inbound count."""

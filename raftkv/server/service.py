@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
+import time
 
 import msgpack
 
@@ -43,6 +44,9 @@ LEADER_MEMBER_OPS = ("member_add", "member_remove", "member_promote")  # forward
 ADMIN_FRONT_OPS = frozenset({*LEADER_MEMBER_OPS, "member_update", "defragment", "hash",
                              "hash_kv", "move_leader"})
 LEARNER_READY_PERCENT = 0.9  # etcd's readyPercent for promoting a learner
+# --strict-reconfig-check: a peer counts as active once the leader's connection to it has been
+# up this long (etcd's HealthInterval).
+HEALTH_INTERVAL_S = 5.0
 SNAPSHOT_READ_BYTES = 1 << 20
 
 
@@ -405,6 +409,66 @@ class Service:
         leader = self._leader_or_forward()
         return await self.m.transport.forward(leader, op, body, timeout_s=self.timeout_s + 1)
 
+    # ---- --strict-reconfig-check (etcd's mayAddMember, mayRemoveMember, mayPromoteMember),
+    # on the leader before it proposes: a member is started once it has a name (the initial
+    # members from the start, an added one once it has published), and active when the
+    # leader's connection to it has been up for HEALTH_INTERVAL_S.
+    def _voters_started(self, skip=0):
+        """(voting members but skip, how many of them are started)."""
+        voters = [v for v in self.m.conf.voters if v != skip]
+        started = sum(1 for v in voters if self.m.members.get(v, {}).get("name"))
+        return len(voters), started
+
+    def _active_since(self, since):
+        """The voting members (this one included) connected to the leader since `since`."""
+        t = self.m.transport
+        return {v for v in self.m.conf.voters if v == self.m.id or
+                (t.active_since(v) is not None and t.active_since(v) <= since)}
+
+    def _may_add_member(self, learner):
+        if not self.m.cfg.strict_reconfig_check:
+            return
+        n, started = self._voters_started()
+        ready = (started == 1 and n + 1 == 2) or started >= (n + 1) // 2 + 1
+        if not learner and not ready:
+            log.warning("refusing member add: %d of %d voting members started "
+                        "(--strict-reconfig-check)", started, n)
+            raise RaftkvError("MEMBER_NOT_ENOUGH_STARTED")
+        since = time.monotonic() - HEALTH_INTERVAL_S
+        active = self._active_since(since)
+        if len(active) < len(self.m.conf.voters):
+            log.warning("refusing member add: the leader has not been connected to every "
+                        "voting member for %.0fs (%d of %d); adding one could lose the quorum "
+                        "(--strict-reconfig-check)", HEALTH_INTERVAL_S, len(active),
+                        len(self.m.conf.voters))
+            raise RaftkvError("UNHEALTHY")
+
+    def _may_remove_member(self, mid):
+        if not self.m.cfg.strict_reconfig_check:
+            return
+        if mid not in self.m.conf.voters:
+            return  # a learner: not part of any quorum
+        n, started = self._voters_started(skip=mid)
+        if started < n // 2 + 1:
+            raise RaftkvError("MEMBER_NOT_ENOUGH_STARTED")
+        if mid != self.m.id and self.m.transport.active_since(mid) is None:
+            return  # a member that is down is not part of the active quorum
+        voters = self.m.conf.voters
+        since = time.monotonic() - HEALTH_INTERVAL_S
+        active = len(self._active_since(since))
+        if active - 1 < 1 + (len(voters) - 1) // 2:
+            log.warning("refusing member remove: %d of %d voting members are active; removing "
+                        "%x would leave no active quorum (--strict-reconfig-check)", active,
+                        len(voters), mid)
+            raise RaftkvError("UNHEALTHY")
+
+    def _may_promote_member(self, mid):
+        if not self.m.cfg.strict_reconfig_check:
+            return
+        n, started = self._voters_started()
+        if started + 1 < (n + 1) // 2 + 1:  # the learner counts as started, and as a voter
+            raise RaftkvError("MEMBER_NOT_ENOUGH_STARTED")
+
     def _learner_ready(self, mid):
         """etcd's isLearnerReady: the learner's match index is at least 90 % of ours."""
         raft = self.loop.node.raft
@@ -421,6 +485,7 @@ class Service:
                 raise RaftkvError("PEER_URL_EXIST")
         mid = derive_member_id(urls, self.m.cfg.initial_cluster_token)
         learner = bool(body.get("isLearner"))
+        self._may_add_member(learner)
         typ = ConfChangeType.ADD_LEARNER_NODE if learner else ConfChangeType.ADD_NODE
         await self._conf_change(typ, mid, {"name": "", "peer_urls": urls, "client_urls": []})
         member = {"ID": mid, "name": "", "peerURLs": urls, "clientURLs": [],
@@ -434,6 +499,7 @@ class Service:
         mid = body.get("ID", 0)
         if mid not in self.m.members:
             raise RaftkvError("MEMBER_NOT_FOUND")
+        self._may_remove_member(mid)
         await self._conf_change(ConfChangeType.REMOVE_NODE, mid, None)
         return {"header": self.header(), "members": self._member_dicts()}
 
@@ -449,6 +515,7 @@ class Service:
             raise RaftkvError("MEMBER_NOT_LEARNER")
         if not self._learner_ready(mid):
             raise RaftkvError("LEARNER_NOT_READY")
+        self._may_promote_member(mid)
         await self._conf_change(ConfChangeType.ADD_NODE, mid, None)
         return {"header": self.header(), "members": self._member_dicts()}
 

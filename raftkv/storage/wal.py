@@ -7,10 +7,10 @@ Ready, and the LMDB state (MVCC store, applied index, members) is committed off 
 path; after a crash the member replays the WAL and re-applies committed entries above the
 store's applied index.
 
-Layout: <data dir>/wal/<number:016x>.wal, numbered from 1. A segment is preallocated to
-segment_bytes with fallocate (zero-filled reads past the written end), and every segment begins
-with a COMPACT record (the compaction point as of its creation) and a HARD_STATE record, so the
-segments before it can be deleted once the log is compacted past their entries.
+Layout: <data dir>/wal/<number:016x>.wal (or in the --wal-dir), numbered from 1. A segment is
+preallocated to segment_bytes with fallocate (zero-filled reads past the written end), and every
+segment begins with a COMPACT record (the compaction point as of its creation) and a HARD_STATE
+record, so the segments before it can be deleted once the log is compacted past their entries.
 
 Record, little-endian: len u32 | crc32c u32 | type u8 | seq u64 | payload, where len counts the
 bytes after the crc field (9 + payload) and the CRC32C covers exactly those bytes. seq numbers
@@ -127,6 +127,11 @@ def _list_segments(wal_dir):
         if b.number != a.number + 1:
             raise WalCorruptError(b.path, 0, f"segment {a.number + 1:016x} is missing")
     return out
+
+
+def wal_path(data_dir, wal_dir=""):
+    """The WAL's directory: wal_dir (--wal-dir) if given, else DATA_DIR/wal."""
+    return os.fspath(wal_dir) if wal_dir else os.path.join(os.fspath(data_dir), WAL_DIR)
 
 
 def _preallocate(fd, size):
@@ -268,9 +273,10 @@ class _Item:
 class WAL:
     """An open WAL: open() replays it; append() and the writer thread extend it."""
 
-    def __init__(self, data_dir, *, segment_bytes=SEGMENT_BYTES_DEFAULT):
+    def __init__(self, data_dir, *, segment_bytes=SEGMENT_BYTES_DEFAULT, wal_dir=""):
+        """wal_dir: the directory of the segments (etcd's --wal-dir; empty: DATA_DIR/wal)."""
         assert segment_bytes >= 4096
-        self.dir = os.path.join(os.fspath(data_dir), WAL_DIR)
+        self.dir = wal_path(data_dir, wal_dir)
         self.segment_bytes = segment_bytes
         self._segments = []
         self._fd = None
@@ -296,8 +302,8 @@ class WAL:
         self.sync_seconds = collections.deque(maxlen=4096)  # recent fdatasync durations
 
     @staticmethod
-    def exists(data_dir):
-        d = os.path.join(os.fspath(data_dir), WAL_DIR)
+    def exists(data_dir, wal_dir=""):
+        d = wal_path(data_dir, wal_dir)
         return os.path.isdir(d) and any(n.endswith(SUFFIX) for n in os.listdir(d))
 
     def open(self):

@@ -33,6 +33,9 @@ def add_offline_parsers(ssub):
     p.add_argument("file")
     p.add_argument("--name", default=DEFAULT_NAME, help="the member's name")
     p.add_argument("--data-dir", default="", help="where to write it (default ./NAME.raftkv)")
+    p.add_argument("--wal-dir", default="",
+                   help="where to write its WAL (default: DATA_DIR/wal; start the member with "
+                        "the same --wal-dir)")
     p.add_argument("--initial-cluster", default="",
                    help="the new cluster's members, NAME=PEER_URL,... (default: this member)")
     p.add_argument("--initial-cluster-token", default=DEFAULT_TOKEN,
@@ -67,7 +70,8 @@ def cmd_restore(args, out):
 
     cluster = args.initial_cluster or f"{args.name}={args.initial_advertise_peer_urls}"
     cfg = restore_mod.restore_config(args.name, cluster, args.initial_cluster_token,
-                                     args.initial_advertise_peer_urls, args.data_dir)
+                                     args.initial_advertise_peer_urls, args.data_dir,
+                                     args.wal_dir)
     info = restore_mod.restore(args.file, cfg, args.skip_hash_check)
     if args.write_out == "json":
         out.write(json.dumps(info) + "\n")

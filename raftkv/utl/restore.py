@@ -72,9 +72,11 @@ def check_hash(path, skip_hash_check=False):
 
 
 def restore_config(name, initial_cluster, initial_cluster_token, initial_advertise_peer_urls,
-                   data_dir=""):
-    """The ServerConfig the restored member is bootstrapped with; RestoreError on bad flags."""
-    cfg = ServerConfig(name=name, data_dir=data_dir, initial_cluster=initial_cluster,
+                   data_dir="", wal_dir=""):
+    """The ServerConfig the restored member is bootstrapped with; RestoreError on bad flags.
+    wal_dir: where the member's WAL goes (etcd's --wal-dir; empty: DATA_DIR/wal)."""
+    cfg = ServerConfig(name=name, data_dir=data_dir, wal_dir=wal_dir,
+                       initial_cluster=initial_cluster,
                        initial_cluster_token=initial_cluster_token,
                        initial_advertise_peer_urls=initial_advertise_peer_urls,
                        listen_peer_urls=initial_advertise_peer_urls)
@@ -93,18 +95,28 @@ def restore_config(name, initial_cluster, initial_cluster_token, initial_adverti
 
 def restore(path, cfg, skip_hash_check=False):
     """Restore the snapshot file at path into cfg.data_dir (which must not exist, or be
-    empty). Returns import_bbolt's figures plus "member_id", "cluster_id", "data_dir"."""
+    empty), and its WAL into cfg.wal_dir if set (likewise). Returns import_bbolt's figures plus
+    "member_id", "cluster_id", "data_dir"."""
     target = os.path.normpath(cfg.data_dir)
     if os.path.exists(target) and (not os.path.isdir(target) or os.listdir(target)):
         raise RestoreError(f"data-dir {cfg.data_dir!r} exists")
+    wal_target = os.path.normpath(cfg.wal_dir) if cfg.wal_dir else None
+    if wal_target and os.path.exists(wal_target) and \
+            (not os.path.isdir(wal_target) or os.listdir(wal_target)):
+        raise RestoreError(f"wal-dir {cfg.wal_dir!r} exists")
     if not os.path.isfile(path):
         raise RestoreError(f"{path}: no such snapshot file")
     check_hash(path, skip_hash_check)
     scratch = target + SCRATCH_SUFFIX
-    if os.path.exists(scratch):
-        log.warning("removing %s, left by a restore that did not finish", scratch)
-        shutil.rmtree(scratch)
+    # The WAL is written beside its target too (the same filesystem, often another disk than
+    # the data dir's), then renamed into place before the data dir.
+    wal_scratch = wal_target + SCRATCH_SUFFIX if wal_target else ""
+    for leftover in filter(None, (scratch, wal_scratch)):
+        if os.path.exists(leftover):
+            log.warning("removing %s, left by a restore that did not finish", leftover)
+            shutil.rmtree(leftover)
     os.makedirs(scratch)
+    wal_placed = False
     try:
         engine = Engine(scratch)
         try:
@@ -119,23 +131,33 @@ def restore(path, cfg, skip_hash_check=False):
             raise RestoreError(f"writing the store in {scratch}: {exc}") from None
         finally:
             engine.close()
-        member = Member(_with_data_dir(cfg, scratch))
+        member = Member(_with_data_dir(cfg, scratch, wal_scratch))
         try:
             member.open_storage()
             member.open_membership()
             info.update(member_id=member.id, cluster_id=member.cluster_id)
         finally:
             member.close_storage()
+        if wal_target:
+            if os.path.isdir(wal_target):
+                os.rmdir(wal_target)
+            os.rename(wal_scratch, wal_target)
+            wal_placed = True
+            fsync_dir(os.path.dirname(os.path.abspath(wal_target)))
         if os.path.isdir(target):
             os.rmdir(target)  # empty (checked above): rename replaces only a missing dir
         os.rename(scratch, target)
         fsync_dir(os.path.dirname(os.path.abspath(target)))
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
+        if wal_scratch:
+            shutil.rmtree(wal_scratch, ignore_errors=True)
+        if wal_placed:  # no data dir came of it: its WAL alone would be refused at start
+            shutil.rmtree(wal_target, ignore_errors=True)
         raise
     info["data_dir"] = target
     return info
 
 
-def _with_data_dir(cfg, data_dir):
-    return dataclasses.replace(cfg, data_dir=data_dir).finish()
+def _with_data_dir(cfg, data_dir, wal_dir=""):
+    return dataclasses.replace(cfg, data_dir=data_dir, wal_dir=wal_dir).finish()

@@ -151,7 +151,10 @@ def test_members_added_back_after_force_new_cluster(make_cluster, log):
     running = [survivor]
     for k, name in enumerate(("m4", "m5"), 2):
         m = _new_member(h, name)
-        resp = c.call("member_add", {"peerURLs": [m.peer_url]})
+        # --strict-reconfig-check (on, as in etcd): the second add waits until the first new
+        # member has published its name and the leader has been connected to it for 5 s.
+        resp = _wait(f"{name} to be added", lambda: c.call("member_add",
+                                                            {"peerURLs": [m.peer_url]}))
         assert resp["member"]["peerURLs"] == [m.peer_url]
         running.append(m)
         # etcd's rule for a joining member: --initial-cluster lists the current members

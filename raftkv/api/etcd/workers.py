@@ -160,7 +160,7 @@ class WorkerPool:
 
     def __init__(self, count, host, port, native_host, native_port, *, max_request_bytes,
                  request_timeout, log_level="info", secret=None, tls_files=None,
-                 limits=None):
+                 limits=None, watch_progress_interval=None):
         self.count = count
         self.host, self.port = host, port
         self.native_host, self.native_port = native_host, native_port
@@ -170,6 +170,7 @@ class WorkerPool:
         self.secret = secret  # the hello secret of the member's native port for workers
         self.tls_files = tls_files  # {cert_file, key_file, trusted_ca_file, client_cert_auth}
         self.limits = limits  # a GrpcLimits (None: etcd's defaults), passed on as JSON
+        self.watch_progress_interval = watch_progress_interval  # seconds (None: default)
         self.procs = [None] * count
         self._supervisors = []
         self._stopping = False
@@ -182,7 +183,9 @@ class WorkerPool:
                 "--request-timeout", str(self.request_timeout),
                 "--parent-pid", str(os.getpid()), "--log-level", self.log_level,
                 *self._tls_args(),
-                *(["--grpc-limits", self.limits.to_json()] if self.limits else [])]
+                *(["--grpc-limits", self.limits.to_json()] if self.limits else []),
+                *(["--watch-progress-interval", repr(self.watch_progress_interval)]
+                  if self.watch_progress_interval else [])]
 
     def _tls_args(self):
         t = self.tls_files
@@ -263,10 +266,12 @@ async def _worker_main(args):
         credentials = server_credentials(args.cert_file, args.key_file, args.trusted_ca_file,
                                          args.client_cert_auth)
     limits = GrpcLimits.from_json(args.grpc_limits) if args.grpc_limits else None
+    progress = {"watch_progress_interval": args.watch_progress_interval} \
+        if args.watch_progress_interval > 0 else {}
     server, _ = await start_grpc_server(service, args.host, args.port,
                                         max_request_bytes=args.max_request_bytes,
                                         reuse_port=True, credentials=credentials,
-                                        limits=limits)
+                                        limits=limits, **progress)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -300,6 +305,8 @@ def main(argv=None):
     p.add_argument("--client-cert-auth", action="store_true")
     p.add_argument("--grpc-limits", default="",
                    help="the member's GrpcLimits as JSON (empty: etcd's defaults)")
+    p.add_argument("--watch-progress-interval", type=float, default=0.0,
+                   help="the member's --experimental-watch-progress-notify-interval, seconds")
     args = p.parse_args(argv)
     level = {"warn": "WARNING"}.get(args.log_level.lower(), args.log_level.upper())
     logging.basicConfig(level=level, stream=sys.stderr,
