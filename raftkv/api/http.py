@@ -255,10 +255,14 @@ async def _respond(writer, status, ctype, body, length=None):
     await writer.drain()
 
 
-async def start_http_server(service, host, port):
-    """Serve /health, /version, /metrics on host:port; returns (asyncio server, bound port)."""
-    endpoint = HttpEndpoint(service)
-    server = await asyncio.start_server(endpoint.handle, host, port, limit=HEADER_BYTES_MAX)
+async def start_http_server(service, host, port, *, ssl=None, endpoint=None):
+    """Serve /health, /version, /metrics on host:port (ssl: a server SSLContext for https://);
+    returns (asyncio server, bound port). endpoint: an HttpEndpoint to share between the
+    listeners of one member (its metrics are built once)."""
+    endpoint = endpoint or HttpEndpoint(service)
+    server = await asyncio.start_server(endpoint.handle, host, port, limit=HEADER_BYTES_MAX,
+                                        ssl=ssl)
     bound = server.sockets[0].getsockname()[1]
-    log.info("http: /health, /version, /metrics on %s:%d", host, bound)
+    log.info("http: /health, /version, /metrics on %s:%d%s", host, bound,
+             " (TLS)" if ssl else "")
     return server, bound

@@ -19,6 +19,8 @@ import collections
 import enum
 import hmac
 import logging
+import os
+import stat
 
 from raftkv.api import wire
 from raftkv.mvcc import auth
@@ -419,9 +421,10 @@ class NativeConnection(asyncio.Protocol):
 class NativeServer:
     """The listening server plus its open connections; close() ends both."""
 
-    def __init__(self, server, connections):
+    def __init__(self, server, connections, unix_path=None):
         self._server = server
         self.connections = connections  # set of NativeConnection
+        self.unix_path = unix_path  # a Unix socket's file, removed on close
 
     @property
     def sockets(self):
@@ -431,6 +434,11 @@ class NativeServer:
         self._server.close()
         for conn in list(self.connections):
             conn._transport.close()
+        if self.unix_path:
+            try:
+                os.unlink(self.unix_path)
+            except FileNotFoundError:
+                pass
 
     async def wait_closed(self):
         await self._server.wait_closed()
@@ -445,19 +453,39 @@ class NativeServer:
 
 async def start_native_server(service, host, port, *, max_frame_bytes=wire.FRAME_BYTES_MAX,
                               inflight_max=INFLIGHT_MAX, watches_max=WATCHES_MAX, ssl=None,
-                              worker_secret=None):
-    """Listen on host:port (0: any free port); returns (server, bound_port). ssl: a server
-    SSLContext (raftkv.tls.server_context) to serve TLS only. worker_secret: the port is the
-    member's own, for its gRPC workers (each hello must carry the secret)."""
+                              worker_secret=None, unix_path=None):
+    """Listen on host:port (0: any free port), or on the Unix socket unix_path instead;
+    returns (server, bound_port) (0 for a Unix socket). ssl: a server SSLContext
+    (raftkv.tls.server_context) to serve TLS only. worker_secret: the port is the member's
+    own, for its gRPC workers (each hello must carry the secret)."""
     assert max_frame_bytes > 0
     assert inflight_max > 0
     connections = set()
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        lambda: NativeConnection(service, connections, max_frame_bytes=max_frame_bytes,
-                                 inflight_max=inflight_max, watches_max=watches_max,
-                                 worker_secret=worker_secret),
-        host, port, ssl=ssl)
+
+    def factory():
+        return NativeConnection(service, connections, max_frame_bytes=max_frame_bytes,
+                                inflight_max=inflight_max, watches_max=watches_max,
+                                worker_secret=worker_secret)
+    if unix_path:
+        unix_socket_path_free(unix_path)
+        server = await loop.create_unix_server(factory, unix_path, ssl=ssl)
+        log.info("native: listening on unix:%s%s", unix_path, " (TLS)" if ssl else "")
+        return NativeServer(server, connections, unix_path), 0
+    server = await loop.create_server(factory, host, port, ssl=ssl)
     bound_port = server.sockets[0].getsockname()[1]
     log.info("native: listening on %s:%d%s", host, bound_port, " (TLS)" if ssl else "")
     return NativeServer(server, connections), bound_port
+
+
+def unix_socket_path_free(path):
+    """Make room for a Unix socket listener at path: a socket file left by an earlier run is
+    removed (as etcd does); anything else there stops the start (OSError), since it is not
+    ours to delete."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise OSError(f"cannot listen on unix:{path}: the file exists and is not a socket")
+    os.unlink(path)

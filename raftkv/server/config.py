@@ -112,7 +112,8 @@ class ServerConfig:
         if not self.initial_advertise_peer_urls:
             self.initial_advertise_peer_urls = self.listen_peer_urls
         if not self.initial_cluster:
-            self.initial_cluster = f"{self.name}={self.initial_advertise_peer_urls}"
+            self.initial_cluster = ",".join(f"{self.name}={u}"
+                                            for u in _split(self.initial_advertise_peer_urls))
         if self.initial_cluster_state not in ("new", "existing"):
             raise ConfigError("--initial-cluster-state must be 'new' or 'existing', "
                               f"not {self.initial_cluster_state!r}")
@@ -148,27 +149,57 @@ class ServerConfig:
             raise ConfigError("--auth-token-ttl must be positive (seconds)")
         if not 4 <= self.bcrypt_cost <= 16:
             raise ConfigError("--bcrypt-cost must be between 4 and 16")
+        listeners = {"--listen-client-urls": self.client_listeners,
+                     "--listen-native-urls": self.native_listeners,
+                     "--listen-peer-urls": self.peer_listeners,
+                     "--listen-metrics-urls": self.metrics_listeners}
+        _check_listeners(listeners)
+        if not listeners["--listen-client-urls"] or not listeners["--listen-native-urls"] or \
+                not listeners["--listen-peer-urls"]:
+            raise ConfigError("--listen-client-urls, --listen-native-urls and "
+                              "--listen-peer-urls need at least one URL each")
         members = self.cluster_members()
         if self.name not in members:
             raise ConfigError(f"--initial-cluster has no member named {self.name!r} "
                               f"(got {self.initial_cluster!r})")
-        for url in _split(self.listen_client_urls) + _split(self.listen_peer_urls) + \
-                _split(self.listen_native_urls) + _split(self.listen_metrics_urls):
-            host_port(url)
         self._check_tls()
         return self
 
     @property
+    def client_listeners(self):
+        """The ListenURLs of --listen-client-urls (gRPC), every one of them served."""
+        return listen_urls(self.listen_client_urls, "--listen-client-urls", unix_ok=True)
+
+    @property
+    def native_listeners(self):
+        return listen_urls(self.listen_native_urls, "--listen-native-urls", unix_ok=True)
+
+    @property
+    def peer_listeners(self):
+        return listen_urls(self.listen_peer_urls, "--listen-peer-urls")
+
+    @property
+    def metrics_listeners(self):
+        return listen_urls(self.listen_metrics_urls, "--listen-metrics-urls")
+
+    @property
     def grpc_tls(self):
-        return _https(self.listen_client_urls)
+        """Some client URL is https:// or unixs:// (each URL's scheme decides for its own
+        listener, as in etcd, so a list may mix plain and TLS)."""
+        return any(u.tls for u in self.client_listeners)
 
     @property
     def native_tls(self):
-        return _https(self.listen_native_urls)
+        return any(u.tls for u in self.native_listeners)
+
+    @property
+    def metrics_tls(self):
+        return any(u.tls for u in self.metrics_listeners)
 
     @property
     def client_tls(self):
-        return self.grpc_tls or self.native_tls
+        """Some client, native or metrics listener serves TLS with the client files."""
+        return self.grpc_tls or self.native_tls or self.metrics_tls
 
     @property
     def peer_tls(self):
@@ -265,17 +296,19 @@ class ServerConfig:
 FLAG_HELP = {
     "name": "Human-readable name of this member; must be one of the names in --initial-cluster.",
     "data_dir": "Directory of this member's WAL and LMDB store (empty: ./NAME.raftkv).",
-    "listen_client_urls": "URL to serve the etcd v3 gRPC API on (https:// needs --cert-file and "
-                          "--key-file). Only the first URL of a comma-separated list is served.",
+    "listen_client_urls": "URLs (comma-separated) to serve the etcd v3 gRPC API on, each one; "
+                          "https:// or unixs:// (a Unix socket) needs --cert-file and "
+                          "--key-file (or --auto-tls).",
     "advertise_client_urls": "Client URLs (comma-separated) this member publishes to the "
                              "cluster, as `member list` shows them (empty: "
                              "--listen-client-urls).",
-    "listen_native_urls": "URL to serve raftkv's native msgpack protocol on (no etcd "
-                          "equivalent); https:// uses the client TLS files.",
-    "listen_metrics_urls": "URL to serve /health, /version and /metrics on over HTTP (empty: "
-                           "off).",
-    "listen_peer_urls": "URL to listen on for the other members' Raft traffic (https:// uses "
-                        "the --peer-* TLS files). Only the first URL of a list is served.",
+    "listen_native_urls": "URLs to serve raftkv's native msgpack protocol on (no etcd "
+                          "equivalent), each one; https:// or unixs:// uses the client TLS "
+                          "files, unix:// is a Unix socket.",
+    "listen_metrics_urls": "URLs to serve /health, /version and /metrics on (empty: off); "
+                           "https:// uses the client TLS files.",
+    "listen_peer_urls": "URLs to listen on for the other members' Raft traffic, each one "
+                        "(https:// uses the --peer-* TLS files).",
     "initial_advertise_peer_urls": "This member's peer URLs as the others reach them; its "
                                    "dials to peers also leave from this host (empty: "
                                    "--listen-peer-urls).",
@@ -434,7 +467,7 @@ def member_id(peer_urls, token):
 
 
 def _https(urls):
-    return any(u.lower().startswith("https://") for u in _split(urls))
+    return any(u.lower().startswith(("https://", "unixs://")) for u in _split(urls))
 
 
 def _split(value):
@@ -446,7 +479,7 @@ def host_port(url):
     if "://" not in url:
         url = "http://" + url
     parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme not in ("http", "https", "unix", "tcp") or not parsed.hostname:
+    if parsed.scheme not in ("http", "https", "tcp") or not parsed.hostname:
         raise ConfigError(f"bad URL {url!r}: expected http://HOST:PORT")
     try:
         port = parsed.port
@@ -457,8 +490,82 @@ def host_port(url):
     return parsed.hostname, port
 
 
+@dataclasses.dataclass(frozen=True)
+class ListenURL:
+    """One URL of a --listen-*-urls list: where its listener binds, and whether it serves TLS
+    (https:// and unixs://; each URL's own scheme decides, as in etcd)."""
+
+    url: str
+    tls: bool
+    host: str = ""  # TCP: the address to bind ("" with a Unix socket)
+    port: int = 0  # TCP: the port (0: the OS picks one)
+    path: str = ""  # a Unix socket's file (unix:// or unixs://); "" for TCP
+
+    @property
+    def unix(self):
+        return bool(self.path)
+
+    def key(self):
+        """What two listeners cannot share: a socket file, or a host and port."""
+        return ("unix", self.path) if self.unix else ("tcp", self.host, self.port)
+
+    def describe(self):
+        """host:port or unix:path, for logs."""
+        if self.unix:
+            return f"unix:{self.path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def listen_urls(value, flag, unix_ok=False):
+    """The ListenURLs of a comma-separated --listen-*-urls value. unix:// and unixs:// name a
+    Unix socket by what follows the scheme, etcd's rule (unix://localhost:2379 is the file
+    "localhost:2379" in the working directory, unix:///run/raftkv.sock an absolute path);
+    unix_ok=False refuses them, naming flag."""
+    out = []
+    for url in _split(value):
+        scheme = url.partition("://")[0].lower() if "://" in url else "http"
+        if scheme in ("unix", "unixs"):
+            if not unix_ok:
+                raise ConfigError(f"{flag}: {url!r}: Unix sockets are served only for client "
+                                  "and native URLs (use http:// or https://)")
+            path = url.split("://", 1)[1]
+            if not path:
+                raise ConfigError(f"{flag}: {url!r} names no socket file")
+            out.append(ListenURL(url, scheme == "unixs", path=path))
+            continue
+        if scheme not in ("http", "https"):
+            raise ConfigError(f"{flag}: {url!r}: expected http://, https://, unix:// or "
+                              "unixs://" if unix_ok else
+                              f"{flag}: {url!r}: expected http:// or https://")
+        try:
+            host, port = host_port(url)
+        except ConfigError as exc:
+            raise ConfigError(f"{flag}: {exc}") from None
+        out.append(ListenURL(url, scheme == "https", host, port))
+    return out
+
+
 def first_host_port(urls):
+    """(host, port) of the first URL of a list: the host a member's peer dials leave from
+    (its first --initial-advertise-peer-urls URL)."""
     return host_port(_split(urls)[0])
+
+
+def _check_listeners(listeners):
+    """No two listeners, in one list or across lists, on the same address (port 0 aside:
+    the OS picks a different one for each). etcd serves http and https on one address from a
+    single listener (cmux); raftkv's listeners are one protocol each, so that is refused."""
+    seen = {}
+    for flag, urls in listeners.items():
+        for u in urls:
+            if not u.unix and u.port == 0:
+                continue
+            other = seen.get(u.key())
+            if other is not None:
+                raise ConfigError(f"{flag} {u.url!r}: {u.describe()} is already taken by "
+                                  f"{other[0]} {other[1]!r}; give each URL its own address")
+            seen[u.key()] = (flag, u.url)
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(ServerConfig)}

@@ -150,6 +150,13 @@ def server_credentials(cert_file, key_file, trusted_ca_file=None, client_cert_au
         root_certificates=ca, require_client_auth=client_cert_auth)
 
 
+def grpc_address(host, port=0, unix_path=None):
+    """grpc's bind address: "host:port", "[v6]:port", or "unix:PATH" for a Unix socket."""
+    if unix_path:
+        return f"unix:{unix_path}"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 async def start_grpc_server(service, host, port, *,
                             max_request_bytes=MAX_REQUEST_BYTES_DEFAULT,
                             watch_progress_interval=PROGRESS_INTERVAL, reuse_port=False,
@@ -157,15 +164,32 @@ async def start_grpc_server(service, host, port, *,
     """Serve etcd's v3 gRPC API on host:port; returns (server, bound_port). calls: a
     CallGauge to keep of the unary calls in flight. credentials: grpc server credentials to
     serve TLS only (None: plaintext). limits: a GrpcLimits (None: etcd's defaults)."""
+    server, ports = await start_grpc_server_on(
+        service, [(grpc_address(host, port), credentials)],
+        max_request_bytes=max_request_bytes, watch_progress_interval=watch_progress_interval,
+        reuse_port=reuse_port, calls=calls, limits=limits)
+    return server, ports[0]
+
+
+async def start_grpc_server_on(service, binds, *, max_request_bytes=MAX_REQUEST_BYTES_DEFAULT,
+                               watch_progress_interval=PROGRESS_INTERVAL, reuse_port=False,
+                               calls=None, limits=None):
+    """One gRPC server on every (address, credentials) of binds (grpc_address; credentials
+    None: plaintext there), each URL of --listen-client-urls; returns (server, bound ports)
+    (port 0 in an address: the OS picks one; a Unix socket's bound port means nothing).
+    Other arguments as start_grpc_server."""
+    assert binds, "a gRPC server needs an address"
     interceptors = [_CountCalls(calls)] if calls is not None else []
     server = grpc.aio.server(options=server_options(max_request_bytes, reuse_port, limits),
                              interceptors=interceptors)
     add_services(server, service, max_request_bytes=max_request_bytes,
                  watch_progress_interval=watch_progress_interval)
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    bound_port = server.add_secure_port(address, credentials) if credentials is not None \
-        else server.add_insecure_port(address)
-    if bound_port == 0:
-        raise OSError(f"cannot bind the gRPC server to {address}")
+    ports = []
+    for address, credentials in binds:
+        bound_port = server.add_secure_port(address, credentials) if credentials is not None \
+            else server.add_insecure_port(address)
+        if bound_port == 0:
+            raise OSError(f"cannot bind the gRPC server to {address}")
+        ports.append(bound_port)
     await server.start()
-    return server, bound_port
+    return server, ports
