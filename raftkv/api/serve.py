@@ -19,13 +19,6 @@ import signal
 import sys
 import time
 
-from raftkv.api.etcd.server import (
-    CallGauge,
-    GrpcLimits,
-    grpc_address,
-    server_credentials,
-    start_grpc_server_on,
-)
 from raftkv.api.etcd.workers import WorkerPool, reserve_port
 from raftkv.api.http import HttpEndpoint, start_http_server
 from raftkv.api.native import start_native_server, unix_socket_path_free
@@ -77,6 +70,7 @@ def setup_logging(cfg):
 
 
 async def serve(cfg, stop_event=None):
+    grpc_ciphers(cfg)
     member = Member(cfg)
     await member.start()
     tune_gc()
@@ -135,7 +129,8 @@ async def _open_native_and_metrics(cfg, service, member, opened):
     for u in cfg.native_listeners:
         native, port = await start_native_server(
             service, u.host, u.port, max_frame_bytes=cfg.max_request_bytes + FRAME_OVERHEAD_BYTES,
-            ssl=client_tls if u.tls else None, unix_path=u.path or None)
+            ssl=client_tls if u.tls else None, unix_path=u.path or None,
+            cert_check=cfg.cert_checks()[0])
         opened.closers.append(native)
         opened.native_where.append(_where(u, port))
         if not u.unix and member.native_port is None:
@@ -154,6 +149,8 @@ async def _open_grpc(cfg, service, member, opened):
     """gRPC on every --listen-client-urls URL: the --grpc-workers serve the TCP ones if there
     are workers, the member the rest (Unix sockets have no SO_REUSEPORT to share). Returns
     the listeners, for the ready line."""
+    from raftkv.api.etcd.server import CallGauge, grpc_address, start_grpc_server_on
+
     tcp = [u for u in cfg.client_listeners if not u.unix]
     unix = [u for u in cfg.client_listeners if u.unix]
     where = []
@@ -170,7 +167,7 @@ async def _open_grpc(cfg, service, member, opened):
         service, [(grpc_address(u.host, u.port, u.path), credentials if u.tls else None)
                   for u in own],
         max_request_bytes=cfg.max_request_bytes, calls=member.front_calls,
-        limits=_grpc_limits(cfg))
+        limits=_grpc_limits(cfg), cert_check=cfg.cert_checks()[0])
     opened.grpc_servers.append(grpc_server)
     for u, port in zip(own, ports):
         where.append(_where(u, port))
@@ -216,17 +213,38 @@ def _unlink_quietly(path):
         pass
 
 
+def grpc_ciphers(cfg):
+    """--cipher-suites for gRPC: grpc's C core reads GRPC_SSL_CIPHER_SUITES once, when grpc is
+    imported, and its Python API has no other way in. So the variable is set here, before
+    raftkv.api.etcd.server (which imports grpc) is, and the --grpc-workers inherit it. A
+    process that imported grpc before (a test serving in-process) cannot apply it: ConfigError
+    rather than serving other ciphers than asked."""
+    if not cfg.cipher_suites or not cfg.grpc_tls:
+        return
+    want = cfg.ciphers
+    if os.environ.get("GRPC_SSL_CIPHER_SUITES") == want:
+        return
+    if "grpc" in sys.modules:
+        raise ConfigError("--cipher-suites: grpc is already initialised in this process; set "
+                          f"GRPC_SSL_CIPHER_SUITES={want} before it starts")
+    os.environ["GRPC_SSL_CIPHER_SUITES"] = want
+
+
 def _grpc_credentials(cfg):
-    """grpc's server credentials for an https:// client URL (None: plaintext)."""
+    """grpc's server credentials for https:// client URLs (None: every one is plain)."""
     if not cfg.grpc_tls:
         return None
-    return server_credentials(cfg.cert_file, cfg.key_file, cfg.trusted_ca_file,
+    from raftkv.api.etcd.server import server_credentials
+
+    return server_credentials(*cfg.client_cert_paths(), cfg.trusted_ca_file,
                               cfg.client_cert_auth)
 
 
 def _grpc_limits(cfg):
     """etcd's gRPC server flags (--grpc-keepalive-*, --max-concurrent-streams) for grpc.aio,
     the same for the member's own gRPC server and its workers'."""
+    from raftkv.api.etcd.server import GrpcLimits
+
     return GrpcLimits.from_seconds(*cfg.grpc_keepalive_s, cfg.max_concurrent_streams)
 
 
@@ -235,8 +253,10 @@ def _worker_tls(cfg):
     (None: every client URL is plain)."""
     if not cfg.grpc_tls:
         return None
-    return {"cert_file": cfg.cert_file, "key_file": cfg.key_file,
-            "trusted_ca_file": cfg.trusted_ca_file, "client_cert_auth": cfg.client_cert_auth}
+    cert, key = cfg.client_cert_paths()
+    return {"cert_file": cert, "key_file": key, "trusted_ca_file": cfg.trusted_ca_file,
+            "client_cert_auth": cfg.client_cert_auth, "crl_file": cfg.client_crl_file,
+            "allowed_hostname": cfg.client_cert_allowed_hostname}
 
 
 def main(argv=None):
@@ -246,6 +266,11 @@ def main(argv=None):
         sys.stderr.write(f"raftkv: {exc}\n")
         return 2
     setup_logging(cfg)
+    try:
+        grpc_ciphers(cfg)
+    except ConfigError as exc:
+        sys.stderr.write(f"raftkv: {exc}\n")
+        return 2
     # The loop thread, the storage thread and the WAL writer hand work to each other: a thread
     # woken by a hand-off should not wait the default 5 ms for a busy holder to give up the GIL.
     sys.setswitchinterval(float(os.environ.get("RAFTKV_SWITCH_INTERVAL_S", "0.0005")))

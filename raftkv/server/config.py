@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import logging
 import os
 import re
 import urllib.parse
@@ -20,6 +21,8 @@ from raftkv import tls
 from raftkv.mvcc.auth import JwtTokens
 from raftkv.server import autocompact
 from raftkv.tls import TLSConfigError
+
+log = logging.getLogger("raftkv.config")
 
 MIB = 1 << 20
 MAX_UINT32 = (1 << 32) - 1
@@ -81,6 +84,18 @@ class ServerConfig:
     peer_cert_allowed_cn: str = ""
     # ... or only from a certificate valid for this host name (etcd's flag).
     peer_cert_allowed_hostname: str = ""
+    # More of etcd's TLS flags (raftkv/tls.py): revocation lists the listeners check client and
+    # peer certificates against; Go's TLS 1.2 cipher suite names, for every listener and the
+    # peer dialer; self-signed certificates made in DATA_DIR/fixtures when https:// URLs come
+    # without files; client certificates only for this host name; and no check of a
+    # connecting peer's certificate SANs against its address.
+    client_crl_file: str = ""
+    peer_crl_file: str = ""
+    cipher_suites: str = ""
+    auto_tls: bool = False
+    peer_auto_tls: bool = False
+    client_cert_allowed_hostname: str = ""
+    experimental_peer_skip_client_san_verification: bool = False
     # etcd's auto-compaction: periodic (retention: hours, or a duration such as 30m) or
     # revision (retention: revisions); retention 0 is off, etcd's default.
     auto_compaction_mode: str = "periodic"
@@ -98,6 +113,8 @@ class ServerConfig:
     auth_token_ttl: int = 300
     bcrypt_cost: int = 10
     _tls = None  # not a field (no flag): tls_contexts() once built
+    _files = None  # not a field: {"client"|"peer": (cert, key)} as served (auto TLS's)
+    _checks = None  # not a field: the (client, peer) CertChecks
     _jwt = None  # not a field: the JwtTokens of --auth-token jwt,..., built by finish()
     auto_compaction = 0  # not a field: the parsed retention (seconds or revisions; 0: off)
     corrupt_check_s = 0.0  # not a field: the parsed --experimental-corrupt-check-time
@@ -206,28 +223,36 @@ class ServerConfig:
         return _https(self.listen_peer_urls) or _https(self.initial_advertise_peer_urls)
 
     def _check_tls(self):
-        """Each https:// listener has its files, and they load (so a bad file stops the start
-        with its name, not the first handshake)."""
+        """Each https:// listener has its files (or makes them, with --auto-tls), and they load
+        (so a bad file stops the start with its name, not the first handshake)."""
         peer_urls = [u for urls in self.cluster_members().values() for u in urls]
         if len({_https(u) for u in peer_urls} | {self.peer_tls}) > 1:
             raise ConfigError("peer URLs mix http:// and https:// (--listen-peer-urls, "
                               "--initial-advertise-peer-urls, --initial-cluster): use one")
         for enabled, flags in ((self.client_tls, ("cert_file", "key_file", "trusted_ca_file",
-                                                  "client_cert_auth")),
+                                                  "client_cert_auth", "auto_tls")),
                                (self.peer_tls, ("peer_cert_file", "peer_key_file",
                                                 "peer_trusted_ca_file",
-                                                "peer_client_cert_auth"))):
-            cert, key, ca, auth = (getattr(self, f) for f in flags)
+                                                "peer_client_cert_auth", "peer_auto_tls"))):
+            cert, key, ca, auth, auto = (getattr(self, f) for f in flags)
             names = ["--" + f.replace("_", "-") for f in flags]
-            if enabled and not (cert and key):
-                raise ConfigError(f"https:// URLs need {names[0]} and {names[1]}")
+            if enabled and not (cert and key) and not (auto and not cert and not key):
+                raise ConfigError(f"https:// URLs need {names[0]} and {names[1]} (or "
+                                  f"{names[4]} without either)")
             if auth and not ca:
                 raise ConfigError(f"{names[3]} needs {names[2]}")
-        for flag, value in (("--peer-cert-allowed-cn", self.peer_cert_allowed_cn),
-                            ("--peer-cert-allowed-hostname", self.peer_cert_allowed_hostname)):
-            if value and not (self.peer_tls and self.peer_client_cert_auth):
+            if auto and (cert or key):
+                log.warning("%s ignored: %s/%s are given", names[4], names[0], names[1])
+        for flag, value, needs in (
+                ("--peer-cert-allowed-cn", self.peer_cert_allowed_cn, "peer"),
+                ("--peer-cert-allowed-hostname", self.peer_cert_allowed_hostname, "peer"),
+                ("--client-cert-allowed-hostname", self.client_cert_allowed_hostname, "client")):
+            if needs == "peer" and value and not (self.peer_tls and self.peer_client_cert_auth):
                 raise ConfigError(f"{flag} needs https:// peer URLs and "
                                   "--peer-client-cert-auth (else no peer certificate is checked)")
+            if needs == "client" and value and not (self.client_tls and self.client_cert_auth):
+                raise ConfigError(f"{flag} needs https:// client URLs and --client-cert-auth "
+                                  "(else no client certificate is checked)")
         if self.peer_cert_allowed_cn and self.peer_cert_allowed_hostname:
             raise ConfigError("--peer-cert-allowed-cn and --peer-cert-allowed-hostname are "
                               "mutually exclusive")
@@ -235,6 +260,25 @@ class ServerConfig:
             self.tls_contexts()
         except TLSConfigError as exc:
             raise ConfigError(f"TLS: {exc}") from exc
+
+    @property
+    def ciphers(self):
+        """OpenSSL's cipher string for --cipher-suites ("": the defaults)."""
+        try:
+            return tls.openssl_ciphers(self.cipher_suites)
+        except TLSConfigError as exc:
+            raise ConfigError(f"--cipher-suites: {exc}") from None
+
+    def client_cert_paths(self):
+        """(certificate, key) files the client listeners serve: --cert-file and --key-file, or
+        with --auto-tls and neither given, the pair made in DATA_DIR/fixtures/client."""
+        self.tls_contexts()
+        return self._files["client"]
+
+    def cert_checks(self):
+        """(client, peer) CertChecks (raftkv.tls): the CRL files and allowed host name."""
+        self.tls_contexts()
+        return self._checks
 
     def jwt_tokens(self):
         """The JwtTokens of --auth-token jwt,... (None: simple tokens)."""
@@ -249,14 +293,33 @@ class ServerConfig:
 
     def _load_tls(self):
         client = peer_in = peer_out = None
+        ciphers = self.ciphers
+        files = {"client": (self.cert_file, self.key_file),
+                 "peer": (self.peer_cert_file, self.peer_key_file)}
+        fixtures = os.path.join(self.data_dir, "fixtures")
+        if self.client_tls and self.auto_tls and not (self.cert_file or self.key_file):
+            hosts = [u.host for u in self.client_listeners + self.native_listeners +
+                     self.metrics_listeners if not u.unix]
+            files["client"] = tls.self_cert(os.path.join(fixtures, "client"), hosts)
+        peer_auto = self.peer_auto_tls and not (self.peer_cert_file or self.peer_key_file)
+        if self.peer_tls and peer_auto:
+            files["peer"] = tls.self_cert(os.path.join(fixtures, "peer"),
+                                          [u.host for u in self.peer_listeners])
         if self.client_tls:
-            client = tls.server_context(self.cert_file, self.key_file, self.trusted_ca_file,
-                                        self.client_cert_auth)
+            client = tls.server_context(*files["client"], self.trusted_ca_file,
+                                        self.client_cert_auth, ciphers=ciphers)
         if self.peer_tls:
-            peer_in = tls.server_context(self.peer_cert_file, self.peer_key_file,
-                                         self.peer_trusted_ca_file, self.peer_client_cert_auth)
-            peer_out = tls.client_context(self.peer_trusted_ca_file or None,
-                                          self.peer_cert_file, self.peer_key_file)
+            peer_in = tls.server_context(*files["peer"], self.peer_trusted_ca_file,
+                                         self.peer_client_cert_auth, ciphers=ciphers)
+            # With --peer-auto-tls the peers' certificates are self-signed: not verified, as
+            # etcd's self-signed peer TLS skips the verification.
+            peer_out = tls.client_context(self.peer_trusted_ca_file or None, *files["peer"],
+                                          verify=not peer_auto, ciphers=ciphers)
+        self._files = files
+        self._checks = (
+            tls.CertCheck(self.client_crl_file, self.client_cert_allowed_hostname,
+                          "--client-crl-file"),
+            tls.CertCheck(self.peer_crl_file, None, "--peer-crl-file"))
         return client, peer_in, peer_out
 
     def cluster_members(self):
@@ -364,6 +427,23 @@ FLAG_HELP = {
     "peer_cert_allowed_hostname": "Accept peer connections only from a certificate valid for "
                                   "this host name (needs --peer-client-cert-auth; not with "
                                   "--peer-cert-allowed-cn).",
+    "client_crl_file": "Certificate revocation list (PEM or DER): client certificates whose "
+                       "serial it lists are refused (read again when the file changes).",
+    "peer_crl_file": "Certificate revocation list (PEM or DER): peer certificates whose serial "
+                     "it lists are refused (read again when the file changes).",
+    "cipher_suites": "TLS 1.2 cipher suites (Go's names, comma-separated, e.g. "
+                     "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256) for clients and peers (empty: "
+                     "the defaults; TLS 1.3 is unaffected).",
+    "auto_tls": "Serve https:// client URLs with a self-signed certificate made in "
+                "DATA_DIR/fixtures/client when --cert-file and --key-file are not given.",
+    "peer_auto_tls": "Peer TLS with a self-signed certificate made in DATA_DIR/fixtures/peer "
+                     "when --peer-cert-file and --peer-key-file are not given; peers' "
+                     "certificates are then not verified.",
+    "client_cert_allowed_hostname": "With --client-cert-auth, accept only client certificates "
+                                    "valid for this host name (a SAN DNS name or IP address).",
+    "experimental_peer_skip_client_san_verification": "Do not check that a connecting peer's "
+                                                      "certificate SANs cover the address it "
+                                                      "connects from (true/false).",
     "auto_compaction_mode": "How --auto-compaction-retention is read: periodic (a time) or "
                             "revision (a number of revisions).",
     "auto_compaction_retention": "History that auto-compaction keeps: periodic mode takes "

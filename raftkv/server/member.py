@@ -403,7 +403,9 @@ class Member:
             on_snapshot_sent=self._on_snapshot_sent, spool_dir=self.cfg.data_dir,
             ssl_server=peer_in, ssl_client=peer_out,
             allowed_cn=self.cfg.peer_cert_allowed_cn or None,
-            allowed_hostname=self.cfg.peer_cert_allowed_hostname or None)
+            allowed_hostname=self.cfg.peer_cert_allowed_hostname or None,
+            cert_check=self.cfg.cert_checks()[1],
+            check_san=not self.cfg.experimental_peer_skip_client_san_verification)
         self.transport.set_peers(self._peer_addrs(), removed=self.removed)
         listen = [(u.host, u.port) for u in self.cfg.peer_listeners]
         self.peer_port = await self.transport.start(*listen[0], more=listen[1:])

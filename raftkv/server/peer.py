@@ -37,7 +37,7 @@ import tempfile
 import msgpack
 
 from raftkv.errors import RaftkvError
-from raftkv.tls import common_name, matches_hostname
+from raftkv.tls import common_name, der_of, matches_hostname, san_covers
 from raftkv.raft.types import (
     ConfState,
     Entry,
@@ -290,7 +290,8 @@ class _Peer:
 class PeerTransport:
     def __init__(self, member_id, token, peers, bind_host, *, on_message, on_forward,
                  snapshot_source=None, on_snapshot_sent=None, spool_dir=None, ssl_server=None,
-                 ssl_client=None, allowed_cn=None, allowed_hostname=None):
+                 ssl_client=None, allowed_cn=None, allowed_hostname=None, cert_check=None,
+                 check_san=True):
         self.member_id = member_id
         self.token = token
         self.bind_host = bind_host
@@ -299,6 +300,10 @@ class PeerTransport:
         self.ssl_client = ssl_client
         self.allowed_cn = allowed_cn  # --peer-cert-allowed-cn: the only peer CN let in
         self.allowed_hostname = allowed_hostname  # --peer-cert-allowed-hostname
+        self.cert_check = cert_check  # a raftkv.tls.CertCheck: --peer-crl-file
+        # etcd's check that a connecting peer's certificate SANs cover the address it comes
+        # from (off: --experimental-peer-skip-client-san-verification).
+        self.check_san = check_san
         self.on_message = on_message  # fn(Message)
         self.on_forward = on_forward  # async fn(op, body) -> dict
         self.snapshot_source = snapshot_source  # fn() -> iterator of bytes chunks
@@ -565,6 +570,7 @@ class PeerTransport:
                     writer.get_extra_info("peercert"), self.allowed_hostname):
                 raise PeerProtocolError("its certificate is not valid for "
                                         f"--peer-cert-allowed-hostname {self.allowed_hostname!r}")
+            await self._check_certificate(writer, peer_name)
             frm = await self._check_hello(await _read_frame(reader), peer_name)
             if frm is None:
                 return
@@ -583,6 +589,22 @@ class PeerTransport:
         finally:
             self._inbound.discard(writer)
             writer.close()
+
+    async def _check_certificate(self, writer, peer_name):
+        """--peer-crl-file, then etcd's SAN check, on the certificate a peer presented (none
+        is asked for without --peer-client-cert-auth, and then there is nothing to check)."""
+        peercert = writer.get_extra_info("peercert")
+        if not peercert:
+            return
+        if self.cert_check:
+            reason = self.cert_check.refusal(der_of(writer.get_extra_info("ssl_object")))
+            if reason:
+                raise PeerProtocolError(reason)
+        if self.check_san and isinstance(peer_name, tuple) and not await san_covers(
+                asyncio.get_running_loop(), peercert, peer_name[0]):
+            raise PeerProtocolError(f"its certificate's SANs do not cover its address "
+                                    f"{peer_name[0]} (etcd's check; "
+                                    "--experimental-peer-skip-client-san-verification skips it)")
 
     async def _check_hello(self, hello, peer_name):
         if not isinstance(hello, dict):

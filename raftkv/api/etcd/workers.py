@@ -171,7 +171,8 @@ class WorkerPool:
         self.request_timeout = request_timeout
         self.log_level = log_level
         self.secret = secret  # the hello secret of the member's native port for workers
-        self.tls_files = tls_files  # {cert_file, key_file, trusted_ca_file, client_cert_auth}
+        # {cert_file, key_file, trusted_ca_file, client_cert_auth, crl_file, allowed_hostname}
+        self.tls_files = tls_files
         self.limits = limits  # a GrpcLimits (None: etcd's defaults), passed on as JSON
         self.procs = [None] * count
         self._supervisors = []
@@ -195,6 +196,10 @@ class WorkerPool:
         args = ["--cert-file", t["cert_file"], "--key-file", t["key_file"]]
         if t.get("client_cert_auth"):
             args += ["--trusted-ca-file", t["trusted_ca_file"], "--client-cert-auth"]
+        if t.get("crl_file"):
+            args += ["--client-crl-file", t["crl_file"]]
+        if t.get("allowed_hostname"):
+            args += ["--client-cert-allowed-hostname", t["allowed_hostname"]]
         return args
 
     async def _spawn(self, index):
@@ -262,6 +267,7 @@ async def _worker_main(args):
         server_credentials,
         start_grpc_server_on,
     )
+    from raftkv.tls import CertCheck
 
     nhost, _, nport = args.native.rpartition(":")
     service = RemoteService(nhost.strip("[]"), int(nport), args.request_timeout,
@@ -279,9 +285,10 @@ async def _worker_main(args):
         assert not tls or credentials is not None, f"{url} needs --cert-file"
         binds.append((grpc_address(host.strip("[]"), int(port)), credentials if tls else None))
     limits = GrpcLimits.from_json(args.grpc_limits) if args.grpc_limits else None
+    check = CertCheck(args.client_crl_file, args.client_cert_allowed_hostname)
     server, _ = await start_grpc_server_on(service, binds,
                                            max_request_bytes=args.max_request_bytes,
-                                           reuse_port=True, limits=limits)
+                                           reuse_port=True, limits=limits, cert_check=check)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -313,6 +320,8 @@ def main(argv=None):
     p.add_argument("--key-file", default="")
     p.add_argument("--trusted-ca-file", default="")
     p.add_argument("--client-cert-auth", action="store_true")
+    p.add_argument("--client-crl-file", default="", help="the member's --client-crl-file")
+    p.add_argument("--client-cert-allowed-hostname", default="")
     p.add_argument("--grpc-limits", default="",
                    help="the member's GrpcLimits as JSON (empty: etcd's defaults)")
     args = p.parse_args(argv)
