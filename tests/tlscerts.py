@@ -6,7 +6,8 @@ client whose certificate the other side's CA did not sign). The member certifica
 serverAuth and clientAuth, since an etcd member uses one certificate for its listeners and for
 dialling its peers. Keys are EC P-256, which the `cryptography` package makes in microseconds
 (RSA 2048 takes ~50 ms each). Certificates are valid from a day ago, so a clock a little behind
-does not reject them, for 30 days.
+does not reject them, for 30 days. The CA also signed a second client certificate, "revoked",
+which its CRL (crl.pem) lists; make_crl writes a CRL of any serials.
 """
 from __future__ import annotations
 
@@ -42,6 +43,10 @@ class PKI:
     other_ca: str  # an unrelated CA
     other_cert: str  # signed by other_ca, same SANs and uses as server_cert
     other_key: str
+    revoked_cert: str  # signed by ca, CN raftkv-revoked-client, client auth; listed in crl
+    revoked_key: str
+    crl: str  # the CA's CRL (PEM) listing revoked_cert's serial
+    ca_key: str  # the CA's key (make_crl signs with it)
 
 
 def _name(cn):
@@ -113,6 +118,10 @@ def make_pki(directory):
                    usages=(ExtendedKeyUsageOID.CLIENT_AUTH,))
     other_ca, other_ca_key = _ca("raftkv-test-other-ca")
     other, other_key = _member_cert(other_ca, other_ca_key, "raftkv-test-other-member")
+    revoked_key = _key()
+    revoked = _cert(_name("raftkv-revoked-client"), revoked_key, ca.subject, ca_key,
+                    usages=(ExtendedKeyUsageOID.CLIENT_AUTH,))
+    ca_key_path = _write_key(directory, "ca-key.pem", ca_key)
     return PKI(
         ca=_write_cert(directory, "ca.pem", ca),
         server_cert=_write_cert(directory, "server.pem", server),
@@ -122,4 +131,38 @@ def make_pki(directory):
         other_ca=_write_cert(directory, "other-ca.pem", other_ca),
         other_cert=_write_cert(directory, "other.pem", other),
         other_key=_write_key(directory, "other-key.pem", other_key),
+        revoked_cert=_write_cert(directory, "revoked.pem", revoked),
+        revoked_key=_write_key(directory, "revoked-key.pem", revoked_key),
+        crl=make_crl(os.path.join(directory, "crl.pem"), ca, ca_key, [revoked.serial_number]),
+        ca_key=ca_key_path,
     )
+
+
+def make_crl(path, ca_cert, ca_key, serials, der=False):
+    """Write a CRL signed by the CA listing serials (PEM, or DER); returns path."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
+               .last_update(now - VALID_BEFORE_NOW).next_update(now + VALID_FOR))
+    for serial in serials:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial)
+            .revocation_date(now - VALID_BEFORE_NOW).build())
+    crl = builder.sign(ca_key, hashes.SHA256())
+    encoding = serialization.Encoding.DER if der else serialization.Encoding.PEM
+    return _write(os.path.dirname(path) or ".", os.path.basename(path),
+                  crl.public_bytes(encoding))
+
+
+def serial_of(cert_path):
+    """The serial number of a PEM certificate file."""
+    with open(cert_path, "rb") as f:
+        return x509.load_pem_x509_certificate(f.read()).serial_number
+
+
+def load_ca(pki):
+    """(CA certificate, CA key) objects of a PKI, to sign more CRLs."""
+    with open(pki.ca, "rb") as f:
+        cert = x509.load_pem_x509_certificate(f.read())
+    with open(pki.ca_key, "rb") as f:
+        key = serialization.load_pem_private_key(f.read(), None)
+    return cert, key

@@ -272,11 +272,15 @@ def _header(head, name):
     return ""
 
 
-async def start_http_server(service, host, port, host_allowed=None):
-    """Serve /health, /version, /metrics on host:port; returns (asyncio server, bound port).
-    host_allowed(host header) -> bool: --host-whitelist (None: any host)."""
-    endpoint = HttpEndpoint(service, host_allowed)
-    server = await asyncio.start_server(endpoint.handle, host, port, limit=HEADER_BYTES_MAX)
+async def start_http_server(service, host, port, *, ssl=None, endpoint=None, host_allowed=None):
+    """Serve /health, /version, /metrics on host:port (ssl: a server SSLContext for https://);
+    returns (asyncio server, bound port). endpoint: an HttpEndpoint to share between the
+    listeners of one member (its metrics are built once). host_allowed(host header) -> bool:
+    --host-whitelist (None: any host; used when no endpoint is given)."""
+    endpoint = endpoint or HttpEndpoint(service, host_allowed)
+    server = await asyncio.start_server(endpoint.handle, host, port, limit=HEADER_BYTES_MAX,
+                                        ssl=ssl)
     bound = server.sockets[0].getsockname()[1]
-    log.info("http: /health, /version, /metrics on %s:%d", host, bound)
+    log.info("http: /health, /version, /metrics on %s:%d%s", host, bound,
+             " (TLS)" if ssl else "")
     return server, bound

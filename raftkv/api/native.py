@@ -19,10 +19,12 @@ import collections
 import enum
 import hmac
 import logging
+import os
+import stat
 
 from raftkv.api import wire
 from raftkv.mvcc import auth
-from raftkv.tls import common_name
+from raftkv.tls import common_name, der_of
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +76,11 @@ class NativeConnection(asyncio.Protocol):
     """One client connection. Moves bytes and runs one task per request."""
 
     def __init__(self, service, registry, *, max_frame_bytes, inflight_max, watches_max,
-                 worker_secret=None):
+                 worker_secret=None, cert_check=None):
         self.service = service
+        # A raftkv.tls.CertCheck (--client-crl-file, --client-cert-allowed-hostname): a TLS
+        # client whose certificate it refuses is disconnected at once.
+        self._cert_check = cert_check
         # The member's own port for its gRPC workers: a hello must carry this secret, and the
         # connection is then trusted to say which certificate a request came with.
         self._worker_secret = worker_secret
@@ -108,6 +113,12 @@ class NativeConnection(asyncio.Protocol):
         self._registry.add(self)
         # The CN of the client's certificate, when TLS verified one (--client-cert-auth).
         self._cert_user = common_name(transport.get_extra_info("peercert"))
+        if self._cert_check:
+            reason = self._cert_check.refusal(der_of(transport.get_extra_info("ssl_object")))
+            if reason:
+                log.warning("native: refused %s: %s", transport.get_extra_info("peername"),
+                            reason)
+                transport.close()
 
     def connection_lost(self, exc):
         if self._state is not ConnState.CLOSED:
@@ -419,9 +430,10 @@ class NativeConnection(asyncio.Protocol):
 class NativeServer:
     """The listening server plus its open connections; close() ends both."""
 
-    def __init__(self, server, connections):
+    def __init__(self, server, connections, unix_path=None):
         self._server = server
         self.connections = connections  # set of NativeConnection
+        self.unix_path = unix_path  # a Unix socket's file, removed on close
 
     @property
     def sockets(self):
@@ -431,6 +443,11 @@ class NativeServer:
         self._server.close()
         for conn in list(self.connections):
             conn._transport.close()
+        if self.unix_path:
+            try:
+                os.unlink(self.unix_path)
+            except FileNotFoundError:
+                pass
 
     async def wait_closed(self):
         await self._server.wait_closed()
@@ -445,19 +462,40 @@ class NativeServer:
 
 async def start_native_server(service, host, port, *, max_frame_bytes=wire.FRAME_BYTES_MAX,
                               inflight_max=INFLIGHT_MAX, watches_max=WATCHES_MAX, ssl=None,
-                              worker_secret=None):
-    """Listen on host:port (0: any free port); returns (server, bound_port). ssl: a server
-    SSLContext (raftkv.tls.server_context) to serve TLS only. worker_secret: the port is the
-    member's own, for its gRPC workers (each hello must carry the secret)."""
+                              worker_secret=None, unix_path=None, cert_check=None):
+    """Listen on host:port (0: any free port), or on the Unix socket unix_path instead;
+    returns (server, bound_port) (0 for a Unix socket). ssl: a server SSLContext
+    (raftkv.tls.server_context) to serve TLS only. worker_secret: the port is the member's
+    own, for its gRPC workers (each hello must carry the secret). cert_check: a
+    raftkv.tls.CertCheck for the client certificates of TLS connections."""
     assert max_frame_bytes > 0
     assert inflight_max > 0
     connections = set()
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        lambda: NativeConnection(service, connections, max_frame_bytes=max_frame_bytes,
-                                 inflight_max=inflight_max, watches_max=watches_max,
-                                 worker_secret=worker_secret),
-        host, port, ssl=ssl)
+
+    def factory():
+        return NativeConnection(service, connections, max_frame_bytes=max_frame_bytes,
+                                inflight_max=inflight_max, watches_max=watches_max,
+                                worker_secret=worker_secret, cert_check=cert_check)
+    if unix_path:
+        unix_socket_path_free(unix_path)
+        server = await loop.create_unix_server(factory, unix_path, ssl=ssl)
+        log.info("native: listening on unix:%s%s", unix_path, " (TLS)" if ssl else "")
+        return NativeServer(server, connections, unix_path), 0
+    server = await loop.create_server(factory, host, port, ssl=ssl)
     bound_port = server.sockets[0].getsockname()[1]
     log.info("native: listening on %s:%d%s", host, bound_port, " (TLS)" if ssl else "")
     return NativeServer(server, connections), bound_port
+
+
+def unix_socket_path_free(path):
+    """Make room for a Unix socket listener at path: a socket file left by an earlier run is
+    removed (as etcd does); anything else there stops the start (OSError), since it is not
+    ours to delete."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise OSError(f"cannot listen on unix:{path}: the file exists and is not a socket")
+    os.unlink(path)

@@ -9,6 +9,7 @@ A data dir that is unsafe to use makes it refuse to start with a message saying 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import json
 import logging
@@ -18,17 +19,11 @@ import signal
 import sys
 import time
 
-from raftkv.api.etcd.server import (
-    CallGauge,
-    GrpcLimits,
-    server_credentials,
-    start_grpc_server,
-)
 from raftkv.api.etcd.workers import WorkerPool, reserve_port
-from raftkv.api.http import start_http_server
-from raftkv.api.native import start_native_server
+from raftkv.api.http import HttpEndpoint, start_http_server
+from raftkv.api.native import start_native_server, unix_socket_path_free
 from raftkv.api.wire import FRAME_OVERHEAD_BYTES
-from raftkv.server.config import ConfigError, first_host_port, load_config
+from raftkv.server.config import ConfigError, load_config
 from raftkv.server.member import Member
 from raftkv.server.service import Service
 from raftkv.storage.errors import StorageError
@@ -89,53 +84,21 @@ def setup_logging(cfg):
 
 
 async def serve(cfg, stop_event=None):
+    grpc_ciphers(cfg)
     member = Member(cfg)
     await member.start()
     tune_gc()
     service = Service(member)
-    servers = []
-    pool, reserved, native, http, workers_native = None, None, None, None, None
+    opened = _Listeners()
     try:
-        chost, cport = first_host_port(cfg.listen_client_urls)
-        nhost, nport = first_host_port(cfg.listen_native_urls)
-        client_tls, _, _ = cfg.tls_contexts()
-        native, member.native_port = await start_native_server(
-            service, nhost, nport, max_frame_bytes=cfg.max_request_bytes + FRAME_OVERHEAD_BYTES,
-            ssl=client_tls if cfg.native_tls else None)
-        if cfg.listen_metrics_urls:
-            hhost, hport = first_host_port(cfg.listen_metrics_urls)
-            http, member.metrics_port = await start_http_server(
-                service, hhost, hport, host_allowed=cfg.host_allowed)
-        # The client port opens last: once it accepts connections, every listener is up.
-        if cfg.grpc_workers:
-            # The workers forward to a native server of their own: loopback, plain, and
-            # open only to a hello with this secret (which the workers get in their
-            # environment); it trusts them to pass on the CN of a client's certificate.
-            secret = secrets.token_hex(16)
-            workers_native, workers_port = await start_native_server(
-                service, "127.0.0.1", 0,
-                max_frame_bytes=cfg.max_request_bytes + FRAME_OVERHEAD_BYTES,
-                worker_secret=secret)
-            reserved, member.client_port = reserve_port(chost, cport)
-            pool = WorkerPool(cfg.grpc_workers, chost, member.client_port, "127.0.0.1",
-                              workers_port, max_request_bytes=cfg.max_request_bytes,
-                              request_timeout=cfg.request_timeout, log_level=cfg.log_level,
-                              secret=secret, tls_files=_worker_tls(cfg),
-                              limits=_grpc_limits(cfg),
-                              watch_progress_interval=cfg.watch_progress_s)
-            await pool.start()
-        else:
-            member.front_calls = CallGauge()
-            grpc_server, member.client_port = await start_grpc_server(
-                service, chost, cport, max_request_bytes=cfg.max_request_bytes,
-                calls=member.front_calls, credentials=_grpc_credentials(cfg),
-                limits=_grpc_limits(cfg), watch_progress_interval=cfg.watch_progress_s)
-            servers.append(grpc_server)
+        await _open_native_and_metrics(cfg, service, member, opened)
+        # The client URLs open last: once they accept connections, every listener is up.
+        grpc_where = await _open_grpc(cfg, service, member, opened)
         secured = [w for w, on in (("clients", cfg.client_tls), ("peers", cfg.peer_tls)) if on]
-        log.info("ready: etcd gRPC on %s:%d%s, native on %s:%d, peers on port %d%s", chost,
-                 member.client_port,
-                 f" ({cfg.grpc_workers} worker processes)" if pool else "",
-                 nhost, member.native_port, member.peer_port,
+        log.info("ready: etcd gRPC on %s%s, native on %s, peers on port %d%s",
+                 ", ".join(grpc_where),
+                 f" ({cfg.grpc_workers} worker processes)" if opened.pool else "",
+                 ", ".join(opened.native_where), member.peer_port,
                  f"; TLS for {' and '.join(secured)}" if secured else "")
         stop_event = stop_event or asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -144,41 +107,172 @@ async def serve(cfg, stop_event=None):
         await stop_event.wait()
         log.info("stopping")
     finally:
-        if pool is not None:
-            await pool.stop()  # before the native server the workers forward to
-        if reserved is not None:
-            reserved.close()
-        if workers_native is not None:
-            workers_native.close()
-        if native is not None:
-            native.close()
-        if http is not None:
-            http.close()
-        for s in servers:
-            await s.stop(grace=1.0)
+        await opened.close(cfg)
         await member.stop()
 
 
+class _Listeners:
+    """What serve() opened, to close when it stops."""
+
+    def __init__(self):
+        self.grpc_servers = []  # stopped with a grace period
+        self.closers = []  # native and HTTP servers, the reserved worker ports
+        self.pool = None  # the --grpc-workers WorkerPool
+        self.workers_native = None  # the native server only the workers may use
+        self.native_where = []  # the native listeners, for the ready line
+
+    async def close(self, cfg):
+        if self.pool is not None:
+            await self.pool.stop()  # before the native server the workers forward to
+        if self.workers_native is not None:
+            self.workers_native.close()
+        for c in self.closers:
+            c.close()
+        for s in self.grpc_servers:
+            await s.stop(grace=1.0)
+        if self.grpc_servers:
+            for u in cfg.client_listeners:
+                if u.unix:
+                    _unlink_quietly(u.path)
+
+
+async def _open_native_and_metrics(cfg, service, member, opened):
+    """A native listener on every --listen-native-urls URL, an HTTP one on every
+    --listen-metrics-urls URL (sharing one HttpEndpoint)."""
+    client_tls, _, _ = cfg.tls_contexts()
+    for u in cfg.native_listeners:
+        native, port = await start_native_server(
+            service, u.host, u.port, max_frame_bytes=cfg.max_request_bytes + FRAME_OVERHEAD_BYTES,
+            ssl=client_tls if u.tls else None, unix_path=u.path or None,
+            cert_check=cfg.cert_checks()[0])
+        opened.closers.append(native)
+        opened.native_where.append(_where(u, port))
+        if not u.unix and member.native_port is None:
+            member.native_port = port
+    endpoint = HttpEndpoint(service, cfg.host_allowed) if cfg.metrics_listeners else None
+    for u in cfg.metrics_listeners:
+        http, port = await start_http_server(service, u.host, u.port,
+                                             ssl=client_tls if u.tls else None,
+                                             endpoint=endpoint)
+        opened.closers.append(http)
+        if member.metrics_port is None:
+            member.metrics_port = port
+
+
+async def _open_grpc(cfg, service, member, opened):
+    """gRPC on every --listen-client-urls URL: the --grpc-workers serve the TCP ones if there
+    are workers, the member the rest (Unix sockets have no SO_REUSEPORT to share). Returns
+    the listeners, for the ready line."""
+    from raftkv.api.etcd.server import CallGauge, grpc_address, start_grpc_server_on
+
+    tcp = [u for u in cfg.client_listeners if not u.unix]
+    unix = [u for u in cfg.client_listeners if u.unix]
+    where = []
+    if cfg.grpc_workers and tcp:
+        where += await _start_workers(cfg, service, member, opened, tcp)
+    own = unix if opened.pool is not None else tcp + unix
+    if not own:
+        return where
+    member.front_calls = CallGauge()
+    credentials = _grpc_credentials(cfg)
+    for u in unix:
+        unix_socket_path_free(u.path)
+    grpc_server, ports = await start_grpc_server_on(
+        service, [(grpc_address(u.host, u.port, u.path), credentials if u.tls else None)
+                  for u in own],
+        max_request_bytes=cfg.max_request_bytes, calls=member.front_calls,
+        limits=_grpc_limits(cfg), cert_check=cfg.cert_checks()[0],
+        watch_progress_interval=cfg.watch_progress_s)
+    opened.grpc_servers.append(grpc_server)
+    for u, port in zip(own, ports):
+        where.append(_where(u, port))
+        if not u.unix and member.client_port is None:
+            member.client_port = port
+    return where
+
+
+async def _start_workers(cfg, service, member, opened, tcp):
+    # The workers forward to a native server of their own: loopback, plain, and open only to
+    # a hello with this secret (which the workers get in their environment); it trusts them
+    # to pass on the CN of a client's certificate.
+    secret = secrets.token_hex(16)
+    opened.workers_native, workers_port = await start_native_server(
+        service, "127.0.0.1", 0, max_frame_bytes=cfg.max_request_bytes + FRAME_OVERHEAD_BYTES,
+        worker_secret=secret)
+    listen, where = [], []
+    for u in tcp:  # each worker serves every TCP client URL (SO_REUSEPORT)
+        reserved, port = reserve_port(u.host, u.port)
+        opened.closers.append(reserved)
+        listen.append(f"{'https' if u.tls else 'http'}://{_where(u, port)}")
+        where.append(_where(u, port))
+        if member.client_port is None:
+            member.client_port = port
+    opened.pool = WorkerPool(cfg.grpc_workers, listen, "127.0.0.1", workers_port,
+                             max_request_bytes=cfg.max_request_bytes,
+                             request_timeout=cfg.request_timeout, log_level=cfg.log_level,
+                             secret=secret, tls_files=_worker_tls(cfg),
+                             limits=_grpc_limits(cfg),
+                             watch_progress_interval=cfg.watch_progress_s)
+    await opened.pool.start()
+    return where
+
+
+def _where(u, port):
+    """A listener for logs: host:port with the bound port, or unix:path."""
+    return u.describe() if u.unix else dataclasses.replace(u, port=port).describe()
+
+
+def _unlink_quietly(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def grpc_ciphers(cfg):
+    """--cipher-suites for gRPC: grpc's C core reads GRPC_SSL_CIPHER_SUITES once, when grpc is
+    imported, and its Python API has no other way in. So the variable is set here, before
+    raftkv.api.etcd.server (which imports grpc) is, and the --grpc-workers inherit it. A
+    process that imported grpc before (a test serving in-process) cannot apply it: ConfigError
+    rather than serving other ciphers than asked."""
+    if not cfg.cipher_suites or not cfg.grpc_tls:
+        return
+    want = cfg.ciphers
+    if os.environ.get("GRPC_SSL_CIPHER_SUITES") == want:
+        return
+    if "grpc" in sys.modules:
+        raise ConfigError("--cipher-suites: grpc is already initialised in this process; set "
+                          f"GRPC_SSL_CIPHER_SUITES={want} before it starts")
+    os.environ["GRPC_SSL_CIPHER_SUITES"] = want
+
+
 def _grpc_credentials(cfg):
-    """grpc's server credentials for an https:// client URL (None: plaintext)."""
+    """grpc's server credentials for https:// client URLs (None: every one is plain)."""
     if not cfg.grpc_tls:
         return None
-    return server_credentials(cfg.cert_file, cfg.key_file, cfg.trusted_ca_file,
+    from raftkv.api.etcd.server import server_credentials
+
+    return server_credentials(*cfg.client_cert_paths(), cfg.trusted_ca_file,
                               cfg.client_cert_auth)
 
 
 def _grpc_limits(cfg):
     """etcd's gRPC server flags (--grpc-keepalive-*, --max-concurrent-streams) for grpc.aio,
     the same for the member's own gRPC server and its workers'."""
+    from raftkv.api.etcd.server import GrpcLimits
+
     return GrpcLimits.from_seconds(*cfg.grpc_keepalive_s, cfg.max_concurrent_streams)
 
 
 def _worker_tls(cfg):
-    """WorkerPool's tls_files: what the workers' gRPC servers need (None: plaintext)."""
+    """WorkerPool's tls_files: what the workers' gRPC servers need for their https:// URLs
+    (None: every client URL is plain)."""
     if not cfg.grpc_tls:
         return None
-    return {"cert_file": cfg.cert_file, "key_file": cfg.key_file,
-            "trusted_ca_file": cfg.trusted_ca_file, "client_cert_auth": cfg.client_cert_auth}
+    cert, key = cfg.client_cert_paths()
+    return {"cert_file": cert, "key_file": key, "trusted_ca_file": cfg.trusted_ca_file,
+            "client_cert_auth": cfg.client_cert_auth, "crl_file": cfg.client_crl_file,
+            "allowed_hostname": cfg.client_cert_allowed_hostname}
 
 
 def main(argv=None):
@@ -191,6 +285,11 @@ def main(argv=None):
         setup_logging(cfg)
     except OSError as exc:
         sys.stderr.write(f"raftkv: --log-outputs: {exc}\n")
+        return 2
+    try:
+        grpc_ciphers(cfg)
+    except ConfigError as exc:
+        sys.stderr.write(f"raftkv: {exc}\n")
         return 2
     # The loop thread, the storage thread and the WAL writer hand work to each other: a thread
     # woken by a hand-off should not wait the default 5 ms for a busy holder to give up the GIL.

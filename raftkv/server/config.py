@@ -22,6 +22,8 @@ from raftkv.mvcc.auth import JwtTokens
 from raftkv.server import autocompact
 from raftkv.tls import TLSConfigError
 
+log = logging.getLogger("raftkv.config")
+
 MIB = 1 << 20
 MAX_UINT32 = (1 << 32) - 1
 
@@ -79,7 +81,7 @@ class ServerConfig:
     experimental_backend_bbolt_freelist_type: str = "array"  # accepted: no bbolt
     metrics: str = "basic"  # accepted: raftkv's /metrics is fixed
     enable_pprof: bool = False  # true is accepted with a warning: no Go runtime to profile
-    enable_v2: bool = False  # true is refused: no v2 API
+    enable_v2: bool = False  # true: a warning (no v2 API)
     experimental_enable_v2v3: str = ""  # refused when set: no v2 API
     cors: str = "*"  # accepted: no browser-facing HTTP API (see FLAG_HELP)
     host_whitelist: str = "*"  # checked against the Host header of the HTTP endpoint
@@ -121,6 +123,18 @@ class ServerConfig:
     peer_cert_allowed_cn: str = ""
     # ... or only from a certificate valid for this host name (etcd's flag).
     peer_cert_allowed_hostname: str = ""
+    # More of etcd's TLS flags (raftkv/tls.py): revocation lists the listeners check client and
+    # peer certificates against; Go's TLS 1.2 cipher suite names, for every listener and the
+    # peer dialer; self-signed certificates made in DATA_DIR/fixtures when https:// URLs come
+    # without files; client certificates only for this host name; and no check of a
+    # connecting peer's certificate SANs against its address.
+    client_crl_file: str = ""
+    peer_crl_file: str = ""
+    cipher_suites: str = ""
+    auto_tls: bool = False
+    peer_auto_tls: bool = False
+    client_cert_allowed_hostname: str = ""
+    experimental_peer_skip_client_san_verification: bool = False
     # etcd's auto-compaction: periodic (retention: hours, or a duration such as 30m) or
     # revision (retention: revisions); retention 0 is off, etcd's default.
     auto_compaction_mode: str = "periodic"
@@ -138,6 +152,8 @@ class ServerConfig:
     auth_token_ttl: int = 300
     bcrypt_cost: int = 10
     _tls = None  # not a field (no flag): tls_contexts() once built
+    _files = None  # not a field: {"client"|"peer": (cert, key)} as served (auto TLS's)
+    _checks = None  # not a field: the (client, peer) CertChecks
     _jwt = None  # not a field: the JwtTokens of --auth-token jwt,..., built by finish()
     auto_compaction = 0  # not a field: the parsed retention (seconds or revisions; 0: off)
     corrupt_check_s = 0.0  # not a field: the parsed --experimental-corrupt-check-time
@@ -158,7 +174,8 @@ class ServerConfig:
         if not self.initial_advertise_peer_urls:
             self.initial_advertise_peer_urls = self.listen_peer_urls
         if not self.initial_cluster:
-            self.initial_cluster = f"{self.name}={self.initial_advertise_peer_urls}"
+            self.initial_cluster = ",".join(f"{self.name}={u}"
+                                            for u in _split(self.initial_advertise_peer_urls))
         if self.initial_cluster_state not in ("new", "existing"):
             raise ConfigError("--initial-cluster-state must be 'new' or 'existing', "
                               f"not {self.initial_cluster_state!r}")
@@ -194,13 +211,19 @@ class ServerConfig:
             raise ConfigError("--auth-token-ttl must be positive (seconds)")
         if not 4 <= self.bcrypt_cost <= 16:
             raise ConfigError("--bcrypt-cost must be between 4 and 16")
+        listeners = {"--listen-client-urls": self.client_listeners,
+                     "--listen-native-urls": self.native_listeners,
+                     "--listen-peer-urls": self.peer_listeners,
+                     "--listen-metrics-urls": self.metrics_listeners}
+        _check_listeners(listeners)
+        if not listeners["--listen-client-urls"] or not listeners["--listen-native-urls"] or \
+                not listeners["--listen-peer-urls"]:
+            raise ConfigError("--listen-client-urls, --listen-native-urls and "
+                              "--listen-peer-urls need at least one URL each")
         members = self.cluster_members()
         if self.name not in members:
             raise ConfigError(f"--initial-cluster has no member named {self.name!r} "
                               f"(got {self.initial_cluster!r})")
-        for url in _split(self.listen_client_urls) + _split(self.listen_peer_urls) + \
-                _split(self.listen_native_urls) + _split(self.listen_metrics_urls):
-            host_port(url)
         self._check_tls()
         self._finish_ops()
         return self
@@ -265,8 +288,9 @@ class ServerConfig:
         self.notes = notes
 
     def _refuse_unsupported(self):
-        """Discovery, the v2 proxy and the v2 API: refused when asked for (raftkv has none of
-        them, and starting without would mislead); their side flags are noted as ignored.
+        """Discovery and the v2 proxy: refused when asked for (raftkv has neither, and starting
+        without would mislead); their side flags, and --enable-v2 (no v2 API), are noted as
+        ignored.
         Returns the notes."""
         notes = []
         for flag, value in (("--discovery", self.discovery), ("--discovery-srv",
@@ -290,9 +314,10 @@ class ServerConfig:
                 notes.append((logging.INFO, f"--{name.replace('_', '-')} is ignored: it only "
                               "applies to the v2 proxy mode, which raftkv does not have"))
         if self.enable_v2:
-            raise ConfigError("--enable-v2 true: raftkv serves only the etcd v3 API (no v2 "
-                              "API, no v2 store); set it false (etcd's sample config sets it "
-                              "true)")
+            # etcd 3.4's sample config sets it true, and many configs are copied from it: a v2
+            # client fails at once (no v2 endpoint), so a warning is enough.
+            notes.append((logging.WARNING, "--enable-v2 true is ignored: raftkv serves only "
+                          "the etcd v3 API; v2 clients (/v2/keys) will fail"))
         if self.experimental_enable_v2v3:
             raise ConfigError("--experimental-enable-v2v3: raftkv has no v2 API to serve "
                               "through the v3 store")
@@ -307,44 +332,76 @@ class ServerConfig:
         return _host_only(host) in {h.lower() for h in allowed}
 
     @property
+    def client_listeners(self):
+        """The ListenURLs of --listen-client-urls (gRPC), every one of them served."""
+        return listen_urls(self.listen_client_urls, "--listen-client-urls", unix_ok=True)
+
+    @property
+    def native_listeners(self):
+        return listen_urls(self.listen_native_urls, "--listen-native-urls", unix_ok=True)
+
+    @property
+    def peer_listeners(self):
+        return listen_urls(self.listen_peer_urls, "--listen-peer-urls")
+
+    @property
+    def metrics_listeners(self):
+        return listen_urls(self.listen_metrics_urls, "--listen-metrics-urls")
+
+    @property
     def grpc_tls(self):
-        return _https(self.listen_client_urls)
+        """Some client URL is https:// or unixs:// (each URL's scheme decides for its own
+        listener, as in etcd, so a list may mix plain and TLS)."""
+        return any(u.tls for u in self.client_listeners)
 
     @property
     def native_tls(self):
-        return _https(self.listen_native_urls)
+        return any(u.tls for u in self.native_listeners)
+
+    @property
+    def metrics_tls(self):
+        return any(u.tls for u in self.metrics_listeners)
 
     @property
     def client_tls(self):
-        return self.grpc_tls or self.native_tls
+        """Some client, native or metrics listener serves TLS with the client files."""
+        return self.grpc_tls or self.native_tls or self.metrics_tls
 
     @property
     def peer_tls(self):
         return _https(self.listen_peer_urls) or _https(self.initial_advertise_peer_urls)
 
     def _check_tls(self):
-        """Each https:// listener has its files, and they load (so a bad file stops the start
-        with its name, not the first handshake)."""
+        """Each https:// listener has its files (or makes them, with --auto-tls), and they load
+        (so a bad file stops the start with its name, not the first handshake)."""
         peer_urls = [u for urls in self.cluster_members().values() for u in urls]
         if len({_https(u) for u in peer_urls} | {self.peer_tls}) > 1:
             raise ConfigError("peer URLs mix http:// and https:// (--listen-peer-urls, "
                               "--initial-advertise-peer-urls, --initial-cluster): use one")
         for enabled, flags in ((self.client_tls, ("cert_file", "key_file", "trusted_ca_file",
-                                                  "client_cert_auth")),
+                                                  "client_cert_auth", "auto_tls")),
                                (self.peer_tls, ("peer_cert_file", "peer_key_file",
                                                 "peer_trusted_ca_file",
-                                                "peer_client_cert_auth"))):
-            cert, key, ca, auth = (getattr(self, f) for f in flags)
+                                                "peer_client_cert_auth", "peer_auto_tls"))):
+            cert, key, ca, auth, auto = (getattr(self, f) for f in flags)
             names = ["--" + f.replace("_", "-") for f in flags]
-            if enabled and not (cert and key):
-                raise ConfigError(f"https:// URLs need {names[0]} and {names[1]}")
+            if enabled and not (cert and key) and not (auto and not cert and not key):
+                raise ConfigError(f"https:// URLs need {names[0]} and {names[1]} (or "
+                                  f"{names[4]} without either)")
             if auth and not ca:
                 raise ConfigError(f"{names[3]} needs {names[2]}")
-        for flag, value in (("--peer-cert-allowed-cn", self.peer_cert_allowed_cn),
-                            ("--peer-cert-allowed-hostname", self.peer_cert_allowed_hostname)):
-            if value and not (self.peer_tls and self.peer_client_cert_auth):
+            if auto and (cert or key):
+                log.warning("%s ignored: %s/%s are given", names[4], names[0], names[1])
+        for flag, value, needs in (
+                ("--peer-cert-allowed-cn", self.peer_cert_allowed_cn, "peer"),
+                ("--peer-cert-allowed-hostname", self.peer_cert_allowed_hostname, "peer"),
+                ("--client-cert-allowed-hostname", self.client_cert_allowed_hostname, "client")):
+            if needs == "peer" and value and not (self.peer_tls and self.peer_client_cert_auth):
                 raise ConfigError(f"{flag} needs https:// peer URLs and "
                                   "--peer-client-cert-auth (else no peer certificate is checked)")
+            if needs == "client" and value and not (self.client_tls and self.client_cert_auth):
+                raise ConfigError(f"{flag} needs https:// client URLs and --client-cert-auth "
+                                  "(else no client certificate is checked)")
         if self.peer_cert_allowed_cn and self.peer_cert_allowed_hostname:
             raise ConfigError("--peer-cert-allowed-cn and --peer-cert-allowed-hostname are "
                               "mutually exclusive")
@@ -352,6 +409,25 @@ class ServerConfig:
             self.tls_contexts()
         except TLSConfigError as exc:
             raise ConfigError(f"TLS: {exc}") from exc
+
+    @property
+    def ciphers(self):
+        """OpenSSL's cipher string for --cipher-suites ("": the defaults)."""
+        try:
+            return tls.openssl_ciphers(self.cipher_suites)
+        except TLSConfigError as exc:
+            raise ConfigError(f"--cipher-suites: {exc}") from None
+
+    def client_cert_paths(self):
+        """(certificate, key) files the client listeners serve: --cert-file and --key-file, or
+        with --auto-tls and neither given, the pair made in DATA_DIR/fixtures/client."""
+        self.tls_contexts()
+        return self._files["client"]
+
+    def cert_checks(self):
+        """(client, peer) CertChecks (raftkv.tls): the CRL files and allowed host name."""
+        self.tls_contexts()
+        return self._checks
 
     def jwt_tokens(self):
         """The JwtTokens of --auth-token jwt,... (None: simple tokens)."""
@@ -366,14 +442,33 @@ class ServerConfig:
 
     def _load_tls(self):
         client = peer_in = peer_out = None
+        ciphers = self.ciphers
+        files = {"client": (self.cert_file, self.key_file),
+                 "peer": (self.peer_cert_file, self.peer_key_file)}
+        fixtures = os.path.join(self.data_dir, "fixtures")
+        if self.client_tls and self.auto_tls and not (self.cert_file or self.key_file):
+            hosts = [u.host for u in self.client_listeners + self.native_listeners +
+                     self.metrics_listeners if not u.unix]
+            files["client"] = tls.self_cert(os.path.join(fixtures, "client"), hosts)
+        peer_auto = self.peer_auto_tls and not (self.peer_cert_file or self.peer_key_file)
+        if self.peer_tls and peer_auto:
+            files["peer"] = tls.self_cert(os.path.join(fixtures, "peer"),
+                                          [u.host for u in self.peer_listeners])
         if self.client_tls:
-            client = tls.server_context(self.cert_file, self.key_file, self.trusted_ca_file,
-                                        self.client_cert_auth)
+            client = tls.server_context(*files["client"], self.trusted_ca_file,
+                                        self.client_cert_auth, ciphers=ciphers)
         if self.peer_tls:
-            peer_in = tls.server_context(self.peer_cert_file, self.peer_key_file,
-                                         self.peer_trusted_ca_file, self.peer_client_cert_auth)
-            peer_out = tls.client_context(self.peer_trusted_ca_file or None,
-                                          self.peer_cert_file, self.peer_key_file)
+            peer_in = tls.server_context(*files["peer"], self.peer_trusted_ca_file,
+                                         self.peer_client_cert_auth, ciphers=ciphers)
+            # With --peer-auto-tls the peers' certificates are self-signed: not verified, as
+            # etcd's self-signed peer TLS skips the verification.
+            peer_out = tls.client_context(self.peer_trusted_ca_file or None, *files["peer"],
+                                          verify=not peer_auto, ciphers=ciphers)
+        self._files = files
+        self._checks = (
+            tls.CertCheck(self.client_crl_file, self.client_cert_allowed_hostname,
+                          "--client-crl-file"),
+            tls.CertCheck(self.peer_crl_file, None, "--peer-crl-file"))
         return client, peer_in, peer_out
 
     def cluster_members(self):
@@ -413,17 +508,19 @@ class ServerConfig:
 FLAG_HELP = {
     "name": "Human-readable name of this member; must be one of the names in --initial-cluster.",
     "data_dir": "Directory of this member's WAL and LMDB store (empty: ./NAME.raftkv).",
-    "listen_client_urls": "URL to serve the etcd v3 gRPC API on (https:// needs --cert-file and "
-                          "--key-file). Only the first URL of a comma-separated list is served.",
+    "listen_client_urls": "URLs (comma-separated) to serve the etcd v3 gRPC API on, each one; "
+                          "https:// or unixs:// (a Unix socket) needs --cert-file and "
+                          "--key-file (or --auto-tls).",
     "advertise_client_urls": "Client URLs (comma-separated) this member publishes to the "
                              "cluster, as `member list` shows them (empty: "
                              "--listen-client-urls).",
-    "listen_native_urls": "URL to serve raftkv's native msgpack protocol on (no etcd "
-                          "equivalent); https:// uses the client TLS files.",
-    "listen_metrics_urls": "URL to serve /health, /version and /metrics on over HTTP (empty: "
-                           "off).",
-    "listen_peer_urls": "URL to listen on for the other members' Raft traffic (https:// uses "
-                        "the --peer-* TLS files). Only the first URL of a list is served.",
+    "listen_native_urls": "URLs to serve raftkv's native msgpack protocol on (no etcd "
+                          "equivalent), each one; https:// or unixs:// uses the client TLS "
+                          "files, unix:// is a Unix socket.",
+    "listen_metrics_urls": "URLs to serve /health, /version and /metrics on (empty: off); "
+                           "https:// uses the client TLS files.",
+    "listen_peer_urls": "URLs to listen on for the other members' Raft traffic, each one "
+                        "(https:// uses the --peer-* TLS files).",
     "initial_advertise_peer_urls": "This member's peer URLs as the others reach them; its "
                                    "dials to peers also leave from this host (empty: "
                                    "--listen-peer-urls).",
@@ -494,7 +591,7 @@ FLAG_HELP = {
                "set.",
     "enable_pprof": "Accepted, ignored with a warning: raftkv is not a Go program and serves "
                     "no /debug/pprof.",
-    "enable_v2": "Only false is accepted: raftkv has no etcd v2 API.",
+    "enable_v2": "Accepted, with a warning when true: raftkv has no etcd v2 API.",
     "experimental_enable_v2v3": "Refused when set: raftkv has no etcd v2 API.",
     "cors": "Origins allowed by CORS (etcd's HTTP API); accepted, ignored: raftkv serves no HTTP "
             "API to browsers.",
@@ -542,6 +639,23 @@ FLAG_HELP = {
     "peer_cert_allowed_hostname": "Accept peer connections only from a certificate valid for "
                                   "this host name (needs --peer-client-cert-auth; not with "
                                   "--peer-cert-allowed-cn).",
+    "client_crl_file": "Certificate revocation list (PEM or DER): client certificates whose "
+                       "serial it lists are refused (read again when the file changes).",
+    "peer_crl_file": "Certificate revocation list (PEM or DER): peer certificates whose serial "
+                     "it lists are refused (read again when the file changes).",
+    "cipher_suites": "TLS 1.2 cipher suites (Go's names, comma-separated, e.g. "
+                     "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256) for clients and peers (empty: "
+                     "the defaults; TLS 1.3 is unaffected).",
+    "auto_tls": "Serve https:// client URLs with a self-signed certificate made in "
+                "DATA_DIR/fixtures/client when --cert-file and --key-file are not given.",
+    "peer_auto_tls": "Peer TLS with a self-signed certificate made in DATA_DIR/fixtures/peer "
+                     "when --peer-cert-file and --peer-key-file are not given; peers' "
+                     "certificates are then not verified.",
+    "client_cert_allowed_hostname": "With --client-cert-auth, accept only client certificates "
+                                    "valid for this host name (a SAN DNS name or IP address).",
+    "experimental_peer_skip_client_san_verification": "Do not check that a connecting peer's "
+                                                      "certificate SANs cover the address it "
+                                                      "connects from (true/false).",
     "auto_compaction_mode": "How --auto-compaction-retention is read: periodic (a time) or "
                             "revision (a number of revisions).",
     "auto_compaction_retention": "History that auto-compaction keeps: periodic mode takes "
@@ -672,7 +786,7 @@ def member_id(peer_urls, token):
 
 
 def _https(urls):
-    return any(u.lower().startswith("https://") for u in _split(urls))
+    return any(u.lower().startswith(("https://", "unixs://")) for u in _split(urls))
 
 
 def _split(value):
@@ -684,7 +798,7 @@ def host_port(url):
     if "://" not in url:
         url = "http://" + url
     parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme not in ("http", "https", "unix", "tcp") or not parsed.hostname:
+    if parsed.scheme not in ("http", "https", "tcp") or not parsed.hostname:
         raise ConfigError(f"bad URL {url!r}: expected http://HOST:PORT")
     try:
         port = parsed.port
@@ -695,8 +809,82 @@ def host_port(url):
     return parsed.hostname, port
 
 
+@dataclasses.dataclass(frozen=True)
+class ListenURL:
+    """One URL of a --listen-*-urls list: where its listener binds, and whether it serves TLS
+    (https:// and unixs://; each URL's own scheme decides, as in etcd)."""
+
+    url: str
+    tls: bool
+    host: str = ""  # TCP: the address to bind ("" with a Unix socket)
+    port: int = 0  # TCP: the port (0: the OS picks one)
+    path: str = ""  # a Unix socket's file (unix:// or unixs://); "" for TCP
+
+    @property
+    def unix(self):
+        return bool(self.path)
+
+    def key(self):
+        """What two listeners cannot share: a socket file, or a host and port."""
+        return ("unix", self.path) if self.unix else ("tcp", self.host, self.port)
+
+    def describe(self):
+        """host:port or unix:path, for logs."""
+        if self.unix:
+            return f"unix:{self.path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def listen_urls(value, flag, unix_ok=False):
+    """The ListenURLs of a comma-separated --listen-*-urls value. unix:// and unixs:// name a
+    Unix socket by what follows the scheme, etcd's rule (unix://localhost:2379 is the file
+    "localhost:2379" in the working directory, unix:///run/raftkv.sock an absolute path);
+    unix_ok=False refuses them, naming flag."""
+    out = []
+    for url in _split(value):
+        scheme = url.partition("://")[0].lower() if "://" in url else "http"
+        if scheme in ("unix", "unixs"):
+            if not unix_ok:
+                raise ConfigError(f"{flag}: {url!r}: Unix sockets are served only for client "
+                                  "and native URLs (use http:// or https://)")
+            path = url.split("://", 1)[1]
+            if not path:
+                raise ConfigError(f"{flag}: {url!r} names no socket file")
+            out.append(ListenURL(url, scheme == "unixs", path=path))
+            continue
+        if scheme not in ("http", "https"):
+            raise ConfigError(f"{flag}: {url!r}: expected http://, https://, unix:// or "
+                              "unixs://" if unix_ok else
+                              f"{flag}: {url!r}: expected http:// or https://")
+        try:
+            host, port = host_port(url)
+        except ConfigError as exc:
+            raise ConfigError(f"{flag}: {exc}") from None
+        out.append(ListenURL(url, scheme == "https", host, port))
+    return out
+
+
 def first_host_port(urls):
+    """(host, port) of the first URL of a list: the host a member's peer dials leave from
+    (its first --initial-advertise-peer-urls URL)."""
     return host_port(_split(urls)[0])
+
+
+def _check_listeners(listeners):
+    """No two listeners, in one list or across lists, on the same address (port 0 aside:
+    the OS picks a different one for each). etcd serves http and https on one address from a
+    single listener (cmux); raftkv's listeners are one protocol each, so that is refused."""
+    seen = {}
+    for flag, urls in listeners.items():
+        for u in urls:
+            if not u.unix and u.port == 0:
+                continue
+            other = seen.get(u.key())
+            if other is not None:
+                raise ConfigError(f"{flag} {u.url!r}: {u.describe()} is already taken by "
+                                  f"{other[0]} {other[1]!r}; give each URL its own address")
+            seen[u.key()] = (flag, u.url)
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(ServerConfig)}

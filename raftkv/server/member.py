@@ -158,6 +158,9 @@ class Member:
         self._loop_thread = None  # the event loop's thread (start()): applies lent to it
         self.started = False
         self.stopping = False
+        # Bound ports of the first TCP listener of each kind (raftkv.api.serve sets the client,
+        # native and metrics ones; start() the peer one); None until then.
+        self.peer_port = self.client_port = self.native_port = self.metrics_port = None
         self.forward_handlers = {}  # op -> async fn(body): the Service's leader-only ops
 
     # ------------------------------------------------------------------ start / stop
@@ -421,7 +424,7 @@ class Member:
         self.loop.conf_state = node.raft.conf_state()
         self.loop.on_soft_state = self._on_soft_state
         self.loop.flush = self.committer.kick
-        host, port = first_host_port(self.cfg.listen_peer_urls)
+        # Dials leave from the host of this member's first advertised peer URL.
         bind_host, _ = first_host_port(self.cfg.initial_advertise_peer_urls)
         _, peer_in, peer_out = self.cfg.tls_contexts()
         self.transport = PeerTransport(
@@ -431,9 +434,12 @@ class Member:
             on_snapshot_sent=self._on_snapshot_sent, spool_dir=self.cfg.data_dir,
             ssl_server=peer_in, ssl_client=peer_out,
             allowed_cn=self.cfg.peer_cert_allowed_cn or None,
-            allowed_hostname=self.cfg.peer_cert_allowed_hostname or None)
+            allowed_hostname=self.cfg.peer_cert_allowed_hostname or None,
+            cert_check=self.cfg.cert_checks()[1],
+            check_san=not self.cfg.experimental_peer_skip_client_san_verification)
         self.transport.set_peers(self._peer_addrs(), removed=self.removed)
-        self.peer_port = await self.transport.start(host, port)
+        listen = [(u.host, u.port) for u in self.cfg.peer_listeners]
+        self.peer_port = await self.transport.start(*listen[0], more=listen[1:])
         if self.cfg.experimental_initial_corrupt_check:
             await self._initial_corrupt_check()
         failpoints = os.environ.get("RAFTKV_FAILPOINT_DIR")
@@ -544,13 +550,13 @@ class Member:
         out = {}
         for mid, info in self.members.items():
             if info.get("peer_urls"):
-                out[mid] = host_port(info["peer_urls"][0])
+                out[mid] = [host_port(u) for u in info["peer_urls"]]
         initial = self.cfg.cluster_members()
         for name, mid in self.cfg.member_ids().items():
             # our own name is skipped: after a member update of our peer URLs, --initial-cluster
             # may list our new URL, whose derived ID is not ours (see _load_identity)
             if mid not in out and name != self.cfg.name:
-                out[mid] = host_port(initial[name][0])
+                out[mid] = [host_port(u) for u in initial[name]]
         for mid in self.removed:  # removed members stay out, whatever --initial-cluster says
             out.pop(mid, None)
         return out

@@ -38,7 +38,7 @@ import time
 import msgpack
 
 from raftkv.errors import RaftkvError
-from raftkv.tls import common_name, matches_hostname
+from raftkv.tls import common_name, der_of, matches_hostname, san_covers
 from raftkv.raft.types import (
     ConfState,
     Entry,
@@ -131,10 +131,13 @@ async def _read_frame(reader):
 class _Peer:
     """The outbound side towards one member."""
 
-    def __init__(self, transport, peer_id, addr):
+    def __init__(self, transport, peer_id, addrs):
         self.t = transport
         self.id = peer_id
-        self.addr = addr
+        # Every peer URL of the member, as (host, port): it is dialled at addrs[at], and a
+        # dial that fails moves on to the next (etcd's rafthttp picks another URL likewise).
+        self.addrs = _addr_list(addrs)
+        self.at = 0
         self.queue = collections.deque()
         self.wake = asyncio.Event()
         self.task = None
@@ -146,6 +149,10 @@ class _Peer:
         self.redial = asyncio.Event()
         self.writer = None  # the open connection's writer while _pump runs
         self.streaming = False  # a snapshot stream is being written: everything else queues
+
+    @property
+    def addr(self):
+        return self.addrs[self.at]
 
     def start(self):
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -193,6 +200,7 @@ class _Peer:
             try:
                 reader, writer = await self._connect()
             except OSError as exc:
+                self.at = (self.at + 1) % len(self.addrs)  # try the member's next URL
                 await self._backoff(exc)
                 continue
             except Exception as exc:  # noqa: BLE001 -- the dialer must go on (see _ended)
@@ -238,7 +246,8 @@ class _Peer:
     async def _backoff(self, exc):
         delay = BACKOFF_S[min(self.failures, len(BACKOFF_S) - 1)]
         if self.failures == 0:
-            log.info("peer %x at %s:%s unreachable: %s", self.id, *self.addr, exc)
+            log.info("peer %x at %s unreachable: %s", self.id,
+                     ", ".join(f"{h}:{p}" for h, p in self.addrs), exc)
         self.failures += 1
         self.drop_queue()
         self.t.on_unreachable(self.id)
@@ -285,7 +294,8 @@ class _Peer:
 class PeerTransport:
     def __init__(self, member_id, token, peers, bind_host, *, on_message, on_forward,
                  snapshot_source=None, on_snapshot_sent=None, spool_dir=None, ssl_server=None,
-                 ssl_client=None, allowed_cn=None, allowed_hostname=None):
+                 ssl_client=None, allowed_cn=None, allowed_hostname=None, cert_check=None,
+                 check_san=True):
         self.member_id = member_id
         self.token = token
         self.bind_host = bind_host
@@ -294,6 +304,10 @@ class PeerTransport:
         self.ssl_client = ssl_client
         self.allowed_cn = allowed_cn  # --peer-cert-allowed-cn: the only peer CN let in
         self.allowed_hostname = allowed_hostname  # --peer-cert-allowed-hostname
+        self.cert_check = cert_check  # a raftkv.tls.CertCheck: --peer-crl-file
+        # etcd's check that a connecting peer's certificate SANs cover the address it comes
+        # from (off: --experimental-peer-skip-client-san-verification).
+        self.check_san = check_san
         self.on_message = on_message  # fn(Message)
         self.on_forward = on_forward  # async fn(op, body) -> dict
         self.snapshot_source = snapshot_source  # fn() -> iterator of bytes chunks
@@ -309,7 +323,7 @@ class PeerTransport:
         self.removed = frozenset()  # IDs of members removed from the cluster (set_peers)
         self._removed_warned = set()  # the removed IDs whose connection was refused and logged
         self._peers = {}
-        self._server = None
+        self._servers = []  # one asyncio server per --listen-peer-urls URL
         self._unreachable = set()
         self._req_ids = itertools.count(1)
         self._waiting = {}  # req_id -> future
@@ -318,15 +332,16 @@ class PeerTransport:
         self.set_peers(peers)
 
     def set_peers(self, peers, removed=None):
-        """peers: {member_id: (host, port)} (self excluded or ignored). removed: the IDs of
-        members removed from the cluster (only named in the log when they try to connect)."""
+        """peers: {member_id: (host, port), or a list of them: every peer URL of the member}
+        (self excluded or ignored). removed: the IDs of members removed from the cluster (only
+        named in the log when they try to connect)."""
         if removed is not None:
             self.removed = frozenset(removed)
         for pid, addr in peers.items():
             if pid == self.member_id:
                 continue
             cur = self._peers.get(pid)
-            if cur is None or cur.addr != addr:
+            if cur is None or cur.addrs != _addr_list(addr):
                 if cur is not None and cur.task:
                     cur.task.cancel()
                 self._peers[pid] = _Peer(self, pid, addr)
@@ -360,11 +375,30 @@ class PeerTransport:
                          f"{self._inbound_from.get(pid, 0)}")
         return "; ".join(parts) or "no peers"
 
-    async def start(self, host, port):
-        self._server = await asyncio.start_server(self._serve, host, port, ssl=self.ssl_server)
+    async def start(self, host, port, more=()):
+        """Listen on host:port and on each (host, port) of more (every --listen-peer-urls URL);
+        returns the first listener's port."""
+        for h, p in ((host, port), *more):
+            try:
+                self._servers.append(await asyncio.start_server(self._serve, h, p,
+                                                                ssl=self.ssl_server))
+            except OSError:
+                await self._close_servers()
+                raise
         for p in self._peers.values():
             p.start()
-        return self._server.sockets[0].getsockname()[1]
+        return self._servers[0].sockets[0].getsockname()[1]
+
+    @property
+    def _server(self):
+        return self._servers[0] if self._servers else None
+
+    async def _close_servers(self):
+        servers, self._servers = self._servers, []
+        for server in servers:
+            server.close()
+        for server in servers:
+            await server.wait_closed()
 
     async def close(self):
         self.closed = True
@@ -374,9 +408,7 @@ class PeerTransport:
                 p.wake.set()
         for w in list(self._inbound):
             w.close()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        await self._close_servers()
         for fut in self._waiting.values():
             if not fut.done():
                 fut.set_exception(RaftkvError("STOPPED"))
@@ -552,6 +584,7 @@ class PeerTransport:
                     writer.get_extra_info("peercert"), self.allowed_hostname):
                 raise PeerProtocolError("its certificate is not valid for "
                                         f"--peer-cert-allowed-hostname {self.allowed_hostname!r}")
+            await self._check_certificate(writer, peer_name)
             frm = await self._check_hello(await _read_frame(reader), peer_name)
             if frm is None:
                 return
@@ -570,6 +603,22 @@ class PeerTransport:
         finally:
             self._inbound.discard(writer)
             writer.close()
+
+    async def _check_certificate(self, writer, peer_name):
+        """--peer-crl-file, then etcd's SAN check, on the certificate a peer presented (none
+        is asked for without --peer-client-cert-auth, and then there is nothing to check)."""
+        peercert = writer.get_extra_info("peercert")
+        if not peercert:
+            return
+        if self.cert_check:
+            reason = self.cert_check.refusal(der_of(writer.get_extra_info("ssl_object")))
+            if reason:
+                raise PeerProtocolError(reason)
+        if self.check_san and isinstance(peer_name, tuple) and not await san_covers(
+                asyncio.get_running_loop(), peercert, peer_name[0]):
+            raise PeerProtocolError(f"its certificate's SANs do not cover its address "
+                                    f"{peer_name[0]} (etcd's check; "
+                                    "--experimental-peer-skip-client-san-verification skips it)")
 
     async def _check_hello(self, hello, peer_name):
         if not isinstance(hello, dict):
@@ -671,6 +720,15 @@ class PeerTransport:
             full = os.path.join(self.spool_dir, name)
             if name.startswith("incoming-snap-") and name.endswith(".part") and full != keep:
                 os.unlink(full)
+
+
+def _addr_list(addrs):
+    """A peer's addresses as a tuple of (host, port); one (host, port) alone is accepted."""
+    if len(addrs) == 2 and isinstance(addrs[0], str):
+        return (tuple(addrs),)
+    out = tuple(tuple(a) for a in addrs)
+    assert out, "a peer needs an address"
+    return out
 
 
 def _spool(chunks, path):

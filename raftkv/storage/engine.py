@@ -103,7 +103,9 @@ def _check_dir(path, readonly):
         return
     if not os.path.isdir(path):
         raise DataDirError(f"{path}: data dir is not a directory")
-    entries = set(os.listdir(path))
+    # fixtures/: the certificates of --auto-tls / --peer-auto-tls, made before the store opens
+    # (etcd keeps them there too).
+    entries = set(os.listdir(path)) - {"fixtures"}
     if entries and DATA_FILE not in entries:
         raise DataDirError(
             f"{path}: not a raftkv data dir (it holds {sorted(entries)[:5]} but no {DATA_FILE})"

@@ -57,7 +57,7 @@ def test_flag_values_become_options():
 def test_workers_get_the_same_limits():
     limits = GrpcLimits(250, 90_000, 3_000, 7)
     assert GrpcLimits.from_json(limits.to_json()) == limits
-    pool = WorkerPool(1, "127.0.0.1", 1, "127.0.0.1", 2, max_request_bytes=1024,
+    pool = WorkerPool(1, ["http://127.0.0.1:1"], "127.0.0.1", 2, max_request_bytes=1024,
                       request_timeout=1.0, limits=limits)
     cmd = pool._command(0)
     assert GrpcLimits.from_json(cmd[cmd.index("--grpc-limits") + 1]) == limits

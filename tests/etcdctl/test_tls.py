@@ -4,6 +4,9 @@ authentication, and a member whose peer certificate another CA signed, which nev
 from __future__ import annotations
 
 import json
+import os
+import socket
+import ssl
 
 import pytest
 
@@ -188,3 +191,107 @@ def test_peer_cert_allowed_cn_and_hostname(tmp_path, pki, flag, allowed, forms):
                  20.0, 0.2, "a refused peer connection")
         proc = ctl.run("endpoint", "health", check=False, timeout=30)
         assert proc.returncode != 0
+
+
+def _good(pki):
+    return ["--cacert", str(pki.ca), "--cert", str(pki.client_cert), "--key", str(pki.client_key)]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_client_crl_file_refuses_a_revoked_certificate(tmp_path, pki, workers):
+    """--client-crl-file: a client certificate whose serial the CRL lists is refused over
+    gRPC (etcdctl, also through --grpc-workers) and the native protocol; others are served."""
+    extra = ["--client-cert-auth", "--client-crl-file", str(pki.crl), "--grpc-workers",
+             str(workers)]
+    with running(_tls_cluster(tmp_path, pki, members=1, extra=extra)) as c:
+        ctl = Ctl(_https(c))
+        wait_healthy(_WithArgs(ctl, _good(pki)))
+        ctl.run(*_good(pki), "put", "/crl/k", "v")
+        revoked = ctl.run("--cacert", str(pki.ca), "--cert", str(pki.revoked_cert), "--key",
+                          str(pki.revoked_key), "get", "/crl/k", check=False)
+        assert revoked.returncode != 0 and "v" not in revoked.stdout.split()
+        assert "revoked" in revoked.stderr
+        native = Client(c.native_endpoints, ca_cert=str(pki.ca),
+                        cert_cert=str(pki.revoked_cert), cert_key=str(pki.revoked_key),
+                        timeout=3.0)
+        try:
+            with pytest.raises(Exception):
+                native.get("/crl/k")
+        finally:
+            native.close()
+        assert "native: refused" in open(c.members[0].log_path).read()
+        good = Client(c.native_endpoints, ca_cert=str(pki.ca), cert_cert=str(pki.client_cert),
+                      cert_key=str(pki.client_key), timeout=5.0)
+        try:
+            assert good.get("/crl/k")[0] == b"v"
+        finally:
+            good.close()
+
+
+def test_client_cert_allowed_hostname(tmp_path, pki):
+    """Only client certificates valid for the host name get in (the member certificate, with
+    SAN localhost and client auth, does; the client certificate, without SANs, does not)."""
+    extra = ["--client-cert-auth", "--client-cert-allowed-hostname", "localhost"]
+    with running(_tls_cluster(tmp_path, pki, members=1, extra=extra)) as c:
+        ctl = Ctl(_https(c))
+        member_cert = ["--cacert", str(pki.ca), "--cert", str(pki.server_cert), "--key",
+                       str(pki.server_key)]
+        wait_healthy(_WithArgs(ctl, member_cert))
+        ctl.run(*member_cert, "put", "/host/k", "v")
+        refused = ctl.run(*_good(pki), "get", "/host/k", check=False)
+        assert refused.returncode != 0 and "--client-cert-allowed-hostname" in refused.stderr
+
+
+def test_auto_tls_cluster(tmp_path):
+    """--auto-tls and --peer-auto-tls without any file: each member makes self-signed
+    certificates in DATA_DIR/fixtures, the peers accept each other's, and etcdctl works with
+    --insecure-skip-tls-verify."""
+    cluster = LocalCluster(str(tmp_path), 3, extra_args=[*FAST_ARGS, "--auto-tls",
+                                                        "--peer-auto-tls"])
+    for m in cluster.members:
+        m.scheme = "https"
+    with running(cluster) as c:
+        ctl = _WithArgs(Ctl(_https(c)), ["--insecure-transport=false",
+                                         "--insecure-skip-tls-verify"])
+        wait_healthy(ctl)
+        ctl.run("put", "/auto/k", "v")
+        for ep in _https(c):
+            assert ctl.run("get", "/auto/k", "--print-value-only",
+                           endpoints=[ep]).stdout.strip() == "v"
+        for m in c.members:
+            for kind in ("client", "peer"):
+                assert os.path.exists(os.path.join(m.data_dir, "fixtures", kind, "cert.pem"))
+        plain = Ctl(_https(c)[:1]).run("get", "/auto/k", check=False)  # no TLS: refused
+        assert plain.returncode != 0
+
+
+def _handshake(port, ciphers):
+    """The TLS 1.2 cipher a handshake offering only ciphers agrees, or None if refused."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(ciphers)
+    ctx.set_alpn_protocols(["h2"])
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+                return s.cipher()[0]
+    except (ssl.SSLError, ConnectionError):
+        return None
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_cipher_suites_restrict_tls12(tmp_path, pki, workers):
+    """--cipher-suites (Go's names): a TLS 1.2 client offering only another suite is refused
+    on the gRPC and native ports; etcdctl, whose offer includes the allowed one, works."""
+    extra = ["--cipher-suites", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "--grpc-workers",
+             str(workers)]
+    with running(_tls_cluster(tmp_path, pki, members=1, extra=extra)) as c:
+        ctl = _WithArgs(Ctl(_https(c)), ["--cacert", str(pki.ca)])
+        wait_healthy(ctl)
+        ctl.run("put", "/cipher/k", "v")
+        m = c.members[0]
+        for port in (m.client_port, m.native_port):
+            assert _handshake(port, "ECDHE-ECDSA-AES256-GCM-SHA384") is None, port
+            assert _handshake(port, "ECDHE-ECDSA-AES128-GCM-SHA256") == \
+                "ECDHE-ECDSA-AES128-GCM-SHA256", port

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import ssl
 
 import grpc
 
@@ -141,6 +142,58 @@ class _CountCalls(grpc.aio.ServerInterceptor):
         return handler._replace(unary_unary=counted)
 
 
+class _CheckCertificates(grpc.aio.ServerInterceptor):
+    """A raftkv.tls.CertCheck (--client-crl-file, --client-cert-allowed-hostname) on every call
+    over TLS. grpc's server credentials take no CRL and no host name rule, and its Python API
+    gives no hook into the handshake, so the check runs per call on the certificate the
+    connection verified (the auth context's x509_pem_cert; the verdict per certificate is
+    cached): a refused client gets UNAUTHENTICATED on every call, where etcd closes the
+    connection after the handshake."""
+
+    def __init__(self, check):
+        self._check = check
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        check = self._check
+
+        async def refuse_if_needed(context):
+            pems = (context.auth_context() or {}).get("x509_pem_cert")
+            if not pems:
+                return  # a plain connection, or a listener that asks for no certificate
+            reason = check.refusal(ssl.PEM_cert_to_DER_cert(pems[0].decode()))
+            if reason:
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"raftkv: {reason}")
+
+        if handler.unary_unary is not None:
+            inner = handler.unary_unary
+
+            async def unary(request, context):
+                await refuse_if_needed(context)
+                return await inner(request, context)
+            return handler._replace(unary_unary=unary)
+        kind = "unary_stream" if handler.unary_stream is not None else \
+            "stream_unary" if handler.stream_unary is not None else "stream_stream"
+        inner = getattr(handler, kind)
+
+        async def stream(request, context):
+            await refuse_if_needed(context)
+            result = inner(request, context)
+            if hasattr(result, "__aiter__"):
+                async for item in result:
+                    yield item
+            else:
+                await result
+        if kind == "stream_unary":
+            async def stream_unary(request, context):
+                await refuse_if_needed(context)
+                return await inner(request, context)
+            return handler._replace(stream_unary=stream_unary)
+        return handler._replace(**{kind: stream})
+
+
 def server_credentials(cert_file, key_file, trusted_ca_file=None, client_cert_auth=False):
     """grpc server credentials for TLS with etcd's flags' files (the member's, and the same
     files in its gRPC workers); client_cert_auth: only clients trusted_ca_file signed."""
@@ -150,6 +203,13 @@ def server_credentials(cert_file, key_file, trusted_ca_file=None, client_cert_au
         root_certificates=ca, require_client_auth=client_cert_auth)
 
 
+def grpc_address(host, port=0, unix_path=None):
+    """grpc's bind address: "host:port", "[v6]:port", or "unix:PATH" for a Unix socket."""
+    if unix_path:
+        return f"unix:{unix_path}"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 async def start_grpc_server(service, host, port, *,
                             max_request_bytes=MAX_REQUEST_BYTES_DEFAULT,
                             watch_progress_interval=PROGRESS_INTERVAL, reuse_port=False,
@@ -157,15 +217,35 @@ async def start_grpc_server(service, host, port, *,
     """Serve etcd's v3 gRPC API on host:port; returns (server, bound_port). calls: a
     CallGauge to keep of the unary calls in flight. credentials: grpc server credentials to
     serve TLS only (None: plaintext). limits: a GrpcLimits (None: etcd's defaults)."""
+    server, ports = await start_grpc_server_on(
+        service, [(grpc_address(host, port), credentials)],
+        max_request_bytes=max_request_bytes, watch_progress_interval=watch_progress_interval,
+        reuse_port=reuse_port, calls=calls, limits=limits)
+    return server, ports[0]
+
+
+async def start_grpc_server_on(service, binds, *, max_request_bytes=MAX_REQUEST_BYTES_DEFAULT,
+                               watch_progress_interval=PROGRESS_INTERVAL, reuse_port=False,
+                               calls=None, limits=None, cert_check=None):
+    """One gRPC server on every (address, credentials) of binds (grpc_address; credentials
+    None: plaintext there), each URL of --listen-client-urls; returns (server, bound ports)
+    (port 0 in an address: the OS picks one; a Unix socket's bound port means nothing).
+    cert_check: a raftkv.tls.CertCheck for client certificates (see _CheckCertificates).
+    Other arguments as start_grpc_server."""
+    assert binds, "a gRPC server needs an address"
     interceptors = [_CountCalls(calls)] if calls is not None else []
+    if cert_check:
+        interceptors.append(_CheckCertificates(cert_check))
     server = grpc.aio.server(options=server_options(max_request_bytes, reuse_port, limits),
                              interceptors=interceptors)
     add_services(server, service, max_request_bytes=max_request_bytes,
                  watch_progress_interval=watch_progress_interval)
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    bound_port = server.add_secure_port(address, credentials) if credentials is not None \
-        else server.add_insecure_port(address)
-    if bound_port == 0:
-        raise OSError(f"cannot bind the gRPC server to {address}")
+    ports = []
+    for address, credentials in binds:
+        bound_port = server.add_secure_port(address, credentials) if credentials is not None \
+            else server.add_insecure_port(address)
+        if bound_port == 0:
+            raise OSError(f"cannot bind the gRPC server to {address}")
+        ports.append(bound_port)
     await server.start()
-    return server, bound_port
+    return server, ports

@@ -158,17 +158,21 @@ def reserve_port(host, port):
 class WorkerPool:
     """The member's side: start, supervise and stop the worker processes."""
 
-    def __init__(self, count, host, port, native_host, native_port, *, max_request_bytes,
+    def __init__(self, count, listen, native_host, native_port, *, max_request_bytes,
                  request_timeout, log_level="info", secret=None, tls_files=None,
                  limits=None, watch_progress_interval=None):
+        assert listen, "the workers need a client URL to serve"
         self.count = count
-        self.host, self.port = host, port
+        # The TCP client URLs every worker serves, with the ports the member reserved
+        # ("https://127.0.0.1:2379"): https:// ones with tls_files.
+        self.listen = list(listen)
         self.native_host, self.native_port = native_host, native_port
         self.max_request_bytes = max_request_bytes
         self.request_timeout = request_timeout
         self.log_level = log_level
         self.secret = secret  # the hello secret of the member's native port for workers
-        self.tls_files = tls_files  # {cert_file, key_file, trusted_ca_file, client_cert_auth}
+        # {cert_file, key_file, trusted_ca_file, client_cert_auth, crl_file, allowed_hostname}
+        self.tls_files = tls_files
         self.limits = limits  # a GrpcLimits (None: etcd's defaults), passed on as JSON
         self.watch_progress_interval = watch_progress_interval  # seconds (None: default)
         self.procs = [None] * count
@@ -177,7 +181,8 @@ class WorkerPool:
 
     def _command(self, index):
         return [sys.executable, "-m", "raftkv.api.etcd.workers",
-                "--index", str(index), "--host", self.host, "--port", str(self.port),
+                "--index", str(index),
+                *(arg for url in self.listen for arg in ("--listen", url)),
                 "--native", f"{self.native_host}:{self.native_port}",
                 "--max-request-bytes", str(self.max_request_bytes),
                 "--request-timeout", str(self.request_timeout),
@@ -194,6 +199,10 @@ class WorkerPool:
         args = ["--cert-file", t["cert_file"], "--key-file", t["key_file"]]
         if t.get("client_cert_auth"):
             args += ["--trusted-ca-file", t["trusted_ca_file"], "--client-cert-auth"]
+        if t.get("crl_file"):
+            args += ["--client-crl-file", t["crl_file"]]
+        if t.get("allowed_hostname"):
+            args += ["--client-cert-allowed-hostname", t["allowed_hostname"]]
         return args
 
     async def _spawn(self, index):
@@ -211,7 +220,7 @@ class WorkerPool:
         if line != READY_LINE:
             await self._kill(proc)
             raise OSError(f"grpc worker {index} did not start (said {line!r})")
-        log.info("grpc worker %d serving on port %d (pid %d)", index, self.port, proc.pid)
+        log.info("grpc worker %d serving %s (pid %d)", index, ", ".join(self.listen), proc.pid)
         return proc
 
     async def start(self):
@@ -255,7 +264,13 @@ class WorkerPool:
 # The worker process.
 
 async def _worker_main(args):
-    from raftkv.api.etcd.server import GrpcLimits, server_credentials, start_grpc_server
+    from raftkv.api.etcd.server import (
+        GrpcLimits,
+        grpc_address,
+        server_credentials,
+        start_grpc_server_on,
+    )
+    from raftkv.tls import CertCheck
 
     nhost, _, nport = args.native.rpartition(":")
     service = RemoteService(nhost.strip("[]"), int(nport), args.request_timeout,
@@ -265,13 +280,21 @@ async def _worker_main(args):
     if args.cert_file:
         credentials = server_credentials(args.cert_file, args.key_file, args.trusted_ca_file,
                                          args.client_cert_auth)
+    binds = []
+    for url in args.listen:
+        scheme, _, hostport = url.partition("://")
+        host, _, port = hostport.rpartition(":")
+        tls = scheme == "https"
+        assert not tls or credentials is not None, f"{url} needs --cert-file"
+        binds.append((grpc_address(host.strip("[]"), int(port)), credentials if tls else None))
     limits = GrpcLimits.from_json(args.grpc_limits) if args.grpc_limits else None
     progress = {"watch_progress_interval": args.watch_progress_interval} \
         if args.watch_progress_interval > 0 else {}
-    server, _ = await start_grpc_server(service, args.host, args.port,
-                                        max_request_bytes=args.max_request_bytes,
-                                        reuse_port=True, credentials=credentials,
-                                        limits=limits, **progress)
+    check = CertCheck(args.client_crl_file, args.client_cert_allowed_hostname)
+    server, _ = await start_grpc_server_on(service, binds,
+                                           max_request_bytes=args.max_request_bytes,
+                                           reuse_port=True, limits=limits, cert_check=check,
+                                           **progress)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -292,8 +315,8 @@ async def _worker_main(args):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="raftkv-grpc-worker")
     p.add_argument("--index", type=int, default=0)
-    p.add_argument("--host", required=True)
-    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--listen", action="append", required=True,
+                   help="a client URL to serve (http:// or https://HOST:PORT; repeated)")
     p.add_argument("--native", required=True, help="host:port of the member's native server")
     p.add_argument("--max-request-bytes", type=int, required=True)
     p.add_argument("--request-timeout", type=float, default=7.0)
@@ -303,6 +326,8 @@ def main(argv=None):
     p.add_argument("--key-file", default="")
     p.add_argument("--trusted-ca-file", default="")
     p.add_argument("--client-cert-auth", action="store_true")
+    p.add_argument("--client-crl-file", default="", help="the member's --client-crl-file")
+    p.add_argument("--client-cert-allowed-hostname", default="")
     p.add_argument("--grpc-limits", default="",
                    help="the member's GrpcLimits as JSON (empty: etcd's defaults)")
     p.add_argument("--watch-progress-interval", type=float, default=0.0,

@@ -1,6 +1,9 @@
 """The member's TLS flags (raftkv/server/config.py): https:// URLs need their files, the files
 must load, boolean flags stand alone or take a value, and the mistakes an operator can make
 stop the start with the flag's name."""
+import os
+import ssl
+
 import pytest
 
 from raftkv.server.config import ConfigError, load_config
@@ -108,3 +111,58 @@ def test_peer_cert_allowed_hostname_and_cn_are_exclusive(pki):
         cfg(*peers, "--peer-cert-allowed-hostname", "h", "--peer-cert-allowed-cn", "m")
     with pytest.raises(ConfigError, match="--peer-cert-allowed-hostname needs"):
         cfg("--peer-cert-allowed-hostname", "h")
+
+
+def test_auto_tls_makes_certificates_in_the_data_dir(tmp_path):
+    data = str(tmp_path / "m1.raftkv")
+    c = cfg("--data-dir", data, "--listen-client-urls", "https://127.0.0.1:2379",
+            "--listen-peer-urls", "https://127.0.0.1:2380", "--auto-tls", "--peer-auto-tls")
+    assert c.client_cert_paths() == (f"{data}/fixtures/client/cert.pem",
+                                     f"{data}/fixtures/client/key.pem")
+    client, peer_in, peer_out = c.tls_contexts()
+    assert peer_out.verify_mode == ssl.CERT_NONE  # self-signed peers are not verified
+    assert peer_in.verify_mode == ssl.CERT_NONE
+    assert sorted(os.listdir(f"{data}/fixtures")) == ["client", "peer"]
+    # The store accepts a data dir holding only the fixtures (made before it opens).
+    from raftkv.storage.engine import Engine
+    Engine(data).close()
+
+
+def test_auto_tls_gives_way_to_files_and_needs_both_missing(pki, tmp_path):
+    c = cfg(*https(pki, "--auto-tls", "--data-dir", str(tmp_path / "d")))
+    assert c.client_cert_paths() == (pki.server_cert, pki.server_key)
+    assert not os.path.exists(tmp_path / "d")
+    with pytest.raises(ConfigError, match="--cert-file and --key-file \\(or --auto-tls"):
+        cfg("--listen-client-urls", "https://127.0.0.1:2379", "--auto-tls",
+            "--cert-file", pki.server_cert, "--data-dir", str(tmp_path / "e"))
+    with pytest.raises(ConfigError, match="--peer-client-cert-auth needs"):
+        cfg("--listen-peer-urls", "https://127.0.0.1:2380", "--peer-auto-tls",
+            "--peer-client-cert-auth", "--data-dir", str(tmp_path / "f"))
+
+
+def test_crl_files_load_at_start(pki, tmp_path):
+    c = cfg(*https(pki, "--client-crl-file", pki.crl))
+    client_check, peer_check = c.cert_checks()
+    assert client_check and not peer_check
+    with pytest.raises(ConfigError, match="--client-crl-file .*missing.crl"):
+        cfg(*https(pki, "--client-crl-file", str(tmp_path / "missing.crl")))
+
+
+def test_cipher_suites(pki):
+    c = cfg(*https(pki, "--cipher-suites", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"))
+    assert c.ciphers == "ECDHE-ECDSA-AES128-GCM-SHA256"
+    client, _, _ = c.tls_contexts()
+    assert [x["name"] for x in client.get_ciphers() if x["protocol"] == "TLSv1.2"] == \
+        ["ECDHE-ECDSA-AES128-GCM-SHA256"]
+    with pytest.raises(ConfigError, match="--cipher-suites: unknown cipher suite"):
+        cfg(*https(pki, "--cipher-suites", "TLS_AES_128_GCM_SHA256"))
+
+
+def test_client_cert_allowed_hostname_needs_client_cert_auth(pki):
+    with pytest.raises(ConfigError, match="--client-cert-allowed-hostname needs"):
+        cfg(*https(pki, "--client-cert-allowed-hostname", "h"))
+    c = cfg(*https(pki, "--client-cert-auth", "--trusted-ca-file", pki.ca,
+                   "--client-cert-allowed-hostname", "h"))
+    assert c.cert_checks()[0].allowed_hostname == "h"
+    assert cfg("--experimental-peer-skip-client-san-verification") \
+        .experimental_peer_skip_client_san_verification is True
