@@ -11,7 +11,6 @@ import pytest
 
 from raftkv.api import serve
 from raftkv.api.http import start_http_server
-from raftkv.mvcc import snapshot
 from raftkv.raft import ConfChangeType, Entry, EntryType, HardState, MsgType
 from raftkv.server import member as member_mod
 from raftkv.server.config import load_config
@@ -20,23 +19,13 @@ from raftkv.storage.wal import ENTRIES, HARD_STATE, WAL
 from raftkv.utl import restore
 from tests.unit.member.test_force_new_cluster import apply_conf_changes, changes
 from tests.unit.member.test_force_new_cluster import make_member as make_3
-from tests.unit.mvcc.helpers import Harness
-from tests.unit.utl.test_restore import CLUSTER
+from tests.unit.utl.test_restore import CLUSTER, write_snapshot
 
 
 @pytest.fixture
 def snap(tmp_path):
     """A snapshot file (no hash trailer) of a store with 3 keys at revision 4."""
-    h = Harness(tmp_path / "src")
-    try:
-        for k in (b"a", b"b", b"c"):
-            h.put(k, b"v-" + k)
-        path = tmp_path / "snap.db"
-        with open(path, "wb") as f:
-            snapshot.export_bbolt(h.store, f)
-        return str(path)
-    finally:
-        h.close()
+    return write_snapshot(tmp_path, trailer=False)
 
 
 def make_member(data_dir, *flags):

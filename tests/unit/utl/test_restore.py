@@ -17,9 +17,9 @@ from tests.unit.mvcc.helpers import Harness
 CLUSTER = "m1=http://127.0.0.1:23801,m2=http://127.0.0.1:23802,m3=http://127.0.0.1:23803"
 
 
-@pytest.fixture
-def snap(tmp_path):
-    """A saved snapshot (image + SHA-256 trailer) of a store with 3 keys at revision 4."""
+def write_snapshot(tmp_path, trailer=True):
+    """A snapshot file of a store with 3 keys at revision 4: the image, and with trailer the
+    SHA-256 snapshot save appends. Returns its path."""
     h = Harness(tmp_path / "src")
     try:
         for k in (b"a", b"b", b"c"):
@@ -27,13 +27,19 @@ def snap(tmp_path):
         path = tmp_path / "snap.db"
         with open(path, "wb") as f:
             snapshot.export_bbolt(h.store, f)
+    finally:
+        h.close()
+    if trailer:
         with open(path, "rb") as f:
             digest = hashlib.sha256(f.read()).digest()
         with open(path, "ab") as f:
             f.write(digest)
-        return str(path)
-    finally:
-        h.close()
+    return str(path)
+
+
+@pytest.fixture
+def snap(tmp_path):
+    return write_snapshot(tmp_path)
 
 
 def cfg_for(name, tmp_path, **kw):
