@@ -949,6 +949,19 @@ def load_config(argv=None, environ=None):
     return cfg.finish()
 
 
+# etcd's config file groups the TLS settings in two blocks (its securityConfig); the keys
+# inside name the same things as these flags.
+_TLS_BLOCKS = {
+    "client-transport-security": {"cert-file": "cert_file", "key-file": "key_file",
+                                  "client-cert-auth": "client_cert_auth",
+                                  "trusted-ca-file": "trusted_ca_file", "auto-tls": "auto_tls"},
+    "peer-transport-security": {"cert-file": "peer_cert_file", "key-file": "peer_key_file",
+                                "client-cert-auth": "peer_client_cert_auth",
+                                "trusted-ca-file": "peer_trusted_ca_file",
+                                "auto-tls": "peer_auto_tls"},
+}
+
+
 def _read_yaml(path):
     try:
         with open(path, encoding="utf-8") as f:
@@ -958,6 +971,19 @@ def _read_yaml(path):
     if not isinstance(doc, dict):
         raise ConfigError(f"--config-file {path}: expected a mapping of flag names to values")
     out = {}
+    for block, names in _TLS_BLOCKS.items():
+        inner = doc.pop(block, None)
+        if inner is None:
+            continue
+        if not isinstance(inner, dict):
+            raise ConfigError(f"--config-file {path}: {block} must be a mapping of "
+                              f"{', '.join(names)}")
+        for key, value in inner.items():
+            if key not in names:
+                raise ConfigError(f"--config-file {path}: unknown setting {key!r} in {block} "
+                                  f"(known: {', '.join(names)})")
+            if value is not None:
+                out[names[key]] = value
     for key, value in doc.items():
         name = str(key).replace("-", "_")
         if name not in _FIELDS:

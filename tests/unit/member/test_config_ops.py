@@ -8,9 +8,8 @@ import pytest
 
 from raftkv.server.config import ConfigError, load_config
 
-# etcd 3.4's etcd.conf.yml.sample, comments dropped; its client-transport-security and
-# peer-transport-security blocks are left out (TLS is another change's), and enable-v2 is
-# filled in by each test (the sample's true is accepted with a warning).
+# etcd 3.4's etcd.conf.yml.sample, comments dropped; enable-v2 is filled in by each test (the
+# sample's true is accepted with a warning).
 ETCD_34_SAMPLE = """\
 name: 'default'
 data-dir:
@@ -48,6 +47,18 @@ log-outputs: [stderr]
 force-new-cluster: false
 auto-compaction-mode: periodic
 auto-compaction-retention: "1"
+client-transport-security:
+  cert-file:
+  key-file:
+  client-cert-auth: false
+  trusted-ca-file:
+  auto-tls: false
+peer-transport-security:
+  cert-file:
+  key-file:
+  client-cert-auth: false
+  trusted-ca-file:
+  auto-tls: false
 """
 
 
@@ -83,6 +94,40 @@ def test_etcd_sample_config_loads(tmp_path):
     # the only note at etcd's sample values: pprof, which raftkv cannot serve
     assert [lvl for lvl, _ in cfg.notes] == [logging.WARNING]
     assert "--enable-pprof" in _notes(cfg)
+
+
+def test_etcds_tls_blocks_in_a_config_file(tmp_path):
+    """etcd's config file nests the TLS settings in client-transport-security and
+    peer-transport-security; each key lands on the flag of the same meaning."""
+    from tests.tlscerts import make_pki
+
+    pki = make_pki(tmp_path)
+    text = f"""\
+name: m1
+listen-client-urls: https://127.0.0.1:2379
+listen-peer-urls: https://127.0.0.1:2380
+client-transport-security:
+  cert-file: {pki.server_cert}
+  key-file: {pki.server_key}
+  client-cert-auth: true
+  trusted-ca-file: {pki.ca}
+peer-transport-security:
+  cert-file: {pki.server_cert}
+  key-file: {pki.server_key}
+  client-cert-auth: true
+  trusted-ca-file: {pki.ca}
+  auto-tls: false
+"""
+    cfg = _load(yaml_text=text, tmp_path=tmp_path)
+    assert (cfg.cert_file, cfg.key_file, cfg.trusted_ca_file) == \
+        (pki.server_cert, pki.server_key, pki.ca)
+    assert cfg.client_cert_auth and cfg.peer_client_cert_auth and not cfg.peer_auto_tls
+    assert (cfg.peer_cert_file, cfg.peer_key_file, cfg.peer_trusted_ca_file) == \
+        (pki.server_cert, pki.server_key, pki.ca)
+    with pytest.raises(ConfigError, match="unknown setting 'crl' in client-transport-security"):
+        _load(yaml_text="client-transport-security:\n  crl: x\n", tmp_path=tmp_path)
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        _load(yaml_text="peer-transport-security: yes\n", tmp_path=tmp_path)
 
 
 def test_etcd_sample_as_it_is_loads_with_a_warning_for_enable_v2(tmp_path):
