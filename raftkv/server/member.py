@@ -30,7 +30,8 @@ import msgpack
 from raftkv.errors import RaftkvError
 from raftkv.mvcc import snapshot as mvcc_snapshot
 from raftkv.mvcc.kvstore import KVStore
-from raftkv.mvcc.lease import Lessor
+from raftkv.mvcc.lease import CHECKPOINT_BATCH_MAX, CHECKPOINT_INTERVAL_S, CHECKPOINT_RATE, \
+    Lessor
 from raftkv.raft import (
     ConfChangeSingle,
     ConfChangeType,
@@ -98,6 +99,7 @@ TICK_ADVANCE_POLL_S = 0.05
 # large: 5,000 entries of 1,000 puts would be 1.5 GB).
 SNAPSHOT_POINT_BYTES = 32 << 20
 LOG_CATCHUP_BYTES = 64 << 20
+LEASE_LOOP_S = 0.5  # how often the leader looks for expired leases and due checkpoints (etcd)
 
 
 class DataDirStateError(StorageError):
@@ -183,10 +185,7 @@ class Member:
                           auth_token_ttl_s=float(self.cfg.auth_token_ttl),
                           auth_jwt=self.cfg.jwt_tokens(),
                           compaction_batch=self.cfg.experimental_compaction_batch_limit)
-        # The store tells its lease listeners from the storage thread (after each commit); the
-        # lessor is used by the event loop, so its updates hop onto the loop.
-        loop = self._event_loop
-        self.lessor = Lessor(self.kv, call=loop.call_soon_threadsafe if loop else None)
+        self.lessor = self._make_lessor()
         self.kv.register_op("member_publish", self._op_member_publish)
         self.committer = GroupCommitter(self.engine)
         self.committer.lazy_wait_s = self.cfg.apply_linger_s \
@@ -1021,15 +1020,43 @@ class Member:
                     st["commit"], st["applied"], st["last_index"], self.transport.describe())
 
     # ------------------------------------------------------------------ leases
+    def _make_lessor(self):
+        """The store tells its lease listeners from the storage thread (after each commit);
+        the lessor is used by the event loop, so its updates hop onto the loop.
+        --experimental-enable-lease-checkpoint: the leader records each long lease's remaining
+        TTL every checkpoint interval (etcd's 5 minutes; tests shorten it with
+        RAFTKV_LEASE_CHECKPOINT_INTERVAL_S). The checkpointer is there either way: a renew
+        clears a remaining TTL checkpointed earlier (e.g. before a restart without the flag)."""
+        loop = self._event_loop
+        interval = float(os.environ.get("RAFTKV_LEASE_CHECKPOINT_INTERVAL_S",
+                                        CHECKPOINT_INTERVAL_S)) \
+            if self.cfg.experimental_enable_lease_checkpoint else 0.0
+        return Lessor(self.kv, call=loop.call_soon_threadsafe if loop else None,
+                      checkpoint_interval=interval, checkpointer=self._propose_lease_checkpoints)
+
     async def _lease_loop(self):
-        """The leader revokes expired leases through the log, like any write."""
+        """The leader revokes expired leases through the log, like any write, and (with
+        --experimental-enable-lease-checkpoint) records the due lease checkpoints there: at
+        most CHECKPOINT_RATE a second, CHECKPOINT_BATCH_MAX per entry (etcd's lessor)."""
         while True:
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(LEASE_LOOP_S)
             if self.loop.role != Role.LEADER:
                 continue
             for lid in self.lessor.expired(limit=100):
                 fut = self.loop.propose("lease_revoke", {"ID": lid}, 32, 5.0)
                 fut.add_done_callback(_ignore_result)
+            for batch in self.lessor.checkpoint_batches(
+                    rate=int(CHECKPOINT_RATE * LEASE_LOOP_S), batch=CHECKPOINT_BATCH_MAX):
+                self._propose_lease_checkpoints(batch)
+
+    def _propose_lease_checkpoints(self, checkpoints):
+        """One lease_checkpoint entry (etcd's LeaseCheckpointRequest); applied by every
+        member, it persists each lease's remaining TTL (0: cleared) for the next leader."""
+        if self.loop is None or self.loop.role != Role.LEADER:
+            return  # a new leader starts over from what the log holds
+        fut = self.loop.propose("lease_checkpoint", {"checkpoints": checkpoints},
+                                32 + 24 * len(checkpoints), 5.0)
+        fut.add_done_callback(_ignore_result)
 
     async def _on_forward(self, op, body):
         """A request another member forwarded to us (we are, or were, the leader)."""

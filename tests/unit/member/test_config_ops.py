@@ -172,7 +172,6 @@ def test_refused(argv, message):
     (["--discovery-proxy", "http://proxy:3128"], "--discovery-proxy is ignored"),
     (["--discovery-srv-name", "x"], "--discovery-srv-name is ignored"),
     (["--proxy-dial-timeout", "3000"], "--proxy-dial-timeout is ignored"),
-    (["--experimental-enable-lease-checkpoint"], "not implemented"),
 ])
 def test_accepted_with_a_note(argv, needle):
     cfg = _load(argv)
@@ -187,6 +186,15 @@ def test_defaults_leave_no_notes():
     assert cfg.log_targets == ("stderr",) and cfg.log_format == "text"
     assert cfg.warning_apply_s == 0.1 and cfg.watch_progress_s == 600.0
     assert cfg.apply_linger_s is None and cfg.experimental_compaction_batch_limit == 1000
+
+
+def test_lease_checkpoint_is_implemented_without_a_note(tmp_path):
+    for cfg in (_load(["--experimental-enable-lease-checkpoint"]),
+                _load(env={"RAFTKV_EXPERIMENTAL_ENABLE_LEASE_CHECKPOINT": "true"}),
+                _load(yaml_text="experimental-enable-lease-checkpoint: true\n",
+                      tmp_path=tmp_path)):
+        assert cfg.experimental_enable_lease_checkpoint is True and cfg.notes == []
+    assert _load().experimental_enable_lease_checkpoint is False
 
 
 def test_off_and_empty_values_are_etcds_defaults():

@@ -6,6 +6,7 @@ start-up checks, --force-new-cluster and snapshot restore; a store without its W
 import asyncio
 import logging
 import os
+import time
 
 import pytest
 
@@ -193,6 +194,62 @@ def test_compaction_batch_and_commit_linger_reach_the_store(tmp_path):
     m.open_storage()
     try:
         assert m.committer.lazy_wait_s == member_mod.APPLY_LINGER_S_DEFAULT
+    finally:
+        m.close_storage()
+
+
+class _ProposingLoop:
+    """The RaftLoop surface the lease code uses: a role and propose()."""
+
+    def __init__(self, role):
+        self.role = role
+        self.proposed = []
+
+    def propose(self, op, body, size, timeout_s):
+        self.proposed.append((op, body))
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result({})
+        return fut
+
+
+def _apply(m, index, requests):
+    m.committer.run_sync(lambda txn: m.kv.apply(txn, index, requests))
+    m.kv.committed()
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_lease_checkpoint_flag_reaches_the_lessor(tmp_path, monkeypatch, flag):
+    monkeypatch.setenv("RAFTKV_LEASE_CHECKPOINT_INTERVAL_S", "0.05")
+    m = make_member(tmp_path / "d", *(["--experimental-enable-lease-checkpoint"]
+                                      if flag else []))
+    monkeypatch.setattr(member_mod, "LEASE_LOOP_S", 0.02)
+    m.open_storage()
+    try:
+        assert m.lessor.checkpoint_interval == (0.05 if flag else 0.0)
+        assert m.lessor.checkpointer == m._propose_lease_checkpoints
+        _apply(m, 1, [("lease_grant", {"ID": 1, "TTL": 10}), ("lease_grant", {"ID": 2,
+                                                                              "TTL": 20})])
+        m.lessor.promote(time.monotonic() - 3)  # leader for 3 s: 7 s and 17 s left
+
+        async def lease_loop_turns():
+            m.loop = _ProposingLoop(member_mod.Role.LEADER)
+            task = asyncio.get_running_loop().create_task(m._lease_loop())
+            await asyncio.sleep(0.2)
+            task.cancel()
+            m._propose_lease_checkpoints([{"ID": 1, "remaining_TTL": 0}])
+            m.loop.role = member_mod.Role.FOLLOWER
+            m._propose_lease_checkpoints([{"ID": 1, "remaining_TTL": 0}])  # not proposed
+            return m.loop.proposed
+
+        proposed = asyncio.run(lease_loop_turns())
+        cps = [body["checkpoints"] for op, body in proposed[:-1]]
+        assert all(op == "lease_checkpoint" for op, _ in proposed)
+        assert proposed[-1][1] == {"checkpoints": [{"ID": 1, "remaining_TTL": 0}]}
+        if flag:  # a batch every turn or two, both leases in each
+            assert len(cps) >= 2 and [c["ID"] for c in cps[0]] == [1, 2]
+            assert [c["remaining_TTL"] for c in cps[0]] == [7, 17]
+        else:
+            assert cps == []
     finally:
         m.close_storage()
 

@@ -83,11 +83,11 @@ def test_checkpoint_survives_restart_and_promote(h):
                                                {"ID": 9, "remaining_TTL": 3}]})
     store = h.reopen()
     clock = Clock()
-    lessor = Lessor(store, clock)
+    lessor = Lessor(store, clock, checkpoint_interval=5.0)
     lessor.promote()
+    assert lessor.checkpoints(clock.now + 5) == [{"ID": 1, "remaining_TTL": 2}]
     clock.now += 7
     assert lessor.expired() == [1]
-    assert lessor.checkpoints(clock.now - 2) == [{"ID": 1, "remaining_TTL": 2}]
 
 
 def test_lease_keys_rebuilt_at_open(h):
