@@ -72,7 +72,7 @@ BATCH_REQUESTS_MAX = 10_000  # items in one "batch" request; bounds one request'
 
 UNARY_OPS = frozenset({
     "range", "put", "delete_range", "txn", "compact",
-    "lease_grant", "lease_revoke", "lease_checkpoint", "lease_keepalive", "lease_timetolive",
+    "lease_grant", "lease_revoke", "lease_keepalive", "lease_timetolive",
     "lease_leases",
     "member_list", "member_add", "member_remove", "member_update", "member_promote",
     "status", "alarm", "defragment", "hash_kv", "move_leader", "header",
