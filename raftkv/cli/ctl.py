@@ -7,9 +7,11 @@
     auth enable|disable|status   user add|delete|list|get|passwd|grant-role|revoke-role
     role add|delete|list|get|grant-permission|revoke-permission
 
-Endpoints come from --endpoints, else RAFTKVCTL_ENDPOINTS, else 127.0.0.1:2379. TLS takes
-etcdctl's flags: --cacert, --cert, --key, --insecure-skip-tls-verify, each also settable as
-RAFTKVCTL_CACERT etc.; any of the first three, or an https:// endpoint, turns TLS on. With auth
+Endpoints come from --endpoints, else RAFTKVCTL_ENDPOINTS, else 127.0.0.1:2379: host:port,
+http(s)://host:port, or a member's native Unix socket, unix://PATH or unixs://PATH (TLS); see
+raftkv.client.endpoints. TLS takes etcdctl's flags: --cacert, --cert, --key,
+--insecure-skip-tls-verify, each also settable as RAFTKVCTL_CACERT etc.; any of the first
+three, or an https:// or unixs:// endpoint, turns TLS on. With auth
 enabled, --user NAME[:PASSWORD] (or RAFTKVCTL_USER, RAFTKVCTL_PASSWORD) authenticates. Output
 follows etcdctl: simple prints key and value lines ("OK" for put, the count for del); json
 prints the response with bytes in base64 as etcdctl does; table draws a box for list-like
@@ -686,7 +688,9 @@ def _client_kwargs(args):
 def build_parser():
     p = argparse.ArgumentParser(prog="raftkvctl", description=__doc__.split("\n\n")[0])
     p.add_argument("--endpoints",
-                   default=os.environ.get("RAFTKVCTL_ENDPOINTS", DEFAULT_ENDPOINTS))
+                   default=os.environ.get("RAFTKVCTL_ENDPOINTS", DEFAULT_ENDPOINTS),
+                   help="comma-separated native endpoints: host:port, https://host:port, "
+                        "unix://PATH, unixs://PATH (env RAFTKVCTL_ENDPOINTS)")
     p.add_argument("-w", "--write-out", choices=["simple", "json", "table"], default="simple")
     p.add_argument("--command-timeout", type=float, default=5.0, help="seconds")
     _tls_parser(p)
