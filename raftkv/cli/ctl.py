@@ -35,7 +35,7 @@ from raftkv.api import wire
 from raftkv.cli import ctl_auth, ctl_snapshot
 from raftkv.client import AsyncClient
 from raftkv.client.txn import Compare, Transactions, txn_body
-from raftkv.client.types import prefix_range_end, to_bytes
+from raftkv.client.types import ProgressNotify, prefix_range_end, to_bytes
 
 DEFAULT_ENDPOINTS = "127.0.0.1:2379"
 PROGRESS_INTERVAL_S = 0.5  # how often `load` redraws its progress line on a TTY
@@ -248,10 +248,14 @@ async def cmd_watch(c, args, out):
     key = to_bytes(args.key)
     end = _range_args(args, key).get("range_end")
     events, cancel = await c.watch(key, range_end=end, start_revision=args.rev,
-                                   prev_kv=args.prev_kv)
+                                   prev_kv=args.prev_kv, progress_notify=args.progress_notify)
     seen = 0
     try:
         async for ev in events:
+            if isinstance(ev, ProgressNotify):  # etcdctl's line, in every output format
+                out.write(f"progress notify: {ev.revision}\n")
+                out.flush()
+                continue
             if args.write_out == "json":
                 _print_json({"type": ev.type, "kv": {"key": ev.key, "value": ev.value,
                                                      "mod_revision": ev.mod_revision}}, out)
@@ -606,6 +610,9 @@ def _kv_parsers(sub):
     _add_range_flags(p, prev_kv=True)
     p.add_argument("--rev", type=int, default=0)
     p.add_argument("--max-events", type=int, default=0, help="stop after N events")
+    p.add_argument("--progress-notify", action="store_true",
+                   help="print \"progress notify: REV\" when the member reports progress on an "
+                        "idle watch (etcdctl 3.5's flag)")
     p.set_defaults(fn=cmd_watch)
 
 

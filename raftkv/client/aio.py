@@ -410,9 +410,12 @@ class AsyncClient(AuthAdmin):
     # Watches, leases, locks.
 
     async def watch(self, key, range_end=None, start_revision=0, prev_kv=False,
-                    prefix=False, filters=None):
-        """(events, cancel): an async iterator of Events and a coroutine function to stop it."""
-        w = Watch(self, _watch_body(key, range_end, start_revision, prev_kv, prefix, filters))
+                    prefix=False, filters=None, progress_notify=False):
+        """(events, cancel): an async iterator of Events and a coroutine function to stop it.
+        progress_notify: the iterator also yields a ProgressNotify(revision) each time the
+        member's --experimental-watch-progress-notify-interval passes without an event."""
+        w = Watch(self, _watch_body(key, range_end, start_revision, prev_kv, prefix, filters,
+                                    progress_notify))
         await w.start()
         return w, w.cancel
 
@@ -561,7 +564,8 @@ def _batch_result(resp):
     return {"done": done, "errors": errors}
 
 
-def _watch_body(key, range_end, start_revision, prev_kv, prefix, filters):
+def _watch_body(key, range_end, start_revision, prev_kv, prefix, filters,
+                progress_notify=False):
     key = to_bytes(key)
     body = {"key": key}
     if prefix:
@@ -574,4 +578,6 @@ def _watch_body(key, range_end, start_revision, prev_kv, prefix, filters):
         body["prev_kv"] = True
     if filters:
         body["filters"] = list(filters)
+    if progress_notify:
+        body["progress_notify"] = True
     return body
