@@ -128,7 +128,8 @@ def run_watch(protocol, endpoints, total, value_size=256, user=""):
 
 def _add_common(p):
     p.add_argument("--endpoints", default="127.0.0.1:2379",
-                   help="comma-separated host:port list (gRPC client or native endpoints)")
+                   help="comma-separated host:port list (gRPC client or native endpoints; "
+                        "native also takes unix://PATH)")
     p.add_argument("--protocol", choices=("grpc", "native"), default="grpc",
                    help="grpc: etcd v3 API (raftkv or any etcd); native: raftkv's protocol")
     p.add_argument("--clients", type=int, default=1, help="concurrent clients (default 1)")

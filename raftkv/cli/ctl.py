@@ -7,9 +7,11 @@
     auth enable|disable|status   user add|delete|list|get|passwd|grant-role|revoke-role
     role add|delete|list|get|grant-permission|revoke-permission
 
-Endpoints come from --endpoints, else RAFTKVCTL_ENDPOINTS, else 127.0.0.1:2379. TLS takes
-etcdctl's flags: --cacert, --cert, --key, --insecure-skip-tls-verify, each also settable as
-RAFTKVCTL_CACERT etc.; any of the first three, or an https:// endpoint, turns TLS on. With auth
+Endpoints come from --endpoints, else RAFTKVCTL_ENDPOINTS, else 127.0.0.1:2379: host:port,
+http(s)://host:port, or a member's native Unix socket, unix://PATH or unixs://PATH (TLS); see
+raftkv.client.endpoints. TLS takes etcdctl's flags: --cacert, --cert, --key,
+--insecure-skip-tls-verify, each also settable as RAFTKVCTL_CACERT etc.; any of the first
+three, or an https:// or unixs:// endpoint, turns TLS on. With auth
 enabled, --user NAME[:PASSWORD] (or RAFTKVCTL_USER, RAFTKVCTL_PASSWORD) authenticates. Output
 follows etcdctl: simple prints key and value lines ("OK" for put, the count for del); json
 prints the response with bytes in base64 as etcdctl does; table draws a box for list-like
@@ -33,7 +35,7 @@ from raftkv.api import wire
 from raftkv.cli import ctl_auth, ctl_snapshot
 from raftkv.client import AsyncClient
 from raftkv.client.txn import Compare, Transactions, txn_body
-from raftkv.client.types import prefix_range_end, to_bytes
+from raftkv.client.types import ProgressNotify, prefix_range_end, to_bytes
 
 DEFAULT_ENDPOINTS = "127.0.0.1:2379"
 PROGRESS_INTERVAL_S = 0.5  # how often `load` redraws its progress line on a TTY
@@ -246,10 +248,14 @@ async def cmd_watch(c, args, out):
     key = to_bytes(args.key)
     end = _range_args(args, key).get("range_end")
     events, cancel = await c.watch(key, range_end=end, start_revision=args.rev,
-                                   prev_kv=args.prev_kv)
+                                   prev_kv=args.prev_kv, progress_notify=args.progress_notify)
     seen = 0
     try:
         async for ev in events:
+            if isinstance(ev, ProgressNotify):  # etcdctl's line, in every output format
+                out.write(f"progress notify: {ev.revision}\n")
+                out.flush()
+                continue
             if args.write_out == "json":
                 _print_json({"type": ev.type, "kv": {"key": ev.key, "value": ev.value,
                                                      "mod_revision": ev.mod_revision}}, out)
@@ -604,6 +610,9 @@ def _kv_parsers(sub):
     _add_range_flags(p, prev_kv=True)
     p.add_argument("--rev", type=int, default=0)
     p.add_argument("--max-events", type=int, default=0, help="stop after N events")
+    p.add_argument("--progress-notify", action="store_true",
+                   help="print \"progress notify: REV\" when the member reports progress on an "
+                        "idle watch (etcdctl 3.5's flag)")
     p.set_defaults(fn=cmd_watch)
 
 
@@ -686,7 +695,9 @@ def _client_kwargs(args):
 def build_parser():
     p = argparse.ArgumentParser(prog="raftkvctl", description=__doc__.split("\n\n")[0])
     p.add_argument("--endpoints",
-                   default=os.environ.get("RAFTKVCTL_ENDPOINTS", DEFAULT_ENDPOINTS))
+                   default=os.environ.get("RAFTKVCTL_ENDPOINTS", DEFAULT_ENDPOINTS),
+                   help="comma-separated native endpoints: host:port, https://host:port, "
+                        "unix://PATH, unixs://PATH (env RAFTKVCTL_ENDPOINTS)")
     p.add_argument("-w", "--write-out", choices=["simple", "json", "table"], default="simple")
     p.add_argument("--command-timeout", type=float, default=5.0, help="seconds")
     _tls_parser(p)

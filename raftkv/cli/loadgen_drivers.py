@@ -1,6 +1,7 @@
 """Load generator drivers that need raftkv's client (imported by loadgen only when asked for).
 
-native: "native:host:port,host:port,..." (an http:// prefix is accepted). Each driver is one
+native: "native:host:port,host:port,..." (an http:// prefix is accepted, and a member's native
+Unix socket as unix://PATH or unixs://PATH: any AsyncClient endpoint). Each driver is one
 AsyncClient, i.e. one pipelined connection; the many client coroutines that share a driver
 multiplex their requests on it. Driver n starts at endpoint n mod len(endpoints), so
 connections spread over the members (followers answer writes with NOT_LEADER, and the client

@@ -12,10 +12,17 @@ from raftkv.client.errors import (
     TLSHandshakeError,
 )
 from raftkv.client.sync import Client
-from raftkv.client.types import DeleteEvent, Event, KVMetadata, PutEvent, PutManyResult
+from raftkv.client.types import (
+    DeleteEvent,
+    Event,
+    KVMetadata,
+    ProgressNotify,
+    PutEvent,
+    PutManyResult,
+)
 
 __all__ = [
     "AsyncClient", "Client", "ConnectionFailedError", "ConnectionLost", "DeleteEvent", "Event",
-    "KVMetadata", "LockTimeout", "PutEvent", "PutManyResult", "RevisionCompactedError",
-    "TLSHandshakeError",
+    "KVMetadata", "LockTimeout", "ProgressNotify", "PutEvent", "PutManyResult",
+    "RevisionCompactedError", "TLSHandshakeError",
 ]

@@ -10,10 +10,14 @@ Idempotent retries. Every write carries an idempotency id [client_id, seq]: clie
 random 64-bit number drawn per client, seq counts its writes. A retry sends the same id, so a
 member that applied the first attempt can drop the second instead of applying it twice.
 
-TLS. With ca_cert, cert_cert (and cert_key) or an "https://" endpoint, every connection the
-client opens is TLS, made from one SSLContext built at construction (so a bad file fails
-there, with raftkv.tls.TLSConfigError naming it). A TLS failure a retry would not fix (see
-connection.py) is not retried: once every endpoint has been tried, the call raises
+Endpoints are TCP (host:port, http://, https://) or Unix sockets (unix://PATH, unixs://PATH):
+see raftkv.client.endpoints. Leader discovery (prefer_leader) asks the given endpoints only,
+never the members' advertised URLs, so a Unix socket endpoint takes part like any other.
+
+TLS. With ca_cert, cert_cert (and cert_key) or an "https://" or "unixs://" endpoint, every
+connection the client opens is TLS, made from one SSLContext built at construction (so a bad
+file fails there, with raftkv.tls.TLSConfigError naming it). A TLS failure a retry would not
+fix (see connection.py) is not retried: once every endpoint has been tried, the call raises
 TLSHandshakeError, a ConnectionFailedError naming the endpoint and the reason.
 """
 from __future__ import annotations
@@ -29,6 +33,7 @@ from raftkv import tls
 from raftkv.api import wire
 from raftkv.client import connection
 from raftkv.client.auth import AuthAdmin
+from raftkv.client.endpoints import parse_endpoint
 from raftkv.client.errors import ConnectionFailedError, ConnectionLost, TLSHandshakeError
 from raftkv.client.lease import Lease
 from raftkv.client.lock import Lock
@@ -57,38 +62,27 @@ PUT_MANY_WINDOW = 8  # batches in flight at once
 SNAPSHOT_IDLE_S = 60.0
 
 
-def parse_endpoint(ep):
-    """'host:port', 'http://host:port', 'https://host:port' or '[v6]:port' -> (host, port)."""
-    ep = ep.strip()
-    if "://" in ep:
-        ep = ep.split("://", 1)[1]
-    ep = ep.rstrip("/")
-    host, sep, port = ep.rpartition(":")
-    if not sep:
-        return ep, 2379
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
 def tls_context(endpoints, ca_cert=None, cert_key=None, cert_cert=None,
                 insecure_skip_verify=False):
     """The client SSLContext for these endpoints (strings) and options, or None (plain TCP).
 
-    TLS is on when a CA, a client certificate or key is given, or an endpoint is "https://";
-    without a CA the system's CAs verify the members. insecure_skip_verify alone does not turn
-    TLS on (as etcdctl's --insecure-skip-tls-verify). An "http://" endpoint while TLS is on
-    is a ValueError, since it would be the one connection sent in the clear.
+    TLS is on when a CA, a client certificate or key is given, or an endpoint is "https://" or
+    "unixs://"; without a CA the system's CAs verify the members. insecure_skip_verify alone
+    does not turn TLS on (as etcdctl's --insecure-skip-tls-verify). An "http://" endpoint while
+    TLS is on is a ValueError, since it would be the one connection sent in the clear.
     """
     given = [name for name, v in (("ca_cert", ca_cert), ("cert_cert", cert_cert),
                                   ("cert_key", cert_key)) if v]
-    schemes = [e.strip().split("://", 1)[0].lower() for e in endpoints if "://" in e]
-    if "https" in schemes:
-        given.append("an https:// endpoint")
+    forced = [e for e in map(parse_endpoint, endpoints) if e.tls_required]
+    if forced:
+        given.append(f"{'an' if forced[0].scheme == 'https' else 'a'} {forced[0].scheme}:// "
+                     "endpoint")
     if not given:
         return None
     for e in endpoints:
         if e.strip().lower().startswith("http://"):
             raise ValueError(f"endpoint {e.strip()} is plain http:// but TLS is on "
-                             f"({', '.join(given)}): use https:// or no scheme")
+                             f"({', '.join(given)}): use https://, unixs:// or no scheme")
     return tls.client_context(ca_cert, cert_cert, cert_key, verify=not insecure_skip_verify)
 
 
@@ -126,7 +120,9 @@ class AsyncClient(AuthAdmin):
     TLS (python-etcd3's names for the first three): ca_cert, the CA file that signed the
     members' certificates (else the system's CAs); cert_cert and cert_key, a client certificate
     and its key for members that require one (--client-cert-auth); insecure_skip_verify,
-    accept any member certificate (etcdctl's --insecure-skip-tls-verify). See tls_context.
+    accept any member certificate (etcdctl's --insecure-skip-tls-verify); server_name, the name
+    every member's certificate must carry instead of the host dialled (Go's
+    tls.Config.ServerName; over a Unix socket the default is endpoints.py's). See tls_context.
 
     Authentication (python-etcd3's names): with user and password, the client authenticates
     before its first request and sends the token with every request; when a member no longer
@@ -135,7 +131,7 @@ class AsyncClient(AuthAdmin):
 
     def __init__(self, endpoints=("127.0.0.1:2379",), timeout=5.0, prefer_leader=True, *,
                  ca_cert=None, cert_key=None, cert_cert=None, insecure_skip_verify=False,
-                 user=None, password=None):
+                 user=None, password=None, server_name=None):
         if isinstance(endpoints, str):
             endpoints = endpoints.split(",")
         endpoints = [e for e in endpoints if e.strip()]
@@ -146,6 +142,7 @@ class AsyncClient(AuthAdmin):
         # One context for every connection (None: plain TCP).
         self._ssl_context = tls_context(endpoints, ca_cert, cert_key, cert_cert,
                                         insecure_skip_verify)
+        self._server_name = server_name  # None: each endpoint's own (Endpoint.server_name)
         self.transactions = Transactions()
         self.client_id = random.getrandbits(64)
         self._seq = itertools.count(1)
@@ -193,10 +190,10 @@ class AsyncClient(AuthAdmin):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                host, port = self.endpoints[self._index]
                 try:
-                    self._conn = await connection.connect(
-                        host, port, min(remaining, CONNECT_TIMEOUT_S), self._ssl_context)
+                    self._conn = await connection.connect_endpoint(
+                        self.endpoints[self._index], min(remaining, CONNECT_TIMEOUT_S),
+                        self._ssl_context, server_name=self._server_name)
                     if self.prefer_leader:
                         self._conn = await self._leader_conn(self._conn, deadline)
                     return self._conn
@@ -207,7 +204,7 @@ class AsyncClient(AuthAdmin):
                 except (OSError, asyncio.TimeoutError, wire.RaftkvError) as exc:
                     last = exc
                     self._index = (self._index + 1) % len(self.endpoints)
-            eps = ",".join(f"{h}:{p}" for h, p in self.endpoints)
+            eps = ",".join(e.name for e in self.endpoints)
             if tls_failure is not None:
                 raise TLSHandshakeError(f"cannot connect to any of {eps}: {tls_failure}")
             raise ConnectionFailedError(f"cannot connect to any of {eps}: {last}")
@@ -222,12 +219,13 @@ class AsyncClient(AuthAdmin):
             leader, me, self._term = await _leader_and_self(conn, deadline)
         if not leader or leader == me:
             return conn
-        for i, (host, port) in enumerate(self.endpoints):
+        for i, ep in enumerate(self.endpoints):
             if i == self._index or deadline - time.monotonic() <= 0:
                 continue
             try:
-                other = await connection.connect(host, port, LEADER_PROBE_TIMEOUT_S,
-                                                 self._ssl_context)
+                other = await connection.connect_endpoint(ep, LEADER_PROBE_TIMEOUT_S,
+                                                          self._ssl_context,
+                                                          server_name=self._server_name)
             except (OSError, asyncio.TimeoutError, wire.RaftkvError):
                 continue
             if (await _leader_and_self(other, deadline))[1] == leader:
@@ -412,9 +410,12 @@ class AsyncClient(AuthAdmin):
     # Watches, leases, locks.
 
     async def watch(self, key, range_end=None, start_revision=0, prev_kv=False,
-                    prefix=False, filters=None):
-        """(events, cancel): an async iterator of Events and a coroutine function to stop it."""
-        w = Watch(self, _watch_body(key, range_end, start_revision, prev_kv, prefix, filters))
+                    prefix=False, filters=None, progress_notify=False):
+        """(events, cancel): an async iterator of Events and a coroutine function to stop it.
+        progress_notify: the iterator also yields a ProgressNotify(revision) each time the
+        member's --experimental-watch-progress-notify-interval passes without an event."""
+        w = Watch(self, _watch_body(key, range_end, start_revision, prev_kv, prefix, filters,
+                                    progress_notify))
         await w.start()
         return w, w.cancel
 
@@ -563,7 +564,8 @@ def _batch_result(resp):
     return {"done": done, "errors": errors}
 
 
-def _watch_body(key, range_end, start_revision, prev_kv, prefix, filters):
+def _watch_body(key, range_end, start_revision, prev_kv, prefix, filters,
+                progress_notify=False):
     key = to_bytes(key)
     body = {"key": key}
     if prefix:
@@ -576,4 +578,6 @@ def _watch_body(key, range_end, start_revision, prev_kv, prefix, filters):
         body["prev_kv"] = True
     if filters:
         body["filters"] = list(filters)
+    if progress_notify:
+        body["progress_notify"] = True
     return body

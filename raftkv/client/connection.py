@@ -5,9 +5,11 @@ request and feeds one queue per stream (watch). It has an explicit state (CONNEC
 OPEN -> CLOSED); when it closes, every pending request fails with ConnectionLost and every
 stream receives a final ERROR item, so no caller waits forever.
 
-TLS (connect(..., ssl_context=ctx)) changes only how the connection is opened. A failure that a
-retry would not fix raises TLSHandshakeError: the member's certificate did not verify, the
-member does not speak TLS, or it closed the connection between the handshake and its hello.
+connect_endpoint() dials an Endpoint (raftkv.client.endpoints), TCP or a Unix socket; connect()
+is its TCP-only form. TLS (ssl_context=ctx) changes only how the connection is opened. A
+failure that a retry would not fix raises TLSHandshakeError: the member's certificate did not
+verify, the member does not speak TLS, or it closed the connection between the handshake and
+its hello.
 The last is how a member refuses a client certificate (or the lack of one): with TLS 1.3 the
 client's side of the handshake is over before the member checks the certificate, and Python's
 TLS servers (asyncio's and uvloop's) close without sending the alert that would say why.
@@ -20,6 +22,7 @@ import re
 import ssl
 
 from raftkv.api import wire
+from raftkv.client.endpoints import Endpoint
 from raftkv.client.errors import ConnectionLost, TLSHandshakeError
 
 # SSLErrors that mean the transport went away (a member stopping, a reset), not that TLS refused.
@@ -221,21 +224,35 @@ def _lost_before_hello(endpoint, tls, exc):
 
 
 async def connect(host, port, timeout, ssl_context=None, hello_options=None):
-    """An OPEN ClientConnection to host:port, or an exception (OSError, TimeoutError, ...).
+    """An OPEN ClientConnection to host:port; see connect_endpoint."""
+    return await connect_endpoint(Endpoint(f"{host}:{port}", "", host, port), timeout,
+                                  ssl_context, hello_options)
+
+
+async def connect_endpoint(ep, timeout, ssl_context=None, hello_options=None, server_name=None):
+    """An OPEN ClientConnection to the Endpoint ep (TCP or a Unix socket), or an exception
+    (OSError, TimeoutError, ...).
 
     With ssl_context (a client SSLContext, raftkv.tls.client_context) the connection is TLS
-    and the member's certificate must name host; TLSHandshakeError means a retry would not help.
+    and the member's certificate must name ep.server_name(server_name): the host dialled, or for
+    a Unix socket the name endpoints.py explains. TLSHandshakeError means a retry would not help.
     """
     loop = asyncio.get_running_loop()
-    endpoint = f"{host}:{port}"
+    endpoint = ep.name
     tls = ssl_context is not None
+    hostname = ep.server_name(server_name) if tls else None
+
+    def factory():
+        return ClientConnection(endpoint, tls, hello_options)
 
     async def _open():
         try:
-            _, conn = await loop.create_connection(
-                lambda: ClientConnection(endpoint, tls, hello_options), host, port,
-                ssl=ssl_context,
-                server_hostname=host if tls else None)
+            if ep.unix:
+                _, conn = await loop.create_unix_connection(
+                    factory, ep.path, ssl=ssl_context, server_hostname=hostname)
+            else:
+                _, conn = await loop.create_connection(
+                    factory, ep.host, ep.port, ssl=ssl_context, server_hostname=hostname)
         except ssl.SSLError as exc:
             if _tls_refused(exc):
                 raise _tls_error(endpoint, exc) from exc

@@ -103,18 +103,18 @@ def _wrap(result, runner):
 
 class Client(_Blocking):
     """Blocking client: Client(endpoints=["127.0.0.1:2379"], timeout=5.0); see AsyncClient,
-    also for the TLS and authentication arguments."""
+    also for Unix socket endpoints and the TLS and authentication arguments."""
 
     def __init__(self, endpoints=("127.0.0.1:2379",), timeout=5.0, prefer_leader=True, *,
                  ca_cert=None, cert_key=None, cert_cert=None, insecure_skip_verify=False,
-                 user=None, password=None):
+                 user=None, password=None, server_name=None):
         runner = _Runner()
 
         async def make():
             return AsyncClient(endpoints, timeout, prefer_leader, ca_cert=ca_cert,
                                cert_key=cert_key, cert_cert=cert_cert,
                                insecure_skip_verify=insecure_skip_verify, user=user,
-                               password=password)
+                               password=password, server_name=server_name)
 
         try:
             target = runner.run(make())

@@ -77,6 +77,15 @@ class DeleteEvent(Event):
     pass
 
 
+@dataclasses.dataclass(frozen=True)
+class ProgressNotify:
+    """A watch's progress notification (watch(..., progress_notify=True)): no event came for
+    the member's --experimental-watch-progress-notify-interval, and every event up to
+    `revision` has been delivered (etcd's bookmark)."""
+
+    revision: int
+
+
 @dataclasses.dataclass
 class PutManyResult:
     """What put_many did: items written, items failed, a few error messages, wall time."""

@@ -4,6 +4,10 @@ If the connection breaks (or the member answers NOT_LEADER and the like), the wa
 again on the next endpoint from the revision after the last one it delivered, so no event is
 lost or repeated, as etcd's clientv3 does. A watch from a compacted revision (or resumed at one)
 raises RevisionCompactedError instead of ending quietly.
+
+A watch opened with progress_notify also yields a ProgressNotify(revision) whenever the member
+sent a progress notification (an item with no events: nothing happened for its
+--experimental-watch-progress-notify-interval); the resume point moves past that revision.
 """
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import time
 
 from raftkv.api import wire
 from raftkv.client.errors import RevisionCompactedError
-from raftkv.client.types import Event
+from raftkv.client.types import Event, ProgressNotify
 
 _RESUME_CODES = frozenset({"NOT_LEADER", "NO_LEADER", "LEADER_CHANGED", "STOPPED"})
 CANCEL_TIMEOUT_S = 1.0  # cancel is best effort: a dead connection ends the watch anyway
@@ -86,9 +90,13 @@ class Watch:
         events = [Event.from_wire(ev) for ev in payload.get("events", [])]
         for ev in events:
             self._next_revision = max(self._next_revision, ev.mod_revision + 1)
+        rev = payload.get("header", {}).get("revision", 0)
         if not events and not self._next_revision:
-            rev = payload.get("header", {}).get("revision", 0)
             self._next_revision = rev + 1 if rev else 0
+        if not events and rev and self._body.get("progress_notify") and \
+                not payload.get("created"):
+            self._next_revision = max(self._next_revision, rev + 1)  # a bookmark
+            events = [ProgressNotify(rev)]
         self._events.extend(events)
 
     async def _on_error(self, payload):

@@ -608,10 +608,17 @@ class Service:
         self.m.kv.auth.check_read(user, body.get("key", b""), body.get("range_end", b""))
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
+        progress = bool(body.get("progress_notify"))
         w = self.m.kv.watch(body.get("key", b""), body.get("range_end", b""),
                             body.get("start_revision", 0), bool(body.get("prev_kv")),
-                            body.get("filters") or (), bool(body.get("progress_notify")),
+                            body.get("filters") or (), progress,
                             on_ready=lambda _w: loop.call_soon_threadsafe(wake.set))
+        # progress_notify: every --experimental-watch-progress-notify-interval without an event
+        # sent, an item with no events and the revision up to which everything was delivered
+        # (only while the watcher is caught up, as etcd's: it is a bookmark).
+        interval_s = self.m.cfg.watch_progress_s
+        tick_at = loop.time() + interval_s if progress else None
+        sent = False  # an item went out since the last tick
         try:
             # First: the watcher is registered; every write after this revision will reach
             # it (a client may wait for this before it writes, as etcd's "created").
@@ -621,11 +628,16 @@ class Service:
                 if not batch:
                     wake.clear()
                     batch = w.take()
-                    if not batch:
-                        await wake.wait()
-                        continue
+                if not batch and tick_at is not None and loop.time() >= tick_at:
+                    tick_at = loop.time() + interval_s
+                    note, sent = None if sent else w.progress_response(), False
+                    batch = [note] if note else []
+                if not batch:
+                    await _woken(wake, None if tick_at is None else tick_at - loop.time())
+                    continue
                 for resp in batch:
                     resp["header"] = self.header(resp.get("header", {}).get("revision"))
+                    sent = sent or bool(resp.get("events"))
                     yield resp
                     if resp.get("canceled"):
                         return
@@ -648,6 +660,17 @@ class Service:
                 if not chunk:
                     return
                 yield chunk
+
+
+async def _woken(event, timeout_s):
+    """Until event is set, or timeout_s seconds (None: no limit) have passed."""
+    if timeout_s is None:
+        await event.wait()
+        return
+    try:
+        await asyncio.wait_for(event.wait(), max(timeout_s, 0.0))
+    except asyncio.TimeoutError:
+        pass
 
 
 def _no_lease(lease_id):

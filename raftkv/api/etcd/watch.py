@@ -122,10 +122,12 @@ class _WatchStream:
         watcher = _Watcher(watch_id, create)
         self.watchers[watch_id] = watcher
         self._send(header, watch_id=watch_id, created=True)
+        # progress_notify is this stream's own timer (_progress), with the front end's interval:
+        # the service's notifications (the native protocol's) would double them.
         body = {"key": create.key, "range_end": create.range_end,
                 "start_revision": create.start_revision or header.get("revision", 0) + 1,
                 "prev_kv": create.prev_kv, "filters": list(create.filters),
-                "progress_notify": create.progress_notify}
+                "progress_notify": False}
         body.update(self.who)
         watcher.tasks.append(asyncio.ensure_future(self._run(watcher, body)))
         if create.progress_notify:

@@ -75,20 +75,22 @@ class RichFakeService(FakeService):
 
 class ServerThread:
     """A native server over a service on its own loop in a thread (for blocking clients);
-    ssl: a server SSLContext to serve TLS."""
+    ssl: a server SSLContext to serve TLS; unix_path: listen on this Unix socket instead."""
 
-    def __init__(self, service, ssl=None):
+    def __init__(self, service, ssl=None, unix_path=None):
         self.service = service
+        self.unix_path = unix_path
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
         fut = asyncio.run_coroutine_threadsafe(
-            start_native_server(service, "127.0.0.1", 0, ssl=ssl), self.loop)
+            start_native_server(service, "127.0.0.1", 0, ssl=ssl, unix_path=unix_path),
+            self.loop)
         self.server, self.port = fut.result(10)
 
     @property
     def endpoint(self):
-        return f"127.0.0.1:{self.port}"
+        return f"unix://{self.unix_path}" if self.unix_path else f"127.0.0.1:{self.port}"
 
     def stop(self):
         async def _close():

@@ -9,7 +9,7 @@ import pytest
 from raftkv.api.native import start_native_server
 from raftkv.client import AsyncClient, ConnectionFailedError, DeleteEvent, PutEvent
 from raftkv.client.errors import LockTimeout, RevisionCompactedError
-from raftkv.client.types import prefix_range_end
+from raftkv.client.types import ProgressNotify, prefix_range_end
 from raftkv.errors import RaftkvError
 from tests.unit.client.richfake import RichFakeService
 
@@ -505,5 +505,38 @@ def test_a_watch_from_a_compacted_revision_raises_instead_of_ending():
                 await c.put("w/a", "1")
                 assert (await events.__anext__()).key == b"w/a"
                 await cancel()
+
+    run(main())
+
+
+class _ProgressService(RichFakeService):
+    """Sends one progress notification (no events, revision 7) after "created" when the watch
+    asks for progress_notify, as the member does when its interval passes idle."""
+
+    async def watch(self, body):
+        self.bodies = getattr(self, "bodies", []) + [dict(body)]
+        async for resp in super().watch(body):
+            yield resp
+            if resp.get("created") and body.get("progress_notify"):
+                yield {"header": dict(self._header(), revision=7), "events": []}
+
+
+def test_progress_notifications_are_yielded_and_move_the_resume_point():
+    async def main():
+        service, server, ep = await serve(_ProgressService())
+        async with server:
+            async with AsyncClient([ep], timeout=3.0) as c:
+                events, cancel = await c.watch("p", progress_notify=True)
+                assert await events.__anext__() == ProgressNotify(7)
+                assert events._next_revision == 8  # a bookmark: resume after it
+                await c.put("p", "1")
+                assert (await events.__anext__()).value == b"1"
+                await cancel()
+                plain, cancel = await c.watch("q")
+                await c.put("q", "1")
+                assert (await plain.__anext__()).value == b"1"  # no progress asked, none sent
+                await cancel()
+        assert service.bodies[0]["progress_notify"] is True
+        assert "progress_notify" not in service.bodies[1]
 
     run(main())

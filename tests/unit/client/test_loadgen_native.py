@@ -1,6 +1,10 @@
 """The load generator's native driver against a native server over FakeService."""
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+
 import pytest
 
 from raftkv.cli.loadgen import RunSpec, Workload, run
@@ -22,3 +26,17 @@ def test_native_driver_runs_each_workload(server, workload):
     assert row["requests"] == 400
     assert row["errors"] == 0
     assert hist.count == 400
+
+
+def test_native_driver_over_a_unix_socket():
+    """raftkv-bench --protocol native --endpoints unix://PATH (a short path: 107 bytes max)."""
+    d = tempfile.mkdtemp(prefix="rk-ux-", dir="/tmp")
+    srv = ServerThread(RichFakeService(), unix_path=os.path.join(d, "n.sock"))
+    try:
+        spec = RunSpec(Workload(name="mixed", total=200, key_space=50),
+                       driver=f"native:{srv.endpoint}", clients=4, conns=2)
+        row, _ = run(spec)
+        assert (row["requests"], row["errors"]) == (200, 0)
+    finally:
+        srv.stop()
+        shutil.rmtree(d, ignore_errors=True)
