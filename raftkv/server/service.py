@@ -609,6 +609,11 @@ class Service:
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
         progress = bool(body.get("progress_notify"))
+        if not body.get("start_revision"):
+            # From "now": every write this member acknowledged must be visible first, or the
+            # watch would start before one of them and deliver it (as the gRPC front end's
+            # header op does for its start revision).
+            await self.local_barrier()
         w = self.m.kv.watch(body.get("key", b""), body.get("range_end", b""),
                             body.get("start_revision", 0), bool(body.get("prev_kv")),
                             body.get("filters") or (), progress,

@@ -23,3 +23,21 @@ def test_a_write_after_watch_returns_is_seen(shared_cluster3):
         event = next(iter(events))
         assert (event.key, event.value) == (key.encode(), b"v"), i
         cancel()
+
+
+def test_a_watch_from_now_misses_writes_acknowledged_before_it(shared_cluster3):
+    """The other side, as etcd's: a watch with no start revision begins after every write its
+    member acknowledged before the watch was made (the member's store commits its applies
+    in lingering rounds: the watch waits for the round, or it would begin one revision early
+    and deliver the write made just before it)."""
+    h = shared_cluster3
+    leader = h.leader()
+    c = h.client([leader], timeout=10.0)
+    for i in range(ROUNDS // 3):
+        key = f"/from-now/{i:04d}"
+        c.put(key, "before")
+        events, cancel = c.watch(key)
+        c.put(key, "after")
+        event = next(iter(events))
+        assert (event.key, event.value) == (key.encode(), b"after"), i
+        cancel()
