@@ -181,8 +181,7 @@ async def _open_grpc(cfg, service, member, opened):
         service, [(grpc_address(u.host, u.port, u.path), credentials if u.tls else None)
                   for u in own],
         max_request_bytes=cfg.max_request_bytes, calls=member.front_calls,
-        limits=_grpc_limits(cfg), cert_check=cfg.cert_checks()[0],
-        watch_progress_interval=cfg.watch_progress_s)
+        limits=_grpc_limits(cfg), cert_check=cfg.cert_checks()[0])
     opened.grpc_servers.append(grpc_server)
     for u, port in zip(own, ports):
         where.append(_where(u, port))
@@ -211,8 +210,7 @@ async def _start_workers(cfg, service, member, opened, tcp):
                              max_request_bytes=cfg.max_request_bytes,
                              request_timeout=cfg.request_timeout, log_level=cfg.log_level,
                              secret=secret, tls_files=_worker_tls(cfg),
-                             limits=_grpc_limits(cfg),
-                             watch_progress_interval=cfg.watch_progress_s)
+                             limits=_grpc_limits(cfg))
     await opened.pool.start()
     return where
 

@@ -21,6 +21,7 @@ def _in_range(key, start, end):
 
 class FakeService:
     def __init__(self):
+        self.progress_interval = None  # seconds between progress notifications
         self.kvs = {}  # key -> KeyValue dict
         self.revision = 1
         self.leases = {}  # ID -> TTL
@@ -124,14 +125,22 @@ class FakeService:
         return {"header": self._header()}
 
     async def watch(self, body):
-        """Yields {"header", "events"} batches for puts/deletes made after the call."""
+        """Yields {"header", "events"} batches for puts/deletes made after the call; with
+        progress_notify and a progress_interval set, an empty batch (a progress notification)
+        each interval without an event, as the real service."""
         queue = asyncio.Queue()
         entry = (body.get("key", b""), body.get("range_end", b""), queue)
         self._watchers.append(entry)
+        interval = self.progress_interval if body.get("progress_notify") else None
         try:
             yield {"created": True, "header": self._header()}
             while True:
-                yield {"header": self._header(), "events": [await queue.get()]}
+                try:
+                    event = await asyncio.wait_for(queue.get(), interval)
+                except asyncio.TimeoutError:
+                    yield {"header": self._header(), "events": []}
+                    continue
+                yield {"header": self._header(), "events": [event]}
         finally:
             self._watchers.remove(entry)
 

@@ -156,7 +156,10 @@ def test_compacted_watch_is_canceled_with_revision(grpc_server, stream):
 
 
 def test_progress_notify_sends_empty_responses(make_server):
-    server = make_server(watch_progress_interval=0.2)
+    """The service's progress notifications (it sends them only to a watcher that has every
+    event up to their revision) become empty responses of the watcher's id."""
+    server = make_server()
+    server.service.progress_interval = 0.2
     s = Stream(server)
     try:
         created = s.create(b"a", progress_notify=True)

@@ -30,7 +30,7 @@ from raftkv.api.etcd.kv import KVServicer
 from raftkv.api.etcd.lease import LeaseServicer
 from raftkv.api.etcd.maintenance import MaintenanceServicer
 from raftkv.api.etcd.proto import rpc_pb2_grpc
-from raftkv.api.etcd.watch import PROGRESS_INTERVAL, WatchServicer
+from raftkv.api.etcd.watch import WatchServicer
 
 GRPC_OVERHEAD_BYTES = 512 * 1024  # etcd adds this much to --max-request-bytes
 MAX_SEND_BYTES = (1 << 31) - 1
@@ -97,11 +97,9 @@ def server_options(max_request_bytes, reuse_port=False, limits=None):
     ]
 
 
-def add_services(server, service, *, max_request_bytes,
-                 watch_progress_interval=PROGRESS_INTERVAL):
+def add_services(server, service, *, max_request_bytes):
     rpc_pb2_grpc.add_KVServicer_to_server(KVServicer(service), server)
-    watch = WatchServicer(service, max_response_bytes=max_request_bytes,
-                          progress_interval=watch_progress_interval)
+    watch = WatchServicer(service, max_response_bytes=max_request_bytes)
     rpc_pb2_grpc.add_WatchServicer_to_server(watch, server)
     rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseServicer(service), server)
     rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterServicer(service), server)
@@ -211,22 +209,20 @@ def grpc_address(host, port=0, unix_path=None):
 
 
 async def start_grpc_server(service, host, port, *,
-                            max_request_bytes=MAX_REQUEST_BYTES_DEFAULT,
-                            watch_progress_interval=PROGRESS_INTERVAL, reuse_port=False,
+                            max_request_bytes=MAX_REQUEST_BYTES_DEFAULT, reuse_port=False,
                             calls=None, credentials=None, limits=None):
     """Serve etcd's v3 gRPC API on host:port; returns (server, bound_port). calls: a
     CallGauge to keep of the unary calls in flight. credentials: grpc server credentials to
     serve TLS only (None: plaintext). limits: a GrpcLimits (None: etcd's defaults)."""
     server, ports = await start_grpc_server_on(
         service, [(grpc_address(host, port), credentials)],
-        max_request_bytes=max_request_bytes, watch_progress_interval=watch_progress_interval,
-        reuse_port=reuse_port, calls=calls, limits=limits)
+        max_request_bytes=max_request_bytes, reuse_port=reuse_port, calls=calls,
+        limits=limits)
     return server, ports[0]
 
 
 async def start_grpc_server_on(service, binds, *, max_request_bytes=MAX_REQUEST_BYTES_DEFAULT,
-                               watch_progress_interval=PROGRESS_INTERVAL, reuse_port=False,
-                               calls=None, limits=None, cert_check=None):
+                               reuse_port=False, calls=None, limits=None, cert_check=None):
     """One gRPC server on every (address, credentials) of binds (grpc_address; credentials
     None: plaintext there), each URL of --listen-client-urls; returns (server, bound ports)
     (port 0 in an address: the OS picks one; a Unix socket's bound port means nothing).
@@ -238,8 +234,7 @@ async def start_grpc_server_on(service, binds, *, max_request_bytes=MAX_REQUEST_
         interceptors.append(_CheckCertificates(cert_check))
     server = grpc.aio.server(options=server_options(max_request_bytes, reuse_port, limits),
                              interceptors=interceptors)
-    add_services(server, service, max_request_bytes=max_request_bytes,
-                 watch_progress_interval=watch_progress_interval)
+    add_services(server, service, max_request_bytes=max_request_bytes)
     ports = []
     for address, credentials in binds:
         bound_port = server.add_secure_port(address, credentials) if credentials is not None \

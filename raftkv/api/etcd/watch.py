@@ -8,7 +8,9 @@ start_revision) and its batches become responses carrying its watch_id. A batch 
 RaftkvError ends it with canceled=true and the message as cancel_reason. Cancel requests stop the
 watcher and answer canceled=true; progress requests answer with the current header and
 watch_id -1 (broadcast to every watcher of the stream). Watchers created with progress_notify
-get an empty response when no event was sent for `progress_interval` seconds. Responses larger
+get the service's progress notifications (an empty response every
+--experimental-watch-progress-notify-interval without an event, only while the watcher has
+everything up to the revision it carries: a bookmark, as etcd sends them). Responses larger
 than the request limit are split into fragments when the watcher asked for it. A stream sent
 with gRPC metadata hasleader=true (etcdctl watch does) is refused with "etcdserver: no leader"
 when the member's status reports no leader.
@@ -25,22 +27,19 @@ from raftkv.api.etcd.proto import rpc_pb2, rpc_pb2_grpc
 log = logging.getLogger(__name__)
 
 DUPLICATE_ID = "mvcc: duplicate watch ID provided on the WatchStream"
-PROGRESS_INTERVAL = 600.0  # etcd's default --experimental-watch-progress-notify-interval
 _NOPUT, _NODELETE = 0, 1
 _EVENT_OVERHEAD = 6  # tag + length prefix of one embedded Event, upper bound for sizing
 
 
 class WatchServicer(rpc_pb2_grpc.WatchServicer):
-    def __init__(self, service, *, max_response_bytes, progress_interval=PROGRESS_INTERVAL):
+    def __init__(self, service, *, max_response_bytes):
         self._service = service
         self._max_bytes = max_response_bytes
-        self._progress_interval = progress_interval
 
     async def Watch(self, request_iterator, context):
         if _wants_leader(context):
             await self._require_leader(context)
-        stream = _WatchStream(self._service, self._max_bytes, self._progress_interval,
-                              with_identity(context, {}))
+        stream = _WatchStream(self._service, self._max_bytes, with_identity(context, {}))
         reader = asyncio.ensure_future(stream.read(request_iterator))
         try:
             while True:
@@ -75,15 +74,13 @@ class _Watcher:
         self.watch_id = watch_id
         self.create = create
         self.tasks = []
-        self.sent_since_tick = False
 
 
 class _WatchStream:
-    def __init__(self, service, max_bytes, progress_interval, who=None):
+    def __init__(self, service, max_bytes, who=None):
         self.service = service
         self.who = who or {}  # who the client is (token, certificate), sent with each watch
         self.max_bytes = max_bytes
-        self.progress_interval = progress_interval
         self.out = asyncio.Queue()
         self.watchers = {}
         self.next_id = 0
@@ -122,16 +119,14 @@ class _WatchStream:
         watcher = _Watcher(watch_id, create)
         self.watchers[watch_id] = watcher
         self._send(header, watch_id=watch_id, created=True)
-        # progress_notify is this stream's own timer (_progress), with the front end's interval:
-        # the service's notifications (the native protocol's) would double them.
+        # progress_notify: the service's notifications, which it sends only while the watcher
+        # has been given everything up to their revision.
         body = {"key": create.key, "range_end": create.range_end,
                 "start_revision": create.start_revision or header.get("revision", 0) + 1,
                 "prev_kv": create.prev_kv, "filters": list(create.filters),
-                "progress_notify": False}
+                "progress_notify": create.progress_notify}
         body.update(self.who)
         watcher.tasks.append(asyncio.ensure_future(self._run(watcher, body)))
-        if create.progress_notify:
-            watcher.tasks.append(asyncio.ensure_future(self._progress(watcher)))
 
     async def _cancel(self, watch_id):
         watcher = self.watchers.pop(watch_id, None)
@@ -183,7 +178,6 @@ class _WatchStream:
         events = _filtered(events, watcher.create)
         if not events:
             return
-        watcher.sent_since_tick = True
         newest = max(ev.get("kv", {}).get("mod_revision", 0) for ev in events)
         if header.get("revision", 0) < newest:  # a header never precedes its events
             header = dict(header, revision=newest)
@@ -195,14 +189,6 @@ class _WatchStream:
                 self.out.put_nowait(part)
         else:
             self.out.put_nowait(response)
-
-    async def _progress(self, watcher):
-        while True:
-            await asyncio.sleep(self.progress_interval)
-            if not watcher.sent_since_tick:
-                header = await self._header_or_empty()
-                self.out.put_nowait(_response(header, watcher.watch_id, []))
-            watcher.sent_since_tick = False
 
     async def close(self):
         watchers, self.watchers = list(self.watchers.values()), {}

@@ -160,7 +160,7 @@ class WorkerPool:
 
     def __init__(self, count, listen, native_host, native_port, *, max_request_bytes,
                  request_timeout, log_level="info", secret=None, tls_files=None,
-                 limits=None, watch_progress_interval=None):
+                 limits=None):
         assert listen, "the workers need a client URL to serve"
         self.count = count
         # The TCP client URLs every worker serves, with the ports the member reserved
@@ -174,7 +174,6 @@ class WorkerPool:
         # {cert_file, key_file, trusted_ca_file, client_cert_auth, crl_file, allowed_hostname}
         self.tls_files = tls_files
         self.limits = limits  # a GrpcLimits (None: etcd's defaults), passed on as JSON
-        self.watch_progress_interval = watch_progress_interval  # seconds (None: default)
         self.procs = [None] * count
         self._supervisors = []
         self._stopping = False
@@ -188,9 +187,7 @@ class WorkerPool:
                 "--request-timeout", str(self.request_timeout),
                 "--parent-pid", str(os.getpid()), "--log-level", self.log_level,
                 *self._tls_args(),
-                *(["--grpc-limits", self.limits.to_json()] if self.limits else []),
-                *(["--watch-progress-interval", repr(self.watch_progress_interval)]
-                  if self.watch_progress_interval else [])]
+                *(["--grpc-limits", self.limits.to_json()] if self.limits else [])]
 
     def _tls_args(self):
         t = self.tls_files
@@ -288,13 +285,10 @@ async def _worker_main(args):
         assert not tls or credentials is not None, f"{url} needs --cert-file"
         binds.append((grpc_address(host.strip("[]"), int(port)), credentials if tls else None))
     limits = GrpcLimits.from_json(args.grpc_limits) if args.grpc_limits else None
-    progress = {"watch_progress_interval": args.watch_progress_interval} \
-        if args.watch_progress_interval > 0 else {}
     check = CertCheck(args.client_crl_file, args.client_cert_allowed_hostname)
     server, _ = await start_grpc_server_on(service, binds,
                                            max_request_bytes=args.max_request_bytes,
-                                           reuse_port=True, limits=limits, cert_check=check,
-                                           **progress)
+                                           reuse_port=True, limits=limits, cert_check=check)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -330,8 +324,6 @@ def main(argv=None):
     p.add_argument("--client-cert-allowed-hostname", default="")
     p.add_argument("--grpc-limits", default="",
                    help="the member's GrpcLimits as JSON (empty: etcd's defaults)")
-    p.add_argument("--watch-progress-interval", type=float, default=0.0,
-                   help="the member's --experimental-watch-progress-notify-interval, seconds")
     args = p.parse_args(argv)
     level = {"warn": "WARNING"}.get(args.log_level.lower(), args.log_level.upper())
     logging.basicConfig(level=level, stream=sys.stderr,

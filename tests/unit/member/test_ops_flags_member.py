@@ -323,12 +323,3 @@ def test_host_whitelist_on_the_http_endpoint(monkeypatch):
     assert asyncio.run(run()) == [200, 200, 421]
 
 
-def test_watch_progress_interval_reaches_the_grpc_workers():
-    from raftkv.api.etcd.workers import WorkerPool
-    pool = WorkerPool(1, ["http://127.0.0.1:1"], "127.0.0.1", 2, max_request_bytes=1024,
-                      request_timeout=1.0, watch_progress_interval=2.5)
-    cmd = pool._command(0)
-    assert cmd[cmd.index("--watch-progress-interval") + 1] == "2.5"
-    default = WorkerPool(1, ["http://127.0.0.1:1"], "127.0.0.1", 2, max_request_bytes=1024,
-                         request_timeout=1.0)
-    assert "--watch-progress-interval" not in default._command(0)
