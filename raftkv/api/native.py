@@ -444,10 +444,7 @@ class NativeServer:
         for conn in list(self.connections):
             conn._transport.close()
         if self.unix_path:
-            try:
-                os.unlink(self.unix_path)
-            except FileNotFoundError:
-                pass
+            unlink_unix_socket(self.unix_path)
 
     async def wait_closed(self):
         await self._server.wait_closed()
@@ -486,6 +483,14 @@ async def start_native_server(service, host, port, *, max_frame_bytes=wire.FRAME
     bound_port = server.sockets[0].getsockname()[1]
     log.info("native: listening on %s:%d%s", host, bound_port, " (TLS)" if ssl else "")
     return NativeServer(server, connections), bound_port
+
+
+def unlink_unix_socket(path):
+    """Remove a Unix socket listener's file when it stops (gone already: fine)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def unix_socket_path_free(path):

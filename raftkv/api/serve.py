@@ -21,7 +21,7 @@ import time
 
 from raftkv.api.etcd.workers import WorkerPool, reserve_port
 from raftkv.api.http import HttpEndpoint, start_http_server
-from raftkv.api.native import start_native_server, unix_socket_path_free
+from raftkv.api.native import start_native_server, unix_socket_path_free, unlink_unix_socket
 from raftkv.api.wire import FRAME_OVERHEAD_BYTES
 from raftkv.server.config import ConfigError, load_config
 from raftkv.server.member import Member
@@ -133,7 +133,7 @@ class _Listeners:
         if self.grpc_servers:
             for u in cfg.client_listeners:
                 if u.unix:
-                    _unlink_quietly(u.path)
+                    unlink_unix_socket(u.path)
 
 
 async def _open_native_and_metrics(cfg, service, member, opened):
@@ -218,13 +218,6 @@ async def _start_workers(cfg, service, member, opened, tcp):
 def _where(u, port):
     """A listener for logs: host:port with the bound port, or unix:path."""
     return u.describe() if u.unix else dataclasses.replace(u, port=port).describe()
-
-
-def _unlink_quietly(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def grpc_ciphers(cfg):

@@ -176,7 +176,7 @@ class ServerConfig:
             self.initial_advertise_peer_urls = self.listen_peer_urls
         if not self.initial_cluster:
             self.initial_cluster = ",".join(f"{self.name}={u}"
-                                            for u in _split(self.initial_advertise_peer_urls))
+                                            for u in split_list(self.initial_advertise_peer_urls))
         if self.initial_cluster_state not in ("new", "existing"):
             raise ConfigError("--initial-cluster-state must be 'new' or 'existing', "
                               f"not {self.initial_cluster_state!r}")
@@ -323,7 +323,7 @@ class ServerConfig:
     def host_allowed(self, host):
         """--host-whitelist: whether an HTTP request's Host header (with or without a port)
         may be answered (empty or *: any)."""
-        allowed = _split(self.host_whitelist)
+        allowed = split_list(self.host_whitelist)
         if not allowed or "*" in allowed:
             return True
         return _host_only(host) in {h.lower() for h in allowed}
@@ -471,7 +471,7 @@ class ServerConfig:
     def cluster_members(self):
         """{name: [peer urls]} from --initial-cluster ("n1=http://a:2380,n2=...")."""
         out = {}
-        for item in _split(self.initial_cluster):
+        for item in split_list(self.initial_cluster):
             name, sep, url = item.partition("=")
             if not sep or not name or not url:
                 raise ConfigError(f"--initial-cluster item {item!r} is not NAME=URL")
@@ -547,11 +547,9 @@ FLAG_HELP = {
     "wal_dir": "Directory of the WAL (the Raft log), e.g. on a dedicated disk (empty: "
                "DATA_DIR/wal). Keep it with its data dir: either alone is refused.",
     "max_wals": "Most WAL files to keep (etcd's retention); accepted, no effect: a WAL segment is "
-                "deleted as "
-                "soon as the log is compacted past it.",
+                "deleted as soon as the log is compacted past it.",
     "max_snapshots": "Most snapshot files to keep (etcd's retention); accepted, no effect: raftkv "
-                     "writes no "
-                     "snapshot files (the store is the snapshot).",
+                     "writes no snapshot files (the store is the snapshot).",
     "logger": "Which of etcd's loggers, zap or capnslog; raftkv has one logger: zap makes json the "
               "default --log-format.",
     "log_outputs": "Where log lines go: default (= stderr), stderr, stdout or file paths "
@@ -752,7 +750,7 @@ def parse_log_outputs(value):
     """--log-outputs ("default", "stderr", "stdout" or file paths; a comma list, or a YAML
     list) as a tuple of targets; default is stderr (etcd writes to journald under systemd,
     raftkv leaves that to the service manager, which captures stderr)."""
-    items = value if isinstance(value, (list, tuple)) else _split(value)
+    items = value if isinstance(value, (list, tuple)) else split_list(value)
     out = []
     for item in items:
         item = str(item).strip()
@@ -784,10 +782,12 @@ def member_id(peer_urls, token):
 
 
 def _https(urls):
-    return any(u.lower().startswith(("https://", "unixs://")) for u in _split(urls))
+    return any(u.lower().startswith(("https://", "unixs://")) for u in split_list(urls))
 
 
-def _split(value):
+def split_list(value):
+    """The items of a comma-separated flag value (URLs, host names), stripped, empty ones
+    dropped."""
     return [v.strip() for v in str(value).split(",") if v.strip()]
 
 
@@ -840,7 +840,7 @@ def listen_urls(value, flag, unix_ok=False):
     "localhost:2379" in the working directory, unix:///run/raftkv.sock an absolute path);
     unix_ok=False refuses them, naming flag."""
     out = []
-    for url in _split(value):
+    for url in split_list(value):
         scheme = url.partition("://")[0].lower() if "://" in url else "http"
         if scheme in ("unix", "unixs"):
             if not unix_ok:
@@ -866,7 +866,7 @@ def listen_urls(value, flag, unix_ok=False):
 def first_host_port(urls):
     """(host, port) of the first URL of a list: the host a member's peer dials leave from
     (its first --initial-advertise-peer-urls URL)."""
-    return host_port(_split(urls)[0])
+    return host_port(split_list(urls)[0])
 
 
 def _check_listeners(listeners):

@@ -2,8 +2,9 @@
 its members' data and stops writes if one differs.
 
 Every interval the leader computes etcd's HashKV of its store at its current revision and asks
-every other voter for theirs at the same revision (a forwarded `hash_kv`). A member that has
-not applied that revision yet, or has compacted differently, is skipped this round. Among the
+every other voter, all at once, for theirs at the same revision (a forwarded `hash_kv`). A
+member that has not applied that revision yet, or has compacted differently, is skipped this
+round. Among the
 hashes that can be compared, the one a majority of the compared members share is the
 cluster's; a member with another hash is corrupt (with no majority, the leader names itself).
 Then the leader raises the CORRUPT alarm through the log, naming that member, as etcd does:
@@ -60,18 +61,13 @@ async def check_once(member):
     own, _, compact = await asyncio.to_thread(mvcc_snapshot.etcd_hash_kv, kv, rev)
     hashes = {member.id: own}
     voters = member.loop.conf_state.voters if member.loop.conf_state else []
-    for mid in voters:
-        if mid == member.id:
-            continue
-        try:
-            resp = await member.transport.forward(mid, "hash_kv", {"revision": rev},
-                                                  timeout_s=FORWARD_TIMEOUT_S)
-        except (RaftkvError, OSError, asyncio.TimeoutError) as exc:
-            log.debug("corruption check: no hash from %x at revision %d: %s", mid, rev, exc)
-            continue
-        if resp.get("compact_revision", 0) != compact:
-            continue  # compacted to another point: not comparable this round
-        hashes[mid] = resp.get("hash")
+    answers = await _ask_all(member, [v for v in voters if v != member.id], rev,
+                             FORWARD_TIMEOUT_S)
+    for mid, resp in answers.items():
+        if isinstance(resp, BaseException):
+            log.debug("corruption check: no hash from %x at revision %d: %s", mid, rev, resp)
+        elif resp.get("compact_revision", 0) == compact:  # else not comparable this round
+            hashes[mid] = resp.get("hash")
     bad = verdict(hashes, member.id)
     if bad:
         log.error("corruption check at revision %d: the data of member(s) %s differs from the "
@@ -143,14 +139,7 @@ async def check_initial(member, timeout_s):
     log.info("initial corruption check: comparing this member's HashKV at revision %d with "
              "%d peer(s) (timeout %.1fs)", rev, len(peers), timeout_s)
 
-    async def ask(mid):
-        try:
-            return await member.transport.forward(mid, "hash_kv", {"revision": rev},
-                                                  timeout_s=timeout_s)
-        except (RaftkvError, OSError, asyncio.TimeoutError) as exc:
-            return exc
-
-    answers = dict(zip(peers, await asyncio.gather(*(ask(mid) for mid in peers))))
+    answers = await _ask_all(member, peers, rev, timeout_s)
     mismatched, skipped = initial_verdict(rev, own, compact, answers)
     for mid, why in skipped.items():
         log.warning("initial corruption check: member %s not compared: %s",
@@ -166,6 +155,19 @@ async def check_initial(member, timeout_s):
             f"back with an empty data dir)")
     log.info("initial corruption check passed at revision %d: %d peer(s) agree, %d not "
              "compared", rev, len(peers) - len(skipped), len(skipped))
+
+
+async def _ask_all(member, peers, rev, timeout_s):
+    """{peer ID: its hash_kv answer at revision rev, or the exception asking it raised}, every
+    peer asked at once over the peer transport, for at most timeout_s."""
+    async def ask(mid):
+        try:
+            return await member.transport.forward(mid, "hash_kv", {"revision": rev},
+                                                  timeout_s=timeout_s)
+        except (RaftkvError, OSError, asyncio.TimeoutError) as exc:
+            return exc
+
+    return dict(zip(peers, await asyncio.gather(*(ask(mid) for mid in peers))))
 
 
 def _member_name(member, mid):

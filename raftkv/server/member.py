@@ -62,7 +62,7 @@ from raftkv.storage.wal import (
     WalError,
     wal_path,
 )
-from raftkv.server.config import first_host_port, host_port
+from raftkv.server.config import first_host_port, host_port, split_list
 from raftkv.server.peer import PeerTransport, read_spooled_chunks
 from raftkv.server.proposals import decode_batch
 from raftkv.server.raft_loop import RaftLoop
@@ -341,12 +341,11 @@ class Member:
         """--force-new-cluster on an existing data dir (etcd's restartAsStandaloneNode): commit
         the whole log (etcd drops what it never knew committed: see raftkv/server/forcenew.py
         for why raftkv keeps it) and append committed conf changes that leave this member the
-        only voter. They
-        are applied at start like any conf change, so the member table and the stored conf
-        state record the removals. Returns the WAL image after the rewrite."""
+        only voter. They are applied at start like any conf change, so the member table and
+        the stored conf state record the removals. Returns the WAL image after the rewrite."""
         self._load_identity()  # this data dir's member ID (open_membership reads it again)
         self._load_members()
-        urls = [u.strip() for u in self.cfg.initial_advertise_peer_urls.split(",") if u.strip()]
+        urls = split_list(self.cfg.initial_advertise_peer_urls)
         plan = forcenew.plan(image.meta, image.entries, image.hard_state, self.kv.applied_index,
                              self.id, stored_conf=self.logstore.initial_state()[1],
                              known_ids=self.members,
@@ -381,25 +380,24 @@ class Member:
         return image
 
     def _load_removed(self):
-        meta = self.engine.db("kvmeta")
+        for mid, _ in self._meta_ids(REMOVED_KEY_PREFIX):
+            self.removed.add(mid)
+
+    def _meta_ids(self, prefix):
+        """[(member ID, value)] of the kvmeta records whose keys are prefix + an 8-byte ID."""
+        out = []
         with self.engine.env.begin() as txn:
-            cur = txn.cursor(db=meta)
-            if cur.set_range(REMOVED_KEY_PREFIX):
-                for key in cur.iternext(values=False):
-                    if not key.startswith(REMOVED_KEY_PREFIX):
+            cur = txn.cursor(db=self.engine.db("kvmeta"))
+            if cur.set_range(prefix):
+                for key, value in cur:
+                    if not key.startswith(prefix):
                         break
-                    self.removed.add(int.from_bytes(key[len(REMOVED_KEY_PREFIX):], "big"))
+                    out.append((int.from_bytes(key[len(prefix):], "big"), value))
+        return out
 
     def _load_members(self):
-        meta = self.engine.db("kvmeta")
-        with self.engine.env.begin() as txn:
-            cur = txn.cursor(db=meta)
-            if cur.set_range(MEMBER_KEY_PREFIX):
-                for key, value in cur:
-                    if not key.startswith(MEMBER_KEY_PREFIX):
-                        break
-                    mid = int.from_bytes(key[len(MEMBER_KEY_PREFIX):], "big")
-                    self.members[mid] = msgpack.unpackb(value)
+        for mid, value in self._meta_ids(MEMBER_KEY_PREFIX):
+            self.members[mid] = msgpack.unpackb(value)
 
     def new_node(self):
         rc = Config(self.id, self.raftlog, random.Random(),
@@ -885,7 +883,7 @@ class Member:
 
     async def _publish_loop(self):
         """Publish our name and client URLs until the cluster has them."""
-        want_urls = [u.strip() for u in self.cfg.advertise_client_urls.split(",") if u.strip()]
+        want_urls = split_list(self.cfg.advertise_client_urls)
         while True:
             rec = self.members.get(self.id, {})
             if rec.get("name") == self.cfg.name and rec.get("client_urls") == want_urls:
@@ -1067,10 +1065,7 @@ class Member:
             # The corruption checks. Answered by the member itself, from its start on (before
             # its Raft loop runs), so that members starting together with
             # --experimental-initial-corrupt-check compare their data with each other.
-            h, current, compact = await asyncio.to_thread(
-                mvcc_snapshot.etcd_hash_kv, self.kv, body.get("revision", 0))
-            return {"header": dict(self.header(), revision=current), "hash": h,
-                    "compact_revision": compact}
+            return await self.hash_kv(body.get("revision", 0))
         if op == "lease_keepalive":
             return {"ID": body.get("ID", 0), "TTL": self.lessor.renew(body.get("ID", 0)),
                     "header": self.header()}
@@ -1079,6 +1074,15 @@ class Member:
             out["header"] = self.header()
             return out
         raise RaftkvError("UNKNOWN_OP", f"raftkv: {op!r} cannot be forwarded")
+
+    async def hash_kv(self, revision=0):
+        """etcd's HashKV over the "key" bucket this member's snapshot would hold
+        (mvcc_snapshot.etcd_hash_kv: equal to etcd's hash for the same history), in a worker
+        thread: the client's HashKV and the peers' corruption checks."""
+        h, current, compact = await asyncio.to_thread(mvcc_snapshot.etcd_hash_kv, self.kv,
+                                                      revision)
+        return {"header": dict(self.header(), revision=current), "hash": h,
+                "compact_revision": compact}
 
     def header(self):
         return {"cluster_id": self.cluster_id, "member_id": self.id,

@@ -345,7 +345,7 @@ class PeerTransport:
                 if cur is not None and cur.task:
                     cur.task.cancel()
                 self._peers[pid] = _Peer(self, pid, addr)
-                if self._server is not None:
+                if self._servers:  # started: dial at once
                     self._peers[pid].start()
         for pid in list(self._peers):
             if pid not in peers:
@@ -388,10 +388,6 @@ class PeerTransport:
         for p in self._peers.values():
             p.start()
         return self._servers[0].sockets[0].getsockname()[1]
-
-    @property
-    def _server(self):
-        return self._servers[0] if self._servers else None
 
     async def _close_servers(self):
         servers, self._servers = self._servers, []

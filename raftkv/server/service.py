@@ -577,11 +577,7 @@ class Service:
         return {"header": self.header()}
 
     async def _op_hash_kv(self, body):
-        """etcd's HashKV over the "key" bucket this member's snapshot would hold
-        (mvcc_snapshot.etcd_hash_kv): equal to etcd's hash for the same history."""
-        h, current, compact = await asyncio.to_thread(
-            mvcc_snapshot.etcd_hash_kv, self.m.kv, body.get("revision", 0))
-        return {"header": self.header(current), "hash": h, "compact_revision": compact}
+        return await self.m.hash_kv(body.get("revision", 0))
 
     async def _op_hash(self, body):
         h, current = await asyncio.to_thread(mvcc_snapshot.etcd_hash, self.m.kv)

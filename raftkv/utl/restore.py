@@ -29,7 +29,7 @@ import shutil
 import lmdb
 
 from raftkv.mvcc import bbolt, snapshot as mvcc_snapshot
-from raftkv.server.config import ConfigError, ServerConfig
+from raftkv.server.config import ConfigError, ServerConfig, split_list
 from raftkv.server.member import Member
 from raftkv.storage.engine import Engine
 from raftkv.storage.wal import fsync_dir
@@ -85,7 +85,7 @@ def restore_config(name, initial_cluster, initial_cluster_token, initial_adverti
         listed = cfg.cluster_members()[name]
     except ConfigError as exc:
         raise RestoreError(str(exc)) from None
-    advertised = [u.strip() for u in initial_advertise_peer_urls.split(",") if u.strip()]
+    advertised = split_list(initial_advertise_peer_urls)
     if sorted(listed) != sorted(advertised):
         raise RestoreError(f"--initial-cluster has {name}={','.join(listed)} but "
                            f"--initial-advertise-peer-urls is {','.join(advertised)}: they "
