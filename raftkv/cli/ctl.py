@@ -15,7 +15,8 @@ three, or an https:// or unixs:// endpoint, turns TLS on. With auth
 enabled, --user NAME[:PASSWORD] (or RAFTKVCTL_USER, RAFTKVCTL_PASSWORD) authenticates. Output
 follows etcdctl: simple prints key and value lines ("OK" for put, the count for del); json
 prints the response with bytes in base64 as etcdctl does; table draws a box for list-like
-answers. Errors go to stderr as "Error: <message>" with exit status 1.
+answers. Errors go to stderr as "Error: <message>" with exit status 1, or 2 where etcdctl
+exits 2 (authentication failed; `lease keep-alive --once` of a lease that is gone).
 """
 from __future__ import annotations
 
@@ -297,15 +298,33 @@ async def _lease_revoke(c, args, out):
     _emit(args, out, resp, lambda: out.write(f"lease {int(args.id, 16):016x} revoked\n"))
 
 
+_HEADER_FIELDS = ("cluster_id", "member_id", "revision", "raft_term")  # etcd's JSON order
+
+
 async def _lease_keepalive(c, args, out):
+    """etcdctl's: a keep-alive every third of the TTL, each answer printed, until the lease is
+    gone (expired or revoked: the member answers TTL 0). Then simple output says so and the
+    command exits 0 (json and table print nothing more, as etcdctl's only simple printer
+    does); with --once a lease that is gone is etcd's "requested lease not found", exit 2
+    (etcdctl's ExitBadConnection, as its client's KeepAliveOnce fails)."""
     lease_id = int(args.id, 16)
     while True:
         resp = await c.call("lease_keepalive", {"ID": lease_id})
         ttl = resp.get("TTL", 0)
-        _emit(args, out, resp, lambda: out.write(
+        if ttl <= 0:
+            if args.once:
+                raise _Failed(wire.RaftkvError("LEASE_NOT_FOUND"), exit_code=2)
+            if args.write_out == "simple":
+                out.write(f"lease {lease_id:016x} expired or revoked.\n")
+            return
+        # etcdctl's JSON is clientv3's LeaseKeepAliveResponse: the header's fields inline
+        h = resp.get("header") or {}
+        flat = {**{k: h[k] for k in _HEADER_FIELDS if k in h}, "ID": resp.get("ID", lease_id),
+                "TTL": ttl}
+        _emit(args, out, flat, lambda: out.write(
             f"lease {lease_id:016x} keepalived with TTL({ttl})\n"))
         out.flush()
-        if args.once or ttl <= 0:
+        if args.once:
             return
         await asyncio.sleep(max(ttl / 3.0, 0.5))  # etcd refreshes at a third of the TTL
 
@@ -746,7 +765,11 @@ def hoist_global_flags(argv):
 
 
 class _Failed(Exception):
-    """A command failed with etcdctl's own wording of the error."""
+    """A command failed with etcdctl's own wording of the error (and its exit status)."""
+
+    def __init__(self, message, exit_code=1):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def main(argv=None, out=None):
@@ -762,7 +785,9 @@ def main(argv=None, out=None):
     except (wire.RaftkvError, ConnectionError, OSError, ValueError, _Failed) as exc:
         sys.stderr.write(f"Error: {exc}\n")
         # etcdctl exits 2 (ExitBadConnection) when it cannot authenticate
-        return 2 if getattr(exc, "code", None) == "AUTH_FAILED" else 1
+        if getattr(exc, "code", None) == "AUTH_FAILED":
+            return 2
+        return getattr(exc, "exit_code", 1)
     except KeyboardInterrupt:
         return 130
 

@@ -60,7 +60,9 @@ from raftkv.storage.wal import (
     INSTALL,
     WAL,
     WalError,
+    read_wal_id,
     wal_path,
+    write_file_durably,
 )
 from raftkv.server.config import first_host_port, host_port, split_list
 from raftkv.server.peer import PeerTransport, read_spooled_chunks
@@ -78,6 +80,8 @@ MEMBER_UPDATE_OP = "member_update_peers"  # the log op of etcd's MemberUpdate
 APPLY_TXN_OPS_MAX = 1 << 16  # the apply's own bound on a txn's ops (see --max-txn-ops)
 CLUSTER_ID_KEY = b"raftkv.cluster_id"  # kvmeta: the cluster ID from the bootstrap entries
 IDENTITY_FILE = "member-identity.json"  # this data dir's member and cluster IDs
+# This data dir's WAL: its identity (WAL.id) and where it was last opened (_check_wal_identity)
+WAL_RECORD_FILE = "wal-identity.json"
 DEDUP_REQUESTS_MAX = 100_000  # idempotency ids remembered (same on every member)
 DEDUP_DB, DEDUP_ORDER_DB = "dedup", "dedup_order"  # the idempotency table (_remember)
 PENDING_INSTALL_KEY = b"raftkv.pending_install"  # kvmeta: a restored snapshot not yet in the WAL
@@ -104,6 +108,12 @@ LEASE_LOOP_S = 0.5  # how often the leader looks for expired leases and due chec
 
 class DataDirStateError(StorageError):
     """The data dir's WAL and state disagree in a way a restart cannot repair."""
+
+
+def record_wal(data_dir, wal_id, wal_dir):
+    """Write data_dir's WAL record (WAL_RECORD_FILE): the WAL's identity and its directory."""
+    body = json.dumps({"wal_id": wal_id, "wal_dir": os.path.abspath(wal_dir)})
+    write_file_durably(os.path.join(data_dir, WAL_RECORD_FILE), body.encode("utf-8"))
 
 
 def fault_tolerance(voters):
@@ -195,6 +205,7 @@ class Member:
         # whenever one is open (its responses then skip two thread hand-offs).
         self.committer.lend = os.environ.get("RAFTKV_APPLY_INLINE", "1") != "0"
         self._check_wal_dir()
+        recorded = self._check_wal_identity()
         self.wal = WAL(self.cfg.data_dir, wal_dir=self.cfg.wal_dir)
         migrate = not WAL.exists(self.cfg.data_dir, self.cfg.wal_dir) and \
             not self._legacy_log_empty()
@@ -205,6 +216,7 @@ class Member:
                 f"but there is no WAL in {self.wal.dir}; refusing to start without the Raft "
                 f"log (if this member ran with --wal-dir, start it with the same --wal-dir)")
         image = self.wal.open()
+        self._record_wal(recorded)
         if migrate:
             image = self._migrate_legacy_log()
         image = self._finish_pending_install(image)
@@ -241,6 +253,52 @@ class Member:
                 f"{self.cfg.data_dir}: its WAL is in {default} but --wal-dir is "
                 f"{self.cfg.wal_dir}; move the WAL files there (with the member stopped) or "
                 f"start without --wal-dir")
+
+    def _check_wal_identity(self):
+        """The data dir records its WAL's identity (WAL_RECORD_FILE) once the WAL is open: a
+        start that finds no WAL, or another one, where the flags say it is refuses, since an
+        empty log after log entries or a vote were persisted can lose acknowledged writes or
+        vote twice in a term. Returns the record (None: a new data dir, or one written before
+        the record existed; the start goes on and records the WAL it opens)."""
+        path = os.path.join(self.cfg.data_dir, WAL_RECORD_FILE)
+        try:
+            with open(path, encoding="utf-8") as f:
+                rec = json.load(f)
+            wal_id, last_dir = str(rec["wal_id"]), str(rec["wal_dir"])
+        except FileNotFoundError:
+            return None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataDirStateError(f"{path} is damaged ({exc}); refusing to start") from None
+        where = wal_path(self.cfg.data_dir, self.cfg.wal_dir)
+        found = read_wal_id(where)
+        segments = WAL.exists(self.cfg.data_dir, self.cfg.wal_dir)
+        if found == wal_id and segments:
+            return rec
+        if found is None and not segments:
+            what = f"there is no WAL in {where}"
+        elif found is None:
+            what = f"the WAL in {where} has no identity: it is not this data dir's"
+        elif found != wal_id:
+            what = f"the WAL in {where} is another one (identity {found})"
+        else:
+            what = f"the WAL in {where} has lost its segment files"
+        raise DataDirStateError(
+            f"{self.cfg.data_dir}: this data dir's WAL has identity {wal_id} (last opened in "
+            f"{last_dir}) but {what}; refusing to start on a fresh or foreign Raft log, which "
+            f"could lose acknowledged writes or vote twice in a term. Start the member with "
+            f"the --wal-dir that holds its WAL (or without --wal-dir if it was in the data "
+            f"dir), or put the WAL's files back in {where} with the member stopped; if the WAL "
+            f"is lost, remove this member from the cluster and add it back with an empty data "
+            f"dir")
+
+    def _record_wal(self, recorded):
+        """Record the open WAL's identity and directory in the data dir (when new or moved)."""
+        assert self.wal.id is not None
+        where = os.path.abspath(self.wal.dir)
+        if recorded is not None and recorded["wal_dir"] == where:
+            return
+        assert recorded is None or recorded["wal_id"] == self.wal.id
+        record_wal(self.cfg.data_dir, self.wal.id, where)
 
     def _bootstrap(self):
         """Every member of a new cluster writes the same entries 1..N (one conf change per
@@ -843,18 +901,8 @@ class Member:
         self._save_identity()
 
     def _save_identity(self):
-        path = os.path.join(self.cfg.data_dir, IDENTITY_FILE)
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"member_id": self.id, "cluster_id": self.cluster_id}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dfd = os.open(self.cfg.data_dir, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        body = json.dumps({"member_id": self.id, "cluster_id": self.cluster_id})
+        write_file_durably(os.path.join(self.cfg.data_dir, IDENTITY_FILE), body.encode("utf-8"))
 
     def _op_member_update_peers(self, w, body):
         """etcd's MemberUpdate (a ConfChangeUpdateNode there), applied by every member in log

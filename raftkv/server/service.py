@@ -532,6 +532,10 @@ class Service:
 
     # ---------------------------------------------------------------- maintenance
     async def _op_status(self, body):
+        # The header's revision must include every write this member acknowledged before the
+        # request (native and gRPC Status): a put is answered from its apply, before the
+        # lingering store round makes it visible, so wait for that round as reads do.
+        await self.local_barrier()
         st = self.loop.node.status()
         errors = ["memberID:%d alarm:%s " % (a["memberID"], "NOSPACE" if a["alarm"] == NOSPACE
                                              else "CORRUPT") for a in self._alarms()]

@@ -7,7 +7,10 @@ Ready, and the LMDB state (MVCC store, applied index, members) is committed off 
 path; after a crash the member replays the WAL and re-applies committed entries above the
 store's applied index.
 
-Layout: <data dir>/wal/<number:016x>.wal (or in the --wal-dir), numbered from 1. A segment is
+Layout: <data dir>/wal/<number:016x>.wal (or in the --wal-dir), numbered from 1, beside the file
+wal-id: the WAL's identity (random hex, written before its first segment; WAL.id), which the
+member also records in its data dir so that a missing or foreign WAL is refused rather than
+replaced by an empty log (raftkv/server/member.py _check_wal_identity). A segment is
 preallocated to segment_bytes with fallocate (zero-filled reads past the written end), and every
 segment begins with a COMPACT record (the compaction point as of its creation) and a HARD_STATE
 record, so the segments before it can be deleted once the log is compacted past their entries.
@@ -54,6 +57,7 @@ from raftkv.storage.logstore import (
 log = logging.getLogger(__name__)
 
 WAL_DIR = "wal"
+ID_FILE = "wal-id"  # in the WAL's directory: its identity (WAL.id)
 SEGMENT_BYTES_DEFAULT = 64 << 20
 SUFFIX = ".wal"
 
@@ -132,6 +136,28 @@ def _list_segments(wal_dir):
 def wal_path(data_dir, wal_dir=""):
     """The WAL's directory: wal_dir (--wal-dir) if given, else DATA_DIR/wal."""
     return os.fspath(wal_dir) if wal_dir else os.path.join(os.fspath(data_dir), WAL_DIR)
+
+
+def read_wal_id(wal_dir):
+    """The identity in wal_dir's ID_FILE, or None (no file: no WAL, or one written before
+    WALs had an identity)."""
+    try:
+        with open(os.path.join(wal_dir, ID_FILE), encoding="ascii") as f:
+            return f.read().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def write_file_durably(path, data):
+    """Replace path with data atomically and durably (temp file, fsync, rename, fsync of the
+    directory): after a crash the file is either the old one or the new one, whole."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
 def _preallocate(fd, size):
@@ -297,6 +323,7 @@ class WAL:
         self._meta = SnapshotMetadata()  # header of the next segment (writer thread only)
         self._compacted = 0  # the highest compaction point queued (writer thread only)
         self._hdr_end = 0  # where the current segment's header records end
+        self.id = None  # the WAL's identity (ID_FILE), known once open() ran
         self.syncs = 0
         self.sync_seconds_total = 0.0
         self.sync_seconds = collections.deque(maxlen=4096)  # recent fdatasync durations
@@ -309,6 +336,10 @@ class WAL:
     def open(self):
         """Replay the WAL (creating it if absent); returns the LogImage and starts the writer."""
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        self.id = read_wal_id(self.dir)
+        if self.id is None:  # a new WAL, or one written before WALs had an identity
+            self.id = os.urandom(16).hex()
+            write_file_durably(os.path.join(self.dir, ID_FILE), self.id.encode("ascii"))
         segments = _list_segments(self.dir)
         if segments:
             img, end, cut = _replay(segments)

@@ -30,9 +30,9 @@ import lmdb
 
 from raftkv.mvcc import bbolt, snapshot as mvcc_snapshot
 from raftkv.server.config import ConfigError, ServerConfig, split_list
-from raftkv.server.member import Member
+from raftkv.server.member import Member, record_wal
 from raftkv.storage.engine import Engine
-from raftkv.storage.wal import fsync_dir
+from raftkv.storage.wal import fsync_dir, wal_path
 
 log = logging.getLogger("raftkv.restore")
 
@@ -138,6 +138,8 @@ def restore(path, cfg, skip_hash_check=False):
             info.update(member_id=member.id, cluster_id=member.cluster_id)
         finally:
             member.close_storage()
+        # The data dir's WAL record names where its WAL will be after the renames below.
+        record_wal(scratch, member.wal.id, wal_target or wal_path(target))
         if wal_target:
             if os.path.isdir(wal_target):
                 os.rmdir(wal_target)

@@ -5,8 +5,10 @@ could lose the quorum, with etcd's "unhealthy cluster"; false lets them through)
 --pre-vote false."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import time
 
 import pytest
@@ -58,6 +60,55 @@ def test_wal_dir_log_outputs_and_apply_warning(make_cluster, tmp_path):
     h.cluster.start_member(m)
     assert m.proc.wait(timeout=30) == 2
     assert "no WAL in" in h.log_text(m) and "--wal-dir" in h.log_text(m)
+
+
+def _files(*dirs):
+    """{path: sha256} of the files under dirs but LMDB's lock file."""
+    out = {}
+    for top in dirs:
+        for root, _, files in os.walk(top):
+            for name in files:
+                if name != "lock.mdb":
+                    with open(os.path.join(root, name), "rb") as f:
+                        out[os.path.join(root, name)] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+def _start_refused(h, m, wal_dir):
+    """Start m with --wal-dir wal_dir; it must exit with status 2 and say why."""
+    seen = len(h.log_text(m))
+    h.cluster.member_args[m.name] = ["--wal-dir", str(wal_dir)]
+    h.cluster.start_member(m)
+    assert m.proc.wait(timeout=30) == 2
+    text = h.log_text(m)[seen:]
+    assert "refusing to start" in text and f"there is no WAL in {wal_dir}" in text, text
+    assert "--wal-dir that holds its WAL" in text, text
+
+
+def test_a_member_whose_wal_is_missing_or_elsewhere_refuses_to_start(make_cluster, tmp_path):
+    """The data dir records its WAL's identity: a restart under another --wal-dir (an empty
+    one) or after the WAL was deleted is refused with exit status 2 and a message, and
+    nothing is written; with its own --wal-dir the member starts with its data."""
+    wal_a, wal_b = tmp_path / "disk2" / "wal", tmp_path / "disk3" / "wal"
+    h = make_cluster(members=1, extra_args=["--wal-dir", str(wal_a)])
+    m = h.members[0]
+    rev = h.client().put(b"k", b"v1")["header"]["revision"]
+    h.close_clients()
+    assert h.stop_member(m) == 0
+    before = _files(m.data_dir, wal_a)
+    os.makedirs(wal_b)
+    _start_refused(h, m, wal_b)
+    assert os.listdir(wal_b) == [] and _files(m.data_dir, wal_a) == before
+    h.cluster.member_args[m.name] = ["--wal-dir", str(wal_a)]
+    h.start_member(m)
+    h.leader()
+    kv = h.client().get(b"k")
+    assert kv[0] == b"v1" and kv[1].mod_revision == rev, kv
+    h.close_clients()
+    assert h.stop_member(m) == 0
+    shutil.rmtree(wal_a)
+    _start_refused(h, m, wal_a)
+    assert not os.path.exists(wal_a)
 
 
 def _member_ids(h):

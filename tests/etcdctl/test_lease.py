@@ -1,8 +1,13 @@
-"""etcdctl lease grant / revoke / keep-alive --once / timetolive / list, put --lease."""
+"""etcdctl lease grant / revoke / keep-alive (--once) / timetolive / list, put --lease; and
+raftkvctl's lease keep-alive of a lease that is gone, compared with etcdctl's."""
 import re
+import subprocess
+import sys
 import time
 
 import pytest
+
+from tests.etcdctl.conftest import TARGET, Background, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -71,3 +76,77 @@ def test_keep_alive_streams_and_lease_expires(ctl, background):
         time.sleep(0.5)
     assert ctl.out("get", "lease/ka") == "", "the key outlived its lease"
     assert ctl.out("lease", "timetolive", lid) == f"lease {lid} already expired\n"
+
+
+# ------------------------------------------------------------------ a lease that is gone
+
+def gone_leases(ctl):
+    """(a lease that expired, a lease that was revoked)."""
+    expired = grant(ctl, 2)
+    revoked = grant(ctl, 60)
+    ctl.out("lease", "revoke", revoked)
+    wait_for(lambda: ctl.out("lease", "timetolive", expired) ==
+             f"lease {expired} already expired\n", 30, 0.2, "the 2 s lease to expire")
+    return expired, revoked
+
+
+KEEP_ALIVE_GONE = [  # (flags, exit status, stdout, stderr) as etcdctl 3.4.23 gives them
+    ((), 0, "lease {lid} expired or revoked.\n", ""),
+    (("-w", "json"), 0, "", ""),
+    (("--once",), 2, "", "Error: etcdserver: requested lease not found\n"),
+    (("-w", "json", "--once"), 2, "", "Error: etcdserver: requested lease not found\n"),
+]
+
+
+def check_gone(run, lid):
+    for flags, rc, out, err in KEEP_ALIVE_GONE:
+        fmt = [f for f in flags if f != "--once"]
+        p = run(*fmt, "lease", "keep-alive", *[f for f in flags if f == "--once"], lid)
+        assert (p.returncode, p.stdout, p.stderr) == (rc, out.format(lid=lid), err), flags
+
+
+def test_keep_alive_of_an_expired_or_revoked_lease(ctl):
+    for lid in gone_leases(ctl):
+        check_gone(lambda *a: ctl.run(*a, check=False), lid)
+
+
+def stream_until_revoked(ctl, proc):
+    """proc keeps a 3 s lease alive; revoke it after the first answer: proc must end on its
+    own, exit 0."""
+    bg = Background(proc)
+    try:
+        bg.wait_output(lambda t: "keepalived" in t, 15, "the first keep-alive")
+        lid = bg.lines[0].split()[1]
+        ctl.out("lease", "revoke", lid)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        bg.stop()
+    return lid, bg.lines, bg.stderr()
+
+
+def test_keep_alive_ends_when_the_lease_is_revoked(ctl):
+    lid = grant(ctl, 3)
+    lid, lines, err = stream_until_revoked(ctl, ctl.popen("lease", "keep-alive", lid))
+    assert lines[0] == f"lease {lid} keepalived with TTL(3)" and err == ""
+    assert lines[-1] == f"lease {lid} expired or revoked."
+    assert all(ln == lines[0] for ln in lines[:-1]), lines
+
+
+@pytest.mark.skipif(TARGET == "etcd", reason="raftkvctl speaks raftkv's native protocol")
+def test_raftkvctl_keep_alive_of_a_lease_that_is_gone_matches_etcdctl(ctl, raftkv_cluster):
+    def raftkvctl(*args):
+        return [sys.executable, "-m", "raftkv.cli.ctl", "--endpoints",
+                ",".join(raftkv_cluster.native_endpoints), "--command-timeout", "5", *args]
+
+    def run(*args):
+        return subprocess.run(raftkvctl(*args), capture_output=True, text=True, timeout=20,
+                              stdin=subprocess.DEVNULL)
+
+    for lid in gone_leases(ctl):
+        check_gone(run, lid)
+    lid = grant(ctl, 3)
+    proc = subprocess.Popen(raftkvctl("lease", "keep-alive", lid), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    lid, lines, err = stream_until_revoked(ctl, proc)
+    assert lines[0] == f"lease {lid} keepalived with TTL(3)" and err == "", (lines, err)
+    assert lines[-1] == f"lease {lid} expired or revoked."

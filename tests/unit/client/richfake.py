@@ -9,7 +9,6 @@ import contextlib
 import threading
 
 from raftkv.api.native import start_native_server
-from raftkv.errors import RaftkvError
 from tests.api.fake_service import FakeService
 
 _TARGET_FIELDS = {0: "version", 1: "create_revision", 2: "mod_revision", 3: "value",
@@ -47,8 +46,8 @@ class RichFakeService(FakeService):
         return {"header": self._header(), "succeeded": ok, "responses": responses}
 
     def _op_lease_keepalive(self, body):
-        if body.get("ID") not in self.leases:
-            raise RaftkvError("LEASE_NOT_FOUND")
+        if body.get("ID") not in self.leases:  # as the member (and etcd) answer
+            return {"header": self._header(), "ID": body.get("ID"), "TTL": 0}
         return {"header": self._header(), "ID": body["ID"], "TTL": self.leases[body["ID"]]}
 
     def _op_lease_timetolive(self, body):

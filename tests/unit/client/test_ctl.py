@@ -88,6 +88,29 @@ def test_lease_verbs(server):
     assert ctl_run(server, "lease", "revoke", lease_id) == (0, f"lease {lease_id} revoked\n")
 
 
+def test_lease_keep_alive_of_a_lease_that_is_gone(server, capsys):
+    """As etcdctl 3.4 (checked against etcd 3.4.23, tests/etcdctl/test_lease.py): the member
+    answers TTL 0; simple output says the lease expired or was revoked and exits 0, json
+    prints nothing, --once fails with "requested lease not found" and exit status 2."""
+    lease_id = ctl_run(server, "lease", "grant", "30")[1].split()[1]
+    rc, out = ctl_run(server, "-w", "json", "lease", "keep-alive", "--once", lease_id)
+    resp = json.loads(out)  # clientv3's LeaseKeepAliveResponse: the header inline
+    assert rc == 0 and list(resp) == ["cluster_id", "member_id", "revision", "raft_term", "ID",
+                                      "TTL"], out
+    assert (resp["ID"], resp["TTL"]) == (int(lease_id, 16), 30)
+    ctl_run(server, "lease", "revoke", lease_id)
+    capsys.readouterr()
+    assert ctl_run(server, "lease", "keep-alive", lease_id) == (
+        0, f"lease {lease_id} expired or revoked.\n")
+    assert ctl_run(server, "lease", "keep-alive", "abc") == (
+        0, "lease 0000000000000abc expired or revoked.\n")
+    assert ctl_run(server, "-w", "json", "lease", "keep-alive", lease_id) == (0, "")
+    assert capsys.readouterr().err == ""
+    for fmt in ("simple", "json"):
+        assert ctl_run(server, "-w", fmt, "lease", "keep-alive", "--once", lease_id) == (2, "")
+        assert capsys.readouterr().err == "Error: etcdserver: requested lease not found\n"
+
+
 def test_endpoint_and_compaction(server):
     rc, out = ctl_run(server, "endpoint", "health")
     assert rc == 0 and "is healthy" in out

@@ -58,13 +58,20 @@ def test_wal_dir_holds_the_wal_and_reopens(tmp_path):
         m.close_storage()
 
 
+@pytest.mark.parametrize("recorded", [True, False])
 @pytest.mark.parametrize("second", [(), ("--wal-dir", "OTHER")])
-def test_a_store_without_its_wal_is_refused(tmp_path, second):
+def test_a_store_without_its_wal_is_refused(tmp_path, second, recorded):
+    """Refused by the data dir's WAL record (tests/unit/member/test_wal_identity.py), and
+    without one (a data dir of the previous version) because the store has applied entries."""
     d, w = tmp_path / "d", tmp_path / "w"
     applied_member(d, "--wal-dir", str(w))
+    if not recorded:
+        os.unlink(d / member_mod.WAL_RECORD_FILE)
     flags = [str(tmp_path / "other") if f == "OTHER" else f for f in second]
     m = make_member(d, *flags)
-    with pytest.raises(DataDirStateError, match="no WAL in .*same --wal-dir"):
+    match = "there is no WAL in .*--wal-dir that holds" if recorded else \
+        "no WAL in .*same --wal-dir"
+    with pytest.raises(DataDirStateError, match=match):
         m.open_storage()
     m.close_storage()
     assert not WAL.exists(d) and not os.path.exists(tmp_path / "other")  # nothing created

@@ -15,7 +15,17 @@ from raftkv.raft.types import ConfState, Entry, EntryType, HardState, SnapshotMe
 from raftkv.storage import encode_entries
 from raftkv.storage import wal as wal_mod
 from raftkv.storage.raftlog import WalLog
-from raftkv.storage.wal import COMPACT, ENTRIES, HARD_STATE, INSTALL, WAL, WalCorruptError
+from raftkv.storage.wal import (
+    COMPACT,
+    ENTRIES,
+    HARD_STATE,
+    ID_FILE,
+    INSTALL,
+    SUFFIX,
+    WAL,
+    WalCorruptError,
+    read_wal_id,
+)
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 CONF = ConfState(voters=[1, 2, 3])
@@ -50,7 +60,25 @@ def fill_small_segments(path):
 
 
 def segments(path):
-    return sorted(os.listdir(os.path.join(path, "wal")))
+    return sorted(n for n in os.listdir(os.path.join(path, "wal")) if n.endswith(SUFFIX))
+
+
+def test_identity_is_made_once_and_kept(tmp_path):
+    """A WAL gets its identity (ID_FILE) before its first segment and keeps it; a WAL written
+    before identities existed gets one at its next open."""
+    w, _ = open_wal(tmp_path)
+    write_sync(w, ENTRIES, ents(1, 3), 3)
+    w.close()
+    first = w.id
+    assert len(first) == 32 and read_wal_id(str(tmp_path / "wal")) == first
+    w, img = open_wal(tmp_path)
+    w.close()
+    assert w.id == first and len(img.entries) == 3
+    os.unlink(tmp_path / "wal" / ID_FILE)
+    w, img = open_wal(tmp_path)
+    w.close()
+    assert w.id != first and read_wal_id(str(tmp_path / "wal")) == w.id
+    assert len(img.entries) == 3 and segments(tmp_path) == [f"{1:016x}{SUFFIX}"]
 
 
 def test_empty_and_round_trip(tmp_path):
