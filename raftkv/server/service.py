@@ -340,22 +340,28 @@ class Service:
             raise RaftkvError("NO_LEADER")
         return self.loop.leader_id
 
-    async def _op_lease_keepalive(self, body):
+    async def _on_lessor(self, op, body):
+        """A keep-alive or time-to-live answered by the leader's lessor (forwarded from a
+        follower) with this member's header, as etcd's v3rpc fills it where the client asked
+        (the leader's revision may be ahead of or behind this member's); its revision, as a
+        serializable read's, covers every write this member acknowledged before."""
         leader = self._leader_or_forward()
         if leader is not None:
-            return await self.m.transport.forward(leader, "lease_keepalive", body)
-        lid = body.get("ID", 0)
-        return {"header": self.header(), "ID": lid, "TTL": self.m.lessor.renew(lid)}
-
-    async def _op_lease_timetolive(self, body):
-        leader = self._leader_or_forward()
-        if leader is not None:
-            return await self.m.transport.forward(leader, "lease_timetolive", body)
-        out = self.m.lessor.time_to_live(body.get("ID", 0), bool(body.get("keys")))
+            out = await self.m.transport.forward(leader, op, body)
+        else:
+            out = self.m.lessor_answer(op, body)
+        await self.local_barrier()
         out["header"] = self.header()
         return out
 
+    async def _op_lease_keepalive(self, body):
+        return await self._on_lessor("lease_keepalive", body)
+
+    async def _op_lease_timetolive(self, body):
+        return await self._on_lessor("lease_timetolive", body)
+
     async def _op_lease_leases(self, body):
+        await self.local_barrier()  # every grant and revoke this member acknowledged
         return {"header": self.header(), "leases": [{"ID": i} for i in self.m.kv.lease_ids()]}
 
     # ---------------------------------------------------------------- cluster

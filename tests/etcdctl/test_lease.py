@@ -71,3 +71,28 @@ def test_keep_alive_streams_and_lease_expires(ctl, background):
         time.sleep(0.5)
     assert ctl.out("get", "lease/ka") == "", "the key outlived its lease"
     assert ctl.out("lease", "timetolive", lid) == f"lease {lid} already expired\n"
+
+
+def test_lease_answers_carry_the_asking_members_revision(raftkv_cluster):
+    """On every member (followers forward TimeToLive and KeepAlive to the leader), a lease
+    answer right after a put on that member carries the put's revision, as etcd's v3rpc
+    fills the header where the client asked. Found by tests/etcdctl/differential.py: the
+    forwarded answer had the leader's header, which could lag by the leader's store round."""
+    import grpc
+
+    from raftkv.api.etcd.proto import rpc_pb2, rpc_pb2_grpc
+    for endpoint in raftkv_cluster.endpoints:
+        with grpc.insecure_channel(endpoint) as channel:
+            kv, lease = rpc_pb2_grpc.KVStub(channel), rpc_pb2_grpc.LeaseStub(channel)
+            lid = lease.LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=60), timeout=10).ID
+            for i in range(10):
+                rev = kv.Put(rpc_pb2.PutRequest(key=b"hdr/k", value=b"%d" % i, lease=lid),
+                             timeout=10).header.revision
+                ttl = lease.LeaseTimeToLive(rpc_pb2.LeaseTimeToLiveRequest(ID=lid),
+                                            timeout=10)
+                assert ttl.header.revision == rev
+                rev = kv.Put(rpc_pb2.PutRequest(key=b"hdr/k", value=b"x"),
+                             timeout=10).header.revision
+                leases = lease.LeaseLeases(rpc_pb2.LeaseLeasesRequest(), timeout=10)
+                assert leases.header.revision == rev
+            lease.LeaseRevoke(rpc_pb2.LeaseRevokeRequest(ID=lid), timeout=10)
