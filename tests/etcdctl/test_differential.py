@@ -18,7 +18,7 @@ from tests.etcdctl import differential
 pytestmark = [pytest.mark.timeout(600),
               pytest.mark.skipif(not shutil.which("etcd"), reason="etcd is not installed")]
 
-EXAMPLES = int(os.environ.get("RAFTKV_DIFF_EXAMPLES", "8"))  # 50 requests each
+EXAMPLES = int(os.environ.get("RAFTKV_DIFF_EXAMPLES", "20"))  # 50 requests each
 SEED = int(os.environ.get("RAFTKV_DIFF_SEED", "20240611"))
 
 
