@@ -312,6 +312,10 @@ class OpGen:
             cmp.value = rng.choice(VALUES)
         elif target == rpc_pb2.Compare.LEASE:
             cmp.lease = self.lease()
+            if self.next_server_sym != SERVER_LEASE_SYM_BASE:
+                # The servers picked different IDs for the same lease: only equality of
+                # lease IDs means the same on both from now on.
+                cmp.result = rng.choice((rpc_pb2.Compare.EQUAL, rpc_pb2.Compare.NOT_EQUAL))
         elif target == rpc_pb2.Compare.VERSION:
             cmp.version = rng.randint(0, 3)
         elif target == rpc_pb2.Compare.CREATE:

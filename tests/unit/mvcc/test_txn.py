@@ -279,3 +279,17 @@ def test_negative_limit_is_no_limit(h3):
         resp = read()
         assert [kv["key"] for kv in resp["kvs"]] == [b"a", b"b"]
         assert resp["count"] == 2 and not resp["more"]
+
+
+def test_sort_target_without_order_sorts_only_the_first_limit_plus_one(h):
+    """etcd 3.4 reads limit + 1 keys in key order when the request names a sort target but
+    no sort order (no revision filter either), then sorts those ASCEND and truncates; with
+    an order named it reads the whole range first."""
+    for key in (b"k3", b"k2", b"k1", b"k0"):  # mod revisions 2, 3, 4, 5
+        h.put(key)
+    kvs = h.get(b"k", b"l", limit=2, sort_target=3)["kvs"]  # MOD, order NONE
+    assert [kv["key"] for kv in kvs] == [b"k2", b"k1"]  # k0, k1, k2 read, sorted
+    kvs = h.get(b"k", b"l", limit=2, sort_target=3, sort_order=1)["kvs"]
+    assert [kv["key"] for kv in kvs] == [b"k3", b"k2"]
+    kvs = h.get(b"k", b"l", limit=2, sort_target=3, min_mod_revision=1)["kvs"]  # filtered
+    assert [kv["key"] for kv in kvs] == [b"k3", b"k2"]
