@@ -1066,9 +1066,6 @@ class Member:
             # its Raft loop runs), so that members starting together with
             # --experimental-initial-corrupt-check compare their data with each other.
             return await self.hash_kv(body.get("revision", 0))
-        if op in ("lease_keepalive", "lease_timetolive"):
-            # The asking member puts in its own header; this one is for older members.
-            return dict(self.lessor_answer(op, body), header=self.header())
         raise RaftkvError("UNKNOWN_OP", f"raftkv: {op!r} cannot be forwarded")
 
     def lessor_answer(self, op, body):

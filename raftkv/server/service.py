@@ -5,6 +5,7 @@ reads), the leader (lease keep-alives) or the membership machinery.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import tempfile
 import time
@@ -69,6 +70,8 @@ class Service:
         self._over_quota = False
         for op in LEADER_MEMBER_OPS:
             member.forward_handlers[op] = getattr(self, "_op_" + op)
+        for op in ("lease_keepalive", "lease_timetolive"):
+            member.forward_handlers[op] = functools.partial(self._lessor_here, op)
         self.auth = AuthFrontEnd(self)
 
     @property
@@ -349,10 +352,19 @@ class Service:
         if leader is not None:
             out = await self.m.transport.forward(leader, op, body)
         else:
-            out = self.m.lessor_answer(op, body)
+            out = await self._lessor_here(op, body)
         await self.local_barrier()
         out["header"] = self.header()
         return out
+
+    async def _lessor_here(self, op, body):
+        """The leader's answer (also to a forwarded request). A time-to-live waits for a
+        ReadIndex round first, so that the leader has applied every write any member
+        acknowledged before the question: its lease and keys, and its lessor's deadline of
+        a lease revoked and granted again, are not older than the asker's."""
+        if op == "lease_timetolive":
+            await self.read_barrier()
+        return dict(self.m.lessor_answer(op, body), header=self.header())
 
     async def _op_lease_keepalive(self, body):
         return await self._on_lessor("lease_keepalive", body)
