@@ -107,7 +107,9 @@ class KVStore:
             self._lease_changes = ([], [])
             self._applied = codec.meta_int(txn, self._meta, codec.META_APPLIED)
             self._rev = codec.meta_int(txn, self._meta, codec.META_REVISION, 1)
-            self._compact = codec.meta_int(txn, self._meta, codec.META_COMPACT)
+            # etcd's compactMainRev: -1 until the first compaction, which may be at revision 0
+            # (a fresh store accepts Compact(0)). Its record exists from that compaction on.
+            self._compact = codec.meta_int(txn, self._meta, codec.META_COMPACT, -1)
             self._compact_target = codec.meta_int(txn, self._meta, codec.META_COMPACT_TARGET)
             raw = txn.get(codec.META_COMPACT_CURSOR, db=self._meta)
             self._compact_cursor = None if raw is None else unpackb(raw)
@@ -147,7 +149,8 @@ class KVStore:
 
     @property
     def compact_revision(self):
-        return self._compact
+        """The revision of the last compaction; 0 if there was none."""
+        return max(self._compact, 0)
 
     def committed(self):
         """The caller committed the txn(s) of the apply() calls since the last
@@ -361,12 +364,13 @@ class KVStore:
         rev = self._check_rev(body.get("revision", 0), current)
         entries = self._entries(body.get("key", b""), body.get("range_end", b""), rev)
         order, full = query.needs_full_read(body)
+        limit = body.get("limit", 0)
         if body.get("count_only"):
             wanted = ()
-        elif full or not body.get("limit", 0):
+        elif full or limit <= 0:  # etcd: a negative limit is no limit
             wanted = entries
         else:
-            wanted = entries[:body["limit"] + 1]
+            wanted = entries[:limit + 1]
         fields = [get(e) for e in wanted]
         return query.range_response(fields, body, len(entries), current, order)
 
@@ -389,14 +393,18 @@ class KVStore:
 
     # ---- writes -----------------------------------------------------------------------------
 
-    def _put_checks(self, w, body):
-        """Errors a put raises before changing anything (also run for a txn's chosen path)."""
-        key = body.get("key", b"")
+    def _put_checks(self, w, body, lease_first=False):
+        """Errors a put raises before changing anything: LEASE_NOT_FOUND for an unknown lease,
+        KEY_NOT_FOUND for ignore_value or ignore_lease on a missing key. etcd 3.4 checks the
+        lease first for a plain put (applierV3backend.Put), last for a put in a txn's chosen
+        path (checkRequestPut)."""
+        lid = body.get("lease", 0)
+        if lease_first and lid and lid not in self._leases:
+            raise RaftkvError("LEASE_NOT_FOUND")
         if body.get("ignore_value") or body.get("ignore_lease"):
-            ki = self._index.get(key)
+            ki = self._index.get(body.get("key", b""))
             if ki is None or not ki.create:
                 raise RaftkvError("KEY_NOT_FOUND")
-        lid = body.get("lease", 0)
         if lid and lid not in self._leases:
             raise RaftkvError("LEASE_NOT_FOUND")
 
@@ -467,7 +475,7 @@ class KVStore:
         txncheck.check_put(body)
         if self.alarm:
             raise RaftkvError("NO_SPACE")
-        self._put_checks(w, body)
+        self._put_checks(w, body, lease_first=True)
         prev = self._put(w, body)
         resp = {"header": {"revision": w.main}}
         if prev is not None and body.get("prev_kv"):
@@ -556,26 +564,61 @@ class KVStore:
         entries = self._entries(key, end, self._rev)
         return query.compare_ok(cmp, [self._get_fields(w, e) for e in entries])
 
-    def _path(self, w, body, path):
-        """etcd's compareToPath: evaluate every compare on the path before any write; also
-        run the chosen branches' request checks (checkRequests)."""
+    def _path(self, w, body, path, chosen):
+        """etcd's compareToPath: evaluate every compare on the path before any write (path:
+        one bool per txn, nested ones in order); chosen gets the ops of the chosen branches
+        other than txns, in the order etcd's checkRequests visits them."""
         ok = all(self._compare(w, c) for c in body.get("compare") or ())
         path.append(ok)
         for op in body.get("success" if ok else "failure") or ():
             kind, sub = txncheck.split_op(op)
             if kind == "request_txn":
-                self._path(w, sub, path)
-            elif kind == "request_put":
-                self._put_checks(w, sub)
-            elif kind == "request_range":
-                self._check_rev(sub.get("revision", 0), self._rev)
+                self._path(w, sub, path, chosen)
+            else:
+                chosen.append((kind, sub))
         return path
+
+    @staticmethod
+    def _check_not_deleted(put, deletes):
+        """KEY_NOT_FOUND for a put with ignore_value or ignore_lease whose key one of the
+        txn's earlier deletes removes (only a from-key delete, range_end "\0", passes
+        check_txn's duplicate check so). There is no value or lease left to keep; etcd 3.4.23
+        finds that in the middle of the txn and panics (the member exits): raftkv refuses the
+        txn before any of it is written."""
+        if not (put.get("ignore_value") or put.get("ignore_lease")):
+            return
+        key = put.get("key", b"")
+        for d in deletes:
+            lo, end = d.get("key", b""), d.get("range_end", b"")
+            if key == lo if not end else lo <= key and (end == b"\0" or key < end):
+                raise RaftkvError("KEY_NOT_FOUND")
+
+    def _check_txn_range(self, rev):
+        """etcd's checkRequestRange for a range in a txn: unlike a plain range, a negative
+        revision is compared too, with compactMainRev (-1 before any compaction)."""
+        if rev > self._rev:
+            raise RaftkvError("FUTURE_REV")
+        if rev and rev < self._compact:
+            raise RaftkvError("COMPACTED")
 
     def _op_txn(self, w, body):
         txncheck.check_txn(body, self.max_txn_ops)
         if self.alarm and txncheck.has_put(body):
             raise RaftkvError("NO_SPACE")
-        path = iter(self._path(w, body, []))
+        path, chosen = [], []
+        self._path(w, body, path, chosen)
+        # etcd's checkRequests: first every put of the chosen path, then every range.
+        deletes = []
+        for kind, sub in chosen:
+            if kind == "request_put":
+                self._put_checks(w, sub)
+                self._check_not_deleted(sub, deletes)
+            elif kind == "request_delete_range":
+                deletes.append(sub)
+        for kind, sub in chosen:
+            if kind == "request_range":
+                self._check_txn_range(sub.get("revision", 0))
+        path = iter(path)
         resp = self._run_txn(w, body, path)
         resp["header"] = {"revision": w.main if w.sub else self._rev}
         return resp

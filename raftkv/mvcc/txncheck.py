@@ -97,6 +97,8 @@ def _txn(body, depth):
     for name in ("success", "failure"):
         for op in body.get(name) or ():
             _map(op, "a transaction op")
+            if not op:
+                continue  # etcd's "empty op": check_txn answers KEY_NOT_FOUND
             if len(op) != 1 or next(iter(op)) not in OP_KEYS:
                 _bad(f"a transaction op is one of {', '.join(OP_KEYS)}")
             (kind, sub), = op.items()
@@ -165,32 +167,48 @@ def split_op(op):
 
 
 def check_txn(body, max_ops):
-    """checkTxnRequest + checkIntervals: op counts, keys and duplicate writes."""
-    for name in ("compare", "success", "failure"):
-        if len(body.get(name) or ()) > max_ops:
-            raise RaftkvError("TOO_MANY_OPS")
-    for name in ("success", "failure"):
-        for op in body.get(name) or ():
-            kind, sub = split_op(op)
-            if kind == "request_put":
-                check_put(sub)
-            elif kind == "request_txn":
-                check_txn(sub, max_ops)
-            else:
-                check_key(sub)
+    """etcd 3.4's checks of a Txn before it is proposed (v3rpc/key.go), in its order: first
+    checkTxnRequest over the whole txn (see _check_requests), then checkIntervals over the
+    success ops and over the failure ops (duplicate writes, nested txns included)."""
+    _check_requests(body, max_ops)
     _intervals(body.get("success") or ())
     _intervals(body.get("failure") or ())
 
 
+def _check_requests(body, max_ops):
+    """checkTxnRequest: TOO_MANY_OPS when the longest of compare, success and failure has
+    more than max_ops; EMPTY_KEY for a compare without a key; then each op of success and
+    of failure in turn: a put's, range's or delete's own checks, KEY_NOT_FOUND for an empty
+    op (etcd's "empty op / nil entry"), and a nested txn the same checks with what its
+    parent leaves of max_ops (max_ops less the parent's longest list)."""
+    ops = max(len(body.get(name) or ()) for name in ("compare", "success", "failure"))
+    if ops > max_ops:
+        raise RaftkvError("TOO_MANY_OPS")
+    for cmp in body.get("compare") or ():
+        check_key(cmp)
+    for name in ("success", "failure"):
+        for op in body.get(name) or ():
+            if not op:
+                raise RaftkvError("KEY_NOT_FOUND")
+            kind, sub = split_op(op)
+            if kind == "request_put":
+                check_put(sub)
+            elif kind == "request_txn":
+                _check_requests(sub, max_ops - ops)
+            else:
+                check_key(sub)
+
+
 def _interval(body):
+    """A delete's [key, range_end) as etcd's checkIntervals takes it: range_end as given, so
+    "\0" (from the key on) is an interval that holds no key, and such a delete conflicts
+    with no put (though it deletes them in apply)."""
     key, end = body.get("key", b""), body.get("range_end", b"")
-    if not end:
-        return key, key + b"\0"
-    return key, (None if end == b"\0" else end)
+    return key, end or key + b"\0"
 
 
 def _hits(dels, key):
-    return any(lo <= key and (hi is None or key < hi) for lo, hi in dels)
+    return any(lo <= key < hi for lo, hi in dels)
 
 
 def _intervals(ops):

@@ -1114,14 +1114,16 @@ class Member:
             # its Raft loop runs), so that members starting together with
             # --experimental-initial-corrupt-check compare their data with each other.
             return await self.hash_kv(body.get("revision", 0))
-        if op == "lease_keepalive":
-            return {"ID": body.get("ID", 0), "TTL": self.lessor.renew(body.get("ID", 0)),
-                    "header": self.header()}
-        if op == "lease_timetolive":
-            out = self.lessor.time_to_live(body.get("ID", 0), bool(body.get("keys")))
-            out["header"] = self.header()
-            return out
         raise RaftkvError("UNKNOWN_OP", f"raftkv: {op!r} cannot be forwarded")
+
+    def lessor_answer(self, op, body):
+        """A keep-alive ({ID, TTL}) or a time-to-live from this member's lessor (the leader's
+        is the one that counts), without a header; LEASE_NOT_FOUND for an unknown lease."""
+        lid = body.get("ID", 0)
+        if op == "lease_keepalive":
+            return {"ID": lid, "TTL": self.lessor.renew(lid)}
+        assert op == "lease_timetolive", op
+        return self.lessor.time_to_live(lid, bool(body.get("keys")))
 
     async def hash_kv(self, revision=0):
         """etcd's HashKV over the "key" bucket this member's snapshot would hold

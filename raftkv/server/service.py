@@ -5,6 +5,7 @@ reads), the leader (lease keep-alives) or the membership machinery.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import tempfile
 import time
@@ -69,6 +70,8 @@ class Service:
         self._over_quota = False
         for op in LEADER_MEMBER_OPS:
             member.forward_handlers[op] = getattr(self, "_op_" + op)
+        for op in ("lease_keepalive", "lease_timetolive"):
+            member.forward_handlers[op] = functools.partial(self._lessor_here, op)
         self.auth = AuthFrontEnd(self)
 
     @property
@@ -340,22 +343,37 @@ class Service:
             raise RaftkvError("NO_LEADER")
         return self.loop.leader_id
 
-    async def _op_lease_keepalive(self, body):
+    async def _on_lessor(self, op, body):
+        """A keep-alive or time-to-live answered by the leader's lessor (forwarded from a
+        follower) with this member's header, as etcd's v3rpc fills it where the client asked
+        (the leader's revision may be ahead of or behind this member's); its revision, as a
+        serializable read's, covers every write this member acknowledged before."""
         leader = self._leader_or_forward()
         if leader is not None:
-            return await self.m.transport.forward(leader, "lease_keepalive", body)
-        lid = body.get("ID", 0)
-        return {"header": self.header(), "ID": lid, "TTL": self.m.lessor.renew(lid)}
-
-    async def _op_lease_timetolive(self, body):
-        leader = self._leader_or_forward()
-        if leader is not None:
-            return await self.m.transport.forward(leader, "lease_timetolive", body)
-        out = self.m.lessor.time_to_live(body.get("ID", 0), bool(body.get("keys")))
+            out = await self.m.transport.forward(leader, op, body)
+        else:
+            out = await self._lessor_here(op, body)
+        await self.local_barrier()
         out["header"] = self.header()
         return out
 
+    async def _lessor_here(self, op, body):
+        """The leader's answer (also to a forwarded request). A time-to-live waits for a
+        ReadIndex round first, so that the leader has applied every write any member
+        acknowledged before the question: its lease and keys, and its lessor's deadline of
+        a lease revoked and granted again, are not older than the asker's."""
+        if op == "lease_timetolive":
+            await self.read_barrier()
+        return dict(self.m.lessor_answer(op, body), header=self.header())
+
+    async def _op_lease_keepalive(self, body):
+        return await self._on_lessor("lease_keepalive", body)
+
+    async def _op_lease_timetolive(self, body):
+        return await self._on_lessor("lease_timetolive", body)
+
     async def _op_lease_leases(self, body):
+        await self.local_barrier()  # every grant and revoke this member acknowledged
         return {"header": self.header(), "leases": [{"ID": i} for i in self.m.kv.lease_ids()]}
 
     # ---------------------------------------------------------------- cluster

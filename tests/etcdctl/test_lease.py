@@ -150,3 +150,56 @@ def test_raftkvctl_keep_alive_of_a_lease_that_is_gone_matches_etcdctl(ctl, raftk
     lid, lines, err = stream_until_revoked(ctl, proc)
     assert lines[0] == f"lease {lid} keepalived with TTL(3)" and err == "", (lines, err)
     assert lines[-1] == f"lease {lid} expired or revoked."
+
+
+def test_lease_answers_carry_the_asking_members_revision(raftkv_cluster):
+    """On every member (followers forward TimeToLive and KeepAlive to the leader), a lease
+    answer right after a put on that member carries the put's revision, as etcd's v3rpc
+    fills the header where the client asked. Found by tests/etcdctl/differential.py: the
+    forwarded answer had the leader's header, which could lag by the leader's store round."""
+    import grpc
+
+    from raftkv.api.etcd.proto import rpc_pb2, rpc_pb2_grpc
+    for endpoint in raftkv_cluster.endpoints:
+        with grpc.insecure_channel(endpoint) as channel:
+            kv, lease = rpc_pb2_grpc.KVStub(channel), rpc_pb2_grpc.LeaseStub(channel)
+            lid = lease.LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=60), timeout=10).ID
+            for i in range(10):
+                rev = kv.Put(rpc_pb2.PutRequest(key=b"hdr/k", value=b"%d" % i, lease=lid),
+                             timeout=10).header.revision
+                ttl = lease.LeaseTimeToLive(rpc_pb2.LeaseTimeToLiveRequest(ID=lid),
+                                            timeout=10)
+                assert ttl.header.revision == rev
+                rev = kv.Put(rpc_pb2.PutRequest(key=b"hdr/k", value=b"x"),
+                             timeout=10).header.revision
+                leases = lease.LeaseLeases(rpc_pb2.LeaseLeasesRequest(), timeout=10)
+                assert leases.header.revision == rev
+            lease.LeaseRevoke(rpc_pb2.LeaseRevokeRequest(ID=lid), timeout=10)
+
+
+def test_time_to_live_sees_every_write_the_asked_member_acknowledged(raftkv_cluster):
+    """TimeToLive right after writes acknowledged by the member asked (a follower forwards
+    it to the leader, which may not have applied them yet): a lease revoked and granted
+    again with another TTL shows the new TTL, not the old lease's deadline, and a key moved
+    off the lease is no longer listed. Found by tests/etcdctl/differential.py (seeds 103 and
+    111): the leader answered from before the writes."""
+    import grpc
+
+    from raftkv.api.etcd.proto import rpc_pb2, rpc_pb2_grpc
+    for n, endpoint in enumerate(raftkv_cluster.endpoints):
+        with grpc.insecure_channel(endpoint) as channel:
+            kv, lease = rpc_pb2_grpc.KVStub(channel), rpc_pb2_grpc.LeaseStub(channel)
+            lid = 0x7700 + n
+            for i in range(5):
+                lease.LeaseGrant(rpc_pb2.LeaseGrantRequest(ID=lid, TTL=3000), timeout=10)
+                kv.Put(rpc_pb2.PutRequest(key=b"ttl/k", lease=lid), timeout=10)
+                kv.Put(rpc_pb2.PutRequest(key=b"ttl/k"), timeout=10)
+                lease.LeaseRevoke(rpc_pb2.LeaseRevokeRequest(ID=lid), timeout=10)
+                lease.LeaseGrant(rpc_pb2.LeaseGrantRequest(ID=lid, TTL=60), timeout=10)
+                kv.Put(rpc_pb2.PutRequest(key=b"ttl/k", lease=lid), timeout=10)
+                kv.Put(rpc_pb2.PutRequest(key=b"ttl/k", value=b"off"), timeout=10)
+                ttl = lease.LeaseTimeToLive(rpc_pb2.LeaseTimeToLiveRequest(ID=lid, keys=True),
+                                            timeout=10)
+                assert (ttl.grantedTTL, list(ttl.keys)) == (60, [])
+                assert 55 <= ttl.TTL <= 60, (endpoint, i, ttl)
+                lease.LeaseRevoke(rpc_pb2.LeaseRevokeRequest(ID=lid), timeout=10)

@@ -15,7 +15,9 @@ class Model:
     """The whole store state per revision (copy on write): obviously right, slow."""
 
     def __init__(self):
-        self.rev, self.compact = 1, 0
+        # compact: etcd's compactMainRev, -1 until the first compaction (Compact(0) on a
+        # fresh store succeeds)
+        self.rev, self.compact = 1, -1
         self.states = {1: {}}
 
     def _commit(self, state):
@@ -71,8 +73,10 @@ class Model:
         ops = body["success" if ok else "failure"]
         puts = [o["request_put"]["key"] for o in ops if "request_put" in o]
         dels = [o["request_delete_range"] for o in ops if "request_delete_range" in o]
+        # etcd's checkIntervals takes range_end literally: "\0" (from key) holds no key
         if len(set(puts)) < len(puts) or any(
-                self._in(k, d["key"], d.get("range_end", b"")) for k in puts for d in dels):
+                self._in(k, d["key"], d.get("range_end", b"")) and d.get("range_end") != b"\0"
+                for k in puts for d in dels):
             return RaftkvError("DUPLICATE_KEY")
         # the real check covers both branches
         # etcd 3.4 sub-response headers: the revision as of that op (the starting one until

@@ -189,3 +189,107 @@ def test_physical_compaction_completes_at_once(tmp_path):
     with h.engine.env.begin() as txn:
         assert txn.stat(h.engine.db("kv"))["entries"] == 20
     h.close()
+
+
+# ---- found by the differential test against etcd 3.4.23 (tests/etcdctl/differential.py)
+def _code(fn, *args, **kw):
+    with pytest.raises(RaftkvError) as exc:
+        fn(*args, **kw)
+    return exc.value.code
+
+
+def range_op(key, **kw):
+    return {"request_range": dict(key=key, **kw)}
+
+
+def test_txn_request_checks_in_etcds_order(h3):
+    """etcd's checkTxnRequest: a compare without a key is "key is not provided", an empty
+    RequestOp "key not found", both before the duplicate-key check; a nested txn may hold
+    only what its parent's longest list leaves of --max-txn-ops."""
+    dup = [put_op(b"x"), put_op(b"x")]
+    assert _code(txn, h3, [cmp(b"", 0, 0, version=0)], dup) == "EMPTY_KEY"
+    assert _code(txn, h3, [], [put_op(b"x"), {}]) == "KEY_NOT_FOUND"
+    assert _code(txn, h3, [], [*dup, {}]) == "KEY_NOT_FOUND"
+    nested = {"request_txn": {"success": [range_op(b"a")] * 2}}
+    assert txn(h3, [], [range_op(b"a")] * 125 + [nested])["succeeded"]  # 126: 2 left
+    assert _code(txn, h3, [], [range_op(b"a")] * 126 + [nested]) == "TOO_MANY_OPS"
+
+
+def test_from_key_delete_does_not_count_as_duplicate(h3):
+    """etcd's checkIntervals takes a delete's range_end "\\0" literally: an interval that
+    holds no key, so a put in the same txn is no duplicate; the delete then removes it."""
+    resp = txn(h3, [], [put_op(b"a/1"), {"request_delete_range": {"key": b"a",
+                                                                  "range_end": b"\0"}}])
+    assert resp["responses"][1]["response_delete_range"]["deleted"] == 3  # a, a/1, b
+    assert h3.get(b"\0", b"\0")["count"] == 0
+
+
+def test_put_keeping_a_deleted_keys_value_refuses_the_whole_txn(h3):
+    """A put with ignore_value or ignore_lease after a from-key delete of its key has
+    nothing to keep: refused before anything is written (etcd 3.4.23 panics here; raftkv
+    answered INTERNAL after writing the delete)."""
+    for flag in ("ignore_value", "ignore_lease"):
+        ops = [{"request_delete_range": {"key": b"a", "range_end": b"\0"}},
+               {"request_put": {"key": b"b", flag: True}}]
+        assert _code(txn, h3, [], ops) == "KEY_NOT_FOUND"
+        assert h3.get(b"\0", b"\0")["count"] == 2
+        assert h3.store.current_revision == 4
+
+
+def test_txn_checks_puts_of_the_path_before_its_ranges(h3):
+    """etcd's checkRequests runs checkRequestPut over the whole chosen path, then
+    checkRequestRange: an unknown lease after a future-revision range is the error."""
+    ops = [range_op(b"a", revision=99), put_op(b"x", lease=77)]
+    assert _code(txn, h3, [], ops) == "LEASE_NOT_FOUND"
+    assert _code(txn, h3, [], ops[:1]) == "FUTURE_REV"
+
+
+def test_txn_range_with_negative_revision_against_compact_revision(h3):
+    """In a txn (checkRequestRange), unlike a plain range, a negative revision is compared
+    with etcd's compactMainRev: -1 before any compaction, then the compacted revision."""
+    assert txn(h3, [], [range_op(b"a", revision=-1)])["succeeded"]
+    assert _code(txn, h3, [], [range_op(b"a", revision=-2)]) == "COMPACTED"
+    assert h3.get(b"a", revision=-2)["count"] == 1  # a plain range: the latest
+    h3.one("compact", {"revision": 2})
+    assert _code(txn, h3, [], [range_op(b"a", revision=-1)]) == "COMPACTED"
+
+
+def test_compact_at_zero_on_a_fresh_store(h):
+    """etcd's compactMainRev starts at -1, so Compact(0) succeeds once; and survives a
+    restart."""
+    assert _code(h.one, "compact", {"revision": -1}) == "COMPACTED"
+    assert h.one("compact", {"revision": 0})["header"]["revision"] == 1
+    assert h.store.compact_revision == 0
+    h.reopen()
+    assert _code(h.one, "compact", {"revision": 0}) == "COMPACTED"
+    assert h.one("compact", {"revision": 1})["header"]["revision"] == 1
+
+
+def test_plain_put_checks_its_lease_before_ignore_value(h):
+    """applierV3backend.Put looks the lease up first; a put in a txn checks it last."""
+    assert _code(h.put, b"nokey", b"", ignore_value=True, lease=77) == "LEASE_NOT_FOUND"
+    ops = [{"request_put": {"key": b"nokey", "ignore_value": True, "lease": 77}}]
+    assert _code(txn, h, [], ops) == "KEY_NOT_FOUND"
+
+
+def test_negative_limit_is_no_limit(h3):
+    for read in (lambda: h3.get(b"a", b"c", limit=-1),
+                 lambda: txn(h3, [], [range_op(b"a", range_end=b"c", limit=-1)])[
+                     "responses"][0]["response_range"]):
+        resp = read()
+        assert [kv["key"] for kv in resp["kvs"]] == [b"a", b"b"]
+        assert resp["count"] == 2 and not resp["more"]
+
+
+def test_sort_target_without_order_sorts_only_the_first_limit_plus_one(h):
+    """etcd 3.4 reads limit + 1 keys in key order when the request names a sort target but
+    no sort order (no revision filter either), then sorts those ASCEND and truncates; with
+    an order named it reads the whole range first."""
+    for key in (b"k3", b"k2", b"k1", b"k0"):  # mod revisions 2, 3, 4, 5
+        h.put(key)
+    kvs = h.get(b"k", b"l", limit=2, sort_target=3)["kvs"]  # MOD, order NONE
+    assert [kv["key"] for kv in kvs] == [b"k2", b"k1"]  # k0, k1, k2 read, sorted
+    kvs = h.get(b"k", b"l", limit=2, sort_target=3, sort_order=1)["kvs"]
+    assert [kv["key"] for kv in kvs] == [b"k3", b"k2"]
+    kvs = h.get(b"k", b"l", limit=2, sort_target=3, min_mod_revision=1)["kvs"]  # filtered
+    assert [kv["key"] for kv in kvs] == [b"k3", b"k2"]
