@@ -105,14 +105,15 @@ class Target:
                     raise
                 time.sleep(0.1)
 
-    def call(self, op):
-        """(raw response, None) or (None, ("error", gRPC code name, message))."""
+    def call(self, op, metadata=None):
+        """(raw response, None) or (None, ("error", gRPC code name, message)). metadata: gRPC
+        metadata to send (e.g. an auth token)."""
         request = type(op.request)()
         request.CopyFrom(op.request)
         _map_lease_ids(request, self.to_actual)
         try:
-            return getattr(self.stubs[op.service], op.method)(request,
-                                                              timeout=RPC_TIMEOUT_S), None
+            return getattr(self.stubs[op.service], op.method)(request, timeout=RPC_TIMEOUT_S,
+                                                              metadata=metadata), None
         except grpc.RpcError as exc:
             return None, ("error", exc.code().name, exc.details())
 
@@ -505,15 +506,17 @@ def run(etcd, raftkv, seed, examples, ops_per_example=OPS_PER_EXAMPLE, log=None,
 
 
 @contextlib.contextmanager
-def servers(root, raftkv_members=3):
+def servers(root, raftkv_members=3, extra_args=()):
     """A fresh single-member etcd and a fresh raftkv cluster on probed loopback ports, data
-    under root; yields (etcd endpoint, [raftkv endpoints]). Every process is stopped by PID."""
+    under root; yields (etcd endpoint, [raftkv endpoints]). Every process is stopped by PID.
+    extra_args: flags both servers take (e.g. --bcrypt-cost)."""
     from raftkv.cli.local_cluster import LocalCluster
     from tests.etcdctl.conftest import FAST_ARGS, running
 
-    etcd = EtcdCluster(os.path.join(root, "etcd"), members=1)  # same timing flags as FAST_ARGS
+    etcd = EtcdCluster(os.path.join(root, "etcd"), members=1,  # same timing flags as FAST_ARGS
+                       extra_args=extra_args)
     raftkv = LocalCluster(os.path.join(root, "raftkv"), members=raftkv_members,
-                          extra_args=FAST_ARGS)
+                          extra_args=[*FAST_ARGS, *extra_args])
     with running(etcd), running(raftkv):
         raftkv.wait_listening()
         yield etcd.endpoints[0], raftkv.endpoints
