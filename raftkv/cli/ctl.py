@@ -99,6 +99,8 @@ def _emit(args, out, resp, simple, table=None):
 # Key-value verbs.
 
 def _range_args(args, key):
+    if not key and (args.prefix or args.from_key):
+        key = b"\0"  # as clientv3 (op.go): all keys, since a request's key may not be empty
     body = {"key": key}
     if args.prefix:
         body["range_end"] = prefix_range_end(key)

@@ -2,7 +2,8 @@
 
 State, in sub-db "auth" (so Raft snapshots carry it): the enabled flag, the auth revision
 (bumped by every change), users (name -> {"password": hash or None, "roles": sorted names,
-"no_password": bool}) and roles (name -> permissions [perm_type, key, range_end] sorted by key).
+"no_password": bool}) and roles (name -> permissions [perm_type, key, range_end] sorted by key
+in etcd's order, see _sort_as_etcd).
 Every change is a log op that every member applies in log order (KVStore registers OPS). A
 password is hashed by the member that took the request, before proposing, so the log never
 holds a password and apply stays deterministic.
@@ -36,6 +37,7 @@ not pay the hash again: etcd's bcrypt on every Authenticate has been a CPU hotsp
 from __future__ import annotations
 
 import base64
+import bisect
 import collections
 import hashlib
 import hmac
@@ -214,11 +216,19 @@ def import_records(txn, db, enabled, revision, users, roles):
     for name, rec in users.items():
         txn.put(_USER + name.encode(), _packb(dict(rec, roles=sorted(rec["roles"]))), db=db)
     for name, perms in roles.items():
-        perms = sorted((tuple(p) for p in perms), key=lambda p: (p[1], p[2]))
+        perms = sorted((tuple(p) for p in perms), key=lambda p: p[1])  # keeps etcd's order
         txn.put(_ROLE + name.encode(), _packb(perms), db=db)
     txn.put(_REVISION, int(revision).to_bytes(8, "big"), db=db)
     if enabled:
         txn.put(_ENABLED, b"\x01", db=db)
+
+
+def _sort_as_etcd(perms):
+    """Sort a role's permissions in place by key alone, as etcd 3.4's sort.Sort(permSlice):
+    up to 12 of them Go insertion-sorts, which keeps equal keys in the order they were
+    granted, as this stable sort does. Go's pdqsort for longer lists does not promise that
+    order for equal keys (docs/ETCD_DIFFERENCES.md)."""
+    perms.sort(key=lambda p: p[1])
 
 
 def _b64(data):
@@ -242,6 +252,20 @@ def interval(key, range_end):
     return key, range_end
 
 
+def perm_interval(key, range_end):
+    """[start, end) of a granted permission as etcd 3.4 reads it (range_perm_cache.go, with
+    adt.BytesAffineComparable: an empty byte string sorts above every other), or None for a
+    permission that holds no key: one with an empty key (it starts past every key, so
+    ("", "\0") grants nothing, where etcdctl sends "\0" for all keys), or a range that ends
+    at or before its start."""
+    if not key:
+        return None
+    start, end = interval(key, range_end)
+    if end is not None and end <= start:
+        return None
+    return start, end
+
+
 def merge(intervals):
     """Sorted, disjoint, non-adjacent intervals covering the same keys."""
     out = []
@@ -256,15 +280,31 @@ def merge(intervals):
 
 
 def covers(merged, key, range_end):
-    """True when the merged intervals hold every key of the request's key or range."""
+    """True when the merged intervals hold every key of the request's key or range. A
+    backwards or empty range [start, end) (end <= start, which reads or deletes nothing) needs
+    its start key granted, as etcd's IntervalTree.Contains decides: it looks at the grants
+    overlapping the range, which for such a range are those holding start."""
     start, end = interval(key, range_end)
     if end is not None and end <= start:
-        return False  # not a valid range: etcd denies it too
+        end = start + b"\0"
     for s, e in merged:
         if s > start:
             return False
         if e is None or (end is not None and end <= e):
             return True
+    return False
+
+
+def txn_checks_keys(body):
+    """True if a txn has a compare or a range, put or delete (nested ones included) to check
+    permissions on; etcd lets a txn with none through without a user."""
+    if body.get("compare"):
+        return True
+    for branch in ("success", "failure"):
+        for req in body.get(branch) or ():
+            for kind, sub in req.items():
+                if kind != "request_txn" or txn_checks_keys(sub or {}):
+                    return True
     return False
 
 
@@ -391,10 +431,12 @@ class AuthStore:
         return secrets.token_urlsafe(12)
 
     def user_of_token(self, token):
-        """The user a token was assigned to; INVALID_AUTH_TOKEN if unknown or expired."""
+        """The user a token was assigned to; INVALID_AUTH_TOKEN if unknown or expired. With
+        auth off no simple token is known; a JWT is checked for its signature and expiry only
+        (etcd checks its auth revision and user only for a permission, which needs auth on)."""
         if self.jwt is not None:
-            user = self.jwt.check(token, self.revision)
-            if user not in self._users:
+            user = self.jwt.check(token, self.revision if self.enabled else 0)
+            if self.enabled and user not in self._users:
                 raise RaftkvError("INVALID_AUTH_TOKEN")
             return user
         entry = self._tokens.get(token)
@@ -433,7 +475,9 @@ class AuthStore:
             read, write = [], []
             for role in rec["roles"]:
                 for perm_type, key, range_end in self._roles.get(role, ()):
-                    ivl = interval(key, range_end)
+                    ivl = perm_interval(key, range_end)
+                    if ivl is None:
+                        continue
                     if perm_type in (READ, READWRITE):
                         read.append(ivl)
                     if perm_type in (WRITE, READWRITE):
@@ -460,6 +504,8 @@ class AuthStore:
             return  # etcd 3.4 checks neither lease grants, compactions nor alarms
         if op == "lease_revoke" and not lease_keys(body.get("ID", 0)):
             return  # a lease without keys: nothing to check it against
+        if op == "txn" and not txn_checks_keys(body):
+            return  # nothing to check: etcd needs no user for it
         grants = self._grants(user)
         if grants is None:
             return
@@ -634,9 +680,18 @@ class AuthStore:
         if name not in self._roles:
             raise RaftkvError("ROLE_NOT_FOUND")
         key, range_end = perm.get("key", b""), perm.get("range_end", b"")
-        perms = [p for p in self._roles[name] if (p[1], p[2]) != (key, range_end)]
-        perms.append((perm.get("permType", READ), key, range_end))
-        perms.sort(key=lambda p: (p[1], p[2]))
+        new = (perm.get("permType", READ), key, range_end)
+        perms = list(self._roles[name])
+        # As etcd 3.4's RoleGrantPermission: only the first permission with a key >= key is
+        # updated in place if it is the same range; anything else is appended and the list
+        # sorted again by key alone (so a role may list the same range twice: a grant of
+        # (k, e2) while (k, e1) comes first appends another (k, e2)).
+        idx = bisect.bisect_left([p[1] for p in perms], key)
+        if idx < len(perms) and perms[idx][1:] == new[1:]:
+            perms[idx] = new
+        else:
+            perms.append(new)
+            _sort_as_etcd(perms)
         self._put_role(w.txn, name, perms)
         self._commit(w.txn)
         return {}

@@ -61,6 +61,14 @@ def _size(body):
     return n
 
 
+def _pop_identity(body):
+    """The request's identity fields (token, certificate CN), popped from body for user_of,
+    and any user field a client put in (only the service sets it)."""
+    body.pop(auth_mod.USER_FIELD, None)
+    return {name: body.pop(name) for name in ("token", auth_mod.CERT_USER_FIELD)
+            if name in body}
+
+
 class Service:
     def __init__(self, member):
         self.m = member
@@ -87,12 +95,14 @@ class Service:
     async def call(self, op, body):
         if not isinstance(body, dict):
             raise RaftkvError("BAD_REQUEST", "raftkv: request body must be a map")
-        user = self.user_of(body)
+        who = _pop_identity(body)
         txncheck.check_shape(op, body)  # before anything is proposed (apply checks again)
+        self._request_checks(op, body)
+        user = self.user_of(who)
         if op in self.auth.OPS:
             return await self.auth.call(op, body, user)
         auth = self.m.kv.auth
-        self._require_user(op, user)
+        self._require_user(op, user, body)
         if auth.enabled:  # reads and membership are checked here; writes in apply
             if op == "range":
                 auth.check_read(user, body.get("key", b""), body.get("range_end", b""))
@@ -102,16 +112,27 @@ class Service:
         if handler is not None:
             return await handler(body)
         if op in WRITE_OPS:
-            if op == "txn":
-                txncheck.check_txn(body, self.m.cfg.max_txn_ops)  # etcd's --max-txn-ops
             body[auth_mod.USER_FIELD] = user
             return await self._write(op, body)
         raise RaftkvError("UNKNOWN_OP", f"raftkv: unknown operation {op!r}")
 
-    def _require_user(self, op, user):
+    def _request_checks(self, op, body):
+        """etcd's checks of a KV request in its gRPC layer (v3rpc/key.go), which come before
+        it looks at the caller's token or permissions: an empty key, a value or lease given
+        with ignore_value or ignore_lease, the txn checks (--max-txn-ops, duplicate keys).
+        Apply checks the same again."""
+        if op in ("range", "delete_range"):
+            txncheck.check_key(body)
+        elif op == "put":
+            txncheck.check_put(body)
+        elif op == "txn":
+            txncheck.check_txn(body, self.m.cfg.max_txn_ops)  # etcd's --max-txn-ops
+
+    def _require_user(self, op, user, body):
         """USER_EMPTY at once for a key write without a user once auth is on (apply would
-        refuse it too)."""
-        if not user and op in KEY_WRITE_OPS and self.m.kv.auth.enabled:
+        refuse it too), except a txn with no key to check."""
+        if not user and op in KEY_WRITE_OPS and self.m.kv.auth.enabled and \
+                (op != "txn" or auth_mod.txn_checks_keys(body)):
             raise RaftkvError("USER_EMPTY")
 
     def _bulk_user(self, who):
@@ -128,16 +149,18 @@ class Service:
         """The user a request runs as: pops its "token", its client certificate's CN (put in
         by the front end) and any user field the client put in (only the service sets it).
         "" when auth is off, or without a token or (with --client-cert-auth) a certificate;
-        INVALID_AUTH_TOKEN for a token this member does not know (or that expired). A token
-        wins over the certificate, as in etcd."""
+        INVALID_AUTH_TOKEN for a token this member does not know (or that expired), also with
+        auth off, as etcd (its AuthInfoFromCtx: no simple token is valid after AuthDisable).
+        A token wins over the certificate, as in etcd."""
         token = body.pop("token", None)
         body.pop(auth_mod.USER_FIELD, None)
         cert_user = body.pop(auth_mod.CERT_USER_FIELD, None)
         auth = self.m.kv.auth
+        if token:
+            user = auth.user_of_token(token)
+            return user if auth.enabled else ""
         if not auth.enabled:
             return ""
-        if token:
-            return auth.user_of_token(token)
         if cert_user and self.m.cfg.client_cert_auth:
             return cert_user
         return ""
@@ -174,9 +197,11 @@ class Service:
                 (op in GROWING_OPS and self._quota_verdict()):
             return None
         rid = body.pop("request_id", None)
-        user = self.user_of(body)
-        self._require_user(op, user)
+        who = _pop_identity(body)
         txncheck.check_shape(op, body)
+        self._request_checks(op, body)
+        user = self.user_of(who)
+        self._require_user(op, user, body)
         body[auth_mod.USER_FIELD] = user
         size = self._check_write(body, op)
 

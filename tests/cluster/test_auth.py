@@ -230,3 +230,26 @@ def test_lease_grants_and_compactions_need_no_user(make_cluster):
     anonymous.compact(2)
     assert _code(anonymous.put, "/app/x", "v") == "USER_EMPTY"
     assert _code(anonymous.delete, "/app/x") == "USER_EMPTY"
+
+
+def test_request_checks_tokens_and_users_in_etcds_order(make_cluster):
+    """As etcd 3.4.23 (tests/etcdctl/differential_auth.py): a request's own checks come before
+    its token and user; a txn with nothing to check needs no user; UserGet of "" with no
+    token is "user name not found"; a token is refused after AuthDisable."""
+    h = make_cluster(3)
+    anonymous = _setup(h)
+    assert _code(anonymous.call, "put", {"key": b"k", "value": b"v", "ignore_value": True},
+                 authenticated=False) == "VALUE_PROVIDED"
+    assert _code(anonymous.call, "range", {"key": b"", "token": "bogus.1"},
+                 authenticated=False) == "EMPTY_KEY"
+    assert anonymous.call("txn", {}, authenticated=False)["succeeded"]
+    assert _code(anonymous.call, "txn", {"success": [{"request_range": {"key": b"/app/x"}}]},
+                 authenticated=False) == "USER_EMPTY"
+    assert _code(anonymous.call, "user_get", {"name": ""}, authenticated=False) == \
+        "USER_NOT_FOUND"
+    token = anonymous.call("authenticate", {"name": "root", "password": "rootpw"},
+                           authenticated=False)["token"]
+    anonymous.call("auth_disable", {"token": token}, authenticated=False)
+    assert _code(anonymous.call, "range", {"key": b"/app/x", "token": token},
+                 authenticated=False) == "INVALID_AUTH_TOKEN"
+    anonymous.call("range", {"key": b"/app/x"}, authenticated=False)

@@ -78,10 +78,43 @@ def test_grants_are_sorted_replaced_and_revoked(h):
     assert h.store.auth.user_roles("u") == []
 
 
+def test_grants_keep_etcds_order_and_duplicates(h):
+    """As etcd 3.4.23 (measured; differential_auth): a grant updates only the first
+    permission with a key >= its key if that is the same range, else it is appended and the
+    list sorted stably by key, so equal keys stay in grant order and a range may be listed
+    twice."""
+    h.one("role_add", {"name": "r"})
+    for perm_type, key, end in [(auth.READ, b"b", b"c"), (auth.READ, b"b", b""),
+                                (auth.WRITE, b"a", b""), (auth.READWRITE, b"b", b""),
+                                (auth.WRITE, b"b", b"c")]:
+        h.one("role_grant_permission", {"name": "r", "perm": {
+            "permType": perm_type, "key": key, "range_end": end}})
+    assert [(p["permType"], p["key"], p["range_end"])
+            for p in h.store.auth.role_permissions("r")] == [
+        (auth.WRITE, b"a", b""), (auth.WRITE, b"b", b"c"), (auth.READ, b"b", b""),
+        (auth.READWRITE, b"b", b"")]
+    h.one("role_revoke_permission", {"role": "r", "key": b"b"})  # both copies go
+    assert len(h.store.auth.role_permissions("r")) == 2
+
+
+def test_a_permission_with_an_empty_key_grants_nothing(h):
+    """etcd 3.4.23 (measured): an empty key sorts above every key in its interval tree, so
+    ("", "\0") grants no key (etcdctl sends "\0" for all keys)."""
+    _setup(h, enable=False)
+    h.one("role_grant_permission", {"name": "reader", "perm": {
+        "permType": auth.READWRITE, "key": b"", "range_end": b"\0"}})
+    h.one("auth_enable", {})
+    with pytest.raises(RaftkvError) as info:
+        h.store.auth.check_read("alice", b"x", b"")
+    assert info.value.code == "PERMISSION_DENIED"
+    h.store.auth.check_read("alice", b"a/x", b"")
+
+
 @pytest.mark.parametrize("key,end,ok", [
     (b"a/x", b"", True), (b"a/", b"a0", True), (b"a/b", b"a/c", True),
     (b"a", b"", False), (b"a/", b"\0", False), (b"a/", b"b", False), (b"b", b"", False),
-    (b"a/x", b"a/", False),  # an empty (backwards) range is denied, as etcd does
+    # A backwards or empty range needs its start key, as etcd 3.4 decides (measured).
+    (b"a/x", b"a/", True), (b"a/x", b"a/x", True), (b"b", b"a", False),
 ])
 def test_read_checks(h, key, end, ok):
     _setup(h)
@@ -245,15 +278,18 @@ KEYS = st.binary(max_size=3)
        key=KEYS, end=st.one_of(st.just(b""), st.just(b"\0"), KEYS), probe=KEYS)
 def test_covers_agrees_with_key_by_key_membership(grants, key, end, probe):
     """Coverage of merged intervals equals "every key of the request is in some grant",
-    checked on the request's own keys and on a probe key (keys of up to 3 bytes)."""
-    merged = auth.merge([auth.interval(k, e) for k, e in grants])
+    checked on the request's own keys and on a probe key (keys of up to 3 bytes). A grant with
+    an empty key or an empty or backwards range holds no key; a backwards or empty request
+    range needs its start key (etcd 3.4's interval tree)."""
+    ivls = [i for i in (auth.perm_interval(k, e) for k, e in grants) if i is not None]
+    merged = auth.merge(ivls)
 
     def granted(k):
-        return any(_inside(k, *auth.interval(gk, ge)) for gk, ge in grants)
+        return any(_inside(k, *ivl) for ivl in ivls)
 
     start, stop = auth.interval(key, end)
     if stop is not None and stop <= start:
-        assert not auth.covers(merged, key, end)
+        assert auth.covers(merged, key, end) == granted(start)
         return
     if auth.covers(merged, key, end):
         assert granted(start)
