@@ -177,6 +177,19 @@ def _forwards(op):
             r.range_end = b""
 
 
+def _plain_puts(txn):
+    """Clear, in place, prev_kv and the lease of every put in txn (nested ones included).
+    etcd 3.4.23 checks only the write permission of a put in a txn: not the read permission
+    its prev_kv needs, nor the keys already on its lease, as it does for a plain Put; raftkv
+    checks both (docs/ETCD_DIFFERENCES.md), and a txn one server applies and the other
+    refuses would leave them apart."""
+    for t in (txn, *_nested_txns(txn)):
+        for op in list(t.success) + list(t.failure):
+            if op.WhichOneof("request") == "request_put":
+                op.request_put.prev_kv = False
+                op.request_put.lease = 0
+
+
 def _read_only(txn):
     """Turn, in place, every put or delete of txn and its nested txns into a range of its
     keys."""
@@ -267,6 +280,8 @@ class AuthGen:
         if r < 0.18 and r >= 0.11:
             return self.as_user(ROOT, op)
         _forwards(op)
+        if op.method == "Txn":
+            _plain_puts(op.request)
         if op.method == "Txn" and _nested_keys(op.request):
             # etcd 3.4.23 checks no permission in a nested txn (see same()), raftkv does: a
             # txn that one server refuses and the other applies must change nothing.
