@@ -56,10 +56,9 @@ TOKEN = "<token>"
 STEPS = 400
 HISTORY_SHOWN = 30
 PERM_TYPES = (0, 1, 2)  # READ, WRITE, READWRITE
-# Ranges a role holds at most (a grant becomes a revoke): etcd sorts a role's permissions with
-# Go's sort.Sort, whose order for equal keys raftkv follows up to 12 permissions (the same
-# range may be listed twice, so fewer distinct ones).
-PERMS_PER_ROLE_MAX = 9
+# Permissions a role holds at most (a grant becomes a revoke): etcd sorts a role's permissions
+# with Go's sort.Sort, whose order for equal keys raftkv follows up to 12 permissions.
+PERMS_PER_ROLE_MAX = 12
 
 # (etcd's answer, raftkv's answer) pairs docs/ETCD_DIFFERENCES.md lists as deliberate.
 KNOWN_DIFFERENCES = (
@@ -218,7 +217,7 @@ class AuthGen:
         self.kv = OpGen(rng)
         self.enabled = False
         self.users = {}  # name -> {"password": str or None (no_password), "roles": set}
-        self.roles = {}  # name -> set of granted (key, range_end)
+        self.roles = {}  # name -> its permissions' (key, range_end), as many as etcd lists
         self.tokens = set()  # users whose token the servers still take (as far as known)
 
     # ---- who sends
@@ -340,7 +339,7 @@ class AuthGen:
                            (b"a/", b"")))
 
     def granted(self, role):
-        perms = sorted(self.roles.get(role, ()))
+        perms = sorted(set(self.roles.get(role, ())))
         if perms and self.rng.random() < 0.7:
             return self.rng.choice(perms)
         return self.perm_range()
@@ -446,7 +445,7 @@ class AuthGen:
         self.users[req.name]["roles"].discard(req.role)
 
     def _saw_RoleAdd(self, req, raw):
-        self.roles[req.name] = set()
+        self.roles[req.name] = []
 
     def _saw_RoleDelete(self, req, raw):
         self.roles.pop(req.role, None)
@@ -454,10 +453,16 @@ class AuthGen:
             rec["roles"].discard(req.role)
 
     def _saw_RoleGrantPermission(self, req, raw):
-        self.roles[req.name].add((req.perm.key, req.perm.range_end))
+        # Only to bound the list (PERMS_PER_ROLE_MAX): etcd appends a range it holds already
+        # unless it is the first permission with a key >= the granted key.
+        # The list is kept in etcd's order: by key, equal keys in grant order.
+        perms, new = self.roles[req.name], (req.perm.key, req.perm.range_end)
+        if next((p for p in perms if p[0] >= new[0]), None) != new:
+            perms.append(new)
+            perms.sort(key=lambda p: p[0])
 
     def _saw_RoleRevokePermission(self, req, raw):
-        self.roles[req.role].discard((req.key, req.range_end))
+        self.roles[req.role] = [p for p in self.roles[req.role] if p != (req.key, req.range_end)]
 
 
 # ------------------------------------------------------------------------------ runner
