@@ -98,16 +98,15 @@ class Service:
         who = _pop_identity(body)
         txncheck.check_shape(op, body)  # before anything is proposed (apply checks again)
         self._request_checks(op, body)
+        if op == "range":  # its token and permission are checked after its barrier
+            return await self._op_range(body, who)
         user = self.user_of(who)
         if op in self.auth.OPS:
             return await self.auth.call(op, body, user)
         auth = self.m.kv.auth
         self._require_user(op, user, body)
-        if auth.enabled:  # reads and membership are checked here; writes in apply
-            if op == "range":
-                auth.check_read(user, body.get("key", b""), body.get("range_end", b""))
-            elif op in ADMIN_FRONT_OPS:
-                auth.check_admin(user)
+        if auth.enabled and op in ADMIN_FRONT_OPS:  # reads are checked where they are served,
+            auth.check_admin(user)                  # writes in apply
         handler = getattr(self, "_op_" + op, None)
         if handler is not None:
             return await handler(body)
@@ -345,12 +344,18 @@ class Service:
         await self.local_barrier()
         return {"header": self.header()}
 
-    async def _op_range(self, body):
+    async def _op_range(self, body, who):
+        """A read, checked once its barrier passed, as etcd checks in doSerialize: a token,
+        user or permission given or taken away by a write before the read is seen as that
+        write left it, even on a member that had not applied it when the read arrived."""
         body.pop("request_id", None)
         if not body.get("serializable"):
             await self.read_barrier()
         else:
             await self.local_barrier()
+        user = self.user_of(who)
+        if self.m.kv.auth.enabled:
+            self.m.kv.auth.check_read(user, body.get("key", b""), body.get("range_end", b""))
         return self._with_header(self.m.kv.range(body))
 
     async def local_barrier(self):
