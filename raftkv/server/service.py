@@ -108,6 +108,8 @@ class Service:
         if auth.enabled and op in ADMIN_FRONT_OPS:  # reads are checked where they are served,
             auth.check_admin(user)                  # writes in apply
         handler = getattr(self, "_op_" + op, None)
+        if op == "lease_timetolive" and body.get("keys") and auth.enabled:
+            return self._lease_keys_readable(await handler(body), user)
         if handler is not None:
             return await handler(body)
         if op in WRITE_OPS:
@@ -343,6 +345,16 @@ class Service:
         check: the front ends' own replies need it)."""
         await self.local_barrier()
         return {"header": self.header()}
+
+    def _lease_keys_readable(self, resp, user):
+        """A time-to-live with keys names them only to a user who may read every one (etcd
+        3.4.26's fix of CVE-2023-32082; 3.4.23 lists them to anyone)."""
+        auth = self.m.kv.auth
+        if not user:
+            raise RaftkvError("USER_EMPTY")
+        for key in resp.get("keys", ()):
+            auth.check_read(user, key, b"")
+        return resp
 
     async def _op_range(self, body, who):
         """A read, checked once its barrier passed, as etcd checks in doSerialize: a token,

@@ -304,3 +304,30 @@ def test_a_lagging_member_checks_reads_against_the_permissions_it_catches_up_to(
     early, value, code = read_while_cut_off(
         lambda: root.role_revoke_permission("app", "/lag/", prefix=True))
     assert (early, value, code) == (False, None, "PERMISSION_DENIED")
+
+
+def test_lease_time_to_live_names_keys_only_to_users_who_may_read_them(make_cluster):
+    """etcd 3.4.26's fix of CVE-2023-32082: with keys requested and auth on, a time-to-live
+    answers only a user who may read every key on the lease (3.4.23 lists them to anyone).
+    Without keys, or as root, it answers as before; with keys and no user, "user name is
+    empty" even for a lease without keys."""
+    h = make_cluster(3)
+    _setup(h)
+    root = _client(h, user="root", password="rootpw")
+    alice = _client(h, user="alice", password="alicepw")
+    anonymous = _client(h)
+    mixed, own, empty = root.lease(600), root.lease(600), root.lease(600)
+    root.put("/app/a", "1", lease=mixed)
+    root.put("/secret/b", "2", lease=mixed)
+    root.put("/app/c", "3", lease=own)
+
+    def ttl(client, lease, keys=True):
+        return client.call("lease_timetolive", {"ID": lease.id, "keys": keys})
+
+    assert _code(ttl, alice, mixed) == "PERMISSION_DENIED"
+    assert ttl(alice, mixed, keys=False)["grantedTTL"] == 600
+    assert sorted(ttl(root, mixed)["keys"]) == [b"/app/a", b"/secret/b"]
+    assert ttl(alice, own)["keys"] == [b"/app/c"]
+    assert ttl(alice, empty)["keys"] == []
+    assert _code(ttl, anonymous, empty) == "USER_EMPTY"
+    assert ttl(anonymous, empty, keys=False)["grantedTTL"] == 600
