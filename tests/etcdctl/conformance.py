@@ -54,9 +54,10 @@ class EtcdMember:
 class EtcdCluster:
     """A real etcd cluster on fresh loopback ports, data in data_root; stopped by PID."""
 
-    def __init__(self, data_root, members=3, token="etcd-conformance"):
+    def __init__(self, data_root, members=3, token="etcd-conformance", extra_args=()):
         self.data_root = os.path.abspath(data_root)
         self.token = token
+        self.extra_args = list(extra_args)  # flags for every member, after the others
         ports = free_ports(2 * members)
         self.members = [
             EtcdMember(f"m{i + 1}", ports[2 * i], ports[2 * i + 1],
@@ -78,7 +79,8 @@ class EtcdCluster:
                 "--listen-peer-urls", m.peer_url, "--initial-advertise-peer-urls", m.peer_url,
                 "--initial-cluster", self.initial_cluster, "--initial-cluster-state", "new",
                 "--initial-cluster-token", self.token, "--heartbeat-interval", "50",
-                "--election-timeout", "500", "--logger", "zap", "--log-outputs", "stderr"]
+                "--election-timeout", "500", "--logger", "zap", "--log-outputs", "stderr",
+                *self.extra_args]
 
     def start(self):
         os.makedirs(self.data_root, exist_ok=True)

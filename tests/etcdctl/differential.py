@@ -470,6 +470,19 @@ class Mismatch(AssertionError):
     pass
 
 
+def ask_both(etcd, raftkv, gen, op):
+    """Send op to both Targets: (etcd's raw response or None, etcd's answer, raftkv's answer),
+    answers as tree() or an error tuple. A lease a server picked is learned as gen names it."""
+    answers = []
+    for target in (etcd, raftkv):
+        raw, error = target.call(op)
+        if raw is not None and op.method == "LeaseGrant" and op.request.ID == 0:
+            target.learn_lease(gen.next_server_sym, raw)
+        answers.append((raw, error or tree(raw, target.to_sym)))
+    (want_raw, want), (_, got) = answers
+    return want_raw, want, got
+
+
 def run(etcd, raftkv, seed, examples, ops_per_example=OPS_PER_EXAMPLE, log=None, trace=None):
     """Send the same random requests to both Targets; raise Mismatch at the first difference.
     Returns how many requests were compared. log(line) after each example; trace(line) after
@@ -481,13 +494,7 @@ def run(etcd, raftkv, seed, examples, ops_per_example=OPS_PER_EXAMPLE, log=None,
         gen.new_example()
         for step in range(ops_per_example):
             op = gen.next_op()
-            answers = []
-            for target in (etcd, raftkv):
-                raw, error = target.call(op)
-                if raw is not None and op.method == "LeaseGrant" and op.request.ID == 0:
-                    target.learn_lease(gen.next_server_sym, raw)
-                answers.append((raw, error or tree(raw, target.to_sym)))
-            (want_raw, want), (_, got) = answers
+            want_raw, want, got = ask_both(etcd, raftkv, gen, op)
             history.append(op.describe())
             if trace:
                 trace(f"{example}.{step} {op.describe()}\n  etcd:   {want}\n  raftkv: {got}")
@@ -505,15 +512,17 @@ def run(etcd, raftkv, seed, examples, ops_per_example=OPS_PER_EXAMPLE, log=None,
 
 
 @contextlib.contextmanager
-def servers(root, raftkv_members=3):
+def servers(root, raftkv_members=3, extra_args=()):
     """A fresh single-member etcd and a fresh raftkv cluster on probed loopback ports, data
-    under root; yields (etcd endpoint, [raftkv endpoints]). Every process is stopped by PID."""
+    under root; yields (etcd endpoint, [raftkv endpoints]). Every process is stopped by PID.
+    extra_args: flags both servers take (e.g. --max-request-bytes)."""
     from raftkv.cli.local_cluster import LocalCluster
     from tests.etcdctl.conftest import FAST_ARGS, running
 
-    etcd = EtcdCluster(os.path.join(root, "etcd"), members=1)  # same timing flags as FAST_ARGS
+    etcd = EtcdCluster(os.path.join(root, "etcd"), members=1,  # same timing flags as FAST_ARGS
+                       extra_args=extra_args)
     raftkv = LocalCluster(os.path.join(root, "raftkv"), members=raftkv_members,
-                          extra_args=FAST_ARGS)
+                          extra_args=[*FAST_ARGS, *extra_args])
     with running(etcd), running(raftkv):
         raftkv.wait_listening()
         yield etcd.endpoints[0], raftkv.endpoints
