@@ -100,6 +100,21 @@ def test_client_chosen_watch_id_and_duplicate(stream):
     assert dup.cancel_reason == watch_mod.DUPLICATE_ID
 
 
+@pytest.mark.parametrize("key, range_end", [(b"b", b"a"), (b"b", b"b"), (b"\xff", b"c"),
+                                             (b"", b"\0")])
+def test_empty_range_is_refused_without_using_an_id(stream, key, range_end):
+    """etcd 3.4 (watchStream.Watch) refuses a range that holds no key (range_end at or below
+    the key; "\\0" alone means from-key) with watch_id -1 before looking at the id, and the
+    next automatic id is still 0 (differential watch test, seed 1: raftkv watched nothing)."""
+    refused = stream.create(key, range_end, watch_id=7)
+    if range_end == b"\0":  # from-key: a real watcher
+        assert refused.watch_id == 7 and not refused.canceled
+        return
+    assert refused.created and refused.canceled and refused.watch_id == -1
+    assert refused.cancel_reason == watch_mod.EMPTY_RANGE
+    assert stream.create(b"a").watch_id == 0
+
+
 def test_progress_request_answers_with_header(grpc_server, stream):
     stream.create(b"a")
     put(grpc_server, b"z", b"1")

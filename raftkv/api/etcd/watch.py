@@ -27,6 +27,7 @@ from raftkv.api.etcd.proto import rpc_pb2, rpc_pb2_grpc
 log = logging.getLogger(__name__)
 
 DUPLICATE_ID = "mvcc: duplicate watch ID provided on the WatchStream"
+EMPTY_RANGE = "mvcc: watcher range is empty"
 _NOPUT, _NODELETE = 0, 1
 _EVENT_OVERHEAD = 6  # tag + length prefix of one embedded Event, upper bound for sizing
 
@@ -108,9 +109,10 @@ class _WatchStream:
     async def _create(self, create):
         header = await current_header(self.service)
         watch_id = create.watch_id
-        if watch_id and watch_id in self.watchers:
-            self._send(header, watch_id=-1, created=True, canceled=True,
-                             cancel_reason=DUPLICATE_ID)
+        refused = (EMPTY_RANGE if _empty_range(create) else
+                   DUPLICATE_ID if watch_id and watch_id in self.watchers else None)
+        if refused:  # as etcd's watchStream.Watch: the range first, then the id; no id used
+            self._send(header, watch_id=-1, created=True, canceled=True, cancel_reason=refused)
             return
         if not watch_id:
             while self.next_id in self.watchers:
@@ -202,6 +204,13 @@ async def _stop(watcher):
     for task in watcher.tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def _empty_range(create):
+    """A range that holds no key: range_end at or below the key (an empty key is "\\0" and an
+    end of "\\0" means every key from it, as etcd reads them)."""
+    end = create.range_end
+    return end not in (b"", b"\0") and (create.key or b"\0") >= end
 
 
 def _filtered(events, create):
