@@ -170,6 +170,29 @@ def test_compacted_watch_is_canceled_with_revision(grpc_server, stream):
     assert resp.canceled and resp.compact_revision == 5 and resp.watch_id == created.watch_id
 
 
+def test_compacted_watcher_keeps_its_id_until_canceled(grpc_server, stream):
+    """etcd 3.4 sends the compaction notice with header revision 0 and keeps the watcher's id
+    on the stream: a create with it is a duplicate, an automatic id skips it, and a cancel is
+    answered (differential watch test, seed 1: raftkv sent the store's revision, forgot the
+    id and answered the cancel with nothing)."""
+    grpc_server.service.watch = _CompactedWatch(grpc_server.service)
+    created = stream.create(b"a", start_revision=2, watch_id=1)
+    resp = stream.next()
+    assert resp.canceled and resp.compact_revision == 5 and resp.watch_id == 1
+    assert resp.header.revision == 0 and resp.header.member_id
+    dup = stream.create(b"b", watch_id=1)
+    assert dup.canceled and dup.cancel_reason == watch_mod.DUPLICATE_ID
+    assert stream.create(b"b").watch_id == 0
+    stream.next()  # watcher 0's compaction notice
+    assert stream.create(b"b").watch_id == 2
+    stream.next()
+    stream.cancel(created.watch_id)
+    resp = stream.next()
+    assert resp.canceled and resp.watch_id == 1 and not resp.compact_revision
+    assert resp.header.revision
+    assert stream.create(b"c", watch_id=1).watch_id == 1
+
+
 def test_progress_notify_sends_empty_responses(make_server):
     """The service's progress notifications (it sends them only to a watcher that has every
     event up to their revision) become empty responses of the watcher's id."""

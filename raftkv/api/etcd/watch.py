@@ -145,9 +145,13 @@ class _WatchStream:
                 if batch.get("created"):
                     continue  # this stream sent its own created response already
                 if batch.get("compact_revision"):
-                    final = {"canceled": True, "compact_revision": batch["compact_revision"],
-                             "header": batch.get("header", {})}
-                    break
+                    # etcd 3.4 sends it with header revision 0 and keeps the id on the stream
+                    # until the client cancels it (watchStream.Cancel answers; a create with
+                    # that id is a duplicate; an automatic id skips it).
+                    self._send(dict(batch.get("header", {}), revision=0),
+                               watch_id=watcher.watch_id, canceled=True,
+                               compact_revision=batch["compact_revision"])
+                    return
                 self._deliver(watcher, batch)
         except RaftkvError as exc:
             final = {"canceled": True, "cancel_reason": exc.message}
@@ -160,10 +164,7 @@ class _WatchStream:
         for task in watcher.tasks:
             if task is not asyncio.current_task():
                 task.cancel()
-        header = final.pop("header", None)
-        if header is None:
-            header = await self._header_or_empty()
-        self._send(header, watch_id=watcher.watch_id, **final)
+        self._send(await self._header_or_empty(), watch_id=watcher.watch_id, **final)
 
     async def _header_or_empty(self):
         try:
