@@ -221,6 +221,9 @@ def test_fragments_split_large_responses():
 
 
 def test_fragmented_stream(make_server):
+    """Fragments are cut at --max-request-bytes plus etcd's 512 KiB gRPC overhead, as etcd
+    3.4's watch server does; a response above the request limit alone goes whole
+    (differential watch test: raftkv cut a 1.1 KB response at --max-request-bytes 1024)."""
     server = make_server(max_request_bytes=300)
     for i in range(5):
         put(server, b"f%d" % i, b"v" * 100)
@@ -228,11 +231,18 @@ def test_fragmented_stream(make_server):
     s = Stream(server)
     try:
         s.create(b"f", b"g", fragment=True)
+        whole = s.next()
+        assert not whole.fragment and len(whole.events) == 5 and whole.ByteSize() > 300
+        assert s.next().canceled  # _BatchWatch ended
+        for i in range(5):
+            put(server, b"f%d" % i, b"v" * (150 << 10))
+        assert s.create(b"f", b"g", fragment=True).created
         parts = [s.next()]
         while parts[-1].fragment:
             parts.append(s.next())
         assert len(parts) > 1
         assert [e.kv.key for p in parts for e in p.events] == [b"f%d" % i for i in range(5)]
+        assert all(p.ByteSize() < 300 + (512 << 10) for p in parts)
     finally:
         s.close()
 
