@@ -6,8 +6,8 @@ and to raftkv; every watcher must see the same responses.
     python -m tests.etcdctl.differential_watch --seed 7 --seeds 5 --examples 30
 
 It reuses tests/etcdctl/differential.py: the servers (started with --max-request-bytes
-MAX_REQUEST_BYTES, so that watch responses are fragmented, and a progress notify interval of
-PROGRESS_INTERVAL), the Targets, tree() (header reduced to its revision, lease IDs symbolic) and
+MAX_REQUEST_BYTES, so that watch responses of a few large values are fragmented, and a
+progress notify interval of PROGRESS_INTERVAL), the Targets, tree() (header reduced to its revision, lease IDs symbolic) and
 OpGen for the writes, whose answers are compared as that module does. Each example opens 1 to
 3 fresh streams per server and closes them at its end.
 
@@ -61,14 +61,13 @@ import grpc
 from raftkv.api.etcd.proto import rpc_pb2, rpc_pb2_grpc
 from tests.etcdctl import differential as diff
 
-MAX_REQUEST_BYTES = 1024  # both servers: watch responses above this are fragmented
+MAX_REQUEST_BYTES = 200_000  # both servers (etcd's default is 1.5 MiB)
+# etcd 3.4 fragments a watch response at --max-request-bytes plus its 512 KiB gRPC overhead.
+FRAGMENT_BYTES = MAX_REQUEST_BYTES + 512 * 1024
 PROGRESS_INTERVAL = "1s"  # --experimental-watch-progress-notify-interval on both servers
 SERVER_ARGS = ("--max-request-bytes", str(MAX_REQUEST_BYTES),
                "--experimental-watch-progress-notify-interval", PROGRESS_INTERVAL)
-# raftkv sizes a request by its own encoding, up to ten times the protobuf size for a nested
-# txn (field names), and refuses some that etcd accepts near the limit: txns stay far below.
-TXN_BYTES_MAX = MAX_REQUEST_BYTES // 16
-LONG_VALUE_TIMES = 150  # some puts repeat their value: values of up to 300 bytes
+BIG_VALUE_BYTES = 190_000  # some puts: four such events make a response to be fragmented
 STEPS_PER_EXAMPLE = 40
 ETCD_IDLE_S = 0.3  # etcd syncs unsynced watchers every 100 ms
 SETTLE_TIMEOUT_S = 10.0
@@ -150,7 +149,7 @@ def view(responses, creates, to_sym, current_rev, own_fragments=False):
                 by_id[wid] = request
                 last_rev[wid] = 0
         if (own_fragments and not resp.fragment and wid not in partial and len(resp.events) > 1
-                and resp.ByteSize() >= MAX_REQUEST_BYTES and by_id.get(wid) is not None
+                and resp.ByteSize() >= FRAGMENT_BYTES and by_id.get(wid) is not None
                 and by_id[wid].fragment):
             problems.append(f"watcher {wid}: {resp.ByteSize()} bytes sent whole although "
                             f"it asked for fragments")
@@ -206,9 +205,9 @@ def _fragment_problems(resp, wid):
     out = []
     if not resp.events:
         out.append(f"watcher {wid}: an empty fragment")
-    if len(resp.events) > 1 and resp.ByteSize() >= MAX_REQUEST_BYTES:
+    if len(resp.events) > 1 and resp.ByteSize() >= FRAGMENT_BYTES:
         out.append(f"watcher {wid}: a fragment of {len(resp.events)} events and "
-                   f"{resp.ByteSize()} bytes (limit {MAX_REQUEST_BYTES})")
+                   f"{resp.ByteSize()} bytes (limit {FRAGMENT_BYTES})")
     return out
 
 
@@ -243,18 +242,28 @@ class WatchGen:
     def next_step(self):
         r = self.rng.random()
         stream = self.rng.randrange(self.streams)
+        if r < 0.02:
+            return ("burst", self.burst())
         if r < 0.62:
             op = self.ops.next_op()
-            while op.method == "Txn" and op.request.ByteSize() > TXN_BYTES_MAX:
-                op = self.ops.next_op()
-            if op.method == "Put" and self.rng.random() < 0.4:
-                op.request.value *= LONG_VALUE_TIMES  # large responses, to be fragmented
+            if op.method == "Put" and self.rng.random() < 0.25:
+                op.request.value = (op.request.value or b"v")[:1] * BIG_VALUE_BYTES
             return ("write", op)
         if r < 0.85:
             return ("create", stream, self.create_request())
         if r < 0.95:
             return ("cancel", stream, self.cancel_id(stream))
         return ("progress", stream)
+
+    def burst(self):
+        """Writes that make one revision large enough to be fragmented: BIG_VALUE_BYTES values
+        under a prefix, then a delete of the prefix (its events carry them as prev_kv)."""
+        prefix = self.rng.choice((b"a", b"b", b"c"))
+        keys = [k for k in diff.KEYS if k.startswith(prefix)] * 2
+        ops = [diff.Op("KV", "Put", rpc_pb2.PutRequest(key=k, value=b"B" * BIG_VALUE_BYTES))
+               for k in keys[:4]]
+        return ops + [diff.Op("KV", "DeleteRange", rpc_pb2.DeleteRangeRequest(
+            key=prefix, range_end=diff._prefix_end(prefix)))]
 
     def create_request(self):
         rng, ops = self.rng, self.ops
@@ -338,6 +347,10 @@ class Run:
 
     def step(self, step):
         kind = step[0]
+        if kind == "burst":
+            for op in step[1]:
+                self.step(("write", op))
+            return
         if kind == "write":
             op = step[1]
             want_raw, want, got = diff.ask_both(*self.targets, self.gen.ops, op)
