@@ -7,9 +7,10 @@ and to raftkv; every watcher must see the same responses.
 
 It reuses tests/etcdctl/differential.py: the servers (started with --max-request-bytes
 MAX_REQUEST_BYTES, so that watch responses of a few large values are fragmented, and a
-progress notify interval of PROGRESS_INTERVAL), the Targets, tree() (header reduced to its revision, lease IDs symbolic) and
-OpGen for the writes, whose answers are compared as that module does. Each example opens 1 to
-3 fresh streams per server and closes them at its end.
+progress notify interval of PROGRESS_INTERVAL), the Targets, tree() (header reduced to its
+revision, lease IDs symbolic) and OpGen for the writes, whose answers are compared as that
+module does. Each example opens 1 to 3 fresh streams per server and closes them at its end.
+The raftkv member is a follower or the leader as the seed falls (seed % 3).
 
 What etcd guarantees is compared as it is; what is normalised, and why:
 

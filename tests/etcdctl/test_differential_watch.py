@@ -22,7 +22,7 @@ from tests.etcdctl import differential, differential_watch
 pytestmark = [pytest.mark.timeout(600),
               pytest.mark.skipif(not shutil.which("etcd"), reason="etcd is not installed")]
 
-EXAMPLES = int(os.environ.get("RAFTKV_WDIFF_EXAMPLES", "3"))
+EXAMPLES = int(os.environ.get("RAFTKV_WDIFF_EXAMPLES", "4"))
 SEED = int(os.environ.get("RAFTKV_WDIFF_SEED", "20240612"))
 
 
