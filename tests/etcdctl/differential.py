@@ -84,6 +84,7 @@ class Target:
 
     def __init__(self, name, endpoint):
         self.name = name
+        self.endpoint = endpoint
         self.channel = grpc.insecure_channel(endpoint)
         self.stubs = {"KV": rpc_pb2_grpc.KVStub(self.channel),
                       "Lease": rpc_pb2_grpc.LeaseStub(self.channel)}

@@ -69,6 +69,7 @@ PROGRESS_INTERVAL = "1s"  # --experimental-watch-progress-notify-interval on bot
 SERVER_ARGS = ("--max-request-bytes", str(MAX_REQUEST_BYTES),
                "--experimental-watch-progress-notify-interval", PROGRESS_INTERVAL)
 BIG_VALUE_BYTES = 190_000  # some puts: four such events make a response to be fragmented
+RECEIVE_BYTES_MAX = 1 << 30
 STEPS_PER_EXAMPLE = 40
 ETCD_IDLE_S = 0.3  # etcd syncs unsynced watchers every 100 ms
 SETTLE_TIMEOUT_S = 10.0
@@ -86,7 +87,11 @@ class Streams:
 
     def __init__(self, target, count):
         self.target = target
-        self.stub = rpc_pb2_grpc.WatchStub(target.channel)
+        # A catch-up response holds every event since its start revision, many MB with large
+        # values (gRPC's default limit is 4 MiB).
+        self.channel = grpc.insecure_channel(target.endpoint, options=[
+            ("grpc.max_receive_message_length", RECEIVE_BYTES_MAX)])
+        self.stub = rpc_pb2_grpc.WatchStub(self.channel)
         self.lock = threading.Lock()
         self.queues = [queue.Queue() for _ in range(count)]
         self.got = [[] for _ in range(count)]
@@ -125,6 +130,7 @@ class Streams:
             call.cancel()
         for thread in self.threads:
             thread.join(5.0)
+        self.channel.close()
 
 
 # ------------------------------------------------------------------------------ views
