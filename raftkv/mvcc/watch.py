@@ -228,6 +228,8 @@ class _Reader:
     def event(self, ev, want_prev):
         entry, fields, prev_entry = ev
         out = {"type": entry & 1, "kv": codec.kv_dict(fields)}
+        if not entry & 1 and fields[1] == fields[2]:  # a create event: etcd sends no prev_kv
+            return out
         if want_prev and prev_entry is not None and prev_entry >> _SHIFT == entry >> _SHIFT:
             prev_entry = self._before_txn(fields[0], entry)
         if want_prev and prev_entry is not None:

@@ -180,3 +180,20 @@ def test_prev_kv_absent_when_the_txn_created_the_key(h):
     evs = events(w)
     assert revs(evs) == [(0, b"c", 2), (1, b"c", 2)]
     assert ["prev_kv" in e for e in evs] == [False, False]
+
+
+def test_create_event_has_no_prev_kv(h):
+    """etcd gives a create event (a PUT whose create_revision is its mod_revision) no prev_kv,
+    even when one txn deleted the key and then put it again (differential watch test, seed
+    106: raftkv's replay gave the put the key from before the txn)."""
+    h.put(b"c", b"old")  # rev 2
+    live = h.store.watch(b"c", prev_kv=True)
+    h.one("txn", {"success": [
+        {"request_delete_range": {"key": b"b", "range_end": b"\0"}},
+        {"request_put": {"key": b"c", "value": b"new"}}]})
+    replay = h.store.watch(b"c", start_revision=3, prev_kv=True)
+    for w in (live, replay):
+        evs = events(w)
+        assert revs(evs) == [(1, b"c", 3), (0, b"c", 3)]
+        assert evs[0]["prev_kv"]["value"] == b"old"
+        assert "prev_kv" not in evs[1]
