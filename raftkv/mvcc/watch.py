@@ -228,11 +228,22 @@ class _Reader:
     def event(self, ev, want_prev):
         entry, fields, prev_entry = ev
         out = {"type": entry & 1, "kv": codec.kv_dict(fields)}
+        if not entry & 1 and fields[1] == fields[2]:  # a create event: etcd sends no prev_kv
+            return out
+        if want_prev and prev_entry is not None and prev_entry >> _SHIFT == entry >> _SHIFT:
+            prev_entry = self._before_txn(fields[0], entry)
         if want_prev and prev_entry is not None:
             prev = self._get(prev_entry)
             if prev is not None:
                 out["prev_kv"] = codec.kv_dict(prev)
         return out
+
+    def _before_txn(self, key, entry):
+        """The key's live entry before entry's revision, or None. etcd reads an event's prev_kv
+        at its revision - 1, so a key changed twice by one txn has, on both events, its value
+        from before the txn (not the txn's own earlier change)."""
+        ki = self.store._index.get(key)
+        return None if ki is None else ki.before(entry >> _SHIFT << _SHIFT)
 
     def history(self, w, current, max_events):
         """w's events from w.next_rev up to `current`, whole revisions, about max_events.
@@ -256,8 +267,8 @@ class _Reader:
             if not w.matches(fields[0]) or not _wanted(w, entry):
                 continue
             prev = None
-            if w.prev_kv:
+            if w.prev_kv:  # the key at the revision before (see _before_txn)
                 ki = index.get(fields[0])
-                prev = ki.before(entry) if ki is not None else None
+                prev = ki.before(main << _SHIFT) if ki is not None else None
             events.append(self.event((entry, fields, prev), w.prev_kv))
         return events, current

@@ -100,6 +100,21 @@ def test_client_chosen_watch_id_and_duplicate(stream):
     assert dup.cancel_reason == watch_mod.DUPLICATE_ID
 
 
+@pytest.mark.parametrize("key, range_end", [(b"b", b"a"), (b"b", b"b"), (b"\xff", b"c"),
+                                             (b"", b"\0")])
+def test_empty_range_is_refused_without_using_an_id(stream, key, range_end):
+    """etcd 3.4 (watchStream.Watch) refuses a range that holds no key (range_end at or below
+    the key; "\\0" alone means from-key) with watch_id -1 before looking at the id, and the
+    next automatic id is still 0 (differential watch test, seed 1: raftkv watched nothing)."""
+    refused = stream.create(key, range_end, watch_id=7)
+    if range_end == b"\0":  # from-key: a real watcher
+        assert refused.watch_id == 7 and not refused.canceled
+        return
+    assert refused.created and refused.canceled and refused.watch_id == -1
+    assert refused.cancel_reason == watch_mod.EMPTY_RANGE
+    assert stream.create(b"a").watch_id == 0
+
+
 def test_progress_request_answers_with_header(grpc_server, stream):
     stream.create(b"a")
     put(grpc_server, b"z", b"1")
@@ -155,6 +170,29 @@ def test_compacted_watch_is_canceled_with_revision(grpc_server, stream):
     assert resp.canceled and resp.compact_revision == 5 and resp.watch_id == created.watch_id
 
 
+def test_compacted_watcher_keeps_its_id_until_canceled(grpc_server, stream):
+    """etcd 3.4 sends the compaction notice with header revision 0 and keeps the watcher's id
+    on the stream: a create with it is a duplicate, an automatic id skips it, and a cancel is
+    answered (differential watch test, seed 1: raftkv sent the store's revision, forgot the
+    id and answered the cancel with nothing)."""
+    grpc_server.service.watch = _CompactedWatch(grpc_server.service)
+    created = stream.create(b"a", start_revision=2, watch_id=1)
+    resp = stream.next()
+    assert resp.canceled and resp.compact_revision == 5 and resp.watch_id == 1
+    assert resp.header.revision == 0 and resp.header.member_id
+    dup = stream.create(b"b", watch_id=1)
+    assert dup.canceled and dup.cancel_reason == watch_mod.DUPLICATE_ID
+    assert stream.create(b"b").watch_id == 0
+    stream.next()  # watcher 0's compaction notice
+    assert stream.create(b"b").watch_id == 2
+    stream.next()
+    stream.cancel(created.watch_id)
+    resp = stream.next()
+    assert resp.canceled and resp.watch_id == 1 and not resp.compact_revision
+    assert resp.header.revision
+    assert stream.create(b"c", watch_id=1).watch_id == 1
+
+
 def test_progress_notify_sends_empty_responses(make_server):
     """The service's progress notifications (it sends them only to a watcher that has every
     event up to their revision) become empty responses of the watcher's id."""
@@ -183,6 +221,9 @@ def test_fragments_split_large_responses():
 
 
 def test_fragmented_stream(make_server):
+    """Fragments are cut at --max-request-bytes plus etcd's 512 KiB gRPC overhead, as etcd
+    3.4's watch server does; a response above the request limit alone goes whole
+    (differential watch test: raftkv cut a 1.1 KB response at --max-request-bytes 1024)."""
     server = make_server(max_request_bytes=300)
     for i in range(5):
         put(server, b"f%d" % i, b"v" * 100)
@@ -190,11 +231,18 @@ def test_fragmented_stream(make_server):
     s = Stream(server)
     try:
         s.create(b"f", b"g", fragment=True)
+        whole = s.next()
+        assert not whole.fragment and len(whole.events) == 5 and whole.ByteSize() > 300
+        assert s.next().canceled  # _BatchWatch ended
+        for i in range(5):
+            put(server, b"f%d" % i, b"v" * (150 << 10))
+        assert s.create(b"f", b"g", fragment=True).created
         parts = [s.next()]
         while parts[-1].fragment:
             parts.append(s.next())
         assert len(parts) > 1
         assert [e.kv.key for p in parts for e in p.events] == [b"f%d" % i for i in range(5)]
+        assert all(p.ByteSize() < 300 + (512 << 10) for p in parts)
     finally:
         s.close()
 

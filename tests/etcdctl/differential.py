@@ -84,6 +84,7 @@ class Target:
 
     def __init__(self, name, endpoint):
         self.name = name
+        self.endpoint = endpoint
         self.channel = grpc.insecure_channel(endpoint)
         self.stubs = {"KV": rpc_pb2_grpc.KVStub(self.channel),
                       "Lease": rpc_pb2_grpc.LeaseStub(self.channel)}
@@ -471,6 +472,19 @@ class Mismatch(AssertionError):
     pass
 
 
+def ask_both(etcd, raftkv, gen, op):
+    """Send op to both Targets: (etcd's raw response or None, etcd's answer, raftkv's answer),
+    answers as tree() or an error tuple. A lease a server picked is learned as gen names it."""
+    answers = []
+    for target in (etcd, raftkv):
+        raw, error = target.call(op)
+        if raw is not None and op.method == "LeaseGrant" and op.request.ID == 0:
+            target.learn_lease(gen.next_server_sym, raw)
+        answers.append((raw, error or tree(raw, target.to_sym)))
+    (want_raw, want), (_, got) = answers
+    return want_raw, want, got
+
+
 def run(etcd, raftkv, seed, examples, ops_per_example=OPS_PER_EXAMPLE, log=None, trace=None):
     """Send the same random requests to both Targets; raise Mismatch at the first difference.
     Returns how many requests were compared. log(line) after each example; trace(line) after
@@ -482,13 +496,7 @@ def run(etcd, raftkv, seed, examples, ops_per_example=OPS_PER_EXAMPLE, log=None,
         gen.new_example()
         for step in range(ops_per_example):
             op = gen.next_op()
-            answers = []
-            for target in (etcd, raftkv):
-                raw, error = target.call(op)
-                if raw is not None and op.method == "LeaseGrant" and op.request.ID == 0:
-                    target.learn_lease(gen.next_server_sym, raw)
-                answers.append((raw, error or tree(raw, target.to_sym)))
-            (want_raw, want), (_, got) = answers
+            want_raw, want, got = ask_both(etcd, raftkv, gen, op)
             history.append(op.describe())
             if trace:
                 trace(f"{example}.{step} {op.describe()}\n  etcd:   {want}\n  raftkv: {got}")
@@ -530,26 +538,30 @@ def connect(etcd_endpoint, raftkv_endpoint):
     return targets
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def seeds_main(argv, doc, count_flag, count_default, count_help, run_fn, extra_args=(),
+               connect_fn=connect, what="requests, same answers"):
+    """The command line of a differential module: --seed, --seeds, its count flag (examples or
+    steps per seed: count_flag, its default and help) and --trace; each seed runs
+    run_fn(etcd, raftkv, seed, count, log=, trace=) on fresh servers (extra_args: flags both
+    take; connect_fn makes the targets). Returns the exit status: 1 if any seed differed."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--seed", type=int, default=1, help="first base seed (default 1)")
     p.add_argument("--seeds", type=int, default=1,
                    help="how many base seeds, one after the other, each on fresh servers")
-    p.add_argument("--examples", type=int, default=20,
-                   help=f"examples per seed, {OPS_PER_EXAMPLE} requests each")
+    p.add_argument(count_flag, type=int, default=count_default, help=count_help)
     p.add_argument("--trace", action="store_true", help="print every request and both answers")
     args = p.parse_args(argv)
+    count = getattr(args, count_flag.lstrip("-").replace("-", "_"))
     failures = 0
     for seed in range(args.seed, args.seed + args.seeds):
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="raftkv-diff-") as root, \
-                servers(root) as (etcd_ep, raftkv_eps):
-            etcd, raftkv = connect(etcd_ep, raftkv_eps[seed % len(raftkv_eps)])
+                servers(root, extra_args=extra_args) as (etcd_ep, raftkv_eps):
+            etcd, raftkv = connect_fn(etcd_ep, raftkv_eps[seed % len(raftkv_eps)])
             try:
-                n = run(etcd, raftkv, seed, args.examples, log=print,
-                        trace=print if args.trace else None)
-                print(f"seed {seed}: {n} requests, same answers "
-                      f"({time.monotonic() - started:.1f} s)")
+                n = run_fn(etcd, raftkv, seed, count, log=print,
+                           trace=print if args.trace else None)
+                print(f"seed {seed}: {n} {what} ({time.monotonic() - started:.1f} s)")
             except Mismatch as exc:
                 failures += 1
                 print(f"seed {seed}: MISMATCH\n{exc}")
@@ -557,6 +569,11 @@ def main(argv=None):
                 etcd.close()
                 raftkv.close()
     return 1 if failures else 0
+
+
+def main(argv=None):
+    return seeds_main(argv, __doc__, "--examples", 20,
+                      f"examples per seed, {OPS_PER_EXAMPLE} requests each", run)
 
 
 if __name__ == "__main__":

@@ -32,12 +32,9 @@ auth is on, which users hold a token), so one seed replays the same run.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import random
 import sys
-import tempfile
-import time
 
 from raftkv.api.etcd.proto import rpc_pb2, rpc_pb2_grpc
 from tests.etcdctl import differential
@@ -514,31 +511,8 @@ def connect(etcd_endpoint, raftkv_endpoint):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seed", type=int, default=1, help="first base seed (default 1)")
-    p.add_argument("--seeds", type=int, default=1,
-                   help="how many base seeds, one after the other, each on fresh servers")
-    p.add_argument("--steps", type=int, default=STEPS, help="requests per seed")
-    p.add_argument("--trace", action="store_true", help="print every request and both answers")
-    args = p.parse_args(argv)
-    failures = 0
-    for seed in range(args.seed, args.seed + args.seeds):
-        started = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix="raftkv-diff-auth-") as root, \
-                servers(root) as (etcd_ep, raftkv_eps):
-            etcd, raftkv = connect(etcd_ep, raftkv_eps[seed % len(raftkv_eps)])
-            try:
-                n = run(etcd, raftkv, seed, args.steps, log=print,
-                        trace=print if args.trace else None)
-                print(f"seed {seed}: {n} requests, same answers "
-                      f"({time.monotonic() - started:.1f} s)")
-            except Mismatch as exc:
-                failures += 1
-                print(f"seed {seed}: MISMATCH\n{exc}")
-            finally:
-                etcd.close()
-                raftkv.close()
-    return 1 if failures else 0
+    return differential.seeds_main(argv, __doc__, "--steps", STEPS, "requests per seed", run,
+                                   extra_args=SERVER_ARGS, connect_fn=connect)
 
 
 if __name__ == "__main__":

@@ -99,7 +99,9 @@ def server_options(max_request_bytes, reuse_port=False, limits=None):
 
 def add_services(server, service, *, max_request_bytes):
     rpc_pb2_grpc.add_KVServicer_to_server(KVServicer(service), server)
-    watch = WatchServicer(service, max_response_bytes=max_request_bytes)
+    # etcd 3.4's watch server cuts fragments at --max-request-bytes plus the gRPC overhead
+    # (NewWatchServer), not at the request limit itself.
+    watch = WatchServicer(service, max_response_bytes=max_request_bytes + GRPC_OVERHEAD_BYTES)
     rpc_pb2_grpc.add_WatchServicer_to_server(watch, server)
     rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseServicer(service), server)
     rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterServicer(service), server)

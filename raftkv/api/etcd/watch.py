@@ -27,6 +27,7 @@ from raftkv.api.etcd.proto import rpc_pb2, rpc_pb2_grpc
 log = logging.getLogger(__name__)
 
 DUPLICATE_ID = "mvcc: duplicate watch ID provided on the WatchStream"
+EMPTY_RANGE = "mvcc: watcher range is empty"
 _NOPUT, _NODELETE = 0, 1
 _EVENT_OVERHEAD = 6  # tag + length prefix of one embedded Event, upper bound for sizing
 
@@ -108,9 +109,10 @@ class _WatchStream:
     async def _create(self, create):
         header = await current_header(self.service)
         watch_id = create.watch_id
-        if watch_id and watch_id in self.watchers:
-            self._send(header, watch_id=-1, created=True, canceled=True,
-                             cancel_reason=DUPLICATE_ID)
+        refused = (EMPTY_RANGE if _empty_range(create) else
+                   DUPLICATE_ID if watch_id and watch_id in self.watchers else None)
+        if refused:  # as etcd's watchStream.Watch: the range first, then the id; no id used
+            self._send(header, watch_id=-1, created=True, canceled=True, cancel_reason=refused)
             return
         if not watch_id:
             while self.next_id in self.watchers:
@@ -143,9 +145,13 @@ class _WatchStream:
                 if batch.get("created"):
                     continue  # this stream sent its own created response already
                 if batch.get("compact_revision"):
-                    final = {"canceled": True, "compact_revision": batch["compact_revision"],
-                             "header": batch.get("header", {})}
-                    break
+                    # etcd 3.4 sends it with header revision 0 and keeps the id on the stream
+                    # until the client cancels it (watchStream.Cancel answers; a create with
+                    # that id is a duplicate; an automatic id skips it).
+                    self._send(dict(batch.get("header", {}), revision=0),
+                               watch_id=watcher.watch_id, canceled=True,
+                               compact_revision=batch["compact_revision"])
+                    return
                 self._deliver(watcher, batch)
         except RaftkvError as exc:
             final = {"canceled": True, "cancel_reason": exc.message}
@@ -158,10 +164,7 @@ class _WatchStream:
         for task in watcher.tasks:
             if task is not asyncio.current_task():
                 task.cancel()
-        header = final.pop("header", None)
-        if header is None:
-            header = await self._header_or_empty()
-        self._send(header, watch_id=watcher.watch_id, **final)
+        self._send(await self._header_or_empty(), watch_id=watcher.watch_id, **final)
 
     async def _header_or_empty(self):
         try:
@@ -202,6 +205,13 @@ async def _stop(watcher):
     for task in watcher.tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def _empty_range(create):
+    """A range that holds no key: range_end at or below the key (an empty key is "\\0" and an
+    end of "\\0" means every key from it, as etcd reads them)."""
+    end = create.range_end
+    return end not in (b"", b"\0") and (create.key or b"\0") >= end
 
 
 def _filtered(events, create):

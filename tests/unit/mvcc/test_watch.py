@@ -151,3 +151,49 @@ def test_progress(h):
                                      "events": []}
     h.put(b"k")
     assert w.progress_response() is None
+
+
+def test_prev_kv_is_the_key_before_the_txn(h):
+    """etcd reads an event's prev_kv at its revision - 1: when one txn puts a key and then
+    deletes it (a from-key delete, which etcd's duplicate check lets by), the delete's prev_kv
+    is the key as it was before the txn, not the put of the same txn (differential watch
+    test, seed 4)."""
+    h.put(b"c", b"old")  # rev 2
+    live = h.store.watch(b"c", prev_kv=True)
+    h.one("txn", {"success": [
+        {"request_put": {"key": b"c", "value": b"new"}},
+        {"request_delete_range": {"key": b"b", "range_end": b"\0"}}]})
+    replay = h.store.watch(b"c", start_revision=3, prev_kv=True)
+    for w in (live, replay):
+        evs = events(w)
+        assert revs(evs) == [(0, b"c", 3), (1, b"c", 3)]
+        assert [e["prev_kv"]["value"] for e in evs] == [b"old", b"old"]
+        assert [e["prev_kv"]["mod_revision"] for e in evs] == [2, 2]
+
+
+def test_prev_kv_absent_when_the_txn_created_the_key(h):
+    """A key created and deleted by one txn had no value at revision - 1."""
+    w = h.store.watch(b"c", prev_kv=True)
+    h.one("txn", {"success": [
+        {"request_put": {"key": b"c", "value": b"new"}},
+        {"request_delete_range": {"key": b"c", "range_end": b"\0"}}]})
+    evs = events(w)
+    assert revs(evs) == [(0, b"c", 2), (1, b"c", 2)]
+    assert ["prev_kv" in e for e in evs] == [False, False]
+
+
+def test_create_event_has_no_prev_kv(h):
+    """etcd gives a create event (a PUT whose create_revision is its mod_revision) no prev_kv,
+    even when one txn deleted the key and then put it again (differential watch test, seed
+    106: raftkv's replay gave the put the key from before the txn)."""
+    h.put(b"c", b"old")  # rev 2
+    live = h.store.watch(b"c", prev_kv=True)
+    h.one("txn", {"success": [
+        {"request_delete_range": {"key": b"b", "range_end": b"\0"}},
+        {"request_put": {"key": b"c", "value": b"new"}}]})
+    replay = h.store.watch(b"c", start_revision=3, prev_kv=True)
+    for w in (live, replay):
+        evs = events(w)
+        assert revs(evs) == [(1, b"c", 3), (0, b"c", 3)]
+        assert evs[0]["prev_kv"]["value"] == b"old"
+        assert "prev_kv" not in evs[1]
