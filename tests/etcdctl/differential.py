@@ -538,8 +538,22 @@ def connect(etcd_endpoint, raftkv_endpoint):
     return targets
 
 
+@contextlib.contextmanager
+def paired_targets(root, seed, extra_args=(), connect_fn=None):
+    """Fresh servers under root (see servers) and their targets (etcd, raftkv), closed after.
+    The raftkv member asked is a follower or the leader as the seed falls (seed % members):
+    both must answer as etcd does."""
+    with servers(root, extra_args=extra_args) as (etcd_ep, raftkv_eps):
+        etcd, raftkv = (connect_fn or connect)(etcd_ep, raftkv_eps[seed % len(raftkv_eps)])
+        try:
+            yield etcd, raftkv
+        finally:
+            etcd.close()
+            raftkv.close()
+
+
 def seeds_main(argv, doc, count_flag, count_default, count_help, run_fn, extra_args=(),
-               connect_fn=connect, what="requests, same answers"):
+               connect_fn=None, what="requests, same answers"):
     """The command line of a differential module: --seed, --seeds, its count flag (examples or
     steps per seed: count_flag, its default and help) and --trace; each seed runs
     run_fn(etcd, raftkv, seed, count, log=, trace=) on fresh servers (extra_args: flags both
@@ -556,8 +570,7 @@ def seeds_main(argv, doc, count_flag, count_default, count_help, run_fn, extra_a
     for seed in range(args.seed, args.seed + args.seeds):
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="raftkv-diff-") as root, \
-                servers(root, extra_args=extra_args) as (etcd_ep, raftkv_eps):
-            etcd, raftkv = connect_fn(etcd_ep, raftkv_eps[seed % len(raftkv_eps)])
+                paired_targets(root, seed, extra_args, connect_fn) as (etcd, raftkv):
             try:
                 n = run_fn(etcd, raftkv, seed, count, log=print,
                            trace=print if args.trace else None)
@@ -565,9 +578,6 @@ def seeds_main(argv, doc, count_flag, count_default, count_help, run_fn, extra_a
             except Mismatch as exc:
                 failures += 1
                 print(f"seed {seed}: MISMATCH\n{exc}")
-            finally:
-                etcd.close()
-                raftkv.close()
     return 1 if failures else 0
 
 

@@ -499,10 +499,6 @@ def run(etcd, raftkv, seed, steps=STEPS, log=None, trace=None):
     return steps
 
 
-def servers(root):
-    return differential.servers(root, extra_args=SERVER_ARGS)
-
-
 def connect(etcd_endpoint, raftkv_endpoint):
     targets = AuthTarget("etcd", etcd_endpoint), AuthTarget("raftkv", raftkv_endpoint)
     for target in targets:

@@ -25,15 +25,8 @@ SEED = int(os.environ.get("RAFTKV_DIFF_SEED", "20240611"))
 @pytest.fixture(scope="module")
 def targets(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("differential"))
-    with differential.servers(root) as (etcd_endpoint, raftkv_endpoints):
-        # A follower or the leader, as the seed falls: both must answer as etcd does.
-        etcd, raftkv = differential.connect(etcd_endpoint,
-                                            raftkv_endpoints[SEED % len(raftkv_endpoints)])
-        try:
-            yield etcd, raftkv
-        finally:
-            etcd.close()
-            raftkv.close()
+    with differential.paired_targets(root, SEED) as pair:
+        yield pair
 
 
 def test_random_requests_answer_as_etcd(targets):

@@ -27,15 +27,9 @@ SEED = int(os.environ.get("RAFTKV_DIFF_AUTH_SEED", "20240612"))
 
 
 def test_random_auth_requests_answer_as_etcd(tmp_path):
-    with differential_auth.servers(str(tmp_path)) as (etcd_endpoint, raftkv_endpoints):
-        # A follower or the leader, as the seed falls: both must answer as etcd does.
-        etcd, raftkv = differential_auth.connect(
-            etcd_endpoint, raftkv_endpoints[SEED % len(raftkv_endpoints)])
-        try:
-            assert differential_auth.run(etcd, raftkv, SEED, STEPS) == STEPS
-        finally:
-            etcd.close()
-            raftkv.close()
+    with differential.paired_targets(str(tmp_path), SEED, differential_auth.SERVER_ARGS,
+                                     differential_auth.connect) as (etcd, raftkv):
+        assert differential_auth.run(etcd, raftkv, SEED, STEPS) == STEPS
 
 
 def test_only_the_token_is_normalised():

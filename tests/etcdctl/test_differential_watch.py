@@ -29,16 +29,8 @@ SEED = int(os.environ.get("RAFTKV_WDIFF_SEED", "20240612"))
 @pytest.fixture(scope="module")
 def targets(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("differential_watch"))
-    with differential.servers(root, extra_args=differential_watch.SERVER_ARGS) as (
-            etcd_endpoint, raftkv_endpoints):
-        # A follower or the leader, as the seed falls: both must answer as etcd does.
-        etcd, raftkv = differential.connect(etcd_endpoint,
-                                            raftkv_endpoints[SEED % len(raftkv_endpoints)])
-        try:
-            yield etcd, raftkv
-        finally:
-            etcd.close()
-            raftkv.close()
+    with differential.paired_targets(root, SEED, differential_watch.SERVER_ARGS) as pair:
+        yield pair
 
 
 def test_random_watches_answer_as_etcd(targets):
