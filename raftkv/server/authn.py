@@ -25,14 +25,19 @@ class AuthFrontEnd:
     def _store(self):
         return self._service.m.kv.auth
 
-    async def call(self, op, body, user):
+    async def call(self, op, body, who):
+        """who: the request's identity fields (Service.user_of). A read resolves them after
+        its ReadIndex barrier, as a range does, so that a token or role change committed
+        before it holds on a member that had not applied it yet."""
         service, store = self._service, self._store
-        if op == "authenticate":
-            return await self._authenticate(body)
         if op in auth_mod.READ_OPS:
             await service.read_barrier()
+            user = service.user_of(who)
             self._check_read(op, body, user)
             return dict(self._read(op, body), header=service.header())
+        user = service.user_of(who)
+        if op == "authenticate":
+            return await self._authenticate(body)
         store.check_admin(user)  # a clear answer now; apply checks again in log order
         proposal = await self._proposal(op, body)
         proposal[auth_mod.USER_FIELD] = user

@@ -100,9 +100,9 @@ class Service:
         self._request_checks(op, body)
         if op == "range":  # its token and permission are checked after its barrier
             return await self._op_range(body, who)
-        user = self.user_of(who)
         if op in self.auth.OPS:
-            return await self.auth.call(op, body, user)
+            return await self.auth.call(op, body, who)
+        user = self.user_of(who)
         auth = self.m.kv.auth
         self._require_user(op, user, body)
         if auth.enabled and op in ADMIN_FRONT_OPS:  # reads are checked where they are served,

@@ -255,6 +255,48 @@ def test_request_checks_tokens_and_users_in_etcds_order(make_cluster):
     anonymous.call("range", {"key": b"/app/x"}, authenticated=False)
 
 
+class _LaggingMember:
+    """A 3-member cluster with auth set up (_setup), whose follower `lagging` can be cut off
+    (partition failpoint) while the leader commits changes."""
+
+    def __init__(self, make_cluster, tmp_path, monkeypatch):
+        from tests.cluster import histories
+        self._histories = histories
+        self.fp_dir = tmp_path / "failpoints"
+        self.fp_dir.mkdir()
+        monkeypatch.setenv("RAFTKV_FAILPOINT_DIR", str(self.fp_dir))
+        self.h = h = make_cluster(3)
+        _setup(h)
+        self.leader = h.leader()
+        self.lagging = next(m for m in h.members if m is not self.leader)
+        self.ids = {m.name: h.status(m)["header"]["member_id"] for m in h.members}
+        self.root = _client(h, [self.leader], user="root", password="rootpw")
+
+    def _cut(self, cut):
+        self._histories.write_partition(str(self.fp_dir), list(self.ids), cut)
+
+    def read_while_cut_off(self, change, read):
+        """Cut the lagging member off, run change() (committed by the other two), start
+        read() (a request to the lagging member), heal after 1 s. Returns (whether the read
+        was answered before the heal, its result or None, its error code or None)."""
+        from concurrent.futures import ThreadPoolExecutor
+        self._cut(self._histories.isolation(self.ids, self.lagging.name))
+        try:
+            time.sleep(0.5)  # the failpoint file is polled
+            change()
+            with ThreadPoolExecutor(1) as pool:
+                pending = pool.submit(read)
+                time.sleep(1.0)
+                arrived_early = pending.done()
+                self._cut({})
+                try:
+                    return arrived_early, pending.result(timeout=30), None
+                except wire.RaftkvError as exc:
+                    return arrived_early, None, exc.code
+        finally:
+            self._cut({})
+
+
 def test_a_lagging_member_checks_reads_against_the_permissions_it_catches_up_to(
         make_cluster, tmp_path, monkeypatch):
     """A linearizable read sent to a member that has not yet applied a grant or a revoke is
@@ -262,48 +304,43 @@ def test_a_lagging_member_checks_reads_against_the_permissions_it_catches_up_to(
     off (partition failpoint) while the leader commits the change, the read goes to it, and
     the cut is healed. A grant must let the read through, a revoke must stop it (the member
     checked on arrival before: it denied the first and served the second)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tests.cluster.histories import isolation, write_partition
-
-    fp_dir = tmp_path / "failpoints"
-    fp_dir.mkdir()
-    monkeypatch.setenv("RAFTKV_FAILPOINT_DIR", str(fp_dir))
-    h = make_cluster(3)
-    _setup(h)
-    leader = h.leader()
-    lagging = next(m for m in h.members if m is not leader)
-    ids = {m.name: h.status(m)["header"]["member_id"] for m in h.members}
-    names = [m.name for m in h.members]
-    root = _client(h, [leader], user="root", password="rootpw")
-    root.put("/lag/k", "v")
-    alice = _client(h, [lagging], user="alice", password="alicepw")
+    lm = _LaggingMember(make_cluster, tmp_path, monkeypatch)
+    lm.root.put("/lag/k", "v")
+    alice = _client(lm.h, [lm.lagging], user="alice", password="alicepw")
     assert _code(alice.get, "/lag/k") == "PERMISSION_DENIED"  # authenticated on the lagging one
-
-    def read_while_cut_off(change):
-        write_partition(str(fp_dir), names, isolation(ids, lagging.name))
-        try:
-            time.sleep(0.5)  # the failpoint file is polled
-            change()  # committed by the leader and the other follower
-            with ThreadPoolExecutor(1) as pool:
-                pending = pool.submit(alice.get, "/lag/k")
-                time.sleep(1.0)
-                arrived_early = pending.done()
-                write_partition(str(fp_dir), names, {})
-                try:
-                    return arrived_early, pending.result(timeout=30), None
-                except wire.RaftkvError as exc:
-                    return arrived_early, None, exc.code
-        finally:
-            write_partition(str(fp_dir), names, {})
-
-    early, value, code = read_while_cut_off(
-        lambda: root.role_grant_permission("app", "read", "/lag/", prefix=True))
+    early, value, code = lm.read_while_cut_off(
+        lambda: lm.root.role_grant_permission("app", "read", "/lag/", prefix=True),
+        lambda: alice.get("/lag/k"))
     assert (early, code) == (False, None), "the grant was not seen"
     assert value is not None and value[0] == b"v"
-    early, value, code = read_while_cut_off(
-        lambda: root.role_revoke_permission("app", "/lag/", prefix=True))
+    early, value, code = lm.read_while_cut_off(
+        lambda: lm.root.role_revoke_permission("app", "/lag/", prefix=True),
+        lambda: alice.get("/lag/k"))
     assert (early, value, code) == (False, None, "PERMISSION_DENIED")
+
+
+def test_a_token_from_another_member_works_on_a_lagging_one_for_reads(
+        make_cluster, tmp_path, monkeypatch):
+    """A token issued by the leader (through the log) while a follower is cut off is good for
+    a range and an auth read on that follower: both resolve it after their barrier (before,
+    the follower refused it as invalid on arrival)."""
+    lm = _LaggingMember(make_cluster, tmp_path, monkeypatch)
+    at_leader = _client(lm.h, [lm.leader])
+    at_lagging = _client(lm.h, [lm.lagging])
+    tokens = []
+
+    def authenticate():
+        tokens.append(at_leader.call("authenticate", {"name": "alice",
+                                                      "password": "alicepw"})["token"])
+
+    early, resp, code = lm.read_while_cut_off(authenticate, lambda: at_lagging.call(
+        "range", {"key": b"/shared/config", "token": tokens[0]}, authenticated=False))
+    assert (early, code) == (False, None)
+    assert [kv["value"] for kv in resp["kvs"]] == [b"v1"]
+    early, resp, code = lm.read_while_cut_off(authenticate, lambda: at_lagging.call(
+        "role_get", {"role": "app", "token": tokens[1]}, authenticated=False))
+    assert (early, code) == (False, None)
+    assert len(resp["perm"]) == 2
 
 
 def test_lease_time_to_live_names_keys_only_to_users_who_may_read_them(make_cluster):
