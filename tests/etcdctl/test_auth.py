@@ -22,10 +22,6 @@ NOT_IN_RAFTKVCTL = {
     "auth-alice-member-add-denied": _NO_VERB,
     "auth-alice-defrag-denied": _NO_VERB,
     "auth-alice-hashkv-denied": _NO_VERB,
-    "auth-alice-snapshot-denied": _NO_VERB,
-    "auth-root-snapshot": _NO_VERB,
-    "auth-alice-status": "raftkvctl's endpoint status has columns of its own (revision, fault "
-                         "tolerance)",
 }
 
 
