@@ -200,7 +200,9 @@ def _emit(args, out, resp, simple, table=None, fields=None, pb=True):
         _print_json(pb_json(resp) if pb else resp, out)
     elif args.write_out == "fields" and fields is not None:
         fields(Fields(out))
-    elif args.write_out == "table" and table is not None:
+    elif args.write_out == "table":
+        if table is None:  # etcdctl 3.4 draws tables for member list and endpoint only
+            raise _Failed("table not supported as output format", exit_code=EXIT_BAD_FEATURE)
         headers, rows = table()
         write_table(headers, rows, out)
     else:
@@ -265,11 +267,7 @@ async def cmd_get(c, args, out):
         else:
             _print_kvs(resp.get("kvs", []), args, out)
 
-    def table():
-        return ["KEY", "VALUE"], [[_s(kv["key"]), _s(kv.get("value", b""))]
-                                  for kv in resp.get("kvs", [])]
-
-    _emit(args, out, resp, simple, table, fields=lambda f: f.get(resp))
+    _emit(args, out, resp, simple, fields=lambda f: f.get(resp))
 
 
 async def cmd_del(c, args, out):

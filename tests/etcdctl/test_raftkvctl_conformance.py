@@ -40,6 +40,9 @@ NOT_IN_RAFTKVCTL = {
     "auth-alice-member-add-denied": _MEMBER,
     "auth-alice-defrag-denied": _NO_VERB.format("defrag"),
     "auth-alice-hashkv-denied": _NO_VERB.format("endpoint hashkv"),
+    **dict.fromkeys(("endpoint-status-cluster-table", "endpoint-health-cluster-table"),
+                    "raftkvctl has no --cluster: the members' client URLs are their gRPC "
+                    "endpoints, not the native ones raftkvctl speaks to"),
 }
 # Deliberate differences of raftkvctl's own: step name -> reason.
 RAFTKVCTL_DIFFERENCES = {
