@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 
 import pytest
@@ -62,15 +61,7 @@ class RaftkvCtl(Ctl):
                 "--command-timeout", "5", *args]
 
     def env(self):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTKVCTL_")}
-        return env
-
-    def run(self, *args, stdin=None, timeout=20.0, check=True, endpoints=None):
-        proc = subprocess.run(self.argv(args, endpoints), input=stdin, capture_output=True,
-                              text=True, timeout=timeout, env=self.env())
-        if check:
-            assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
-        return proc
+        return {k: v for k, v in os.environ.items() if not k.startswith("RAFTKVCTL_")}
 
 
 def etcd_results(root):
