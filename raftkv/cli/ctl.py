@@ -1,6 +1,6 @@
 """raftkvctl: etcdctl v3's verbs and output formats over raftkv's native client.
 
-    raftkvctl [--endpoints=h:p,...] [-w simple|json|table] VERB ...
+    raftkvctl [--endpoints=h:p,...] [-w simple|json|table|fields] VERB ...
     put KEY [VALUE]          get KEY [END]          del KEY [END]        txn [-i]
     watch KEY [END]          lease grant|revoke|keep-alive|timetolive|list
     member list|update       endpoint health|status  compaction REV      load FILE
@@ -14,9 +14,12 @@ raftkv.client.endpoints. TLS takes etcdctl's flags: --cacert, --cert, --key,
 three, or an https:// or unixs:// endpoint, turns TLS on. With auth
 enabled, --user NAME[:PASSWORD] (or RAFTKVCTL_USER, RAFTKVCTL_PASSWORD) authenticates. Output
 follows etcdctl: simple prints key and value lines ("OK" for put, the count for del); json
-prints the response with bytes in base64 as etcdctl does; table draws a box for list-like
-answers. Errors go to stderr as "Error: <message>" with exit status 1, or 2 where etcdctl
-exits 2 (authentication failed; `lease keep-alive --once` of a lease that is gone).
+prints the response as etcdctl does (compact, bytes in base64, zero fields left out); table
+draws a box for list-like answers; fields prints etcdctl's "Name" : value lines (checked
+against etcdctl on etcd 3.4.23 by tests/etcdctl/test_raftkvctl_conformance.py). Errors go
+to stderr as "Error: <message>" with exit status 1, or etcdctl's other status where it has
+one: 2 (authentication failed; `lease keep-alive --once` of a lease that is gone), 4 (a bad
+--sort-by or --order), 5 (snapshot save failed).
 """
 from __future__ import annotations
 
@@ -40,6 +43,8 @@ from raftkv.client.types import ProgressNotify, prefix_range_end, to_bytes
 
 DEFAULT_ENDPOINTS = "127.0.0.1:2379"
 PROGRESS_INTERVAL_S = 0.5  # how often `load` redraws its progress line on a TTY
+EXIT_BAD_FEATURE = 4  # etcdctl's exit codes (ctlv3/command/error.go)
+EXIT_INTERRUPTED = 5
 SORT_TARGETS = {"KEY": "key", "VERSION": "version", "CREATE": "create", "MODIFY": "mod",
                 "VALUE": "value"}
 
@@ -61,7 +66,110 @@ def _jsonable(obj):
 
 
 def _print_json(obj, out):
-    out.write(json.dumps(_jsonable(obj)) + "\n")
+    """Compact, as Go's encoding/json (etcdctl's -w json)."""
+    out.write(json.dumps(_jsonable(obj), separators=(",", ":")) + "\n")
+
+
+_ONEOF = {"response_range": "ResponseRange", "response_put": "ResponsePut",
+          "response_delete_range": "ResponseDeleteRange", "response_txn": "ResponseTxn"}
+
+
+def _zero(v):
+    return v is None or v is False or (isinstance(v, (int, float)) and v == 0) or \
+        (isinstance(v, (str, bytes, list, tuple)) and len(v) == 0)
+
+
+def pb_json(obj):
+    """A response as etcdctl's -w json prints a protobuf message (Go's encoding/json of the
+    generated struct): zero values (0, false, "", empty bytes and lists) left out, as their
+    omitempty tags say, and a txn's responses in their oneof wrapper
+    ({"Response": {"ResponseRange": ...}})."""
+    if isinstance(obj, dict):
+        if len(obj) == 1 and next(iter(obj)) in _ONEOF:
+            name, body = next(iter(obj.items()))
+            return {"Response": {_ONEOF[name]: pb_json(body)}}
+        return {k: pb_json(v) for k, v in obj.items() if not _zero(v)}
+    if isinstance(obj, (list, tuple)):
+        return [pb_json(v) for v in obj]
+    return obj
+
+
+def go_quote(s):
+    """Go's %q of a string (strconv.Quote), for etcdctl's -w fields."""
+    s = _s(s)
+    special = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
+               "\t": "\\t", "\v": "\\v", "\\": "\\\\", '"': '\\"'}
+    out = []
+    for ch in s:
+        if ch in special:
+            out.append(special[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7f:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _go(v):
+    """Go's fmt.Println of a value: booleans in lower case, slices as [a b]."""
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, (list, tuple)):
+        return "[" + " ".join(_go(x) for x in v) + "]"
+    return _s(v)
+
+
+class Fields:
+    """etcdctl's -w fields printer: one "Name" : value line each."""
+
+    def __init__(self, out):
+        self.out = out
+
+    def line(self, name, value, quote=False):
+        self.out.write(f'"{name}" : {go_quote(value) if quote else _go(value)}\n')
+
+    def hdr(self, h):
+        h = h or {}
+        for name, key in (("ClusterID", "cluster_id"), ("MemberID", "member_id"),
+                          ("Revision", "revision"), ("RaftTerm", "raft_term")):
+            self.line(name, h.get(key, 0))
+
+    def kv(self, kv, pfx=""):
+        self.line(pfx + "Key", kv.get("key", b""), quote=True)
+        for name, key in (("CreateRevision", "create_revision"),
+                          ("ModRevision", "mod_revision"), ("Version", "version")):
+            self.line(pfx + name, kv.get(key, 0))
+        self.line(pfx + "Value", kv.get("value", b""), quote=True)
+        self.line(pfx + "Lease", kv.get("lease", 0))
+
+    def get(self, r):
+        self.hdr(r.get("header"))
+        for kv in r.get("kvs", []):
+            self.kv(kv)
+        self.line("More", bool(r.get("more", False)))
+        self.line("Count", r.get("count", 0))
+
+    def put(self, r):
+        self.hdr(r.get("header"))
+        if r.get("prev_kv"):
+            self.kv(r["prev_kv"], "Prev")
+
+    def delete(self, r):
+        self.hdr(r.get("header"))
+        self.line("Deleted", r.get("deleted", 0))
+        for kv in r.get("prev_kvs", []):
+            self.kv(kv, "Prev")
+
+    def txn(self, r):
+        self.hdr(r.get("header"))
+        self.line("Succeeded", bool(r.get("succeeded", False)))
+        for op in r.get("responses", []):
+            if "response_delete_range" in op:
+                self.delete(op["response_delete_range"])
+            elif "response_put" in op:
+                self.put(op["response_put"])
+            elif "response_range" in op:
+                self.get(op["response_range"])
 
 
 def write_table(headers, rows, out, align="^"):
@@ -81,15 +189,20 @@ def _print_kvs(kvs, args, out):
     for kv in kvs:
         if not getattr(args, "print_value_only", False):
             out.write(_s(kv.get("key", b"")) + "\n")
-        if not getattr(args, "keys_only", False):
-            out.write(_s(kv.get("value", b"")) + "\n")
+        out.write(_s(kv.get("value", b"")) + "\n")  # with --keys-only: an empty line
 
 
-def _emit(args, out, resp, simple, table=None):
-    """Print resp in the chosen format: simple() and table() print the other two."""
+def _emit(args, out, resp, simple, table=None, fields=None, pb=True):
+    """Print resp in the chosen format: simple(), table() and fields(Fields) print the
+    others (etcdctl prints simple output where a format has no printer). pb: resp is a
+    protobuf response, printed as etcdctl's json does (pb_json)."""
     if args.write_out == "json":
-        _print_json(resp, out)
-    elif args.write_out == "table" and table is not None:
+        _print_json(pb_json(resp) if pb else resp, out)
+    elif args.write_out == "fields" and fields is not None:
+        fields(Fields(out))
+    elif args.write_out == "table":
+        if table is None:  # etcdctl 3.4 draws tables for member list and endpoint only
+            raise _Failed("table not supported as output format", exit_code=EXIT_BAD_FEATURE)
         headers, rows = table()
         write_table(headers, rows, out)
     else:
@@ -125,7 +238,7 @@ async def cmd_put(c, args, out):
         if resp.get("prev_kv"):
             _print_kvs([resp["prev_kv"]], args, out)
 
-    _emit(args, out, resp, simple)
+    _emit(args, out, resp, simple, fields=lambda f: f.put(resp))
 
 
 async def cmd_get(c, args, out):
@@ -137,10 +250,15 @@ async def cmd_get(c, args, out):
         body["revision"] = args.rev
     if args.consistency == "s":
         body["serializable"] = True
-    if args.sort_by or args.order:
-        body["sort_order"] = 2 if (args.order or "ASCEND") == "DESCEND" else 1
+    order, target = (args.order or "").upper(), (args.sort_by or "").upper()
+    if order not in ("", "ASCEND", "DESCEND"):
+        raise _Failed(f"bad sort order {args.order}", exit_code=EXIT_BAD_FEATURE)
+    if target not in ("", *SORT_TARGETS):
+        raise _Failed(f"bad sort target {args.sort_by}", exit_code=EXIT_BAD_FEATURE)
+    if order or target:  # etcdctl (case-insensitive): ascending by default
+        body["sort_order"] = 2 if order == "DESCEND" else 1
         body["sort_target"] = ["KEY", "VERSION", "CREATE", "MODIFY", "VALUE"].index(
-            args.sort_by or "KEY")
+            target or "KEY")
     resp = await c.call("range", body)
 
     def simple():
@@ -149,11 +267,7 @@ async def cmd_get(c, args, out):
         else:
             _print_kvs(resp.get("kvs", []), args, out)
 
-    def table():
-        return ["KEY", "VALUE"], [[_s(kv["key"]), _s(kv.get("value", b""))]
-                                  for kv in resp.get("kvs", [])]
-
-    _emit(args, out, resp, simple, table)
+    _emit(args, out, resp, simple, fields=lambda f: f.get(resp))
 
 
 async def cmd_del(c, args, out):
@@ -166,7 +280,7 @@ async def cmd_del(c, args, out):
         out.write(f"{resp.get('deleted', 0)}\n")
         _print_kvs(resp.get("prev_kvs", []), args, out)
 
-    _emit(args, out, resp, simple)
+    _emit(args, out, resp, simple, fields=lambda f: f.delete(resp))
 
 
 # txn -i: etcdctl's syntax (compares, blank line, success ops, blank line, failure ops).
@@ -244,7 +358,7 @@ async def cmd_txn(c, args, out):
             elif "response_range" in r:
                 _print_kvs(r["response_range"].get("kvs", []), args, out)
 
-    _emit(args, out, resp, simple)
+    _emit(args, out, resp, simple, fields=lambda f: f.txn(resp))
 
 
 async def cmd_watch(c, args, out):
@@ -288,8 +402,13 @@ async def _lease_grant(c, args, out):
         resp = await c.call("lease_grant", {"TTL": args.ttl, "ID": 0})
     except wire.RaftkvError as exc:
         raise _Failed(f"failed to grant lease ({exc})") from None
-    _emit(args, out, resp, lambda: out.write(
-        f"lease {resp['ID']:016x} granted with TTL({resp.get('TTL', args.ttl)}s)\n"))
+    ttl = resp.get("TTL", args.ttl)
+    # etcdctl's JSON is clientv3's LeaseGrantResponse: the header's fields inline
+    flat = {**_inline_header(resp), "ID": resp["ID"], "TTL": ttl, "Error": ""}
+    _emit(args, out, flat, lambda: out.write(
+        f"lease {resp['ID']:016x} granted with TTL({ttl}s)\n"), pb=False,
+        fields=lambda f: (f.hdr(resp.get("header")), f.line("ID", resp["ID"]),
+                          f.line("TTL", ttl)))
 
 
 async def _lease_revoke(c, args, out):
@@ -297,10 +416,17 @@ async def _lease_revoke(c, args, out):
         resp = await c.call("lease_revoke", {"ID": int(args.id, 16)})
     except wire.RaftkvError as exc:
         raise _Failed(f"failed to revoke lease ({exc})") from None
-    _emit(args, out, resp, lambda: out.write(f"lease {int(args.id, 16):016x} revoked\n"))
+    _emit(args, out, resp, lambda: out.write(f"lease {int(args.id, 16):016x} revoked\n"),
+          fields=lambda f: f.hdr(resp.get("header")))
 
 
 _HEADER_FIELDS = ("cluster_id", "member_id", "revision", "raft_term")  # etcd's JSON order
+
+
+def _inline_header(resp):
+    """clientv3's lease responses embed the header: its fields inline (zero ones left out)."""
+    h = resp.get("header") or {}
+    return {k: h[k] for k in _HEADER_FIELDS if h.get(k)}
 
 
 async def _lease_keepalive(c, args, out):
@@ -320,11 +446,11 @@ async def _lease_keepalive(c, args, out):
                 out.write(f"lease {lease_id:016x} expired or revoked.\n")
             return
         # etcdctl's JSON is clientv3's LeaseKeepAliveResponse: the header's fields inline
-        h = resp.get("header") or {}
-        flat = {**{k: h[k] for k in _HEADER_FIELDS if k in h}, "ID": resp.get("ID", lease_id),
-                "TTL": ttl}
+        flat = {**_inline_header(resp), "ID": resp.get("ID", lease_id), "TTL": ttl}
         _emit(args, out, flat, lambda: out.write(
-            f"lease {lease_id:016x} keepalived with TTL({ttl})\n"))
+            f"lease {lease_id:016x} keepalived with TTL({ttl})\n"), pb=False,
+            fields=lambda f: (f.hdr(resp.get("header")), f.line("ID", flat["ID"]),
+                              f.line("TTL", ttl)))
         out.flush()
         if args.once:
             return
@@ -346,7 +472,17 @@ async def _lease_ttl(c, args, out):
             line += ", attached keys([" + " ".join(_s(k) for k in resp.get("keys", [])) + "])"
         out.write(line + "\n")
 
-    _emit(args, out, resp, simple)
+    def fields(f):
+        f.hdr(resp.get("header"))
+        for name, key in (("ID", "ID"), ("TTL", "TTL"), ("GrantedTTL", "grantedTTL")):
+            f.line(name, resp.get(key, 0))
+        for k in resp.get("keys", []):
+            f.line("Key", k, quote=True)
+
+    # clientv3's LeaseTimeToLiveResponse: the header inline, its own JSON names
+    flat = {**_inline_header(resp), "id": resp.get("ID", lease_id), "ttl": resp.get("TTL", 0),
+            "granted-ttl": resp.get("grantedTTL", 0), "keys": resp.get("keys") or None}
+    _emit(args, out, flat, simple, fields=fields, pb=False)
 
 
 async def _lease_list(c, args, out):
@@ -358,7 +494,14 @@ async def _lease_list(c, args, out):
         for lease in leases:
             out.write(f"{lease['ID']:016x}\n")
 
-    _emit(args, out, resp, simple)
+    def fields(f):
+        f.hdr(resp.get("header"))
+        for lease in leases:
+            f.line("ID", lease["ID"])
+
+    # clientv3's LeaseLeasesResponse: the header inline, leases as {"id": ID}
+    flat = {**_inline_header(resp), "leases": [{"id": x["ID"]} for x in leases]}
+    _emit(args, out, flat, simple, fields=fields, pb=False)
 
 
 # Cluster.
@@ -372,8 +515,21 @@ async def cmd_member(c, args, out):
              ",".join(m.get("clientURLs", [])), str(m.get("isLearner", False)).lower()]
             for m in resp.get("members", [])]
     headers = ["ID", "STATUS", "NAME", "PEER ADDRS", "CLIENT ADDRS", "IS LEARNER"]
+
+    def fields(f):
+        f.hdr(resp.get("header"))
+        for m in resp.get("members", []):
+            f.line("ID", m.get("ID", 0))
+            f.line("Name", m.get("name", ""), quote=True)
+            for u in m.get("peerURLs", []):
+                f.line("PeerURL", u, quote=True)
+            for u in m.get("clientURLs", []):
+                f.line("ClientURL", u, quote=True)
+            f.line("IsLearner", bool(m.get("isLearner", False)))
+            out.write("\n")
+
     _emit(args, out, resp, lambda: out.write("".join(", ".join(r) + "\n" for r in rows)),
-          lambda: (headers, rows))
+          lambda: (headers, rows), fields)
 
 
 async def cmd_member_update(c, args, out):
@@ -433,44 +589,63 @@ async def _endpoint_health(args, out):
                 out.write(f"{r['endpoint']} is unhealthy: failed to commit proposal: "
                           f"{r['error']}\n")
 
+    def fields(f):
+        for r in results:
+            f.line("Endpoint", r["endpoint"], quote=True)
+            f.line("Health", r["health"])
+            f.line("Took", r["took"])
+            f.line("Error", r.get("error", ""))
+            out.write("\n")
+
     _emit(args, out, results, simple, lambda: (
         ["ENDPOINT", "HEALTH", "TOOK", "ERROR"],
         [[r["endpoint"], str(r["health"]).lower(), r.get("took", ""), r.get("error", "")]
-         for r in results]))
+         for r in results]), fields, pb=False)
     if failed:
         sys.stderr.write("Error: unhealthy cluster\n")
         return 1
     return 0
 
 
-async def _status_of(ep, args):
-    async def fetch(c):
-        status = await c.status()
-        try:
-            members = await c.members()
-        except wire.RaftkvError:
-            members = []
-        return status, members
+_STATUS_FIELDS = ("header", "version", "dbSize", "leader", "raftIndex", "raftTerm",
+                  "raftAppliedIndex", "errors", "dbSizeInUse", "isLearner")  # etcd's order
 
+
+async def _status_of(ep, args):
     try:
-        status, members = await _one(ep, args, fetch)
+        status = await _one(ep, args, lambda c: c.status())
     except (wire.RaftkvError, OSError) as exc:
         return {"Endpoint": ep, "Error": str(exc)}
-    return {"Endpoint": ep, "Status": status, "Members": len(members)}
+    # etcd's StatusResponse only (raftkv's own additions left out)
+    return {"Endpoint": ep, "Status": {k: status[k] for k in _STATUS_FIELDS if k in status}}
 
 
 def _status_row(r):
-    if "Error" in r:
-        return [r["Endpoint"], "", "", "", "", "", "", "", "", r["Error"]]
+    """etcdctl 3.4's columns."""
     st = r["Status"]
     header = st.get("header", {})
-    voters = r["Members"]
-    tolerance = (voters - 1) // 2 if voters else 0
     return [r["Endpoint"], f"{header.get('member_id', 0):x}", st.get("version", ""),
             human_bytes(st.get("dbSize", 0)),
             str(st.get("leader", 0) == header.get("member_id", -1)).lower(),
-            str(st.get("raftTerm", 0)), str(st.get("raftIndex", 0)),
-            str(header.get("revision", 0)), str(tolerance), ", ".join(st.get("errors", []))]
+            str(bool(st.get("isLearner", False))).lower(), str(st.get("raftTerm", 0)),
+            str(st.get("raftIndex", 0)), str(st.get("raftAppliedIndex", 0)),
+            ", ".join(st.get("errors", []))]
+
+
+def _status_fields(f, statuses):
+    for r in statuses:
+        st = r["Status"]
+        f.hdr(st.get("header"))
+        f.line("Version", st.get("version", ""), quote=True)
+        for name, key in (("DBSize", "dbSize"), ("Leader", "leader")):
+            f.line(name, st.get(key, 0))
+        f.line("IsLearner", bool(st.get("isLearner", False)))
+        for name, key in (("RaftIndex", "raftIndex"), ("RaftTerm", "raftTerm"),
+                          ("RaftAppliedIndex", "raftAppliedIndex")):
+            f.line(name, st.get(key, 0))
+        f.line("Errors", st.get("errors", []))
+        f.line("Endpoint", r["Endpoint"], quote=True)
+        f.out.write("\n")
 
 
 def human_bytes(n):
@@ -486,18 +661,27 @@ def human_bytes(n):
 
 
 async def _endpoint_status(args, out):
+    """etcdctl's: an endpoint that does not answer is a line on stderr and exit status 1;
+    the others are printed."""
     results = [await _status_of(ep, args) for ep in _each_endpoint(args)]
-    rows = [_status_row(r) for r in results]
-    headers = ["ENDPOINT", "ID", "VERSION", "DB SIZE", "IS LEADER", "RAFT TERM", "RAFT INDEX",
-               "REVISION", "FAULT TOLERANCE", "ERRORS"]
-    _emit(args, out, results, lambda: out.write("".join(", ".join(r) + "\n" for r in rows)),
-          lambda: (headers, rows))
-    return 1 if any("Error" in r for r in results) else 0
+    for r in results:
+        if "Error" in r:
+            sys.stderr.write(f"Failed to get the status of endpoint {r['Endpoint']} "
+                             f"({r['Error']})\n")
+    ok = [r for r in results if "Error" not in r]
+    rows = [_status_row(r) for r in ok]
+    headers = ["ENDPOINT", "ID", "VERSION", "DB SIZE", "IS LEADER", "IS LEARNER", "RAFT TERM",
+               "RAFT INDEX", "RAFT APPLIED INDEX", "ERRORS"]
+    _emit(args, out, [{"Endpoint": r["Endpoint"], "Status": pb_json(r["Status"])} for r in ok],
+          lambda: out.write("".join(", ".join(r) + "\n" for r in rows)),
+          lambda: (headers, rows), lambda f: _status_fields(f, ok), pb=False)
+    return 1 if len(ok) < len(results) else 0
 
 
 async def cmd_compaction(c, args, out):
-    resp = await c.compact(args.revision, physical=args.physical)
-    _emit(args, out, resp, lambda: out.write(f"compacted revision {args.revision}\n"))
+    await c.compact(args.revision, physical=args.physical)
+    # etcdctl prints this line in every output format
+    out.write(f"compacted revision {args.revision}\n")
 
 
 # Bulk load.
@@ -614,8 +798,8 @@ def _kv_parsers(sub):
     _add_range_flags(p)
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--rev", type=int, default=0)
-    p.add_argument("--sort-by", choices=sorted(SORT_TARGETS))
-    p.add_argument("--order", choices=["ASCEND", "DESCEND"])
+    p.add_argument("--sort-by", help="|".join(SORT_TARGETS) + " (any case)")
+    p.add_argument("--order", help="ASCEND or DESCEND (any case)")
     p.add_argument("--keys-only", action="store_true")
     p.add_argument("--count-only", action="store_true")
     p.add_argument("--print-value-only", action="store_true")
@@ -719,7 +903,8 @@ def build_parser():
                    default=os.environ.get("RAFTKVCTL_ENDPOINTS", DEFAULT_ENDPOINTS),
                    help="comma-separated native endpoints: host:port, https://host:port, "
                         "unix://PATH, unixs://PATH (env RAFTKVCTL_ENDPOINTS)")
-    p.add_argument("-w", "--write-out", choices=["simple", "json", "table"], default="simple")
+    p.add_argument("-w", "--write-out", choices=["simple", "json", "table", "fields"],
+                   default="simple")
     p.add_argument("--command-timeout", type=float, default=5.0, help="seconds")
     _tls_parser(p)
     p.add_argument("--user", help="NAME[:PASSWORD] to authenticate as (asks for a password "

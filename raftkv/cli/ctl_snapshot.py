@@ -7,15 +7,20 @@ from __future__ import annotations
 
 import os
 
+from raftkv.api import wire
+
 
 class SnapshotSaveError(ValueError):
-    """snapshot save cannot run as asked (etcdctl's wording)."""
+    """snapshot save cannot run as asked (etcdctl's wording and exit status)."""
+
+    exit_code = 5  # etcdctl's ExitInterrupted
 
 
 async def cmd_save(c, args, out):
-    if len([e for e in args.endpoints.split(",") if e.strip()]) != 1:
-        raise SnapshotSaveError("snapshot must be requested to one selected node, not "
-                                "multiple")
+    endpoints = [e for e in args.endpoints.split(",") if e.strip()]
+    if len(endpoints) != 1:  # etcdctl's words (with its Go list of the endpoints), exit 5
+        raise SnapshotSaveError(f"snapshot must be requested to one selected node, not "
+                                f"multiple [{' '.join(endpoints)}]")
     part = args.file + ".part"
     try:
         with open(part, "wb") as f:
@@ -23,9 +28,12 @@ async def cmd_save(c, args, out):
             f.flush()
             os.fsync(f.fileno())
         os.rename(part, args.file)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(part):
             os.unlink(part)
+        if isinstance(exc, wire.RaftkvError) and exc.code != "AUTH_FAILED":
+            # etcdctl exits 5 (ExitInterrupted) whenever the save fails
+            raise SnapshotSaveError(str(exc)) from None
         raise
     out.write(f"Snapshot saved at {args.file}\n")
     return 0

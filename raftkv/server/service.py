@@ -92,6 +92,13 @@ class Service:
             h["revision"] = revision
         return h
 
+    def cluster_header(self):
+        """etcd's ClusterServer header (member list, add, remove, update, promote): cluster
+        and member IDs and the raft term, no revision (etcd 3.4 answers revision 0)."""
+        h = self.m.header()
+        h.pop("revision", None)
+        return h
+
     async def call(self, op, body):
         if not isinstance(body, dict):
             raise RaftkvError("BAD_REQUEST", "raftkv: request body must be a map")
@@ -432,7 +439,7 @@ class Service:
     async def _op_member_list(self, body):
         if body.get("linearizable"):
             await self.read_barrier()
-        return {"header": self.header(), "members": self._member_dicts()}
+        return {"header": self.cluster_header(), "members": self._member_dicts()}
 
     async def _conf_change(self, change_type, mid, info):
         cc = ConfChangeV2(changes=[ConfChangeSingle(change_type, mid)],
@@ -550,7 +557,7 @@ class Service:
         await self._conf_change(typ, mid, {"name": "", "peer_urls": urls, "client_urls": []})
         member = {"ID": mid, "name": "", "peerURLs": urls, "clientURLs": [],
                   "isLearner": learner}
-        return {"header": self.header(), "member": member, "members": self._member_dicts()}
+        return {"header": self.cluster_header(), "member": member, "members": self._member_dicts()}
 
     async def _op_member_remove(self, body):
         forwarded = await self._on_leader("member_remove", body)
@@ -561,7 +568,7 @@ class Service:
             raise RaftkvError("MEMBER_NOT_FOUND")
         self._may_remove_member(mid)
         await self._conf_change(ConfChangeType.REMOVE_NODE, mid, None)
-        return {"header": self.header(), "members": self._member_dicts()}
+        return {"header": self.cluster_header(), "members": self._member_dicts()}
 
     async def _op_member_promote(self, body):
         forwarded = await self._on_leader("member_promote", body)
@@ -577,7 +584,7 @@ class Service:
             raise RaftkvError("LEARNER_NOT_READY")
         self._may_promote_member(mid)
         await self._conf_change(ConfChangeType.ADD_NODE, mid, None)
-        return {"header": self.header(), "members": self._member_dicts()}
+        return {"header": self.cluster_header(), "members": self._member_dicts()}
 
     async def _op_member_update(self, body):
         """etcd's MemberUpdate: a member's peer URLs change through the log (every member
@@ -588,7 +595,7 @@ class Service:
         mid = body.get("ID", 0)
         urls = _peer_urls(body)
         await self._write(MEMBER_UPDATE_OP, {"ID": mid, "peerURLs": urls})
-        return {"header": self.header(), "members": self._member_dicts()}
+        return {"header": self.cluster_header(), "members": self._member_dicts()}
 
     # ---------------------------------------------------------------- maintenance
     async def _op_status(self, body):

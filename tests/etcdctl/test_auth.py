@@ -5,14 +5,12 @@ on one fresh raftkv cluster and with raftkvctl over the native protocol on anoth
 outputs must be the same."""
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from raftkv.cli.local_cluster import LocalCluster
 from tests.etcdctl import conformance
 from tests.etcdctl.conftest import FAST_ARGS, Ctl, running, wait_healthy, wait_published
+from tests.etcdctl.test_raftkvctl_conformance import RaftkvCtl
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -22,27 +20,7 @@ NOT_IN_RAFTKVCTL = {
     "auth-alice-member-add-denied": _NO_VERB,
     "auth-alice-defrag-denied": _NO_VERB,
     "auth-alice-hashkv-denied": _NO_VERB,
-    "auth-alice-snapshot-denied": _NO_VERB,
-    "auth-root-snapshot": _NO_VERB,
-    "auth-alice-status": "raftkvctl's endpoint status has columns of its own (revision, fault "
-                         "tolerance)",
 }
-
-
-class RaftkvCtl(Ctl):
-    """Ctl's interface, running raftkvctl on the members' native endpoints."""
-
-    def argv(self, args, endpoints=None):
-        eps = self.endpoints if endpoints is None else endpoints
-        return [sys.executable, "-m", "raftkv.cli.ctl", "--endpoints", ",".join(eps),
-                "--command-timeout", "5", *args]
-
-    def run(self, *args, stdin=None, timeout=20.0, check=True, endpoints=None):
-        proc = subprocess.run(self.argv(args, endpoints), input=stdin, capture_output=True,
-                              text=True, timeout=timeout)
-        if check:
-            assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
-        return proc
 
 
 def _auth_results(cluster, ctl_cls, endpoints, tmp):

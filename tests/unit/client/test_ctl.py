@@ -34,25 +34,28 @@ def test_put_get_del_simple(server):
     assert ctl_run(server, "put", "foo2", "baz") == (0, "OK\n")
     assert ctl_run(server, "get", "foo") == (0, "foo\nbar\n")
     assert ctl_run(server, "get", "foo", "--prefix") == (0, "foo\nbar\nfoo2\nbaz\n")
-    assert ctl_run(server, "get", "foo", "--prefix", "--keys-only") == (0, "foo\nfoo2\n")
+    # etcdctl prints each key's (empty) value line with --keys-only
+    assert ctl_run(server, "get", "foo", "--prefix", "--keys-only") == (0, "foo\n\nfoo2\n\n")
     assert ctl_run(server, "get", "foo", "--prefix", "--print-value-only") == (0, "bar\nbaz\n")
     assert ctl_run(server, "get", "foo", "--prefix", "--count-only") == (0, "2\n")
     assert ctl_run(server, "get", "foo", "--prefix", "--limit", "1") == (0, "foo\nbar\n")
-    assert ctl_run(server, "get", "fo", "--from-key", "--keys-only") == (0, "foo\nfoo2\n")
+    assert ctl_run(server, "get", "fo", "--from-key", "--keys-only") == (0, "foo\n\nfoo2\n\n")
     assert ctl_run(server, "del", "foo", "--prefix", "--prev-kv") == (
         0, "2\nfoo\nbar\nfoo2\nbaz\n")
     assert ctl_run(server, "get", "foo") == (0, "")
 
 
-def test_json_and_table_output(server):
+def test_json_and_table_output(server, capsys):
     ctl_run(server, "put", "j", "v")
     rc, out = ctl_run(server, "-w", "json", "get", "j")
     resp = json.loads(out)
     assert rc == 0
     assert base64.b64decode(resp["kvs"][0]["value"]) == b"v"
     assert resp["count"] == 1
-    rc, out = ctl_run(server, "-w", "table", "get", "j")
-    assert "| KEY | VALUE |" in out
+    capsys.readouterr()
+    # etcdctl 3.4 has no table for get (or put, del, txn, lease): an error, exit 4
+    assert ctl_run(server, "-w", "table", "get", "j") == (4, "")
+    assert capsys.readouterr().err == "Error: table not supported as output format\n"
     rc, out = ctl_run(server, "-w", "table", "member", "list")
     assert "PEER ADDRS" in out and "m1" in out
 
@@ -115,8 +118,11 @@ def test_endpoint_and_compaction(server):
     rc, out = ctl_run(server, "endpoint", "health")
     assert rc == 0 and "is healthy" in out
     rc, out = ctl_run(server, "-w", "table", "endpoint", "status")
-    assert rc == 0 and "FAULT TOLERANCE" in out and "3.4.23" in out
+    assert rc == 0 and "| IS LEARNER | RAFT TERM | RAFT INDEX | RAFT APPLIED INDEX |" in out
+    assert "3.4.23" in out  # etcdctl 3.4's columns
     assert ctl_run(server, "compaction", "1") == (0, "compacted revision 1\n")
+    # etcdctl prints the same line in every format
+    assert ctl_run(server, "-w", "json", "compaction", "1") == (0, "compacted revision 1\n")
 
 
 def test_errors_exit_1(server, capsys):
@@ -169,10 +175,82 @@ def test_watch_max_events(server):
 def test_global_flags_after_the_verb(server):
     """As with etcdctl: `raftkvctl endpoint status -w table`, `get k --write-out=json`."""
     ctl_run(server, "put", "gf", "v")
-    rc, out = ctl_run(server, "get", "gf", "-w", "table")
-    assert rc == 0 and "| KEY | VALUE |" in out
+    rc, out = ctl_run(server, "member", "list", "-w", "table")
+    assert rc == 0 and "| ID | STATUS  | NAME |" in out
     rc, out = ctl_run(server, "get", "gf", "--write-out=json")
     assert rc == 0 and json.loads(out)["count"] == 1
     assert ctl.hoist_global_flags(["put", "k", "--", "-w"]) == ["put", "k", "--", "-w"]
     assert ctl.hoist_global_flags(["member", "list", "--endpoints", "a:1"]) == [
         "--endpoints", "a:1", "member", "list"]
+
+
+def test_etcdctl_json_omits_zero_fields_and_wraps_txn_responses(server, monkeypatch):
+    """etcdctl's -w json is Go's encoding/json of the protobuf structs: compact, zero values
+    left out (lease 0, more false, deleted 0), a txn's responses in their oneof wrapper
+    (found by tests/etcdctl/test_raftkvctl_conformance.py)."""
+    ctl_run(server, "put", "pj", "v")
+    rc, out = ctl_run(server, "get", "pj", "-w", "json")
+    assert rc == 0 and " " not in out
+    resp = json.loads(out)
+    assert list(resp) == ["header", "kvs", "count"]
+    assert "lease" not in resp["kvs"][0] and "more" not in resp
+    rc, out = ctl_run(server, "txn", "-w", "json", stdin='\nget pj\ndel nothing\n\n\n',
+                      monkeypatch=monkeypatch)
+    ops = json.loads(out)["responses"]
+    assert [list(op["Response"]) for op in ops] == [["ResponseRange"], ["ResponseDeleteRange"]]
+    assert "deleted" not in ops[1]["Response"]["ResponseDeleteRange"]
+    assert ctl.pb_json({"a": 0, "b": False, "c": "", "d": [], "e": b"", "f": {"g": 1}}) == {
+        "f": {"g": 1}}
+
+
+def test_etcdctl_fields_output(server, monkeypatch):
+    ctl_run(server, "put", "fk", 'a"b')
+    rc, out = ctl_run(server, "get", "fk", "-w", "fields")
+    lines = out.splitlines()
+    assert rc == 0 and [ln.split(" : ")[0] for ln in lines] == [
+        '"ClusterID"', '"MemberID"', '"Revision"', '"RaftTerm"', '"Key"', '"CreateRevision"',
+        '"ModRevision"', '"Version"', '"Value"', '"Lease"', '"More"', '"Count"']
+    assert lines[8] == '"Value" : "a\\"b"' and lines[10:] == ['"More" : false', '"Count" : 1']
+    rc, out = ctl_run(server, "put", "fk", "c", "--prev-kv", "-w", "fields")
+    assert '"PrevValue" : "a\\"b"' in out.splitlines()
+    rc, out = ctl_run(server, "del", "fk", "-w", "fields")
+    assert out.splitlines()[4] == '"Deleted" : 1'
+    rc, out = ctl_run(server, "txn", "-w", "fields", stdin='\nget nothing\n\n\n',
+                      monkeypatch=monkeypatch)
+    assert '"Succeeded" : true' in out and '"Count" : 0' in out
+    assert ctl.go_quote("a\tb\x01\\") == '"a\\tb\\x01\\\\"'
+
+
+def test_sort_flags_any_case_and_bad_values(server, capsys):
+    """etcdctl upper-cases --sort-by and --order, and exits 4 (ExitBadFeature) on others
+    (the order itself: get-sorted in tests/etcdctl/test_raftkvctl_conformance.py)."""
+    ctl_run(server, "put", "so/a", "2")
+    assert ctl_run(server, "get", "so/", "--prefix", "--sort-by=value", "--order=descend",
+                   "--keys-only") == (0, "so/a\n\n")
+    capsys.readouterr()
+    assert ctl_run(server, "get", "so/", "--order=up") == (4, "")
+    assert capsys.readouterr().err == "Error: bad sort order up\n"
+    assert ctl_run(server, "get", "so/", "--sort-by=size") == (4, "")
+    assert capsys.readouterr().err == "Error: bad sort target size\n"
+
+
+def test_snapshot_save_to_many_endpoints_as_etcdctl(server, tmp_path, capsys):
+    out = io.StringIO()
+    rc = ctl.main(["--endpoints", f"{server.endpoint},{server.endpoint}", "snapshot", "save",
+                   str(tmp_path / "s.db")], out=out)
+    assert rc == 5 and capsys.readouterr().err == (
+        "Error: snapshot must be requested to one selected node, not multiple "
+        f"[{server.endpoint} {server.endpoint}]\n")
+
+
+def test_snapshot_save_failure_exits_5_as_etcdctl(server, tmp_path, monkeypatch, capsys):
+    from raftkv.api import wire
+    from raftkv.client import AsyncClient
+
+    async def refused(self, f):
+        raise wire.RaftkvError("PERMISSION_DENIED")
+
+    monkeypatch.setattr(AsyncClient, "snapshot", refused)
+    assert ctl_run(server, "snapshot", "save", str(tmp_path / "s.db")) == (5, "")
+    assert capsys.readouterr().err == "Error: etcdserver: permission denied\n"
+    assert not os.listdir(tmp_path)
