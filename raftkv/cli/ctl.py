@@ -616,12 +616,13 @@ async def _status_of(ep, args):
         status = await _one(ep, args, lambda c: c.status())
     except (wire.RaftkvError, OSError) as exc:
         return {"Endpoint": ep, "Error": str(exc)}
-    # etcd's StatusResponse only (raftkv's own additions left out)
-    return {"Endpoint": ep, "Status": {k: status[k] for k in _STATUS_FIELDS if k in status}}
+    # etcd's StatusResponse, and beside it raftkv's fault tolerance
+    return {"Endpoint": ep, "Status": {k: status[k] for k in _STATUS_FIELDS if k in status},
+            "FaultTolerance": status.get("fault_tolerance", 0)}
 
 
 def _status_row(r):
-    """etcdctl 3.4's columns."""
+    """etcdctl 3.4's columns, with raftkv's REVISION and FAULT TOLERANCE before ERRORS."""
     st = r["Status"]
     header = st.get("header", {})
     return [r["Endpoint"], f"{header.get('member_id', 0):x}", st.get("version", ""),
@@ -629,6 +630,7 @@ def _status_row(r):
             str(st.get("leader", 0) == header.get("member_id", -1)).lower(),
             str(bool(st.get("isLearner", False))).lower(), str(st.get("raftTerm", 0)),
             str(st.get("raftIndex", 0)), str(st.get("raftAppliedIndex", 0)),
+            str(header.get("revision", 0)), str(r["FaultTolerance"]),
             ", ".join(st.get("errors", []))]
 
 
@@ -644,6 +646,7 @@ def _status_fields(f, statuses):
                           ("RaftAppliedIndex", "raftAppliedIndex")):
             f.line(name, st.get(key, 0))
         f.line("Errors", st.get("errors", []))
+        f.line("FaultTolerance", r["FaultTolerance"])
         f.line("Endpoint", r["Endpoint"], quote=True)
         f.out.write("\n")
 
@@ -671,8 +674,9 @@ async def _endpoint_status(args, out):
     ok = [r for r in results if "Error" not in r]
     rows = [_status_row(r) for r in ok]
     headers = ["ENDPOINT", "ID", "VERSION", "DB SIZE", "IS LEADER", "IS LEARNER", "RAFT TERM",
-               "RAFT INDEX", "RAFT APPLIED INDEX", "ERRORS"]
-    _emit(args, out, [{"Endpoint": r["Endpoint"], "Status": pb_json(r["Status"])} for r in ok],
+               "RAFT INDEX", "RAFT APPLIED INDEX", "REVISION", "FAULT TOLERANCE", "ERRORS"]
+    _emit(args, out, [{"Endpoint": r["Endpoint"], "Status": pb_json(r["Status"]),
+                       "FaultTolerance": r["FaultTolerance"]} for r in ok],
           lambda: out.write("".join(", ".join(r) + "\n" for r in rows)),
           lambda: (headers, rows), lambda f: _status_fields(f, ok), pb=False)
     return 1 if len(ok) < len(results) else 0

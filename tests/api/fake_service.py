@@ -62,7 +62,7 @@ class FakeService:
 
     def _op_status(self, body):
         return {"header": self._header(), "version": "3.4.23", "dbSize": 4096, "leader": 1,
-                "raftIndex": self.revision, "raftTerm": 2}
+                "raftIndex": self.revision, "raftTerm": 2, "members": 3, "fault_tolerance": 1}
 
     def _op_range(self, body):
         key, end = body.get("key", b""), body.get("range_end", b"")

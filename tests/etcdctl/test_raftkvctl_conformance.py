@@ -44,9 +44,16 @@ NOT_IN_RAFTKVCTL = {
                     "endpoints, not the native ones raftkvctl speaks to"),
 }
 # Deliberate differences of raftkvctl's own: step name -> reason.
+_STATUS_EXTRA = ("raftkvctl's endpoint status also shows the store's revision and the "
+                 "cluster's fault tolerance (issue #5): REVISION and FAULT TOLERANCE columns "
+                 "before ERRORS, FaultTolerance beside Endpoint and Status in json, a "
+                 "FaultTolerance line in fields; etcdctl's columns stay where they are")
 RAFTKVCTL_DIFFERENCES = {
     # etcd 3.4 vs raftkv server differences (conformance.KNOWN_DIFFERENCES) show here too
     **{name: "server: " + why for name, why in conformance.KNOWN_DIFFERENCES.items()},
+    **{name: _STATUS_EXTRA for name in ("endpoint-status", "endpoint-status-table",
+                                        "endpoint-status-json", "endpoint-status-fields",
+                                        "auth-alice-status")},
 }
 
 

@@ -118,8 +118,18 @@ def test_endpoint_and_compaction(server):
     rc, out = ctl_run(server, "endpoint", "health")
     assert rc == 0 and "is healthy" in out
     rc, out = ctl_run(server, "-w", "table", "endpoint", "status")
-    assert rc == 0 and "| IS LEARNER | RAFT TERM | RAFT INDEX | RAFT APPLIED INDEX |" in out
-    assert "3.4.23" in out  # etcdctl 3.4's columns
+    # etcdctl 3.4's columns, and raftkv's revision and fault tolerance (issue #5) before ERRORS
+    assert rc == 0 and "| IS LEARNER | RAFT TERM | RAFT INDEX | RAFT APPLIED INDEX | REVISION " \
+        "| FAULT TOLERANCE | ERRORS |" in out
+    assert "3.4.23" in out
+    rev = json.loads(ctl_run(server, "-w", "json", "get", "nothing")[1])["header"]["revision"]
+    rc, out = ctl_run(server, "endpoint", "status")
+    assert rc == 0 and out.rstrip("\n").endswith(f", {rev}, 1, "), out
+    rc, out = ctl_run(server, "-w", "json", "endpoint", "status")
+    [st] = json.loads(out)
+    assert (st["Status"]["header"]["revision"], st["FaultTolerance"]) == (rev, 1)
+    rc, out = ctl_run(server, "-w", "fields", "endpoint", "status")
+    assert '"Revision" : %d\n' % rev in out and '"FaultTolerance" : 1\n' in out
     assert ctl_run(server, "compaction", "1") == (0, "compacted revision 1\n")
     # etcdctl prints the same line in every format
     assert ctl_run(server, "-w", "json", "compaction", "1") == (0, "compacted revision 1\n")
