@@ -267,7 +267,15 @@ async def cmd_get(c, args, out):
         else:
             _print_kvs(resp.get("kvs", []), args, out)
 
-    _emit(args, out, resp, simple, fields=lambda f: f.get(resp))
+    def table():  # etcdctl 3.4 has no table for get; raftkvctl draws one (issue #5)
+        if args.count_only:
+            return ["COUNT"], [[str(resp.get("count", 0))]]
+        if args.keys_only:
+            return ["KEY"], [[_s(kv["key"])] for kv in resp.get("kvs", [])]
+        return ["KEY", "VALUE"], [[_s(kv["key"]), _s(kv.get("value", b""))]
+                                  for kv in resp.get("kvs", [])]
+
+    _emit(args, out, resp, simple, table, fields=lambda f: f.get(resp))
 
 
 async def cmd_del(c, args, out):
