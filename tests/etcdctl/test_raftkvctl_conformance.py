@@ -48,15 +48,19 @@ _STATUS_EXTRA = ("raftkvctl's endpoint status also shows the store's revision an
                  "cluster's fault tolerance (issue #5): REVISION and FAULT TOLERANCE columns "
                  "before ERRORS, FaultTolerance beside Endpoint and Status in json, a "
                  "FaultTolerance line in fields; etcdctl's columns stay where they are")
-RAFTKVCTL_DIFFERENCES = {
-    # etcd 3.4 vs raftkv server differences (conformance.KNOWN_DIFFERENCES) show here too
-    **{name: "server: " + why for name, why in conformance.KNOWN_DIFFERENCES.items()},
+# raftkvctl's own deliberate differences from etcdctl (whichever server it talks to)
+RAFTKVCTL_OWN = {
     **{name: _STATUS_EXTRA for name in ("endpoint-status", "endpoint-status-table",
                                         "endpoint-status-json", "endpoint-status-fields",
                                         "auth-alice-status")},
     **{name: "raftkvctl draws get -w table (KEY and VALUE columns; issue #5 asks for "
              "tables), where etcdctl 3.4 answers 'table not supported as output format'"
        for name in ("get-prefix-table", "get-rev-table")},
+}
+RAFTKVCTL_DIFFERENCES = {
+    # etcd 3.4 vs raftkv server differences (conformance.KNOWN_DIFFERENCES) show here too
+    **{name: "server: " + why for name, why in conformance.KNOWN_DIFFERENCES.items()},
+    **RAFTKVCTL_OWN,
 }
 
 
