@@ -172,8 +172,9 @@ class Fields:
                 self.get(op["response_range"])
 
 
-def write_table(headers, rows, out, align="^"):
-    """etcdctl's tables: headers centred, cells centred (align "^") or right-aligned (">")."""
+def write_table(headers, rows, out, align=">"):
+    """etcdctl's tables (tablewriter with ALIGN_RIGHT): headers centred, cells right-aligned
+    (or centred: align "^")."""
     cols = [[str(h)] + [str(r[i]) for r in rows] for i, h in enumerate(headers)]
     widths = [max(len(c) for c in col) for col in cols]
     line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"

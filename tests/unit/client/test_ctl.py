@@ -55,7 +55,7 @@ def test_json_and_table_output(server, capsys):
     capsys.readouterr()
     # etcdctl 3.4 has no table for get; raftkvctl draws one (issue #5)
     rc, out = ctl_run(server, "-w", "table", "get", "j")
-    assert rc == 0 and "| KEY | VALUE |" in out and "|  j  |   v   |" in out, out
+    assert rc == 0 and "| KEY | VALUE |" in out and "|   j |     v |" in out, out
     rc, out = ctl_run(server, "-w", "table", "get", "j", "--keys-only")
     assert rc == 0 and "| KEY |" in out and "VALUE" not in out, out
     # ... but not for put, del, txn or lease: an error, exit 4, as etcdctl
@@ -63,6 +63,11 @@ def test_json_and_table_output(server, capsys):
     assert capsys.readouterr().err == "Error: table not supported as output format\n"
     rc, out = ctl_run(server, "-w", "table", "member", "list")
     assert "PEER ADDRS" in out and "m1" in out
+    # etcdctl's tablewriter: headers centred, cells right-aligned
+    table = io.StringIO()
+    ctl.write_table(["NAME", "X"], [["a", "bbbbb"]], table)
+    assert table.getvalue().splitlines()[1:4] == ["| NAME |   X   |", "+------+-------+",
+                                                  "|    a | bbbbb |"]
 
 
 def test_txn_from_stdin(server, monkeypatch):
