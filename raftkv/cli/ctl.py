@@ -45,8 +45,7 @@ DEFAULT_ENDPOINTS = "127.0.0.1:2379"
 PROGRESS_INTERVAL_S = 0.5  # how often `load` redraws its progress line on a TTY
 EXIT_BAD_FEATURE = 4  # etcdctl's exit codes (ctlv3/command/error.go)
 EXIT_INTERRUPTED = 5
-SORT_TARGETS = {"KEY": "key", "VERSION": "version", "CREATE": "create", "MODIFY": "mod",
-                "VALUE": "value"}
+SORT_TARGETS = ("KEY", "VERSION", "CREATE", "MODIFY", "VALUE")  # the protobuf enum's order
 
 
 # Formatting.
@@ -258,8 +257,7 @@ async def cmd_get(c, args, out):
         raise _Failed(f"bad sort target {args.sort_by}", exit_code=EXIT_BAD_FEATURE)
     if order or target:  # etcdctl (case-insensitive): ascending by default
         body["sort_order"] = 2 if order == "DESCEND" else 1
-        body["sort_target"] = ["KEY", "VERSION", "CREATE", "MODIFY", "VALUE"].index(
-            target or "KEY")
+        body["sort_target"] = SORT_TARGETS.index(target or "KEY")
     resp = await c.call("range", body)
 
     def simple():

@@ -589,8 +589,8 @@ class KVStore:
             return
         key = put.get("key", b"")
         for d in deletes:
-            lo, end = d.get("key", b""), d.get("range_end", b"")
-            if key == lo if not end else lo <= key and (end == b"\0" or key < end):
+            lo, hi = auth_mod.interval(d.get("key", b""), d.get("range_end", b""))
+            if lo <= key and (hi is None or key < hi):
                 raise RaftkvError("KEY_NOT_FOUND")
 
     def _check_txn_range(self, rev):

@@ -250,7 +250,6 @@ class _Reader:
         Returns (events, last main revision scanned)."""
         if self.txn is None:
             self.txn = self.store.engine.env.begin()
-        index = self.store._index
         events, last = [], w.next_rev - 1
         cur = self.txn.cursor(db=self.store._kv)
         if not cur.set_range(codec.main_key(w.next_rev)):
@@ -266,9 +265,6 @@ class _Reader:
             fields = codec.unpackb(raw)
             if not w.matches(fields[0]) or not _wanted(w, entry):
                 continue
-            prev = None
-            if w.prev_kv:  # the key at the revision before (see _before_txn)
-                ki = index.get(fields[0])
-                prev = ki.before(main << _SHIFT) if ki is not None else None
+            prev = self._before_txn(fields[0], entry) if w.prev_kv else None
             events.append(self.event((entry, fields, prev), w.prev_kv))
         return events, current
