@@ -120,6 +120,7 @@ class _Listeners:
         self.pool = None  # the --grpc-workers WorkerPool
         self.workers_native = None  # the native server only the workers may use
         self.native_where = []  # the native listeners, for the ready line
+        self.gateway = None  # the --listen-client-http-urls aiohttp runner
 
     async def close(self, cfg):
         if self.pool is not None:
@@ -128,6 +129,11 @@ class _Listeners:
             self.workers_native.close()
         for c in self.closers:
             c.close()
+        if self.gateway is not None:
+            await self.gateway.cleanup()
+            for u in cfg.client_http_listeners:
+                if u.unix:
+                    unlink_unix_socket(u.path)
         for s in self.grpc_servers:
             await s.stop(grace=1.0)
         if self.grpc_servers:
@@ -149,7 +155,8 @@ async def _open_native_and_metrics(cfg, service, member, opened):
         opened.native_where.append(_where(u, port))
         if not u.unix and member.native_port is None:
             member.native_port = port
-    endpoint = HttpEndpoint(service, cfg.host_allowed) if cfg.metrics_listeners else None
+    endpoint = HttpEndpoint(service, cfg.host_allowed) \
+        if cfg.metrics_listeners or cfg.client_http_listeners else None
     for u in cfg.metrics_listeners:
         http, port = await start_http_server(service, u.host, u.port,
                                              ssl=client_tls if u.tls else None,
@@ -157,6 +164,24 @@ async def _open_native_and_metrics(cfg, service, member, opened):
         opened.closers.append(http)
         if member.metrics_port is None:
             member.metrics_port = port
+    if cfg.client_http_listeners:
+        await _open_gateway(cfg, service, endpoint, opened, client_tls)
+
+
+async def _open_gateway(cfg, service, endpoint, opened, client_tls):
+    """etcd's JSON gateway on every --listen-client-http-urls URL (aiohttp, imported only
+    then)."""
+    from raftkv.api.gateway import Gateway, start_gateway
+
+    listeners = cfg.client_http_listeners
+    for u in listeners:
+        if u.unix:
+            unix_socket_path_free(u.path)
+    gateway = Gateway(service, max_request_bytes=cfg.max_request_bytes, endpoint=endpoint,
+                      host_allowed=cfg.host_allowed)
+    runner, ports = await start_gateway(gateway, listeners, ssl=client_tls)
+    opened.gateway = runner
+    log.info("etcd's HTTP gateway on %s", ", ".join(_where(u, p) for u, p in zip(listeners, ports)))
 
 
 async def _open_grpc(cfg, service, member, opened):

@@ -334,7 +334,8 @@ def _parse(argv):
                    f"(default ./{DEFAULT_DATA_ROOT})")
     p.add_argument("--base-port", type=int, default=2379,
                    help="first client port; member i uses base+10*i (etcd gRPC client), "
-                   "base+10*i+1 (peer), base+10*i+2 (native)")
+                   "base+10*i+1 (peer), base+10*i+2 (native), base+10*i+3 (etcd's HTTP/JSON "
+                   "gateway)")
     args = p.parse_args(argv)
     if args.members < 1:
         p.error("--members must be at least 1")
@@ -349,6 +350,10 @@ def main(argv=None):
     for i in range(args.members):
         ports += [args.base_port + 10 * i + k for k in range(3)]
     cluster = LocalCluster(args.data_root, members=args.members, ports=ports)
+    gateways = []
+    for i, m in enumerate(cluster.members):
+        gateways.append(f"http://127.0.0.1:{args.base_port + 10 * i + 3}")
+        cluster.member_args[m.name] = ["--listen-client-http-urls", gateways[-1]]
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -362,6 +367,7 @@ def main(argv=None):
         print(f"raftkv: {args.members}-member cluster up; data under {cluster.data_root}")
         print("raftkv: etcd gRPC endpoints " + ",".join(cluster.endpoints))
         print("raftkv: native endpoints    " + ",".join(cluster.native_endpoints))
+        print("raftkv: HTTP/JSON gateway   " + ",".join(gateways))
         print("raftkv: try  raftkvctl --endpoints " + ",".join(cluster.native_endpoints)
               + " endpoint status -w table")
         print("raftkv: or   ETCDCTL_API=3 etcdctl --endpoints " + ",".join(cluster.endpoints)

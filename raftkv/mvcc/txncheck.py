@@ -123,6 +123,9 @@ def check_shape(op, body):
         _SHAPES[op](body)
     elif op == "compact":
         _int(body, "revision")
+    elif op == "watch_check":
+        _bytes(body, "key")
+        _bytes(body, "range_end")
     elif op == "watch":
         _bytes(body, "key")
         _bytes(body, "range_end")

@@ -40,6 +40,7 @@ class ServerConfig:
     advertise_client_urls: str = ""
     listen_native_urls: str = "http://127.0.0.1:2378"
     listen_metrics_urls: str = ""  # /health, /version, /metrics over HTTP; empty = off
+    listen_client_http_urls: str = ""  # etcd's JSON gateway (+ /health...); empty = off
     listen_peer_urls: str = "http://127.0.0.1:2380"
     initial_advertise_peer_urls: str = ""
     initial_cluster: str = ""
@@ -215,7 +216,8 @@ class ServerConfig:
         listeners = {"--listen-client-urls": self.client_listeners,
                      "--listen-native-urls": self.native_listeners,
                      "--listen-peer-urls": self.peer_listeners,
-                     "--listen-metrics-urls": self.metrics_listeners}
+                     "--listen-metrics-urls": self.metrics_listeners,
+                     "--listen-client-http-urls": self.client_http_listeners}
         _check_listeners(listeners)
         if not listeners["--listen-client-urls"] or not listeners["--listen-native-urls"] or \
                 not listeners["--listen-peer-urls"]:
@@ -346,6 +348,11 @@ class ServerConfig:
         return listen_urls(self.listen_metrics_urls, "--listen-metrics-urls")
 
     @property
+    def client_http_listeners(self):
+        return listen_urls(self.listen_client_http_urls, "--listen-client-http-urls",
+                           unix_ok=True)
+
+    @property
     def grpc_tls(self):
         """Some client URL is https:// or unixs:// (each URL's scheme decides for its own
         listener, as in etcd, so a list may mix plain and TLS)."""
@@ -361,8 +368,10 @@ class ServerConfig:
 
     @property
     def client_tls(self):
-        """Some client, native or metrics listener serves TLS with the client files."""
-        return self.grpc_tls or self.native_tls or self.metrics_tls
+        """Some client, native, metrics or client HTTP listener serves TLS with the client
+        files."""
+        return self.grpc_tls or self.native_tls or self.metrics_tls or \
+            any(u.tls for u in self.client_http_listeners)
 
     @property
     def peer_tls(self):
@@ -445,7 +454,7 @@ class ServerConfig:
         fixtures = os.path.join(self.data_dir, "fixtures")
         if self.client_tls and self.auto_tls and not (self.cert_file or self.key_file):
             hosts = [u.host for u in self.client_listeners + self.native_listeners +
-                     self.metrics_listeners if not u.unix]
+                     self.metrics_listeners + self.client_http_listeners if not u.unix]
             files["client"] = tls.self_cert(os.path.join(fixtures, "client"), hosts)
         peer_auto = self.peer_auto_tls and not (self.peer_cert_file or self.peer_key_file)
         if self.peer_tls and peer_auto:
@@ -514,6 +523,9 @@ FLAG_HELP = {
     "listen_native_urls": "URLs to serve raftkv's native msgpack protocol on (no etcd "
                           "equivalent), each one; https:// or unixs:// uses the client TLS "
                           "files, unix:// is a Unix socket.",
+    "listen_client_http_urls": "URLs to serve etcd's JSON gateway (POST /v3/kv/put ...), "
+                               "/health, /version and /metrics on (empty: off); https:// or "
+                               "unixs:// uses the client TLS files.",
     "listen_metrics_urls": "URLs to serve /health, /version and /metrics on (empty: off); "
                            "https:// uses the client TLS files.",
     "listen_peer_urls": "URLs to listen on for the other members' Raft traffic, each one "
@@ -844,8 +856,8 @@ def listen_urls(value, flag, unix_ok=False):
         scheme = url.partition("://")[0].lower() if "://" in url else "http"
         if scheme in ("unix", "unixs"):
             if not unix_ok:
-                raise ConfigError(f"{flag}: {url!r}: Unix sockets are served only for client "
-                                  "and native URLs (use http:// or https://)")
+                raise ConfigError(f"{flag}: {url!r}: Unix sockets are served only for client, "
+                                  "client HTTP and native URLs (use http:// or https://)")
             path = url.split("://", 1)[1]
             if not path:
                 raise ConfigError(f"{flag}: {url!r} names no socket file")

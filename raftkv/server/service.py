@@ -107,6 +107,8 @@ class Service:
         self._request_checks(op, body)
         if op == "range":  # its token and permission are checked after its barrier
             return await self._op_range(body, who)
+        if op == "watch_check":
+            return self._watch_check(body, who)
         if op in self.auth.OPS:
             return await self.auth.call(op, body, who)
         user = self.user_of(who)
@@ -362,6 +364,14 @@ class Service:
         for key in resp.get("keys", ()):
             auth.check_read(user, key, b"")
         return resp
+
+    def _watch_check(self, body, who):
+        """etcd's isWatchPermitted when a gRPC watch is created (before its range and id are
+        looked at): RaftkvError INVALID_AUTH_TOKEN, USER_EMPTY or PERMISSION_DENIED unless the
+        user may read the range (an empty key is "\\0", as etcd makes it); else {}."""
+        user = self.user_of(who)
+        self.m.kv.auth.check_read(user, body.get("key") or b"\0", body.get("range_end", b""))
+        return {}
 
     async def _op_range(self, body, who):
         """A read, checked once its barrier passed, as etcd checks in doSerialize: a token,

@@ -41,6 +41,9 @@ class FakeService:
     def _op_header(self, body):
         return {"header": self._header()}
 
+    def _op_watch_check(self, body):  # auth is off here: every watch is permitted
+        return {}
+
     # Auth: only what the gRPC mapping tests need (real behaviour: real members).
     def _op_auth_status(self, body):
         return {"header": self._header(), "enabled": False, "authRevision": 0}

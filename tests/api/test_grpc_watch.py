@@ -61,7 +61,7 @@ def test_create_assigns_ids_and_delivers_events(grpc_server, stream):
     assert created.header.revision == 1 and created.header.cluster_id == 1
     created = stream.create(b"p", b"q")
     assert created.created and created.watch_id == 1
-    body = grpc_server.service.calls[-1]
+    ops = [op for op, _ in grpc_server.service.calls[-2:]]
     put(grpc_server, b"a", b"1")
     resp = stream.next()
     assert resp.watch_id == 0 and resp.header.revision == 2
@@ -74,7 +74,8 @@ def test_create_assigns_ids_and_delivers_events(grpc_server, stream):
     resp = stream.next()
     assert resp.watch_id == 0 and resp.events[0].type == kv_pb2.Event.DELETE
     assert resp.events[0].kv.mod_revision == 4
-    assert body[0] == "header"  # created header read from the service
+    # the created header read from the service, then the user's permission checked
+    assert ops == ["header", "watch_check"]
 
 
 def test_cancel_stops_a_watcher(grpc_server, stream):

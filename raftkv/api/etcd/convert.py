@@ -100,11 +100,18 @@ async def abort(context, error):
 
 def with_identity(context, body):
     """body with who sends it: the auth token the client sent as gRPC metadata "token"
-    (etcd's key), and the CN of its verified TLS certificate (--client-cert-auth)."""
+    (etcd's key; failing that "authorization", which etcd also reads: its HTTP gateway passes
+    the Authorization header so), and the CN of its verified TLS certificate
+    (--client-cert-auth)."""
+    token = None
     for item in context.invocation_metadata() or ():
         if item.key == "token":
-            body["token"] = item.value
+            token = item.value
             break
+        if item.key == "authorization" and token is None:
+            token = item.value
+    if token is not None:
+        body["token"] = token
     names = (context.auth_context() or {}).get("x509_common_name")
     if names:
         body[CERT_USER_FIELD] = names[0].decode(errors="replace")

@@ -97,16 +97,25 @@ def server_options(max_request_bytes, reuse_port=False, limits=None):
     ]
 
 
+def servicers(service, *, max_request_bytes):
+    """etcd's services over `service`: {service name in rpc.proto: servicer}. The gRPC server
+    registers them; the HTTP gateway (raftkv/api/gateway.py) calls the same ones."""
+    return {
+        "KV": KVServicer(service),
+        # etcd 3.4's watch server cuts fragments at --max-request-bytes plus the gRPC
+        # overhead (NewWatchServer), not at the request limit itself.
+        "Watch": WatchServicer(service,
+                               max_response_bytes=max_request_bytes + GRPC_OVERHEAD_BYTES),
+        "Lease": LeaseServicer(service),
+        "Cluster": ClusterServicer(service),
+        "Maintenance": MaintenanceServicer(service),
+        "Auth": AuthServicer(service),
+    }
+
+
 def add_services(server, service, *, max_request_bytes):
-    rpc_pb2_grpc.add_KVServicer_to_server(KVServicer(service), server)
-    # etcd 3.4's watch server cuts fragments at --max-request-bytes plus the gRPC overhead
-    # (NewWatchServer), not at the request limit itself.
-    watch = WatchServicer(service, max_response_bytes=max_request_bytes + GRPC_OVERHEAD_BYTES)
-    rpc_pb2_grpc.add_WatchServicer_to_server(watch, server)
-    rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseServicer(service), server)
-    rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterServicer(service), server)
-    rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceServicer(service), server)
-    rpc_pb2_grpc.add_AuthServicer_to_server(AuthServicer(service), server)
+    for name, servicer in servicers(service, max_request_bytes=max_request_bytes).items():
+        getattr(rpc_pb2_grpc, f"add_{name}Servicer_to_server")(servicer, server)
 
 
 class CallGauge:

@@ -21,7 +21,8 @@ import asyncio
 import contextlib
 import logging
 
-from raftkv.api.etcd.convert import RaftkvError, abort, current_header, fill, with_identity
+from raftkv.api.etcd.convert import RaftkvError, abort, current_header, fill, status_code
+from raftkv.api.etcd.convert import with_identity
 from raftkv.api.etcd.proto import rpc_pb2, rpc_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -109,9 +110,11 @@ class _WatchStream:
     async def _create(self, create):
         header = await current_header(self.service)
         watch_id = create.watch_id
-        refused = (EMPTY_RANGE if _empty_range(create) else
-                   DUPLICATE_ID if watch_id and watch_id in self.watchers else None)
-        if refused:  # as etcd's watchStream.Watch: the range first, then the id; no id used
+        refused = await self._not_permitted(create) or (
+            EMPTY_RANGE if _empty_range(create) else
+            DUPLICATE_ID if watch_id and watch_id in self.watchers else None)
+        if refused:  # as etcd's recvLoop: the user's permission, then watchStream.Watch's
+            # checks, the range first, then the id; no id used
             self._send(header, watch_id=-1, created=True, canceled=True, cancel_reason=refused)
             return
         if not watch_id:
@@ -129,6 +132,18 @@ class _WatchStream:
                 "progress_notify": create.progress_notify}
         body.update(self.who)
         watcher.tasks.append(asyncio.ensure_future(self._run(watcher, body)))
+
+    async def _not_permitted(self, create):
+        """etcd's cancel reason for a watch its user may not create (the gRPC error as text),
+        or None."""
+        try:
+            await self.service.call("watch_check", dict(self.who, key=create.key,
+                                                        range_end=create.range_end))
+        except RaftkvError as exc:
+            words = status_code(exc).name.split("_")
+            return f"rpc error: code = {''.join(w.capitalize() for w in words)} " \
+                   f"desc = {exc.message}"
+        return None
 
     async def _cancel(self, watch_id):
         watcher = self.watchers.pop(watch_id, None)
