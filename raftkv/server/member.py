@@ -48,6 +48,7 @@ from raftkv.raft import (
     encode_conf_change,
 )
 from raftkv.server import autocompact, corruptcheck, forcenew
+from raftkv.storage.dirlock import DirLock
 from raftkv.storage.engine import Engine
 from raftkv.storage.errors import StorageError
 from raftkv.storage.group_commit import GroupCommitter, after_commit, before_commit
@@ -174,10 +175,27 @@ class Member:
         # native and metrics ones; start() the peer one); None until then.
         self.peer_port = self.client_port = self.native_port = self.metrics_port = None
         self.forward_handlers = {}  # op -> async fn(body): the Service's leader-only ops
+        self._locks = []  # DirLocks of the data dir and the --wal-dir (open_storage)
 
     # ------------------------------------------------------------------ start / stop
     def open_storage(self):
-        os.makedirs(self.cfg.data_dir, exist_ok=True)
+        # First, before anything in them is read or changed: no other process may run on
+        # the data dir or the WAL dir (DirInUseError, and the start is refused).
+        self._locks.append(DirLock(self.cfg.data_dir, "data dir"))
+        try:
+            self._open_storage()
+        except BaseException:  # a refused start gives the directories back at once
+            self._release_locks()
+            raise
+        for lock in self._locks:
+            lock.record_pid()  # only now: a refused start leaves the files as they were
+
+    def _release_locks(self):
+        for lock in self._locks:
+            lock.release()
+        self._locks = []
+
+    def _open_storage(self):
         for name in os.listdir(self.cfg.data_dir):
             if name.startswith(("incoming-snap-", "outgoing-snap-")):  # left by a crash
                 os.unlink(os.path.join(self.cfg.data_dir, name))
@@ -215,6 +233,8 @@ class Member:
                 f"{self.cfg.data_dir}: the store is applied to index {self.kv.applied_index} "
                 f"but there is no WAL in {self.wal.dir}; refusing to start without the Raft "
                 f"log (if this member ran with --wal-dir, start it with the same --wal-dir)")
+        if self.cfg.wal_dir:  # its checks above only read; the WAL's open writes
+            self._locks.append(DirLock(self.cfg.wal_dir, "WAL dir"))
         image = self.wal.open()
         self._record_wal(recorded)
         if migrate:
@@ -600,6 +620,7 @@ class Member:
             self.wal.close()
         if self.engine is not None:
             self.engine.close()
+        self._release_locks()
 
     def _peer_addrs(self):
         out = {}

@@ -14,6 +14,7 @@ import threading
 
 import lmdb
 
+from raftkv.storage.dirlock import LOCK_FILE
 from raftkv.storage.errors import StorageError
 
 FORMAT_VERSION = 1  # bump on any incompatible change of the on-disk layout
@@ -105,7 +106,8 @@ def _check_dir(path, readonly):
         raise DataDirError(f"{path}: data dir is not a directory")
     # fixtures/: the certificates of --auto-tls / --peer-auto-tls, made before the store opens
     # (etcd keeps them there too).
-    entries = set(os.listdir(path)) - {"fixtures"}
+    # raftkv.lock: the member's lock (storage/dirlock.py), taken before the store opens.
+    entries = set(os.listdir(path)) - {"fixtures", LOCK_FILE}
     if entries and DATA_FILE not in entries:
         raise DataDirError(
             f"{path}: not a raftkv data dir (it holds {sorted(entries)[:5]} but no {DATA_FILE})"

@@ -165,9 +165,7 @@ def make_member(data_dir, *flags, name="m1", cluster=PEERS):
 
 
 def close(m):
-    m.committer.close()
-    m.wal.close()
-    m.engine.close()
+    m.close_storage()  # also gives back the data dir's lock
 
 
 def apply_conf_changes(m, lo):

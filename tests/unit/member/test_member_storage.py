@@ -22,9 +22,7 @@ def make_member(data_dir):
 
 
 def close(m):
-    m.committer.close()
-    m.wal.close()
-    m.engine.close()
+    m.close_storage()  # also gives back the data dir's lock
 
 
 def test_bootstrap_writes_the_wal_and_reopens(tmp_path):

@@ -56,7 +56,7 @@ def test_restore_gives_a_bootstrapped_member(tmp_path, snap):
     assert (infos[1]["revision"], infos[1]["keys"]) == (4, 3)
     data_dir = tmp_path / "m2.raftkv"
     assert sorted(os.listdir(data_dir)) == ["data.mdb", "lock.mdb", "member-identity.json",
-                                            "wal", "wal-identity.json"]
+                                            "raftkv.lock", "wal", "wal-identity.json"]
     assert not os.path.exists(str(data_dir) + restore.SCRATCH_SUFFIX)
     # Opened as the member's first start would: the bootstrap entries are there, not redone.
     m = Member(cfg)
