@@ -3,9 +3,9 @@
 Each worker is `python -m raftkv.api.etcd.workers ...`: a grpc.aio server with every etcd
 service (KV, Watch, Lease, Cluster, Maintenance, Auth, Lock, Election, Health) on the member's
 client port, which the workers share with SO_REUSEPORT (the kernel spreads incoming
-connections over them). Their servicers are the member's own (raftkv/api/etcd/*), given a RemoteService instead of the
-Service: the same contract (call / watch / snapshot) carried over one pipelined native-protocol
-connection to the member's native port on loopback. Every RPC therefore behaves as when the
+connections over them). Their servicers are the member's own (raftkv/api/etcd/*), given a
+RemoteService instead of the Service: the same contract (call / watch / snapshot) carried over
+one pipelined native-protocol connection to the member's native port on loopback. Every RPC therefore behaves as when the
 member serves gRPC itself (same conversion, same errors, same headers); it costs one more
 hop (msgpack encode/decode on both sides and a loopback round trip).
 
