@@ -5,9 +5,10 @@ service (KV, Watch, Lease, Cluster, Maintenance, Auth, Lock, Election, Health) o
 client port, which the workers share with SO_REUSEPORT (the kernel spreads incoming
 connections over them). Their servicers are the member's own (raftkv/api/etcd/*), given a
 RemoteService instead of the Service: the same contract (call / watch / snapshot) carried over
-one pipelined native-protocol connection to the member's native port on loopback. Every RPC therefore behaves as when the
-member serves gRPC itself (same conversion, same errors, same headers); it costs one more
-hop (msgpack encode/decode on both sides and a loopback round trip).
+one pipelined native-protocol connection to the member's native port on loopback. Every RPC
+therefore behaves as when the member serves gRPC itself (same conversion, same errors, same
+headers); it costs one more hop (msgpack encode/decode on both sides and a loopback round
+trip).
 
 The member (raftkv/api/serve.py) reserves the client port first with a bound, non-listening
 SO_REUSEPORT socket (a port held by another program without SO_REUSEPORT fails the start, as
