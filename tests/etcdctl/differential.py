@@ -514,17 +514,17 @@ def run(etcd, raftkv, seed, examples, ops_per_example=OPS_PER_EXAMPLE, log=None,
 
 
 @contextlib.contextmanager
-def servers(root, raftkv_members=3, extra_args=()):
+def servers(root, raftkv_members=3, extra_args=(), raftkv_args=()):
     """A fresh single-member etcd and a fresh raftkv cluster on probed loopback ports, data
     under root; yields (etcd endpoint, [raftkv endpoints]). Every process is stopped by PID.
-    extra_args: flags both servers take (e.g. --bcrypt-cost)."""
+    extra_args: flags both servers take (e.g. --bcrypt-cost); raftkv_args: raftkv's only."""
     from raftkv.cli.local_cluster import LocalCluster
     from tests.etcdctl.conftest import FAST_ARGS, running
 
     etcd = EtcdCluster(os.path.join(root, "etcd"), members=1,  # same timing flags as FAST_ARGS
                        extra_args=extra_args)
     raftkv = LocalCluster(os.path.join(root, "raftkv"), members=raftkv_members,
-                          extra_args=[*FAST_ARGS, *extra_args])
+                          extra_args=[*FAST_ARGS, *extra_args, *raftkv_args])
     with running(etcd), running(raftkv):
         raftkv.wait_listening()
         yield etcd.endpoints[0], raftkv.endpoints
@@ -539,11 +539,11 @@ def connect(etcd_endpoint, raftkv_endpoint):
 
 
 @contextlib.contextmanager
-def paired_targets(root, seed, extra_args=(), connect_fn=None):
+def paired_targets(root, seed, extra_args=(), connect_fn=None, raftkv_args=()):
     """Fresh servers under root (see servers) and their targets (etcd, raftkv), closed after.
     The raftkv member asked is a follower or the leader as the seed falls (seed % members):
     both must answer as etcd does."""
-    with servers(root, extra_args=extra_args) as (etcd_ep, raftkv_eps):
+    with servers(root, extra_args=extra_args, raftkv_args=raftkv_args) as (etcd_ep, raftkv_eps):
         etcd, raftkv = (connect_fn or connect)(etcd_ep, raftkv_eps[seed % len(raftkv_eps)])
         try:
             yield etcd, raftkv
