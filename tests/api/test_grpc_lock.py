@@ -72,6 +72,14 @@ def _lease(channel, lease_id):
                                                timeout=T)
 
 
+def _held(channel):
+    """Leases 0x1 and 0x2, and the lock "l" held with 0x1: (Lock stub, its LockResponse)."""
+    for lease in (0x1, 0x2):
+        _lease(channel, lease)
+    lock = v3lock_pb2_grpc.LockStub(channel)
+    return lock, lock.Lock(lpb.LockRequest(name=b"l", lease=0x1), timeout=T)
+
+
 def _queued(service, key):
     """Until key exists and its waiter watches."""
     _until(lambda: key in service.kvs and service._watchers, f"{key!r} queued")
@@ -88,11 +96,7 @@ def _settled(service, thread, baseline, gone_key):
 @pytest.mark.parametrize("end", ["cancel", "disconnect", "deadline"])
 def test_a_waiting_lock_that_ends_leaves_nothing_behind(server, end):
     service, thread, channel = server
-    main = channel()
-    for lease in (0x1, 0x2):
-        _lease(main, lease)
-    lock = v3lock_pb2_grpc.LockStub(main)
-    held = lock.Lock(lpb.LockRequest(name=b"l", lease=0x1), timeout=T)
+    lock, held = _held(channel())
     assert held.key == b"l/1"
     baseline = _tasks(thread)
     waiter_channel = channel()
@@ -111,11 +115,7 @@ def test_a_waiting_lock_that_ends_leaves_nothing_behind(server, end):
 
 def test_a_lock_released_after_waiting_closes_its_watcher(server):
     service, thread, channel = server
-    main = channel()
-    for lease in (0x1, 0x2):
-        _lease(main, lease)
-    lock = v3lock_pb2_grpc.LockStub(main)
-    held = lock.Lock(lpb.LockRequest(name=b"l", lease=0x1), timeout=T)
+    lock, held = _held(channel())
     baseline = _tasks(thread)
     waiter = lock.Lock.future(lpb.LockRequest(name=b"l", lease=0x2), timeout=30)
     _queued(service, b"l/2")

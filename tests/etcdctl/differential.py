@@ -39,6 +39,7 @@ import grpc
 from google.protobuf import text_format
 from google.protobuf.descriptor import FieldDescriptor
 
+from raftkv.api.etcd import concurrency
 from raftkv.api.etcd.proto import rpc_pb2, rpc_pb2_grpc
 from tests.etcdctl.conformance import EtcdCluster
 
@@ -456,15 +457,8 @@ def _clear_ignores(txn):
             op.request_put.ignore_value = op.request_put.ignore_lease = False
 
 
-def _prefix_end(prefix):
-    """clientv3's GetPrefixRangeEnd."""
-    end = bytearray(prefix)
-    while end and end[-1] == 0xFF:
-        end.pop()
-    if not end:
-        return b"\0"
-    end[-1] += 1
-    return bytes(end)
+# clientv3's GetPrefixRangeEnd (the Lock and Election services' own)
+_prefix_end = concurrency.prefix_end
 
 
 # ------------------------------------------------------------------------------ runner
