@@ -92,6 +92,12 @@ ERRORS = {
     "BAD_LEADER_TRANSFEREE": (_F, "etcdserver: bad leader transferee"),
     "LEARNER_NOT_SUPPORTED": (_U, "etcdserver: rpc not supported for learner"),
     "PERMISSION_DENIED": (GrpcCode.PERMISSION_DENIED, "etcdserver: permission denied"),
+    # etcd's clientv3/concurrency and v3election errors: plain Go errors, so the Lock and
+    # Election services answer them (as every error of theirs) with gRPC Unknown.
+    "ELECTION_NOT_LEADER": (GrpcCode.UNKNOWN, "election: not leader"),
+    "ELECTION_NO_LEADER": (GrpcCode.UNKNOWN, "election: no leader"),
+    "ELECTION_NO_LEADER_KEY": (GrpcCode.UNKNOWN, '"leader" field must be provided'),
+    "LOST_WATCHER": (GrpcCode.UNKNOWN, "lost watcher waiting for delete"),
     # raftkv's own (no etcd equivalent); the gRPC front end still maps them sensibly.
     "BAD_REQUEST": (_I, "raftkv: malformed request"),
     "UNKNOWN_OP": (GrpcCode.UNIMPLEMENTED, "raftkv: unknown operation"),

@@ -39,6 +39,7 @@ import grpc
 from google.protobuf import text_format
 from google.protobuf.descriptor import FieldDescriptor
 
+from raftkv.api.etcd import concurrency
 from raftkv.api.etcd.proto import rpc_pb2, rpc_pb2_grpc
 from tests.etcdctl.conformance import EtcdCluster
 
@@ -456,15 +457,8 @@ def _clear_ignores(txn):
             op.request_put.ignore_value = op.request_put.ignore_lease = False
 
 
-def _prefix_end(prefix):
-    """clientv3's GetPrefixRangeEnd."""
-    end = bytearray(prefix)
-    while end and end[-1] == 0xFF:
-        end.pop()
-    if not end:
-        return b"\0"
-    end[-1] += 1
-    return bytes(end)
+# clientv3's GetPrefixRangeEnd (the Lock and Election services' own)
+_prefix_end = concurrency.prefix_end
 
 
 # ------------------------------------------------------------------------------ runner
@@ -514,17 +508,17 @@ def run(etcd, raftkv, seed, examples, ops_per_example=OPS_PER_EXAMPLE, log=None,
 
 
 @contextlib.contextmanager
-def servers(root, raftkv_members=3, extra_args=()):
+def servers(root, raftkv_members=3, extra_args=(), raftkv_args=()):
     """A fresh single-member etcd and a fresh raftkv cluster on probed loopback ports, data
     under root; yields (etcd endpoint, [raftkv endpoints]). Every process is stopped by PID.
-    extra_args: flags both servers take (e.g. --bcrypt-cost)."""
+    extra_args: flags both servers take (e.g. --bcrypt-cost); raftkv_args: raftkv's only."""
     from raftkv.cli.local_cluster import LocalCluster
     from tests.etcdctl.conftest import FAST_ARGS, running
 
     etcd = EtcdCluster(os.path.join(root, "etcd"), members=1,  # same timing flags as FAST_ARGS
                        extra_args=extra_args)
     raftkv = LocalCluster(os.path.join(root, "raftkv"), members=raftkv_members,
-                          extra_args=[*FAST_ARGS, *extra_args])
+                          extra_args=[*FAST_ARGS, *extra_args, *raftkv_args])
     with running(etcd), running(raftkv):
         raftkv.wait_listening()
         yield etcd.endpoints[0], raftkv.endpoints
@@ -539,11 +533,11 @@ def connect(etcd_endpoint, raftkv_endpoint):
 
 
 @contextlib.contextmanager
-def paired_targets(root, seed, extra_args=(), connect_fn=None):
+def paired_targets(root, seed, extra_args=(), connect_fn=None, raftkv_args=()):
     """Fresh servers under root (see servers) and their targets (etcd, raftkv), closed after.
     The raftkv member asked is a follower or the leader as the seed falls (seed % members):
     both must answer as etcd does."""
-    with servers(root, extra_args=extra_args) as (etcd_ep, raftkv_eps):
+    with servers(root, extra_args=extra_args, raftkv_args=raftkv_args) as (etcd_ep, raftkv_eps):
         etcd, raftkv = (connect_fn or connect)(etcd_ep, raftkv_eps[seed % len(raftkv_eps)])
         try:
             yield etcd, raftkv

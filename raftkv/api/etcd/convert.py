@@ -98,6 +98,13 @@ async def abort(context, error):
     await context.abort(status_code(error), error.message)
 
 
+async def abort_unknown(context, error):
+    """End the RPC with gRPC Unknown and the error's message (raises): etcd's Lock and Election
+    services return every error, the KV server's included, as a plain Go error (their
+    in-process client turns the status into one), which grpc-go answers with Unknown."""
+    await context.abort(grpc.StatusCode.UNKNOWN, error.message)
+
+
 def with_identity(context, body):
     """body with who sends it: the auth token the client sent as gRPC metadata "token"
     (etcd's key; failing that "authorization", which etcd also reads: its HTTP gateway passes

@@ -1,7 +1,8 @@
 """Start the etcd-compatible gRPC server (grpc.aio) over a service object.
 
 `start_grpc_server(service, host, port, max_request_bytes=...)` registers the KV, Watch, Lease,
-Cluster, Maintenance and Auth services, binds host:port (port 0: the OS picks one) without TLS,
+Cluster, Maintenance and Auth services, etcd's v3lockpb.Lock and v3electionpb.Election and
+grpc.health.v1.Health, binds host:port (port 0: the OS picks one) without TLS,
 starts serving and returns (server, bound_port). Stop it with `await server.stop(grace)`.
 
 Options: etcd's gRPC server flags (GrpcLimits): a client may ping as often as
@@ -21,15 +22,19 @@ import json
 import ssl
 
 import grpc
+from grpc_health.v1 import health_pb2_grpc
 
 from raftkv import tls
 
 from raftkv.api.etcd.auth import AuthServicer
 from raftkv.api.etcd.cluster import ClusterServicer
+from raftkv.api.etcd.election import ElectionServicer
+from raftkv.api.etcd.health import HealthServicer
 from raftkv.api.etcd.kv import KVServicer
 from raftkv.api.etcd.lease import LeaseServicer
+from raftkv.api.etcd.lock import LockServicer
 from raftkv.api.etcd.maintenance import MaintenanceServicer
-from raftkv.api.etcd.proto import rpc_pb2_grpc
+from raftkv.api.etcd.proto import rpc_pb2_grpc, v3election_pb2_grpc, v3lock_pb2_grpc
 from raftkv.api.etcd.watch import WatchServicer
 
 GRPC_OVERHEAD_BYTES = 512 * 1024  # etcd adds this much to --max-request-bytes
@@ -40,6 +45,9 @@ C_INT_MAX = (1 << 31) - 1  # gRPC C-core's channel arguments are C ints
 # --grpc-keepalive-min-time of the one before, with no data sent in between, gets GOAWAY
 # too_many_pings.
 PING_STRIKES_MAX = 2
+# Unary calls that wait for other clients (a lock or leadership held by another) for as long as
+# that lasts: not counted as calls in flight (CallGauge).
+WAITING_METHODS = frozenset({"/v3lockpb.Lock/Lock", "/v3electionpb.Election/Campaign"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +124,10 @@ def servicers(service, *, max_request_bytes):
 def add_services(server, service, *, max_request_bytes):
     for name, servicer in servicers(service, max_request_bytes=max_request_bytes).items():
         getattr(rpc_pb2_grpc, f"add_{name}Servicer_to_server")(servicer, server)
+    # Not in servicers(): the HTTP gateway serves only rpc.proto's services.
+    v3lock_pb2_grpc.add_LockServicer_to_server(LockServicer(service), server)
+    v3election_pb2_grpc.add_ElectionServicer_to_server(ElectionServicer(service), server)
+    health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(), server)
 
 
 class CallGauge:
@@ -140,6 +152,8 @@ class _CountCalls(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler  # unknown method, or a stream (watch, keep-alive, snapshot)
+        if handler_call_details.method in WAITING_METHODS:
+            return handler
         inner, gauge = handler.unary_unary, self._gauge
 
         async def counted(request, context):

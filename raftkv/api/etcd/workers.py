@@ -1,13 +1,14 @@
 """`--grpc-workers N`: the etcd gRPC front end in N child processes (prototype, off by default).
 
 Each worker is `python -m raftkv.api.etcd.workers ...`: a grpc.aio server with every etcd
-service (KV, Watch, Lease, Cluster, Maintenance, Auth) on the member's client port, which the
-workers share with SO_REUSEPORT (the kernel spreads incoming connections over them). Their
-servicers are the member's own (raftkv/api/etcd/*), given a RemoteService instead of the
-Service: the same contract (call / watch / snapshot) carried over one pipelined native-protocol
-connection to the member's native port on loopback. Every RPC therefore behaves as when the
-member serves gRPC itself (same conversion, same errors, same headers); it costs one more
-hop (msgpack encode/decode on both sides and a loopback round trip).
+service (KV, Watch, Lease, Cluster, Maintenance, Auth, Lock, Election, Health) on the member's
+client port, which the workers share with SO_REUSEPORT (the kernel spreads incoming
+connections over them). Their servicers are the member's own (raftkv/api/etcd/*), given a
+RemoteService instead of the Service: the same contract (call / watch / snapshot) carried over
+one pipelined native-protocol connection to the member's native port on loopback. Every RPC
+therefore behaves as when the member serves gRPC itself (same conversion, same errors, same
+headers); it costs one more hop (msgpack encode/decode on both sides and a loopback round
+trip).
 
 The member (raftkv/api/serve.py) reserves the client port first with a bound, non-listening
 SO_REUSEPORT socket (a port held by another program without SO_REUSEPORT fails the start, as
