@@ -7,19 +7,20 @@ grpc.aio only, so the gateway has listeners of its own, the flag etcd 3.5 gave t
 client sees is etcd 3.4.23's gateway (checked with curl against the real one):
 
 * `POST /v3/<path>` (and `/v3beta/<path>`) for every RPC of KV, Watch, Lease, Cluster,
-  Maintenance and Auth (PATHS). The body is one JSON object, the request message in protobuf's
-  JSON mapping (bytes base64, 64-bit integers as strings or numbers, enums by name or number,
-  field names as in the .proto or in lowerCamelCase; unknown fields are ignored); an empty body
-  is the empty request. `OPTIONS` answers with the CORS headers every response carries.
+  Maintenance, Auth, Lock and Election (PATHS). The body is one JSON object, the request
+  message in protobuf's JSON mapping (bytes in standard base64, 64-bit integers as strings or
+  numbers, enums by name or number, field names as in the .proto or in lowerCamelCase; unknown
+  fields are ignored); an empty body is the empty request. `OPTIONS` answers with the CORS
+  headers every response carries.
 * A response is the message as JSON with the .proto's field names, zero values left out.
 * An error is `{"error": message, "message": message, "code": gRPC code}` with the HTTP status
   grpc-gateway maps that code to (HTTP_STATUS).
 * Watch and LeaseKeepAlive read a stream of JSON requests from the body (one after another, as
   they arrive) and answer with chunked lines `{"result": response}`; Snapshot streams its
-  chunks the same way. A stream that fails after its first line ends with
-  `{"error": {"grpc_code", "http_code", "message", "http_status"}}`. The stream runs until the
-  client closes the connection, also after the request body ends (as etcd's watch server treats
-  a half-close).
+  chunks, and Election's Observe its leaders, the same way. A stream that fails after its
+  first line ends with `{"error": {"grpc_code", "http_code", "message", "http_status"}}`. The
+  stream runs until the client closes the connection, also after the request body ends (as
+  etcd's watch server treats a half-close).
 * The token: the `Authorization` header (etcd's gateway passes it as gRPC metadata
   "authorization", which etcd reads when there is no "token"), or a `Grpc-Metadata-Token`
   header. A client certificate's CN is never a user here, as in etcd's gateway.
@@ -43,8 +44,7 @@ import logging
 from aiohttp import web
 from google.protobuf import json_format
 
-from raftkv.api.etcd.proto import rpc_pb2
-from raftkv.api.etcd.server import GRPC_OVERHEAD_BYTES, servicers
+from raftkv.api.etcd.server import GRPC_OVERHEAD_BYTES, PROTOS, servicers
 
 log = logging.getLogger("raftkv.gateway")
 
@@ -91,6 +91,10 @@ PATHS = {
     "auth/role/list": ("Auth", "RoleList"), "auth/role/delete": ("Auth", "RoleDelete"),
     "auth/role/grant": ("Auth", "RoleGrantPermission"),
     "auth/role/revoke": ("Auth", "RoleRevokePermission"),
+    "lock/lock": ("Lock", "Lock"), "lock/unlock": ("Lock", "Unlock"),
+    "election/campaign": ("Election", "Campaign"), "election/proclaim": ("Election", "Proclaim"),
+    "election/leader": ("Election", "Leader"), "election/observe": ("Election", "Observe"),
+    "election/resign": ("Election", "Resign"),
 }
 HTTP_PATHS = ("/health", "/version", "/metrics")
 
@@ -128,9 +132,10 @@ class _Route:
     __slots__ = ("handler", "request_cls", "client_stream", "server_stream")
 
     def __init__(self, servicer, service_name, method):
-        m = rpc_pb2.DESCRIPTOR.services_by_name[service_name].methods_by_name[method]
+        proto = PROTOS[service_name]
+        m = proto.DESCRIPTOR.services_by_name[service_name].methods_by_name[method]
         self.handler = getattr(servicer, method)
-        self.request_cls = getattr(rpc_pb2, m.input_type.name)
+        self.request_cls = getattr(proto, m.input_type.name)
         self.client_stream = m.client_streaming
         self.server_stream = m.server_streaming
 

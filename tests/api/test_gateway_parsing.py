@@ -78,6 +78,7 @@ def test_headers_become_metadata():
 
 def test_every_path_names_an_rpc_of_the_proto():
     for path, (service, method) in gateway.PATHS.items():
-        desc = rpc_pb2.DESCRIPTOR.services_by_name[service].methods_by_name[method]
-        assert getattr(rpc_pb2, desc.input_type.name), path
+        proto = gateway.PROTOS[service]
+        desc = proto.DESCRIPTOR.services_by_name[service].methods_by_name[method]
+        assert getattr(proto, desc.input_type.name), path
     assert gateway.HTTP_STATUS[9] == 412 and gateway.HTTP_STATUS[16] == 401

@@ -254,6 +254,25 @@ def test_scenario_streams(pair):
             conn.close()
 
 
+def test_scenario_lock_and_election(pair):
+    same_answer(pair, "/v3/lease/grant", '{"TTL": 600, "ID": 4700}')
+    _, body = same_answer(pair, "/v3/lock/lock", '{"name": "bG9jaw==", "lease": 4700}')
+    key = json.loads(body)["key"]
+    same_answer(pair, "/v3/lock/unlock", json.dumps({"key": key}))
+    same_answer(pair, "/v3/lock/lock", '{"name": "bG9jaw==", "lease": 99}')  # no such lease
+    _, body = same_answer(pair, "/v3/election/campaign",
+                          '{"name": "ZWxlYw==", "lease": 4700, "value": "djE="}')
+    leader = json.loads(body)["leader"]
+    same_answer(pair, "/v3/election/leader", '{"name": "ZWxlYw=="}')
+    same_answer(pair, "/v3/election/proclaim", json.dumps({"leader": leader, "value": "djI="}))
+    answers = [[masked(x) for x in stream_lines(t.gateway, "/v3/election/observe",
+                                                '{"name": "ZWxlYw=="}', 1)[1]] for t in pair]
+    assert answers[1] == answers[0] and '"djI="' in answers[0][0]
+    same_answer(pair, "/v3/election/resign", json.dumps({"leader": leader}))
+    same_answer(pair, "/v3/election/leader", '{"name": "ZWxlYw=="}')  # election: no leader
+    same_answer(pair, "/v3/lease/revoke", '{"ID": 4700}')
+
+
 def test_scenario_snapshot(pair):
     for t in pair:
         status, lines = stream_lines(t.gateway, "/v3/maintenance/snapshot", "{}", 10_000)

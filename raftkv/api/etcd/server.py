@@ -34,7 +34,8 @@ from raftkv.api.etcd.kv import KVServicer
 from raftkv.api.etcd.lease import LeaseServicer
 from raftkv.api.etcd.lock import LockServicer
 from raftkv.api.etcd.maintenance import MaintenanceServicer
-from raftkv.api.etcd.proto import rpc_pb2_grpc, v3election_pb2_grpc, v3lock_pb2_grpc
+from raftkv.api.etcd.proto import rpc_pb2, rpc_pb2_grpc, v3election_pb2, v3election_pb2_grpc
+from raftkv.api.etcd.proto import v3lock_pb2, v3lock_pb2_grpc
 from raftkv.api.etcd.watch import WatchServicer
 
 GRPC_OVERHEAD_BYTES = 512 * 1024  # etcd adds this much to --max-request-bytes
@@ -105,8 +106,17 @@ def server_options(max_request_bytes, reuse_port=False, limits=None):
     ]
 
 
+# The .proto module that defines each service of servicers().
+PROTOS = {**dict.fromkeys(("KV", "Watch", "Lease", "Cluster", "Maintenance", "Auth"), rpc_pb2),
+          "Lock": v3lock_pb2, "Election": v3election_pb2}
+_ADD = {**{name: getattr(rpc_pb2_grpc, f"add_{name}Servicer_to_server")
+           for name, proto in PROTOS.items() if proto is rpc_pb2},
+        "Lock": v3lock_pb2_grpc.add_LockServicer_to_server,
+        "Election": v3election_pb2_grpc.add_ElectionServicer_to_server}
+
+
 def servicers(service, *, max_request_bytes):
-    """etcd's services over `service`: {service name in rpc.proto: servicer}. The gRPC server
+    """etcd's services over `service`: {service name (PROTOS): servicer}. The gRPC server
     registers them; the HTTP gateway (raftkv/api/gateway.py) calls the same ones."""
     return {
         "KV": KVServicer(service),
@@ -118,15 +128,15 @@ def servicers(service, *, max_request_bytes):
         "Cluster": ClusterServicer(service),
         "Maintenance": MaintenanceServicer(service),
         "Auth": AuthServicer(service),
+        "Lock": LockServicer(service),
+        "Election": ElectionServicer(service),
     }
 
 
 def add_services(server, service, *, max_request_bytes):
     for name, servicer in servicers(service, max_request_bytes=max_request_bytes).items():
-        getattr(rpc_pb2_grpc, f"add_{name}Servicer_to_server")(servicer, server)
-    # Not in servicers(): the HTTP gateway serves only rpc.proto's services.
-    v3lock_pb2_grpc.add_LockServicer_to_server(LockServicer(service), server)
-    v3election_pb2_grpc.add_ElectionServicer_to_server(ElectionServicer(service), server)
+        _ADD[name](servicer, server)
+    # Not in servicers(): etcd's gateway has no path for gRPC health checks.
     health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(), server)
 
 
