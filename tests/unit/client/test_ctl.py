@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from raftkv.cli import ctl
+from raftkv.cli import ctl, ctl_format
 from tests.unit.client.richfake import RichFakeService, ServerThread
 
 
@@ -65,7 +65,7 @@ def test_json_and_table_output(server, capsys):
     assert "PEER ADDRS" in out and "m1" in out
     # etcdctl's tablewriter: headers centred, cells right-aligned
     table = io.StringIO()
-    ctl.write_table(["NAME", "X"], [["a", "bbbbb"]], table)
+    ctl_format.write_table(["NAME", "X"], [["a", "bbbbb"]], table)
     assert table.getvalue().splitlines()[1:4] == ["| NAME |   X   |", "+------+-------+",
                                                   "|    a | bbbbb |"]
 
@@ -219,7 +219,7 @@ def test_etcdctl_json_omits_zero_fields_and_wraps_txn_responses(server, monkeypa
     ops = json.loads(out)["responses"]
     assert [list(op["Response"]) for op in ops] == [["ResponseRange"], ["ResponseDeleteRange"]]
     assert "deleted" not in ops[1]["Response"]["ResponseDeleteRange"]
-    assert ctl.pb_json({"a": 0, "b": False, "c": "", "d": [], "e": b"", "f": {"g": 1}}) == {
+    assert ctl_format.pb_json({"a": 0, "b": False, "c": "", "d": [], "e": b"", "f": {"g": 1}}) == {
         "f": {"g": 1}}
 
 
@@ -238,7 +238,7 @@ def test_etcdctl_fields_output(server, monkeypatch):
     rc, out = ctl_run(server, "txn", "-w", "fields", stdin='\nget nothing\n\n\n',
                       monkeypatch=monkeypatch)
     assert '"Succeeded" : true' in out and '"Count" : 0' in out
-    assert ctl.go_quote("a\tb\x01\\") == '"a\\tb\\x01\\\\"'
+    assert ctl_format.go_quote("a\tb\x01\\") == '"a\\tb\\x01\\\\"'
 
 
 def test_sort_flags_any_case_and_bad_values(server, capsys):
