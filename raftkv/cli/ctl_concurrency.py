@@ -6,13 +6,14 @@ Both hold a Session (a lease kept alive every third of its TTL) as etcdctl does:
 --ttl (10 s, etcdctl's), elect's 60 s (clientv3's; also lock's for a --ttl <= 0). Keys are
 etcd's (NAME/<lease id in hex>), so raftkvctl and etcdctl, or a clientv3 program, contend
 for the same lock and election. lock holds the lock, then runs COMMAND with ETCD_LOCK_KEY
-and ETCD_LOCK_REV in its environment and releases the lock when it exits (its exit status other than 0 is an error,
-"exit status N", as etcdctl), or without a COMMAND prints the lock's key and holds it until
-interrupted (SIGINT). elect campaigns, prints the leader's key and value once elected and
-leads until interrupted, then resigns; elect -l prints the leader and every change of it
-until interrupted. Interrupted while waiting for the lock or the election: "Error: context
-canceled", exit status 1, as etcdctl. Unlike etcdctl 3.4, which leaves its lease to expire,
-raftkvctl revokes the lease when it ends (its key is gone at once either way).
+and ETCD_LOCK_REV in its environment and releases the lock when it exits (its exit status
+other than 0 is an error, "exit status N", as etcdctl), or without a COMMAND prints the
+lock's key and holds it until interrupted (SIGINT). elect campaigns, prints the leader's key
+and value once elected and leads until interrupted, then resigns; elect -l prints the leader
+and every change of it until interrupted. Interrupted while waiting for the lock or the
+election: "Error: context canceled", exit status 1, as etcdctl. Unlike etcdctl 3.4, which
+leaves its lease to expire, raftkvctl revokes the lease when it ends (its key is gone at
+once either way).
 """
 from __future__ import annotations
 
