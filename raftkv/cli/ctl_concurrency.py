@@ -8,12 +8,11 @@ etcd's (NAME/<lease id in hex>), so raftkvctl and etcdctl, or a clientv3 program
 for the same lock and election. lock holds the lock, then runs COMMAND with ETCD_LOCK_KEY
 and ETCD_LOCK_REV in its environment and releases the lock when it exits (its exit status
 other than 0 is an error, "exit status N", as etcdctl), or without a COMMAND prints the
-lock's key and holds it until interrupted (SIGINT). elect campaigns, prints the leader's key
+lock's key and holds it until interrupted (SIGINT or SIGTERM). elect campaigns, prints the leader's key
 and value once elected and leads until interrupted, then resigns; elect -l prints the leader
 and every change of it until interrupted. Interrupted while waiting for the lock or the
-election: "Error: context canceled", exit status 1, as etcdctl. Unlike etcdctl 3.4, which
-leaves its lease to expire, raftkvctl revokes the lease when it ends (its key is gone at
-once either way).
+election: "Error: context canceled", exit status 1, as etcdctl. As etcdctl 3.4, the
+session's lease is left to expire (its key is deleted at once).
 """
 from __future__ import annotations
 
@@ -66,22 +65,38 @@ def lock_args(args):
     return words[0], words[1:], int(ttl)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # etcdctl 3.4 unlocks or resigns on both
+
+
 @contextlib.contextmanager
 def _interrupts():
-    """An Event set on SIGINT (etcdctl unlocks or resigns on os.Interrupt); SIGTERM still
-    ends the process at once, leaving the key to its lease's TTL, as etcdctl's."""
+    """An Event set on SIGINT or SIGTERM, on which etcdctl 3.4 releases the lock or resigns
+    and exits 0 (checked by hand against etcdctl 3.4.23)."""
     interrupted = asyncio.Event()
     loop = asyncio.get_running_loop()
-    try:
-        loop.add_signal_handler(signal.SIGINT, interrupted.set)
-        installed = True
-    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
-        installed = False
+    installed = []
+    for sig in STOP_SIGNALS:
+        try:
+            loop.add_signal_handler(sig, interrupted.set)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            pass
     try:
         yield interrupted
     finally:
-        if installed:
-            loop.remove_signal_handler(signal.SIGINT)
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+@contextlib.asynccontextmanager
+async def _session(c, ttl):
+    """A Session for the command; its lease is left to expire when it ends, as etcdctl
+    leaves its session's (its keys are deleted by then: unlock, resign)."""
+    session = await c.session(ttl).start()
+    try:
+        yield session
+    finally:
+        await session.close(revoke=False)
 
 
 async def _race(task, *events):
@@ -111,7 +126,7 @@ async def cmd_lock(c, args, out):
     name, command, ttl = lock_args(args)
     ttl = ttl if ttl > 0 else SESSION_TTL_S  # clientv3's WithTTL ignores a TTL <= 0
     with _interrupts() as interrupted:
-        async with c.session(ttl) as session:
+        async with _session(c, ttl) as session:
             lock = c.lock(name, prefix=b"", lease=session.lease)
             await _wait_for(interrupted, lock.acquire())
             try:
@@ -172,7 +187,7 @@ async def cmd_elect(c, args, out):
     if len(args.names) == 2 and args.listen:
         raise bad_args("proposal given but -l is set")
     with _interrupts() as interrupted:
-        async with c.session(SESSION_TTL_S) as session:  # etcdctl makes one to observe too
+        async with _session(c, SESSION_TTL_S) as session:  # etcdctl makes one to observe too
             election = c.election(args.names[0], lease=session.lease)
             if args.listen:
                 return await _observe(election, args, out, interrupted)
