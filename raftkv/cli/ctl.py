@@ -395,7 +395,8 @@ async def cmd_member_update(c, args, out):
     resp = await c.call("member_update", {"ID": mid, "peerURLs": urls})
     cluster = resp.get("header", {}).get("cluster_id", 0)
     _emit(args, out, resp,
-          lambda: out.write(f"Member {mid:16x} updated in cluster {cluster:16x}\n"))
+          lambda: out.write(f"Member {mid:16x} updated in cluster {cluster:16x}\n"),
+          fields=UNSUPPORTED)
 
 
 def parse_hex_id(text):

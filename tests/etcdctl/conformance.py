@@ -388,8 +388,8 @@ def normalise(text, ids):
     text = _STATUS_NUMBERS.sub(r"\1, <N>, <N>, <N>", text)
     text = _TABLE_NUMBERS.sub(r"| \1 | \2 | <N> | <N> | <N> |", text)
 
-    def hex_id(m):
-        return ids.setdefault(m.group(0), f"<ID{len(ids) + 1}>")
+    def hex_id(m):  # one ID printed %x and %016x: "b27a21cb5973414", "0b27a21cb5973414"
+        return ids.setdefault(m.group(0).lstrip("0"), f"<ID{len(ids) + 1}>")
     return _HEX_ID.sub(hex_id, text)
 
 
