@@ -358,8 +358,8 @@ async def _lease_list(c, args, out):
 async def cmd_member(c, args, out):
     if args.member_cmd != "list":
         return await {"update": cmd_member_update, "add": cmd_member_add,
-                      "remove": cmd_member_remove,
-                      "promote": cmd_member_promote}[args.member_cmd](c, args, out)
+                      "remove": cmd_member_remove_or_promote,
+                      "promote": cmd_member_remove_or_promote}[args.member_cmd](c, args, out)
     resp = await c.call("member_list", {})
     rows = [[f"{m.get('ID', 0):x}", "started" if m.get("name") else "unstarted",
              m.get("name", ""), ",".join(m.get("peerURLs", [])),
@@ -459,20 +459,16 @@ async def cmd_member_add(c, args, out):
               'ETCD_INITIAL_CLUSTER_STATE="existing"\n')
 
 
-async def cmd_member_remove(c, args, out):
+async def cmd_member_remove_or_promote(c, args, out):
+    """member remove ID | member promote ID: etcdctl's line (the IDs as %16x)."""
     mid = _member_id(args.ids)
-    resp = await c.member_remove(mid)
+    if args.member_cmd == "remove":
+        resp, done = await c.member_remove(mid), "removed from"
+    else:
+        resp, done = await c.member_promote(mid), "promoted in"
     cluster = resp.get("header", {}).get("cluster_id", 0)
     _emit(args, out, resp, lambda: out.write(
-        f"Member {mid:16x} removed from cluster {cluster:16x}\n"), fields=UNSUPPORTED)
-
-
-async def cmd_member_promote(c, args, out):
-    mid = _member_id(args.ids)
-    resp = await c.member_promote(mid)
-    cluster = resp.get("header", {}).get("cluster_id", 0)
-    _emit(args, out, resp, lambda: out.write(
-        f"Member {mid:16x} promoted in cluster {cluster:16x}\n"), fields=UNSUPPORTED)
+        f"Member {mid:16x} {done} cluster {cluster:16x}\n"), fields=UNSUPPORTED)
 
 
 def _each_endpoint(args):
