@@ -8,11 +8,11 @@ etcd's (NAME/<lease id in hex>), so raftkvctl and etcdctl, or a clientv3 program
 for the same lock and election. lock holds the lock, then runs COMMAND with ETCD_LOCK_KEY
 and ETCD_LOCK_REV in its environment and releases the lock when it exits (its exit status
 other than 0 is an error, "exit status N", as etcdctl), or without a COMMAND prints the
-lock's key and holds it until interrupted (SIGINT or SIGTERM). elect campaigns, prints the leader's key
-and value once elected and leads until interrupted, then resigns; elect -l prints the leader
-and every change of it until interrupted. Interrupted while waiting for the lock or the
-election: "Error: context canceled", exit status 1, as etcdctl. As etcdctl 3.4, the
-session's lease is left to expire (its key is deleted at once).
+lock's key and holds it until interrupted (SIGINT or SIGTERM). elect campaigns, prints the
+leader's key and value once elected and leads until interrupted, then resigns; elect -l
+prints the leader and every change of it until interrupted. Interrupted while waiting for
+the lock or the election: "Error: context canceled", exit status 1, as etcdctl. As etcdctl
+3.4, the session's lease is left to expire (its key is deleted at once).
 """
 from __future__ import annotations
 
