@@ -3,9 +3,11 @@
     raftkvctl [--endpoints=h:p,...] [-w simple|json|table|fields] VERB ...
     put KEY [VALUE]          get KEY [END]          del KEY [END]        txn [-i]
     watch KEY [END]          lease grant|revoke|keep-alive|timetolive|list
-    member list|update       endpoint health|status  compaction REV      load FILE
+    member list|add|remove|update|promote            endpoint health|status|hashkv
+    compaction REV           alarm list|disarm      defrag               move-leader ID
+    snapshot save|status|restore                    lock NAME [CMD...]   elect NAME [PROP]
     auth enable|disable|status   user add|delete|list|get|passwd|grant-role|revoke-role
-    role add|delete|list|get|grant-permission|revoke-permission
+    role add|delete|list|get|grant-permission|revoke-permission          load FILE  version
 
 Endpoints come from --endpoints, else RAFTKVCTL_ENDPOINTS, else 127.0.0.1:2379: host:port,
 http(s)://host:port, or a member's native Unix socket, unix://PATH or unixs://PATH (TLS); see
@@ -19,13 +21,16 @@ draws a box for list-like answers; fields prints etcdctl's "Name" : value lines 
 against etcdctl on etcd 3.4.23 by tests/etcdctl/test_raftkvctl_conformance.py). Errors go
 to stderr as "Error: <message>" with exit status 1, or etcdctl's other status where it has
 one: 2 (authentication failed; `lease keep-alive --once` of a lease that is gone), 4 (a bad
---sort-by or --order), 5 (snapshot save failed).
+--sort-by or --order; a format etcdctl has no printer for), 5 (snapshot save failed), 128
+(etcdctl's ExitBadArgs: a missing or malformed argument of member, move-leader, lock, elect).
+There is no --cluster: the members' client URLs in member list are their gRPC endpoints, and
+raftkv publishes no native ones. version prints raftkvctl's own version (not etcdctl's) and
+the etcd API version, 3.4, in etcdctl's two lines.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import csv
 import json
 import math
@@ -34,179 +39,32 @@ import re
 import shlex
 import sys
 import time
+import urllib.parse
 
+import raftkv
 from raftkv.api import wire
-from raftkv.cli import ctl_auth, ctl_snapshot
+from raftkv.cli import ctl_auth, ctl_concurrency, ctl_snapshot
+from raftkv.cli.ctl_format import (
+    EXIT_BAD_FEATURE,
+    UNSUPPORTED,
+    bad_args,
+    go_quote,
+    print_range,
+    _emit,
+    _Failed,
+    _print_json,
+    _print_kvs,
+    _s,
+    pb_json,
+)
 from raftkv.client import AsyncClient
 from raftkv.client.txn import Compare, Transactions, txn_body
 from raftkv.client.types import ProgressNotify, prefix_range_end, to_bytes
 
 DEFAULT_ENDPOINTS = "127.0.0.1:2379"
+API_VERSION = "3.4"  # the etcd API raftkv serves (its members answer as etcd 3.4.23)
 PROGRESS_INTERVAL_S = 0.5  # how often `load` redraws its progress line on a TTY
-EXIT_BAD_FEATURE = 4  # etcdctl's exit codes (ctlv3/command/error.go)
-EXIT_INTERRUPTED = 5
 SORT_TARGETS = ("KEY", "VERSION", "CREATE", "MODIFY", "VALUE")  # the protobuf enum's order
-
-
-# Formatting.
-
-def _s(b):
-    return b.decode("utf-8", "backslashreplace") if isinstance(b, bytes) else str(b)
-
-
-def _jsonable(obj):
-    if isinstance(obj, bytes):
-        return base64.b64encode(obj).decode("ascii")
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return obj
-
-
-def _print_json(obj, out):
-    """Compact, as Go's encoding/json (etcdctl's -w json)."""
-    out.write(json.dumps(_jsonable(obj), separators=(",", ":")) + "\n")
-
-
-_ONEOF = {"response_range": "ResponseRange", "response_put": "ResponsePut",
-          "response_delete_range": "ResponseDeleteRange", "response_txn": "ResponseTxn"}
-
-
-def _zero(v):
-    return v is None or v is False or (isinstance(v, (int, float)) and v == 0) or \
-        (isinstance(v, (str, bytes, list, tuple)) and len(v) == 0)
-
-
-def pb_json(obj):
-    """A response as etcdctl's -w json prints a protobuf message (Go's encoding/json of the
-    generated struct): zero values (0, false, "", empty bytes and lists) left out, as their
-    omitempty tags say, and a txn's responses in their oneof wrapper
-    ({"Response": {"ResponseRange": ...}})."""
-    if isinstance(obj, dict):
-        if len(obj) == 1 and next(iter(obj)) in _ONEOF:
-            name, body = next(iter(obj.items()))
-            return {"Response": {_ONEOF[name]: pb_json(body)}}
-        return {k: pb_json(v) for k, v in obj.items() if not _zero(v)}
-    if isinstance(obj, (list, tuple)):
-        return [pb_json(v) for v in obj]
-    return obj
-
-
-def go_quote(s):
-    """Go's %q of a string (strconv.Quote), for etcdctl's -w fields."""
-    s = _s(s)
-    special = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
-               "\t": "\\t", "\v": "\\v", "\\": "\\\\", '"': '\\"'}
-    out = []
-    for ch in s:
-        if ch in special:
-            out.append(special[ch])
-        elif ord(ch) < 0x20 or ord(ch) == 0x7f:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
-
-
-def _go(v):
-    """Go's fmt.Println of a value: booleans in lower case, slices as [a b]."""
-    if isinstance(v, bool):
-        return str(v).lower()
-    if isinstance(v, (list, tuple)):
-        return "[" + " ".join(_go(x) for x in v) + "]"
-    return _s(v)
-
-
-class Fields:
-    """etcdctl's -w fields printer: one "Name" : value line each."""
-
-    def __init__(self, out):
-        self.out = out
-
-    def line(self, name, value, quote=False):
-        self.out.write(f'"{name}" : {go_quote(value) if quote else _go(value)}\n')
-
-    def hdr(self, h):
-        h = h or {}
-        for name, key in (("ClusterID", "cluster_id"), ("MemberID", "member_id"),
-                          ("Revision", "revision"), ("RaftTerm", "raft_term")):
-            self.line(name, h.get(key, 0))
-
-    def kv(self, kv, pfx=""):
-        self.line(pfx + "Key", kv.get("key", b""), quote=True)
-        for name, key in (("CreateRevision", "create_revision"),
-                          ("ModRevision", "mod_revision"), ("Version", "version")):
-            self.line(pfx + name, kv.get(key, 0))
-        self.line(pfx + "Value", kv.get("value", b""), quote=True)
-        self.line(pfx + "Lease", kv.get("lease", 0))
-
-    def get(self, r):
-        self.hdr(r.get("header"))
-        for kv in r.get("kvs", []):
-            self.kv(kv)
-        self.line("More", bool(r.get("more", False)))
-        self.line("Count", r.get("count", 0))
-
-    def put(self, r):
-        self.hdr(r.get("header"))
-        if r.get("prev_kv"):
-            self.kv(r["prev_kv"], "Prev")
-
-    def delete(self, r):
-        self.hdr(r.get("header"))
-        self.line("Deleted", r.get("deleted", 0))
-        for kv in r.get("prev_kvs", []):
-            self.kv(kv, "Prev")
-
-    def txn(self, r):
-        self.hdr(r.get("header"))
-        self.line("Succeeded", bool(r.get("succeeded", False)))
-        for op in r.get("responses", []):
-            if "response_delete_range" in op:
-                self.delete(op["response_delete_range"])
-            elif "response_put" in op:
-                self.put(op["response_put"])
-            elif "response_range" in op:
-                self.get(op["response_range"])
-
-
-def write_table(headers, rows, out, align=">"):
-    """etcdctl's tables (tablewriter with ALIGN_RIGHT): headers centred, cells right-aligned
-    (or centred: align "^")."""
-    cols = [[str(h)] + [str(r[i]) for r in rows] for i, h in enumerate(headers)]
-    widths = [max(len(c) for c in col) for col in cols]
-    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
-
-    def fmt(cells, how):
-        return "|" + "|".join(f" {str(c):{how}{w}} " for c, w in zip(cells, widths)) + "|"
-
-    out.write("\n".join([line, fmt(headers, "^"), line] + [fmt(r, align) for r in rows]
-                        + [line]) + "\n")
-
-
-def _print_kvs(kvs, args, out):
-    for kv in kvs:
-        if not getattr(args, "print_value_only", False):
-            out.write(_s(kv.get("key", b"")) + "\n")
-        out.write(_s(kv.get("value", b"")) + "\n")  # with --keys-only: an empty line
-
-
-def _emit(args, out, resp, simple, table=None, fields=None, pb=True):
-    """Print resp in the chosen format: simple(), table() and fields(Fields) print the
-    others (etcdctl prints simple output where a format has no printer). pb: resp is a
-    protobuf response, printed as etcdctl's json does (pb_json)."""
-    if args.write_out == "json":
-        _print_json(pb_json(resp) if pb else resp, out)
-    elif args.write_out == "fields" and fields is not None:
-        fields(Fields(out))
-    elif args.write_out == "table":
-        if table is None:  # etcdctl 3.4 draws tables for member list and endpoint only
-            raise _Failed("table not supported as output format", exit_code=EXIT_BAD_FEATURE)
-        headers, rows = table()
-        write_table(headers, rows, out)
-    else:
-        simple()
 
 
 # Key-value verbs.
@@ -258,23 +116,7 @@ async def cmd_get(c, args, out):
     if order or target:  # etcdctl (case-insensitive): ascending by default
         body["sort_order"] = 2 if order == "DESCEND" else 1
         body["sort_target"] = SORT_TARGETS.index(target or "KEY")
-    resp = await c.call("range", body)
-
-    def simple():
-        if args.count_only:
-            out.write(f"{resp.get('count', 0)}\n")
-        else:
-            _print_kvs(resp.get("kvs", []), args, out)
-
-    def table():  # etcdctl 3.4 has no table for get; raftkvctl draws one (issue #5)
-        if args.count_only:
-            return ["COUNT"], [[str(resp.get("count", 0))]]
-        if args.keys_only:
-            return ["KEY"], [[_s(kv["key"])] for kv in resp.get("kvs", [])]
-        return ["KEY", "VALUE"], [[_s(kv["key"]), _s(kv.get("value", b""))]
-                                  for kv in resp.get("kvs", [])]
-
-    _emit(args, out, resp, simple, table, fields=lambda f: f.get(resp))
+    print_range(args, out, await c.call("range", body))
 
 
 async def cmd_del(c, args, out):
@@ -514,8 +356,10 @@ async def _lease_list(c, args, out):
 # Cluster.
 
 async def cmd_member(c, args, out):
-    if args.member_cmd == "update":
-        return await cmd_member_update(c, args, out)
+    if args.member_cmd != "list":
+        return await {"update": cmd_member_update, "add": cmd_member_add,
+                      "remove": cmd_member_remove_or_promote,
+                      "promote": cmd_member_remove_or_promote}[args.member_cmd](c, args, out)
     resp = await c.call("member_list", {})
     rows = [[f"{m.get('ID', 0):x}", "started" if m.get("name") else "unstarted",
              m.get("name", ""), ",".join(m.get("peerURLs", [])),
@@ -551,7 +395,80 @@ async def cmd_member_update(c, args, out):
     resp = await c.call("member_update", {"ID": mid, "peerURLs": urls})
     cluster = resp.get("header", {}).get("cluster_id", 0)
     _emit(args, out, resp,
-          lambda: out.write(f"Member {mid:16x} updated in cluster {cluster:16x}\n"))
+          lambda: out.write(f"Member {mid:16x} updated in cluster {cluster:16x}\n"),
+          fields=UNSUPPORTED)
+
+
+def parse_hex_id(text):
+    """A member ID as Go's strconv.ParseUint(text, 16, 64): (ID, None) or (None, its error)."""
+    if not re.fullmatch(r"[0-9a-fA-F]+", text):
+        return None, f"strconv.ParseUint: parsing {go_quote(text)}: invalid syntax"
+    if int(text, 16) >= 1 << 64:
+        return None, f"strconv.ParseUint: parsing {go_quote(text)}: value out of range"
+    return int(text, 16), None
+
+
+def _member_id(ids):
+    """The one member ID argument of member remove|promote, with etcdctl's errors."""
+    if len(ids) != 1:
+        raise bad_args("member ID is not provided")
+    mid, err = parse_hex_id(ids[0])
+    if err:
+        raise bad_args(f"bad member ID arg ({err}), expecting ID in Hex")
+    return mid
+
+
+def check_peer_urls(urls):
+    """clientv3's check of member add's URLs (types.NewURLs): an error exits 1."""
+    for u in urls:
+        parts = urllib.parse.urlsplit(u.strip())
+        if parts.scheme not in ("http", "https", "unix", "unixs"):
+            raise _Failed(f"URL scheme must be http, https, unix, or unixs: {u.strip()}")
+        if not re.fullmatch(r"(\[[^\]]*\]|[^:\[\]]*):[^:]*", parts.netloc):
+            raise _Failed(f'URL address does not have the form "host:port": {u.strip()}')
+        if parts.path:
+            raise _Failed(f"URL must not contain a path: {u.strip()}")
+
+
+async def cmd_member_add(c, args, out):
+    """etcdctl member add NAME --peer-urls=URL[,URL] [--learner]: the new member's ID, and
+    in simple output the ETCD_* settings to start it with."""
+    if not args.names:
+        raise bad_args("member name not provided")
+    if len(args.names) > 1:
+        hint = "".join(f", did you mean --peer-urls={a}" for a in args.names
+                       if a.lower().startswith("http"))
+        raise bad_args("too many arguments" + hint)
+    if not args.peer_urls:
+        raise bad_args("member peer urls not provided")
+    urls = args.peer_urls.split(",")
+    check_peer_urls(urls)
+    resp = await c.member_add(urls, learner=args.learner)
+    new_id = resp["member"]["ID"]
+    cluster = resp.get("header", {}).get("cluster_id", 0)
+    _emit(args, out, resp, lambda: out.write(
+        f"Member {new_id:16x} added to cluster {cluster:16x}\n"), fields=UNSUPPORTED)
+    if args.write_out != "simple":
+        return
+    members = await c.members()  # as etcdctl: the list after the add, the new one named
+    conf = [f"{args.names[0] if m.get('ID') == new_id else m.get('name', '')}={u}"
+            for m in members for u in m.get("peerURLs", [])]
+    out.write(f"\nETCD_NAME={go_quote(args.names[0])}\n"
+              f"ETCD_INITIAL_CLUSTER={go_quote(','.join(conf))}\n"
+              f"ETCD_INITIAL_ADVERTISE_PEER_URLS={go_quote(','.join(urls))}\n"
+              'ETCD_INITIAL_CLUSTER_STATE="existing"\n')
+
+
+async def cmd_member_remove_or_promote(c, args, out):
+    """member remove ID | member promote ID: etcdctl's line (the IDs as %16x)."""
+    mid = _member_id(args.ids)
+    if args.member_cmd == "remove":
+        resp, done = await c.member_remove(mid), "removed from"
+    else:
+        resp, done = await c.member_promote(mid), "promoted in"
+    cluster = resp.get("header", {}).get("cluster_id", 0)
+    _emit(args, out, resp, lambda: out.write(
+        f"Member {mid:16x} {done} cluster {cluster:16x}\n"), fields=UNSUPPORTED)
 
 
 def _each_endpoint(args):
@@ -566,7 +483,109 @@ async def _one(ep, args, fn):
 async def cmd_endpoint(c, args, out):
     if args.endpoint_cmd == "health":
         return await _endpoint_health(args, out)
+    if args.endpoint_cmd == "hashkv":
+        return await _endpoint_hashkv(args, out)
     return await _endpoint_status(args, out)
+
+
+async def _endpoint_hashkv(args, out):
+    """etcdctl's: each endpoint's HashKV; one that fails is a line on stderr, the others
+    are printed, then the last error is an "Error:" line (exit status 1)."""
+    results, error = [], None
+    for ep in _each_endpoint(args):
+        try:
+            results.append((ep, await _one(ep, args, lambda c: c.hash_kv(args.rev))))
+        except (wire.RaftkvError, OSError) as exc:
+            error = exc
+            sys.stderr.write(f"Failed to get the hash of endpoint {ep} ({exc})\n")
+
+    def fields(f):
+        for ep, r in results:
+            f.hdr(r.get("header"))
+            f.line("Endpoint", ep, quote=True)
+            f.line("Hash", r.get("hash", 0))
+            out.write("\n")
+
+    _emit(args, out, [{"Endpoint": ep, "HashKV": pb_json(r)} for ep, r in results],
+          lambda: out.write("".join(f"{ep}, {r.get('hash', 0)}\n" for ep, r in results)),
+          lambda: (["ENDPOINT", "HASH"], [[ep, str(r.get("hash", 0))] for ep, r in results]),
+          fields, pb=False)
+    if error is not None:
+        raise _Failed(str(error))
+    return 0
+
+
+_ALARM_NAMES = {0: "NONE", 1: "NOSPACE", 2: "CORRUPT"}
+
+
+async def cmd_alarm(c, args, out):
+    """alarm list | alarm disarm (clientv3's: list, then disarm each raised alarm, printing
+    those deactivated). The json has no header, as etcd 3.4 sends none for Alarm."""
+    resp = await c.call("alarm", {"action": 0})
+    alarms = resp.get("alarms", [])
+    if args.alarm_cmd == "disarm":
+        disarmed = []
+        for a in alarms:
+            disarmed += await c.disarm(a.get("memberID", 0), a.get("alarm", 0))
+        alarms = disarmed
+
+    def fields(f):  # etcdctl 3.4's fields printer crashes on the missing header
+        f.hdr(resp.get("header"))
+        for a in alarms:
+            f.line("MemberID", a.get("memberID", 0))
+            f.line("AlarmType", _ALARM_NAMES.get(a.get("alarm", 0), a.get("alarm", 0)))
+            out.write("\n")
+
+    _emit(args, out, {"alarms": alarms}, lambda: out.write("".join(
+        f"memberID:{a.get('memberID', 0)} alarm:{_ALARM_NAMES.get(a.get('alarm', 0))} \n"
+        for a in alarms)), fields=fields)
+
+
+async def cmd_defrag(c, args, out):
+    """etcdctl's: each endpoint defragmented in turn, a line each (every format); one that
+    fails is a line on stderr and exit status 1. On LMDB it does nothing (freed pages are
+    reused in place: docs/ETCD_DIFFERENCES.md)."""
+    if args.data_dir:
+        raise bad_args("raftkvctl defrag has no --data-dir: raftkv's store is LMDB, not "
+                       "bbolt, and reuses its freed pages without a defragmentation")
+    failures = 0
+    for ep in _each_endpoint(args):
+        try:
+            await _one(ep, args, lambda c: c.defragment())
+        except (wire.RaftkvError, OSError) as exc:
+            failures += 1
+            sys.stderr.write(f"Failed to defragment etcd member[{ep}] ({exc})\n")
+        else:
+            out.write(f"Finished defragmenting etcd member[{ep}]\n")
+    return 1 if failures else 0
+
+
+async def cmd_move_leader(c, args, out):
+    """etcdctl move-leader ID: find the leader among the endpoints (its status names
+    itself), ask it to hand over to ID. The json has no header, as etcd 3.4 sends none."""
+    if len(args.target) != 1:
+        raise bad_args("move-leader command needs 1 argument")
+    target, err = parse_hex_id(args.target[0])
+    if err:
+        raise bad_args(err)
+    eps = _each_endpoint(args)
+    for ep in eps:
+        st = await _one(ep, args, lambda c: c.status())
+        leader = st.get("leader", 0)
+        if leader and st.get("header", {}).get("member_id") == leader:
+            break
+    else:
+        raise bad_args(f"no leader endpoint given at [{' '.join(eps)}]")
+    await _one(ep, args, lambda c: c.move_leader(target))
+    _emit(args, out, {}, lambda: out.write(
+        f"Leadership transferred from {leader:x} to {target:x}\n"), fields=UNSUPPORTED)
+
+
+def cmd_version(out):
+    """raftkvctl's own version and the etcd API version it speaks, in etcdctl's two lines
+    (every output format, no server asked, arguments ignored, as etcdctl)."""
+    out.write(f"raftkvctl version: {raftkv.__version__}\nAPI version: {API_VERSION}\n")
+    return 0
 
 
 async def _endpoint_health(args, out):
@@ -851,12 +870,22 @@ def _cluster_parsers(sub):
     mu = msub.add_parser("update", help="update a member's peer URLs")
     mu.add_argument("id", help="member ID (hex)")
     mu.add_argument("--peer-urls", default="", help="comma-separated peer URLs")
+    ma = msub.add_parser("add", help="add a member (--learner: a non-voting one)")
+    ma.add_argument("names", nargs="*", metavar="NAME")
+    ma.add_argument("--peer-urls", default="", help="comma-separated peer URLs")
+    ma.add_argument("--learner", action="store_true")
+    for verb in ("remove", "promote"):
+        msub.add_parser(verb, help=f"{verb} a member").add_argument(
+            "ids", nargs="*", metavar="ID", help="member ID (hex)")
     p.set_defaults(fn=cmd_member)
-    p = sub.add_parser("endpoint", help="endpoint health|status")
+    p = sub.add_parser("endpoint", help="endpoint health|status|hashkv")
     esub = p.add_subparsers(dest="endpoint_cmd", required=True)
     esub.add_parser("health")
     esub.add_parser("status")
+    esub.add_parser("hashkv").add_argument("--rev", type=int, default=0,
+                                           help="hash up to this revision (0: all)")
     p.set_defaults(fn=cmd_endpoint)
+    _maintenance_parsers(sub)
     p = sub.add_parser("compaction", help="compact the history up to a revision")
     p.add_argument("revision", type=int)
     p.add_argument("--physical", action="store_true")
@@ -867,6 +896,23 @@ def _cluster_parsers(sub):
     p.add_argument("--window", type=int, default=8, help="batches in flight")
     p.add_argument("--batch", type=int, default=256, help="puts per batch")
     p.set_defaults(fn=cmd_load)
+
+
+def _maintenance_parsers(sub):
+    p = sub.add_parser("alarm", help="alarm list|disarm")
+    asub = p.add_subparsers(dest="alarm_cmd", required=True)
+    asub.add_parser("list")
+    asub.add_parser("disarm")
+    p.set_defaults(fn=cmd_alarm)
+    p = sub.add_parser("defrag", help="defragment each endpoint's store (no-op on LMDB)")
+    p.add_argument("--data-dir", default="", help="(etcdctl's offline defrag: refused)")
+    p.set_defaults(fn=cmd_defrag)
+    p = sub.add_parser("move-leader", help="hand the leadership to another member")
+    p.add_argument("target", nargs="*", metavar="ID", help="the new leader's member ID (hex)")
+    p.set_defaults(fn=cmd_move_leader)
+    p = sub.add_parser("version", help="raftkvctl's version and the etcd API version")
+    p.add_argument("ignored", nargs="*", help=argparse.SUPPRESS)
+    p.set_defaults(fn=None)
 
 
 def _tls_parser(p):
@@ -926,6 +972,7 @@ def build_parser():
     _cluster_parsers(sub)
     ctl_auth.add_parsers(sub)
     ctl_snapshot.add_parsers(sub)
+    ctl_concurrency.add_parsers(sub)
     return p
 
 
@@ -962,18 +1009,12 @@ def hoist_global_flags(argv):
     return front + rest
 
 
-class _Failed(Exception):
-    """A command failed with etcdctl's own wording of the error (and its exit status)."""
-
-    def __init__(self, message, exit_code=1):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
 def main(argv=None, out=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(hoist_global_flags(argv))
     out = out or sys.stdout
+    if args.command == "version":
+        return cmd_version(out)
     if getattr(args, "offline", None) is not None:  # snapshot status|restore: files only
         from raftkv.utl.main import run_offline
 

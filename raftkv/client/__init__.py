@@ -1,16 +1,20 @@
 """raftkv.client: native-protocol clients, python-etcd3's API.
 
 AsyncClient (asyncio) and Client (blocking, same methods). See aio.py for failover, retries
-and idempotent writes, lock.py for the lock recipe.
+and idempotent writes, lock.py for the lock recipe, election.py for leader elections and
+lease.py for Session (a lease kept alive).
 """
 from raftkv.client.aio import AsyncClient
 from raftkv.client.errors import (
     ConnectionFailedError,
     ConnectionLost,
+    ElectionNotLeader,
     LockTimeout,
     RevisionCompactedError,
     TLSHandshakeError,
 )
+from raftkv.client.election import Election
+from raftkv.client.lease import Session
 from raftkv.client.sync import Client
 from raftkv.client.types import (
     DeleteEvent,
@@ -22,7 +26,7 @@ from raftkv.client.types import (
 )
 
 __all__ = [
-    "AsyncClient", "Client", "ConnectionFailedError", "ConnectionLost", "DeleteEvent", "Event",
-    "KVMetadata", "LockTimeout", "ProgressNotify", "PutEvent", "PutManyResult",
-    "RevisionCompactedError", "TLSHandshakeError",
+    "AsyncClient", "Client", "ConnectionFailedError", "ConnectionLost", "DeleteEvent",
+    "Election", "ElectionNotLeader", "Event", "KVMetadata", "LockTimeout", "ProgressNotify",
+    "PutEvent", "PutManyResult", "RevisionCompactedError", "Session", "TLSHandshakeError",
 ]

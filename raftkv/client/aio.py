@@ -35,8 +35,9 @@ from raftkv.client import connection
 from raftkv.client.auth import AuthAdmin
 from raftkv.client.endpoints import parse_endpoint
 from raftkv.client.errors import ConnectionFailedError, ConnectionLost, TLSHandshakeError
-from raftkv.client.lease import Lease
-from raftkv.client.lock import Lock
+from raftkv.client.election import Election
+from raftkv.client.lease import Lease, Session
+from raftkv.client.lock import LOCK_PREFIX, Lock
 from raftkv.client.txn import Transactions, _delete_body, _put_body, _range_body, txn_body
 from raftkv.client.types import KVMetadata, PutManyResult, prefix_range_end, to_bytes
 from raftkv.client.watch import Watch
@@ -436,9 +437,19 @@ class AsyncClient(AuthAdmin):
         resp = await self.call("lease_leases", {})
         return [lease["ID"] for lease in resp.get("leases", [])]
 
-    def lock(self, name, ttl=60):
-        """An etcd-style mutex; see raftkv/client/lock.py. Use `async with client.lock(..)`."""
-        return Lock(self, name, ttl)
+    def lock(self, name, ttl=60, *, prefix=LOCK_PREFIX, lease=None):
+        """An etcd-style mutex; see raftkv/client/lock.py. Use `async with client.lock(..)`.
+        prefix=b"" gives etcdctl's and clientv3's key (b"<name>/<lease id>"); lease: hold
+        it under this lease (a Session's) instead of one of ttl seconds."""
+        return Lock(self, name, ttl, prefix=prefix, lease=lease)
+
+    def election(self, name, ttl=60, *, lease=None):
+        """A leader election (clientv3/concurrency's); see raftkv/client/election.py."""
+        return Election(self, name, ttl, lease=lease)
+
+    def session(self, ttl=60):
+        """A lease kept alive in the background: `async with client.session(ttl) as s`."""
+        return Session(self, ttl)
 
     # Cluster.
 
@@ -447,6 +458,42 @@ class AsyncClient(AuthAdmin):
 
     async def members(self):
         return (await self.call("member_list", {})).get("members", [])
+
+    async def member_add(self, peer_urls, learner=False):
+        """The MemberAdd response: header, the new member (its ID), the members."""
+        body = {"peerURLs": list(peer_urls)}
+        if learner:
+            body["isLearner"] = True
+        return await self.call("member_add", body)
+
+    async def member_remove(self, member_id):
+        return await self.call("member_remove", {"ID": int(member_id)})
+
+    async def member_promote(self, member_id):
+        return await self.call("member_promote", {"ID": int(member_id)})
+
+    async def alarms(self):
+        """The raised alarms: [{"memberID", "alarm"}] (alarm 1: NOSPACE, 2: CORRUPT)."""
+        return (await self.call("alarm", {"action": 0})).get("alarms", [])
+
+    async def disarm(self, member_id=0, alarm=0):
+        """Deactivate an alarm (member_id 0 and alarm 0: every raised one); returns the
+        alarms that were deactivated."""
+        body = {"action": 2, "memberID": int(member_id), "alarm": int(alarm)}
+        return (await self.call("alarm", body)).get("alarms", [])
+
+    async def defragment(self):
+        """Ask the member this client talks to to defragment its store (a no-op on LMDB:
+        see docs/ETCD_DIFFERENCES.md)."""
+        return await self.call("defragment", {})
+
+    async def hash_kv(self, revision=0):
+        """etcd's HashKV of the member this client talks to: header, hash, compact_revision."""
+        return await self.call("hash_kv", {"revision": int(revision)} if revision else {})
+
+    async def move_leader(self, target_id):
+        """Hand the leadership to member target_id; the member asked must be the leader."""
+        return await self.call("move_leader", {"targetID": int(target_id)})
 
     async def snapshot(self, f):
         """Write the member's backend image (etcd's snapshot format: a bbolt file) to the

@@ -22,6 +22,11 @@ class LockTimeout(TimeoutError):
     """A lock could not be acquired within the time asked for."""
 
 
+class ElectionNotLeader(Exception):
+    """Election.proclaim() by a candidate that does not hold its key any more (etcd's
+    ErrElectionNotLeader)."""
+
+
 class RevisionCompactedError(RaftkvError):
     """A watch asked for events from a revision the store has compacted away: the events
     before compacted_revision are gone, so the watch was canceled. Start again from

@@ -11,8 +11,9 @@ import inspect
 import threading
 
 from raftkv.client.aio import AsyncClient
-from raftkv.client.lease import Lease
-from raftkv.client.lock import Lock
+from raftkv.client.election import Election
+from raftkv.client.lease import Lease, Session
+from raftkv.client.lock import LOCK_PREFIX, Lock
 from raftkv.client.watch import Watch
 
 CLOSE_TIMEOUT_S = 5.0  # waiting for the loop thread to stop
@@ -71,7 +72,7 @@ class _Blocking:
 
 
 class _BlockingWatch:
-    """A watch's events as a blocking iterator."""
+    """A watch's events (or Election.observe()'s answers) as a blocking iterator."""
 
     def __init__(self, watch, runner):
         self._watch = watch
@@ -89,12 +90,15 @@ class _BlockingWatch:
     def cancel(self):
         # Cancelling must work while another thread is blocked in __next__, so it is not
         # serialized behind it: it runs as its own task on the loop.
-        self._runner.run(self._watch.cancel())
+        stop = getattr(self._watch, "cancel", None) or self._watch.aclose  # observe()
+        self._runner.run(stop())
 
 
 def _wrap(result, runner):
-    if isinstance(result, (Lease, Lock)):
+    if isinstance(result, (Lease, Lock, Election, Session)):
         return _Blocking(result, runner)
+    if inspect.isasyncgen(result):  # Election.observe()
+        return _BlockingWatch(result, runner)
     if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], Watch):
         w = _BlockingWatch(result[0], runner)
         return w, w.cancel
@@ -123,8 +127,14 @@ class Client(_Blocking):
             raise
         super().__init__(target, runner)
 
-    def lock(self, name, ttl=60):
-        return _Blocking(self._target.lock(name, ttl), self._runner)
+    def lock(self, name, ttl=60, *, prefix=LOCK_PREFIX, lease=None):
+        lease = lease._target if isinstance(lease, _Blocking) else lease
+        return _Blocking(self._target.lock(name, ttl, prefix=prefix, lease=lease),
+                         self._runner)
+
+    def election(self, name, ttl=60, *, lease=None):
+        lease = lease._target if isinstance(lease, _Blocking) else lease
+        return _Blocking(self._target.election(name, ttl, lease=lease), self._runner)
 
     def close(self):
         try:

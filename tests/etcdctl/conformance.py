@@ -291,7 +291,8 @@ SCENARIOS = [
     Step("member-remove", ("member", "remove", "{learner}")),
     Step("member-remove-missing", ("member", "remove", "{learner}")),
     Step("endpoint-health-table", ("endpoint", "health", "-w", "table"), sort_lines=True),
-    Step("endpoint-status", ("endpoint", "status"), sort_lines=True),
+    Step("endpoint-status", ("endpoint", "status"), sort_lines=True,
+         capture=(r"(?m)^\S+, ([0-9a-f]+), [^,]+, [^,]+, false, false,", "follower")),
     Step("endpoint-status-table", ("endpoint", "status", "-w", "table"), sort_lines=True),
     Step("endpoint-status-json", ("endpoint", "status", "-w", "json")),
     Step("endpoint-status-fields", ("endpoint", "status", "-w", "fields"), sort_lines=True),
@@ -303,9 +304,33 @@ SCENARIOS = [
     Step("alarm-list", ("alarm", "list")),
     Step("alarm-disarm", ("alarm", "disarm")),
     Step("defrag", ("defrag",), sort_lines=True),
+    # sorted: the member IDs' <IDn> numbers follow member list's order, which differs
+    Step("move-leader", ("move-leader", "{follower}"), sort_lines=True),
+    Step("move-leader-bad-id", ("move-leader", "zz")),
+    Step("move-leader-not-member", ("move-leader", "1234")),
     Step("snapshot-save", ("snapshot", "save", "{tmp}/snap.db"), one_endpoint=True),
     Step("snapshot-save-two-endpoints", ("snapshot", "save", "{tmp}/x.db")),
     Step("lock-cmd", ("lock", "c/lock", "echo", "locked")),
+    Step("lock-cmd-env", ("lock", "c/lock", "--", "sh", "-c",
+                          "echo $ETCD_LOCK_KEY $ETCD_LOCK_REV")),
+    Step("lock-cmd-fails", ("lock", "c/lock", "--", "sh", "-c", "exit 3")),
+    Step("lock-no-name", ("lock",)),
+    # lock and elect, stopped by SIGTERM: etcdctl unlocks or resigns, and leaves its
+    # session's lease to expire (revoked here, so that each run's lease list is the same)
+    Step("lock-hold", ("lock", "c/lock"), watch_lines=2,
+         capture=(r"c/lock/([0-9a-f]+)", "lklease")),
+    Step("lock-hold-revoke", ("lease", "revoke", "{lklease}")),
+    Step("elect-campaign", ("elect", "c/elect", "p1"), watch_lines=2,
+         capture=(r"c/elect/([0-9a-f]+)", "elease")),
+    Step("elect-revoke", ("lease", "revoke", "{elease}")),
+    Step("elect-get-after", ("get", "c/", "--prefix", "-w", "json")),
+    # the first key created under the election's prefix is the leader an observer sees
+    Step("elect-candidate", ("put", "c/elect/0", "p0")),
+    Step("elect-listen", ("elect", "-l", "c/elect"), watch_lines=2),
+    Step("elect-listen-json", ("elect", "--listen", "c/elect", "-w", "json"), watch_lines=1),
+    Step("elect-candidate-gone", ("del", "c/elect/0")),
+    Step("elect-no-proposal", ("elect", "c/elect")),
+    Step("elect-listen-with-proposal", ("elect", "-l", "c/elect", "p")),
     Step("version", ("version",)),
     *AUTH_SCENARIOS,
 ]
@@ -363,8 +388,8 @@ def normalise(text, ids):
     text = _STATUS_NUMBERS.sub(r"\1, <N>, <N>, <N>", text)
     text = _TABLE_NUMBERS.sub(r"| \1 | \2 | <N> | <N> | <N> |", text)
 
-    def hex_id(m):
-        return ids.setdefault(m.group(0), f"<ID{len(ids) + 1}>")
+    def hex_id(m):  # one ID printed %x and %016x: "b27a21cb5973414", "0b27a21cb5973414"
+        return ids.setdefault(m.group(0).lstrip("0"), f"<ID{len(ids) + 1}>")
     return _HEX_ID.sub(hex_id, text)
 
 
@@ -381,7 +406,9 @@ def _run_step(ctl_cls, endpoints, step, ctx, timeout_s=30.0):
     eps = endpoints[:1] if step.one_endpoint else endpoints
     ctl = ctl_cls(eps)
     if step.watch_lines:
-        return _run_watch(ctl, args, step.watch_lines, timeout_s)
+        rc, out, err = _run_watch(ctl, args, step.watch_lines, timeout_s)
+        _capture(step, out, ctx)
+        return rc, out, err
     deadline = time.monotonic() + timeout_s
     while True:
         proc = ctl.run(*args, stdin=step.stdin, check=False, timeout=timeout_s)
@@ -389,12 +416,17 @@ def _run_step(ctl_cls, endpoints, step, ctx, timeout_s=30.0):
                 time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    if step.capture and proc.returncode == 0:
-        m = re.search(step.capture[0], proc.stdout)
-        if m:
-            ctx[step.capture[1]] = m.group(1)
+    if proc.returncode == 0:
+        _capture(step, proc.stdout, ctx)
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("Error:")]
     return proc.returncode, proc.stdout, "\n".join(errors)
+
+
+def _capture(step, stdout, ctx):
+    if step.capture:
+        m = re.search(step.capture[0], stdout)
+        if m:
+            ctx[step.capture[1]] = m.group(1)
 
 
 def _run_watch(ctl, args, lines, timeout_s):

@@ -40,4 +40,7 @@ def test_normalise_keeps_what_matters():
     b = conformance.normalise("lease 694d77aa9b0c1d2e granted", ids)
     c = conformance.normalise("lease 694d77aa9b0c1d2e revoked, other 1111111111111111", ids)
     assert b == "lease <ID1> granted" and c == "lease <ID1> revoked, other <ID2>"
+    # a lock key prints its lease ID with %x, lease revoke with %016x: the same ID
+    assert conformance.normalise("c/lock/b27a21cb5973414, 0b27a21cb5973414", ids) == \
+        "c/lock/<ID3>, <ID3>"
     assert conformance.normalise("a\nb=127.0.0.1:2379", {}) == "a\nb=127.0.0.1:<PORT>"

@@ -9,6 +9,7 @@ import contextlib
 import threading
 
 from raftkv.api.native import start_native_server
+from raftkv.errors import RaftkvError
 from tests.api.fake_service import FakeService
 
 _TARGET_FIELDS = {0: "version", 1: "create_revision", 2: "mod_revision", 3: "value",
@@ -19,6 +20,7 @@ class RichFakeService(FakeService):
     def __init__(self):
         super().__init__()
         self.seen_request_ids = []
+        self.alarm_raised = False  # a NOSPACE alarm of member 1, for alarm list|disarm
 
     async def call(self, op, body):
         if "request_id" in body:
@@ -69,6 +71,39 @@ class RichFakeService(FakeService):
              "clientURLs": ["http://127.0.0.1:2379"], "isLearner": False}]}
 
     def _op_compact(self, body):
+        return {"header": self._header()}
+
+    # Membership and maintenance: shapes as the member's (raftkv/server/service.py).
+    def _op_member_add(self, body):
+        member = {"ID": 0x2a, "name": "", "peerURLs": body["peerURLs"], "clientURLs": [],
+                  "isLearner": bool(body.get("isLearner"))}
+        return {"header": self._header(), "member": member,
+                "members": [member, *self._op_member_list({})["members"]]}
+
+    def _op_member_remove(self, body):
+        if body.get("ID") != 0x2a:
+            raise RaftkvError("MEMBER_NOT_FOUND")
+        return {"header": self._header(), "members": self._op_member_list({})["members"]}
+
+    _op_member_promote = _op_member_remove
+
+    def _op_alarm(self, body):
+        raised = [{"memberID": 1, "alarm": 1}] if self.alarm_raised else []
+        if body.get("action") == 2 and raised:
+            self.alarm_raised = False
+        return {"header": self._header(), "alarms": raised}
+
+    def _op_defragment(self, body):
+        return {"header": self._header()}
+
+    def _op_hash_kv(self, body):
+        if body.get("revision", 0) > self.revision:
+            raise RaftkvError("FUTURE_REV")
+        return {"header": self._header(), "hash": 1084519789, "compact_revision": -1}
+
+    def _op_move_leader(self, body):
+        if body.get("targetID") != 1:
+            raise RaftkvError("BAD_LEADER_TRANSFEREE")
         return {"header": self._header()}
 
 

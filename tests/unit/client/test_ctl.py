@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from raftkv.cli import ctl
+from raftkv.cli import ctl, ctl_format
 from tests.unit.client.richfake import RichFakeService, ServerThread
 
 
@@ -65,7 +65,7 @@ def test_json_and_table_output(server, capsys):
     assert "PEER ADDRS" in out and "m1" in out
     # etcdctl's tablewriter: headers centred, cells right-aligned
     table = io.StringIO()
-    ctl.write_table(["NAME", "X"], [["a", "bbbbb"]], table)
+    ctl_format.write_table(["NAME", "X"], [["a", "bbbbb"]], table)
     assert table.getvalue().splitlines()[1:4] == ["| NAME |   X   |", "+------+-------+",
                                                   "|    a | bbbbb |"]
 
@@ -219,7 +219,7 @@ def test_etcdctl_json_omits_zero_fields_and_wraps_txn_responses(server, monkeypa
     ops = json.loads(out)["responses"]
     assert [list(op["Response"]) for op in ops] == [["ResponseRange"], ["ResponseDeleteRange"]]
     assert "deleted" not in ops[1]["Response"]["ResponseDeleteRange"]
-    assert ctl.pb_json({"a": 0, "b": False, "c": "", "d": [], "e": b"", "f": {"g": 1}}) == {
+    assert ctl_format.pb_json({"a": 0, "b": False, "c": "", "d": [], "e": b"", "f": {"g": 1}}) == {
         "f": {"g": 1}}
 
 
@@ -238,7 +238,7 @@ def test_etcdctl_fields_output(server, monkeypatch):
     rc, out = ctl_run(server, "txn", "-w", "fields", stdin='\nget nothing\n\n\n',
                       monkeypatch=monkeypatch)
     assert '"Succeeded" : true' in out and '"Count" : 0' in out
-    assert ctl.go_quote("a\tb\x01\\") == '"a\\tb\\x01\\\\"'
+    assert ctl_format.go_quote("a\tb\x01\\") == '"a\\tb\\x01\\\\"'
 
 
 def test_sort_flags_any_case_and_bad_values(server, capsys):
@@ -274,3 +274,183 @@ def test_snapshot_save_failure_exits_5_as_etcdctl(server, tmp_path, monkeypatch,
     assert ctl_run(server, "snapshot", "save", str(tmp_path / "s.db")) == (5, "")
     assert capsys.readouterr().err == "Error: etcdserver: permission denied\n"
     assert not os.listdir(tmp_path)
+
+
+def test_version_in_every_format(server):
+    """raftkvctl's own version and the API version, in etcdctl's two lines; no server asked
+    (an endpoint that does not answer is fine), arguments ignored."""
+    import raftkv
+
+    want = f"raftkvctl version: {raftkv.__version__}\nAPI version: 3.4\n"
+    for fmt in ("simple", "json", "table", "fields"):
+        out = io.StringIO()
+        assert ctl.main(["--endpoints", "127.0.0.1:1", "-w", fmt, "version", "x"],
+                        out=out) == 0
+        assert out.getvalue() == want
+
+
+def test_argument_errors_exit_128_with_etcdctls_words(server, capsys):
+    """etcdctl's ExitBadArgs (128) and wording (checked by hand against etcdctl 3.4.23)."""
+    cases = [
+        (("member", "add"), "member name not provided"),
+        (("member", "add", "x", "http://h:1"),
+         "too many arguments, did you mean --peer-urls=http://h:1"),
+        (("member", "add", "x"), "member peer urls not provided"),
+        (("member", "remove"), "member ID is not provided"),
+        (("member", "promote", "zz"), 'bad member ID arg (strconv.ParseUint: parsing "zz": '
+                                      'invalid syntax), expecting ID in Hex'),
+        (("member", "remove", "1" * 17), 'bad member ID arg (strconv.ParseUint: parsing "'
+                                         + "1" * 17 + '": value out of range), expecting ID in '
+                                                      'Hex'),
+        (("move-leader",), "move-leader command needs 1 argument"),
+        (("move-leader", "a", "b"), "move-leader command needs 1 argument"),
+        (("move-leader", "0x1"), 'strconv.ParseUint: parsing "0x1": invalid syntax'),
+        (("lock",), "lock takes a lock name argument and an optional command to execute"),
+        (("elect",), "elect takes one election name argument and an optional proposal "
+                     "argument"),
+        (("elect", "e"), "no proposal argument but -l not set"),
+        (("elect", "-l", "e", "p"), "proposal given but -l is set"),
+    ]
+    for argv, message in cases:
+        assert ctl_run(server, *argv) == (128, ""), argv
+        assert capsys.readouterr().err == f"Error: {message}\n", argv
+    # errors etcdctl exits 1 with
+    for argv, message in [
+            (("member", "add", "x", "--peer-urls=bad"),
+             "URL scheme must be http, https, unix, or unixs: bad"),
+            (("member", "add", "x", "--peer-urls=http://h"),
+             'URL address does not have the form "host:port": http://h'),
+            (("member", "add", "x", "--peer-urls=http://h:1/p"),
+             "URL must not contain a path: http://h:1/p"),
+            (("lock", "l", "--ttl", "x", "true"),
+             'invalid argument "x" for "--ttl" flag: strconv.ParseInt: parsing "x": invalid '
+             'syntax'),
+            (("lock", "l", "sh", "-c", "true"), "unknown shorthand flag: 'c' in -c"),
+            (("move-leader", "2"), "etcdserver: bad leader transferee"),
+            (("member", "remove", "2"), "etcdserver: member not found")]:
+        assert ctl_run(server, *argv) == (1, ""), argv
+        assert capsys.readouterr().err == f"Error: {message}\n", argv
+
+
+def test_member_add_remove_promote_outputs(server, capsys):
+    rc, out = ctl_run(server, "member", "add", "new", "--peer-urls=http://127.0.0.1:9")
+    assert rc == 0 and out == (  # %16x: the ID padded with spaces, as etcdctl's
+        "Member               2a added to cluster                1\n\n"
+        'ETCD_NAME="new"\n'
+        'ETCD_INITIAL_CLUSTER="m1=http://127.0.0.1:2380"\n'
+        'ETCD_INITIAL_ADVERTISE_PEER_URLS="http://127.0.0.1:9"\n'
+        'ETCD_INITIAL_CLUSTER_STATE="existing"\n')
+    rc, out = ctl_run(server, "member", "add", "new", "--peer-urls=http://127.0.0.1:9",
+                      "--learner", "-w", "json")
+    resp = json.loads(out)  # the MemberAddResponse, zero fields left out
+    assert rc == 0 and resp["member"] == {"ID": 42, "peerURLs": ["http://127.0.0.1:9"],
+                                          "isLearner": True}
+    assert [m["ID"] for m in resp["members"]] == [42, 1]
+    assert ctl_run(server, "member", "promote", "2a") == (
+        0, "Member               2a promoted in cluster                1\n")
+    assert ctl_run(server, "member", "remove", "2A") == (
+        0, "Member               2a removed from cluster                1\n")
+    assert json.loads(ctl_run(server, "member", "remove", "2a", "-w", "json")[1])[
+        "members"][0]["name"] == "m1"
+    capsys.readouterr()
+    for fmt, code in (("table", 4), ("fields", 4)):  # done, then etcdctl's printer error
+        assert ctl_run(server, "member", "remove", "2a", "-w", fmt) == (code, "")
+        assert capsys.readouterr().err == f"Error: {fmt} not supported as output format\n"
+
+
+def test_endpoint_hashkv_outputs(server, capsys):
+    ep = server.endpoint
+    assert ctl_run(server, "endpoint", "hashkv") == (0, f"{ep}, 1084519789\n")
+    [r] = json.loads(ctl_run(server, "endpoint", "hashkv", "-w", "json")[1])
+    assert r["Endpoint"] == ep and r["HashKV"]["hash"] == 1084519789 and \
+        r["HashKV"]["compact_revision"] == -1 and "revision" in r["HashKV"]["header"]
+    rc, out = ctl_run(server, "endpoint", "hashkv", "-w", "table")
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in out.splitlines()
+            if line.startswith("|")]
+    assert rc == 0 and rows == [["ENDPOINT", "HASH"], [ep, "1084519789"]], out
+    rc, out = ctl_run(server, "endpoint", "hashkv", "-w", "fields")
+    assert out.splitlines()[4:] == [f'"Endpoint" : "{ep}"', '"Hash" : 1084519789', ""]
+    capsys.readouterr()
+    # a failing endpoint: a stderr line each, the others printed, the last error, exit 1
+    assert ctl_run(server, "endpoint", "hashkv", "--rev", "99999", "-w", "json") == (1, "[]\n")
+    assert capsys.readouterr().err == (
+        f"Failed to get the hash of endpoint {ep} (etcdserver: mvcc: required revision is a "
+        "future revision)\nError: etcdserver: mvcc: required revision is a future revision\n")
+
+
+def test_alarm_defrag_move_leader_outputs(server, capsys):
+    server.service.alarm_raised = True
+    assert ctl_run(server, "alarm", "list") == (0, "memberID:1 alarm:NOSPACE \n")
+    # etcd 3.4 sends no header with Alarm: etcdctl's json has none
+    assert ctl_run(server, "alarm", "list", "-w", "json") == (
+        0, '{"alarms":[{"memberID":1,"alarm":1}]}\n')
+    assert ctl_run(server, "alarm", "disarm") == (0, "memberID:1 alarm:NOSPACE \n")
+    assert ctl_run(server, "alarm", "disarm", "-w", "json") == (0, "{}\n")
+    assert ctl_run(server, "alarm", "list") == (0, "")
+    capsys.readouterr()
+    assert ctl_run(server, "alarm", "list", "-w", "table") == (4, "")
+    line = f"Finished defragmenting etcd member[{server.endpoint}]\n"
+    assert ctl_run(server, "defrag", "-w", "json") == (0, line)  # every format: this line
+    assert ctl_run(server, "defrag", "--data-dir", "/x")[0] == 128
+    assert ctl_run(server, "move-leader", "1") == (0, "Leadership transferred from 1 to 1\n")
+    assert ctl_run(server, "move-leader", "1", "-w", "json") == (0, "{}\n")
+    capsys.readouterr()
+    assert ctl_run(server, "move-leader", "1", "-w", "fields") == (4, "")
+    assert capsys.readouterr().err == "Error: fields not supported as output format\n"
+
+
+def test_lock_runs_a_command_holding_the_lock(server, capfd, tmp_path):
+    env_file = tmp_path / "env"
+    rc, _ = ctl_run(server, "lock", "l1", "--", "sh", "-c",
+                    f'echo "$ETCD_LOCK_KEY $ETCD_LOCK_REV" > {env_file}; echo ran')
+    assert rc == 0 and capfd.readouterr().out == "ran\n"
+    key, rev = env_file.read_text().split()
+    assert key.startswith("l1/") and int(rev) > 0  # etcdctl's key: NAME/<lease id in hex>
+    assert ctl_run(server, "get", "l1/", "--prefix") == (0, "")  # released
+    assert ctl_run(server, "lock", "l1", "sh", "--", "-c", "exit 3") == (1, "")
+    assert capfd.readouterr().err == "Error: exit status 3\n"
+    assert ctl_run(server, "lock", "l1", "no-such-command-x") == (1, "")
+    assert capfd.readouterr().err == \
+        'Error: exec: "no-such-command-x": executable file not found in $PATH\n'
+    # as etcdctl: the session's lease is left to expire (its key is gone already)
+    assert ctl_run(server, "lease", "list")[1].startswith("found 3 leases\n")
+
+
+def _until_lines(proc, n):
+    lines = []
+    while len(lines) < n:
+        line = proc.stdout.readline()
+        assert line, f"ended early; stderr: {proc.stderr.read()}"
+        lines.append(line)
+    return lines
+
+
+def test_lock_and_elect_hold_until_interrupted(server):
+    """Without a command, lock prints its key and holds it until SIGINT or SIGTERM; elect
+    prints the leader's key and value and leads until then; elect -l prints each leader.
+    All exit 0 and leave no key behind, as etcdctl's."""
+    import signal
+
+    env = dict(os.environ, RAFTKVCTL_ENDPOINTS=server.endpoint)
+
+    def start(*argv):
+        return subprocess.Popen([sys.executable, "-m", "raftkv.cli", *argv], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    procs = [start("lock", "hl"), start("elect", "he", "p1")]
+    try:
+        key = _until_lines(procs[0], 2)[0].strip()
+        assert key.startswith("hl/")
+        assert _until_lines(procs[1], 2)[1] == "p1\n"
+        procs.append(start("elect", "-l", "he", "-w", "json"))
+        assert base64.b64decode(json.loads(_until_lines(procs[2], 1)[0])["kvs"][0][
+            "value"]) == b"p1"
+        for p, sig in zip(procs, (signal.SIGINT, signal.SIGTERM, signal.SIGINT)):
+            p.send_signal(sig)
+            assert p.wait(timeout=30) == 0, p.stderr.read()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert ctl_run(server, "get", "h", "--prefix") == (0, "")
