@@ -305,7 +305,8 @@ def etcd_hash_kv(store, rev=0):
     keys and KeyValue bytes up to revision rev (0: the current one), where a revision at or
     below the compact revision counts only if it is its key's latest at or below rev and not a
     tombstone (etcd's kvindex.Keep(rev); all of them if no key is live at rev). Returns
-    (hash, current revision, compact revision); RaftkvError COMPACTED / FUTURE_REV as etcd."""
+    (hash, current revision, compact revision or -1 before any); RaftkvError COMPACTED /
+    FUTURE_REV as etcd."""
     from raftkv.errors import RaftkvError
 
     engine = store.engine
@@ -330,7 +331,7 @@ def etcd_hash_kv(store, rev=0):
         h = crc32c(b"key")
         for dbkey, value in etcd_key_records(txn, kv_db, compact, keep, upper):
             h = crc32c(value, crc32c(dbkey, h))
-    return h, current, compact
+    return h, current, compact or -1  # etcd's compactMainRev is -1 until a compaction
 
 
 # ------------------------------------------------------------------ import (snapshot restore)

@@ -45,6 +45,7 @@ LEADER_MEMBER_OPS = ("member_add", "member_remove", "member_promote")  # forward
 ADMIN_FRONT_OPS = frozenset({*LEADER_MEMBER_OPS, "member_update", "defragment", "hash",
                              "hash_kv", "move_leader"})
 LEARNER_READY_PERCENT = 0.9  # etcd's readyPercent for promoting a learner
+MAX_LEARNERS = 1  # etcd 3.4's maxLearners
 # --strict-reconfig-check: a peer counts as active once the leader's connection to it has been
 # up this long (etcd's HealthInterval).
 HEALTH_INTERVAL_S = 5.0
@@ -562,6 +563,8 @@ class Service:
                 raise RaftkvError("PEER_URL_EXIST")
         mid = derive_member_id(urls, self.m.cfg.initial_cluster_token)
         learner = bool(body.get("isLearner"))
+        if learner and len(self.m.conf.learners) >= MAX_LEARNERS:
+            raise RaftkvError("TOO_MANY_LEARNERS")
         self._may_add_member(learner)
         typ = ConfChangeType.ADD_LEARNER_NODE if learner else ConfChangeType.ADD_NODE
         await self._conf_change(typ, mid, {"name": "", "peer_urls": urls, "client_urls": []})
@@ -642,8 +645,8 @@ class Service:
                 member = kv.corrupt_member
                 await self._write("alarm_set", {"on": False, "alarm": CORRUPT})
                 disarmed.append({"memberID": member, "alarm": CORRUPT})
-            if disarmed:  # etcd answers with the alarms it deactivated (etcdctl prints them)
-                return {"header": self.header(), "alarms": disarmed}
+            # etcd answers with the alarms it deactivated (etcdctl prints them), none if none
+            return {"header": self.header(), "alarms": disarmed}
         return {"header": self.header(), "alarms": self._alarms()}
 
     def _alarms(self):

@@ -71,6 +71,11 @@ def test_member_add_learner_then_remove(ctl):
     proc = ctl.run("member", "promote", mid, check=False)
     assert proc.returncode != 0
     assert "can only promote a learner member which is in sync with leader" in proc.stderr
+    # etcd 3.4 admits one learner at a time (maxLearners)
+    other = f"http://127.0.0.1:{free_ports(1)[0]}"
+    proc = ctl.run("member", "add", "second", f"--peer-urls={other}", "--learner", check=False)
+    assert proc.returncode != 0
+    assert "etcdserver: too many learner members in cluster" in proc.stderr, proc.stderr
     proc = ctl.run("member", "add", "again", f"--peer-urls={peer}", check=False)
     assert proc.returncode != 0
     # etcd 3.4 derives the new ID from the peer URLs and the current second, so within the
