@@ -76,6 +76,7 @@ UNARY_OPS = frozenset({
     "lease_leases",
     "member_list", "member_add", "member_remove", "member_update", "member_promote",
     "status", "alarm", "defragment", "hash_kv", "move_leader", "header",
+    "watch_check",  # {key, range_end} -> {} or the error a gRPC watch create would cancel with
     "auth_enable", "auth_disable", "auth_status", "authenticate",
     "user_add", "user_get", "user_list", "user_delete", "user_change_password",
     "user_grant_role", "user_revoke_role",

@@ -95,3 +95,36 @@ def test_a_client_port_taken_without_reuseport_fails_the_start(tmp_path):
         taken.close()
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "cannot start" in proc.stderr
+
+
+def test_watches_through_the_workers_are_checked_and_delivered(member):
+    """A worker's watch asks the member first (the watch_check op) whether its user may
+    create it, as etcd does: allowed, it delivers events; with auth on and no token, it is
+    refused at once (watch_id -1, created and canceled)."""
+    import grpc
+
+    from raftkv.api.etcd.proto import rpc_pb2, rpc_pb2_grpc
+    ctl = Ctl(member.endpoints)
+    wait_for(lambda: ctl.run("endpoint", "health", check=False).returncode == 0, 20.0)
+
+    def first_two(key, then=None):
+        with grpc.insecure_channel(member.endpoints[0]) as channel:
+            create = rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(key=key))
+            stream = rpc_pb2_grpc.WatchStub(channel).Watch(iter([create]), timeout=10.0)
+            try:
+                first = next(stream)
+                if then:
+                    then()
+                return first, (next(stream) if not first.canceled else None)
+            finally:
+                stream.cancel()
+
+    created, event = first_two(b"w", lambda: ctl.run("put", "w", "1"))
+    assert created.created and not created.canceled and created.watch_id == 0
+    assert event.events[0].kv.value == b"1"
+    ctl.run("user", "add", "root:pw")
+    ctl.run("auth", "enable")
+    refused, _ = first_two(b"w")
+    assert (refused.watch_id, refused.created, refused.canceled) == (-1, True, True)
+    assert refused.cancel_reason == \
+        "rpc error: code = InvalidArgument desc = etcdserver: user name is empty"
