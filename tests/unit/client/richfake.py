@@ -80,7 +80,7 @@ class RichFakeService(FakeService):
     async def watch(self, body):
         if body.get("start_revision", 0) and body["start_revision"] < self.compacted:
             yield {"created": True, "header": self._header()}
-            yield {"header": {"cluster_id": 1, "member_id": 1, "raft_term": 2}, "events": [],
+            yield {"header": self._header(), "events": [],
                    "compact_revision": self.compacted, "canceled": True}
             return
         async for item in super().watch(body):
