@@ -23,8 +23,9 @@ to stderr as "Error: <message>" with exit status 1, or etcdctl's other status wh
 one: 2 (authentication failed; `lease keep-alive --once` of a lease that is gone), 4 (a bad
 --sort-by or --order; a format etcdctl has no printer for), 5 (snapshot save failed), 128
 (etcdctl's ExitBadArgs: a missing or malformed argument of member, move-leader, lock, elect).
-There is no --cluster: the members' client URLs in member list are their gRPC endpoints, and
-raftkv publishes no native ones. version prints raftkvctl's own version (not etcdctl's) and
+endpoint health|status|hashkv and defrag take etcdctl's --cluster: every member's native URLs
+(which raftkv members publish beside their client URLs, and member list answers as raftkv's
+own nativeURLs) instead of --endpoints. version prints raftkvctl's own version (not etcdctl's) and
 the etcd API version, 3.4, in etcdctl's two lines.
 """
 from __future__ import annotations
@@ -46,7 +47,10 @@ from raftkv.api import wire
 from raftkv.cli import ctl_auth, ctl_concurrency, ctl_snapshot
 from raftkv.cli.ctl_format import (
     EXIT_BAD_FEATURE,
+    EXIT_INTERRUPTED,
+    HEADER_FIELDS,
     UNSUPPORTED,
+    Fields,
     bad_args,
     go_quote,
     print_range,
@@ -58,6 +62,7 @@ from raftkv.cli.ctl_format import (
     pb_json,
 )
 from raftkv.client import AsyncClient
+from raftkv.client.errors import RevisionCompactedError
 from raftkv.client.txn import Compare, Transactions, txn_body
 from raftkv.client.types import ProgressNotify, prefix_range_end, to_bytes
 
@@ -211,31 +216,70 @@ async def cmd_txn(c, args, out):
 
 
 async def cmd_watch(c, args, out):
+    """etcdctl's watch: each response the member sends printed as etcdctl's display.Watch
+    prints clientv3's WatchResponse (simple: each event's type and key-value lines; json: the
+    whole response; fields: its header and events; table: etcdctl's error at the first
+    response). A watch canceled for compaction ends as etcdctl's, exit status 5."""
     key = to_bytes(args.key)
     end = _range_args(args, key).get("range_end")
-    events, cancel = await c.watch(key, range_end=end, start_revision=args.rev,
-                                   prev_kv=args.prev_kv, progress_notify=args.progress_notify)
-    seen = 0
+    watch, cancel = await c.watch(key, range_end=end, start_revision=args.rev,
+                                  prev_kv=args.prev_kv, progress_notify=args.progress_notify)
+    left = args.max_events or math.inf
     try:
-        async for ev in events:
-            if isinstance(ev, ProgressNotify):  # etcdctl's line, in every output format
-                out.write(f"progress notify: {ev.revision}\n")
-                out.flush()
-                continue
-            if args.write_out == "json":
-                _print_json({"type": ev.type, "kv": {"key": ev.key, "value": ev.value,
-                                                     "mod_revision": ev.mod_revision}}, out)
-            else:
-                out.write(f"{ev.type}\n")
-                if args.prev_kv and ev.prev_kv:
-                    _print_kvs([ev.prev_kv], args, out)
-                _print_kvs([{"key": ev.key, "value": ev.value}], args, out)
+        async for resp in watch.responses():
+            if args.write_out == "table":
+                raise _Failed("table not supported as output format",
+                              exit_code=EXIT_BAD_FEATURE)
+            events = [ev for ev in resp.events if not isinstance(ev, ProgressNotify)]
+            if len(events) < len(resp.events):  # etcdctl's line, then the (empty) response
+                out.write(f"progress notify: {resp.header.get('revision', 0)}\n")
+            events = events[:left] if left < len(events) else events
+            _print_watch_response(args, out, resp.header, events)
             out.flush()
-            seen += 1
-            if args.max_events and seen >= args.max_events:
+            left -= len(events)
+            if left <= 0:
                 break
+    except RevisionCompactedError as exc:
+        sys.stderr.write(f"watch was canceled ({exc})\n")
+        # etcd 3.4 sends it with header revision 0 (raftkv's gRPC front end does the same)
+        _print_watch_response(args, out, dict(exc.header, revision=0), [],
+                              compacted=exc.compacted_revision)
+        raise _Failed("watch is canceled by the server", exit_code=EXIT_INTERRUPTED) from None
     finally:
         await cancel()
+
+
+def _kv_fields(ev):
+    """An Event's key-value as the wire dict (mvccpb.KeyValue's fields, in its order)."""
+    return {"key": ev.key, "create_revision": ev.create_revision,
+            "mod_revision": ev.mod_revision, "version": ev.version, "value": ev.value,
+            "lease": ev.lease_id}
+
+
+def _print_watch_response(args, out, header, events, compacted=0):
+    if args.write_out == "json":
+        # clientv3's WatchResponse through Go's encoding/json: the header and each
+        # mvccpb.Event with omitempty (type PUT, 0, left out), then its own fields in full
+        _print_json({"Header": _inline_header({"header": header}),
+                     "Events": [pb_json({"type": 1 if ev.type == "DELETE" else 0,
+                                         "kv": _kv_fields(ev), "prev_kv": ev.prev_kv})
+                                for ev in events],
+                     "CompactRevision": compacted, "Canceled": bool(compacted),
+                     "Created": False}, out)
+    elif args.write_out == "fields":
+        f = Fields(out)
+        f.hdr(header)
+        for ev in events:
+            f.line("Type", ev.type)
+            if ev.prev_kv:
+                f.kv(ev.prev_kv, "Prev")
+            f.kv(_kv_fields(ev))
+    else:
+        for ev in events:
+            out.write(f"{ev.type}\n")
+            if ev.prev_kv:
+                _print_kvs([ev.prev_kv], args, out)
+            _print_kvs([_kv_fields(ev)], args, out)
 
 
 # Leases.
@@ -269,13 +313,10 @@ async def _lease_revoke(c, args, out):
           fields=lambda f: f.hdr(resp.get("header")))
 
 
-_HEADER_FIELDS = ("cluster_id", "member_id", "revision", "raft_term")  # etcd's JSON order
-
-
 def _inline_header(resp):
     """clientv3's lease responses embed the header: its fields inline (zero ones left out)."""
     h = resp.get("header") or {}
-    return {k: h[k] for k in _HEADER_FIELDS if h.get(k)}
+    return {k: h[k] for k in HEADER_FIELDS if h.get(k)}
 
 
 async def _lease_keepalive(c, args, out):
@@ -355,12 +396,25 @@ async def _lease_list(c, args, out):
 
 # Cluster.
 
+def as_etcd_members(resp):
+    """A membership answer as etcd's protobuf has it: without raftkv's nativeURLs (which
+    --cluster uses and etcdctl's output does not show)."""
+    def member(m):
+        return {k: v for k, v in m.items() if k != "nativeURLs"}
+    resp = dict(resp)
+    if "member" in resp:
+        resp["member"] = member(resp["member"])
+    if "members" in resp:
+        resp["members"] = [member(m) for m in resp["members"]]
+    return resp
+
+
 async def cmd_member(c, args, out):
     if args.member_cmd != "list":
         return await {"update": cmd_member_update, "add": cmd_member_add,
                       "remove": cmd_member_remove_or_promote,
                       "promote": cmd_member_remove_or_promote}[args.member_cmd](c, args, out)
-    resp = await c.call("member_list", {})
+    resp = as_etcd_members(await c.call("member_list", {}))
     rows = [[f"{m.get('ID', 0):x}", "started" if m.get("name") else "unstarted",
              m.get("name", ""), ",".join(m.get("peerURLs", [])),
              ",".join(m.get("clientURLs", [])), str(m.get("isLearner", False)).lower()]
@@ -392,7 +446,7 @@ async def cmd_member_update(c, args, out):
         mid = int(args.id, 16)
     except ValueError:
         raise wire.RaftkvError("BAD_REQUEST", f"bad member ID arg ({args.id!r})") from None
-    resp = await c.call("member_update", {"ID": mid, "peerURLs": urls})
+    resp = as_etcd_members(await c.call("member_update", {"ID": mid, "peerURLs": urls}))
     cluster = resp.get("header", {}).get("cluster_id", 0)
     _emit(args, out, resp,
           lambda: out.write(f"Member {mid:16x} updated in cluster {cluster:16x}\n"),
@@ -443,7 +497,7 @@ async def cmd_member_add(c, args, out):
         raise bad_args("member peer urls not provided")
     urls = args.peer_urls.split(",")
     check_peer_urls(urls)
-    resp = await c.member_add(urls, learner=args.learner)
+    resp = as_etcd_members(await c.member_add(urls, learner=args.learner))
     new_id = resp["member"]["ID"]
     cluster = resp.get("header", {}).get("cluster_id", 0)
     _emit(args, out, resp, lambda: out.write(
@@ -466,6 +520,7 @@ async def cmd_member_remove_or_promote(c, args, out):
         resp, done = await c.member_remove(mid), "removed from"
     else:
         resp, done = await c.member_promote(mid), "promoted in"
+    resp = as_etcd_members(resp)
     cluster = resp.get("header", {}).get("cluster_id", 0)
     _emit(args, out, resp, lambda: out.write(
         f"Member {mid:16x} {done} cluster {cluster:16x}\n"), fields=UNSUPPORTED)
@@ -475,24 +530,39 @@ def _each_endpoint(args):
     return [e for e in args.endpoints.split(",") if e.strip()]
 
 
+async def _target_endpoints(args):
+    """The endpoints endpoint health|status|hashkv and defrag act on: --endpoints, or with
+    --cluster every member's native URLs from member list (etcdctl's endpointsFromCluster,
+    which takes every member's client URLs: a member that has published none, not started
+    or of an earlier raftkv, adds none). member list needs no user, so none is sent."""
+    if not getattr(args, "cluster", False):
+        return _each_endpoint(args)
+    try:
+        async with AsyncClient(_each_endpoint(args), timeout=args.command_timeout,
+                               **_tls_kwargs(args)) as c:
+            members = await c.members()
+    except (wire.RaftkvError, OSError) as exc:
+        raise _Failed("failed to fetch endpoints from etcd cluster member list: "
+                      f"{exc}") from None
+    return [u for m in members for u in m.get("nativeURLs", [])]
+
+
 async def _one(ep, args, fn):
     async with AsyncClient([ep], timeout=args.command_timeout, **_client_kwargs(args)) as c:
         return await fn(c)
 
 
 async def cmd_endpoint(c, args, out):
-    if args.endpoint_cmd == "health":
-        return await _endpoint_health(args, out)
-    if args.endpoint_cmd == "hashkv":
-        return await _endpoint_hashkv(args, out)
-    return await _endpoint_status(args, out)
+    fn = {"health": _endpoint_health, "hashkv": _endpoint_hashkv,
+          "status": _endpoint_status}[args.endpoint_cmd]
+    return await fn(args, out, await _target_endpoints(args))
 
 
-async def _endpoint_hashkv(args, out):
+async def _endpoint_hashkv(args, out, eps):
     """etcdctl's: each endpoint's HashKV; one that fails is a line on stderr, the others
     are printed, then the last error is an "Error:" line (exit status 1)."""
     results, error = [], None
-    for ep in _each_endpoint(args):
+    for ep in eps:
         try:
             results.append((ep, await _one(ep, args, lambda c: c.hash_kv(args.rev))))
         except (wire.RaftkvError, OSError) as exc:
@@ -549,7 +619,7 @@ async def cmd_defrag(c, args, out):
         raise bad_args("raftkvctl defrag has no --data-dir: raftkv's store is LMDB, not "
                        "bbolt, and reuses its freed pages without a defragmentation")
     failures = 0
-    for ep in _each_endpoint(args):
+    for ep in await _target_endpoints(args):
         try:
             await _one(ep, args, lambda c: c.defragment())
         except (wire.RaftkvError, OSError) as exc:
@@ -588,9 +658,9 @@ def cmd_version(out):
     return 0
 
 
-async def _endpoint_health(args, out):
+async def _endpoint_health(args, out, eps):
     results, failed = [], 0
-    for ep in _each_endpoint(args):
+    for ep in eps:
         t0 = time.monotonic()
         try:
             await _one(ep, args, lambda c: c.get("health"))
@@ -689,10 +759,10 @@ def human_bytes(n):
     return f"{val:.1f} {units[e]}" if val < 10 else f"{val:.0f} {units[e]}"
 
 
-async def _endpoint_status(args, out):
+async def _endpoint_status(args, out, eps):
     """etcdctl's: an endpoint that does not answer is a line on stderr and exit status 1;
     the others are printed."""
-    results = [await _status_of(ep, args) for ep in _each_endpoint(args)]
+    results = [await _status_of(ep, args) for ep in eps]
     for r in results:
         if "Error" in r:
             sys.stderr.write(f"Failed to get the status of endpoint {r['Endpoint']} "
@@ -879,11 +949,12 @@ def _cluster_parsers(sub):
             "ids", nargs="*", metavar="ID", help="member ID (hex)")
     p.set_defaults(fn=cmd_member)
     p = sub.add_parser("endpoint", help="endpoint health|status|hashkv")
+    _cluster_flag(p, False)
     esub = p.add_subparsers(dest="endpoint_cmd", required=True)
-    esub.add_parser("health")
-    esub.add_parser("status")
-    esub.add_parser("hashkv").add_argument("--rev", type=int, default=0,
-                                           help="hash up to this revision (0: all)")
+    for verb in ("health", "status", "hashkv"):
+        _cluster_flag(esub.add_parser(verb), argparse.SUPPRESS)
+    esub.choices["hashkv"].add_argument("--rev", type=int, default=0,
+                                        help="hash up to this revision (0: all)")
     p.set_defaults(fn=cmd_endpoint)
     _maintenance_parsers(sub)
     p = sub.add_parser("compaction", help="compact the history up to a revision")
@@ -898,6 +969,13 @@ def _cluster_parsers(sub):
     p.set_defaults(fn=cmd_load)
 
 
+def _cluster_flag(p, default):
+    """etcdctl's --cluster (a persistent flag of endpoint: before or after the verb; the
+    verb's default is SUPPRESS so that it keeps what endpoint's flag set)."""
+    p.add_argument("--cluster", action="store_true", default=default,
+                   help="act on every member's native URLs from member list")
+
+
 def _maintenance_parsers(sub):
     p = sub.add_parser("alarm", help="alarm list|disarm")
     asub = p.add_subparsers(dest="alarm_cmd", required=True)
@@ -906,6 +984,7 @@ def _maintenance_parsers(sub):
     p.set_defaults(fn=cmd_alarm)
     p = sub.add_parser("defrag", help="defragment each endpoint's store (no-op on LMDB)")
     p.add_argument("--data-dir", default="", help="(etcdctl's offline defrag: refused)")
+    _cluster_flag(p, False)
     p.set_defaults(fn=cmd_defrag)
     p = sub.add_parser("move-leader", help="hand the leadership to another member")
     p.add_argument("target", nargs="*", metavar="ID", help="the new leader's member ID (hex)")

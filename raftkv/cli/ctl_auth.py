@@ -1,4 +1,4 @@
-"""raftkvctl's auth verbs, with etcdctl's arguments and simple output:
+"""raftkvctl's auth verbs, with etcdctl's arguments and output formats:
 
     auth enable|disable|status
     user add NAME[:PASSWORD] [--no-password] | delete NAME | list | get NAME [--detail]
@@ -10,7 +10,9 @@
 A password not given on the command line is asked for on a terminal (twice for a new one),
 or read as one line from stdin with --interactive=false, as etcdctl does. The client's own
 identity is the global --user NAME[:PASSWORD] (and --password), or RAFTKVCTL_USER and
-RAFTKVCTL_PASSWORD.
+RAFTKVCTL_PASSWORD. Output follows etcdctl 3.4: auth enable|disable print their line in every
+format; the others print the response in json (the header at least) and fields (where etcdctl
+has a fields printer: not user get without --detail, nor user list) and have no table.
 """
 from __future__ import annotations
 
@@ -19,7 +21,11 @@ import os
 import sys
 
 from raftkv.api import wire
+from raftkv.cli.ctl_format import UNSUPPORTED, _emit, go_quote
+from raftkv.client.auth import PERMISSIONS, perm_tuples
 from raftkv.client.types import prefix_range_end
+
+PERM_NAMES = {v: k.upper() for k, v in PERMISSIONS.items()}  # authpb.Permission's type names
 
 
 def add_parsers(sub):
@@ -124,6 +130,14 @@ async def cmd_auth(c, args, out):
     out.write("Authentication Enabled\n")
 
 
+def _done(args, out, resp, line):
+    """A verb that only changes something: etcdctl prints the response's header in json and
+    fields, its line in simple output, and has no table (its error comes after the
+    request, which has been done)."""
+    _emit(args, out, resp, lambda: out.write(line + "\n"),
+          fields=lambda f: f.hdr(resp.get("header")))
+
+
 async def cmd_user(c, args, out):
     verb, name = args.user_cmd, getattr(args, "name", None)
     if verb == "add":
@@ -133,59 +147,96 @@ async def cmd_user(c, args, out):
                 name, password = name.split(":", 1)
             else:
                 password = _new_password(args, name, confirm=True)
-        await c.user_add(name, password)
-        out.write(f"User {name} created\n")
+        _done(args, out, await c.user_add(name, password), f"User {name} created")
     elif verb == "passwd":
-        await c.user_change_password(name, _new_password(args, name, confirm=True))
-        out.write("Password updated\n")
+        _done(args, out, await c.user_change_password(
+            name, _new_password(args, name, confirm=True)), "Password updated")
     elif verb == "delete":
-        await c.user_delete(name)
-        out.write(f"User {name} deleted\n")
+        _done(args, out, await c.user_delete(name), f"User {name} deleted")
     elif verb == "list":
-        out.write("".join(f"{u}\n" for u in await c.user_list()))
+        resp = _listing(await c.call("user_list", {}), "users")
+        _emit(args, out, resp, lambda: out.write("".join(
+            f"{u}\n" for u in resp.get("users", []))), fields=UNSUPPORTED)
     elif verb == "get":
-        roles = await c.user_get(name)
-        out.write(f"User: {name}\n")
-        if not args.detail:
-            out.write("Roles:" + "".join(f" {r}" for r in roles) + "\n")
-            return
-        for role in roles:
-            out.write("\n")
-            _print_role(out, role, await c.role_get(role))
+        await _user_get(c, args, out, name)
     elif verb == "grant-role":
-        await c.user_grant_role(name, args.role)
-        out.write(f"Role {args.role} is granted to user {name}\n")
+        _done(args, out, await c.user_grant_role(name, args.role),
+              f"Role {args.role} is granted to user {name}")
     else:
-        await c.user_revoke_role(name, args.role)
-        out.write(f"Role {args.role} is revoked from user {name}\n")
+        _done(args, out, await c.user_revoke_role(name, args.role),
+              f"Role {args.role} is revoked from user {name}")
+
+
+async def _user_get(c, args, out, name):
+    """etcdctl's: the user's roles; with --detail a "User:" line (in every format) and each
+    role as role get prints it, after an empty line."""
+    resp = _listing(await c.call("user_get", {"name": name}), "roles")
+    roles = resp["roles"]
+    if not args.detail:
+        _emit(args, out, resp, lambda: out.write(
+            f"User: {name}\nRoles:" + "".join(f" {r}" for r in roles) + "\n"),
+            fields=UNSUPPORTED)
+        return
+    out.write(f"User: {name}\n")
+    for role in roles:
+        out.write("\n")
+        _role_get(args, out, role, await c.call("role_get", {"role": role}))
+
+
+def _listing(resp, field):
+    """An answer with the header and one list, in the protobuf's field order (json)."""
+    return {"header": resp.get("header", {}), field: list(resp.get(field, []))}
+
+
+def _role_get(args, out, name, resp):
+    perms = [{"permType": p.get("permType", 0), "key": p.get("key", b""),
+              "range_end": p.get("range_end", b"")} for p in resp.get("perm", [])]
+
+    def fields(f):
+        f.hdr(resp.get("header"))
+        for p in perms:
+            # etcdctl's Println("\"PermType\" : ", type): two spaces
+            f.out.write(f'"PermType" :  {PERM_NAMES.get(p["permType"], p["permType"])}\n')
+            f.line("Key", p["key"], quote=True)
+            f.line("RangeEnd", p["range_end"], quote=True)
+
+    _emit(args, out, {"header": resp.get("header", {}), "perm": perms},
+          lambda: _print_role(out, name, perm_tuples(perms)), fields=fields)
 
 
 async def cmd_role(c, args, out):
     verb, name = args.role_cmd, getattr(args, "name", None)
     if verb == "add":
-        await c.role_add(name)
-        out.write(f"Role {name} created\n")
+        _done(args, out, await c.role_add(name), f"Role {name} created")
     elif verb == "delete":
-        await c.role_delete(name)
-        out.write(f"Role {name} deleted\n")
+        _done(args, out, await c.role_delete(name), f"Role {name} deleted")
     elif verb == "list":
-        out.write("".join(f"{r}\n" for r in await c.role_list()))
+        resp = _listing(await c.call("role_list", {}), "roles")
+        roles = resp["roles"]
+
+        def fields(f):
+            f.hdr(resp.get("header"))
+            f.out.write('"Roles" :' + "".join(f" {go_quote(r)}" for r in roles) + "\n")
+
+        _emit(args, out, resp, lambda: out.write("".join(f"{r}\n" for r in roles)),
+              fields=fields)
     elif verb == "get":
-        _print_role(out, name, await c.role_get(name))
+        _role_get(args, out, name, await c.call("role_get", {"role": name}))
     elif verb == "grant-permission":
-        await c.role_grant_permission(name, args.perm, args.key, args.range_end,
-                                      prefix=args.prefix, from_key=args.from_key)
-        out.write(f"Role {name} updated\n")
+        _done(args, out, await c.role_grant_permission(
+            name, args.perm, args.key, args.range_end, prefix=args.prefix,
+            from_key=args.from_key), f"Role {name} updated")
     else:
-        await c.role_revoke_permission(name, args.key, args.range_end, prefix=args.prefix,
-                                       from_key=args.from_key)
+        resp = await c.role_revoke_permission(name, args.key, args.range_end,
+                                              prefix=args.prefix, from_key=args.from_key)
         if args.range_end or args.prefix or args.from_key:
             end = prefix_range_end(args.key.encode()) if args.prefix else \
                 b"\0" if args.from_key else args.range_end.encode()
-            out.write(f"Permission of range [{args.key}, {end.decode(errors='replace')}) is "
-                      f"revoked from role {name}\n")
+            line = (f"Permission of range [{args.key}, {end.decode(errors='replace')}) is "
+                    f"revoked from role {name}")
         else:
-            out.write(f"Permission of key {args.key} is revoked from role {name}\n")
+            line = f"Permission of key {args.key} is revoked from role {name}"
+        _done(args, out, resp, line)
 
 
 def _print_role(out, name, perms):

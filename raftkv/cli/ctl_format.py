@@ -53,16 +53,26 @@ def _zero(v):
         (isinstance(v, (str, bytes, list, tuple)) and len(v) == 0)
 
 
+HEADER_FIELDS = ("cluster_id", "member_id", "revision", "raft_term")  # the protobuf's order
+
+
+def _in_header_order(header):
+    if not isinstance(header, dict):
+        return header
+    return {**{k: header[k] for k in HEADER_FIELDS if k in header}, **header}
+
+
 def pb_json(obj):
     """A response as etcdctl's -w json prints a protobuf message (Go's encoding/json of the
     generated struct): zero values (0, false, "", empty bytes and lists) left out, as their
-    omitempty tags say, and a txn's responses in their oneof wrapper
-    ({"Response": {"ResponseRange": ...}})."""
+    omitempty tags say, a header's fields in the protobuf's order, and a txn's responses in
+    their oneof wrapper ({"Response": {"ResponseRange": ...}})."""
     if isinstance(obj, dict):
         if len(obj) == 1 and next(iter(obj)) in _ONEOF:
             name, body = next(iter(obj.items()))
             return {"Response": {_ONEOF[name]: pb_json(body)}}
-        return {k: pb_json(v) for k, v in obj.items() if not _zero(v)}
+        return {k: pb_json(_in_header_order(v) if k == "header" else v)
+                for k, v in obj.items() if not _zero(v)}
     if isinstance(obj, (list, tuple)):
         return [pb_json(v) for v in obj]
     return obj

@@ -9,15 +9,16 @@ PERMISSIONS = {"read": 0, "write": 1, "readwrite": 2}
 
 
 class AuthAdmin:
-    """Mixed into AsyncClient; every method is one request (self.call)."""
+    """Mixed into AsyncClient; every method is one request (self.call). Those that only
+    change something return the member's response (its header)."""
 
     async def auth_enable(self):
         """Needs a user "root" with the role "root"; RaftkvError ROOT_USER_NOT_EXIST or
         ROOT_ROLE_NOT_EXIST otherwise (etcd's rule)."""
-        await self.call("auth_enable", {}, write=False)
+        return await self.call("auth_enable", {}, write=False)
 
     async def auth_disable(self):
-        await self.call("auth_disable", {}, write=False)
+        return await self.call("auth_disable", {}, write=False)
 
     async def auth_status(self):
         """{"enabled": bool, "authRevision": int}"""
@@ -29,14 +30,14 @@ class AuthAdmin:
         body = {"name": name, "no_password": password is None}
         if password is not None:
             body["password"] = password
-        await self.call("user_add", body, write=False)
+        return await self.call("user_add", body, write=False)
 
     async def user_delete(self, name):
-        await self.call("user_delete", {"name": name}, write=False)
+        return await self.call("user_delete", {"name": name}, write=False)
 
     async def user_change_password(self, name, password):
-        await self.call("user_change_password", {"name": name, "password": password},
-                        write=False)
+        return await self.call("user_change_password", {"name": name, "password": password},
+                               write=False)
 
     async def user_list(self):
         return list((await self.call("user_list", {})).get("users", []))
@@ -46,16 +47,16 @@ class AuthAdmin:
         return list((await self.call("user_get", {"name": name})).get("roles", []))
 
     async def user_grant_role(self, name, role):
-        await self.call("user_grant_role", {"user": name, "role": role}, write=False)
+        return await self.call("user_grant_role", {"user": name, "role": role}, write=False)
 
     async def user_revoke_role(self, name, role):
-        await self.call("user_revoke_role", {"name": name, "role": role}, write=False)
+        return await self.call("user_revoke_role", {"name": name, "role": role}, write=False)
 
     async def role_add(self, name):
-        await self.call("role_add", {"name": name}, write=False)
+        return await self.call("role_add", {"name": name}, write=False)
 
     async def role_delete(self, name):
-        await self.call("role_delete", {"role": name}, write=False)
+        return await self.call("role_delete", {"role": name}, write=False)
 
     async def role_list(self):
         return list((await self.call("role_list", {})).get("roles", []))
@@ -63,10 +64,7 @@ class AuthAdmin:
     async def role_get(self, name):
         """The role's permissions: [(perm "read"|"write"|"readwrite", key, range_end)];
         range_end b"" for one key, b"\\0" for every key from key on."""
-        names = {v: k for k, v in PERMISSIONS.items()}
-        perms = (await self.call("role_get", {"role": name})).get("perm", [])
-        return [(names.get(p.get("permType", 0), "read"), p.get("key", b""),
-                 p.get("range_end", b"")) for p in perms]
+        return perm_tuples((await self.call("role_get", {"role": name})).get("perm", []))
 
     async def role_grant_permission(self, name, perm, key, range_end=None, prefix=False,
                                     from_key=False):
@@ -75,13 +73,21 @@ class AuthAdmin:
         body = {"name": name, "perm": {"permType": _perm(perm), "key": to_bytes(key),
                                        "range_end": _range_end(key, range_end, prefix,
                                                                from_key)}}
-        await self.call("role_grant_permission", body, write=False)
+        return await self.call("role_grant_permission", body, write=False)
 
     async def role_revoke_permission(self, name, key, range_end=None, prefix=False,
                                      from_key=False):
-        await self.call("role_revoke_permission", {
+        return await self.call("role_revoke_permission", {
             "role": name, "key": to_bytes(key),
             "range_end": _range_end(key, range_end, prefix, from_key)}, write=False)
+
+
+def perm_tuples(perms):
+    """A role_get answer's permissions as [(perm "read"|"write"|"readwrite", key,
+    range_end)]."""
+    names = {v: k for k, v in PERMISSIONS.items()}
+    return [(names.get(p.get("permType", 0), "read"), p.get("key", b""),
+             p.get("range_end", b"")) for p in perms]
 
 
 def _perm(perm):

@@ -33,6 +33,7 @@ class RevisionCompactedError(RaftkvError):
     compacted_revision (after re-reading the state) to go on; python-etcd3 raises its
     RevisionCompactedError the same way."""
 
-    def __init__(self, compacted_revision):
+    def __init__(self, compacted_revision, header=None):
         super().__init__("COMPACTED")
         self.compacted_revision = compacted_revision
+        self.header = header or {}  # the canceling response's header (a watch's)

@@ -87,6 +87,15 @@ class ProgressNotify:
 
 
 @dataclasses.dataclass
+class WatchResponse:
+    """One watch response as the member sent it (Watch.responses()): its header (the wire
+    dict: cluster_id, member_id, revision, raft_term) and its Events, or one ProgressNotify."""
+
+    header: dict
+    events: list
+
+
+@dataclasses.dataclass
 class PutManyResult:
     """What put_many did: items written, items failed, a few error messages, wall time."""
 

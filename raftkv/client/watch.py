@@ -8,15 +8,19 @@ raises RevisionCompactedError instead of ending quietly.
 A watch opened with progress_notify also yields a ProgressNotify(revision) whenever the member
 sent a progress notification (an item with no events: nothing happened for its
 --experimental-watch-progress-notify-interval); the resume point moves past that revision.
+
+`responses()` iterates the same items grouped as the member sent them: a WatchResponse
+(its header and events) per item, as etcdctl's -w json prints one line per response.
 """
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 
 from raftkv.api import wire
 from raftkv.client.errors import RevisionCompactedError
-from raftkv.client.types import Event, ProgressNotify
+from raftkv.client.types import Event, ProgressNotify, WatchResponse
 
 _RESUME_CODES = frozenset({"NOT_LEADER", "NO_LEADER", "LEADER_CHANGED", "STOPPED"})
 CANCEL_TIMEOUT_S = 1.0  # cancel is best effort: a dead connection ends the watch anyway
@@ -29,7 +33,9 @@ class Watch:
         self._conn = None
         self._request_id = None
         self._queue = None
-        self._events = []  # decoded events not yet handed out
+        # WatchResponses not yet handed out whole (responses()) or event by event (iteration);
+        # never one with no events left.
+        self._pending = collections.deque()
         self._next_revision = 0  # resume point: 1 + the last revision delivered
         self._canceled = False
         self.watch_id = None  # the request id of the current stream
@@ -66,7 +72,23 @@ class Watch:
         return self
 
     async def __anext__(self):
-        while not self._events:
+        resp = await self._next_pending()
+        if len(resp.events) == 1:
+            self._pending.popleft()
+        return resp.events.pop(0)
+
+    async def responses(self):
+        """The rest of the watch as the member sent it: one WatchResponse per item with
+        events (or with a ProgressNotify). Ends as the iterator does."""
+        while True:
+            try:
+                await self._next_pending()
+            except StopAsyncIteration:
+                return
+            yield self._pending.popleft()
+
+    async def _next_pending(self):
+        while not self._pending:
             if self._canceled:
                 raise StopAsyncIteration
             if self._first is not None:
@@ -79,13 +101,14 @@ class Watch:
                 raise StopAsyncIteration
             else:
                 await self._on_error(payload)
-        return self._events.pop(0)
+        assert self._pending[0].events, "a pending response has events"
+        return self._pending[0]
 
     def _take(self, payload):
         compacted = payload.get("compact_revision")
         if compacted:  # the server canceled the watch: its start revision is gone
             self._canceled = True
-            raise RevisionCompactedError(compacted)
+            raise RevisionCompactedError(compacted, payload.get("header") or {})
         self._reauthenticated = False
         events = [Event.from_wire(ev) for ev in payload.get("events", [])]
         for ev in events:
@@ -97,7 +120,8 @@ class Watch:
                 not payload.get("created"):
             self._next_revision = max(self._next_revision, rev + 1)  # a bookmark
             events = [ProgressNotify(rev)]
-        self._events.extend(events)
+        if events:
+            self._pending.append(WatchResponse(payload.get("header") or {}, events))
 
     async def _on_error(self, payload):
         err = wire.RaftkvError.from_wire(payload) if payload else None

@@ -39,6 +39,7 @@ class ServerConfig:
     listen_client_urls: str = "http://127.0.0.1:2379"
     advertise_client_urls: str = ""
     listen_native_urls: str = "http://127.0.0.1:2378"
+    advertise_native_urls: str = ""  # raftkv's own: published beside the client URLs
     listen_metrics_urls: str = ""  # /health, /version, /metrics over HTTP; empty = off
     listen_client_http_urls: str = ""  # etcd's JSON gateway (+ /health...); empty = off
     listen_peer_urls: str = "http://127.0.0.1:2380"
@@ -173,6 +174,8 @@ class ServerConfig:
             self.data_dir = f"./{self.name}.raftkv"
         if not self.advertise_client_urls:
             self.advertise_client_urls = self.listen_client_urls
+        if not self.advertise_native_urls:
+            self.advertise_native_urls = self.listen_native_urls
         if not self.initial_advertise_peer_urls:
             self.initial_advertise_peer_urls = self.listen_peer_urls
         if not self.initial_cluster:
@@ -523,6 +526,9 @@ FLAG_HELP = {
     "listen_native_urls": "URLs to serve raftkv's native msgpack protocol on (no etcd "
                           "equivalent), each one; https:// or unixs:// uses the client TLS "
                           "files, unix:// is a Unix socket.",
+    "advertise_native_urls": "Native URLs (comma-separated) this member publishes beside "
+                             "its client URLs (no etcd equivalent), which raftkvctl --cluster "
+                             "dials (empty: --listen-native-urls).",
     "listen_client_http_urls": "URLs to serve etcd's JSON gateway (POST /v3/kv/put ...), "
                                "/health, /version and /metrics on (empty: off); https:// or "
                                "unixs:// uses the client TLS files.",

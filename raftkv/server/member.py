@@ -866,14 +866,20 @@ class Member:
         self.logstore.set_conf_state(txn, self.conf)
 
     def _op_member_publish(self, w, body):
-        """A member's name and client URLs, published through the log once it runs (as etcd
-        publishes its attributes), so member list shows them on every member."""
+        """A member's name, client URLs and native URLs, published through the log once it
+        runs (as etcd publishes its attributes), so member list shows them on every member.
+        nativeURLs is raftkv's own and optional: a member of an earlier version publishes
+        none, and its record then has none (its native port is unknown); a record stored
+        without the field loads as one without native URLs."""
         mid = body.get("ID", 0)
         rec = self.members.get(mid)
         if rec is None:
             raise RaftkvError("MEMBER_NOT_FOUND")
         rec = dict(rec, name=str(body.get("name", "")),
                    client_urls=[str(u) for u in body.get("clientURLs", [])])
+        rec.pop("native_urls", None)
+        if body.get("nativeURLs"):
+            rec["native_urls"] = [str(u) for u in body["nativeURLs"]]
         self.members[mid] = rec
         w.txn.put(MEMBER_KEY_PREFIX + mid.to_bytes(8, "big"), msgpack.packb(rec),
                   db=self.engine.db("kvmeta"))
@@ -951,14 +957,18 @@ class Member:
             self.transport.set_peers(self._peer_addrs(), removed=self.removed)
 
     async def _publish_loop(self):
-        """Publish our name and client URLs until the cluster has them."""
+        """Publish our name, client URLs and native URLs until the cluster has them (at
+        every start, so a member restarted on other URLs publishes the new ones, as etcd)."""
         want_urls = split_list(self.cfg.advertise_client_urls)
+        want_native = split_list(self.cfg.advertise_native_urls)
         while True:
             rec = self.members.get(self.id, {})
-            if rec.get("name") == self.cfg.name and rec.get("client_urls") == want_urls:
+            if rec.get("name") == self.cfg.name and rec.get("client_urls") == want_urls and \
+                    rec.get("native_urls", []) == want_native:
                 return
             if self.loop.leader_id:
-                body = {"ID": self.id, "name": self.cfg.name, "clientURLs": want_urls}
+                body = {"ID": self.id, "name": self.cfg.name, "clientURLs": want_urls,
+                        "nativeURLs": want_native}
                 try:
                     await self.loop.propose("member_publish", body, 256, 5.0)
                 except RaftkvError as exc:

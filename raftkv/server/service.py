@@ -444,7 +444,10 @@ class Service:
             out.append({"ID": mid, "name": info.get("name", ""),
                         "peerURLs": list(info.get("peer_urls", [])),
                         "clientURLs": list(info.get("client_urls", [])),
-                        "isLearner": bool(info.get("is_learner"))})
+                        "isLearner": bool(info.get("is_learner")),
+                        # raftkv's own (etcd's Member has no such field: the gRPC answer
+                        # leaves it out); empty until the member has published them
+                        "nativeURLs": list(info.get("native_urls", []))})
         return out
 
     async def _op_member_list(self, body):

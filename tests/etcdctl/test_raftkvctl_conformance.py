@@ -20,12 +20,9 @@ from tests.etcdctl.conftest import FAST_ARGS, Ctl, running, wait_healthy, wait_p
 pytestmark = [pytest.mark.timeout(420),
               pytest.mark.skipif(not shutil.which("etcd"), reason="etcd is not installed")]
 
-# Steps raftkvctl cannot do by design: step name -> reason.
-NOT_IN_RAFTKVCTL = {
-    **dict.fromkeys(("endpoint-status-cluster-table", "endpoint-health-cluster-table"),
-                    "raftkvctl has no --cluster: member list gives the members' client URLs, "
-                    "which are their gRPC endpoints; raftkv publishes no native ones"),
-}
+# Steps raftkvctl cannot do by design: step name -> reason. None now: --cluster, the last
+# ones, uses the native URLs members publish beside their client URLs.
+NOT_IN_RAFTKVCTL = {}
 # Deliberate differences of raftkvctl's own: step name -> reason.
 _STATUS_EXTRA = ("raftkvctl's endpoint status also shows the store's revision and the "
                  "cluster's fault tolerance (issue #5): REVISION and FAULT TOLERANCE columns "
@@ -35,6 +32,7 @@ _STATUS_EXTRA = ("raftkvctl's endpoint status also shows the store's revision an
 RAFTKVCTL_OWN = {
     **{name: _STATUS_EXTRA for name in ("endpoint-status", "endpoint-status-table",
                                         "endpoint-status-json", "endpoint-status-fields",
+                                        "endpoint-status-cluster-table",
                                         "auth-alice-status")},
     **{name: "raftkvctl draws get -w table (KEY and VALUE columns; issue #5 asks for "
              "tables), where etcdctl 3.4 answers 'table not supported as output format'"

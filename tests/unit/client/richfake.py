@@ -21,6 +21,9 @@ class RichFakeService(FakeService):
         super().__init__()
         self.seen_request_ids = []
         self.alarm_raised = False  # a NOSPACE alarm of member 1, for alarm list|disarm
+        self.native_urls = []  # member m1's published native URLs (raftkvctl --cluster)
+        self.unstarted_member = False  # member list also has one that published nothing
+        self.compacted = 0  # a watch from a revision below this is canceled, as etcd's
 
     async def call(self, op, body):
         if "request_id" in body:
@@ -66,9 +69,46 @@ class RichFakeService(FakeService):
         return {"header": self._header(), "leases": [{"ID": i} for i in sorted(self.leases)]}
 
     def _op_member_list(self, body):
-        return {"header": self._header(), "members": [
-            {"ID": 1, "name": "m1", "peerURLs": ["http://127.0.0.1:2380"],
-             "clientURLs": ["http://127.0.0.1:2379"], "isLearner": False}]}
+        members = [{"ID": 1, "name": "m1", "peerURLs": ["http://127.0.0.1:2380"],
+                    "clientURLs": ["http://127.0.0.1:2379"], "isLearner": False,
+                    "nativeURLs": list(self.native_urls)}]
+        if self.unstarted_member:
+            members.append({"ID": 2, "name": "", "peerURLs": ["http://127.0.0.1:2390"],
+                            "clientURLs": [], "isLearner": False, "nativeURLs": []})
+        return {"header": self._header(), "members": members}
+
+    async def watch(self, body):
+        if body.get("start_revision", 0) and body["start_revision"] < self.compacted:
+            yield {"created": True, "header": self._header()}
+            yield {"header": self._header(), "events": [],
+                   "compact_revision": self.compacted, "canceled": True}
+            return
+        async for item in super().watch(body):
+            yield item
+
+    # Auth: the answers' shapes (real behaviour: tests/etcdctl against real members).
+    def _op_user_get(self, body):
+        if body.get("name") != "alice":
+            raise RaftkvError("USER_NOT_FOUND")
+        return {"roles": ["reader"], "header": self._header()}  # the member's key order
+
+    def _op_user_list(self, body):
+        return {"users": ["alice", "root"], "header": self._header()}
+
+    def _op_role_list(self, body):
+        return {"roles": ["reader", "root"], "header": self._header()}
+
+    def _op_role_get(self, body):
+        return {"header": self._header(), "perm": [
+            {"permType": 0, "key": b"a/", "range_end": b"a0"},
+            {"permType": 2, "key": b"k", "range_end": b""},
+            {"permType": 1, "key": b"z", "range_end": b"\0"}]}
+
+    def _op_user_delete(self, body):
+        return {"header": self._header()}
+
+    _op_user_change_password = _op_user_grant_role = _op_user_revoke_role = _op_user_delete
+    _op_role_add = _op_role_delete = _op_role_revoke_permission = _op_user_delete
 
     def _op_compact(self, body):
         return {"header": self._header()}

@@ -454,3 +454,157 @@ def test_lock_and_elect_hold_until_interrupted(server):
                 p.kill()
                 p.wait()
     assert ctl_run(server, "get", "h", "--prefix") == (0, "")
+
+
+def _watch_with_writes(server, argv, writes):
+    """raftkvctl watch ARGV while another thread makes writes (ctl argv lists) once the
+    watch is likely open (a put before it would only be missed, and the test wait)."""
+    import threading
+
+    def writer():
+        threading.Event().wait(0.3)
+        for w in writes:
+            ctl_run(server, *w)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        return ctl_run(server, "watch", *argv)
+    finally:
+        t.join(10)
+
+
+def test_watch_json_fields_and_table_as_etcdctl(server, capsys):
+    """etcdctl 3.4 prints clientv3's WatchResponse: json is the header, the events (a put's
+    type 0 left out, a delete's 1) and CompactRevision, Canceled, Created in full; fields the
+    header and each event's lines; table is its error at the first response, exit 4."""
+    ctl_run(server, "put", "wj", "old")
+    rc, out = _watch_with_writes(server, ["wj", "--max-events", "2", "-w", "json"],
+                                 [("put", "wj", "new"), ("del", "wj")])
+    assert rc == 0
+    put, dele = [json.loads(line) for line in out.splitlines()]
+    rev = put["Header"]["revision"]
+    assert put == {"Header": {"cluster_id": 1, "member_id": 1, "revision": rev,
+                              "raft_term": 2},
+                   "Events": [{"kv": {"key": "d2o=", "create_revision": rev - 1,
+                                      "mod_revision": rev, "version": 2, "value": "bmV3"}}],
+                   "CompactRevision": 0, "Canceled": False, "Created": False}
+    assert list(put) == ["Header", "Events", "CompactRevision", "Canceled", "Created"]
+    assert dele["Events"] == [{"type": 1, "kv": {"key": "d2o=", "mod_revision": rev + 1}}]
+    ctl_run(server, "put", "wf", "1")
+    rc, out = _watch_with_writes(server, ["wf", "--max-events", "1", "-w", "fields"],
+                                 [("put", "wf", "2")])
+    rev = server.service.revision
+    assert (rc, out) == (0, '"ClusterID" : 1\n"MemberID" : 1\n'
+                            f'"Revision" : {rev}\n"RaftTerm" : 2\n"Type" : PUT\n'
+                            f'"Key" : "wf"\n"CreateRevision" : {rev - 1}\n'
+                            f'"ModRevision" : {rev}\n"Version" : 2\n"Value" : "2"\n'
+                            '"Lease" : 0\n')
+    capsys.readouterr()
+    rc, out = _watch_with_writes(server, ["wt", "-w", "table"], [("put", "wt", "1")])
+    assert (rc, out) == (4, "")
+    assert capsys.readouterr().err == "Error: table not supported as output format\n"
+
+
+def test_watch_canceled_by_compaction_as_etcdctl(server, capsys):
+    server.service.compacted = 3
+    try:
+        rc, out = ctl_run(server, "watch", "wc", "--rev", "2", "-w", "json")
+    finally:
+        server.service.compacted = 0
+    assert rc == 5
+    assert json.loads(out) == {"Header": {"cluster_id": 1, "member_id": 1, "raft_term": 2},
+                               "Events": [], "CompactRevision": 3, "Canceled": True,
+                               "Created": False}
+    assert capsys.readouterr().err == (
+        "watch was canceled (etcdserver: mvcc: required revision has been compacted)\n"
+        "Error: watch is canceled by the server\n")
+
+
+_HDR_FIELDS = '"ClusterID" : 1\n"MemberID" : 1\n"Revision" : {rev}\n"RaftTerm" : 2\n'
+_PERMS_FIELDS = ('"PermType" :  READ\n"Key" : "a/"\n"RangeEnd" : "a0"\n'
+                 '"PermType" :  READWRITE\n"Key" : "k"\n"RangeEnd" : ""\n'
+                 '"PermType" :  WRITE\n"Key" : "z"\n"RangeEnd" : "\\x00"\n')
+
+
+def test_auth_verbs_json_fields_and_table_as_etcdctl(server, capsys, monkeypatch):
+    """Each as etcdctl 3.4.23 printed it against etcd 3.4.23 with auth on."""
+    rev = server.service.revision
+    hdr = {"cluster_id": 1, "member_id": 1, "revision": rev, "raft_term": 2}
+    hdr_fields = _HDR_FIELDS.format(rev=rev)
+    changes = [("user", "add", "bob:pw"), ("user", "delete", "bob"),
+               ("user", "grant-role", "alice", "reader"),
+               ("user", "revoke-role", "alice", "reader"), ("role", "add", "r"),
+               ("role", "delete", "r"), ("role", "grant-permission", "r", "read", "k"),
+               ("role", "revoke-permission", "r", "k")]
+    for argv in changes:
+        assert ctl_run(server, "-w", "json", *argv) == (0, json.dumps(
+            {"header": hdr}, separators=(",", ":")) + "\n"), argv
+        assert ctl_run(server, "-w", "fields", *argv) == (0, hdr_fields), argv
+        capsys.readouterr()
+        assert ctl_run(server, "-w", "table", *argv) == (4, ""), argv  # the request was made
+        assert capsys.readouterr().err == "Error: table not supported as output format\n"
+    rc, out = ctl_run(server, "-w", "json", "user", "passwd", "alice", "--interactive=false",
+                      stdin="pw\n", monkeypatch=monkeypatch)
+    assert (rc, json.loads(out)) == (0, {"header": hdr})
+    rc, out = ctl_run(server, "-w", "json", "role", "get", "reader")
+    perms = [{"key": "YS8=", "range_end": "YTA="}, {"permType": 2, "key": "aw=="},
+             {"permType": 1, "key": "eg==", "range_end": "AA=="}]
+    assert (rc, json.loads(out)) == (0, {"header": hdr, "perm": perms})
+    assert ctl_run(server, "-w", "fields", "role", "get", "reader") == (
+        0, hdr_fields + _PERMS_FIELDS)
+    assert ctl_run(server, "-w", "json", "role", "list") == (
+        0, '{"header":' + json.dumps(hdr, separators=(",", ":")) +
+        ',"roles":["reader","root"]}\n')  # the header first, as the protobuf's order
+    assert ctl_run(server, "-w", "fields", "role", "list") == (
+        0, hdr_fields + '"Roles" : "reader" "root"\n')
+    assert json.loads(ctl_run(server, "-w", "json", "user", "list")[1]) == {
+        "header": hdr, "users": ["alice", "root"]}
+    assert json.loads(ctl_run(server, "-w", "json", "user", "get", "alice")[1]) == {
+        "header": hdr, "roles": ["reader"]}
+    capsys.readouterr()
+    for argv in (("user", "list"), ("user", "get", "alice")):  # no fields printer
+        assert ctl_run(server, "-w", "fields", *argv) == (4, "")
+        assert capsys.readouterr().err == "Error: fields not supported as output format\n"
+    # --detail: the "User:" line in every format, then each role as role get prints it
+    rc, out = ctl_run(server, "-w", "json", "user", "get", "alice", "--detail")
+    assert rc == 0 and out.startswith("User: alice\n\n{")
+    assert json.loads(out.split("\n", 2)[2]) == {"header": hdr, "perm": perms}
+    assert ctl_run(server, "-w", "fields", "user", "get", "alice", "--detail") == (
+        0, "User: alice\n\n" + hdr_fields + _PERMS_FIELDS)
+    assert ctl_run(server, "-w", "table", "user", "get", "alice", "--detail") == (
+        4, "User: alice\n\n")
+    # simple output as before
+    assert ctl_run(server, "user", "get", "alice") == (0, "User: alice\nRoles: reader\n")
+
+
+def test_cluster_flag_uses_the_members_native_urls(capsys):
+    """--cluster: member list's nativeURLs of every member (one that published none, such as
+    a member not started yet, adds none, as etcdctl skips a member without client URLs);
+    member list's own output leaves nativeURLs out (etcd's Member has no such field)."""
+    srv = ServerThread(RichFakeService())
+    try:
+        url = f"http://127.0.0.1:{srv.port}"
+        srv.service.native_urls = [url]
+        srv.service.unstarted_member = True
+        rc, out = ctl_run(srv, "endpoint", "health", "--cluster")
+        assert rc == 0 and out.startswith(f"{url} is healthy: successfully committed "), out
+        assert len(out.splitlines()) == 1
+        assert ctl_run(srv, "endpoint", "--cluster", "hashkv") == (0, f"{url}, 1084519789\n")
+        rc, out = ctl_run(srv, "-w", "json", "endpoint", "status", "--cluster")
+        assert rc == 0 and [s["Endpoint"] for s in json.loads(out)] == [url]
+        assert ctl_run(srv, "defrag", "--cluster") == (
+            0, f"Finished defragmenting etcd member[{url}]\n")
+        rc, out = ctl_run(srv, "-w", "json", "member", "list")
+        assert rc == 0 and all("nativeURLs" not in m for m in json.loads(out)["members"])
+        # no member has published one: nothing to do, as etcdctl with no client URLs
+        srv.service.native_urls = []
+        assert ctl_run(srv, "endpoint", "health", "--cluster") == (0, "")
+    finally:
+        srv.stop()
+    capsys.readouterr()
+    rc = ctl.main(["--endpoints", srv.endpoint, "--command-timeout", "1", "endpoint",
+                   "health", "--cluster"], out=io.StringIO())
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith(
+        "Error: failed to fetch endpoints from etcd cluster member list: "), err
