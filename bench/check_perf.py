@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -70,6 +71,7 @@ def main(argv=None):
     finally:
         for s in systems:
             s.cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)  # the clusters' data dirs
     medians = []
     for load in loads:
         for s in systems:

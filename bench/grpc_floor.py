@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -239,6 +240,7 @@ def main(argv=None):
                 s.stop()
             except Exception as exc:  # noqa: BLE001
                 print(f"stopping {s.name}: {exc}", file=sys.stderr)
+        shutil.rmtree(tmp, ignore_errors=True)  # the clusters' data dirs (stopped by now)
     return 0
 
 

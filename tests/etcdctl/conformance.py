@@ -541,6 +541,7 @@ def main():
             results[kind] = run_scenarios(Ctl, cluster.endpoints, cdir)
         finally:
             cluster.stop()
+    shutil.rmtree(root, ignore_errors=True)  # both clusters' data dirs
     unexpected, stale = compare(results["etcd"], results["raftkv"])
     for name, want, got in unexpected:
         sys.stdout.write(f"=== {name}\n--- etcd\n{want}\n--- raftkv\n{got}\n")
