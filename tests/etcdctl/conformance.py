@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import queue
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 from raftkv.cli.local_cluster import free_ports, stop_processes
@@ -473,15 +475,20 @@ def _capture(step, stdout, ctx):
 
 
 def _run_watch(ctl, args, lines, timeout_s):
+    """The first `lines` lines a background command prints within timeout_s (a reader thread
+    holds the blocking reads, so a command that prints nothing cannot hang the run)."""
     proc = ctl.popen(*args)
+    got = queue.Queue()
+    threading.Thread(target=lambda: [got.put(x) for x in iter(proc.stdout.readline, "")],
+                     daemon=True).start()
     out = []
     deadline = time.monotonic() + timeout_s
     try:
-        while len(out) < lines and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
+        while len(out) < lines:
+            try:
+                out.append(got.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
                 break
-            out.append(line)
     finally:
         proc.terminate()
         try:
