@@ -123,7 +123,7 @@ class GroupCommitter:
         # Lend a lingering round's txn to submit_nowait(inline=True) callers, and keep a txn
         # open for them after a lingering round (see submit_nowait).
         self.lend = False
-        self.lent_fns = 0  # functions run by their submitters inside a lent round
+        self.lent_fns = 0  # of fns, those their submitters ran inside a lent round
         self._round = None  # the round lingering now (guarded by _cond)
         self.txns = 0  # committed rounds
         self.fns = 0  # functions committed
@@ -231,7 +231,6 @@ class GroupCommitter:
                 rnd.lent_items.append(item)
                 if rnd.first_at is None:
                     rnd.first_at = time.monotonic()
-                self.lent_fns += 1
                 if not item.lazy:
                     self._kicked = True
                     self._cond.notify_all()
@@ -271,6 +270,7 @@ class GroupCommitter:
             return False
         rnd = _Round(txn, time.monotonic() if batch else None)
         done = []
+        lent_done = 0  # of done, the functions a lender ran (counted once committed)
         todo = list(batch)
         lingered = False
         while True:
@@ -294,6 +294,7 @@ class GroupCommitter:
                 batch.append(item)
                 if item.error is None:
                     done.append(item)
+                    lent_done += 1
                 else:
                     self.failed_fns += 1
             batch.extend(todo)
@@ -318,6 +319,7 @@ class GroupCommitter:
         elapsed = time.perf_counter() - start
         self.txns += 1
         self.fns += len(done)
+        self.lent_fns += lent_done  # with fns: never ahead of it, as the metric promises
         self.sync_seconds_total += elapsed
         self.sync_seconds.append(elapsed)
         self.batch_sizes.append(len(done))
