@@ -90,6 +90,20 @@ STREAM_OPS = frozenset({"watch", "snapshot"})
 FRONT_END_OPS = frozenset({"watch", "watch_cancel", "batch", "put_many", "snapshot"})
 OPS = UNARY_OPS | FRONT_END_OPS
 
+def prefix_range_end(prefix):
+    """etcd's range end for every key starting with prefix (clientv3.GetPrefixRangeEnd): the
+    prefix with its last byte below 0xff incremented (the 0xff bytes after it dropped); "\0",
+    every key from the prefix on, for an empty or all-0xff prefix. The one copy for the
+    clients, the CLIs and the gRPC front end's lock and election recipes."""
+    end = bytearray(prefix)
+    while end and end[-1] == 0xFF:
+        end.pop()
+    if not end:
+        return b"\0"
+    end[-1] += 1
+    return bytes(end)
+
+
 # Types of the request fields the front end checks before calling the service (wrong type:
 # BAD_REQUEST). bool is an int in Python, so int fields accept it too; that is harmless.
 _B, _I, _T, _L, _D = (bytes,), (int,), (bool,), (list,), (dict,)

@@ -16,6 +16,7 @@ import logging
 
 from raftkv.cli.loadgen import register_driver
 from raftkv.client import AsyncClient
+from raftkv.client.types import prefix_range_end
 
 NATIVE_TIMEOUT_S = 10.0  # per operation, retries included; a slow op counts as an error after
 
@@ -194,7 +195,7 @@ class GrpcDriver:
 
     async def watch_keys(self, prefix):
         """An async iterator of the keys of the events under prefix (one Watch stream)."""
-        end = _prefix_end(prefix)
+        end = prefix_range_end(prefix)
         create = self.pb.WatchCreateRequest(key=prefix, range_end=end)
         stub = self.pb_grpc.WatchStub(self.channel)
         call = stub.Watch(metadata=self.metadata)
@@ -250,16 +251,6 @@ class _WatchKeys:
 
     def cancel(self):
         self.call.cancel()
-
-
-def _prefix_end(prefix):
-    b = bytearray(prefix)
-    while b and b[-1] == 0xFF:
-        b.pop()
-    if not b:
-        return b"\0"
-    b[-1] += 1
-    return bytes(b)
 
 
 register_driver("grpc", GrpcDriver)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from raftkv.api import wire
+
 SORT_ORDERS = {None: 0, "none": 0, "ascend": 1, "descend": 2}
 SORT_TARGETS = {"key": 0, "version": 1, "create": 2, "mod": 3, "value": 4}
 
@@ -19,15 +21,9 @@ def to_bytes(x):
 
 
 def prefix_range_end(prefix):
-    """etcd's range end for all keys starting with prefix (clientv3.GetPrefixRangeEnd)."""
-    prefix = to_bytes(prefix)
-    end = bytearray(prefix)
-    while end:
-        if end[-1] < 0xFF:
-            end[-1] += 1
-            return bytes(end)
-        end.pop()
-    return b"\0"  # an empty or all-0xff prefix: every key from it to the end
+    """etcd's range end for all keys starting with prefix (clientv3.GetPrefixRangeEnd); str
+    or bytes."""
+    return wire.prefix_range_end(to_bytes(prefix))
 
 
 @dataclasses.dataclass(frozen=True)

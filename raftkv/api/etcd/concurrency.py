@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import logging
 
+from raftkv.api import wire
 from raftkv.api.etcd.convert import RaftkvError, fill, to_dict
 from raftkv.api.etcd.proto import kv_pb2, rpc_pb2
 
@@ -71,15 +72,7 @@ class Caller:
         return self.service.watch(dict(body, **self.who))
 
 
-def prefix_end(prefix):
-    """clientv3's GetPrefixRangeEnd: the end of the range of keys starting with prefix."""
-    end = bytearray(prefix)
-    while end and end[-1] == 0xFF:
-        end.pop()
-    if not end:
-        return b"\0"
-    end[-1] += 1
-    return bytes(end)
+prefix_end = wire.prefix_range_end  # clientv3's GetPrefixRangeEnd
 
 
 def own_key(name, lease):
