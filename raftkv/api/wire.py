@@ -90,9 +90,10 @@ STREAM_OPS = frozenset({"watch", "snapshot"})
 FRONT_END_OPS = frozenset({"watch", "watch_cancel", "batch", "put_many", "snapshot"})
 OPS = UNARY_OPS | FRONT_END_OPS
 
+
 def prefix_range_end(prefix):
     """etcd's range end for every key starting with prefix (clientv3.GetPrefixRangeEnd): the
-    prefix with its last byte below 0xff incremented (the 0xff bytes after it dropped); "\0",
+    prefix with its last byte below 0xff incremented (the 0xff bytes after it dropped); b"\\0",
     every key from the prefix on, for an empty or all-0xff prefix. The one copy for the
     clients, the CLIs and the gRPC front end's lock and election recipes."""
     end = bytearray(prefix)

@@ -32,7 +32,7 @@ import contextlib
 import logging
 
 from raftkv.api import wire
-from raftkv.api.etcd.convert import RaftkvError, fill, to_dict
+from raftkv.api.etcd.convert import RaftkvError, fill, to_dict, with_identity
 from raftkv.api.etcd.proto import kv_pb2, rpc_pb2
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,11 @@ class Caller:
     def __init__(self, service, who):
         self.service = service
         self.who = dict(who)
+
+    @classmethod
+    def of(cls, service, context):
+        """The caller of the RPC whose grpc context this is."""
+        return cls(service, with_identity(context, {}))
 
     def anonymous(self):
         return Caller(self.service, {})

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from raftkv.api.etcd import concurrency
 from raftkv.api.etcd.concurrency import Caller, session_lease
-from raftkv.api.etcd.convert import RaftkvError, abort_unknown, with_identity
+from raftkv.api.etcd.convert import RaftkvError, abort_unknown
 from raftkv.api.etcd.proto import v3election_pb2 as epb
 from raftkv.api.etcd.proto import v3election_pb2_grpc
 
@@ -20,7 +20,7 @@ class ElectionServicer(v3election_pb2_grpc.ElectionServicer):
         self._service = service
 
     def _caller(self, context):
-        return Caller(self._service, with_identity(context, {}))
+        return Caller.of(self._service, context)
 
     async def Campaign(self, request, context):
         caller = self._caller(context)

@@ -3,7 +3,7 @@ v3lock server: raftkv/api/etcd/concurrency.py over the service, every error gRPC
 from __future__ import annotations
 
 from raftkv.api.etcd.concurrency import Caller, lock, session_lease, unlock
-from raftkv.api.etcd.convert import RaftkvError, abort_unknown, with_identity
+from raftkv.api.etcd.convert import RaftkvError, abort_unknown
 from raftkv.api.etcd.proto import v3lock_pb2, v3lock_pb2_grpc
 
 
@@ -12,7 +12,7 @@ class LockServicer(v3lock_pb2_grpc.LockServicer):
         self._service = service
 
     async def Lock(self, request, context):
-        caller = Caller(self._service, with_identity(context, {}))
+        caller = Caller.of(self._service, context)
         try:
             lease = await session_lease(caller, request.lease)
             key, header = await lock(caller, request.name, lease)
@@ -21,7 +21,7 @@ class LockServicer(v3lock_pb2_grpc.LockServicer):
         return v3lock_pb2.LockResponse(header=header, key=key)
 
     async def Unlock(self, request, context):
-        caller = Caller(self._service, with_identity(context, {}))
+        caller = Caller.of(self._service, context)
         try:
             header = await unlock(caller, request.key)
         except RaftkvError as exc:

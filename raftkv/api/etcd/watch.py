@@ -24,6 +24,7 @@ import logging
 from raftkv.api.etcd.convert import RaftkvError, abort, current_header, fill, status_code
 from raftkv.api.etcd.convert import with_identity
 from raftkv.api.etcd.proto import rpc_pb2, rpc_pb2_grpc
+from raftkv.mvcc.auth import interval
 
 log = logging.getLogger(__name__)
 
@@ -223,10 +224,10 @@ async def _stop(watcher):
 
 
 def _empty_range(create):
-    """A range that holds no key: range_end at or below the key (an empty key is "\\0" and an
-    end of "\\0" means every key from it, as etcd reads them)."""
-    end = create.range_end
-    return end not in (b"", b"\0") and (create.key or b"\0") >= end
+    """A range that holds no key: range_end at or below the key (an empty key is "\\0", as
+    etcd reads it; auth.interval is the store's one reading of [key, range_end))."""
+    lo, hi = interval(create.key or b"\0", create.range_end)
+    return hi is not None and lo >= hi
 
 
 def _filtered(events, create):
