@@ -824,13 +824,23 @@ class _Items:
                 continue
             try:
                 obj = json.loads(line)
-                key, value = obj["key"], obj["value"]
-            except (ValueError, KeyError, TypeError) as exc:
+            except ValueError as exc:
                 self._bad(lineno, f"bad JSON line: {exc}")
                 continue
-            if not isinstance(value, str):
-                value = json.dumps(value, separators=(",", ":"))
-            yield str(key), value
+            if not isinstance(obj, dict) or "key" not in obj or "value" not in obj:
+                got = (f"an object with {sorted(obj)}" if isinstance(obj, dict)
+                       else f"a JSON {type(obj).__name__}")
+                self._bad(lineno, f'bad JSON line: expected an object with "key" and "value", '
+                                  f"got {got}")
+                continue
+            key, value = obj["key"], obj["value"]
+            yield _json_text(key), _json_text(value)
+
+
+def _json_text(value):
+    """A JSON line's key or value as stored: a string as it is, anything else (a number, a
+    document) as compact JSON."""
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
 def _count_lines(path):

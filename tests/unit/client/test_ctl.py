@@ -169,6 +169,23 @@ def test_load_jsonl_and_csv(server, tmp_path, capsys):
     assert ctl_run(server, "get", "csv/2", "--print-value-only") == (0, "b,c\n")
 
 
+def test_load_names_what_is_wrong_with_a_json_line(server, tmp_path):
+    jl = tmp_path / "bad.jsonl"
+    jl.write_text('{"key": "ok", "value": "v"}\n{"key": "novalue"}\nnot json\n[1, 2]\n'
+                  '{"key": 7, "value": [1]}\n')
+    rc, out = ctl_run(server, "-w", "json", "load", str(jl))
+    summary = json.loads(out)
+    assert rc == 1 and (summary["loaded"], summary["failed"]) == (2, 3)
+    path = str(jl)
+    assert summary["errors"] == [
+        f'{path}:2: bad JSON line: expected an object with "key" and "value", '
+        "got an object with ['key']",
+        f"{path}:3: bad JSON line: Expecting value: line 1 column 1 (char 0)",
+        f'{path}:4: bad JSON line: expected an object with "key" and "value", got a JSON list']
+    # a key that is not a string is stored as compact JSON, as a value is
+    assert ctl_run(server, "get", "7", "--print-value-only") == (0, "[1]\n")
+
+
 def test_subprocess_with_env_endpoints(server):
     env = dict(os.environ, RAFTKVCTL_ENDPOINTS=server.endpoint)
     proc = subprocess.run([sys.executable, "-m", "raftkv.cli", "put", "sp", "1"], env=env,
