@@ -157,6 +157,7 @@ class Member:
         self.members = {}  # id -> {"name", "peer_urls", "client_urls", "is_learner"}
         self.removed = set()  # IDs removed from the cluster (REMOVED_KEY_PREFIX)
         self._forced = False  # started with --force-new-cluster on an existing data dir
+        self._announce_pending = False  # no members known at start (see _announce)
         self.conf = ConfState()
         self.dedup = collections.OrderedDict()
         self._dedup_seq = 0
@@ -600,10 +601,20 @@ class Member:
                      "this member (its data dir is intact)", exc_info=exc)
         os._exit(3)
 
-    def _announce(self):
+    def _announce(self, voters=None):
         # After --force-new-cluster the removals are committed but not applied yet: announce
         # the cluster they make.
-        voters = [self.id] if self._forced else self.conf.voters
+        if voters is None:
+            voters = [self.id] if self._forced else self.conf.voters
+        if not voters:
+            # A new data dir on an existing --wal-dir: the members are in the log being
+            # replayed; _on_conf_change announces them when the first conf change applies.
+            self._announce_pending = True
+            log.info("member %s (%x) of cluster %x: the members are not known until the log "
+                     "replays; data dir %s", self.cfg.name, self.id, self.cluster_id,
+                     os.path.abspath(self.cfg.data_dir))
+            return
+        self._announce_pending = False
         log.info("member %s (%x) of cluster %x: %d voter(s), quorum %d, tolerates %d "
                  "failure(s); data dir %s%s", self.cfg.name, self.id, self.cluster_id,
                  len(voters), len(voters) // 2 + 1, fault_tolerance(voters),
@@ -1075,6 +1086,8 @@ class Member:
 
     def _on_conf_change(self, cc, conf_state):
         self.transport.set_peers(self._peer_addrs(), removed=self.removed)
+        if self._announce_pending and conf_state.voters:
+            self._announce(list(conf_state.voters))
         if self.id not in conf_state.voters and self.id not in conf_state.learners and \
                 any(ch.node_id == self.id and ch.type == ConfChangeType.REMOVE_NODE
                     for ch in cc.changes):

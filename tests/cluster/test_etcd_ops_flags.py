@@ -177,3 +177,27 @@ def test_pre_vote_false_elects_with_plain_votes(make_cluster):
     assert h.client(rest).get(b"a")[0] == b"1"
     text = h.log_text(new)
     assert "pre-vote off" in text
+
+
+def test_a_new_data_dir_on_an_existing_wal_replays_it_and_names_the_members(make_cluster,
+                                                                           tmp_path):
+    """The data dir lost, the --wal-dir kept: the member rebuilds its store from the WAL, and
+    announces its cluster once the replay has applied the members (never "0 voter(s)")."""
+    wal_dir = tmp_path / "disk2" / "wal"
+    h = make_cluster(members=1, extra_args=["--wal-dir", str(wal_dir)])
+    m = h.members[0]
+    rev = h.client().put(b"k", b"v1")["header"]["revision"]
+    h.close_clients()
+    assert h.stop_member(m) == 0
+    shutil.rmtree(m.data_dir)
+    seen = len(h.log_text(m))
+    h.start_member(m)
+    h.leader()
+    kv = h.client().get(b"k")
+    assert kv[0] == b"v1" and kv[1].mod_revision == rev, kv
+    text = h.log_text(m)[seen:]
+    assert "the members are not known until the log replays" in text, text
+    _wait_for(lambda: "1 voter(s), quorum 1" in h.log_text(m)[seen:],
+              what="the announcement after the replay")
+    assert "0 voter(s)" not in h.log_text(m)[seen:]
+    assert "a cluster of 0 member(s)" not in h.log_text(m)[seen:]
