@@ -75,7 +75,7 @@ UNARY_OPS = frozenset({
     "lease_grant", "lease_revoke", "lease_keepalive", "lease_timetolive",
     "lease_leases",
     "member_list", "member_add", "member_remove", "member_update", "member_promote",
-    "status", "alarm", "defragment", "hash_kv", "move_leader", "header",
+    "status", "alarm", "defragment", "hash", "hash_kv", "move_leader", "header",
     "watch_check",  # {key, range_end} -> {} or the error a gRPC watch create would cancel with
     "auth_enable", "auth_disable", "auth_status", "authenticate",
     "user_add", "user_get", "user_list", "user_delete", "user_change_password",

@@ -2,7 +2,8 @@
 
 AsyncClient (asyncio) and Client (blocking, same methods). See aio.py for failover, retries
 and idempotent writes, lock.py for the lock recipe, election.py for leader elections and
-lease.py for Session (a lease kept alive).
+lease.py for Session (a lease kept alive). README.md "Python client" lists where the API
+differs from python-etcd3's.
 """
 from raftkv.client.aio import AsyncClient
 from raftkv.client.errors import (
@@ -12,6 +13,7 @@ from raftkv.client.errors import (
     LockTimeout,
     RevisionCompactedError,
     TLSHandshakeError,
+    WatchTimedOut,
 )
 from raftkv.client.election import Election
 from raftkv.client.lease import Session
@@ -23,10 +25,12 @@ from raftkv.client.types import (
     ProgressNotify,
     PutEvent,
     PutManyResult,
+    WatchResponse,
 )
 
 __all__ = [
     "AsyncClient", "Client", "ConnectionFailedError", "ConnectionLost", "DeleteEvent",
     "Election", "ElectionNotLeader", "Event", "KVMetadata", "LockTimeout", "ProgressNotify",
     "PutEvent", "PutManyResult", "RevisionCompactedError", "Session", "TLSHandshakeError",
+    "WatchResponse", "WatchTimedOut",
 ]

@@ -34,13 +34,18 @@ from raftkv.api import wire
 from raftkv.client import connection
 from raftkv.client.auth import AuthAdmin
 from raftkv.client.endpoints import parse_endpoint
-from raftkv.client.errors import ConnectionFailedError, ConnectionLost, TLSHandshakeError
+from raftkv.client.errors import (
+    ConnectionFailedError,
+    ConnectionLost,
+    TLSHandshakeError,
+    WatchTimedOut,
+)
 from raftkv.client.election import Election
 from raftkv.client.lease import Lease, Session
 from raftkv.client.lock import LOCK_PREFIX, Lock
 from raftkv.client.txn import Transactions, _delete_body, _put_body, _range_body, txn_body
 from raftkv.client.types import KVMetadata, PutManyResult, prefix_range_end, to_bytes
-from raftkv.client.watch import Watch
+from raftkv.client.watch import CallbackWatch, Watch
 
 RETRY_CODES = frozenset({
     "NOT_LEADER", "NO_LEADER", "LEADER_CHANGED", "STOPPED", "TIMEOUT",
@@ -161,6 +166,8 @@ class AsyncClient(AuthAdmin):
         self._token = None  # the auth token (user given), got by the first request
         self._auth_off = False  # the members said auth is off: send no token until it is on
         self._auth_lock = asyncio.Lock()
+        self._watch_ids = itertools.count(1)  # add_watch_callback's ids, this client's own
+        self._callback_watches = {}  # watch id -> CallbackWatch, while it delivers
 
     async def __aenter__(self):
         return self
@@ -170,6 +177,8 @@ class AsyncClient(AuthAdmin):
 
     async def close(self):
         self._closed = True
+        for cw in list(self._callback_watches.values()):
+            cw.stop()
         if self._recheck is not None:
             self._recheck.cancel()
         if self._conn is not None:
@@ -379,6 +388,14 @@ class AsyncClient(AuthAdmin):
         ok, _ = await self.transaction([t.create(key) == 0], [t.put(key, value, lease)], [])
         return ok
 
+    async def replace(self, key, initial_value, new_value):
+        """Compare-and-swap: put new_value if key's value is initial_value, in one txn; True
+        if it did. A missing key never matches, not even initial_value b"" (as in etcd)."""
+        t = self.transactions
+        ok, _ = await self.transaction([t.value(key) == initial_value],
+                                       [t.put(key, new_value)], [])
+        return ok
+
     async def delete(self, key, prev_kv=False, return_response=False):
         resp = await self.call("delete_range", _delete_body(key, prev_kv=prev_kv))
         return resp if return_response else resp.get("deleted", 0) >= 1
@@ -423,6 +440,49 @@ class AsyncClient(AuthAdmin):
     async def watch_prefix(self, prefix, **kw):
         return await self.watch(prefix, prefix=True, **kw)
 
+    async def watch_once(self, key, timeout=None, **kw):
+        """The first Event on key after the watch starts (kw: watch()'s arguments, e.g.
+        start_revision, prefix), then the watch is cancelled. Raises WatchTimedOut when none
+        came within `timeout` seconds (None: wait for ever). With progress_notify the first
+        item may be a ProgressNotify."""
+        events, cancel = await self.watch(key, **kw)
+        try:
+            return await asyncio.wait_for(events.__anext__(), timeout)
+        except asyncio.TimeoutError:
+            raise WatchTimedOut(f"no event on {key!r} within {timeout} s") from None
+        except StopAsyncIteration:  # the member ended the stream: no event will come
+            raise ConnectionLost(f"the watch on {key!r} ended before an event") from None
+        finally:
+            await cancel()
+
+    async def watch_prefix_once(self, prefix, timeout=None, **kw):
+        return await self.watch_once(prefix, timeout, prefix=True, **kw)
+
+    async def add_watch_callback(self, key, callback, **kw):
+        """Watch key (kw: watch()'s arguments) and call callback(response) with each
+        WatchResponse (its header dict and its events, python-etcd3's shape) from a task on
+        this client's loop; an error that ends the watch is passed instead, as the last call.
+        callback is a plain function that must not block, or a coroutine function. Returns a
+        watch id (this client's own, stable across failover) for cancel_watch. See
+        watch.CallbackWatch; the blocking Client calls callbacks from a thread of their own."""
+        events, _ = await self.watch(key, **kw)
+        watch_id = next(self._watch_ids)
+        self._callback_watches[watch_id] = CallbackWatch(
+            events, callback, lambda: self._callback_watches.pop(watch_id, None))
+        return watch_id
+
+    async def add_watch_prefix_callback(self, prefix, callback, **kw):
+        return await self.add_watch_callback(prefix, callback, prefix=True, **kw)
+
+    async def cancel_watch(self, watch_id):
+        """Stop an add_watch_callback watch: once this returns its callback is not called
+        again. False if watch_id is unknown or its watch already ended (then a no-op)."""
+        cw = self._callback_watches.pop(watch_id, None)
+        if cw is None:
+            return False
+        await cw.cancel()
+        return True
+
     async def lease(self, ttl, lease_id=None):
         resp = await self.call("lease_grant", {"TTL": int(ttl), "ID": int(lease_id or 0)})
         return Lease(self, resp["ID"], resp.get("TTL", ttl))
@@ -436,6 +496,12 @@ class AsyncClient(AuthAdmin):
     async def leases(self):
         resp = await self.call("lease_leases", {})
         return [lease["ID"] for lease in resp.get("leases", [])]
+
+    async def get_lease_info(self, lease_id):
+        """The LeaseTimeToLive response of lease_id as a dict: ID, TTL (seconds left, -1 once
+        the lease is gone), grantedTTL (0 once gone) and keys (the keys attached), with the
+        header. Lease.remaining_ttl() and Lease.keys() ask for one field each."""
+        return await self.call("lease_timetolive", {"ID": int(lease_id), "keys": True})
 
     def lock(self, name, ttl=60, *, prefix=LOCK_PREFIX, lease=None):
         """An etcd-style mutex; see raftkv/client/lock.py. Use `async with client.lock(..)`.
@@ -472,6 +538,14 @@ class AsyncClient(AuthAdmin):
     async def member_promote(self, member_id):
         return await self.call("member_promote", {"ID": int(member_id)})
 
+    async def member_update(self, member_id, peer_urls):
+        """Change a member's peer URLs (etcd's MemberUpdate; raftkvctl member update). The
+        response: header and the members. Unknown ID: RaftkvError MEMBER_NOT_FOUND."""
+        if isinstance(peer_urls, str):
+            peer_urls = [peer_urls]
+        return await self.call("member_update", {"ID": int(member_id),
+                                                 "peerURLs": list(peer_urls)})
+
     async def alarms(self):
         """The raised alarms: [{"memberID", "alarm"}] (alarm 1: NOSPACE, 2: CORRUPT)."""
         return (await self.call("alarm", {"action": 0})).get("alarms", [])
@@ -490,6 +564,12 @@ class AsyncClient(AuthAdmin):
     async def hash_kv(self, revision=0):
         """etcd's HashKV of the member this client talks to: header, hash, compact_revision."""
         return await self.call("hash_kv", {"revision": int(revision)} if revision else {})
+
+    async def hash(self):
+        """etcd's Hash of the member this client talks to: a CRC-32C of its whole backend,
+        covering every write it acknowledged (an int, as python-etcd3's hash()). hash_kv,
+        over the key history alone, is what corruption checks compare between members."""
+        return (await self.call("hash", {})).get("hash", 0)
 
     async def move_leader(self, target_id):
         """Hand the leadership to member target_id; the member asked must be the leader."""

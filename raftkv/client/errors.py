@@ -22,6 +22,11 @@ class LockTimeout(TimeoutError):
     """A lock could not be acquired within the time asked for."""
 
 
+class WatchTimedOut(TimeoutError):
+    """watch_once() or watch_prefix_once() saw no event within its timeout (python-etcd3's
+    WatchTimedOut, here also a TimeoutError)."""
+
+
 class ElectionNotLeader(Exception):
     """Election.proclaim() by a candidate that does not hold its key any more (etcd's
     ErrElectionNotLeader)."""

@@ -8,10 +8,16 @@ KEEP_ALIVE_MIN_S = 0.5  # keep_alive's shortest interval, for TTLs of a second o
 
 
 class Lease:
+    """id; granted_ttl (also `ttl`, python-etcd3's attribute), the TTL the grant answered.
+    remaining_ttl() and keys() ask the member each time (python-etcd3 has them as
+    properties; here they are methods, async on AsyncClient); see also
+    client.get_lease_info(id)."""
+
     def __init__(self, client, lease_id, ttl):
         self._client = client
         self.id = lease_id
         self.granted_ttl = ttl
+        self.ttl = ttl
 
     def __repr__(self):
         return f"Lease(id={self.id:#x}, granted_ttl={self.granted_ttl})"

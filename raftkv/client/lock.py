@@ -127,7 +127,10 @@ class Lock:
         return True
 
     async def refresh(self):
-        assert self.lease is not None, "not held"
+        """Keep the lock's lease alive once; returns the TTL it was renewed to. ValueError
+        when the lock is not held (as python-etcd3's)."""
+        if self.lease is None:
+            raise ValueError(f"lock {self.name!r} is not held: acquire it first")
         return await self.lease.refresh()
 
     async def is_acquired(self):

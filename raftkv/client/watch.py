@@ -11,11 +11,17 @@ sent a progress notification (an item with no events: nothing happened for its
 
 `responses()` iterates the same items grouped as the member sent them: a WatchResponse
 (its header and events) per item, as etcdctl's -w json prints one line per response.
+
+CallbackWatch hands those WatchResponses to a function instead (AsyncClient's
+add_watch_callback, python-etcd3's): in order, on the client's event loop; an error that ends
+the watch is handed over too, as the last call.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
+import inspect
+import logging
 import time
 
 from raftkv.api import wire
@@ -24,6 +30,11 @@ from raftkv.client.types import Event, ProgressNotify, WatchResponse
 
 _RESUME_CODES = frozenset({"NOT_LEADER", "NO_LEADER", "LEADER_CHANGED", "STOPPED"})
 CANCEL_TIMEOUT_S = 1.0  # cancel is best effort: a dead connection ends the watch anyway
+# CallbackWatch.cancel waits this long for a callback that is running to return; then the
+# delivering task is cancelled (an async callback is interrupted at its next await).
+CALLBACK_DRAIN_S = 5.0
+
+_log = logging.getLogger(__name__)
 
 
 class Watch:
@@ -151,3 +162,62 @@ class Watch:
             conn.close_stream(request_id)
         if self._queue is not None:
             self._queue.put_nowait((wire.STATUS_END, None))
+
+
+class CallbackWatch:
+    """A started Watch whose WatchResponses go to callback(response), one call at a time in
+    the order the member sent them, from a task on the client's loop. callback may be a plain
+    function (it must not block the loop) or a coroutine function (awaited before the next
+    response). An exception the callback raises is logged and the watch goes on, as in
+    python-etcd3. An error that ends the watch (RevisionCompactedError, a request error, no
+    endpoint left) is passed to the callback as the last call. `done` is called once when
+    delivery stops, whatever the reason."""
+
+    def __init__(self, watch, callback, done):
+        assert callable(callback)
+        self._watch = watch
+        self._callback = callback
+        self.canceled = False  # set by cancel()/stop(): nothing more is delivered
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._task.add_done_callback(lambda _t: done())
+
+    async def _run(self):
+        try:
+            async for resp in self._watch.responses():
+                if self.canceled:
+                    return
+                await self._deliver(resp)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 -- any error ends the watch: tell the callback
+            if not self.canceled:
+                await self._deliver(exc)
+
+    async def _deliver(self, item):
+        try:
+            result = self._callback(item)
+            if inspect.isawaitable(result):
+                await result
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 -- a faulty callback must not end the watch
+            _log.exception("raftkv watch callback failed")
+
+    async def cancel(self):
+        """Stop the watch. Once this returns the callback is not running (unless this is
+        called from the callback itself) and is not called again."""
+        self.canceled = True
+        await self._watch.cancel()
+        task = self._task
+        if task is asyncio.current_task() or task.done():
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(task), CALLBACK_DRAIN_S)
+        except asyncio.TimeoutError:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    def stop(self):
+        """Stop delivering at once, without telling the member (the client is closing)."""
+        self.canceled = True
+        self._task.cancel()

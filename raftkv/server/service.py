@@ -667,6 +667,9 @@ class Service:
         return await self.m.hash_kv(body.get("revision", 0))
 
     async def _op_hash(self, body):
+        # etcd's Hash commits its backend first, so it covers every write the member applied:
+        # wait for the store round that makes this member's acknowledged writes visible.
+        await self.local_barrier()
         h, current = await asyncio.to_thread(mvcc_snapshot.etcd_hash, self.m.kv)
         return {"header": self.header(current), "hash": h}
 

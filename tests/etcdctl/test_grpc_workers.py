@@ -50,6 +50,25 @@ def test_workers_serve_every_etcdctl_connection(member):
     assert '"leader"' in status
 
 
+def test_hash_through_the_workers_covers_the_last_put(member):
+    """Maintenance.Hash (python-etcd3's hash()) through a worker: the worker reaches the
+    member over the native protocol, which once refused the op (UNIMPLEMENTED); like etcd's,
+    the hash covers every write acknowledged before it."""
+    import grpc
+
+    from raftkv.api.etcd.proto import rpc_pb2, rpc_pb2_grpc
+    ctl = Ctl(member.endpoints)
+    wait_for(lambda: ctl.run("endpoint", "health", check=False).returncode == 0, 20.0)
+    with grpc.insecure_channel(member.endpoints[0]) as channel:
+        maintenance, kv = rpc_pb2_grpc.MaintenanceStub(channel), rpc_pb2_grpc.KVStub(channel)
+        for i in range(3):
+            before = maintenance.Hash(rpc_pb2.HashRequest(), timeout=10.0).hash
+            put = kv.Put(rpc_pb2.PutRequest(key=b"h", value=b"%d" % i), timeout=10.0)
+            after = maintenance.Hash(rpc_pb2.HashRequest(), timeout=10.0)
+            assert after.hash != before
+            assert after.header.revision == put.header.revision
+
+
 def test_a_dead_worker_is_restarted_and_the_member_stops_them_all(member):
     m = member.members[0]
     ctl = Ctl(member.endpoints)

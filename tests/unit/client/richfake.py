@@ -33,6 +33,8 @@ class RichFakeService(FakeService):
     def _compare(self, c):
         kv = self.kvs.get(c.get("key", b""))
         field = _TARGET_FIELDS[c.get("target", 0)]
+        if kv is None and field == "value":
+            return False  # etcd: a value compare on a missing key always fails
         have = kv.get(field, b"" if field == "value" else 0) if kv else (
             b"" if field == "value" else 0)
         want = c.get(field, b"" if field == "value" else 0)
@@ -127,6 +129,13 @@ class RichFakeService(FakeService):
 
     _op_member_promote = _op_member_remove
 
+    def _op_member_update(self, body):
+        if body.get("ID") != 1:
+            raise RaftkvError("MEMBER_NOT_FOUND")
+        members = self._op_member_list({})["members"]
+        members[0]["peerURLs"] = list(body["peerURLs"])
+        return {"header": self._header(), "members": members}
+
     def _op_alarm(self, body):
         raised = [{"memberID": 1, "alarm": 1}] if self.alarm_raised else []
         if body.get("action") == 2 and raised:
@@ -140,6 +149,9 @@ class RichFakeService(FakeService):
         if body.get("revision", 0) > self.revision:
             raise RaftkvError("FUTURE_REV")
         return {"header": self._header(), "hash": 1084519789, "compact_revision": -1}
+
+    def _op_hash(self, body):
+        return {"header": self._header(), "hash": 3125550909}
 
     def _op_move_leader(self, body):
         if body.get("targetID") != 1:

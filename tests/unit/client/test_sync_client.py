@@ -5,23 +5,7 @@ import threading
 
 import pytest
 
-import raftkv
 from raftkv.client.errors import LockTimeout
-from tests.unit.client.richfake import RichFakeService, ServerThread
-
-
-@pytest.fixture
-def server():
-    srv = ServerThread(RichFakeService())
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
-def client(server):
-    c = raftkv.Client([server.endpoint], timeout=3.0)
-    yield c
-    c.close()
 
 
 def test_kv_roundtrip(client):
