@@ -169,6 +169,10 @@ class AsyncClient(AuthAdmin):
         self._watch_ids = itertools.count(1)  # add_watch_callback's ids, this client's own
         self._callback_watches = {}  # watch id -> CallbackWatch, while it delivers
 
+    def __repr__(self):
+        return (f"{type(self).__name__}([{', '.join(repr(e.text) for e in self.endpoints)}]"
+                f"{', closed' if self._closed else ''})")
+
     async def __aenter__(self):
         return self
 

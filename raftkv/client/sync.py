@@ -71,6 +71,9 @@ class _Blocking:
         call.__doc__ = attr.__doc__
         return call
 
+    def __repr__(self):
+        return repr(self._target)  # Lease(id=..., granted_ttl=...), not the wrapper's
+
     def __enter__(self):
         self.acquire()
         return self
@@ -218,6 +221,9 @@ class Client(_Blocking):
             raise
         super().__init__(target, runner)
         object.__setattr__(self, "_callbacks", _CallbackThread())
+
+    def __repr__(self):
+        return "Client" + repr(self._target)[len("AsyncClient"):]
 
     def lock(self, name, ttl=60, *, prefix=LOCK_PREFIX, lease=None):
         lease = lease._target if isinstance(lease, _Blocking) else lease

@@ -23,6 +23,8 @@ def test_kv_roundtrip(client):
 
 def test_lease_and_lock(client):
     lease = client.lease(10)
+    assert repr(lease) == f"Lease(id={lease.id:#x}, granted_ttl=10)"  # not the wrapper's
+    assert repr(client).startswith("Client([") and "AsyncClient" not in repr(client)
     assert lease.refresh() == 10
     client.put("k", "v", lease=lease)
     assert lease.keys() == [b"k"]
