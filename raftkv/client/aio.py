@@ -197,6 +197,8 @@ class AsyncClient(AuthAdmin):
         Raises ConnectionFailedError if none connects; TLSHandshakeError (final: call() does
         not retry it) if, besides, one of them failed TLS, which names that one."""
         async with self._conn_lock:
+            if self._closed:  # a watch (or its resume) must not open a connection either
+                raise ConnectionLost("the client is closed")
             if self._conn is not None and self._conn.is_open:
                 return self._conn
             last = tls_failure = None

@@ -7,7 +7,8 @@ import socket
 import pytest
 
 from raftkv.api.native import start_native_server
-from raftkv.client import AsyncClient, ConnectionFailedError, DeleteEvent, PutEvent
+from raftkv.client import (AsyncClient, ConnectionFailedError, ConnectionLost, DeleteEvent,
+                           PutEvent)
 from raftkv.client.errors import LockTimeout, RevisionCompactedError
 from raftkv.client.types import ProgressNotify, prefix_range_end
 from raftkv.errors import RaftkvError
@@ -150,6 +151,18 @@ def test_watch_events_and_cancel():
         assert [e async for e in events] == []
         await asyncio.sleep(0.05)
         assert svc._watchers == []
+
+    with_client(t)
+
+
+def test_a_closed_client_opens_no_connection_not_even_for_a_watch():
+    async def t(c, svc):
+        await c.put("k", "v")
+        await c.close()
+        for attempt in (c.get("k"), c.watch("k")):
+            with pytest.raises(ConnectionLost, match="closed"):
+                await attempt
+        assert c._conn is None and svc._watchers == []
 
     with_client(t)
 
