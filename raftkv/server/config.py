@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import re
+import sys
 import urllib.parse
 
 import yaml
@@ -907,8 +908,27 @@ _FIELDS = {f.name: f for f in dataclasses.fields(ServerConfig)}
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
+class _Version(argparse.Action):
+    """--version: what etcd --version prints, for raftkv (its version, the etcd API version
+    it answers as, the Python that runs it), then exit 0."""
+
+    def __init__(self, option_strings, dest, **kw):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import platform
+
+        import raftkv
+        from raftkv.server.service import VERSION  # not at import time: service imports us
+        sys.stdout.write(f"raftkv Version: {raftkv.__version__}\netcd API Version: {VERSION}\n"
+              f"Python Version: {platform.python_version()}\n"
+              f"Python OS/Arch: {platform.system().lower()}/{platform.machine()}\n")
+        parser.exit(0)
+
+
 def _parser():
     p = argparse.ArgumentParser(prog="raftkv", description="A raftkv cluster member.")
+    p.add_argument("--version", action=_Version, help="print the version and exit")
     p.add_argument("--config-file", help="YAML file of flag names (with dashes or "
                    "underscores) to values; flags and RAFTKV_* variables override it "
                    "(env RAFTKV_CONFIG_FILE)")

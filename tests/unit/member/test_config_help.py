@@ -55,3 +55,18 @@ def test_raftkv_help_runs():
     assert proc.returncode == 0, proc.stderr
     assert "Milliseconds between the leader's heartbeats" in proc.stdout
     assert "env RAFTKV_CONFIG_FILE" in proc.stdout
+
+
+def test_raftkv_version_prints_what_etcd_version_does():
+    """`raftkv --version`, as `etcd --version`: the versions on stdout, exit 0, no member
+    started (whatever other flags came with it)."""
+    import platform
+
+    import raftkv
+    proc = subprocess.run([sys.executable, "-m", "raftkv", "--version", "--name", "x"],
+                          capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert proc.stdout.splitlines() == [
+        f"raftkv Version: {raftkv.__version__}", "etcd API Version: 3.4.23",
+        f"Python Version: {platform.python_version()}",
+        f"Python OS/Arch: linux/{platform.machine()}"]
