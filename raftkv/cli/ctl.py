@@ -241,8 +241,7 @@ async def cmd_watch(c, args, out):
                 break
     except RevisionCompactedError as exc:
         sys.stderr.write(f"watch was canceled ({exc})\n")
-        # etcd 3.4 sends it with header revision 0 (raftkv's gRPC front end does the same)
-        _print_watch_response(args, out, dict(exc.header, revision=0), [],
+        _print_watch_response(args, out, exc.header, [],
                               compacted=exc.compacted_revision)
         raise _Failed("watch is canceled by the server", exit_code=EXIT_INTERRUPTED) from None
     finally:

@@ -80,7 +80,7 @@ class RichFakeService(FakeService):
     async def watch(self, body):
         if body.get("start_revision", 0) and body["start_revision"] < self.compacted:
             yield {"created": True, "header": self._header()}
-            yield {"header": self._header(), "events": [],
+            yield {"header": dict(self._header(), revision=0), "events": [],
                    "compact_revision": self.compacted, "canceled": True}
             return
         async for item in super().watch(body):
