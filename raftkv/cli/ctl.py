@@ -53,6 +53,8 @@ from raftkv.cli.ctl_format import (
     Fields,
     bad_args,
     go_quote,
+    hoist_global_flags,
+    human_bytes,
     print_range,
     _emit,
     _Failed,
@@ -746,18 +748,6 @@ def _status_fields(f, statuses):
         f.out.write("\n")
 
 
-def human_bytes(n):
-    """etcdctl's sizes (go-humanize's Bytes): "16 kB", "2.1 MB", "9 B"."""
-    if n < 10:
-        return f"{n:.0f} B"
-    units = ("B", "kB", "MB", "GB", "TB", "PB", "EB")
-    e = 0
-    while n >= 1000 ** (e + 1) and e < len(units) - 1:
-        e += 1
-    val = math.floor(n / 1000 ** e * 10 + 0.5) / 10
-    return f"{val:.1f} {units[e]}" if val < 10 else f"{val:.0f} {units[e]}"
-
-
 async def _endpoint_status(args, out, eps):
     """etcdctl's: an endpoint that does not answer is a line on stderr and exit status 1;
     the others are printed."""
@@ -1059,32 +1049,6 @@ async def _amain(args, out):
                            prefer_leader=getattr(args, "prefer_leader", True),
                            **_client_kwargs(args)) as c:
         return await args.fn(c, args, out) or 0
-
-
-_GLOBAL_WITH_VALUE = ("--endpoints", "-w", "--write-out", "--command-timeout", "--cacert",
-                      "--cert", "--key", "--user", "--password")
-_GLOBAL_SWITCHES = ("--insecure-skip-tls-verify",)
-
-
-def hoist_global_flags(argv):
-    """Global flags may come after the verb, as with etcdctl (`endpoint status -w table`):
-    move them in front of it. Nothing after a `--` is touched."""
-    front, rest, it = [], [], iter(argv)
-    for tok in it:
-        if tok == "--":
-            rest.append(tok)
-            rest.extend(it)
-            break
-        name = tok.split("=", 1)[0]
-        if name in _GLOBAL_WITH_VALUE:
-            front.append(tok)
-            if "=" not in tok:
-                front.append(next(it, ""))
-        elif tok in _GLOBAL_SWITCHES:
-            front.append(tok)
-        else:
-            rest.append(tok)
-    return front + rest
 
 
 def main(argv=None, out=None):

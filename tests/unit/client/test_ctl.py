@@ -176,6 +176,22 @@ def test_subprocess_with_env_endpoints(server):
     assert (proc.returncode, proc.stdout) == (0, "OK\n")
 
 
+@pytest.mark.parametrize("argv", [["version"], ["snapshot", "status", "missing.db"]])
+def test_python_m_ctl_loads_ctl_once(argv, tmp_path):
+    """`python -m raftkv.cli.ctl` runs ctl.py as __main__: nothing it imports may import
+    raftkv.cli.ctl again (raftkvutl's code, whose parsers raftkvctl builds, once did), or the
+    module would load a second time with its own copy of every global. -X importtime lists
+    each module imported."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "raftkv.cli.ctl", *argv],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:")]
+    assert "raftkv.cli.ctl_format" in imported and "raftkv.utl.main" in imported, proc.stderr
+    assert "raftkv.cli.ctl" not in imported
+    assert proc.returncode == (0 if argv == ["version"] else 1), proc.stderr
+
+
 def test_watch_max_events(server):
     import threading
 
