@@ -439,14 +439,13 @@ async def cmd_member(c, args, out):
 
 
 async def cmd_member_update(c, args, out):
-    """etcdctl member update ID --peer-urls=URL[,URL]: prints what etcdctl prints."""
-    urls = [u.strip() for u in (args.peer_urls or "").split(",") if u.strip()]
-    if not urls:
-        raise wire.RaftkvError("BAD_REQUEST", "member peer urls not provided")
-    try:
-        mid = int(args.id, 16)
-    except ValueError:
-        raise wire.RaftkvError("BAD_REQUEST", f"bad member ID arg ({args.id!r})") from None
+    """etcdctl member update ID --peer-urls=URL[,URL]: prints what etcdctl prints, with its
+    errors in its order (the ID, then the URLs)."""
+    mid = _member_id(args.ids)
+    if not args.peer_urls:
+        raise bad_args("member peer urls not provided")
+    urls = args.peer_urls.split(",")
+    check_peer_urls(urls)
     resp = as_etcd_members(await c.call("member_update", {"ID": mid, "peerURLs": urls}))
     cluster = resp.get("header", {}).get("cluster_id", 0)
     _emit(args, out, resp,
@@ -464,7 +463,7 @@ def parse_hex_id(text):
 
 
 def _member_id(ids):
-    """The one member ID argument of member remove|promote, with etcdctl's errors."""
+    """The one member ID argument of member update|remove|promote, with etcdctl's errors."""
     if len(ids) != 1:
         raise bad_args("member ID is not provided")
     mid, err = parse_hex_id(ids[0])
@@ -927,7 +926,7 @@ def _cluster_parsers(sub):
     msub = p.add_subparsers(dest="member_cmd", required=True)
     msub.add_parser("list")
     mu = msub.add_parser("update", help="update a member's peer URLs")
-    mu.add_argument("id", help="member ID (hex)")
+    mu.add_argument("ids", nargs="*", metavar="ID", help="member ID (hex)")
     mu.add_argument("--peer-urls", default="", help="comma-separated peer URLs")
     ma = msub.add_parser("add", help="add a member (--learner: a non-voting one)")
     ma.add_argument("names", nargs="*", metavar="NAME")

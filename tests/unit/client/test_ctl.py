@@ -313,6 +313,15 @@ def test_argument_errors_exit_128_with_etcdctls_words(server, capsys):
          "too many arguments, did you mean --peer-urls=http://h:1"),
         (("member", "add", "x"), "member peer urls not provided"),
         (("member", "remove"), "member ID is not provided"),
+        (("member", "update"), "member ID is not provided"),
+        (("member", "update", "1", "2", "--peer-urls=http://h:1"), "member ID is not provided"),
+        (("member", "update", "zzz", "--peer-urls=http://127.0.0.1:1"),
+         'bad member ID arg (strconv.ParseUint: parsing "zzz": invalid syntax), expecting ID '
+         'in Hex'),
+        (("member", "update", "0x12", "--peer-urls=http://127.0.0.1:1"),
+         'bad member ID arg (strconv.ParseUint: parsing "0x12": invalid syntax), expecting ID '
+         'in Hex'),
+        (("member", "update", "12"), "member peer urls not provided"),
         (("member", "promote", "zz"), 'bad member ID arg (strconv.ParseUint: parsing "zz": '
                                       'invalid syntax), expecting ID in Hex'),
         (("member", "remove", "1" * 17), 'bad member ID arg (strconv.ParseUint: parsing "'
@@ -338,6 +347,10 @@ def test_argument_errors_exit_128_with_etcdctls_words(server, capsys):
              'URL address does not have the form "host:port": http://h'),
             (("member", "add", "x", "--peer-urls=http://h:1/p"),
              "URL must not contain a path: http://h:1/p"),
+            (("member", "update", "12", "--peer-urls=http://127.0.0.1:1,bad"),
+             "URL scheme must be http, https, unix, or unixs: bad"),
+            (("member", "update", "12", "--peer-urls=,"),
+             "URL scheme must be http, https, unix, or unixs: "),
             (("lock", "l", "--ttl", "x", "true"),
              'invalid argument "x" for "--ttl" flag: strconv.ParseInt: parsing "x": invalid '
              'syntax'),
