@@ -25,8 +25,10 @@ one: 2 (authentication failed; `lease keep-alive --once` of a lease that is gone
 (etcdctl's ExitBadArgs: a missing or malformed argument of member, move-leader, lock, elect).
 endpoint health|status|hashkv and defrag take etcdctl's --cluster: every member's native URLs
 (which raftkv members publish beside their client URLs, and member list answers as raftkv's
-own nativeURLs) instead of --endpoints. version prints raftkvctl's own version (not etcdctl's) and
-the etcd API version, 3.4, in etcdctl's two lines.
+own nativeURLs) instead of --endpoints; a member that publishes none (an earlier raftkv) is
+dialed at its entry of --endpoints, else reported as unreachable. version prints
+raftkvctl's own version (not etcdctl's) and the etcd API version, 3.4, in etcdctl's two
+lines.
 """
 from __future__ import annotations
 
@@ -533,8 +535,11 @@ def _each_endpoint(args):
 async def _target_endpoints(args):
     """The endpoints endpoint health|status|hashkv and defrag act on: --endpoints, or with
     --cluster every member's native URLs from member list (etcdctl's endpointsFromCluster,
-    which takes every member's client URLs: a member that has published none, not started
-    or of an earlier raftkv, adds none). member list needs no user, so none is sent."""
+    which takes every member's client URLs: a member not started yet, without any, adds
+    none). A started member without native URLs runs an earlier raftkv (a rolling upgrade):
+    it is dialed at its entry of --endpoints if one is that member, else it stays a target
+    that fails (_NotNative), so the verb reports it and exits 1 rather than skip it. member
+    list needs no user, so none is sent."""
     if not getattr(args, "cluster", False):
         return _each_endpoint(args)
     try:
@@ -544,10 +549,48 @@ async def _target_endpoints(args):
     except (wire.RaftkvError, OSError) as exc:
         raise _Failed("failed to fetch endpoints from etcd cluster member list: "
                       f"{exc}") from None
-    return [u for m in members for u in m.get("nativeURLs", [])]
+    older = [m for m in members if m.get("clientURLs") and not m.get("nativeURLs")]
+    given = await _endpoint_members(args) if older else {}
+    eps = []
+    for m in members:
+        if m.get("nativeURLs"):
+            eps += m["nativeURLs"]
+        elif m.get("clientURLs"):
+            eps.append(given.get(m.get("ID")) or _NotNative(m))
+    return eps
+
+
+async def _endpoint_members(args):
+    """{member ID: endpoint} of the --endpoints that answer member list (its header names
+    the member that answers)."""
+    found = {}
+    for ep in _each_endpoint(args):
+        try:
+            async with AsyncClient([ep], timeout=args.command_timeout,
+                                   **_tls_kwargs(args)) as c:
+                resp = await c.call("member_list", {})
+        except (wire.RaftkvError, OSError):
+            continue  # not a member to dial, then
+        found.setdefault(resp.get("header", {}).get("member_id"), ep)
+    return found
+
+
+class _NotNative(str):
+    """A --cluster target raftkvctl cannot dial: a member with client URLs (gRPC) but no
+    native URL, none of --endpoints. Named by its client URLs, as etcdctl would name it;
+    _one fails it with the reason, so each verb reports it as an endpoint that failed."""
+
+    def __new__(cls, member):
+        self = super().__new__(cls, ",".join(member["clientURLs"]))
+        self.reason = (f"member {member.get('name', '')} ({member.get('ID', 0):x}) publishes "
+                       "no native URL (an earlier raftkv?) and is none of --endpoints: not "
+                       "reachable over the native protocol")
+        return self
 
 
 async def _one(ep, args, fn):
+    if isinstance(ep, _NotNative):
+        raise ConnectionError(ep.reason)
     async with AsyncClient([ep], timeout=args.command_timeout, **_client_kwargs(args)) as c:
         return await fn(c)
 

@@ -626,9 +626,6 @@ def test_cluster_flag_uses_the_members_native_urls(capsys):
             0, f"Finished defragmenting etcd member[{url}]\n")
         rc, out = ctl_run(srv, "-w", "json", "member", "list")
         assert rc == 0 and all("nativeURLs" not in m for m in json.loads(out)["members"])
-        # no member has published one: nothing to do, as etcdctl with no client URLs
-        srv.service.native_urls = []
-        assert ctl_run(srv, "endpoint", "health", "--cluster") == (0, "")
     finally:
         srv.stop()
     capsys.readouterr()
@@ -637,3 +634,39 @@ def test_cluster_flag_uses_the_members_native_urls(capsys):
     err = capsys.readouterr().err
     assert rc == 1 and err.startswith(
         "Error: failed to fetch endpoints from etcd cluster member list: "), err
+
+
+def test_cluster_flag_with_members_without_native_urls(capsys):
+    """A rolling upgrade: members of an earlier raftkv publish no native URLs. --cluster dials
+    such a member at its entry of --endpoints (the member whose member list header names
+    it), and reports one that is none of them as failed, by its client URLs, name and ID:
+    a line per verb as for an endpoint that does not answer, and exit status 1."""
+    srv = ServerThread(RichFakeService())
+    try:
+        srv.service.earlier_member = True  # m3, none of --endpoints
+        srv.service.unstarted_member = True  # skipped, as etcdctl skips it
+        ep, m3 = srv.endpoint, "http://127.0.0.1:2392"
+        why = ("member m3 (3) publishes no native URL (an earlier raftkv?) and is none of "
+               "--endpoints: not reachable over the native protocol")
+        capsys.readouterr()
+        rc, out = ctl_run(srv, "endpoint", "health", "--cluster")
+        lines = out.splitlines()
+        assert rc == 1 and len(lines) == 2 and lines[0].startswith(f"{ep} is healthy: "), out
+        assert lines[1] == f"{m3} is unhealthy: failed to commit proposal: {why}"
+        assert capsys.readouterr().err == "Error: unhealthy cluster\n"
+        rc, out = ctl_run(srv, "-w", "json", "endpoint", "status", "--cluster")
+        assert rc == 1 and [s["Endpoint"] for s in json.loads(out)] == [ep]
+        assert capsys.readouterr().err == f"Failed to get the status of endpoint {m3} ({why})\n"
+        assert ctl_run(srv, "endpoint", "hashkv", "--cluster") == (1, f"{ep}, 1084519789\n")
+        assert capsys.readouterr().err == (
+            f"Failed to get the hash of endpoint {m3} ({why})\nError: {why}\n")
+        assert ctl_run(srv, "defrag", "--cluster") == (
+            1, f"Finished defragmenting etcd member[{ep}]\n")
+        assert capsys.readouterr().err == f"Failed to defragment etcd member[{m3}] ({why})\n"
+        # m1 alone, without native URLs: dialed at --endpoints (it used to be skipped)
+        srv.service.earlier_member = False
+        srv.service.native_urls = []
+        rc, out = ctl_run(srv, "endpoint", "health", "--cluster")
+        assert rc == 0 and out.startswith(f"{ep} is healthy: ") and len(out.splitlines()) == 1
+    finally:
+        srv.stop()
