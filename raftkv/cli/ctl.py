@@ -25,8 +25,10 @@ one: 2 (authentication failed; `lease keep-alive --once` of a lease that is gone
 (etcdctl's ExitBadArgs: a missing or malformed argument of member, move-leader, lock, elect).
 endpoint health|status|hashkv and defrag take etcdctl's --cluster: every member's native URLs
 (which raftkv members publish beside their client URLs, and member list answers as raftkv's
-own nativeURLs) instead of --endpoints. version prints raftkvctl's own version (not etcdctl's) and
-the etcd API version, 3.4, in etcdctl's two lines.
+own nativeURLs) instead of --endpoints; a member that publishes none (an earlier raftkv) is
+dialed at its entry of --endpoints, else reported as unreachable. version prints
+raftkvctl's own version (not etcdctl's) and the etcd API version, 3.4, in etcdctl's two
+lines.
 """
 from __future__ import annotations
 
@@ -53,6 +55,8 @@ from raftkv.cli.ctl_format import (
     Fields,
     bad_args,
     go_quote,
+    hoist_global_flags,
+    human_bytes,
     print_range,
     _emit,
     _Failed,
@@ -241,8 +245,7 @@ async def cmd_watch(c, args, out):
                 break
     except RevisionCompactedError as exc:
         sys.stderr.write(f"watch was canceled ({exc})\n")
-        # etcd 3.4 sends it with header revision 0 (raftkv's gRPC front end does the same)
-        _print_watch_response(args, out, dict(exc.header, revision=0), [],
+        _print_watch_response(args, out, exc.header, [],
                               compacted=exc.compacted_revision)
         raise _Failed("watch is canceled by the server", exit_code=EXIT_INTERRUPTED) from None
     finally:
@@ -438,14 +441,13 @@ async def cmd_member(c, args, out):
 
 
 async def cmd_member_update(c, args, out):
-    """etcdctl member update ID --peer-urls=URL[,URL]: prints what etcdctl prints."""
-    urls = [u.strip() for u in (args.peer_urls or "").split(",") if u.strip()]
-    if not urls:
-        raise wire.RaftkvError("BAD_REQUEST", "member peer urls not provided")
-    try:
-        mid = int(args.id, 16)
-    except ValueError:
-        raise wire.RaftkvError("BAD_REQUEST", f"bad member ID arg ({args.id!r})") from None
+    """etcdctl member update ID --peer-urls=URL[,URL]: prints what etcdctl prints, with its
+    errors in its order (the ID, then the URLs)."""
+    mid = _member_id(args.ids)
+    if not args.peer_urls:
+        raise bad_args("member peer urls not provided")
+    urls = args.peer_urls.split(",")
+    check_peer_urls(urls)
     resp = as_etcd_members(await c.call("member_update", {"ID": mid, "peerURLs": urls}))
     cluster = resp.get("header", {}).get("cluster_id", 0)
     _emit(args, out, resp,
@@ -463,7 +465,7 @@ def parse_hex_id(text):
 
 
 def _member_id(ids):
-    """The one member ID argument of member remove|promote, with etcdctl's errors."""
+    """The one member ID argument of member update|remove|promote, with etcdctl's errors."""
     if len(ids) != 1:
         raise bad_args("member ID is not provided")
     mid, err = parse_hex_id(ids[0])
@@ -533,8 +535,11 @@ def _each_endpoint(args):
 async def _target_endpoints(args):
     """The endpoints endpoint health|status|hashkv and defrag act on: --endpoints, or with
     --cluster every member's native URLs from member list (etcdctl's endpointsFromCluster,
-    which takes every member's client URLs: a member that has published none, not started
-    or of an earlier raftkv, adds none). member list needs no user, so none is sent."""
+    which takes every member's client URLs: a member not started yet, without any, adds
+    none). A started member without native URLs runs an earlier raftkv (a rolling upgrade):
+    it is dialed at its entry of --endpoints if one is that member, else it stays a target
+    that fails (_NotNative), so the verb reports it and exits 1 rather than skip it. member
+    list needs no user, so none is sent."""
     if not getattr(args, "cluster", False):
         return _each_endpoint(args)
     try:
@@ -544,10 +549,48 @@ async def _target_endpoints(args):
     except (wire.RaftkvError, OSError) as exc:
         raise _Failed("failed to fetch endpoints from etcd cluster member list: "
                       f"{exc}") from None
-    return [u for m in members for u in m.get("nativeURLs", [])]
+    older = [m for m in members if m.get("clientURLs") and not m.get("nativeURLs")]
+    given = await _endpoint_members(args) if older else {}
+    eps = []
+    for m in members:
+        if m.get("nativeURLs"):
+            eps += m["nativeURLs"]
+        elif m.get("clientURLs"):
+            eps.append(given.get(m.get("ID")) or _NotNative(m))
+    return eps
+
+
+async def _endpoint_members(args):
+    """{member ID: endpoint} of the --endpoints that answer member list (its header names
+    the member that answers)."""
+    found = {}
+    for ep in _each_endpoint(args):
+        try:
+            async with AsyncClient([ep], timeout=args.command_timeout,
+                                   **_tls_kwargs(args)) as c:
+                resp = await c.call("member_list", {})
+        except (wire.RaftkvError, OSError):
+            continue  # not a member to dial, then
+        found.setdefault(resp.get("header", {}).get("member_id"), ep)
+    return found
+
+
+class _NotNative(str):
+    """A --cluster target raftkvctl cannot dial: a member with client URLs (gRPC) but no
+    native URL, none of --endpoints. Named by its client URLs, as etcdctl would name it;
+    _one fails it with the reason, so each verb reports it as an endpoint that failed."""
+
+    def __new__(cls, member):
+        self = super().__new__(cls, ",".join(member["clientURLs"]))
+        self.reason = (f"member {member.get('name', '')} ({member.get('ID', 0):x}) publishes "
+                       "no native URL (an earlier raftkv?) and is none of --endpoints: not "
+                       "reachable over the native protocol")
+        return self
 
 
 async def _one(ep, args, fn):
+    if isinstance(ep, _NotNative):
+        raise ConnectionError(ep.reason)
     async with AsyncClient([ep], timeout=args.command_timeout, **_client_kwargs(args)) as c:
         return await fn(c)
 
@@ -747,18 +790,6 @@ def _status_fields(f, statuses):
         f.out.write("\n")
 
 
-def human_bytes(n):
-    """etcdctl's sizes (go-humanize's Bytes): "16 kB", "2.1 MB", "9 B"."""
-    if n < 10:
-        return f"{n:.0f} B"
-    units = ("B", "kB", "MB", "GB", "TB", "PB", "EB")
-    e = 0
-    while n >= 1000 ** (e + 1) and e < len(units) - 1:
-        e += 1
-    val = math.floor(n / 1000 ** e * 10 + 0.5) / 10
-    return f"{val:.1f} {units[e]}" if val < 10 else f"{val:.0f} {units[e]}"
-
-
 async def _endpoint_status(args, out, eps):
     """etcdctl's: an endpoint that does not answer is a line on stderr and exit status 1;
     the others are printed."""
@@ -948,7 +979,7 @@ def _cluster_parsers(sub):
     msub = p.add_subparsers(dest="member_cmd", required=True)
     msub.add_parser("list")
     mu = msub.add_parser("update", help="update a member's peer URLs")
-    mu.add_argument("id", help="member ID (hex)")
+    mu.add_argument("ids", nargs="*", metavar="ID", help="member ID (hex)")
     mu.add_argument("--peer-urls", default="", help="comma-separated peer URLs")
     ma = msub.add_parser("add", help="add a member (--learner: a non-voting one)")
     ma.add_argument("names", nargs="*", metavar="NAME")
@@ -1070,32 +1101,6 @@ async def _amain(args, out):
                            prefer_leader=getattr(args, "prefer_leader", True),
                            **_client_kwargs(args)) as c:
         return await args.fn(c, args, out) or 0
-
-
-_GLOBAL_WITH_VALUE = ("--endpoints", "-w", "--write-out", "--command-timeout", "--cacert",
-                      "--cert", "--key", "--user", "--password")
-_GLOBAL_SWITCHES = ("--insecure-skip-tls-verify",)
-
-
-def hoist_global_flags(argv):
-    """Global flags may come after the verb, as with etcdctl (`endpoint status -w table`):
-    move them in front of it. Nothing after a `--` is touched."""
-    front, rest, it = [], [], iter(argv)
-    for tok in it:
-        if tok == "--":
-            rest.append(tok)
-            rest.extend(it)
-            break
-        name = tok.split("=", 1)[0]
-        if name in _GLOBAL_WITH_VALUE:
-            front.append(tok)
-            if "=" not in tok:
-                front.append(next(it, ""))
-        elif tok in _GLOBAL_SWITCHES:
-            front.append(tok)
-        else:
-            rest.append(tok)
-    return front + rest
 
 
 def main(argv=None, out=None):

@@ -1,10 +1,14 @@
 """raftkvctl's output formats, as etcdctl 3.4 prints them: simple lines, json (Go's
 encoding/json of the protobuf structs), table (tablewriter), fields ("Name" : value lines);
-and the error that carries etcdctl's wording and exit status."""
+the error that carries etcdctl's wording and exit status; and etcdctl's global flags after the
+verb. raftkvutl (raftkv.utl.main) shares these and must not import raftkv.cli.ctl: raftkvctl
+builds raftkvutl's parsers, so `python -m raftkv.cli.ctl` (ctl run as __main__) would load ctl
+a second time."""
 from __future__ import annotations
 
 import base64
 import json
+import math
 
 EXIT_BAD_ARGS = 128  # etcdctl's exit codes (ctlv3/command/error.go)
 EXIT_BAD_FEATURE = 4
@@ -216,3 +220,41 @@ def print_range(args, out, resp):
                                   for kv in resp.get("kvs", [])]
 
     _emit(args, out, resp, simple, table, fields=lambda f: f.get(resp))
+
+
+def human_bytes(n):
+    """etcdctl's sizes (go-humanize's Bytes): "16 kB", "2.1 MB", "9 B"."""
+    if n < 10:
+        return f"{n:.0f} B"
+    units = ("B", "kB", "MB", "GB", "TB", "PB", "EB")
+    e = 0
+    while n >= 1000 ** (e + 1) and e < len(units) - 1:
+        e += 1
+    val = math.floor(n / 1000 ** e * 10 + 0.5) / 10
+    return f"{val:.1f} {units[e]}" if val < 10 else f"{val:.0f} {units[e]}"
+
+
+_GLOBAL_WITH_VALUE = ("--endpoints", "-w", "--write-out", "--command-timeout", "--cacert",
+                      "--cert", "--key", "--user", "--password")
+_GLOBAL_SWITCHES = ("--insecure-skip-tls-verify",)
+
+
+def hoist_global_flags(argv):
+    """Global flags may come after the verb, as with etcdctl (`endpoint status -w table`):
+    move them in front of it. Nothing after a `--` is touched."""
+    front, rest, it = [], [], iter(argv)
+    for tok in it:
+        if tok == "--":
+            rest.append(tok)
+            rest.extend(it)
+            break
+        name = tok.split("=", 1)[0]
+        if name in _GLOBAL_WITH_VALUE:
+            front.append(tok)
+            if "=" not in tok:
+                front.append(next(it, ""))
+        elif tok in _GLOBAL_SWITCHES:
+            front.append(tok)
+        else:
+            rest.append(tok)
+    return front + rest

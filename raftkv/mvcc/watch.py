@@ -6,7 +6,8 @@ called (from the thread that called ``store.committed()`` or ``store.watch()``) 
 take() has something new. An asyncio server passes e.g. ``lambda w:
 loop.call_soon_threadsafe(event.set)``. take() returns WatchResponse dicts:
 ``{"watch_id", "header": {"revision"}, "events": [...]}``; a compacted watcher gets one
-``{"watch_id", "header", "events": [], "compact_revision": N, "canceled": True}`` and stops.
+``{"watch_id", "header": {"revision": 0}, "events": [], "compact_revision": N, "canceled":
+True}`` and stops.
 
 A watcher is *synced* (it gets each committed batch pushed into its queue) or *unsynced* (it
 catches up from the history in LMDB when take() finds its queue empty). A watcher starting at
@@ -184,7 +185,9 @@ class WatcherHub:
         store = self.store
         current = store._committed_rev
         if w.next_rev < store._compact:
-            resp = {"watch_id": w.id, "header": {"revision": current}, "events": [],
+            # Header revision 0, as etcd 3.4 sends it: its compacted watch response carries
+            # no store revision (checked on 3.4.23 over gRPC).
+            resp = {"watch_id": w.id, "header": {"revision": 0}, "events": [],
                     "compact_revision": store._compact, "canceled": True}
             self.cancel(w)
             w.compact_revision = store._compact

@@ -637,6 +637,18 @@ class Service:
     async def _op_alarm(self, body):
         kv = self.m.kv
         action, kind = body.get("action", 0), body.get("alarm", 0)
+        if action == 1:  # ACTIVATE, through the log
+            if kind not in (NOSPACE, CORRUPT):
+                # etcd 3.4.23 records any alarm type, NONE too; raftkv keeps only these two
+                return {"header": self.header(), "alarms": []}
+            member = body.get("memberID", 0)
+            if not isinstance(member, int) or not 0 <= member < 1 << 64:
+                # it goes into the log, and Status formats it
+                raise RaftkvError("BAD_REQUEST", "raftkv: memberID must be a uint64")
+            await self._write("alarm_set", {"on": True, "alarm": kind, "memberID": member})
+            # etcd answers with the alarm it raised, as the request named it (checked on
+            # 3.4.23 over gRPC), however many others are raised
+            return {"header": self.header(), "alarms": [{"memberID": member, "alarm": kind}]}
         if action == 2:  # DEACTIVATE, through the log
             disarmed = []
             # a store still over quota raises NOSPACE again on its next write

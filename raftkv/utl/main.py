@@ -14,8 +14,7 @@ import json
 import logging
 import sys
 
-from raftkv.cli.ctl import hoist_global_flags, human_bytes
-from raftkv.cli.ctl_format import write_table
+from raftkv.cli.ctl_format import hoist_global_flags, human_bytes, write_table
 
 # The member's defaults (ServerConfig's; a test checks they agree), so that a restore without
 # flags gives the data dir a plain `raftkv` start uses. Kept here rather than imported:

@@ -267,8 +267,12 @@ def test_raftkvctl_member_update(ctl, raftkv_cluster, capsys):
     m1_url = _by_name(raftkv_cluster, "m1").peer_url
     rc, _, err = run("member", "update", f"{mid:x}", f"--peer-urls={m1_url}")
     assert rc == 1 and err == "Error: etcdserver: Peer URLs already exists\n"
+    # refused by raftkvctl before sending, as by etcdctl (clientv3's check)
     rc, _, err = run("member", "update", f"{mid:x}", "--peer-urls=nope")
+    assert rc == 1 and err == "Error: URL scheme must be http, https, unix, or unixs: nope\n"
+    # a URL clientv3 lets through but no member could dial: the server refuses it
+    rc, _, err = run("member", "update", f"{mid:x}", "--peer-urls=http://127.0.0.1:99999")
     assert rc == 1 and err == "Error: etcdserver: given member URLs are invalid\n"
     rc, _, err = run("member", "update", f"{mid:x}")
-    assert rc == 1 and "member peer urls not provided" in err
+    assert rc == 128 and err == "Error: member peer urls not provided\n"
     _peer_urls_everywhere(raftkv_cluster, mid, [m2.peer_url])

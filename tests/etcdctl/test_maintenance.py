@@ -79,6 +79,33 @@ def test_alarm_list_and_disarm_when_none(ctl):
     assert ctl.out("alarm", "list", "-w", "json").strip() == "{}"  # no header, as etcd 3.4
 
 
+def test_alarm_activate_answers_the_alarm_it_raised(ctl):
+    """Maintenance.Alarm ACTIVATE answers with the alarm it raised, as the request named it
+    (member ID and type), without a header, and writes are refused until it is disarmed (on
+    raftkv it used to list the raised alarms and raise none)."""
+    import grpc
+
+    from raftkv.api.etcd.proto import rpc_pb2, rpc_pb2_grpc
+    ep = ctl.endpoints[0]
+    with grpc.insecure_channel(ep) as channel:
+        m = rpc_pb2_grpc.MaintenanceStub(channel)
+        me = m.Status(rpc_pb2.StatusRequest(), timeout=10).header.member_id
+        try:
+            resp = m.Alarm(rpc_pb2.AlarmRequest(action=rpc_pb2.AlarmRequest.ACTIVATE,
+                                                memberID=me, alarm=rpc_pb2.NOSPACE), timeout=10)
+            assert not resp.HasField("header")
+            assert [(a.memberID, a.alarm) for a in resp.alarms] == [(me, rpc_pb2.NOSPACE)]
+            # raftkv's NOSPACE is cluster-wide, listed under the asked member's ID
+            assert ctl.out("alarm", "list", endpoints=[ep]) == f"memberID:{me} alarm:NOSPACE \n"
+            put = ctl.run("put", "alarm/k", "v", check=False)
+            assert (put.returncode, put.stderr.splitlines()[-1]) == (
+                1, "Error: etcdserver: mvcc: database space exceeded")
+        finally:
+            ctl.out("alarm", "disarm")
+    assert ctl.out("alarm", "list") == ""
+    ctl.out("put", "alarm/k", "v")
+
+
 def test_defrag(ctl, raftkv_cluster):
     out = ctl.out("defrag")
     assert out.splitlines() == [f"Finished defragmenting etcd member[{ep}]"

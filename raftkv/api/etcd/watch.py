@@ -161,10 +161,11 @@ class _WatchStream:
                 if batch.get("created"):
                     continue  # this stream sent its own created response already
                 if batch.get("compact_revision"):
-                    # etcd 3.4 sends it with header revision 0 and keeps the id on the stream
-                    # until the client cancels it (watchStream.Cancel answers; a create with
-                    # that id is a duplicate; an automatic id skips it).
-                    self._send(dict(batch.get("header", {}), revision=0),
+                    # Its header has revision 0, as etcd 3.4's (the service's answer has it so
+                    # already). etcd keeps the id on the stream until the client cancels it
+                    # (watchStream.Cancel answers; a create with that id is a duplicate; an
+                    # automatic id skips it).
+                    self._send(batch.get("header", {}),
                                watch_id=watcher.watch_id, canceled=True,
                                compact_revision=batch["compact_revision"])
                     return

@@ -23,6 +23,7 @@ class RichFakeService(FakeService):
         self.alarm_raised = False  # a NOSPACE alarm of member 1, for alarm list|disarm
         self.native_urls = []  # member m1's published native URLs (raftkvctl --cluster)
         self.unstarted_member = False  # member list also has one that published nothing
+        self.earlier_member = False  # and one of an earlier raftkv: client URLs, no native
         self.compacted = 0  # a watch from a revision below this is canceled, as etcd's
 
     async def call(self, op, body):
@@ -77,12 +78,15 @@ class RichFakeService(FakeService):
         if self.unstarted_member:
             members.append({"ID": 2, "name": "", "peerURLs": ["http://127.0.0.1:2390"],
                             "clientURLs": [], "isLearner": False, "nativeURLs": []})
+        if self.earlier_member:  # its record as a member that knows no nativeURLs gives it
+            members.append({"ID": 3, "name": "m3", "peerURLs": ["http://127.0.0.1:2391"],
+                            "clientURLs": ["http://127.0.0.1:2392"], "isLearner": False})
         return {"header": self._header(), "members": members}
 
     async def watch(self, body):
         if body.get("start_revision", 0) and body["start_revision"] < self.compacted:
             yield {"created": True, "header": self._header()}
-            yield {"header": self._header(), "events": [],
+            yield {"header": dict(self._header(), revision=0), "events": [],
                    "compact_revision": self.compacted, "canceled": True}
             return
         async for item in super().watch(body):

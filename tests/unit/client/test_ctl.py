@@ -193,6 +193,22 @@ def test_subprocess_with_env_endpoints(server):
     assert (proc.returncode, proc.stdout) == (0, "OK\n")
 
 
+@pytest.mark.parametrize("argv", [["version"], ["snapshot", "status", "missing.db"]])
+def test_python_m_ctl_loads_ctl_once(argv, tmp_path):
+    """`python -m raftkv.cli.ctl` runs ctl.py as __main__: nothing it imports may import
+    raftkv.cli.ctl again (raftkvutl's code, whose parsers raftkvctl builds, once did), or the
+    module would load a second time with its own copy of every global. -X importtime lists
+    each module imported."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "raftkv.cli.ctl", *argv],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:")]
+    assert "raftkv.cli.ctl_format" in imported and "raftkv.utl.main" in imported, proc.stderr
+    assert "raftkv.cli.ctl" not in imported
+    assert proc.returncode == (0 if argv == ["version"] else 1), proc.stderr
+
+
 def test_watch_max_events(server):
     import threading
 
@@ -314,6 +330,15 @@ def test_argument_errors_exit_128_with_etcdctls_words(server, capsys):
          "too many arguments, did you mean --peer-urls=http://h:1"),
         (("member", "add", "x"), "member peer urls not provided"),
         (("member", "remove"), "member ID is not provided"),
+        (("member", "update"), "member ID is not provided"),
+        (("member", "update", "1", "2", "--peer-urls=http://h:1"), "member ID is not provided"),
+        (("member", "update", "zzz", "--peer-urls=http://127.0.0.1:1"),
+         'bad member ID arg (strconv.ParseUint: parsing "zzz": invalid syntax), expecting ID '
+         'in Hex'),
+        (("member", "update", "0x12", "--peer-urls=http://127.0.0.1:1"),
+         'bad member ID arg (strconv.ParseUint: parsing "0x12": invalid syntax), expecting ID '
+         'in Hex'),
+        (("member", "update", "12"), "member peer urls not provided"),
         (("member", "promote", "zz"), 'bad member ID arg (strconv.ParseUint: parsing "zz": '
                                       'invalid syntax), expecting ID in Hex'),
         (("member", "remove", "1" * 17), 'bad member ID arg (strconv.ParseUint: parsing "'
@@ -339,6 +364,10 @@ def test_argument_errors_exit_128_with_etcdctls_words(server, capsys):
              'URL address does not have the form "host:port": http://h'),
             (("member", "add", "x", "--peer-urls=http://h:1/p"),
              "URL must not contain a path: http://h:1/p"),
+            (("member", "update", "12", "--peer-urls=http://127.0.0.1:1,bad"),
+             "URL scheme must be http, https, unix, or unixs: bad"),
+            (("member", "update", "12", "--peer-urls=,"),
+             "URL scheme must be http, https, unix, or unixs: "),
             (("lock", "l", "--ttl", "x", "true"),
              'invalid argument "x" for "--ttl" flag: strconv.ParseInt: parsing "x": invalid '
              'syntax'),
@@ -614,9 +643,6 @@ def test_cluster_flag_uses_the_members_native_urls(capsys):
             0, f"Finished defragmenting etcd member[{url}]\n")
         rc, out = ctl_run(srv, "-w", "json", "member", "list")
         assert rc == 0 and all("nativeURLs" not in m for m in json.loads(out)["members"])
-        # no member has published one: nothing to do, as etcdctl with no client URLs
-        srv.service.native_urls = []
-        assert ctl_run(srv, "endpoint", "health", "--cluster") == (0, "")
     finally:
         srv.stop()
     capsys.readouterr()
@@ -625,3 +651,39 @@ def test_cluster_flag_uses_the_members_native_urls(capsys):
     err = capsys.readouterr().err
     assert rc == 1 and err.startswith(
         "Error: failed to fetch endpoints from etcd cluster member list: "), err
+
+
+def test_cluster_flag_with_members_without_native_urls(capsys):
+    """A rolling upgrade: members of an earlier raftkv publish no native URLs. --cluster dials
+    such a member at its entry of --endpoints (the member whose member list header names
+    it), and reports one that is none of them as failed, by its client URLs, name and ID:
+    a line per verb as for an endpoint that does not answer, and exit status 1."""
+    srv = ServerThread(RichFakeService())
+    try:
+        srv.service.earlier_member = True  # m3, none of --endpoints
+        srv.service.unstarted_member = True  # skipped, as etcdctl skips it
+        ep, m3 = srv.endpoint, "http://127.0.0.1:2392"
+        why = ("member m3 (3) publishes no native URL (an earlier raftkv?) and is none of "
+               "--endpoints: not reachable over the native protocol")
+        capsys.readouterr()
+        rc, out = ctl_run(srv, "endpoint", "health", "--cluster")
+        lines = out.splitlines()
+        assert rc == 1 and len(lines) == 2 and lines[0].startswith(f"{ep} is healthy: "), out
+        assert lines[1] == f"{m3} is unhealthy: failed to commit proposal: {why}"
+        assert capsys.readouterr().err == "Error: unhealthy cluster\n"
+        rc, out = ctl_run(srv, "-w", "json", "endpoint", "status", "--cluster")
+        assert rc == 1 and [s["Endpoint"] for s in json.loads(out)] == [ep]
+        assert capsys.readouterr().err == f"Failed to get the status of endpoint {m3} ({why})\n"
+        assert ctl_run(srv, "endpoint", "hashkv", "--cluster") == (1, f"{ep}, 1084519789\n")
+        assert capsys.readouterr().err == (
+            f"Failed to get the hash of endpoint {m3} ({why})\nError: {why}\n")
+        assert ctl_run(srv, "defrag", "--cluster") == (
+            1, f"Finished defragmenting etcd member[{ep}]\n")
+        assert capsys.readouterr().err == f"Failed to defragment etcd member[{m3}] ({why})\n"
+        # m1 alone, without native URLs: dialed at --endpoints (it used to be skipped)
+        srv.service.earlier_member = False
+        srv.service.native_urls = []
+        rc, out = ctl_run(srv, "endpoint", "health", "--cluster")
+        assert rc == 0 and out.startswith(f"{ep} is healthy: ") and len(out.splitlines()) == 1
+    finally:
+        srv.stop()
