@@ -44,6 +44,9 @@ LEADER_MEMBER_OPS = ("member_add", "member_remove", "member_promote")  # forward
 # the whole store; Service.snapshot too).
 ADMIN_FRONT_OPS = frozenset({*LEADER_MEMBER_OPS, "member_update", "defragment", "hash",
                              "hash_kv", "move_leader"})
+# Raising an alarm stops every write: root only once auth is on (etcd 3.4.23 lets any client,
+# with no token, ACTIVATE; docs/ETCD_DIFFERENCES.md). GET and DEACTIVATE stay open as etcd's.
+ALARM_ACTIVATE = 1
 LEARNER_READY_PERCENT = 0.9  # etcd's readyPercent for promoting a learner
 MAX_LEARNERS = 1  # etcd 3.4's maxLearners
 # --strict-reconfig-check: a peer counts as active once the leader's connection to it has been
@@ -115,8 +118,9 @@ class Service:
         user = self.user_of(who)
         auth = self.m.kv.auth
         self._require_user(op, user, body)
-        if auth.enabled and op in ADMIN_FRONT_OPS:  # reads are checked where they are served,
-            auth.check_admin(user)                  # writes in apply
+        if auth.enabled and (op in ADMIN_FRONT_OPS or  # reads are checked where they are
+                             (op == "alarm" and body.get("action") == ALARM_ACTIVATE)):
+            auth.check_admin(user)  # served, writes in apply
         handler = getattr(self, "_op_" + op, None)
         if op == "lease_timetolive" and body.get("keys") and auth.enabled:
             return self._lease_keys_readable(await handler(body), user)
@@ -637,7 +641,7 @@ class Service:
     async def _op_alarm(self, body):
         kv = self.m.kv
         action, kind = body.get("action", 0), body.get("alarm", 0)
-        if action == 1:  # ACTIVATE, through the log
+        if action == ALARM_ACTIVATE:  # through the log (root only with auth on: see call)
             if kind not in (NOSPACE, CORRUPT):
                 # etcd 3.4.23 records any alarm type, NONE too; raftkv keeps only these two
                 return {"header": self.header(), "alarms": []}

@@ -34,3 +34,24 @@ def test_activate_raises_the_alarm_and_answers_it(make_cluster):
     assert len(c.disarm()) == 2
     assert c.alarms() == []
     c.put("k", "v")
+
+
+def test_with_auth_on_only_root_raises_an_alarm(make_cluster):
+    """Raising NOSPACE stops every write, so once auth is on ACTIVATE is root's (etcd 3.4.23
+    takes it from any client, even one without a token); listing and disarming stay open, as
+    in etcd."""
+    from tests.cluster.test_auth import _client, _code, _setup
+    h = make_cluster(1)
+    anonymous = _setup(h)
+    alice = _client(h, user="alice", password="alicepw")
+    root = _client(h, user="root", password="rootpw")
+    activate = {"action": ACTIVATE, "memberID": 7, "alarm": NOSPACE}
+    assert _code(anonymous.call, "alarm", dict(activate)) == "USER_EMPTY"
+    assert _code(alice.call, "alarm", dict(activate)) == "PERMISSION_DENIED"
+    assert anonymous.alarms() == [] and alice.alarms() == []
+    alice.put("/app/x", "1")  # nothing was raised
+    assert root.call("alarm", dict(activate))["alarms"] == [{"memberID": 7, "alarm": NOSPACE}]
+    assert _code(alice.put, "/app/x", "2") == "NO_SPACE"
+    assert [a["alarm"] for a in anonymous.alarms()] == [NOSPACE]
+    assert len(anonymous.disarm()) == 1  # DEACTIVATE needs no token, as in etcd
+    alice.put("/app/x", "2")
