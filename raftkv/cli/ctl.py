@@ -95,7 +95,7 @@ async def cmd_put(c, args, out):
     value = args.value if args.value is not None else sys.stdin.read()
     body = {"key": to_bytes(args.key), "value": to_bytes(value)}
     if args.lease:
-        body["lease"] = int(args.lease, 16)
+        body["lease"] = lease_id_arg(args.lease, "bad lease ID")
     if args.prev_kv:
         body["prev_kv"] = True
     resp = await c.call("put", body)
@@ -174,7 +174,7 @@ def parse_op(line):
              if w.startswith("--")}
     t = Transactions()
     if verb == "put" and len(rest) == 2:
-        lease = int(flags["--lease"], 16) if flags.get("--lease") else None
+        lease = lease_id_arg(flags["--lease"], "bad lease ID") if flags.get("--lease") else None
         return t.put(rest[0], rest[1], lease=lease, prev_kv="--prev-kv" in flags)
     if verb in ("get", "del") and 1 <= len(rest) <= 2:
         key = rest[0].encode()
@@ -308,11 +308,12 @@ async def _lease_grant(c, args, out):
 
 
 async def _lease_revoke(c, args, out):
+    lease_id = lease_id_arg(args.id)
     try:
-        resp = await c.call("lease_revoke", {"ID": int(args.id, 16)})
+        resp = await c.call("lease_revoke", {"ID": lease_id})
     except wire.RaftkvError as exc:
         raise _Failed(f"failed to revoke lease ({exc})") from None
-    _emit(args, out, resp, lambda: out.write(f"lease {int(args.id, 16):016x} revoked\n"),
+    _emit(args, out, resp, lambda: out.write(f"lease {lease_id:016x} revoked\n"),
           fields=lambda f: f.hdr(resp.get("header")))
 
 
@@ -328,7 +329,7 @@ async def _lease_keepalive(c, args, out):
     command exits 0 (json and table print nothing more, as etcdctl's only simple printer
     does); with --once a lease that is gone is etcd's "requested lease not found", exit 2
     (etcdctl's ExitBadConnection, as its client's KeepAliveOnce fails)."""
-    lease_id = int(args.id, 16)
+    lease_id = lease_id_arg(args.id)
     while True:
         resp = await c.call("lease_keepalive", {"ID": lease_id})
         ttl = resp.get("TTL", 0)
@@ -351,7 +352,7 @@ async def _lease_keepalive(c, args, out):
 
 
 async def _lease_ttl(c, args, out):
-    lease_id = int(args.id, 16)
+    lease_id = lease_id_arg(args.id)
     body = {"ID": lease_id, "keys": True} if args.keys else {"ID": lease_id}
     resp = await c.call("lease_timetolive", body)
 
@@ -462,6 +463,19 @@ def parse_hex_id(text):
     if int(text, 16) >= 1 << 64:
         return None, f"strconv.ParseUint: parsing {go_quote(text)}: value out of range"
     return int(text, 16), None
+
+
+def lease_id_arg(text, what="bad lease ID arg"):
+    """A lease ID argument as etcdctl reads it (Go's strconv.ParseInt(text, 16, 64)); a bad
+    one is etcdctl's error, exit 128 (put --lease says "bad lease ID")."""
+    if not re.fullmatch(r"[+-]?[0-9a-fA-F]+", text):
+        err = "invalid syntax"
+    elif not -(1 << 63) <= int(text, 16) < 1 << 63:
+        err = "value out of range"
+    else:
+        return int(text, 16)
+    raise bad_args(f"{what} (strconv.ParseInt: parsing {go_quote(text)}: {err}), "
+                   "expecting ID in Hex")
 
 
 def _member_id(ids):

@@ -344,6 +344,15 @@ def test_argument_errors_exit_128_with_etcdctls_words(server, capsys):
         (("member", "remove", "1" * 17), 'bad member ID arg (strconv.ParseUint: parsing "'
                                          + "1" * 17 + '": value out of range), expecting ID in '
                                                       'Hex'),
+        (("lease", "revoke", "zzz"), 'bad lease ID arg (strconv.ParseInt: parsing "zzz": '
+                                     'invalid syntax), expecting ID in Hex'),
+        (("lease", "timetolive", "0x12"), 'bad lease ID arg (strconv.ParseInt: parsing '
+                                          '"0x12": invalid syntax), expecting ID in Hex'),
+        (("lease", "keep-alive", "f" * 16), 'bad lease ID arg (strconv.ParseInt: parsing "'
+                                            + "f" * 16 + '": value out of range), expecting '
+                                                         'ID in Hex'),
+        (("put", "k", "v", "--lease=zz"), 'bad lease ID (strconv.ParseInt: parsing "zz": '
+                                          'invalid syntax), expecting ID in Hex'),
         (("move-leader",), "move-leader command needs 1 argument"),
         (("move-leader", "a", "b"), "move-leader command needs 1 argument"),
         (("move-leader", "0x1"), 'strconv.ParseUint: parsing "0x1": invalid syntax'),
