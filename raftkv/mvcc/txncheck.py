@@ -24,7 +24,9 @@ WATCH_FILTERS = (0, 1)  # NOPUT, NODELETE
 _RANGE_INTS = ("limit", "revision", "min_mod_revision", "max_mod_revision",
                "min_create_revision", "max_create_revision")
 _FLAGS = ("serializable", "keys_only", "count_only", "prev_kv", "ignore_value", "ignore_lease",
-          "physical", "keys")
+          "physical", "keys", "isLearner")
+ALARM_ACTIONS = range(3)  # GET, ACTIVATE, DEACTIVATE
+UINT64_MAX = (1 << 64) - 1
 
 
 def _bad(what):
@@ -42,6 +44,13 @@ def _int(body, name, allowed=None, low=INT64_MIN):
         _bad(f"{name} {v} is below {low}")
     if allowed is not None and v not in allowed:
         _bad(f"{name} {v} is not one of {allowed.start}..{allowed.stop - 1}")
+
+
+def _uint64(body, name):
+    """A member ID (etcd's uint64 IDs)."""
+    v = body.get(name, 0)
+    if not isinstance(v, int) or not 0 <= v <= UINT64_MAX:
+        _bad(f"{name} must be an unsigned 64-bit integer, not {v!r}")
 
 
 def _bytes(body, name):
@@ -114,8 +123,8 @@ _SHAPES = {"range": _range, "put": _put, "delete_range": lambda b: (_bytes(b, "k
 
 
 def check_shape(op, body):
-    """BAD_REQUEST unless body is a well-formed request of a KV, lease or watch op (others
-    pass)."""
+    """BAD_REQUEST unless body is a well-formed request of a KV, lease, watch, alarm or member
+    op (others pass)."""
     _map(body, "the request body")
     if op == "txn":
         _txn(body, 0)
@@ -134,6 +143,14 @@ def check_shape(op, body):
         if not isinstance(filters, list) or not all(
                 isinstance(f, int) and f in WATCH_FILTERS for f in filters):
             _bad("filters must be a list of 0 (no puts) and 1 (no deletes)")
+    elif op == "alarm":
+        _int(body, "action", ALARM_ACTIONS)
+        _int(body, "alarm", low=0)  # an unknown type: ACTIVATE raises none (the service)
+        _uint64(body, "memberID")
+    elif op in ("member_remove", "member_promote", "member_update"):
+        _uint64(body, "ID")
+    elif op == "move_leader":
+        _uint64(body, "targetID")
     elif op in auth.ADMIN_OPS or op in auth.FRONT_END_OPS:
         auth.check_shape(op, body)
     elif op.startswith("lease_"):

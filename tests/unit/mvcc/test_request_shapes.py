@@ -39,6 +39,37 @@ BAD = {
 }
 
 
+# Ops the member serves itself (not applied by the store): refused before anything else.
+BAD_FRONT = {
+    "member_add_is_learner_str": ("member_add", {"peerURLs": ["http://h:1"], "isLearner": "yes"}),
+    "member_remove_id_str": ("member_remove", {"ID": "abc"}),
+    "member_remove_id_negative": ("member_remove", {"ID": -1}),
+    "member_promote_id_2_64": ("member_promote", {"ID": 1 << 64}),
+    "member_update_id_bytes": ("member_update", {"ID": b"1", "peerURLs": ["http://h:1"]}),
+    "move_leader_target_str": ("move_leader", {"targetID": "x"}),
+    "alarm_action_str": ("alarm", {"action": "x"}),
+    "alarm_action_9": ("alarm", {"action": 9}),
+    "alarm_type_negative": ("alarm", {"action": 1, "alarm": -1}),
+    "alarm_member_str": ("alarm", {"action": 1, "memberID": "m1", "alarm": 1}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FRONT))
+def test_member_and_alarm_requests_of_the_wrong_shape_are_refused(case):
+    op, body = BAD_FRONT[case]
+    with pytest.raises(RaftkvError) as exc:
+        txncheck.check_shape(op, body)
+    assert exc.value.code == "BAD_REQUEST" and exc.value.message.startswith("raftkv: ")
+
+
+def test_member_ids_are_unsigned_64_bit():
+    for op in ("member_remove", "member_promote"):
+        txncheck.check_shape(op, {"ID": (1 << 64) - 1})
+    txncheck.check_shape("member_add", {"peerURLs": ["http://h:1"], "isLearner": True})
+    txncheck.check_shape("move_leader", {"targetID": 1 << 63})
+    txncheck.check_shape("alarm", {"action": 1, "memberID": (1 << 64) - 1, "alarm": 7})
+
+
 def _deep(depth):
     body = _txn(success=[{"request_put": {"key": b"deep", "value": b"v"}}])
     for _ in range(depth):
