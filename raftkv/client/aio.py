@@ -556,6 +556,13 @@ class AsyncClient(AuthAdmin):
         """The raised alarms: [{"memberID", "alarm"}] (alarm 1: NOSPACE, 2: CORRUPT)."""
         return (await self.call("alarm", {"action": 0})).get("alarms", [])
 
+    async def create_alarm(self, member_id=0, alarm=1):
+        """Raise an alarm (default NOSPACE: the cluster refuses writes until it is disarmed;
+        python-etcd3's create_alarm). Root only once auth is on. Returns the alarm raised,
+        [{"memberID", "alarm"}]."""
+        body = {"action": 1, "memberID": int(member_id), "alarm": int(alarm)}
+        return (await self.call("alarm", body)).get("alarms", [])
+
     async def disarm(self, member_id=0, alarm=0):
         """Deactivate an alarm (member_id 0 and alarm 0: every raised one); returns the
         alarms that were deactivated."""

@@ -55,3 +55,14 @@ def test_with_auth_on_only_root_raises_an_alarm(make_cluster):
     assert [a["alarm"] for a in anonymous.alarms()] == [NOSPACE]
     assert len(anonymous.disarm()) == 1  # DEACTIVATE needs no token, as in etcd
     alice.put("/app/x", "2")
+
+
+def test_client_create_alarm_as_python_etcd3s(make_cluster):
+    h = make_cluster(1)
+    c = h.client(timeout=10.0)
+    assert c.create_alarm() == [{"memberID": 0, "alarm": NOSPACE}]  # python-etcd3's default
+    with pytest.raises(wire.RaftkvError) as refused:
+        c.put("k", "v")
+    assert refused.value.code == "NO_SPACE"
+    assert [a["alarm"] for a in c.disarm()] == [NOSPACE]
+    c.put("k", "v")
