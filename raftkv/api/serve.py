@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import faulthandler
 import gc
 import json
 import logging
@@ -307,6 +308,9 @@ def main(argv=None):
     except ConfigError as exc:
         sys.stderr.write(f"raftkv: {exc}\n")
         return 2
+    # LMDB maps the store: a damaged page that points past the file's end is a SIGBUS, which
+    # no Python code can catch. Say where it happened (the thread's stack) before dying.
+    faulthandler.enable()
     # The loop thread, the storage thread and the WAL writer hand work to each other: a thread
     # woken by a hand-off should not wait the default 5 ms for a busy holder to give up the GIL.
     sys.setswitchinterval(float(os.environ.get("RAFTKV_SWITCH_INTERVAL_S", "0.0005")))

@@ -143,6 +143,10 @@ class KVStore:
     def applied_index(self):
         return self._committed_index
 
+    def applied_in(self, txn):
+        """The applied index as txn sees it (say, in the txn that restored a snapshot)."""
+        return codec.meta_int(txn, self._meta, codec.META_APPLIED)
+
     @property
     def current_revision(self):
         return self._committed_rev

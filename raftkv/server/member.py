@@ -25,6 +25,7 @@ import random
 import threading
 import time
 
+import lmdb
 import msgpack
 
 from raftkv.errors import RaftkvError
@@ -49,7 +50,7 @@ from raftkv.raft import (
 )
 from raftkv.server import autocompact, corruptcheck, forcenew
 from raftkv.storage.dirlock import DirLock
-from raftkv.storage.engine import Engine
+from raftkv.storage.engine import DATA_FILE, Engine
 from raftkv.storage.errors import StorageError
 from raftkv.storage.group_commit import GroupCommitter, after_commit, before_commit
 from raftkv.storage.logstore import LogStore, pack_snap_meta, unpack_snap_meta
@@ -91,6 +92,9 @@ PENDING_INSTALL_KEY = b"raftkv.pending_install"  # kvmeta: a restored snapshot n
 # a snapshot install whose image is newer than its index, the store is applied beyond it; a
 # restart must deliver the entries after it again so their conf changes are replayed.
 CONF_INDEX_KEY = b"raftkv.conf_index"
+# kvmeta: the applied index of the last snapshot image installed. The only store applied beyond
+# its WAL's last entry that may start is one still at that index (_check_state_vs_log).
+INSTALLED_APPLIED_KEY = b"raftkv.installed_applied"
 # How long an apply-only LMDB round waits for more Readys before it commits (its sync is off the
 # latency path; a linearizable read that needs the applies visible ends the wait at once).
 APPLY_LINGER_S_DEFAULT = 0.02
@@ -197,6 +201,12 @@ class Member:
         self._locks.append(DirLock(self.cfg.data_dir, "data dir"))
         try:
             self._open_storage()
+        except lmdb.Error as exc:  # a page the store needs is damaged (LMDB has no checksums)
+            self._release_locks()
+            raise DataDirStateError(
+                f"{self.cfg.data_dir}: the store ({DATA_FILE}) is damaged: {exc}; refusing to "
+                f"start (restore this member from its peers: remove it from the cluster and "
+                f"add it back with an empty data dir)") from None
         except BaseException:  # a refused start gives the directories back at once
             self._release_locks()
             raise
@@ -407,22 +417,35 @@ class Member:
 
     def _check_state_vs_log(self):
         """The log is compacted only up to a durably applied index, so a store applied below
-        the compaction point is a damaged data dir. A store applied beyond the log's end is
-        normal after installing a leader's snapshot whose image was newer than its index (the
-        entries in between arrive again and are skipped by the store): the core restarts from
-        the log's end then. It also restarts no later than the stored conf state's index
-        (CONF_INDEX_KEY), so conf changes the store skipped are replayed into the member
-        table."""
+        the compaction point is a damaged data dir. A store's LMDB commit waits for the WAL
+        records of what it applied (_apply_ready), so a store applied beyond the log's end is
+        one too, but for one case: after installing a leader's snapshot whose image was newer
+        than its index (the entries in between arrive again and are skipped by the store), the
+        store stays at the image's applied index (INSTALLED_APPLIED_KEY) until the log passes
+        it; the core restarts from the log's end then. Anything else means entries the store
+        applied are missing from the WAL (a damaged, cut or replaced log): starting would give
+        new entries indexes the store has applied, and skip them. It also restarts no later
+        than the stored conf state's index (CONF_INDEX_KEY), so conf changes the store skipped
+        are replayed into the member table."""
         applied = self.kv.applied_index
         lo, hi = self.raftlog.first_index() - 1, self.raftlog.last_index()
+        restore = ("restore this member from its peers: remove it from the cluster and add it "
+                   "back with an empty data dir")
         if applied < lo:
             raise DataDirStateError(
                 f"{self.cfg.data_dir}: the store is applied to index {applied} but the WAL "
                 f"holds only the log after index {lo}; refusing to start on an inconsistent "
-                f"data dir (restore this member from its peers: remove it from the cluster and "
-                f"add it back with an empty data dir)")
+                f"data dir ({restore})")
         with self.engine.env.begin() as txn:
-            raw = txn.get(CONF_INDEX_KEY, db=self.engine.db("kvmeta"))
+            kvmeta = self.engine.db("kvmeta")
+            raw = txn.get(CONF_INDEX_KEY, db=kvmeta)
+            installed = txn.get(INSTALLED_APPLIED_KEY, db=kvmeta)
+        if applied > hi and (installed is None or int.from_bytes(installed, "big") != applied):
+            raise DataDirStateError(
+                f"{self.cfg.data_dir}: the store is applied to index {applied} but the WAL in "
+                f"{self.wal.dir} ends at index {hi}: entries the store applied are missing from "
+                f"the log (a damaged, cut or replaced WAL); refusing to start, since new "
+                f"entries would take indexes the store has already applied ({restore})")
         conf_index = int.from_bytes(raw, "big") if raw is not None else applied
         self._restart_applied = max(lo, min(applied, hi, conf_index))
         hs = self.raftlog.hard_state
@@ -941,11 +964,15 @@ class Member:
                 ident = json.load(f)
         except FileNotFoundError:
             ident = None
+        except ValueError as exc:  # not JSON (or not UTF-8)
+            raise DataDirStateError(f"{path} is damaged ({exc}); refusing to start without "
+                                    f"this member's ID") from None
         if ident is not None:
             try:
                 self.id, self.cluster_id = int(ident["member_id"]), int(ident["cluster_id"])
             except (KeyError, TypeError, ValueError):
-                raise RaftkvError("INTERNAL", f"raftkv: {path} is damaged: {ident!r}") from None
+                raise DataDirStateError(f"{path} is damaged ({ident!r}); refusing to start "
+                                        f"without this member's ID") from None
             if self.id != self.cfg.member_ids().get(self.cfg.name):
                 log.info("member ID %x from %s (--initial-cluster derives another one from "
                          "this member's peer URLs: they were updated)", self.id, path)
@@ -1051,6 +1078,8 @@ class Member:
         def note_pending(txn):
             txn.put(PENDING_INSTALL_KEY, pack_snap_meta(meta), db=kvmeta)
             txn.put(CONF_INDEX_KEY, meta.index.to_bytes(8, "big"), db=kvmeta)
+            txn.put(INSTALLED_APPLIED_KEY, self.kv.applied_in(txn).to_bytes(8, "big"),
+                    db=kvmeta)
             self.logstore.set_conf_state(txn, meta.conf_state)  # read at the next start only
 
         try:

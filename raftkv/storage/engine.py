@@ -49,7 +49,29 @@ class Engine:
             raise DataDirError(f"{self.path}: cannot open the LMDB environment: {exc}") from exc
         self._dbs = {}
         self._dbs_lock = threading.Lock()
-        self._check_format(readonly)
+        try:
+            self._check_size()
+            self._check_format(readonly)
+        except lmdb.Error as exc:  # a damaged page (LMDB has no checksums)
+            self.env.close()
+            raise DataDirError(f"{self.path}: the store ({DATA_FILE}) is damaged: {exc}") \
+                from None
+        except DataDirError:
+            self.env.close()
+            raise
+
+    def _check_size(self):
+        """LMDB maps its file, so reading a page beyond the file's end is a SIGBUS (the process
+        dies), not an error. A file shorter than the pages its meta page counts (cut by a bad
+        copy or a damaged file system) is refused before anything reads it."""
+        need = (self.env.info()["last_pgno"] + 1) * self.env.stat()["psize"]
+        have = os.path.getsize(os.path.join(self.path, DATA_FILE))
+        if have < need:
+            raise DataDirError(
+                f"{self.path}: {DATA_FILE} is {have} bytes, but its pages reach byte {need}: "
+                f"the file was cut short; refusing to open a damaged store (restore this "
+                f"member from its peers: remove it from the cluster and add it back with an "
+                f"empty data dir)")
 
     def db(self, name):
         """The named sub-database handle, created on first use."""

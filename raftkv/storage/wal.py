@@ -24,10 +24,11 @@ records 1, 2, 3... across segments. Types:
   COMPACT     msgpack [index, term, conf state fields]: the log starts after index.
   INSTALL     the same fields: a snapshot was installed; every entry before it is dropped.
 
-Opening replays every segment in order (WAL.open returns the log image). A bad record at the
-end of the last segment, followed only by zeros, is a torn write of an append that was never
-acknowledged: it is cut off. Any other bad record is corruption: WalCorruptError, naming the
-file and offset, and the member refuses to start.
+Opening replays every segment in order (WAL.open returns the log image). A bad record in the
+last segment that a torn write explains (it runs past the end of the file, or a whole sector
+piece of it reads as zeros: a sector the crashed pwrite never reached) is an append that was
+never acknowledged: it and what follows are cut off. Any other bad record is corruption:
+WalCorruptError, naming the file and offset, and the member refuses to start.
 
 Writes: WAL.append() queues a record from any thread and returns its seq; one writer thread
 writes everything queued with one os.write per segment and one fdatasync per round (group
@@ -67,6 +68,7 @@ _HEAD = struct.Struct("<IIBQ")  # len, crc, type, seq
 _HEAD_BYTES = _HEAD.size  # 17
 _LEN_MIN = 9  # type + seq
 RECORD_BYTES_MAX = 1 << 30  # a record beyond this is a damaged length field
+SECTOR_BYTES = 512  # the smallest unit a torn write leaves unwritten (etcd's minSectorSize)
 
 
 class WalError(StorageError):
@@ -175,15 +177,38 @@ def fsync_dir(path):
         os.close(fd)
 
 
+def _torn(data, off, bad, end):
+    """Whether the damaged record at off can be a torn write: the last append's pwrite cut by
+    a crash before its fdatasync returned (so never acknowledged). A segment is preallocated
+    (zeros), so a sector that write never reached still reads as zeros: a record that runs
+    past the end of the file, or whose bytes hold a whole zero sector piece (each piece between
+    SECTOR_BYTES boundaries of the file, etcd's torn-entry rule), can be one. A CRC mismatch or
+    a bad field with every sector written is damage to data that was synced: corruption."""
+    if bad in ("a truncated record header", "non-zero bytes after the end of the log") or \
+            end > len(data):
+        return True
+    if end <= off:  # an impossible length (end: off): look at the header's sectors
+        end = min(len(data), off + _HEAD_BYTES)
+    start = off
+    while start < end:
+        stop = min(end, (start // SECTOR_BYTES + 1) * SECTOR_BYTES)
+        if data.count(0, start, stop) == stop - start:
+            return True
+        start = stop
+    return False
+
+
 def _read_records(seg, last):
     """Yield (offset, type, seq, payload) of seg's records, payload a memoryview of the file's
     bytes; the generator's return value (StopIteration.value) is (end offset, whether a torn
     tail was found at it).
 
     A segment ends at a zero header (the preallocated rest). In the newest segment, a damaged
-    record or anything after a zero header is the tail of the last append, which was never
-    acknowledged (one pwrite + fdatasync per round): the log is cut there, with a warning. In an
-    older segment (synced in full before the next one began) any damage is corruption."""
+    record that a torn write explains (_torn), or anything after a zero header, is the tail of
+    the last append, which was never acknowledged (one pwrite + fdatasync per round): the log
+    is cut there, with a warning. Any other damage, and any damage in an older segment (synced
+    in full before the next one began), is corruption: a record that was synced, perhaps
+    acknowledged, and cutting the log there would lose it."""
     with open(seg.path, "rb") as f:
         data = f.read()
     # Records are checked and handed out as views of `data`: a copy of each (entries records
@@ -205,7 +230,7 @@ def _read_records(seg, last):
                     return off, False
                 bad = "non-zero bytes after the end of the log"
             elif length < _LEN_MIN or length > RECORD_BYTES_MAX:
-                bad = f"impossible length {length}"
+                bad, end = f"impossible length {length}", off  # its extent is unknown
             elif end > size:
                 bad = f"length {length} runs past the end of the file"
             elif crc32c(view[off + 8:end]) != crc:
@@ -216,11 +241,11 @@ def _read_records(seg, last):
             yield off, rtype, seq, view[off + _HEAD_BYTES:end]
             off = end
             continue
-        if not last:
+        if not last or not _torn(data, off, bad, end):
             raise WalCorruptError(seg.path, off, bad)
         log.warning("%s: cutting the log at byte %d (%s; %d non-zero bytes after it): the tail "
-                    "of an append that was never acknowledged", seg.path, off, bad,
-                    size - off - data[off:].count(0))
+                    "of an append a crash cut short, which was never acknowledged", seg.path,
+                    off, bad, size - off - data[off:].count(0))
         return off, True
 
 

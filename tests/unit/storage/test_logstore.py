@@ -1,5 +1,6 @@
 """LogStore (Raft log over LMDB) and GroupCommitter: every method, every error, recovery."""
 import asyncio
+import os
 import threading
 import time
 
@@ -347,6 +348,39 @@ def test_newer_format_version_refused(engine):
         txn.put(FORMAT_KEY, b"99")
     engine.close()
     with pytest.raises(DataDirError, match="newer"):
+        Engine(path)
+
+
+def _filled_engine_path(engine):
+    with engine.env.begin(write=True, db=engine.db(b"kv")) as txn:
+        for i in range(2000):
+            txn.put(b"key%06d" % i, b"v" * 100)
+    path = engine.path
+    engine.close()
+    return path
+
+
+def test_a_store_file_cut_short_is_refused_not_mapped(engine):
+    """LMDB maps data.mdb: reading a page past the file's end kills the process (SIGBUS). A
+    file shorter than its meta page says is refused with a message instead."""
+    path = _filled_engine_path(engine)
+    data_file = os.path.join(path, "data.mdb")
+    size = os.path.getsize(data_file)
+    os.truncate(data_file, size // 2)
+    with pytest.raises(DataDirError, match="cut short") as info:
+        Engine(path)
+    assert f"{size // 2} bytes" in str(info.value)
+    assert os.path.getsize(data_file) == size // 2  # nothing written
+
+
+def test_damaged_store_pages_are_refused_with_a_message(engine):
+    path = _filled_engine_path(engine)
+    data_file = os.path.join(path, "data.mdb")
+    size = os.path.getsize(data_file)
+    with open(data_file, "r+b") as f:  # every page after the two meta pages
+        f.seek(2 * 4096)
+        f.write(b"\0" * (size - 2 * 4096))
+    with pytest.raises(DataDirError, match="is damaged"):
         Engine(path)
 
 

@@ -179,26 +179,74 @@ def _end_of_records(path):
     return end
 
 
-@pytest.mark.parametrize("damage", ["partial", "garbage", "half-header"])
+def _tear(path, end, damage):
+    """After the records ending at byte end, what a crash during the next append's pwrite can
+    leave in the preallocated (zero) segment: the write reached only some sectors."""
+    record = wal_mod._record(ENTRIES, 3, encode_entries(ents(6, 60)))
+    assert len(record) > 3 * wal_mod.SECTOR_BYTES
+    sector = wal_mod.SECTOR_BYTES
+    first = (end // sector + 1) * sector  # the first sector boundary inside the record
+    seg = _last_segment(path)
+    with open(seg, "r+b") as f:
+        if damage == "first-sectors":  # the start of the record made it, the rest did not
+            f.seek(end)
+            f.write(record[:first + sector - end])
+        elif damage == "later-sectors":  # a later sector made it, the header's did not
+            f.seek(first + sector)
+            f.write(record[first + sector - end:first + 2 * sector - end])
+        elif damage == "middle-sector-missing":  # every sector but one in the middle
+            f.seek(end)
+            f.write(record[:first - end])
+            f.seek(first + sector)
+            f.write(record[first + sector - end:])
+        elif damage == "header-only":  # a header straddling a boundary, its start written
+            pass
+        elif damage == "short-file":  # no preallocation: the file ends inside the record
+            f.seek(end)
+            f.write(record[:first + sector - end])
+            f.truncate(first + sector)
+    return record
+
+
+@pytest.mark.parametrize("damage", ["first-sectors", "later-sectors", "middle-sector-missing",
+                                    "short-file"])
 def test_torn_tail_is_cut(tmp_path, damage):
     w, _ = open_wal(tmp_path)
     write_sync(w, ENTRIES, ents(1, 5), 5)
     write_sync(w, HARD_STATE, HardState(1, 1, 5))
     w.close()
     end = _end_of_records(tmp_path)
-    # a half-written next record (what a crash during the next pwrite can leave)
-    record = wal_mod._record(ENTRIES, 3, encode_entries(ents(6, 9)))
-    piece = {"partial": record[:len(record) - 7], "garbage": os.urandom(100),
-             "half-header": record[:9]}[damage]
-    with open(_last_segment(tmp_path), "r+b") as f:
-        f.seek(end)
-        f.write(piece)
+    _tear(tmp_path, end, damage)
     w, img = open_wal(tmp_path)
     assert img.entries == ents(1, 5)  # the torn append is gone, the rest intact
     write_sync(w, ENTRIES, ents(6, 7), 7)  # and the log goes on from there
     w.close()
     _, img = open_wal(tmp_path)
     assert img.entries == ents(1, 7)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "bit-flip"])
+def test_damage_no_torn_write_explains_in_the_last_record_is_refused(tmp_path, damage):
+    """After the last acknowledged record, a torn write leaves zero sectors, never other
+    bytes: a record there whose bytes are all written but wrong, or a flipped bit in a record
+    whose sectors were all written, is damage to synced data, and the WAL refuses to open
+    (cutting there could lose an acknowledged append). (A length that runs past the end of the
+    file is taken for a torn write, as etcd takes an unexpected EOF.)"""
+    w, _ = open_wal(tmp_path)
+    write_sync(w, ENTRIES, ents(1, 5), 5)
+    w.close()
+    end = _end_of_records(tmp_path)
+    with open(_last_segment(tmp_path), "r+b") as f:
+        if damage == "garbage":  # a header with a length that fits, then other bytes
+            f.seek(end)
+            f.write((200).to_bytes(4, "little") + bytes(range(1, 201)))
+        else:
+            f.seek(end - 10)
+            byte = f.read(1)
+            f.seek(end - 10)
+            f.write(bytes([byte[0] ^ 0x04]))
+    with pytest.raises(WalCorruptError):
+        open_wal(tmp_path)
 
 
 def test_damage_in_an_older_segment_refuses_to_open(tmp_path):
@@ -212,9 +260,11 @@ def test_damage_in_an_older_segment_refuses_to_open(tmp_path):
     assert "refuses to start" in str(info.value) and segments(tmp_path)[0] in str(info.value)
 
 
-def test_bit_flip_in_the_last_segment_truncates_to_the_last_good_record(tmp_path):
-    """TESTING.md: a flipped WAL gives a detected error or a truncation to the last good
-    record, never silently wrong data."""
+def test_bit_flip_before_later_records_of_the_last_segment_is_refused(tmp_path):
+    """TESTING.md: a flipped WAL gives a detected error (or a truncation to the last good
+    record), never silently wrong data. A record followed by later appends was synced and
+    acknowledged: cutting the log there lost acknowledged entries, and the member then took
+    new writes at indexes its store had already applied (found by hand)."""
     w, _ = open_wal(tmp_path)
     for lo in range(1, 50, 10):
         write_sync(w, ENTRIES, ents(lo, lo + 9), lo + 9)
@@ -222,10 +272,11 @@ def test_bit_flip_in_the_last_segment_truncates_to_the_last_good_record(tmp_path
     path = _last_segment(tmp_path)
     data = bytearray(open(path, "rb").read())
     end = _end_of_records(tmp_path)
-    data[end - 30] ^= 0x01  # inside the last record
+    data[end // 3] ^= 0x01  # inside an early record
     open(path, "wb").write(bytes(data))
-    _, img = open_wal(tmp_path)
-    assert img.entries == ents(1, 40)
+    with pytest.raises(WalCorruptError) as info:
+        open_wal(tmp_path)
+    assert "CRC32C mismatch" in str(info.value) and "refuses to start" in str(info.value)
 
 
 def test_missing_segment_is_corruption(tmp_path):
