@@ -21,6 +21,7 @@ def _in_range(key, start, end):
 
 class FakeService:
     def __init__(self):
+        self.timeout_s = 7.0  # the member's --request-timeout (its default)
         self.progress_interval = None  # seconds between progress notifications
         self.kvs = {}  # key -> KeyValue dict
         self.revision = 1

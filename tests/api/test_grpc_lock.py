@@ -14,6 +14,7 @@ from raftkv.api.etcd import concurrency
 from raftkv.api.etcd.proto import rpc_pb2, rpc_pb2_grpc, v3election_pb2 as epb
 from raftkv.api.etcd.proto import v3election_pb2_grpc
 from raftkv.api.etcd.proto import v3lock_pb2 as lpb, v3lock_pb2_grpc
+from raftkv.errors import RaftkvError
 from tests.api.conftest import GrpcFakeService, ServerThread
 
 pytestmark = pytest.mark.timeout(60)
@@ -142,3 +143,69 @@ def test_a_cancelled_campaign_resigns_and_an_observer_leaves_nothing_behind(serv
     observer.cancel()
     _settled(service, thread, baseline, b"e/2")
     assert service.kvs[b"e/1"]["create_revision"] == leader.leader.rev
+
+
+def test_a_cleanup_refused_for_want_of_a_leader_is_sent_again(server):
+    """A member without a leader refuses the cancelled waiter's delete (NO_LEADER, nothing
+    proposed); the cleanup tries again, as etcd's delete waits for a leader, so the key goes
+    rather than staying until its lease ends."""
+    service, thread, channel = server
+    lock, held = _held(channel())
+    baseline = _tasks(thread)
+    waiter = lock.Lock.future(lpb.LockRequest(name=b"l", lease=0x2), timeout=30)
+    _queued(service, b"l/2")
+    service.fail_next["delete_range"] = RaftkvError("NO_LEADER")
+    waiter.cancel()
+    _settled(service, thread, baseline, b"l/2")
+    assert [op for op, _ in service.calls].count("delete_range") == 2
+
+
+def test_lock_and_leader_refused_for_want_of_a_leader_are_sent_again(server):
+    service, _, channel = server
+    main = channel()
+    _lease(main, 0x1)
+    service.fail_next["txn"] = RaftkvError("NO_LEADER")
+    lock = v3lock_pb2_grpc.LockStub(main).Lock(lpb.LockRequest(name=b"l", lease=0x1), timeout=T)
+    assert lock.key == b"l/1"
+    election = v3election_pb2_grpc.ElectionStub(main)
+    election.Campaign(epb.CampaignRequest(name=b"e", lease=0x1, value=b"a"), timeout=T)
+    service.fail_next["range"] = RaftkvError("NO_LEADER")
+    assert election.Leader(epb.LeaderRequest(name=b"e"), timeout=T).kv.value == b"a"
+
+
+def test_no_leader_is_answered_once_the_request_timeout_has_passed():
+    class Leaderless:
+        timeout_s = 0.3
+
+        def __init__(self):
+            self.calls = 0
+
+        async def call(self, op, body):
+            self.calls += 1
+            raise RaftkvError("NO_LEADER")
+    service = Leaderless()
+    started = time.monotonic()
+    with pytest.raises(RaftkvError) as exc:
+        asyncio.run(concurrency.leader(concurrency.Caller(service, {}), b"e"))
+    assert exc.value.code == "NO_LEADER"
+    assert time.monotonic() - started >= service.timeout_s - concurrency.LEADER_POLL_S
+    assert service.calls >= 2
+
+
+def test_the_member_going_away_is_answered_unavailable(server):
+    """STOPPED (a --grpc-workers worker lost its member, or the member stops): Unavailable, as
+    a client of an etcd that dies sees its connection drop, not Unknown; Observe ends so too."""
+    service, _, channel = server
+    main = channel()
+    _lease(main, 0x1)
+    service.fail_next["txn"] = RaftkvError("STOPPED")
+    with pytest.raises(grpc.RpcError) as exc:
+        v3lock_pb2_grpc.LockStub(main).Lock(lpb.LockRequest(name=b"l", lease=0x1), timeout=T)
+    assert (exc.value.code(), exc.value.details()) == (grpc.StatusCode.UNAVAILABLE,
+                                                       "etcdserver: server stopped")
+    service.fail_next["range"] = RaftkvError("STOPPED")
+    observer = v3election_pb2_grpc.ElectionStub(main).Observe(epb.LeaderRequest(name=b"e"),
+                                                               timeout=T)
+    with pytest.raises(grpc.RpcError) as exc:
+        next(observer)
+    assert exc.value.code() == grpc.StatusCode.UNAVAILABLE

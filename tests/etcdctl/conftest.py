@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -251,6 +252,17 @@ def start_member_process(cluster, m):
         start_etcd_member(cluster, m, "existing")
     else:
         cluster.start_member(m, state="existing")
+
+
+def kill_member_process(cluster, m):
+    """SIGKILL one member by its PID and reap it (LocalCluster or EtcdCluster); restart it with
+    start_member_process."""
+    if isinstance(cluster, EtcdCluster):
+        if m.alive():
+            os.kill(m.proc.pid, signal.SIGKILL)
+        m.proc.wait(timeout=10)
+    else:
+        cluster.kill(m)
 
 
 def restored_etcd(path, tmp_path):

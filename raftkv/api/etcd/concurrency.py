@@ -23,7 +23,13 @@ tests/etcdctl/differential_lock.py):
   it held the lock or led (etcd 3.4.23 does; its later Mutex checks its key afterwards);
 * cleanup: a Lock or Campaign whose client cancels while waiting deletes its key without the
   caller's identity (etcd uses the in-process client's own context, which carries no token:
-  with auth on, the delete fails and the key stays until its lease ends).
+  with auth on, the delete fails and the key stays until its lease ends);
+* no leader: a member that knows no leader refuses a read or write at once (NO_LEADER, nothing
+  proposed), where etcd's in-process client's request waits for one until its request timeout
+  (5 s + 2 election timeouts). Each call here tries again until the service's request timeout
+  (`service.timeout_s`) has passed, so a Lock sent while the member knows no leader, or a
+  cleanup begun while a majority was down, goes through once a leader is elected, as in etcd
+  (tests/etcdctl/test_lock_faults.py).
 """
 from __future__ import annotations
 
@@ -38,6 +44,10 @@ from raftkv.api.etcd.proto import kv_pb2, rpc_pb2
 log = logging.getLogger(__name__)
 
 SESSION_TTL_S = 60  # concurrency.NewSession's default TTL (a request with lease 0)
+# How often a call refused with NO_LEADER is tried again: an election with etcd's default
+# timings takes about a second, so a few tries an election, and a leaderless member is
+# asked at most 10 times a second per waiting call.
+LEADER_POLL_S = 0.1
 _DELETE = 1  # mvccpb.Event.DELETE
 _RANGE = rpc_pb2.RangeRequest
 _CREATE_TARGET = rpc_pb2.Compare.CREATE
@@ -64,9 +74,20 @@ class Caller:
         return Caller(self.service, {})
 
     async def call(self, op, request, response_cls):
-        """service.call with a request message; the answer as a response_cls message."""
-        result = await self.service.call(op, dict(to_dict(request), **self.who))
-        return fill(response_cls(), result)
+        """service.call with a request message; the answer as a response_cls message. Refused
+        with NO_LEADER (nothing was proposed or read), it is sent again every LEADER_POLL_S
+        until service.timeout_s has passed, then that refusal is raised."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.service.timeout_s
+        while True:
+            try:  # a fresh body each time: the service pops the identity fields
+                result = await self.service.call(op, dict(to_dict(request), **self.who))
+            except RaftkvError as exc:
+                if exc.code != "NO_LEADER" or loop.time() + LEADER_POLL_S > deadline:
+                    raise
+                await asyncio.sleep(LEADER_POLL_S)
+                continue
+            return fill(response_cls(), result)
 
     def watch(self, key, start_revision, prefix=False):
         """service.watch of key (or every key under the prefix key) from start_revision: an
@@ -266,12 +287,15 @@ async def leader(caller, name):
 async def observe(caller, name):
     """etcd's Election.observe: yields (header, kv) for the leader's key, then for each put of
     it, and after its deletion the next leader's. Ends (without an error, as etcd's Observe
-    closes its channel) when a read or a watcher fails."""
+    closes its channel) when a read or a watcher fails, unless the member is going away
+    (STOPPED, raised: a client of an etcd that dies sees its stream break)."""
     prefix = name + b"/"
     while True:
         try:
             resp = await caller.call("range", _first_create(prefix), rpc_pb2.RangeResponse)
-        except RaftkvError:
+        except RaftkvError as exc:
+            if exc.code == "STOPPED":
+                raise
             return
         if resp.kvs:
             found = resp.header, resp.kvs[0]
@@ -308,7 +332,7 @@ async def _first_put(caller, prefix, revision):
 
 async def _events(batches):
     """(batch, event) for each event of a watcher's batches, then (batch, None) if the watcher
-    ended with an error (its RaftkvError, a compaction or a cancel)."""
+    ended with an error (its RaftkvError, a compaction or a cancel); STOPPED is raised."""
     try:
         async for batch in batches:
             if batch.get("compact_revision") or batch.get("canceled"):
@@ -316,7 +340,9 @@ async def _events(batches):
                 return
             for event in batch.get("events") or ():
                 yield batch, event
-    except RaftkvError:
+    except RaftkvError as exc:
+        if exc.code == "STOPPED":
+            raise
         yield {}, None
 
 

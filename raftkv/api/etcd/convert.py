@@ -98,11 +98,15 @@ async def abort(context, error):
     await context.abort(status_code(error), error.message)
 
 
-async def abort_unknown(context, error):
-    """End the RPC with gRPC Unknown and the error's message (raises): etcd's Lock and Election
-    services return every error, the KV server's included, as a plain Go error (their
-    in-process client turns the status into one), which grpc-go answers with Unknown."""
-    await context.abort(grpc.StatusCode.UNKNOWN, error.message)
+async def abort_recipe(context, error):
+    """End a Lock or Election RPC with the error's message (raises): gRPC Unknown, as etcd's
+    Lock and Election services return every error, the KV server's included, as a plain Go
+    error (their in-process client turns the status into one), which grpc-go answers with
+    Unknown. Except STOPPED, the member going away (it stops, or a --grpc-workers worker lost
+    its member): a client of an etcd that stops or dies sees its connection drop, Unavailable,
+    and so the error's own code, Unavailable, is answered."""
+    code = status_code(error) if error.code == "STOPPED" else grpc.StatusCode.UNKNOWN
+    await context.abort(code, error.message)
 
 
 def with_identity(context, body):
