@@ -671,10 +671,8 @@ async def cmd_alarm(c, args, out):
 async def cmd_defrag(c, args, out):
     """etcdctl's: each endpoint defragmented in turn, a line each (every format); one that
     fails is a line on stderr and exit status 1. On LMDB it does nothing (freed pages are
-    reused in place: docs/ETCD_DIFFERENCES.md)."""
-    if args.data_dir:
-        raise bad_args("raftkvctl defrag has no --data-dir: raftkv's store is LMDB, not "
-                       "bbolt, and reuses its freed pages without a defragmentation")
+    reused in place: docs/ETCD_DIFFERENCES.md); `defrag --data-dir` (main) shrinks a stopped
+    member's file."""
     failures = 0
     for ep in await _target_endpoints(args):
         try:
@@ -1032,13 +1030,16 @@ def _cluster_flag(p, default):
 
 
 def _maintenance_parsers(sub):
+    from raftkv.utl.main import add_defrag_args
+
     p = sub.add_parser("alarm", help="alarm list|disarm")
     asub = p.add_subparsers(dest="alarm_cmd", required=True)
     asub.add_parser("list")
     asub.add_parser("disarm")
     p.set_defaults(fn=cmd_alarm)
-    p = sub.add_parser("defrag", help="defragment each endpoint's store (no-op on LMDB)")
-    p.add_argument("--data-dir", default="", help="(etcdctl's offline defrag: refused)")
+    p = sub.add_parser("defrag", help="defragment each endpoint's store (no-op on LMDB), or "
+                                      "with --data-dir a stopped member's, offline")
+    add_defrag_args(p, required=False)
     _cluster_flag(p, False)
     p.set_defaults(fn=cmd_defrag)
     p = sub.add_parser("move-leader", help="hand the leadership to another member")
@@ -1123,7 +1124,11 @@ def main(argv=None, out=None):
     out = out or sys.stdout
     if args.command == "version":
         return cmd_version(out)
-    if getattr(args, "offline", None) is not None:  # snapshot status|restore: files only
+    if args.command == "defrag" and args.data_dir:  # etcdctl's offline defrag
+        from raftkv.utl.main import cmd_defrag as offline_defrag
+
+        args.offline = offline_defrag
+    if getattr(args, "offline", None) is not None:  # files only, no endpoint is contacted
         from raftkv.utl.main import run_offline
 
         return run_offline(args, out)

@@ -50,7 +50,12 @@ from raftkv.raft import (
 )
 from raftkv.server import autocompact, corruptcheck, forcenew
 from raftkv.storage.dirlock import DirLock
-from raftkv.storage.engine import DATA_FILE, Engine
+from raftkv.storage.engine import (
+    DATA_FILE,
+    DEFRAG_SCRATCH,
+    Engine,
+    remove_defrag_scratch,
+)
 from raftkv.storage.errors import StorageError
 from raftkv.storage.group_commit import GroupCommitter, after_commit, before_commit
 from raftkv.storage.logstore import LogStore, pack_snap_meta, unpack_snap_meta
@@ -222,6 +227,9 @@ class Member:
         for name in os.listdir(self.cfg.data_dir):
             if name.startswith(("incoming-snap-", "outgoing-snap-")):  # left by a crash
                 os.unlink(os.path.join(self.cfg.data_dir, name))
+        if remove_defrag_scratch(self.cfg.data_dir):  # the live data.mdb is whole either way
+            log.warning("removed %s left in %s by a defrag that did not finish",
+                        DEFRAG_SCRATCH, self.cfg.data_dir)
         self.engine = Engine(self.cfg.data_dir)
         # The LMDB log of data dirs written before the WAL existed; its meta sub-db still holds
         # the applied configuration (conf state), written with each apply.

@@ -21,11 +21,16 @@ class DirInUseError(StorageError):
     """Another process holds the directory's lock."""
 
 
+ADVICE_MEMBER = ("one member at a time may run on it: stop that process first, or give this "
+                 "one its own --data-dir")
+
+
 class DirLock:
     """Holds DIR/LOCK_FILE locked (LOCK_EX | LOCK_NB) until release(). what: how the message
-    names the directory ("data dir", "WAL dir")."""
+    names the directory ("data dir", "WAL dir"); advice: what the refusal tells the user to
+    do (a member start's by default)."""
 
-    def __init__(self, directory, what):
+    def __init__(self, directory, what, advice=ADVICE_MEMBER):
         self.path = os.path.join(os.fspath(directory), LOCK_FILE)
         os.makedirs(os.fspath(directory), mode=0o700, exist_ok=True)
         self._fd = None
@@ -39,8 +44,7 @@ class DirLock:
                 raise DirInUseError(f"{directory}: cannot lock the {what}: {exc}") from exc
             raise DirInUseError(
                 f"{directory}: the {what} is in use by another process"
-                f"{f' (PID {holder})' if holder else ''}; one member at a time may run on it: "
-                f"stop that process first, or give this one its own --data-dir") from None
+                f"{f' (PID {holder})' if holder else ''}; {advice}") from None
         self._fd = fd
 
     def record_pid(self):

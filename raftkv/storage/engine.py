@@ -10,6 +10,7 @@ Sub-databases (opened on first use): "meta" (format version, hard state, snapsho
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 
 import lmdb
@@ -19,6 +20,10 @@ from raftkv.storage.errors import StorageError
 
 FORMAT_VERSION = 1  # bump on any incompatible change of the on-disk layout
 DATA_FILE = "data.mdb"
+# Where an offline defrag (raftkv/utl/defrag.py) writes the compacted copy of DATA_FILE before
+# renaming it over the live one; one left by a defrag cut short is removed by the next defrag
+# or member start (both hold the data dir's lock, so no defrag can be running then).
+DEFRAG_SCRATCH = "defrag.tmp"
 MAP_SIZE_BYTES_DEFAULT = 8 << 30  # 8 GiB of address space; pages are allocated only as used
 SUB_DBS_MAX = 16  # named sub-databases: log, meta and the MVCC store's, with room to grow
 META_DB = b"meta"
@@ -37,7 +42,7 @@ class Engine:
     def __init__(self, path, *, map_size_bytes=MAP_SIZE_BYTES_DEFAULT, readonly=False):
         assert map_size_bytes > 0
         self.path = os.fspath(path)
-        _check_dir(self.path, readonly)
+        check_dir(self.path, readonly)
         try:
             self.env = lmdb.open(
                 self.path, map_size=map_size_bytes, subdir=True, readonly=readonly,
@@ -84,7 +89,11 @@ class Engine:
             return handle
 
     def _check_format(self, readonly):
-        meta = self.db(META_DB)
+        try:
+            meta = self.db(META_DB)
+        except lmdb.NotFoundError:  # read-only: another program's LMDB environment
+            raise DataDirError(f"{self.path}: not a raftkv data dir (no format marker)") \
+                from None
         with self.env.begin(db=meta, write=False) as txn:
             magic = txn.get(MAGIC_KEY)
             version = txn.get(FORMAT_KEY)
@@ -117,8 +126,22 @@ class Engine:
         self.close()
 
 
-def _check_dir(path, readonly):
-    """Refuse a directory that holds something other than an LMDB environment."""
+def remove_defrag_scratch(path):
+    """Remove the DEFRAG_SCRATCH a defrag cut short left in the data dir at path (the caller
+    holds the data dir's lock). Returns whether there was one."""
+    scratch = os.path.join(os.fspath(path), DEFRAG_SCRATCH)
+    if os.path.isdir(scratch) and not os.path.islink(scratch):
+        shutil.rmtree(scratch)
+    elif os.path.lexists(scratch):
+        os.unlink(scratch)
+    else:
+        return False
+    return True
+
+
+def check_dir(path, readonly):
+    """Refuse a directory that holds something other than an LMDB environment (DataDirError);
+    readonly: also a missing one (else it is created)."""
     if not os.path.exists(path):
         if readonly:
             raise DataDirError(f"{path}: data dir does not exist")

@@ -170,6 +170,7 @@ def _preallocate(fd, size):
 
 
 def fsync_dir(path):
+    """fsync the directory (or file) at path: its entries (its contents) are durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -5,7 +5,10 @@
         [--initial-cluster-token T] [--initial-advertise-peer-urls URLS] [--data-dir DIR] \\
         [--skip-hash-check]
 
-`raftkvctl snapshot status|restore` run the same code (etcdctl 3.4 has them too).
+    raftkvutl defrag --data-dir DIR
+
+`raftkvctl snapshot status|restore` and `raftkvctl defrag --data-dir` run the same code
+(etcdctl 3.4 has them too).
 """
 from __future__ import annotations
 
@@ -46,6 +49,37 @@ def add_offline_parsers(ssub):
                    help="restore a file without snapshot save's SHA-256 trailer (a copied "
                         "member db)")
     p.set_defaults(offline=cmd_restore)
+
+
+def add_defrag_args(p, required):
+    """defrag's --data-dir: raftkvutl's needs it; raftkvctl's defrag is online without it."""
+    p.add_argument("--data-dir", required=required, default="",
+                   help="defragment this stopped member's data dir offline (shrinks its "
+                        "data.mdb; refused while a member runs on it)")
+
+
+def cmd_defrag(args, out):
+    """`defrag --data-dir DIR`: a compacted copy of the stopped member's store replaces it
+    (raftkv/utl/defrag.py). etcdctl 3.4 prints nothing on success; this prints the file's size
+    before and after. A failure is etcdctl's line on stderr and exit status 1."""
+    import lmdb
+
+    from raftkv.storage.engine import DATA_FILE
+    from raftkv.storage.errors import StorageError
+    from raftkv.utl import defrag as defrag_mod
+
+    try:
+        info = defrag_mod.defrag(args.data_dir)
+    except (defrag_mod.DefragError, StorageError, OSError, lmdb.Error) as exc:
+        sys.stderr.write(f"Failed to defragment etcd data[{args.data_dir}] ({exc})\n")
+        return 1
+    if args.write_out == "json":
+        out.write(json.dumps(info) + "\n")
+        return 0
+    before, after = info["size_before"], info["size_after"]
+    out.write(f"Finished defragmenting etcd data[{args.data_dir}]: {DATA_FILE} "
+              f"{human_bytes(before)} -> {human_bytes(after)} ({before} -> {after} bytes)\n")
+    return 0
 
 
 def cmd_status(args, out):
@@ -105,6 +139,9 @@ def build_parser():
     sub = p.add_subparsers(dest="command", required=True)
     snap = sub.add_parser("snapshot", help="snapshot status|restore")
     add_offline_parsers(snap.add_subparsers(dest="snapshot_cmd", required=True))
+    p_defrag = sub.add_parser("defrag", help="shrink a stopped member's store file")
+    add_defrag_args(p_defrag, required=True)
+    p_defrag.set_defaults(offline=cmd_defrag)
     return p
 
 
