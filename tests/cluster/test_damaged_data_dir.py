@@ -78,24 +78,25 @@ def test_a_flipped_byte_before_later_wal_records_is_refused(make_cluster):
     assert _digest(seg) == before
 
 
-def test_a_store_file_cut_short_is_refused(make_cluster):
-    h, m = _stopped_member_with_data(make_cluster)
-    data_file = os.path.join(m.data_dir, "data.mdb")
+def _cut_short(data_file):
     os.truncate(data_file, os.path.getsize(data_file) // 2)
-    before = _digest(data_file)
-    _refused(h, m, "data.mdb", "cut short")
-    assert _digest(data_file) == before
 
 
-def test_damaged_store_pages_are_refused(make_cluster):
-    h, m = _stopped_member_with_data(make_cluster)
-    data_file = os.path.join(m.data_dir, "data.mdb")
+def _zero_pages(data_file):
     size = os.path.getsize(data_file)
     with open(data_file, "r+b") as f:  # every page after LMDB's two meta pages
         f.seek(2 * 4096)
         f.write(b"\0" * (size - 2 * 4096))
+
+
+@pytest.mark.parametrize("damage, words", [(_cut_short, "cut short"),
+                                           (_zero_pages, "is damaged")])
+def test_a_damaged_store_file_is_refused(make_cluster, damage, words):
+    h, m = _stopped_member_with_data(make_cluster)
+    data_file = os.path.join(m.data_dir, "data.mdb")
+    damage(data_file)
     before = _digest(data_file)
-    _refused(h, m, "data.mdb", "is damaged")
+    _refused(h, m, "data.mdb", words)
     assert _digest(data_file) == before
 
 
