@@ -27,8 +27,11 @@ records 1, 2, 3... across segments. Types:
 Opening replays every segment in order (WAL.open returns the log image). A bad record in the
 last segment that a torn write explains (it runs past the end of the file, or a whole sector
 piece of it reads as zeros: a sector the crashed pwrite never reached) is an append that was
-never acknowledged: it and what follows are cut off. Any other bad record is corruption:
-WalCorruptError, naming the file and offset, and the member refuses to start.
+never acknowledged: it and what follows are cut off (from the image at once, from the file by
+the first write, so a start refused later changes no file). Any other bad record is
+corruption: WalCorruptError, naming the file and offset, and the member refuses to start; so
+are a hard state whose term goes back or whose vote changes within its term, and a commit
+index past the log's end.
 
 Writes: WAL.append() queues a record from any thread and returns its seq; one writer thread
 writes everything queued with one os.write per segment and one fdatasync per round (group
@@ -222,7 +225,7 @@ def _read_records(seg, last):
         if off + _HEAD_BYTES > size:
             if data.count(0, off) == size - off:  # only zeros follow
                 return off, False
-            bad = "a truncated record header"
+            bad, end = "a truncated record header", size
         else:
             length, crc, rtype, seq = _HEAD.unpack_from(data, off)
             end = off + 8 + length
@@ -286,7 +289,9 @@ def _replay(segments):
                         del run[first - run_lo:]
                         run.extend(ents)
                 elif rtype == HARD_STATE:
-                    img.hard_state = unpack_hard_state(payload)
+                    hs = unpack_hard_state(payload)
+                    _check_hard_state(img.hard_state, hs, seg.path, off)
+                    img.hard_state = hs
                 elif rtype == COMPACT:
                     meta = unpack_snap_meta(payload)
                     if meta.index > img.meta.index:
@@ -294,6 +299,8 @@ def _replay(segments):
                 else:  # INSTALL
                     img.meta = unpack_snap_meta(payload)
                     run_lo, run = 0, []
+            except WalCorruptError:
+                raise
             except (CorruptEntryError, ValueError, TypeError, msgpack.UnpackException) as exc:
                 raise WalCorruptError(seg.path, off, f"undecodable record: {exc}") from exc
     start = img.meta.index
@@ -309,7 +316,26 @@ def _replay(segments):
                                       f"entry {start} has term {term}, the compaction point "
                                       f"says {img.meta.term}")
         img.entries = run[max(0, start + 1 - run_lo):]
+    last_index = start + len(img.entries)
+    if img.hard_state.commit > last_index:
+        raise WalCorruptError(segments[-1].path, 0,
+                              f"the hard state's commit index {img.hard_state.commit} is "
+                              f"beyond the log's last entry {last_index} (entries it counted "
+                              f"as committed are missing)")
     return img, end, cut
+
+
+def _check_hard_state(prev, hs, path, off):
+    """A member's term never goes back, and the vote it cast in a term stands for that term
+    (Raft §5.2: one vote per term). A HARD_STATE record that says otherwise has a good CRC, so
+    no torn write explains it: it was written by hand or by a bug, and starting from it could
+    vote twice in a term (two leaders of one term)."""
+    if hs.term < prev.term:
+        raise WalCorruptError(path, off, f"hard state term {hs.term} after term {prev.term} "
+                                         f"(a term never goes back)")
+    if hs.term == prev.term and prev.vote and hs.vote != prev.vote:
+        raise WalCorruptError(path, off, f"hard state vote {hs.vote:x} after vote "
+                                         f"{prev.vote:x} in term {hs.term} (one vote per term)")
 
 
 # ---------------------------------------------------------------- the WAL
@@ -349,6 +375,7 @@ class WAL:
         self._meta = SnapshotMetadata()  # header of the next segment (writer thread only)
         self._compacted = 0  # the highest compaction point queued (writer thread only)
         self._hdr_end = 0  # where the current segment's header records end
+        self._repair = False  # the newest segment needs _repair_tail before the next write
         self.id = None  # the WAL's identity (ID_FILE), known once open() ran
         self.syncs = 0
         self.sync_seconds_total = 0.0
@@ -381,10 +408,10 @@ class WAL:
             last = segments[-1]
             self._fd = os.open(last.path, os.O_WRONLY)
             self._offset = end
-            if cut:  # zero the torn bytes so a later replay never reads them again
-                os.ftruncate(self._fd, end)
-                _preallocate(self._fd, self.segment_bytes)
-                os.fsync(self._fd)
+            # The repair of the newest segment waits for the first write (_repair_tail), so
+            # that a start refused after the replay (say, the store and this log disagree)
+            # leaves the files as they were; until then a replay finds the same log.
+            self._repair = cut or end == 0
         else:
             self._new_segment()
         self._thread = threading.Thread(target=self._run, name="raftkv-wal", daemon=True)
@@ -490,6 +517,8 @@ class WAL:
         _resolve(batch, None)
 
     def _write(self, batch):
+        if self._repair:
+            self._repair_tail()
         buf = []
         size = 0
         for item in batch:
@@ -529,6 +558,27 @@ class WAL:
             payload = pack_snap_meta(obj)
         return _record(item.rtype, item.seq, payload)
 
+    def _repair_tail(self):
+        """Before the first write after open: zero the torn tail the replay cut off (so that no
+        later replay reads it again), and give a newest segment left without its header
+        records (a crash while it was created, or a torn tail cut at byte 0) the compaction
+        point and hard state that every segment begins with: once the older segments are
+        deleted, the replay starts from it."""
+        os.ftruncate(self._fd, self._offset)
+        _preallocate(self._fd, self.segment_bytes)
+        if self._offset == 0:
+            hdr = self._header()
+            os.pwrite(self._fd, hdr, 0)
+            self._offset = self._hdr_end = len(hdr)
+        os.fsync(self._fd)
+        self._repair = False
+
+    def _header(self):
+        """A segment's header: the compaction point and hard state as of now (seq 0: they
+        repeat state already written, and queued records keep their own increasing seqs)."""
+        return _record(COMPACT, 0, pack_snap_meta(self._meta)) + _record(HARD_STATE, 0,
+                                                                     pack_hard_state(self._hs))
+
     def _new_segment(self):
         """Start the next segment: preallocated, beginning with the compaction point and the
         hard state (header records take seqs of their own, below the next queued one)."""
@@ -541,10 +591,7 @@ class WAL:
         self._fd = fd
         self._offset = 0
         self._segments.append(_Segment(number, path))
-        # Header records have seq 0: they repeat state already written, and queued records
-        # written after them keep their own (increasing) seqs.
-        hdr = _record(COMPACT, 0, pack_snap_meta(self._meta)) + _record(HARD_STATE, 0,
-                                                                   pack_hard_state(self._hs))
+        hdr = self._header()
         os.pwrite(fd, hdr, 0)
         self._offset = self._hdr_end = len(hdr)
         os.fdatasync(fd)

@@ -288,6 +288,96 @@ def test_missing_segment_is_corruption(tmp_path):
         open_wal(tmp_path, segment_bytes=4096)
 
 
+def test_a_last_segment_cut_inside_its_header_is_a_torn_tail(tmp_path):
+    """A newest segment that ends inside its first record header (a crash while it was made,
+    on a file system without preallocation) is a torn tail like any other: it was a traceback
+    (UnboundLocalError) that kept the member from starting, with no word of what was wrong."""
+    fill_small_segments(tmp_path)
+    last = _last_segment(tmp_path)
+    os.truncate(last, wal_mod._HEAD_BYTES - 4)
+    w, img = open_wal(tmp_path, segment_bytes=4096)
+    assert img.entries[-1].index < 200 and img.entries[0].index == 1
+    w.close()
+
+
+def test_a_newest_segment_without_its_header_gets_one_at_the_first_write(tmp_path):
+    """Every segment begins with the compaction point and the hard state: once the older
+    segments are deleted, the replay starts there. A newest segment with no records (a crash
+    right after it was created, or a torn tail cut at its byte 0) got none, and the appends
+    went on without them: after the next compaction deleted the older segments, the member's
+    term and vote were gone (a second vote in a term it had voted in)."""
+    w, _ = open_wal(tmp_path, segment_bytes=4096)
+    for lo in range(1, 100, 10):
+        write_sync(w, ENTRIES, ents(lo, lo + 9, term=3), lo + 9)
+    write_sync(w, HARD_STATE, HardState(3, 2, 100))
+    w.close()
+    number = int(segments(tmp_path)[-1][:-len(SUFFIX)], 16) + 1
+    with open(os.path.join(tmp_path, "wal", f"{number:016x}{SUFFIX}"), "wb") as f:
+        f.write(bytes(4096))  # created and preallocated, its header never written
+    w, img = open_wal(tmp_path, segment_bytes=4096)
+    assert img.hard_state == HardState(3, 2, 100)
+    write_sync(w, ENTRIES, ents(101, 102, term=3), 102)
+    write_sync(w, COMPACT, meta(101, term=3))  # every older segment is deleted
+    assert len(segments(tmp_path)) == 1
+    w.close()
+    _, img = open_wal(tmp_path, segment_bytes=4096)
+    assert img.hard_state == HardState(3, 2, 100)
+    assert img.meta == meta(101, term=3) and [e.index for e in img.entries] == [102]
+
+
+def test_a_torn_tail_is_left_as_it_was_until_the_first_write(tmp_path):
+    """The replay cuts a torn tail in memory; the file is repaired by the first write, so that
+    a start refused after the replay leaves the files as they were."""
+    w, _ = open_wal(tmp_path)
+    write_sync(w, ENTRIES, ents(1, 5), 5)
+    w.close()
+    end = _end_of_records(tmp_path)
+    _tear(tmp_path, end, "first-sectors")
+    with open(_last_segment(tmp_path), "rb") as f:
+        torn = f.read()
+    w, img = open_wal(tmp_path)
+    w.close()
+    assert img.entries == ents(1, 5)
+    with open(_last_segment(tmp_path), "rb") as f:
+        assert f.read() == torn
+    w, _ = open_wal(tmp_path)
+    write_sync(w, HARD_STATE, HardState(1, 1, 5))
+    w.close()
+    with open(_last_segment(tmp_path), "rb") as f:
+        data = f.read()
+    assert data[:end] == torn[:end] and data.rstrip(b"\0") != torn.rstrip(b"\0")
+    _, img = open_wal(tmp_path)
+    assert img.entries == ents(1, 5) and img.hard_state == HardState(1, 1, 5)
+
+
+@pytest.mark.parametrize("later,why", [(HardState(2, 1, 5), "term 2 after term 3"),
+                                       (HardState(3, 2, 5), "vote 2 after vote 1 in term 3")])
+def test_a_hard_state_that_goes_back_is_refused(tmp_path, later, why):
+    """Raft §5.2: a term never goes back and a vote stands for its term. A HARD_STATE record
+    that says otherwise has a good CRC (no torn write made it): the member started from it and
+    could vote a second time in a term."""
+    w, _ = open_wal(tmp_path)
+    write_sync(w, ENTRIES, ents(1, 5), 5)
+    write_sync(w, HARD_STATE, HardState(3, 1, 5))
+    write_sync(w, HARD_STATE, later)
+    w.close()
+    with pytest.raises(WalCorruptError) as info:
+        open_wal(tmp_path)
+    assert why in str(info.value) and "refuses to start" in str(info.value)
+
+
+def test_a_commit_index_beyond_the_log_is_refused(tmp_path):
+    """Entries a hard state counts as committed are written before it: a commit index past
+    the log's end means entries are missing (it was a ValueError traceback from the Raft core,
+    after the start had recorded its PID)."""
+    w, _ = open_wal(tmp_path)
+    write_sync(w, ENTRIES, ents(1, 5), 5)
+    write_sync(w, HARD_STATE, HardState(1, 1, 9))
+    w.close()
+    with pytest.raises(WalCorruptError, match="commit index 9 is beyond the log's last entry 5"):
+        open_wal(tmp_path)
+
+
 def test_wallog_storage_interface(tmp_path):
     w, img = open_wal(tmp_path)
     st = WalLog(w, img, CONF)
