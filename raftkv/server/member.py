@@ -167,6 +167,7 @@ class Member:
         self.removed = set()  # IDs removed from the cluster (REMOVED_KEY_PREFIX)
         self._forced = False  # started with --force-new-cluster on an existing data dir
         self._announce_pending = False  # no members known at start (see _announce)
+        self._announce_scheduled = False  # _announce_replayed is due (_on_conf_change)
         self.conf = ConfState()
         self.dedup = collections.OrderedDict()
         self._dedup_seq = 0
@@ -215,8 +216,13 @@ class Member:
         except BaseException:  # a refused start gives the directories back at once
             self._release_locks()
             raise
+
+    def record_pids(self):
+        """Write this process's PID into the locks' files: only once open_storage and
+        open_membership passed every check, so that a refused start leaves the files as they
+        were."""
         for lock in self._locks:
-            lock.record_pid()  # only now: a refused start leaves the files as they were
+            lock.record_pid()
 
     def _release_locks(self):
         for lock in self._locks:
@@ -268,7 +274,6 @@ class Member:
         if self.cfg.wal_dir:  # its checks above only read; the WAL's open writes
             self._locks.append(DirLock(self.cfg.wal_dir, "WAL dir"))
         image = self.wal.open()
-        self._record_wal(recorded)
         if migrate:
             image = self._migrate_legacy_log()
         image = self._finish_pending_install(image)
@@ -284,6 +289,7 @@ class Member:
         if fresh and self.cfg.initial_cluster_state == "new":
             self._bootstrap()
         self._check_state_vs_log()
+        self._record_wal(recorded)  # after the checks: a refused start changes nothing
         self.conf = self.logstore.initial_state()[1]
         self.raftlog.conf_state = self.conf
         self._load_members()
@@ -537,6 +543,7 @@ class Member:
         self._loop_thread = threading.get_ident()
         self.open_storage()
         self.open_membership()
+        self.record_pids()
         node = self.new_node()
         if not self.cfg.pre_vote:
             log.info("Raft pre-vote off (--pre-vote=false): a candidate raises its term at once")
@@ -893,7 +900,9 @@ class Member:
         cid = info.pop("cluster_id", None) if isinstance(info, dict) else None
         if isinstance(cid, int) and txn.get(CLUSTER_ID_KEY, db=meta) is None:
             txn.put(CLUSTER_ID_KEY, cid.to_bytes(8, "big"), db=meta)
-            after_commit(txn, lambda: self._adopt_cluster_id(cid))
+            # Before the commit: a store with the cluster's ID always comes with an identity
+            # file that has it too (_check_identity_vs_store).
+            before_commit(txn, lambda: self._adopt_cluster_id(cid))
         voters, learners = set(self.conf.voters), set(self.conf.learners)
         for ch in cc.changes:
             key = MEMBER_KEY_PREFIX + ch.node_id.to_bytes(8, "big")
@@ -945,11 +954,48 @@ class Member:
         """After open_storage, before the Raft node: the member update op (applied in log
         order like member_publish) and this data dir's identity."""
         self.kv.register_op(MEMBER_UPDATE_OP, self._op_member_update_peers)
-        self._load_identity()
+        found = self._load_identity()
         with self.engine.env.begin() as txn:
             raw = txn.get(CLUSTER_ID_KEY, db=self.engine.db("kvmeta"))
+        self._check_identity_vs_store(None if raw is None else int.from_bytes(raw, "big"),
+                                      found)
+        if not found:
+            self._save_identity()
         if raw is not None:
             self._adopt_cluster_id(int.from_bytes(raw, "big"))
+
+    def _check_identity_vs_store(self, store_cid, found):
+        """member-identity.json and the store must be the same member's. A store of another
+        cluster, or an identity file of another cluster, was refused by nothing: the member
+        adopted the store's cluster ID (or ran under a foreign member ID) and replayed this
+        WAL onto another cluster's state, or waited for a leader for ever. An identity file of
+        another member of this cluster made two processes one Raft member. (The cluster IDs
+        may differ legitimately only for a member added later that got the cluster's state
+        from a snapshot, until this start adopts the store's ID; the store then lists the
+        member, since the leader's image holds its addition.)"""
+        path = os.path.join(self.cfg.data_dir, IDENTITY_FILE)
+        says = f"{path} says" if found else f"{path} is missing, and --initial-cluster derives"
+        advice = ("put back this member's own files (with the member stopped), or remove it "
+                  "from the cluster and add it back with an empty data dir")
+        known = set(self.members) | set(self.removed)
+        if store_cid is not None and store_cid != self.cluster_id and self.id not in known:
+            raise DataDirStateError(
+                f"{self.cfg.data_dir}: the store ({DATA_FILE}) is of cluster {store_cid:x} and "
+                f"knows no member {self.id:x}, but {says} member {self.id:x} of cluster "
+                f"{self.cluster_id:x}: one of them is another cluster's; refusing to start "
+                f"({advice})")
+        mine = sorted(split_list(self.cfg.initial_advertise_peer_urls))
+        own = self.members.get(self.id, {}).get("peer_urls")
+        if own is not None and sorted(own) == mine:
+            return
+        for mid, rec in self.members.items():
+            if mid != self.id and mid not in self.removed and \
+                    sorted(rec.get("peer_urls") or ()) == mine:
+                raise DataDirStateError(
+                    f"{self.cfg.data_dir}: {says} member {self.id:x}, but the store records "
+                    f"this member's peer URLs ({', '.join(mine)}) as member {mid:x}'s: the "
+                    f"member ID is another member's; refusing to start, two processes would "
+                    f"be one Raft member ({advice})")
 
     def _adopt_cluster_id(self, cid):
         """The cluster's ID as its founding members derived it (replicated in the bootstrap
@@ -965,7 +1011,8 @@ class Member:
         """This member's and its cluster's IDs are derived from --initial-cluster at the data
         dir's first start only, then kept in the data dir (etcd keeps them in its WAL
         metadata): a member restarted after `member update` changed its peer URLs, with
-        --initial-cluster listing the new URL, keeps its ID."""
+        --initial-cluster listing the new URL, keeps its ID. Returns whether the file was
+        there (False: the IDs derived from the flags stand; open_membership saves them)."""
         path = os.path.join(self.cfg.data_dir, IDENTITY_FILE)
         try:
             with open(path, encoding="utf-8") as f:
@@ -984,8 +1031,8 @@ class Member:
             if self.id != self.cfg.member_ids().get(self.cfg.name):
                 log.info("member ID %x from %s (--initial-cluster derives another one from "
                          "this member's peer URLs: they were updated)", self.id, path)
-            return
-        self._save_identity()
+            return True
+        return False  # open_membership saves the derived IDs once they pass its checks
 
     def _save_identity(self):
         body = json.dumps({"member_id": self.id, "cluster_id": self.cluster_id})
@@ -1123,13 +1170,23 @@ class Member:
 
     def _on_conf_change(self, cc, conf_state):
         self.transport.set_peers(self._peer_addrs(), removed=self.removed)
-        if self._announce_pending and conf_state.voters:
-            self._announce(list(conf_state.voters))
+        if self._announce_pending and conf_state.voters and not self._announce_scheduled:
+            # Once the Ready's other conf changes are applied too: the first one alone (the
+            # bootstrap's first member) made a 3-member cluster's announcement say "1 voter(s),
+            # tolerates 0 failure(s)" and warn that such a cluster tolerates no failure.
+            self._announce_scheduled = True
+            asyncio.get_running_loop().call_soon(self._announce_replayed)
         if self.id not in conf_state.voters and self.id not in conf_state.learners and \
                 any(ch.node_id == self.id and ch.type == ConfChangeType.REMOVE_NODE
                     for ch in cc.changes):
             log.warning("this member was removed from the cluster; stopping")
             asyncio.get_running_loop().call_later(1.0, os._exit, 0)
+
+    def _announce_replayed(self):
+        self._announce_scheduled = False
+        voters = self.loop.conf_state.voters if self.loop.conf_state is not None else []
+        if self._announce_pending and voters:
+            self._announce(list(voters))
 
     def _on_soft_state(self, ss):
         if ss.role == Role.LEADER:
