@@ -212,6 +212,23 @@ def make_cluster(tmp_path, request):
     _finish(harnesses, failed)
 
 
+@pytest.fixture(scope="module")
+def make_module_cluster(tmp_path_factory, request):
+    """make_cluster for module-scoped fixtures: the clusters (one data dir built for many
+    tests, say) live until the module's last test; stopped by PID then."""
+    harnesses = []
+    root = tmp_path_factory.mktemp("module")
+    failed_before = request.session.testsfailed
+
+    def make(members=3, extra_args=(), wait_leader=True):
+        h = _start(root / f"cluster{len(harnesses)}", members, extra_args, wait_leader)
+        harnesses.append(h)
+        return h
+
+    yield make
+    _finish(harnesses, request.session.testsfailed > failed_before)
+
+
 @pytest.fixture
 def cluster3(make_cluster):
     return make_cluster(3)
