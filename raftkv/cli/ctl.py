@@ -8,6 +8,7 @@
     snapshot save|status|restore                    lock NAME [CMD...]   elect NAME [PROP]
     auth enable|disable|status   user add|delete|list|get|passwd|grant-role|revoke-role
     role add|delete|list|get|grant-permission|revoke-permission          load FILE  version
+    make-mirror [--prefix P] [--dest-prefix D | --no-dest-prefix] DESTINATION
 
 Endpoints come from --endpoints, else RAFTKVCTL_ENDPOINTS, else 127.0.0.1:2379: host:port,
 http(s)://host:port, or a member's native Unix socket, unix://PATH or unixs://PATH (TLS); see
@@ -46,7 +47,7 @@ import urllib.parse
 
 import raftkv
 from raftkv.api import wire
-from raftkv.cli import ctl_auth, ctl_concurrency, ctl_snapshot
+from raftkv.cli import ctl_auth, ctl_concurrency, ctl_mirror, ctl_snapshot
 from raftkv.cli.ctl_format import (
     EXIT_BAD_FEATURE,
     EXIT_INTERRUPTED,
@@ -1108,6 +1109,8 @@ def build_parser():
     ctl_auth.add_parsers(sub)
     ctl_snapshot.add_parsers(sub)
     ctl_concurrency.add_parsers(sub)
+    ctl_mirror.add_parsers(sub, lambda ca, cert, key: {"ca_cert": ca, "cert_cert": cert,
+                                                       "cert_key": key})
     return p
 
 
