@@ -52,6 +52,7 @@ from raftkv.server import autocompact, corruptcheck, forcenew
 from raftkv.storage.dirlock import DirLock
 from raftkv.storage.engine import (
     DATA_FILE,
+    DataDirError,
     DEFRAG_SCRATCH,
     Engine,
     remove_defrag_scratch,
@@ -224,6 +225,15 @@ class Member:
         for lock in self._locks:
             lock.record_pid()
 
+    def _open_engine(self):
+        try:
+            return Engine(self.cfg.data_dir)
+        except DataDirError as exc:
+            raise DataDirError(
+                f"{exc}; check that --data-dir names this member's data dir, and if its "
+                f"store is lost or damaged, remove the member from the cluster and add it back "
+                f"with an empty data dir") from None
+
     def _release_locks(self):
         for lock in self._locks:
             lock.release()
@@ -236,7 +246,7 @@ class Member:
         if remove_defrag_scratch(self.cfg.data_dir):  # the live data.mdb is whole either way
             log.warning("removed %s left in %s by a defrag that did not finish",
                         DEFRAG_SCRATCH, self.cfg.data_dir)
-        self.engine = Engine(self.cfg.data_dir)
+        self.engine = self._open_engine()
         # The LMDB log of data dirs written before the WAL existed; its meta sub-db still holds
         # the applied configuration (conf state), written with each apply.
         self.logstore = LogStore(self.engine)

@@ -74,9 +74,7 @@ class Engine:
         if have < need:
             raise DataDirError(
                 f"{self.path}: {DATA_FILE} is {have} bytes, but its pages reach byte {need}: "
-                f"the file was cut short; refusing to open a damaged store (restore this "
-                f"member from its peers: remove it from the cluster and add it back with an "
-                f"empty data dir)")
+                f"the file was cut short; refusing to open a damaged store")
 
     def db(self, name):
         """The named sub-database handle, created on first use."""

@@ -300,6 +300,8 @@ MATRIX = {
     "data.mdb an older copy of itself": (
         lambda d, f: shutil.copyfile(f["stale-store"], os.path.join(d, "data.mdb")), STARTS),
     "lock.mdb removed": (lambda d, f: os.unlink(os.path.join(d, "lock.mdb")), STARTS),
+    "data.mdb removed": (lambda d, f: os.unlink(os.path.join(d, "data.mdb")),
+                         ("no data.mdb", "remove the member from the cluster")),
 }
 
 
