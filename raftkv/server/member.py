@@ -57,7 +57,7 @@ from raftkv.storage.engine import (
     Engine,
     remove_defrag_scratch,
 )
-from raftkv.storage.errors import StorageError
+from raftkv.storage.errors import RESTORE_FROM_PEERS, StorageError
 from raftkv.storage.group_commit import GroupCommitter, after_commit, before_commit
 from raftkv.storage.logstore import LogStore, pack_snap_meta, unpack_snap_meta
 from raftkv.storage.raftlog import WalLog
@@ -212,8 +212,7 @@ class Member:
             self._release_locks()
             raise DataDirStateError(
                 f"{self.cfg.data_dir}: the store ({DATA_FILE}) is damaged: {exc}; refusing to "
-                f"start (restore this member from its peers: remove it from the cluster and "
-                f"add it back with an empty data dir)") from None
+                f"start ({RESTORE_FROM_PEERS})") from None
         except BaseException:  # a refused start gives the directories back at once
             self._release_locks()
             raise
@@ -453,13 +452,11 @@ class Member:
         are replayed into the member table."""
         applied = self.kv.applied_index
         lo, hi = self.raftlog.first_index() - 1, self.raftlog.last_index()
-        restore = ("restore this member from its peers: remove it from the cluster and add it "
-                   "back with an empty data dir")
         if applied < lo:
             raise DataDirStateError(
                 f"{self.cfg.data_dir}: the store is applied to index {applied} but the WAL "
                 f"holds only the log after index {lo}; refusing to start on an inconsistent "
-                f"data dir ({restore})")
+                f"data dir ({RESTORE_FROM_PEERS})")
         with self.engine.env.begin() as txn:
             kvmeta = self.engine.db("kvmeta")
             raw = txn.get(CONF_INDEX_KEY, db=kvmeta)
@@ -469,7 +466,8 @@ class Member:
                 f"{self.cfg.data_dir}: the store is applied to index {applied} but the WAL in "
                 f"{self.wal.dir} ends at index {hi}: entries the store applied are missing from "
                 f"the log (a damaged, cut or replaced WAL); refusing to start, since new "
-                f"entries would take indexes the store has already applied ({restore})")
+                f"entries would take indexes the store has already applied "
+                f"({RESTORE_FROM_PEERS})")
         conf_index = int.from_bytes(raw, "big") if raw is not None else applied
         self._restart_applied = max(lo, min(applied, hi, conf_index))
         hs = self.raftlog.hard_state

@@ -1,6 +1,11 @@
 """Storage errors, shared by the C and pure-Python backends so callers catch one class."""
 
 
+# What a member whose own data is damaged should do (the refusals' advice).
+RESTORE_FROM_PEERS = ("restore this member from its peers: remove it from the cluster and add "
+                      "it back with an empty data dir")
+
+
 class StorageError(Exception):
     """Base class for every error raised by raftkv.storage."""
 

@@ -50,7 +50,7 @@ import msgpack
 
 from raftkv.raft.types import HardState, SnapshotMetadata
 from raftkv.storage import crc32c, decode_entries, encode_entries
-from raftkv.storage.errors import CorruptEntryError, StorageError
+from raftkv.storage.errors import RESTORE_FROM_PEERS, CorruptEntryError, StorageError
 from raftkv.storage.logstore import (
     pack_hard_state,
     pack_snap_meta,
@@ -83,9 +83,8 @@ class WalCorruptError(CorruptEntryError):
 
     def __init__(self, path, offset, detail):
         super().__init__(f"{path}: WAL record at byte {offset} is corrupt: {detail}; the member "
-                         f"refuses to start on a damaged log (restore this member from its "
-                         f"peers: remove it from the cluster and add it back with an empty "
-                         f"data dir)", None, offset)
+                         f"refuses to start on a damaged log ({RESTORE_FROM_PEERS})", None,
+                         offset)
         self.path = path
 
 
@@ -181,15 +180,16 @@ def fsync_dir(path):
         os.close(fd)
 
 
-def _torn(data, off, bad, end):
-    """Whether the damaged record at off can be a torn write: the last append's pwrite cut by
-    a crash before its fdatasync returned (so never acknowledged). A segment is preallocated
-    (zeros), so a sector that write never reached still reads as zeros: a record that runs
-    past the end of the file, or whose bytes hold a whole zero sector piece (each piece between
-    SECTOR_BYTES boundaries of the file, etcd's torn-entry rule), can be one. A CRC mismatch or
-    a bad field with every sector written is damage to data that was synced: corruption."""
-    if bad in ("a truncated record header", "non-zero bytes after the end of the log") or \
-            end > len(data):
+def _torn(data, off, end):
+    """Whether the damaged record at off, ending at end, can be a torn write: the last append's
+    pwrite cut by a crash before its fdatasync returned (so never acknowledged). A segment is
+    preallocated (zeros), so a sector that write never reached still reads as zeros: a record
+    that runs past the end of the file, or whose bytes hold a whole zero sector piece (each
+    piece between SECTOR_BYTES boundaries of the file, etcd's torn-entry rule), can be one. A
+    CRC mismatch or a bad field with every sector written is damage to data that was synced:
+    corruption. (A record cut short by the end of the file, or a zero header with bytes after
+    it, needs no look: _read_records takes those for torn writes itself.)"""
+    if end > len(data):
         return True
     if end <= off:  # an impossible length (end: off): look at the header's sectors
         end = min(len(data), off + _HEAD_BYTES)
@@ -221,18 +221,18 @@ def _read_records(seg, last):
     off = 0
     size = len(data)
     while True:
-        bad = None
+        bad, torn = None, False  # torn: a torn write explains it without a look (_torn)
         if off + _HEAD_BYTES > size:
             if data.count(0, off) == size - off:  # only zeros follow
                 return off, False
-            bad, end = "a truncated record header", size
+            bad, torn = "a truncated record header", True
         else:
             length, crc, rtype, seq = _HEAD.unpack_from(data, off)
             end = off + 8 + length
             if length == 0 and crc == 0:
                 if data.count(0, off) == size - off:  # the preallocated rest
                     return off, False
-                bad = "non-zero bytes after the end of the log"
+                bad, torn = "non-zero bytes after the end of the log", True
             elif length < _LEN_MIN or length > RECORD_BYTES_MAX:
                 bad, end = f"impossible length {length}", off  # its extent is unknown
             elif end > size:
@@ -245,7 +245,7 @@ def _read_records(seg, last):
             yield off, rtype, seq, view[off + _HEAD_BYTES:end]
             off = end
             continue
-        if not last or not _torn(data, off, bad, end):
+        if not last or not (torn or _torn(data, off, end)):
             raise WalCorruptError(seg.path, off, bad)
         log.warning("%s: cutting the log at byte %d (%s; %d non-zero bytes after it): the tail "
                     "of an append a crash cut short, which was never acknowledged", seg.path,
