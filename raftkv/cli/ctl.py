@@ -457,26 +457,25 @@ async def cmd_member_update(c, args, out):
           fields=UNSUPPORTED)
 
 
-def parse_hex_id(text):
-    """A member ID as Go's strconv.ParseUint(text, 16, 64): (ID, None) or (None, its error)."""
-    if not re.fullmatch(r"[0-9a-fA-F]+", text):
-        return None, f"strconv.ParseUint: parsing {go_quote(text)}: invalid syntax"
-    if int(text, 16) >= 1 << 64:
-        return None, f"strconv.ParseUint: parsing {go_quote(text)}: value out of range"
+def parse_hex_id(text, signed=False):
+    """An ID as Go's strconv.ParseUint(text, 16, 64) reads it (a member ID), or with signed
+    as strconv.ParseInt(text, 16, 64) (a lease ID): (ID, None) or (None, Go's error)."""
+    func, digits, lo, hi = (("ParseInt", r"[+-]?[0-9a-fA-F]+", -(1 << 63), 1 << 63) if signed
+                            else ("ParseUint", r"[0-9a-fA-F]+", 0, 1 << 64))
+    if not re.fullmatch(digits, text):
+        return None, f"strconv.{func}: parsing {go_quote(text)}: invalid syntax"
+    if not lo <= int(text, 16) < hi:
+        return None, f"strconv.{func}: parsing {go_quote(text)}: value out of range"
     return int(text, 16), None
 
 
 def lease_id_arg(text, what="bad lease ID arg"):
-    """A lease ID argument as etcdctl reads it (Go's strconv.ParseInt(text, 16, 64)); a bad
-    one is etcdctl's error, exit 128 (put --lease says "bad lease ID")."""
-    if not re.fullmatch(r"[+-]?[0-9a-fA-F]+", text):
-        err = "invalid syntax"
-    elif not -(1 << 63) <= int(text, 16) < 1 << 63:
-        err = "value out of range"
-    else:
-        return int(text, 16)
-    raise bad_args(f"{what} (strconv.ParseInt: parsing {go_quote(text)}: {err}), "
-                   "expecting ID in Hex")
+    """A lease ID argument as etcdctl reads it; a bad one is etcdctl's error, exit 128 (put
+    --lease says "bad lease ID")."""
+    lease_id, err = parse_hex_id(text, signed=True)
+    if err:
+        raise bad_args(f"{what} ({err}), expecting ID in Hex")
+    return lease_id
 
 
 def _member_id(ids):
@@ -1109,8 +1108,7 @@ def build_parser():
     ctl_auth.add_parsers(sub)
     ctl_snapshot.add_parsers(sub)
     ctl_concurrency.add_parsers(sub)
-    ctl_mirror.add_parsers(sub, lambda ca, cert, key: {"ca_cert": ca, "cert_cert": cert,
-                                                       "cert_key": key})
+    ctl_mirror.add_parsers(sub)
     return p
 
 

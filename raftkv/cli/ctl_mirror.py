@@ -27,9 +27,7 @@ TXN_OPS_MAX = 128  # a destination txn's ops: etcd's default --max-txn-ops
 REPORT_INTERVAL_S = 30.0  # etcdctl prints its count every 30 s
 
 
-def add_parsers(sub, tls_kwargs):
-    """tls_kwargs(ca, cert, key): AsyncClient's TLS arguments (the source's come from the
-    global flags)."""
+def add_parsers(sub):
     p = sub.add_parser("make-mirror", help="mirror a prefix to another cluster, then follow "
                                            "its changes")
     p.add_argument("destination", help="the destination cluster's native endpoints")
@@ -43,7 +41,7 @@ def add_parsers(sub, tls_kwargs):
     p.add_argument("--dest-key", default="", help="its key")
     p.add_argument("--dest-insecure-transport", default="true",
                    help="(etcdctl's; TLS follows the destination's https:// URLs)")
-    p.set_defaults(fn=cmd_make_mirror, tls_kwargs=tls_kwargs)
+    p.set_defaults(fn=cmd_make_mirror)
 
 
 def renamer(prefix, dest_prefix):
@@ -58,8 +56,9 @@ async def cmd_make_mirror(c, args, out):
     prefix = to_bytes(args.prefix)
     dest_prefix = b"" if args.no_dest_prefix else to_bytes(args.dest_prefix or args.prefix)
     rename = renamer(prefix, dest_prefix)
-    tls = args.tls_kwargs(args.dest_cacert or None, args.dest_cert or None,
-                          args.dest_key or None)
+    # the destination's TLS files (the source's come from the global flags)
+    tls = {"ca_cert": args.dest_cacert or None, "cert_cert": args.dest_cert or None,
+           "cert_key": args.dest_key or None}
     total = [0]
 
     async def report():
