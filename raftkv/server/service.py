@@ -46,7 +46,7 @@ ADMIN_FRONT_OPS = frozenset({*LEADER_MEMBER_OPS, "member_update", "defragment", 
                              "hash_kv", "move_leader"})
 # Raising an alarm stops every write: root only once auth is on (etcd 3.4.23 lets any client,
 # with no token, ACTIVATE; docs/ETCD_DIFFERENCES.md). GET and DEACTIVATE stay open as etcd's.
-ALARM_ACTIVATE = 1
+ALARM_ACTIVATE, ALARM_DEACTIVATE = 1, 2  # AlarmRequest's actions (0: GET)
 LEARNER_READY_PERCENT = 0.9  # etcd's readyPercent for promoting a learner
 MAX_LEARNERS = 1  # etcd 3.4's maxLearners
 # --strict-reconfig-check: a peer counts as active once the leader's connection to it has been
@@ -650,7 +650,7 @@ class Service:
             # etcd answers with the alarm it raised, as the request named it (checked on
             # 3.4.23 over gRPC), however many others are raised
             return {"header": self.header(), "alarms": [{"memberID": member, "alarm": kind}]}
-        if action == 2:  # DEACTIVATE, through the log
+        if action == ALARM_DEACTIVATE:  # through the log
             disarmed = []
             # a store still over quota raises NOSPACE again on its next write
             if kind in (0, NOSPACE) and kv.alarm:
