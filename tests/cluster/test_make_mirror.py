@@ -45,8 +45,14 @@ def _until_same(src_c, src_prefix, dest_c, dest_prefix, proc):
 
 
 def _stop(proc):
+    """SIGINT to the mirror's PID; SIGKILL if it has not ended within 30 s (then the test
+    fails on its exit status)."""
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate(timeout=30)
     return proc.returncode, out, err
 
 
