@@ -67,6 +67,10 @@ def _callbacks(watcher, writer):
     errors = []
     rev = writer.get("/c/cb/a")[1].mod_revision
     writer.compact(writer.get("/c/cb/c")[1].mod_revision)
+    # A linearizable read through the follower: it has applied the compaction once this
+    # returns (the leader answered the compact; the follower applies it a moment later, and a
+    # watch from before it could still deliver the old events there).
+    watcher.get("/c/cb/c")
     compacted_id = watcher.add_watch_callback("/c/cb/a", errors.append, start_revision=rev)
     _wait(lambda: errors, "the compaction error")
     assert isinstance(errors[0], RevisionCompactedError)
