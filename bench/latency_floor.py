@@ -12,12 +12,17 @@ parts alone, with no Raft and no store, and the two systems' sequential put p50 
 - `sync_1` / `sync_3`: one 400-byte pwrite + fdatasync in a preallocated file under the data
   root, one writer alone and three at once (median of the three writers' p50s);
 - `raftkv_status`: a native status request to the leader (client and server, no Raft);
+- `c_put`: the whole message pattern of a put in C (bench/put_floor.c, built here with gcc):
+  client -> leader -> two followers, a 300-byte entry written and fdatasynced by each, the
+  response once the leader's sync and one follower's ack are in; no store, no Raft logic, no
+  interpreter. No implementation of this pattern on this machine goes below it;
 - `raftkv_put`, `etcd_put`: a sequential put with 256-byte values from one client to the
   leader (raftkv's native protocol; etcd's gRPC through the same load generator as
   bench/sidebyside.py, which connects to the leader too).
 
-`floor` = 2 x hop_rtt + sync_3: a put served with zero CPU anywhere. The issue's target for
-raftkv (at most half of etcd's p50) is printed beside it. Each figure is the median over reps;
+`floor` = 2 x hop_rtt + sync_3: a put served with zero CPU anywhere but with uvloop's hops
+(what the Python per-message path cannot go below). The issue's target for raftkv (at most
+half of etcd's p50) is printed beside it. Each figure is the median over reps;
 systems alternate within a rep. Nothing here is a pass/fail test.
 """
 from __future__ import annotations
@@ -152,6 +157,29 @@ def _reap(proc, grace_s=10.0):
         proc.wait(timeout=10)
 
 
+def build_put_floor(root):
+    """bench/put_floor.c built with gcc into `root`; None (with a note) without a compiler."""
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "put_floor.c")
+    exe = os.path.join(root, "put_floor")
+    cc = shutil.which(os.environ.get("CC", "gcc"))
+    if cc is None:
+        print("latency_floor: no C compiler, c_put is left out", file=sys.stderr)
+        return None
+    subprocess.run([cc, "-O2", "-o", exe, src], check=True)
+    return exe
+
+
+def c_put(exe, root, total):
+    """p50 of bench/put_floor.c's sequential puts (four processes it forks itself)."""
+    scratch = tempfile.mkdtemp(prefix="put-floor-", dir=root)
+    try:
+        out = subprocess.run([exe, scratch, str(total)], check=True, timeout=300,
+                             stdout=subprocess.PIPE, text=True).stdout
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return json.loads(out)["p50_ms"] / 1e3
+
+
 def raftkv_status_rtt(endpoint, total):
     from raftkv.client import AsyncClient
 
@@ -179,9 +207,10 @@ def run(args):
     root = tempfile.mkdtemp(prefix="latency-floor-", dir=args.data_root)
     raftkv = LocalCluster(os.path.join(root, "raftkv"), 3)
     etcd = None if args.no_etcd else rbench.EtcdCluster(os.path.join(root, "etcd"), 3)
-    samples = {k: [] for k in ("hop_rtt", "sync_1", "sync_3", "raftkv_status", "raftkv_put",
-                               "etcd_put")}
+    samples = {k: [] for k in ("hop_rtt", "sync_1", "sync_3", "raftkv_status", "c_put",
+                               "raftkv_put", "etcd_put")}
     try:
+        floor_exe = build_put_floor(root)
         raftkv.start()
         if etcd is not None:
             etcd.start()
@@ -193,6 +222,8 @@ def run(args):
             samples["sync_3"].append(sync_p50(root, 3, args.total))
             leader = native[rbench.leader_index(grpc, timeout_s=60.0)]
             samples["raftkv_status"].append(raftkv_status_rtt(leader, args.total))
+            if floor_exe is not None:
+                samples["c_put"].append(c_put(floor_exe, root, args.total))
             samples["raftkv_put"].append(put_p50("native", native, args.total))
             if etcd is not None:
                 samples["etcd_put"].append(put_p50("grpc", etcd.endpoints, args.total))
@@ -219,9 +250,10 @@ def _print(result):
         "sync_1": "400 B pwrite + fdatasync, one writer",
         "sync_3": "the same, three writers at once (three members)",
         "raftkv_status": "native status request to the leader (no Raft)",
+        "c_put": "the put's messages and syncs in C, nothing else (put_floor.c)",
         "raftkv_put": "raftkv native sequential put, client on the leader",
         "etcd_put": "etcd gRPC sequential put, client on the leader",
-        "floor": "2 x hop_rtt + sync_3: a put with zero CPU spent",
+        "floor": "2 x hop_rtt + sync_3: zero CPU but uvloop's hops",
         "target": "etcd_put / 2: the issue's target for raftkv_put",
     }
     print(f"medians over {result['reps']} reps of {result['total']} operations each")
