@@ -13,6 +13,7 @@ import enum
 
 from raftkv.raft.errors import (
     CompactedError,
+    LogDivergedError,
     ProposalDroppedError,
     SnapshotTemporarilyUnavailableError,
 )
@@ -544,6 +545,13 @@ class Raft:
                     pr.become_probe()
                 self.send_append(m.frm)
             return
+        if m.index > self.log.last_index():
+            # The follower answered with its commit index (handle_append_entries) and it is
+            # beyond our log: it holds committed entries we lack, which only a quorum's lost
+            # log can explain (damaged data dirs; the follower stops, LogDivergedError). Never
+            # count it as holding entries we do not have: a commit on that count would be
+            # unsafe, and our next append would ask for a term past our log's end.
+            return
         old_paused = pr.is_paused()
         if not pr.maybe_update(m.index):
             return
@@ -682,6 +690,7 @@ class Raft:
     def handle_append_entries(self, m):
         """Figure 2, AppendEntries receiver implementation."""
         if m.index < self.log.committed:
+            self._check_committed_prefix(m)
             self.send(Message(MsgType.APP_RESP, to=m.frm, index=self.log.committed))
             return
         mlast = self.log.maybe_append(m.index, m.log_term, m.commit, m.entries)
@@ -692,6 +701,24 @@ class Raft:
         hint, hint_term = self.log.find_conflict_by_term(hint, m.log_term)
         self.send(Message(MsgType.APP_RESP, to=m.frm, index=m.index, reject=True,
                           reject_hint=hint, log_term=hint_term))
+
+    def _check_committed_prefix(self, m):
+        """An append below our commit index (a duplicate, or a new leader's first probe) is
+        answered with the commit index: by Leader Completeness (§5.4) every leader's log holds
+        the committed entries. When a quorum lost committed entries (damaged data dirs) the
+        leader's log may not, and that answer would make it count this member as holding
+        entries it does not hold. So the entries of m at or below our commit index must match
+        ours (they always do when no committed entry was lost); raises LogDivergedError if not."""
+        committed = self.log.committed
+        for index, term in [(m.index, m.log_term)] + [(e.index, e.term) for e in m.entries]:
+            if index > committed:
+                break
+            try:
+                ours = self.log.term(index)
+            except CompactedError:
+                continue  # compacted into our snapshot: no term to compare
+            if ours != term:
+                raise LogDivergedError(m.frm, m.term, index, ours, term, committed)
 
     def handle_snapshot(self, m):
         snap = m.snapshot

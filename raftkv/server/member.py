@@ -48,6 +48,7 @@ from raftkv.raft import (
     decode_conf_change,
     encode_conf_change,
 )
+from raftkv.raft.errors import LogDivergedError
 from raftkv.server import autocompact, corruptcheck, forcenew
 from raftkv.storage.dirlock import DirLock
 from raftkv.storage.engine import (
@@ -643,9 +644,27 @@ class Member:
         if self.stopping or task.cancelled():
             return
         exc = task.exception()
+        if isinstance(exc, LogDivergedError):
+            self._diverged_stop(exc)
         log.critical("the Raft loop stopped unexpectedly; exiting so a supervisor can restart "
                      "this member (its data dir is intact)", exc_info=exc)
         os._exit(3)
+
+    def _diverged_stop(self, exc):
+        """The leader's log lacks entries this member counted as committed (the core's
+        LogDivergedError): a quorum lost them, so this member can neither follow that leader
+        (it would drop entries its store applied) nor serve. It stops, its data dir as it was,
+        with exit status 2 (a supervisor restarting it would meet the same leader)."""
+        log.critical(
+            "refusing to go on: %s. A quorum of the members lost committed entries, and "
+            "with them writes that were acknowledged: their data dirs were damaged or replaced "
+            "(an older data.mdb, a cut WAL, a disk that lost synced writes) and they elected "
+            "leader %x without them. This member's data dir %s is intact and holds those "
+            "writes. Either keep the cluster as it is now: %s; or keep this member's data: "
+            "stop every member, start this one alone with --force-new-cluster, and add the "
+            "others back with empty data dirs", exc, exc.leader,
+            os.path.abspath(self.cfg.data_dir), RESTORE_FROM_PEERS)
+        os._exit(2)
 
     def _announce(self, voters=None):
         # After --force-new-cluster the removals are committed but not applied yet: announce

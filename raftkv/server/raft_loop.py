@@ -21,7 +21,7 @@ import time
 
 from raftkv.errors import RaftkvError
 from raftkv.raft import EntryType
-from raftkv.raft.errors import ProposalDroppedError, RaftError
+from raftkv.raft.errors import LogDivergedError, ProposalDroppedError, RaftError
 from raftkv.server.proposals import Batcher, Registry, decode_batch
 
 log = logging.getLogger("raftkv.raft_loop")
@@ -163,6 +163,8 @@ class RaftLoop:
             elif kind == "step":
                 try:
                     self.node.step(item)
+                except LogDivergedError:
+                    raise  # the member must stop (Member._on_raft_loop_done)
                 except RaftError as exc:
                     log.debug("dropped peer message %s: %s", item.type, exc)
             elif kind == "call":

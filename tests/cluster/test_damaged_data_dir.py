@@ -404,3 +404,90 @@ def test_a_new_data_dir_on_a_kept_wal_of_a_three_member_cluster(make_cluster, tm
     assert "the members are not known until the log replays" in text, text
     assert "3 voter(s), quorum 2, tolerates 1 failure(s)" in text, text
     assert "1 voter(s)" not in text and "a cluster of 1 member(s)" not in text, text
+
+
+def _zero_block_after(data_dir, keep_end):
+    """Zero the 4 KiB block halfway between keep_end and the end of the newest segment's
+    records (a torn write explains it: the log is cut there at start)."""
+    seg = _segments(data_dir)[-1]
+    off, length = _wal_records(seg)[-1]
+    block = (keep_end + off + length) // 2 // 4096 * 4096
+    assert keep_end <= block < off, (keep_end, block, off)
+    with open(seg, "r+b") as f:
+        f.seek(block)
+        f.write(bytes(4096))
+
+
+def _wal_end(data_dir):
+    off, length = _wal_records(_segments(data_dir)[-1])[-1]
+    return off + length
+
+
+def test_a_member_whose_committed_entries_a_quorum_lost_stops_with_advice(make_cluster,
+                                                                         tmp_path):
+    """Both followers' data dirs damaged alike (an older copy of data.mdb, a zeroed block in
+    the newest WAL segment, which the start cuts as a torn tail) while the leader was down:
+    they elect one of them without the entries they lost, acknowledged puts among them. When
+    the old leader came back, the new leader took its commit index (past the new leader's
+    own log) as its match and died on its next append, as did the other damaged member once
+    it led: no leader for good. Now the new leader goes on with the damaged pair, and the old
+    leader, whose log holds those entries as committed, stops with exit status 2 and says
+    what happened and what to do; its data dir holds every acknowledged put, which
+    --force-new-cluster then serves."""
+    h = make_cluster(3)
+    old_leader = h.leader()
+    pair = [m for m in h.members if m is not old_leader]
+    c = h.client(timeout=10.0)
+    acked = {}
+
+    def put(i):
+        key, value = f"k{i:03d}", f"{i:03d}".encode() * 500
+        c.put(key, value)
+        acked[key] = value
+
+    for i in range(30):
+        put(i)
+    h.close_clients()
+    stale = {}
+    for m in pair:  # an older copy of the store, taken from the stopped member
+        assert h.stop_member(m) == 0
+        stale[m.name] = (str(tmp_path / f"{m.name}-data.mdb"), _wal_end(m.data_dir))
+        shutil.copyfile(os.path.join(m.data_dir, "data.mdb"), stale[m.name][0])
+        h.start_member(m)
+    h.leader()
+    c = h.client(timeout=10.0)
+    for i in range(30, 60):
+        put(i)
+    h.close_clients()
+    for m in h.members:
+        assert h.stop_member(m) == 0
+    for m in pair:
+        copy, keep_end = stale[m.name]
+        shutil.copyfile(copy, os.path.join(m.data_dir, "data.mdb"))
+        _zero_block_after(m.data_dir, keep_end)
+    for m in pair:
+        h.start_member(m)
+    new_leader = h.leader(among=pair)
+    got = {meta.key.decode(): v for v, meta in h.client(pair, timeout=10.0).get_prefix("k")}
+    assert set(got) < set(acked)  # the pair lost acknowledged puts: the expected loss
+
+    seen = len(h.log_text(old_leader))
+    h.cluster.start_member(old_leader)
+    assert old_leader.proc.wait(timeout=WAIT_S) == 2
+    text = h.log_text(old_leader)[seen:]
+    assert "Traceback" not in text, text
+    for words in ("refusing to go on", f"leader {h.status(new_leader)['leader']:x} of term",
+                  "the leader lacks committed entries", "acknowledged",
+                  "remove it from the cluster", "--force-new-cluster"):
+        assert words in text, text
+    assert h.leader(among=pair) is new_leader and all(m.alive() for m in pair)
+    h.client(pair, timeout=10.0).put("after", "x")
+    h.close_clients()
+
+    for m in pair:
+        assert h.stop_member(m) == 0
+    h.cluster.member_args[old_leader.name] = ["--force-new-cluster"]
+    h.start_member(old_leader)
+    assert h.leader(among=[old_leader]) is old_leader
+    got = {meta.key.decode(): v for v, meta in h.client([old_leader]).get_prefix("k")}
+    assert got == acked
