@@ -270,3 +270,15 @@ def has_put(body):
             if kind == "request_put" or (kind == "request_txn" and has_put(sub)):
                 return True
     return False
+
+
+def read_only(body):
+    """True if a txn writes nothing whichever branch runs: no put or delete anywhere, nested
+    txns included (etcd's isTxnReadonly, which serves such a txn as a linearizable read)."""
+    for name in ("success", "failure"):
+        for op in body.get(name) or ():
+            kind, sub = split_op(op)
+            if kind in ("request_put", "request_delete_range") or \
+                    (kind == "request_txn" and not read_only(sub)):
+                return False
+    return True

@@ -93,7 +93,10 @@ class RaftLoop:
         return fut
 
     def read_barrier(self):
-        """A future that completes once a linearizable read may be served locally."""
+        """A future that completes once a linearizable read may be served locally. It never
+        fails: while this member knows no leader the read waits in line, and a round lost with
+        a leader is asked again of the next one; the caller bounds the wait (Service's
+        --request-timeout, a client's deadline) by cancelling the future."""
         fut = asyncio.get_running_loop().create_future()
         self._read_waiters.append(fut)
         self._wake.set()
@@ -160,6 +163,8 @@ class RaftLoop:
             if kind == "tick":
                 self.node.tick()
                 self._retry_read_rounds(time.monotonic())
+                if self.leader_id == 0 and self._read_waiters:
+                    self._forget_abandoned_reads()
             elif kind == "step":
                 try:
                     self.node.step(item)
@@ -197,7 +202,9 @@ class RaftLoop:
             self.registry.fail(seq, exc)
 
     def _start_read_round(self):
-        if not self._read_waiters:
+        # Without a leader the core would drop the round: the reads wait in line, and the
+        # first loop turn that knows a leader (its Ready's soft state) asks for them.
+        if not self._read_waiters or self.leader_id == 0:
             return
         self._read_ctx += 1
         # Unique across members: the leader keys pending reads by ctx.
@@ -219,6 +226,11 @@ class RaftLoop:
                 log.debug("ReadIndex round unconfirmed after %.1fs: asking again for %d "
                           "read(s)", now - started, len(waiting))
                 self._read_waiters.extend(waiting)
+
+    def _forget_abandoned_reads(self):
+        """Drop the reads waiting for a leader whose caller gave up (its timeout or deadline
+        cancelled the future): without a leader for long, they would pile up."""
+        self._read_waiters = [f for f in self._read_waiters if not f.done()]
 
     async def _handle_ready(self, rd):
         if rd.soft_state is not None:
@@ -327,12 +339,13 @@ class RaftLoop:
         if ss.lead != self.leader_id:
             self.leader_changes += 1
             log.info("leader is now %x (was %x)", ss.lead, self.leader_id)
-            # Reads waiting on a round the old leader never confirmed would hang: fail them,
-            # the client retries (etcd answers such reads with a leader-changed error).
+            # Reads waiting on a round the old leader never confirmed would hang: they go back
+            # in line for a round with the new leader (at once if one is known, else once one
+            # is), which serves them linearizably too, as it is asked after they began. etcd
+            # 3.4.23 fails them with `etcdserver: leader changed` and leaves the retry to its
+            # client; etcdctl's does, a bare gRPC client's does not.
             for _, futs in self._read_rounds.values():
-                for f in futs:
-                    if not f.done():
-                        f.set_exception(RaftkvError("LEADER_CHANGED"))
+                self._read_waiters.extend(f for f in futs if not f.done())
             self._read_rounds.clear()
             # Writes proposed here under the old leader may have been forwarded to a leader
             # that is gone (its MsgProp lost): fail them now rather than at --request-timeout.

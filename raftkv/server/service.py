@@ -21,6 +21,7 @@ from raftkv.raft.errors import ProposalDroppedError
 from raftkv.server.authn import AuthFrontEnd
 from raftkv.server.config import ConfigError, host_port
 from raftkv.server.config import member_id as derive_member_id
+from raftkv.server.leaderless import retry_leaderless
 from raftkv.server.member import MEMBER_UPDATE_OP
 from raftkv.server.proposals import Reply
 
@@ -53,6 +54,10 @@ MAX_LEARNERS = 1  # etcd 3.4's maxLearners
 # up this long (etcd's HealthInterval).
 HEALTH_INTERVAL_S = 5.0
 SNAPSHOT_READ_BYTES = 1 << 20
+# A read-only txn refused for want of a leader with these is sent again (_txn): nothing was
+# proposed, or what was can change nothing.
+LEADERLESS_CODES = frozenset({"NO_LEADER", "LEADER_CHANGED"})
+READ_RETRY_MIN_S = 0.05  # the shortest wait for a retried read-only txn's proposal
 
 
 def _size(body):
@@ -128,6 +133,8 @@ class Service:
             return await handler(body)
         if op in WRITE_OPS:
             body[auth_mod.USER_FIELD] = user
+            if op == "txn":
+                return await self._txn(body)
             return await self._write(op, body)
         raise RaftkvError("UNKNOWN_OP", f"raftkv: unknown operation {op!r}")
 
@@ -181,16 +188,42 @@ class Service:
         return ""
 
     # ---------------------------------------------------------------- KV
-    async def _write(self, op, body):
+    async def _write(self, op, body, timeout_s=None):
         rid = body.pop("request_id", None)
         size = self._check_write(body, op)
         if op in GROWING_OPS:
             await self._check_quota()
-        fut = self.loop.propose(op, body, size, self.timeout_s, rid=rid)
+        fut = self.loop.propose(op, body, size, timeout_s or self.timeout_s, rid=rid)
         resp = await fut
         if isinstance(resp, RaftkvError):
             raise resp
         return self._with_header(resp)
+
+    async def _txn(self, body):
+        """A txn goes through the log. One that writes nothing (txncheck.read_only) is a
+        linearizable read, which etcd serves after a ReadIndex barrier, waiting for a leader
+        until its request timeout: refused here for want of a leader (NO_LEADER, nothing
+        proposed; LEADER_CHANGED, proposed to a leader that is gone, harmless if applied after
+        all), it is sent again until --request-timeout has passed since it arrived, then
+        TIMEOUT, as etcd 3.4.23 answers. A txn with a leader pays one clock read for this."""
+        arrived = asyncio.get_running_loop().time()
+        try:
+            return await self._write("txn", body)
+        except RaftkvError as exc:
+            if exc.code not in LEADERLESS_CODES or not txncheck.read_only(body):
+                raise
+        deadline = arrived + self.timeout_s
+        clock = asyncio.get_running_loop().time
+
+        def attempt():  # a fresh body each time (the first went into the log, maybe)
+            return self._write("txn", dict(body), max(deadline - clock(), READ_RETRY_MIN_S))
+        try:
+            return await retry_leaderless(attempt, max(0.0, deadline - clock()),
+                                          LEADERLESS_CODES)
+        except RaftkvError as exc:
+            if exc.code in LEADERLESS_CODES:
+                raise RaftkvError("TIMEOUT") from None
+            raise
 
     def _check_write(self, body, op):
         if self.m.kv.corrupt and op in CORRUPT_STOPS:  # no writes until disarmed
@@ -346,9 +379,12 @@ class Service:
         return resp
 
     async def read_barrier(self):
-        """Wait until a linearizable read may be served locally (ReadIndex, thesis §6.4)."""
-        if self.loop.leader_id == 0:
-            raise RaftkvError("NO_LEADER")
+        """Wait until a linearizable read may be served locally (ReadIndex, thesis §6.4).
+        A member that knows no leader (an election, a majority down) holds the read until one
+        is elected, and a round lost with its leader is asked again of the next one
+        (RaftLoop.read_barrier), all within --request-timeout; then TIMEOUT (`etcdserver:
+        request timed out`, as etcd 3.4.23 answers a read it could not serve). Without a
+        quorum no round is ever confirmed, so the read never succeeds."""
         try:
             await asyncio.wait_for(self.loop.read_barrier(), self.timeout_s)
         except asyncio.TimeoutError:
@@ -626,6 +662,8 @@ class Service:
         st = self.loop.node.status()
         errors = ["memberID:%d alarm:%s " % (a["memberID"], "NOSPACE" if a["alarm"] == NOSPACE
                                              else "CORRUPT") for a in self._alarms()]
+        if self.loop.leader_id == 0:  # as etcd 3.4.23's Status (etcdctl's ERRORS column)
+            errors.append(RaftkvError("NO_LEADER").message)
         db = self.m.kv.backend_bytes()
         voters = st["voters"]
         return {"header": self.header(), "version": VERSION, "dbSize": db,

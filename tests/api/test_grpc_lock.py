@@ -15,6 +15,7 @@ from raftkv.api.etcd.proto import rpc_pb2, rpc_pb2_grpc, v3election_pb2 as epb
 from raftkv.api.etcd.proto import v3election_pb2_grpc
 from raftkv.api.etcd.proto import v3lock_pb2 as lpb, v3lock_pb2_grpc
 from raftkv.errors import RaftkvError
+from raftkv.server.leaderless import LEADER_POLL_S
 from tests.api.conftest import GrpcFakeService, ServerThread
 
 pytestmark = pytest.mark.timeout(60)
@@ -188,7 +189,7 @@ def test_no_leader_is_answered_once_the_request_timeout_has_passed():
     with pytest.raises(RaftkvError) as exc:
         asyncio.run(concurrency.leader(concurrency.Caller(service, {}), b"e"))
     assert exc.value.code == "NO_LEADER"
-    assert time.monotonic() - started >= service.timeout_s - concurrency.LEADER_POLL_S
+    assert time.monotonic() - started >= service.timeout_s - LEADER_POLL_S
     assert service.calls >= 2
 
 

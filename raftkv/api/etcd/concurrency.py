@@ -24,10 +24,11 @@ tests/etcdctl/differential_lock.py):
 * cleanup: a Lock or Campaign whose client cancels while waiting deletes its key without the
   caller's identity (etcd uses the in-process client's own context, which carries no token:
   with auth on, the delete fails and the key stays until its lease ends);
-* no leader: a member that knows no leader refuses a read or write at once (NO_LEADER, nothing
+* no leader: a member that knows no leader refuses a write at once (NO_LEADER, nothing
   proposed), where etcd's in-process client's request waits for one until its request timeout
-  (5 s + 2 election timeouts). Each call here tries again until the service's request timeout
-  (`service.timeout_s`) has passed, so a Lock sent while the member knows no leader, or a
+  (5 s + 2 election timeouts); a linearizable read waits for one itself. Each call here tries
+  again until the service's request timeout (`service.timeout_s`) has passed
+  (raftkv/server/leaderless.py), so a Lock sent while the member knows no leader, or a
   cleanup begun while a majority was down, goes through once a leader is elected, as in etcd
   (tests/etcdctl/test_lock_faults.py).
 """
@@ -40,14 +41,11 @@ import logging
 from raftkv.api import wire
 from raftkv.api.etcd.convert import RaftkvError, fill, to_dict, with_identity
 from raftkv.api.etcd.proto import kv_pb2, rpc_pb2
+from raftkv.server.leaderless import retry_leaderless
 
 log = logging.getLogger(__name__)
 
 SESSION_TTL_S = 60  # concurrency.NewSession's default TTL (a request with lease 0)
-# How often a call refused with NO_LEADER is tried again: an election with etcd's default
-# timings takes about a second, so a few tries an election, and a leaderless member is
-# asked at most 10 times a second per waiting call.
-LEADER_POLL_S = 0.1
 _DELETE = 1  # mvccpb.Event.DELETE
 _RANGE = rpc_pb2.RangeRequest
 _CREATE_TARGET = rpc_pb2.Compare.CREATE
@@ -75,19 +73,12 @@ class Caller:
 
     async def call(self, op, request, response_cls):
         """service.call with a request message; the answer as a response_cls message. Refused
-        with NO_LEADER (nothing was proposed or read), it is sent again every LEADER_POLL_S
-        until service.timeout_s has passed, then that refusal is raised."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.service.timeout_s
-        while True:
-            try:  # a fresh body each time: the service pops the identity fields
-                result = await self.service.call(op, dict(to_dict(request), **self.who))
-            except RaftkvError as exc:
-                if exc.code != "NO_LEADER" or loop.time() + LEADER_POLL_S > deadline:
-                    raise
-                await asyncio.sleep(LEADER_POLL_S)
-                continue
-            return fill(response_cls(), result)
+        with NO_LEADER (nothing was proposed), it is sent again every LEADER_POLL_S until
+        service.timeout_s has passed, then that refusal is raised (retry_leaderless)."""
+        def attempt():  # a fresh body each time: the service pops the identity fields
+            return self.service.call(op, dict(to_dict(request), **self.who))
+        result = await retry_leaderless(attempt, self.service.timeout_s)
+        return fill(response_cls(), result)
 
     def watch(self, key, start_revision, prefix=False):
         """service.watch of key (or every key under the prefix key) from start_revision: an
