@@ -354,10 +354,7 @@ class OpGen:
         return Op("KV", "DeleteRange", self.delete_request())
 
     def _op_txn(self):
-        req = self.txn_request()
-        if _from_key_delete(req):
-            _clear_ignores(req)  # etcd 3.4.23 may panic on the rest (see _from_key_delete)
-        return Op("KV", "Txn", req)
+        return _txn_op(self.txn_request())
 
     def _op_compact(self):
         rev = self.rng.choice((self.compact, self.compact + 1, self.rev - 1, self.rev,
@@ -421,7 +418,7 @@ class OpGen:
             inner.success.extend(self.request_op(2) for _ in range(rng.randint(1, 3)))
             req.success.extend([self.request_op(1), rpc_pb2.RequestOp(request_txn=inner),
                                 self.request_op(1)])
-        return Op("KV", "Txn", req)
+        return _txn_op(req)
 
     def duplicate_of(self, key):
         """RequestOps that make a txn branch with a put of key a duplicate-key error."""
@@ -449,6 +446,14 @@ def _from_key_delete(txn):
     raftkv refuses that txn with "key not found" (docs/ETCD_DIFFERENCES.md)."""
     return any(op.WhichOneof("request") == "request_delete_range"
                and op.request_delete_range.range_end == b"\0" for op in _ops(txn))
+
+
+def _txn_op(txn):
+    """The Txn op for txn, with ignore_value and ignore_lease cleared when it holds a from-key
+    delete: etcd 3.4.23 may panic on such a txn (_from_key_delete), which would end the run."""
+    if _from_key_delete(txn):
+        _clear_ignores(txn)
+    return Op("KV", "Txn", txn)
 
 
 def _clear_ignores(txn):
