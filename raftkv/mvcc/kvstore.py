@@ -33,6 +33,9 @@ from raftkv.storage import BTree
 MAX_TXN_OPS_DEFAULT = 128  # etcd --max-txn-ops
 COMPACTION_BATCH_DEFAULT = 1000  # keys compacted physically per apply() call
 _SHIFT = SUB_BITS + 1
+# The sub-dbs in_use_bytes counts: the MVCC store's and the Raft log's (storage/logstore.py).
+IN_USE_DBS = tuple(n.encode() if isinstance(n, str) else n
+                   for n in (codec.KV_DB, codec.META_DB, codec.LEASE_DB, "log", "meta"))
 _MAIN_KEY = struct.Struct(">Q1sQ").pack  # codec.rev_key of (main, sub) without the int shuffle
 
 
@@ -272,13 +275,20 @@ class KVStore:
 
     def in_use_bytes(self):
         """Pages holding live data in every sub-db (etcd's dbSizeInUse): what the quota counts,
-        so that delete + compact bring a store back under it (LMDB reuses the freed pages)."""
+        so that delete + compact bring a store back under it (LMDB reuses the freed pages).
+        A sub-db the store lacks (the Raft log's "log" and "meta" beside a KVStore used
+        without a member, say) holds no page: it counts 0 and is not created. Handles are
+        opened before the txn that reads them: LMDB's stat fails (EINVAL) on a sub-db opened
+        after the txn began, as a missing one, created on first use, was."""
         env = self.engine.env
         psize = env.stat()["psize"]
+        with env.begin() as txn:  # named sub-dbs are keys of LMDB's main db
+            present = [name for name in IN_USE_DBS if txn.get(name) is not None]
+        handles = [self.engine.db(name) for name in present]
         pages = 0
         with env.begin() as txn:
-            for name in (codec.KV_DB, codec.META_DB, codec.LEASE_DB, "log", "meta"):
-                st = txn.stat(self.engine.db(name))
+            for handle in handles:
+                st = txn.stat(handle)
                 pages += st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
         return pages * psize
 

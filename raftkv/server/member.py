@@ -58,7 +58,7 @@ from raftkv.storage.engine import (
     Engine,
     remove_defrag_scratch,
 )
-from raftkv.storage.errors import RESTORE_FROM_PEERS, StorageError
+from raftkv.storage.errors import RESTORE_FROM_PEERS, StorageError, writable
 from raftkv.storage.group_commit import GroupCommitter, after_commit, before_commit
 from raftkv.storage.logstore import LogStore, pack_snap_meta, unpack_snap_meta
 from raftkv.storage.raftlog import WalLog
@@ -66,6 +66,7 @@ from raftkv.storage.wal import (
     COMPACT,
     ENTRIES,
     HARD_STATE,
+    ID_FILE,
     INSTALL,
     SEGMENT_BYTES_DEFAULT,
     WAL,
@@ -239,13 +240,17 @@ class Member:
             lock.release()
         self._locks = []
 
+    def _remove_leftovers(self):
+        with writable("remove a file that a crash (or a defrag cut short) left in the data dir"):
+            for name in os.listdir(self.cfg.data_dir):
+                if name.startswith(("incoming-snap-", "outgoing-snap-")):  # left by a crash
+                    os.unlink(os.path.join(self.cfg.data_dir, name))
+            if remove_defrag_scratch(self.cfg.data_dir):  # the live data.mdb is whole anyway
+                log.warning("removed %s left in %s by a defrag that did not finish",
+                            DEFRAG_SCRATCH, self.cfg.data_dir)
+
     def _open_storage(self):
-        for name in os.listdir(self.cfg.data_dir):
-            if name.startswith(("incoming-snap-", "outgoing-snap-")):  # left by a crash
-                os.unlink(os.path.join(self.cfg.data_dir, name))
-        if remove_defrag_scratch(self.cfg.data_dir):  # the live data.mdb is whole either way
-            log.warning("removed %s left in %s by a defrag that did not finish",
-                        DEFRAG_SCRATCH, self.cfg.data_dir)
+        self._remove_leftovers()
         self.engine = self._open_engine()
         # The LMDB log of data dirs written before the WAL existed; its meta sub-db still holds
         # the applied configuration (conf state), written with each apply.
@@ -283,7 +288,8 @@ class Member:
                 f"log (if this member ran with --wal-dir, start it with the same --wal-dir)")
         if self.cfg.wal_dir:  # its checks above only read; the WAL's open writes
             self._locks.append(DirLock(self.cfg.wal_dir, "WAL dir"))
-        image = self.wal.open()
+        with writable(f"open the WAL in {self.wal.dir} for writing", self._wal_what()):
+            image = self.wal.open()
         if migrate:
             image = self._migrate_legacy_log()
         image = self._finish_pending_install(image)
@@ -322,6 +328,10 @@ class Member:
                 f"{self.cfg.wal_dir}; move the WAL files there (with the member stopped) or "
                 f"start without --wal-dir")
 
+    def _wal_what(self):
+        """How messages name the directory of the WAL."""
+        return "WAL dir" if self.cfg.wal_dir else "data dir"
+
     def _check_wal_identity(self):
         """The data dir records its WAL's identity (WAL_RECORD_FILE) once the WAL is open: a
         start that finds no WAL, or another one, where the flags say it is refuses, since an
@@ -334,6 +344,7 @@ class Member:
                 rec = json.load(f)
             wal_id, last_dir = str(rec["wal_id"]), str(rec["wal_dir"])
         except FileNotFoundError:
+            self._check_unrecorded_wal()
             return None
         except (KeyError, TypeError, ValueError) as exc:
             raise DataDirStateError(f"{path} is damaged ({exc}); refusing to start") from None
@@ -359,14 +370,55 @@ class Member:
             f"is lost, remove this member from the cluster and add it back with an empty data "
             f"dir")
 
+    def _check_unrecorded_wal(self):
+        """No WAL_RECORD_FILE. A raftkv that gives WALs an identity writes the WAL's (ID_FILE,
+        in the WAL's directory) and then this record before the member applies anything (the
+        identity of a WAL from before identities is written only with the record: WAL.save_id).
+        So a WAL with an identity beside a store that has applied entries means the record was
+        lost (deleted, or the data dir rebuilt by hand), not that an older raftkv wrote the data
+        dir: nothing then tells whether this WAL is the data dir's own, and a foreign or older
+        log could lose acknowledged writes or vote twice in a term. Refused (so is the case of
+        member-identity.json lost as well; an older raftkv wrote neither). A store that applied
+        nothing may start: a first start cut short before the record, or a new data dir on a
+        kept WAL (its store is rebuilt from the log). A WAL without identity is taken for one
+        an older raftkv wrote (nothing in its segments tells otherwise); the start says so and
+        the checks of the store against the log (_check_state_vs_log) still guard it."""
+        where = wal_path(self.cfg.data_dir, self.cfg.wal_dir)
+        if not WAL.exists(self.cfg.data_dir, self.cfg.wal_dir):
+            return  # a new WAL (or a missing one beside an applied store: refused next)
+        found = read_wal_id(where)
+        applied = self.kv.applied_index
+        if found is None:
+            log.info("%s: no %s and the WAL in %s has no identity: taking it for a WAL written "
+                     "by a raftkv from before WAL identities; it gets one now, recorded in the "
+                     "data dir", self.cfg.data_dir, WAL_RECORD_FILE, where)
+            return
+        if applied == 0:
+            return
+        lost = [WAL_RECORD_FILE]
+        if not os.path.exists(os.path.join(self.cfg.data_dir, IDENTITY_FILE)):
+            lost.append(IDENTITY_FILE)
+        raise DataDirStateError(
+            f"{self.cfg.data_dir}: {' and '.join(lost)} {'are' if len(lost) > 1 else 'is'} "
+            f"missing, but the WAL in {where} has an identity ({found}) and the store is "
+            f"applied to index {applied}: the raftkv that wrote them records the WAL's "
+            f"identity in the data dir before it applies anything, so the data dir's identity "
+            f"files were lost, and nothing tells whether this WAL is its own; refusing to "
+            f"start, since a foreign or older Raft log could lose acknowledged writes or vote "
+            f"twice in a term. Put the files back from a backup of this data dir (with the "
+            f"member stopped), or {RESTORE_FROM_PEERS}")
+
     def _record_wal(self, recorded):
         """Record the open WAL's identity and directory in the data dir (when new or moved)."""
         assert self.wal.id is not None
         where = os.path.abspath(self.wal.dir)
+        with writable(f"write the WAL's identity into {ID_FILE}", self._wal_what()):
+            self.wal.save_id()  # a WAL from before identities gets its own now
         if recorded is not None and recorded["wal_dir"] == where:
             return
         assert recorded is None or recorded["wal_id"] == self.wal.id
-        record_wal(self.cfg.data_dir, self.wal.id, where)
+        with writable(f"write the WAL record {WAL_RECORD_FILE}"):
+            record_wal(self.cfg.data_dir, self.wal.id, where)
 
     def _bootstrap(self):
         """Every member of a new cluster writes the same entries 1..N (one conf change per
@@ -986,6 +1038,15 @@ class Member:
             raw = txn.get(CLUSTER_ID_KEY, db=self.engine.db("kvmeta"))
         self._check_identity_vs_store(None if raw is None else int.from_bytes(raw, "big"),
                                       found)
+        if not found and self.kv.applied_index > 0:
+            # Safe to rebuild: the IDs derive from the flags as at the data dir's first start,
+            # and _check_identity_vs_store above refused them if the store's cluster ID or
+            # member table says they are another cluster's or another member's. (The data dir
+            # had its WAL record: _check_unrecorded_wal refuses when both files are lost.)
+            log.warning("%s: %s is missing; member ID %x and cluster ID %x derived from "
+                        "--initial-cluster, which the store's cluster ID and member table do not "
+                        "contradict: writing them to it",
+                        self.cfg.data_dir, IDENTITY_FILE, self.id, self.cluster_id)
         if not found:
             self._save_identity()
         if raw is not None:
@@ -1063,7 +1124,9 @@ class Member:
 
     def _save_identity(self):
         body = json.dumps({"member_id": self.id, "cluster_id": self.cluster_id})
-        write_file_durably(os.path.join(self.cfg.data_dir, IDENTITY_FILE), body.encode("utf-8"))
+        with writable(f"write the member's identity file {IDENTITY_FILE}"):
+            write_file_durably(os.path.join(self.cfg.data_dir, IDENTITY_FILE),
+                               body.encode("utf-8"))
 
     def _op_member_update_peers(self, w, body):
         """etcd's MemberUpdate (a ConfChangeUpdateNode there), applied by every member in log

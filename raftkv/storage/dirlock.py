@@ -12,7 +12,7 @@ import errno
 import fcntl
 import os
 
-from raftkv.storage.errors import StorageError
+from raftkv.storage.errors import StorageError, writable
 
 LOCK_FILE = "raftkv.lock"
 
@@ -32,9 +32,11 @@ class DirLock:
 
     def __init__(self, directory, what, advice=ADVICE_MEMBER):
         self.path = os.path.join(os.fspath(directory), LOCK_FILE)
-        os.makedirs(os.fspath(directory), mode=0o700, exist_ok=True)
+        with writable(f"create the {what}", what):
+            os.makedirs(os.fspath(directory), mode=0o700, exist_ok=True)
         self._fd = None
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        with writable(f"open the {what}'s lock file {LOCK_FILE} for writing", what):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

@@ -9,6 +9,7 @@ Sub-databases (opened on first use): "meta" (format version, hard state, snapsho
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import threading
@@ -16,10 +17,11 @@ import threading
 import lmdb
 
 from raftkv.storage.dirlock import LOCK_FILE
-from raftkv.storage.errors import StorageError
+from raftkv.storage.errors import StorageError, writable
 
 FORMAT_VERSION = 1  # bump on any incompatible change of the on-disk layout
 DATA_FILE = "data.mdb"
+LMDB_LOCK_FILE = "lock.mdb"  # LMDB's reader table beside DATA_FILE (rewritten at every open)
 # Where an offline defrag (raftkv/utl/defrag.py) writes the compacted copy of DATA_FILE before
 # renaming it over the live one; one left by a defrag cut short is removed by the next defrag
 # or member start (both hold the data dir's lock, so no defrag can be running then).
@@ -43,6 +45,8 @@ class Engine:
         assert map_size_bytes > 0
         self.path = os.fspath(path)
         check_dir(self.path, readonly)
+        if not readonly:
+            check_writable(self.path)
         try:
             self.env = lmdb.open(
                 self.path, map_size=map_size_bytes, subdir=True, readonly=readonly,
@@ -137,9 +141,26 @@ def remove_defrag_scratch(path):
     return True
 
 
+def check_writable(path):
+    """LMDB opens its two files for reading and writing, and says only "Permission denied" or
+    "Read-only file system" when it may not (no path, no errno). Open the ones that exist the
+    same way first (nothing is written), so that a store the process may not write is refused
+    with the file, the operation, the errno and what to do (DirAccessError)."""
+    for name in (DATA_FILE, LMDB_LOCK_FILE):
+        full = os.path.join(path, name)
+        if os.path.exists(full):
+            with writable(f"open {name} for reading and writing, as LMDB does"):
+                os.close(os.open(full, os.O_RDWR))
+        elif not os.access(path, os.W_OK | os.X_OK):  # LMDB would create it
+            err = errno.EROFS if os.statvfs(path).f_flag & os.ST_RDONLY else errno.EACCES
+            with writable(f"create {name} in it, as LMDB does"):
+                raise OSError(err, os.strerror(err), path)
+
+
 def check_dir(path, readonly):
     """Refuse a directory that holds something other than an LMDB environment (DataDirError);
-    readonly: also a missing one (else it is created)."""
+    readonly: also a missing one (else it is created). An empty (0-byte) DATA_FILE is refused
+    too, unless the directory holds nothing else of a member's (below)."""
     if not os.path.exists(path):
         if readonly:
             raise DataDirError(f"{path}: data dir does not exist")
@@ -155,3 +176,16 @@ def check_dir(path, readonly):
         raise DataDirError(
             f"{path}: not a raftkv data dir (it holds {sorted(entries)[:5]} but no {DATA_FILE})"
         )
+    # LMDB takes a 0-byte DATA_FILE for a new environment and writes one into it. Beside a
+    # member's other files (its WAL, its identity files) the store was lost, as if DATA_FILE
+    # were missing (refused above): refuse before LMDB writes anything, so that a refused start
+    # changes no file. Alone (with at most LMDB's lock file: a first start cut short before
+    # LMDB wrote its first pages) it is a new data dir, as an empty directory is.
+    others = entries - {DATA_FILE, LMDB_LOCK_FILE}
+    data = os.path.join(path, DATA_FILE)
+    if DATA_FILE in entries and os.path.isfile(data) and os.path.getsize(data) == 0 and \
+            (others or readonly):
+        raise DataDirError(
+            f"{path}: {DATA_FILE} is empty (0 bytes)"
+            + (f" but the data dir holds {sorted(others)[:5]}: its store is lost" if others
+               else "") + "; refusing to open it (LMDB would write a new, empty store into it)")

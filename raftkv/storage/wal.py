@@ -10,7 +10,8 @@ store's applied index.
 Layout: <data dir>/wal/<number:016x>.wal (or in the --wal-dir), numbered from 1, beside the file
 wal-id: the WAL's identity (random hex, written before its first segment; WAL.id), which the
 member also records in its data dir so that a missing or foreign WAL is refused rather than
-replaced by an empty log (raftkv/server/member.py _check_wal_identity). A segment is
+replaced by an empty log (raftkv/server/member.py _check_wal_identity). A WAL written before
+identities existed gets one when the member records it (WAL.save_id), not at open. A segment is
 preallocated to segment_bytes with fallocate (zero-filled reads past the written end), and every
 segment begins with a COMPACT record (the compaction point as of its creation) and a HARD_STATE
 record, so the segments before it can be deleted once the log is compacted past their entries.
@@ -377,6 +378,7 @@ class WAL:
         self._hdr_end = 0  # where the current segment's header records end
         self._repair = False  # the newest segment needs _repair_tail before the next write
         self.id = None  # the WAL's identity (ID_FILE), known once open() ran
+        self.id_unsaved = False  # open(): True while self.id is not yet in ID_FILE (save_id)
         self.syncs = 0
         self.sync_seconds_total = 0.0
         self.sync_seconds = collections.deque(maxlen=4096)  # recent fdatasync durations
@@ -390,10 +392,17 @@ class WAL:
         """Replay the WAL (creating it if absent); returns the LogImage and starts the writer."""
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         self.id = read_wal_id(self.dir)
+        self.id_unsaved = self.id is None
+        segments = _list_segments(self.dir)
         if self.id is None:  # a new WAL, or one written before WALs had an identity
             self.id = os.urandom(16).hex()
-            write_file_durably(os.path.join(self.dir, ID_FILE), self.id.encode("ascii"))
-        segments = _list_segments(self.dir)
+            # A new WAL's identity is written before its first segment. One written before
+            # identities existed gets its identity from save_id(), once the member recorded it
+            # past every check of its start: a start refused (or cut short) in between leaves
+            # no identity in the WAL that its data dir does not record, so the next start still
+            # sees the old WAL it is (raftkv/server/member.py _check_wal_identity).
+            if not segments:
+                self.save_id()
         if segments:
             img, end, cut = _replay(segments)
         else:
@@ -417,6 +426,13 @@ class WAL:
         self._thread = threading.Thread(target=self._run, name="raftkv-wal", daemon=True)
         self._thread.start()
         return img
+
+    def save_id(self):
+        """Write the identity (ID_FILE) of a WAL that open() found without one."""
+        assert self.id is not None, "save_id() before open()"
+        if self.id_unsaved:
+            write_file_durably(os.path.join(self.dir, ID_FILE), self.id.encode("ascii"))
+            self.id_unsaved = False
 
     # ---- writing (any thread) ----
     def append(self, rtype, obj, *, loop=None, max_index=0):

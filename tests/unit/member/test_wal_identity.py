@@ -5,17 +5,20 @@ yet, where the store alone cannot tell that a log existed). A moved WAL started 
 --wal-dir, --force-new-cluster, snapshot restore and data dirs from before the record work."""
 import hashlib
 import json
+import logging
 import os
 import shutil
 
 import pytest
 
-from raftkv.server.member import WAL_RECORD_FILE, DataDirStateError
+from raftkv.mvcc.kvstore import KVStore
+from raftkv.server.member import IDENTITY_FILE, WAL_RECORD_FILE, DataDirStateError, record_wal
+from raftkv.storage.engine import Engine
 from raftkv.storage.wal import ID_FILE, WAL, read_wal_id
 from raftkv.utl import restore
 from tests.unit.member.test_force_new_cluster import apply_conf_changes
 from tests.unit.member.test_force_new_cluster import make_member as make_3
-from tests.unit.member.test_ops_flags_member import make_member
+from tests.unit.member.test_ops_flags_member import applied_member, make_member
 from tests.unit.utl.test_restore import CLUSTER, write_snapshot
 
 
@@ -173,3 +176,61 @@ def test_restore_records_the_wal_where_it_ends_up(tmp_path, with_wal_dir):
     with pytest.raises(DataDirStateError, match="there is no WAL in|its WAL is in .* but"):
         m.open_storage()
     m.close_storage()
+
+
+def test_lost_identity_files_beside_an_applied_store_are_refused(tmp_path):
+    """wal-identity.json (and member-identity.json) deleted from a data dir whose WAL has an
+    identity and whose store has applied entries: the WAL was taken for one from before WAL
+    identities and the member started, with nothing to tell whether the WAL was its own. Only
+    a lost record explains an identified WAL beside an applied store (the record is written
+    before anything is applied), so the start is refused and touches nothing."""
+    d = tmp_path / "d"
+    applied_member(d)
+    os.unlink(d / WAL_RECORD_FILE)
+    assert not os.path.exists(d / IDENTITY_FILE)  # open_storage alone never wrote it
+    before = tree(d)
+    msg = refused(d, match=f"{WAL_RECORD_FILE} and {IDENTITY_FILE} are missing")
+    assert f"the WAL in {d / 'wal'} has an identity ({read_wal_id(str(d / 'wal'))})" in msg
+    assert "applied to index 1" in msg and "restore this member from its peers" in msg
+    assert tree(d) == before
+    record_wal(str(d), read_wal_id(str(d / "wal")), str(d / "wal"))  # put back: it starts
+    m = make_member(d)
+    m.open_storage()
+    m.close_storage()
+
+
+def test_an_unrecorded_identified_wal_beside_an_unapplied_store_starts(tmp_path):
+    """A first start cut short between the WAL's identity and the record (nothing applied
+    yet), like a new data dir on a kept WAL, starts and records the WAL."""
+    d = tmp_path / "d"
+    wal = bootstrapped(d)
+    os.unlink(d / WAL_RECORD_FILE)
+    assert reopens(d) == wal.id and record(d)["wal_id"] == wal.id
+
+
+def test_a_refused_start_leaves_a_wal_from_before_identities_without_one(tmp_path, caplog):
+    """A WAL from before identities used to get its identity at open, before the checks that
+    may refuse the start: the refused start changed it, and the next start found an
+    identified WAL without a record (now refused as lost files). Its identity is written with
+    the record, once the start passed every check, and the start says what it took the WAL
+    for."""
+    d = tmp_path / "d"
+    applied_member(d)
+    os.unlink(d / WAL_RECORD_FILE)
+    os.unlink(d / "wal" / ID_FILE)  # what a raftkv from before WAL identities left
+    shutil.copyfile(d / "data.mdb", tmp_path / "data.mdb")
+    engine = Engine(str(d))  # the store applied beyond the WAL's end: refused after the replay
+    store = KVStore(engine)
+    with engine.env.begin(write=True) as txn:
+        store.apply(txn, 5, [])
+    engine.close()
+    before = tree(d)
+    refused(d, match="ends at index 1")
+    assert tree(d) == before and read_wal_id(str(d / "wal")) is None
+    shutil.copyfile(tmp_path / "data.mdb", d / "data.mdb")
+    caplog.set_level(logging.INFO, logger="raftkv.member")
+    m = make_member(d)
+    m.open_storage()
+    m.close_storage()
+    assert read_wal_id(str(d / "wal")) == m.wal.id == record(d)["wal_id"]
+    assert "taking it for a WAL written by a raftkv from before WAL identities" in caplog.text

@@ -192,3 +192,25 @@ def test_quota_alarm(tmp_path):
     h.store.quota_bytes = 0
     assert h.store.disarm() and h.put(b"new")
     h.close()
+
+
+def test_in_use_bytes_of_a_store_without_the_raft_log_tables(tmp_path):
+    """in_use_bytes on a KVStore whose engine has no "log" table (a store used without a
+    member), or one that exists but was never opened in this process: it raised EINVAL from
+    mdb_stat (a sub-db opened after the read txn began). It counts what there is, and creates
+    nothing."""
+    h = Harness(tmp_path / "d")
+    empty = h.store.in_use_bytes()
+    assert empty > 0
+    for i in range(20):
+        h.put(b"k%02d" % i, b"x" * 3000)  # overflow pages
+    grown = h.store.in_use_bytes()
+    assert grown >= empty + 20 * 3000
+    with h.engine.env.begin() as txn:
+        assert txn.get(b"log") is None  # not created by the count
+    log_db = h.engine.db(b"log")
+    with h.engine.env.begin(write=True) as txn:
+        txn.put(b"\0" * 8, b"y" * 20_000, db=log_db)
+    store = h.reopen()  # "log" exists but this engine has not opened it
+    assert store.in_use_bytes() >= grown + 20_000
+    h.close()

@@ -65,7 +65,8 @@ def segments(path):
 
 def test_identity_is_made_once_and_kept(tmp_path):
     """A WAL gets its identity (ID_FILE) before its first segment and keeps it; a WAL written
-    before identities existed gets one at its next open."""
+    before identities existed gets one at its next open, written only by save_id() (the member
+    calls it once its start passed every check: a refused start leaves the WAL as it was)."""
     w, _ = open_wal(tmp_path)
     write_sync(w, ENTRIES, ents(1, 3), 3)
     w.close()
@@ -76,8 +77,10 @@ def test_identity_is_made_once_and_kept(tmp_path):
     assert w.id == first and len(img.entries) == 3
     os.unlink(tmp_path / "wal" / ID_FILE)
     w, img = open_wal(tmp_path)
+    assert w.id != first and w.id_unsaved and read_wal_id(str(tmp_path / "wal")) is None
+    w.save_id()
     w.close()
-    assert w.id != first and read_wal_id(str(tmp_path / "wal")) == w.id
+    assert not w.id_unsaved and read_wal_id(str(tmp_path / "wal")) == w.id
     assert len(img.entries) == 3 and segments(tmp_path) == [f"{1:016x}{SUFFIX}"]
 
 
