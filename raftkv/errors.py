@@ -98,6 +98,8 @@ ERRORS = {
     "ELECTION_NO_LEADER": (GrpcCode.UNKNOWN, "election: no leader"),
     "ELECTION_NO_LEADER_KEY": (GrpcCode.UNKNOWN, '"leader" field must be provided'),
     "LOST_WATCHER": (GrpcCode.UNKNOWN, "lost watcher waiting for delete"),
+    # etcd answers a failed defrag with its backend's plain error (gRPC Unknown)
+    "DEFRAG_FAILED": (GrpcCode.UNKNOWN, "raftkv: defragment failed"),
     # raftkv's own (no etcd equivalent); the gRPC front end still maps them sensibly.
     "BAD_REQUEST": (_I, "raftkv: malformed request"),
     "UNKNOWN_OP": (GrpcCode.UNIMPLEMENTED, "raftkv: unknown operation"),

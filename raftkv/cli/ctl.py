@@ -670,9 +670,9 @@ async def cmd_alarm(c, args, out):
 
 async def cmd_defrag(c, args, out):
     """etcdctl's: each endpoint defragmented in turn, a line each (every format); one that
-    fails is a line on stderr and exit status 1. On LMDB it does nothing (freed pages are
-    reused in place: docs/ETCD_DIFFERENCES.md); `defrag --data-dir` (main) shrinks a stopped
-    member's file."""
+    fails is a line on stderr and exit status 1. Each member asked swaps its store for a
+    compacted copy while it runs (Member.defragment); `defrag --data-dir` (main) shrinks a
+    stopped member's file."""
     failures = 0
     for ep in await _target_endpoints(args):
         try:

@@ -343,6 +343,8 @@ class AuthStore:
     def __init__(self, engine, token_ttl_s=TOKEN_TTL_DEFAULT_S, clock=time.monotonic,
                  jwt=None):
         self._db = engine.db(AUTH_DB)
+        # a new handle after the online defrag reopens the store (the state itself is the same)
+        engine.on_reopen(lambda: setattr(self, "_db", engine.db(AUTH_DB)))
         self.token_ttl_s = token_ttl_s
         self.jwt = jwt  # a JwtTokens (--auth-token jwt), else simple tokens
         self._clock = clock

@@ -79,9 +79,10 @@ class KVStore:
         self.alarm = False  # NO_SPACE alarm: set when the backend exceeds quota_bytes
         self.corrupt = False  # CORRUPT alarm: a member's data differs from the others'
         self.corrupt_member = 0  # ... that member's ID
-        self._kv = engine.db(codec.KV_DB)
-        self._meta = engine.db(codec.META_DB)
-        self._lease_db = engine.db(codec.LEASE_DB)
+        self._open_handles()
+        # The online defrag reopens the store on a compacted copy of the same data: new
+        # sub-db handles, while the in-memory state (key index, leases) stays valid.
+        engine.on_reopen(self._open_handles)
         self._lock = threading.RLock()
         self._pack = msgpack.Packer(use_bin_type=True).pack  # used under self._lock only
         self._lease_listeners = []
@@ -100,6 +101,11 @@ class KVStore:
         self._load()
 
     # ---- state ------------------------------------------------------------------------------
+
+    def _open_handles(self):
+        self._kv = self.engine.db(codec.KV_DB)
+        self._meta = self.engine.db(codec.META_DB)
+        self._lease_db = self.engine.db(codec.LEASE_DB)
 
     def _load(self):
         """(Re)build the in-memory state from LMDB's committed contents."""

@@ -58,7 +58,7 @@ async def check_once(member):
     """One comparison; returns the IDs found corrupt (and raises the alarm for the first)."""
     kv = member.kv
     rev = kv.current_revision
-    own, _, compact = await asyncio.to_thread(mvcc_snapshot.etcd_hash_kv, kv, rev)
+    own, _, compact = await kv.engine.gate.run(mvcc_snapshot.etcd_hash_kv, kv, rev)
     hashes = {member.id: own}
     voters = member.loop.conf_state.voters if member.loop.conf_state else []
     answers = await _ask_all(member, [v for v in voters if v != member.id], rev,
@@ -134,7 +134,7 @@ async def check_initial(member, timeout_s):
         log.info("initial corruption check skipped: the store is empty (a new member)")
         return
     rev = kv.current_revision
-    own, _, compact = await asyncio.to_thread(mvcc_snapshot.etcd_hash_kv, kv, rev)
+    own, _, compact = await kv.engine.gate.run(mvcc_snapshot.etcd_hash_kv, kv, rev)
     peers = sorted((set(member.conf.voters) | set(member.conf.learners)) - {member.id})
     log.info("initial corruption check: comparing this member's HashKV at revision %d with "
              "%d peer(s) (timeout %.1fs)", rev, len(peers), timeout_s)

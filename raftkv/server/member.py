@@ -29,7 +29,7 @@ import lmdb
 import msgpack
 
 from raftkv.errors import RaftkvError
-from raftkv.mvcc import snapshot as mvcc_snapshot
+from raftkv.mvcc import defrag as mvcc_defrag, snapshot as mvcc_snapshot
 from raftkv.mvcc.kvstore import KVStore
 from raftkv.mvcc.lease import CHECKPOINT_BATCH_MAX, CHECKPOINT_INTERVAL_S, CHECKPOINT_RATE, \
     Lessor
@@ -178,6 +178,7 @@ class Member:
         self.transport = None
         self.lessor = None
         self._tasks = []
+        self._defrag_tasks = set()  # Maintenance.Defragment runs (defragment)
         self._leaderless_since = self._leaderless_warned = None  # see _watch_leaderless
         self._snapshot_index = 0
         # RAFTKV_WAL_INLINE=0: Readys hand their WAL records to the WAL's writer thread
@@ -620,6 +621,7 @@ class Member:
             self.id, self.cfg.initial_cluster_token, self._peer_addrs(), bind_host,
             on_message=self.loop.step, on_forward=self._on_forward,
             snapshot_source=lambda: mvcc_snapshot.export_chunks(self.kv),
+            run_export=self.engine.gate.run,
             on_snapshot_sent=self._on_snapshot_sent, spool_dir=self.cfg.data_dir,
             ssl_server=peer_in, ssl_client=peer_out,
             allowed_cn=self.cfg.peer_cert_allowed_cn or None,
@@ -1218,9 +1220,9 @@ class Member:
         path = data[5:].decode()
         loop = asyncio.get_running_loop()
         meta = snap.metadata
-        kvmeta = self.engine.db("kvmeta")
 
         def note_pending(txn):
+            kvmeta = self.engine.db("kvmeta")  # now: an online defrag may have reopened it
             txn.put(PENDING_INSTALL_KEY, pack_snap_meta(meta), db=kvmeta)
             txn.put(CONF_INDEX_KEY, meta.index.to_bytes(8, "big"), db=kvmeta)
             txn.put(INSTALLED_APPLIED_KEY, self.kv.applied_in(txn).to_bytes(8, "big"),
@@ -1228,9 +1230,8 @@ class Member:
             self.logstore.set_conf_state(txn, meta.conf_state)  # read at the next start only
 
         try:
-            await loop.run_in_executor(
-                None, mvcc_snapshot.restore_chunks, self.kv, read_spooled_chunks(path),
-                note_pending)
+            await self.engine.gate.run(  # a writer outside the storage thread: gated too
+                mvcc_snapshot.restore_chunks, self.kv, read_spooled_chunks(path), note_pending)
             self.kv.aborted()  # reload the in-memory state from the restored sub-dbs
             self.members = {}
             self._load_members()
@@ -1239,7 +1240,8 @@ class Member:
             self._load_dedup()
             self.conf = meta.conf_state
             await self.raftlog.install(meta, loop)
-            await self.committer.submit(lambda txn: txn.delete(PENDING_INSTALL_KEY, db=kvmeta))
+            await self.committer.submit(
+                lambda txn: txn.delete(PENDING_INSTALL_KEY, db=self.engine.db("kvmeta")))
             self._snapshot_index = self._snapshot_point_index = meta.index
             self._snapshot_points.clear()  # older than the installed snapshot
             if self.transport is not None:
@@ -1371,10 +1373,78 @@ class Member:
         """etcd's HashKV over the "key" bucket this member's snapshot would hold
         (mvcc_snapshot.etcd_hash_kv: equal to etcd's hash for the same history), in a worker
         thread: the client's HashKV and the peers' corruption checks."""
-        h, current, compact = await asyncio.to_thread(mvcc_snapshot.etcd_hash_kv, self.kv,
-                                                      revision)
+        h, current, compact = await self.engine.gate.run(mvcc_snapshot.etcd_hash_kv, self.kv,
+                                                         revision)
         return {"header": dict(self.header(), revision=current), "hash": h,
                 "compact_revision": compact}
+
+    async def defragment(self):
+        """etcd's Maintenance.Defragment of this member's store (etcd 3.4's backend defrag):
+        data.mdb is replaced by a compacted copy of itself, the same data in fewer pages.
+        Returns raftkv/mvcc/defrag.py copy_compacted's figures; RaftkvError DEFRAG_FAILED
+        when it cannot (disk full, a copy that differs, another process with the store open):
+        the old file is then still in use and nothing changed. Defrags run one at a time; one
+        goes on to its end when its caller goes away (a task of its own)."""
+        task = asyncio.get_running_loop().create_task(self._defragment())
+        self._defrag_tasks.add(task)
+        task.add_done_callback(self._defrag_tasks.discard)
+        task.add_done_callback(_ignore_result)  # its caller may be gone
+        try:
+            return await asyncio.shield(task)
+        except (mvcc_defrag.DefragError, OSError, lmdb.Error, StorageError) as exc:
+            raise RaftkvError("DEFRAG_FAILED", f"raftkv: defragment failed: {exc}") from None
+
+    async def _defragment(self):
+        """Worker threads shut out (StoreGate), then the storage thread parked after
+        committing its open round, so nothing writes the store: the copy is written and
+        checked in a thread of its own while the event loop goes on (Raft ticks, heartbeats,
+        appends; reads from the old file, which does not change; applies queue in the
+        committer), then swapped in on the loop, where nothing else reads the store
+        meanwhile. The key index and leases in memory stay valid: the data is the same."""
+        path = self.cfg.data_dir
+        started = time.monotonic()
+        log.info("defragmenting the store (%s %d bytes)", DATA_FILE,
+                 self.kv.backend_bytes())
+        async with self.engine.gate.exclusive():
+            try:
+                await self.committer.pause()
+                info = await _thread_to_end(self._copy_store, path)
+                self._swap_store(info.pop("copy"))
+            finally:
+                remove_defrag_scratch(path)
+                self.committer.resume()
+        log.info("defragmented the store in %.3fs: %s %d -> %d bytes", time.monotonic() - started,
+                 DATA_FILE, info["size_before"], info["size_after"])
+        return info
+
+    def _copy_store(self, path):
+        hold_s = float(os.environ.get("RAFTKV_DEFRAG_HOLD_S", "0"))
+        if hold_s > 0:  # tests: a defrag of a large store (writes wait, Raft goes on)
+            time.sleep(hold_s)
+        return mvcc_defrag.copy_compacted(self.engine, path)
+
+    def _swap_store(self, copy):
+        """On the event loop (nothing else uses the store meanwhile): close the environment,
+        rename the checked copy over data.mdb, open it again. A refusal or a failed rename
+        reopens the old file and is raised; a store that cannot be opened again stops the
+        member (the data dir holds the old or the new file, each whole and checked)."""
+        path, refused = self.cfg.data_dir, []
+
+        def swap():
+            try:
+                mvcc_defrag.check_env_unused(path)
+                mvcc_defrag.swap_in(path, copy)
+            except Exception as exc:  # noqa: BLE001 -- raised once the old file is reopened
+                refused.append(exc)
+        try:
+            self.engine.reopen(between=swap)
+        except Exception as exc:  # noqa: BLE001 -- the member cannot go on without its store
+            log.critical("defrag: could not open the store again after closing it; stopping "
+                         "this member (its data dir %s holds the old or the new file, each "
+                         "whole)", path, exc_info=exc)
+            os._exit(2)
+        if refused:
+            raise refused[0]
 
     def header(self):
         return {"cluster_id": self.cluster_id, "member_id": self.id,
@@ -1434,3 +1504,37 @@ def _hashable(rid):
 def _ignore_result(fut):
     if not fut.cancelled():
         fut.exception()
+
+
+async def _thread_to_end(fn, *args):
+    """fn(*args) in a thread of its own. If the awaiting task is cancelled, the thread is
+    still waited for (blocking the loop) before the cancellation goes on: the caller's cleanup
+    (the defrag's: resume the committer, remove the copy) must not run under it."""
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+
+    def finished(ok, value):
+        if fut.done():  # cancelled
+            return
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
+
+    def work():
+        try:
+            outcome = (True, fn(*args))
+        except BaseException as exc:  # noqa: BLE001 -- handed to the awaiting task
+            outcome = (False, exc)
+        try:
+            loop.call_soon_threadsafe(finished, *outcome)
+        except RuntimeError:  # the loop is closed
+            pass
+
+    thread = threading.Thread(target=work, name="raftkv-defrag", daemon=True)
+    thread.start()
+    try:
+        return await fut
+    except asyncio.CancelledError:
+        thread.join()
+        raise

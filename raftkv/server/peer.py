@@ -295,7 +295,7 @@ class PeerTransport:
     def __init__(self, member_id, token, peers, bind_host, *, on_message, on_forward,
                  snapshot_source=None, on_snapshot_sent=None, spool_dir=None, ssl_server=None,
                  ssl_client=None, allowed_cn=None, allowed_hostname=None, cert_check=None,
-                 check_san=True):
+                 check_san=True, run_export=None):
         self.member_id = member_id
         self.token = token
         self.bind_host = bind_host
@@ -311,6 +311,9 @@ class PeerTransport:
         self.on_message = on_message  # fn(Message)
         self.on_forward = on_forward  # async fn(op, body) -> dict
         self.snapshot_source = snapshot_source  # fn() -> iterator of bytes chunks
+        # async fn(fn, *args): runs the export that iterates it in a worker thread (the
+        # member's: its store's StoreGate.run, which the online defrag holds off)
+        self.run_export = run_export or asyncio.to_thread
         self.on_snapshot_sent = on_snapshot_sent  # fn(peer_id, ok)
         self.spool_dir = spool_dir or tempfile.gettempdir()
         self.fault = None
@@ -493,8 +496,7 @@ class PeerTransport:
         self._image_serial += 1
         image_id = f"{self.member_id:x}.{meta.index}.{meta.term}.{self._image_serial}"
         path = os.path.join(self.spool_dir, f"outgoing-snap-{image_id}")
-        count = await asyncio.get_running_loop().run_in_executor(
-            None, _spool, self.snapshot_source(), path)
+        count = await self.run_export(_spool, self.snapshot_source(), path)
         if img is not None and img[2] != path and os.path.exists(img[2]):
             os.unlink(img[2])
         self._image = (meta.index, image_id, path, count)

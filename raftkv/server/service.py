@@ -712,6 +712,8 @@ class Service:
         return alarms
 
     async def _op_defragment(self, body):
+        """This member's store only, as etcd's (etcdctl --cluster asks each member)."""
+        await self.m.defragment()
         return {"header": self.header()}
 
     async def _op_hash_kv(self, body):
@@ -721,7 +723,7 @@ class Service:
         # etcd's Hash commits its backend first, so it covers every write the member applied:
         # wait for the store round that makes this member's acknowledged writes visible.
         await self.local_barrier()
-        h, current = await asyncio.to_thread(mvcc_snapshot.etcd_hash, self.m.kv)
+        h, current = await self.m.engine.gate.run(mvcc_snapshot.etcd_hash, self.m.kv)
         return {"header": self.header(current), "hash": h}
 
     async def _op_move_leader(self, body):
@@ -793,7 +795,7 @@ class Service:
         Root only once auth is on (who: the request's identity fields, see batch)."""
         self.m.kv.auth.check_admin(self.user_of(dict(who or {})))
         with tempfile.TemporaryFile(dir=self.m.cfg.data_dir, prefix="outgoing-snap-") as f:
-            info = await asyncio.to_thread(mvcc_snapshot.export_bbolt, self.m.kv, f)
+            info = await self.m.engine.gate.run(mvcc_snapshot.export_bbolt, self.m.kv, f)
             log.info("snapshot: sending a %d-byte backend image at revision %d", info["size"],
                      info["revision"])
             f.seek(0)

@@ -18,13 +18,15 @@ import lmdb
 
 from raftkv.storage.dirlock import LOCK_FILE
 from raftkv.storage.errors import StorageError, writable
+from raftkv.storage.gate import StoreGate
 
 FORMAT_VERSION = 1  # bump on any incompatible change of the on-disk layout
 DATA_FILE = "data.mdb"
 LMDB_LOCK_FILE = "lock.mdb"  # LMDB's reader table beside DATA_FILE (rewritten at every open)
-# Where an offline defrag (raftkv/utl/defrag.py) writes the compacted copy of DATA_FILE before
-# renaming it over the live one; one left by a defrag cut short is removed by the next defrag
-# or member start (both hold the data dir's lock, so no defrag can be running then).
+# Where a defrag (raftkv/mvcc/defrag.py: offline, raftkv/utl/defrag.py, or a running member's)
+# writes the compacted copy of DATA_FILE before renaming it over the live one; one left by a
+# defrag cut short is removed by the next defrag or member start (each holds the data dir's
+# lock, so no other defrag can be running then).
 DEFRAG_SCRATCH = "defrag.tmp"
 MAP_SIZE_BYTES_DEFAULT = 8 << 30  # 8 GiB of address space; pages are allocated only as used
 SUB_DBS_MAX = 16  # named sub-databases: log, meta and the MVCC store's, with room to grow
@@ -47,17 +49,25 @@ class Engine:
         check_dir(self.path, readonly)
         if not readonly:
             check_writable(self.path)
+        self._map_size_bytes = map_size_bytes
+        self._dbs = {}
+        self._dbs_lock = threading.Lock()
+        self._on_reopen = []  # fn() each, after reopen(): holders of sub-db handles
+        # Worker threads that use the environment go through it; the online defrag closes it
+        # (storage/gate.py).
+        self.gate = StoreGate()
+        self._open(readonly)
+
+    def _open(self, readonly):
         try:
             self.env = lmdb.open(
-                self.path, map_size=map_size_bytes, subdir=True, readonly=readonly,
+                self.path, map_size=self._map_size_bytes, subdir=True, readonly=readonly,
                 metasync=True, sync=True, map_async=False, mode=0o600, create=not readonly,
                 readahead=False, writemap=False, meminit=False, max_readers=126,
                 max_dbs=SUB_DBS_MAX, max_spare_txns=4, lock=True,
             )
         except lmdb.Error as exc:
             raise DataDirError(f"{self.path}: cannot open the LMDB environment: {exc}") from exc
-        self._dbs = {}
-        self._dbs_lock = threading.Lock()
         try:
             self._check_size()
             self._check_format(readonly)
@@ -68,6 +78,32 @@ class Engine:
         except DataDirError:
             self.env.close()
             raise
+
+    def on_reopen(self, fn):
+        """Call fn() after every reopen(), once the new environment's sub-dbs are open: code
+        that keeps sub-db handles (engine.db()) takes them again there."""
+        self._on_reopen.append(fn)
+
+    def reopen(self, between=None):
+        """Close the environment, run between() (nothing of this process has the store open:
+        it may replace DATA_FILE), and open the data dir again, with every sub-db that was open
+        (new handles) and the on_reopen callbacks run. Every transaction, cursor and handle of
+        the old environment is invalid from here on: the caller makes sure none is in use (the
+        online defrag: storage/gate.py). If between() raises, the store is still reopened and
+        its exception raised; if the reopen fails (DataDirError), the Engine is unusable."""
+        readonly = self.env.flags()["readonly"]
+        with self._dbs_lock:
+            names, self._dbs = list(self._dbs), {}
+        self.env.close()
+        try:
+            if between is not None:
+                between()
+        finally:
+            self._open(readonly)
+            for name in names:
+                self.db(name)
+            for fn in self._on_reopen:
+                fn()
 
     def _check_size(self):
         """LMDB maps its file, so reading a page beyond the file's end is a SIGBUS (the process

@@ -16,6 +16,11 @@ runs hook() in the storage thread right after the commit succeeds, before any fu
 round is resolved (so a submitter that resumes already sees the caches the hooks update). Hooks
 of a failed fn or a failed commit are dropped. LogStore.save uses this to publish its caches.
 
+Pausing: `await committer.pause()` commits the open (lingering) round and parks the storage
+thread with no transaction open until `resume()`; functions queued meanwhile wait and run
+after it, in order. The online defrag (Member.defragment) copies the store and swaps its file
+in while the thread is parked; the thread takes the engine's environment anew for each round.
+
 Counters for metrics: txns, fns, failed_txns, failed_fns, sync_seconds_total and the recent
 per-commit durations (sync_seconds, a bounded deque: feed it to a histogram), batch_sizes.
 """
@@ -113,7 +118,7 @@ class GroupCommitter:
 
     def __init__(self, engine, *, history_max=HISTORY_MAX_DEFAULT):
         assert history_max > 0
-        self._env = engine.env
+        self._engine = engine
         self._path = engine.path
         self._cond = threading.Condition()
         self._queue = []
@@ -125,6 +130,9 @@ class GroupCommitter:
         self.lend = False
         self.lent_fns = 0  # of fns, those their submitters ran inside a lent round
         self._round = None  # the round lingering now (guarded by _cond)
+        # (loop, future) of the pause() asked for, until resume(); the storage thread parks
+        # between rounds while it is set (guarded by _cond)
+        self._pause = None
         self.txns = 0  # committed rounds
         self.fns = 0  # functions committed
         self.failed_txns = 0
@@ -168,6 +176,33 @@ class GroupCommitter:
             self._kicked = True
             self._cond.notify()
 
+    async def pause(self):
+        """Commit the open round, then park the storage thread between rounds, with no
+        transaction open, until resume(); returns once it is parked. Submissions meanwhile
+        queue (inline ones too: no round is lent). The caller must call resume(), also when
+        this is cancelled."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        with self._cond:
+            if self._closing:
+                raise CommitterClosedError("the group committer is closed")
+            assert self._pause is None, "pause() while paused"
+            self._pause = (loop, future)
+            self._kicked = True  # a lingering round commits now
+            self._cond.notify_all()
+        await future
+
+    @property
+    def paused(self):
+        """Between pause() and resume()."""
+        return self._pause is not None
+
+    def resume(self):
+        """Let the storage thread go on after pause() (harmless if it has not parked yet)."""
+        with self._cond:
+            self._pause = None
+            self._cond.notify_all()
+
     def run_sync(self, fn):
         """submit() for threads without a loop (tests, tools): blocks until durable."""
         if threading.current_thread() is self._thread:
@@ -206,14 +241,30 @@ class GroupCommitter:
         warm = False  # the last round lingered: open the next txn at once, to lend it
         while True:
             with self._cond:
-                while not warm and not self._queue and not self._closing:
+                while not warm and not self._queue and not self._closing and \
+                        self._pause is None:
                     self._cond.wait()
+                if self._pause is not None:
+                    self._park()
+                    warm = False
+                    continue
                 if not self._queue and self._closing:
                     return
                 batch, self._queue = self._queue, []
                 self._kicked = False
             warm = self._commit_round(batch)
             _resolve(batch)
+
+    def _park(self):
+        """Under _cond, between rounds: tell pause() and wait for resume() (close() waits
+        for it too: the store may be being swapped)."""
+        loop, future = self._pause
+        try:
+            loop.call_soon_threadsafe(_set_done, future)
+        except RuntimeError:  # the loop is closed: nobody will resume
+            self._pause = None
+        while self._pause is not None:
+            self._cond.wait()
 
     def _try_lend(self, item) -> bool:
         """Run item.fn now, in this thread, inside the round the storage thread holds open
@@ -224,7 +275,7 @@ class GroupCommitter:
                 return False
             rnd.lent = True  # the storage thread does not touch rnd.txn until this is False
         try:
-            _run_one(self._env, rnd.txn, item, rnd.hooks, rnd.before)
+            _run_one(self._engine.env, rnd.txn, item, rnd.hooks, rnd.before)
         finally:
             with self._cond:
                 rnd.lent = False
@@ -245,7 +296,8 @@ class GroupCommitter:
         opened = time.monotonic()
         with self._cond:
             rnd.lendable = self.lend
-            while not self._queue and not self._closing and not self._kicked:
+            while not self._queue and not self._closing and not self._kicked and \
+                    self._pause is None:
                 start = rnd.first_at if rnd.first_at is not None else opened
                 left = start + self.lazy_wait_s - time.monotonic()
                 if left <= 0:
@@ -263,21 +315,20 @@ class GroupCommitter:
         """One write txn: run batch (and whatever joins a lazy round), commit, run the hooks.
         Returns True when the round lingered, so that the next one opens at once for lenders;
         the caller resolves batch (which the round extends with what joined it)."""
+        env = self._engine.env  # read per round: the online defrag replaces it while parked
         try:
-            txn = self._env.begin(write=True)
+            txn = env.begin(write=True)
         except lmdb.Error as exc:
             self._fail(batch, exc)
             return False
         rnd = _Round(txn, time.monotonic() if batch else None)
-        done = []
+        done, todo, lingered = [], list(batch), False
         lent_done = 0  # of done, the functions a lender ran (counted once committed)
-        todo = list(batch)
-        lingered = False
         while True:
             if todo and rnd.first_at is None:
                 rnd.first_at = time.monotonic()
             for item in todo:
-                if _run_one(self._env, txn, item, rnd.hooks, rnd.before):
+                if _run_one(env, txn, item, rnd.hooks, rnd.before):
                     done.append(item)
                 else:
                     self.failed_fns += 1
@@ -359,6 +410,11 @@ def _run_one(env, txn, item, hooks, before) -> bool:
     hooks.extend(frame.hooks)
     before.extend(frame.before)
     return True
+
+
+def _set_done(future):
+    if not future.done():  # cancelled by its awaiter
+        future.set_result(None)
 
 
 def _resolve(batch):

@@ -113,13 +113,17 @@ class LogStore:
         self.engine = engine
         self.path = engine.path
         self.entry_bytes_max = entry_bytes_max
-        self._env = engine.env
-        self._log = engine.db(LOG_DB)
-        self._meta = engine.db(META_DB)
+        self._open_handles()
+        engine.on_reopen(self._open_handles)  # the online defrag reopened the store
         self._verify_tail = verify_tail
         self._seq = itertools.count(1)
         self._publish_lock = threading.Lock()
         self._state = self._load(verify_all)
+
+    def _open_handles(self):
+        self._env = self.engine.env
+        self._log = self.engine.db(LOG_DB)
+        self._meta = self.engine.db(META_DB)
 
     # ---- read side (raftkv.raft.storage.Storage) ----
 

@@ -1,12 +1,15 @@
 """Offline defragmentation of a stopped member's store: `raftkvutl defrag --data-dir DIR` (etcd
-3.5's `etcdutl defrag`), also `raftkvctl defrag --data-dir DIR` (etcdctl 3.4's).
+3.5's `etcdutl defrag`), also `raftkvctl defrag --data-dir DIR` (etcdctl 3.4's). A running
+member defragments itself on Maintenance.Defragment (`etcdctl defrag`, raftkvctl's without
+--data-dir: raftkv/server/member.py `Member.defragment`); both use the copy-and-verify of
+raftkv/mvcc/defrag.py.
 
 LMDB reuses the pages that deletes and compactions free, but never gives them back to the file
 system: DATA_DIR/data.mdb stays at its high-water mark. defrag() rewrites it without them:
 
 1. the data dir's lock (raftkv/storage/dirlock.py) is taken first: a running member holds it,
    so the defrag of its data dir is refused at once, naming its PID, and changes nothing
-   (etcdctl 3.4 instead waits until the member stops);
+   (etcdctl 3.4 instead waits until the member stops; defragment a running member online);
 2. the store is opened read-only: Engine's checks refuse a dir that is not a raftkv data dir,
    and the defrag refuses an LMDB environment that another process still has open;
 3. a compacted copy (LMDB's mdb_env_copy2 with MDB_CP_COMPACT: the live pages only,
@@ -23,19 +26,10 @@ file's but the opener's (Engine's), as before.
 """
 from __future__ import annotations
 
-import errno
-import fcntl
-import hashlib
 import logging
 import os
-import shutil
-import stat
-import struct
-import types
 
-import lmdb
-
-from raftkv.mvcc import codec, snapshot as mvcc_snapshot
+from raftkv.mvcc.defrag import DefragError, check_env_unused, copy_compacted, swap_in
 from raftkv.storage.dirlock import DirLock
 from raftkv.storage.engine import (
     DATA_FILE,
@@ -45,21 +39,13 @@ from raftkv.storage.engine import (
     check_dir,
     remove_defrag_scratch,
 )
-from raftkv.storage.wal import fsync_dir
+
+__all__ = ["DefragError", "defrag"]  # DefragError: what main.py reports as a refusal
 
 log = logging.getLogger("raftkv.defrag")
 
-LMDB_LOCK_FILE = "lock.mdb"  # LMDB's own lock file beside data.mdb (subdir mode)
-# The copy holds the live pages plus LMDB's meta pages; free space for this much more than the
-# pages in use is asked for before it is written (a full disk would only fail it later).
-SPARE_BYTES = 1 << 20
-LOCK_ADVICE = ("stop the member first: defrag --data-dir rewrites a stopped member's store "
-               "(the online defrag, without --data-dir, leaves LMDB's file as it is)")
-_LEN = struct.Struct(">II")
-
-
-class DefragError(Exception):
-    """The data dir cannot be defragmented; the message says why. The live file is as it was."""
+LOCK_ADVICE = ("stop the member first, or defragment it while it runs: defrag without "
+               "--data-dir (etcdctl defrag) asks the member to do it")
 
 
 def defrag(data_dir):
@@ -72,134 +58,23 @@ def defrag(data_dir):
     data_file = os.path.join(path, DATA_FILE)
     if not os.path.isfile(data_file):
         raise DataDirError(f"{path}: not a raftkv data dir (no {DATA_FILE})")
-    if os.path.islink(data_file):  # the rename would put a plain file in the link's place
-        raise DefragError(f"{data_file} is a symbolic link: defragment the data dir it is in")
     lock = DirLock(path, "data dir", LOCK_ADVICE)
     try:
         lock.record_pid()  # a member started meanwhile is refused, naming this process
         if remove_defrag_scratch(path):
             log.warning("removed %s left in %s by a defrag that did not finish",
                         DEFRAG_SCRATCH, path)
-        _check_env_unused(path)
+        check_env_unused(path)
         return _defrag_locked(path)
     finally:
         lock.release()
 
 
 def _defrag_locked(path):
-    data_file = os.path.join(path, DATA_FILE)
-    before = os.stat(data_file)
-    scratch = os.path.join(path, DEFRAG_SCRATCH)
-    copy = os.path.join(scratch, DATA_FILE)
-    os.mkdir(scratch, 0o700)
     try:
         with Engine(path, readonly=True) as engine:
-            want = summary(engine)
-            want_hash = hash_kv(engine, want)
-            _check_space(path, want)
-            try:
-                engine.env.copy(scratch, compact=True)
-            except lmdb.Error as exc:  # e.g. ENOSPC, EIO
-                raise DefragError(f"writing the compacted copy {copy}: {exc}") from None
-        _keep_mode_and_owner(copy, before)
-        fsync_dir(copy)  # a file: its contents are durable before it is renamed in
-        with Engine(scratch, readonly=True) as engine:
-            got = summary(engine)
-            if got["tables"] != want["tables"]:
-                raise DefragError(f"the compacted copy {copy} differs from {data_file}: "
-                                  f"{_first_difference(want, got)}; {data_file} is unchanged")
-            got_hash = hash_kv(engine, got)  # the tables agree: it is safe to decode them
-        if got_hash != want_hash:
-            raise DefragError(f"the compacted copy {copy} differs from {data_file}: HashKV, "
-                              f"revision, compact revision {got_hash} instead of {want_hash}; "
-                              f"{data_file} is unchanged")
-        size_after = os.path.getsize(copy)
-        assert 0 < size_after
-        os.rename(copy, data_file)  # atomic: the old file or the new one, never a mix
-        fsync_dir(path)
-        assert os.path.getsize(data_file) == size_after
+            info = copy_compacted(engine, path)
+        swap_in(path, info.pop("copy"))
     finally:
         remove_defrag_scratch(path)
-    hash_value, revision, compact = want_hash
-    return {"data_dir": path, "size_before": before.st_size, "size_after": size_after,
-            "revision": revision, "compact_revision": compact, "hash": hash_value}
-
-
-def summary(engine):
-    """What a faithful copy of the store keeps: {"tables": {name: (records, digest of the
-    records)} for every sub-database, all read in one read txn; "pages": pages in use;
-    "psize"}."""
-    env = engine.env
-    with env.begin() as txn:
-        names = [bytes(name) for name, _ in txn.cursor()]
-    dbs = {name: engine.db(name) for name in names}  # handles first: opening one needs a txn
-    tables, pages = {}, env.stat()["branch_pages"] + env.stat()["leaf_pages"]
-    with env.begin() as txn:
-        for name, db in dbs.items():
-            digest, records = hashlib.blake2b(digest_size=16), 0
-            for key, value in txn.cursor(db=db):
-                digest.update(_LEN.pack(len(key), len(value)))
-                digest.update(key)
-                digest.update(value)
-                records += 1
-            st = txn.stat(db)
-            assert st["entries"] == records, (name, st["entries"], records)
-            pages += st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
-            tables[name] = (records, digest.hexdigest())
-    return {"tables": tables, "pages": pages, "psize": env.stat()["psize"]}
-
-
-def hash_kv(engine, summ):
-    """The MVCC store's (etcd HashKV, revision, compact revision), or Nones if the store has
-    no MVCC tables (summ: summary(engine))."""
-    if not {codec.KV_DB.encode(), codec.META_DB.encode()} <= set(summ["tables"]):
-        return None, None, None
-    # etcd_hash_kv reads only store.engine.
-    return mvcc_snapshot.etcd_hash_kv(types.SimpleNamespace(engine=engine))
-
-
-def _first_difference(want, got):
-    for name in sorted(set(want["tables"]) | set(got["tables"])):
-        a, b = want["tables"].get(name), got["tables"].get(name)
-        if a != b:
-            return f"sub-database {name.decode(errors='replace')!r}: {a} before, {b} in the copy"
-    raise AssertionError("the tables do not differ")
-
-
-def _check_env_unused(path):
-    """Refuse while another process has the LMDB environment open (a tool reading the store, or
-    a member of a raftkv that took no data dir lock): the swapped file would not match what
-    that process keeps in lock.mdb. Each process that opens an LMDB environment holds a shared
-    fcntl lock on lock.mdb's first byte for as long as it has it open; an exclusive one on that
-    byte succeeds only when no process does. This process must not have it open (closing the
-    descriptor drops all of this process's fcntl locks on the file)."""
-    lock_path = os.path.join(path, LMDB_LOCK_FILE)
-    try:
-        fd = os.open(lock_path, os.O_RDWR)
-    except FileNotFoundError:
-        return
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
-    except OSError as exc:
-        if exc.errno not in (errno.EAGAIN, errno.EACCES):
-            raise
-        raise DefragError(f"{path}: its LMDB environment is open in another process (it holds "
-                          f"a lock on {lock_path}); stop that process first") from None
-    finally:
-        os.close(fd)
-
-
-def _check_space(path, want):
-    need = want["pages"] * want["psize"] + SPARE_BYTES
-    free = shutil.disk_usage(path).free
-    if free < need:
-        raise DefragError(f"{path}: {free} bytes free, the compacted copy needs about {need}")
-
-
-def _keep_mode_and_owner(copy, before):
-    """The copy is created with LMDB's default mode; give it the old file's mode and owner
-    (a defrag run as root must not leave a file the member's user cannot open)."""
-    os.chmod(copy, stat.S_IMODE(before.st_mode))
-    st = os.stat(copy)
-    if (st.st_uid, st.st_gid) != (before.st_uid, before.st_gid):
-        os.chown(copy, before.st_uid, before.st_gid)
+    return {"data_dir": path, **info}

@@ -11,6 +11,7 @@ from raftkv.raft import ConfState
 from raftkv.server import corruptcheck
 from raftkv.server.config import ConfigError, load_config
 from raftkv.server.corruptcheck import InitialCheckError, initial_verdict, verdict
+from raftkv.storage.gate import StoreGate
 from tests.unit.mvcc.helpers import Harness
 
 
@@ -97,7 +98,8 @@ class _FakeTransport:
 
 
 def _fake_member(answers, applied=7):
-    kv = types.SimpleNamespace(applied_index=applied, current_revision=REV)
+    kv = types.SimpleNamespace(applied_index=applied, current_revision=REV,
+                               engine=types.SimpleNamespace(gate=StoreGate()))
     return types.SimpleNamespace(
         kv=kv, id=1, conf=ConfState(voters=[1, 2, 3], learners=[4]),
         members={1: {"name": "m1"}, 2: {"name": "m2"}, 3: {"name": "m3"}, 4: {}},

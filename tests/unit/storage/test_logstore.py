@@ -3,6 +3,7 @@ import asyncio
 import os
 import threading
 import time
+import types
 
 import lmdb
 import pytest
@@ -443,7 +444,8 @@ class _FailingCommitTxn:
 
 def test_failed_commit_fails_every_submitter(engine, store):
     gc = GroupCommitter(engine)
-    gc._env = _FailingCommitEnv(engine.env)
+    # the committer reads its engine's env per round (the online defrag replaces it)
+    gc._engine = types.SimpleNamespace(env=_FailingCommitEnv(engine.env), path=engine.path)
     with pytest.raises(CommitError, match="injected") as info:
         gc.run_sync(lambda txn: store.save(txn, ents(1, 3)))
     assert engine.path in str(info.value)

@@ -15,7 +15,7 @@ import pytest
 
 from raftkv.cli import ctl
 from raftkv.cli.ctl_format import human_bytes
-from raftkv.mvcc import snapshot
+from raftkv.mvcc import defrag as mvcc_defrag, snapshot
 from raftkv.storage.dirlock import DirInUseError, DirLock
 from raftkv.storage.engine import DATA_FILE, DEFRAG_SCRATCH, DataDirError
 from raftkv.utl import defrag as defrag_mod, main as utl_main
@@ -160,7 +160,7 @@ def test_a_copy_that_differs_is_not_swapped_in(tmp_path, monkeypatch):
     path = str(tmp_path / "m.raftkv")
     fill(path)
     before = file_id(path)
-    keep = defrag_mod._keep_mode_and_owner
+    keep = mvcc_defrag._keep_mode_and_owner
 
     def tamper(copy, st):  # a record the store does not have, written into the copy
         env = lmdb.open(copy, subdir=False, lock=False, max_dbs=16)
@@ -169,7 +169,7 @@ def test_a_copy_that_differs_is_not_swapped_in(tmp_path, monkeypatch):
         env.close()
         keep(copy, st)
 
-    monkeypatch.setattr(defrag_mod, "_keep_mode_and_owner", tamper)
+    monkeypatch.setattr(mvcc_defrag, "_keep_mode_and_owner", tamper)
     with pytest.raises(defrag_mod.DefragError, match="sub-database 'kv'.*is unchanged"):
         defrag_mod.defrag(path)
     assert file_id(path) == before

@@ -1,0 +1,177 @@
+"""The compacted, verified copy of a store that both defrags swap in: the offline one of a
+stopped member (raftkv/utl/defrag.py, `raftkvutl defrag --data-dir`) and the online one of a
+running member (Maintenance.Defragment, raftkv/server/member.py `Member.defragment`).
+
+LMDB reuses the pages that deletes and compactions free, but never gives them back to the file
+system: DATA_DIR/data.mdb stays at its high-water mark. copy_compacted() writes the store
+without them and checks the copy; swap_in() puts it in place:
+
+1. a compacted copy (LMDB's mdb_env_copy2 with MDB_CP_COMPACT: the live pages only,
+   renumbered) is written into DATA_DIR/defrag.tmp/ and fsynced, with the old file's mode and
+   owner;
+2. the copy is opened read-only and compared with the store: every sub-database's record
+   count and a digest of its records, and the MVCC store's revisions and etcd HashKV;
+3. swap_in: the copy is renamed over data.mdb, and the data dir fsynced.
+
+Nothing may write to the store from step 1 until the rename (the caller's duty: offline no
+process has it open; online the member's storage thread is parked and its worker threads shut
+out). A crash before the rename leaves the old file, after it the new one: whole either way.
+The scratch dir a crash leaves is removed by the next defrag or member start (engine.py
+remove_defrag_scratch). lock.mdb stays: LMDB rebuilds its contents whenever a process opens
+the environment first (check_env_unused makes sure no other process has it open).
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import shutil
+import stat
+import struct
+import types
+
+import lmdb
+
+from raftkv.mvcc import codec, snapshot as mvcc_snapshot
+from raftkv.storage.engine import DATA_FILE, DEFRAG_SCRATCH, Engine
+from raftkv.storage.wal import fsync_dir
+
+LMDB_LOCK_FILE = "lock.mdb"  # LMDB's own lock file beside data.mdb (subdir mode)
+# The copy holds the live pages plus LMDB's meta pages; free space for this much more than the
+# pages in use is asked for before it is written (a full disk would only fail it later).
+SPARE_BYTES = 1 << 20
+_LEN = struct.Struct(">II")
+
+
+class DefragError(Exception):
+    """The store cannot be defragmented; the message says why. The live file is as it was."""
+
+
+def copy_compacted(engine, path):
+    """Write the compacted copy of engine's store (the data dir at path) to
+    path/DEFRAG_SCRATCH/DATA_FILE, fsync it and check that it holds what the store holds.
+    Returns {"copy": its path, "size_before", "size_after", "revision", "compact_revision",
+    "hash"} (the last three None when the store has no MVCC tables). DefragError or OSError
+    when it cannot; the caller removes the scratch dir either way (remove_defrag_scratch)."""
+    data_file = os.path.join(path, DATA_FILE)
+    if os.path.islink(data_file):  # the rename would put a plain file in the link's place
+        raise DefragError(f"{data_file} is a symbolic link: defragment the data dir it is in")
+    before = os.stat(data_file)
+    scratch = os.path.join(path, DEFRAG_SCRATCH)
+    copy = os.path.join(scratch, DATA_FILE)
+    os.mkdir(scratch, 0o700)
+    want = summary(engine)
+    want_hash = hash_kv(engine, want)
+    _check_space(path, want)
+    try:
+        engine.env.copy(scratch, compact=True)
+    except lmdb.Error as exc:  # e.g. ENOSPC, EIO
+        raise DefragError(f"writing the compacted copy {copy}: {exc}") from None
+    _keep_mode_and_owner(copy, before)
+    fsync_dir(copy)  # a file: its contents are durable before it is renamed in
+    with Engine(scratch, readonly=True) as copied:
+        got = summary(copied)
+        if got["tables"] != want["tables"]:
+            raise DefragError(f"the compacted copy {copy} differs from {data_file}: "
+                              f"{_first_difference(want, got)}; {data_file} is unchanged")
+        got_hash = hash_kv(copied, got)  # the tables agree: it is safe to decode them
+    if got_hash != want_hash:
+        raise DefragError(f"the compacted copy {copy} differs from {data_file}: HashKV, "
+                          f"revision, compact revision {got_hash} instead of {want_hash}; "
+                          f"{data_file} is unchanged")
+    size_after = os.path.getsize(copy)
+    assert 0 < size_after
+    hash_value, revision, compact = want_hash
+    return {"copy": copy, "size_before": before.st_size, "size_after": size_after,
+            "revision": revision, "compact_revision": compact, "hash": hash_value}
+
+
+def swap_in(path, copy):
+    """Rename the checked copy over the data dir's DATA_FILE (atomic: the old file or the new
+    one, never a mix) and make the rename durable."""
+    data_file = os.path.join(path, DATA_FILE)
+    size = os.path.getsize(copy)
+    os.rename(copy, data_file)
+    fsync_dir(path)
+    assert os.path.getsize(data_file) == size
+
+
+def summary(engine):
+    """What a faithful copy of the store keeps: {"tables": {name: (records, digest of the
+    records)} for every sub-database, all read in one read txn; "pages": pages in use;
+    "psize"}."""
+    env = engine.env
+    with env.begin() as txn:
+        names = [bytes(name) for name, _ in txn.cursor()]
+    dbs = {name: engine.db(name) for name in names}  # handles first: opening one needs a txn
+    tables, pages = {}, env.stat()["branch_pages"] + env.stat()["leaf_pages"]
+    with env.begin() as txn:
+        for name, db in dbs.items():
+            digest, records = hashlib.blake2b(digest_size=16), 0
+            for key, value in txn.cursor(db=db):
+                digest.update(_LEN.pack(len(key), len(value)))
+                digest.update(key)
+                digest.update(value)
+                records += 1
+            st = txn.stat(db)
+            assert st["entries"] == records, (name, st["entries"], records)
+            pages += st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
+            tables[name] = (records, digest.hexdigest())
+    return {"tables": tables, "pages": pages, "psize": env.stat()["psize"]}
+
+
+def hash_kv(engine, summ):
+    """The MVCC store's (etcd HashKV, revision, compact revision), or Nones if the store has
+    no MVCC tables (summ: summary(engine))."""
+    if not {codec.KV_DB.encode(), codec.META_DB.encode()} <= set(summ["tables"]):
+        return None, None, None
+    # etcd_hash_kv reads only store.engine.
+    return mvcc_snapshot.etcd_hash_kv(types.SimpleNamespace(engine=engine))
+
+
+def _first_difference(want, got):
+    for name in sorted(set(want["tables"]) | set(got["tables"])):
+        a, b = want["tables"].get(name), got["tables"].get(name)
+        if a != b:
+            return f"sub-database {name.decode(errors='replace')!r}: {a} before, {b} in the copy"
+    raise AssertionError("the tables do not differ")
+
+
+def check_env_unused(path):
+    """Refuse while another process has the LMDB environment open (a tool reading the store, or
+    a member of a raftkv that took no data dir lock): the swapped file would not match what
+    that process keeps in lock.mdb. Each process that opens an LMDB environment holds a shared
+    fcntl lock on lock.mdb's first byte for as long as it has it open; an exclusive one on that
+    byte succeeds only when no process does. This process must not have it open (closing the
+    descriptor drops all of this process's fcntl locks on the file)."""
+    lock_path = os.path.join(path, LMDB_LOCK_FILE)
+    try:
+        fd = os.open(lock_path, os.O_RDWR)
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+    except OSError as exc:
+        if exc.errno not in (errno.EAGAIN, errno.EACCES):
+            raise
+        raise DefragError(f"{path}: its LMDB environment is open in another process (it holds "
+                          f"a lock on {lock_path}); stop that process first") from None
+    finally:
+        os.close(fd)
+
+
+def _check_space(path, want):
+    need = want["pages"] * want["psize"] + SPARE_BYTES
+    free = shutil.disk_usage(path).free
+    if free < need:
+        raise DefragError(f"{path}: {free} bytes free, the compacted copy needs about {need}")
+
+
+def _keep_mode_and_owner(copy, before):
+    """The copy is created with LMDB's default mode; give it the old file's mode and owner
+    (a defrag run as root must not leave a file the member's user cannot open)."""
+    os.chmod(copy, stat.S_IMODE(before.st_mode))
+    st = os.stat(copy)
+    if (st.st_uid, st.st_gid) != (before.st_uid, before.st_gid):
+        os.chown(copy, before.st_uid, before.st_gid)
