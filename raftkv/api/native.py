@@ -24,6 +24,7 @@ import stat
 
 from raftkv.api import wire
 from raftkv.mvcc import auth
+from raftkv.server import leaderless
 from raftkv.tls import common_name, der_of
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ class NativeConnection(asyncio.Protocol):
         # connection is then trusted to say which certificate a request came with.
         self._worker_secret = worker_secret
         self._trusted = False
+        self._fail_fast = False  # the client asked to be refused, not held, without a leader
         self._registry = registry  # the server's set of open connections
         self._decoder = wire.FrameDecoder(max_frame_bytes)
         self._inflight_max = inflight_max
@@ -191,6 +193,11 @@ class NativeConnection(asyncio.Protocol):
                     raise wire.WireError("BAD_REQUEST", "raftkv: this port serves only the "
                                                         "member's own gRPC workers")
                 self._trusted = True
+            leaderless = options.get("leaderless", "wait")
+            if leaderless not in ("wait", "fail"):
+                raise wire.WireError("BAD_REQUEST", f"raftkv: hello option leaderless must be "
+                                                    f"'wait' or 'fail', not {leaderless!r:.40}")
+            self._fail_fast = leaderless == "fail"
         except wire.WireError as exc:
             self.fail(exc)
             return
@@ -263,6 +270,8 @@ class NativeConnection(asyncio.Protocol):
         self._on_done(request_id, op, None)
 
     async def _run(self, request_id, op, body):
+        if self._fail_fast:  # this task's own context (server/leaderless.py)
+            leaderless.FAIL_FAST.set(True)
         try:
             if op == "watch":
                 await self._stream(request_id, self.service.watch(body))

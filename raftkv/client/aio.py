@@ -53,6 +53,11 @@ RETRY_CODES = frozenset({
 })
 CONNECT_TIMEOUT_S = 2.0  # per endpoint: a stalled member must not eat the whole call timeout
 LEADER_PROBE_TIMEOUT_S = 0.5  # per endpoint, when looking for the leader on connect
+# This client fails over and retries by itself: a member without a leader (an election, or cut
+# off in a minority) is to refuse its requests at once rather than hold them until the
+# member's --request-timeout, which may be longer than this client's own timeout
+# (raftkv/server/leaderless.py).
+HELLO_OPTIONS = {"leaderless": "fail"}
 # On connecting during an election (the member knows no leader yet): how long to wait for one
 # before settling for that member. A write would wait for the election there anyway.
 LEADER_WAIT_S = 2.0
@@ -209,7 +214,7 @@ class AsyncClient(AuthAdmin):
                 try:
                     self._conn = await connection.connect_endpoint(
                         self.endpoints[self._index], min(remaining, CONNECT_TIMEOUT_S),
-                        self._ssl_context, server_name=self._server_name)
+                        self._ssl_context, HELLO_OPTIONS, server_name=self._server_name)
                     if self.prefer_leader:
                         self._conn = await self._leader_conn(self._conn, deadline)
                     return self._conn
@@ -240,7 +245,7 @@ class AsyncClient(AuthAdmin):
                 continue
             try:
                 other = await connection.connect_endpoint(ep, LEADER_PROBE_TIMEOUT_S,
-                                                          self._ssl_context,
+                                                          self._ssl_context, HELLO_OPTIONS,
                                                           server_name=self._server_name)
             except (OSError, asyncio.TimeoutError, wire.RaftkvError):
                 continue

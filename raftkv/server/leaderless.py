@@ -8,10 +8,20 @@ that refusal is safe to repeat retries through retry_leaderless: the Lock and El
 (raftkv/api/etcd/concurrency.py `Caller.call`, in the member or a --grpc-workers child) and a
 read-only txn (Service). Linearizable reads wait in the Ready loop itself
 (RaftLoop.read_barrier), so a read sent with a leader pays nothing for this.
+
+Waiting suits a client that has no other member to ask (etcdctl, a gRPC stub: etcd's clients
+retry little). raftkv's own client fails over to its next endpoint on NO_LEADER and
+LEADER_CHANGED and retries with backoff until its own timeout, so it asks for the opposite in
+its hello (`{"leaderless": "fail"}`, raftkv/api/native.py): for its requests FAIL_FAST is set,
+and a read on a member without a leader is refused at once, one whose round is lost with its
+leader fails with LEADER_CHANGED, and a read-only txn is not sent again. A member cut off in a
+minority then sends that client to the majority at once instead of holding its reads until
+the client's own timeout.
 """
 from __future__ import annotations
 
 import asyncio
+import contextvars
 
 from raftkv.errors import RaftkvError
 
@@ -20,6 +30,9 @@ from raftkv.errors import RaftkvError
 # second per waiting call.
 LEADER_POLL_S = 0.1
 NO_LEADER_CODES = frozenset({"NO_LEADER"})
+# True in the task of a request whose client asked to be refused rather than held while its
+# member has no leader (set by the native front end per request task; see the docstring).
+FAIL_FAST = contextvars.ContextVar("raftkv_fail_fast_leaderless", default=False)
 
 
 async def retry_leaderless(attempt, timeout_s, codes=NO_LEADER_CODES):

@@ -18,6 +18,7 @@ import asyncio
 import collections
 import logging
 import time
+import weakref
 
 from raftkv.errors import RaftkvError
 from raftkv.raft import EntryType
@@ -71,6 +72,8 @@ class RaftLoop:
         self.role = None
         self._inbox = collections.deque()
         self._read_waiters = []  # futures of linearizable reads waiting for the next round
+        # those of them (and of the rounds) that fail rather than wait for another leader
+        self._fail_fast_reads = weakref.WeakSet()
         # ctx -> (when the round was asked, time.monotonic(); the futures its ReadState releases)
         self._read_rounds = {}
         self._ready_reads = []  # (index, futures) confirmed, waiting for applied >= index
@@ -92,12 +95,19 @@ class RaftLoop:
         self._wake.set()
         return fut
 
-    def read_barrier(self):
+    def read_barrier(self, fail_fast=False):
         """A future that completes once a linearizable read may be served locally. It never
         fails: while this member knows no leader the read waits in line, and a round lost with
         a leader is asked again of the next one; the caller bounds the wait (Service's
-        --request-timeout, a client's deadline) by cancelling the future."""
+        --request-timeout, a client's deadline) by cancelling the future. fail_fast (a client
+        that fails over itself, server/leaderless.py): NO_LEADER at once without a leader, and
+        LEADER_CHANGED when the leader its round was asked of is lost."""
         fut = asyncio.get_running_loop().create_future()
+        if fail_fast:
+            if self.leader_id == 0:
+                fut.set_exception(RaftkvError("NO_LEADER"))
+                return fut
+            self._fail_fast_reads.add(fut)
         self._read_waiters.append(fut)
         self._wake.set()
         return fut
@@ -344,9 +354,13 @@ class RaftLoop:
             # is), which serves them linearizably too, as it is asked after they began. etcd
             # 3.4.23 fails them with `etcdserver: leader changed` and leaves the retry to its
             # client; etcdctl's does, a bare gRPC client's does not.
-            for _, futs in self._read_rounds.values():
-                self._read_waiters.extend(f for f in futs if not f.done())
+            lost = [f for _, futs in self._read_rounds.values() for f in futs if not f.done()]
             self._read_rounds.clear()
+            for f in lost:
+                if f in self._fail_fast_reads:
+                    f.set_exception(RaftkvError("LEADER_CHANGED"))
+                else:
+                    self._read_waiters.append(f)
             # Writes proposed here under the old leader may have been forwarded to a leader
             # that is gone (its MsgProp lost): fail them now rather than at --request-timeout.
             # The client retries under the same idempotency id, so a write that does commit

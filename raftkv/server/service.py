@@ -21,7 +21,7 @@ from raftkv.raft.errors import ProposalDroppedError
 from raftkv.server.authn import AuthFrontEnd
 from raftkv.server.config import ConfigError, host_port
 from raftkv.server.config import member_id as derive_member_id
-from raftkv.server.leaderless import retry_leaderless
+from raftkv.server.leaderless import FAIL_FAST, retry_leaderless
 from raftkv.server.member import MEMBER_UPDATE_OP
 from raftkv.server.proposals import Reply
 
@@ -205,12 +205,15 @@ class Service:
         until its request timeout: refused here for want of a leader (NO_LEADER, nothing
         proposed; LEADER_CHANGED, proposed to a leader that is gone, harmless if applied after
         all), it is sent again until --request-timeout has passed since it arrived, then
-        TIMEOUT, as etcd 3.4.23 answers. A txn with a leader pays one clock read for this."""
+        TIMEOUT, as etcd 3.4.23 answers. A txn with a leader pays one clock read for this.
+        Not for a client that fails over itself (leaderless.FAIL_FAST): the refusal goes back
+        to it at once."""
         arrived = asyncio.get_running_loop().time()
         try:
             return await self._write("txn", body)
         except RaftkvError as exc:
-            if exc.code not in LEADERLESS_CODES or not txncheck.read_only(body):
+            if exc.code not in LEADERLESS_CODES or not txncheck.read_only(body) or \
+                    FAIL_FAST.get():
                 raise
         deadline = arrived + self.timeout_s
         clock = asyncio.get_running_loop().time
@@ -384,9 +387,10 @@ class Service:
         is elected, and a round lost with its leader is asked again of the next one
         (RaftLoop.read_barrier), all within --request-timeout; then TIMEOUT (`etcdserver:
         request timed out`, as etcd 3.4.23 answers a read it could not serve). Without a
-        quorum no round is ever confirmed, so the read never succeeds."""
+        quorum no round is ever confirmed, so the read never succeeds. A client that fails over
+        itself (leaderless.FAIL_FAST) is refused at once instead: NO_LEADER, LEADER_CHANGED."""
         try:
-            await asyncio.wait_for(self.loop.read_barrier(), self.timeout_s)
+            await asyncio.wait_for(self.loop.read_barrier(FAIL_FAST.get()), self.timeout_s)
         except asyncio.TimeoutError:
             raise RaftkvError("TIMEOUT") from None
 

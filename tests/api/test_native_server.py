@@ -16,6 +16,7 @@ import pytest
 from raftkv.api import wire
 from raftkv.api.native import start_native_server
 from raftkv.errors import RaftkvError
+from raftkv.server import leaderless
 from tests.api.fake_service import FakeService
 
 TEST_TIMEOUT_S = 20.0
@@ -474,5 +475,48 @@ def test_the_workers_port_wants_their_secret_and_trusts_their_certificate_names(
             await conn.recv()
             assert service.calls[-1] == ("range", {"key": b"k"})
             await conn.close()
+
+    run(main())
+
+
+class LeaderlessProbe(FakeService):
+    """Records, for each request, whether its task runs with leaderless.FAIL_FAST set."""
+
+    def __init__(self):
+        super().__init__()
+        self.fail_fast = []
+
+    async def call(self, op, body):
+        self.fail_fast.append(leaderless.FAIL_FAST.get())
+        return await super().call(op, body)
+
+
+def test_hello_option_leaderless_fail_marks_that_connections_requests_only():
+    """A client that fails over by itself says so in its hello ({"leaderless": "fail"}): its
+    requests run with FAIL_FAST set (refused at once by a member without a leader); other
+    connections' requests, and requests after them, are held as before. Any other value is
+    refused like a bad hello."""
+    async def main():
+        service = LeaderlessProbe()
+        server, port = await _serve(service)
+        async with server:
+            for options, expected in ((None, False), ({"leaderless": "wait"}, False),
+                                      ({"leaderless": "fail"}, True)):
+                conn = await RawConn.open(port, hello=False)
+                conn.send(wire.hello(options))
+                assert wire.check_hello(await conn.recv(), reply=True)
+                conn.request(1, "range", {"key": b"k"})
+                assert (await conn.recv())[1] == wire.STATUS_OK
+                assert service.fail_fast[-1] is expected, options
+                await conn.close()
+            assert leaderless.FAIL_FAST.get() is False  # set in the request's task only
+            for bad in ("soon", 1, None):
+                conn = await RawConn.open(port, hello=False)
+                conn.send(wire.hello({"leaderless": bad}))
+                rid, status, payload = await conn.recv()
+                assert (rid, status) == (wire.CONNECTION_REQUEST_ID, wire.STATUS_ERROR)
+                assert "leaderless" in payload["message"]
+                with pytest.raises(EOFError):
+                    await conn.recv()
 
     run(main())

@@ -66,3 +66,37 @@ def test_partitioned_leader_refuses_and_majority_goes_on(make_cluster, tmp_path,
         time.sleep(0.1)
     assert got == {b"/part/before": b"1", b"/part/majority": b"2"}
     assert "partition failpoint: cut off from" in h.log_text(old)
+
+
+def test_raftkv_client_on_a_cut_off_member_is_sent_to_the_majority_at_once(make_cluster, tmp_path,
+                                                                          monkeypatch):
+    """A member cut off in a minority holds a linearizable read until a leader is known (as
+    etcd does, for clients that cannot ask elsewhere), but raftkv's own client asks in its
+    hello to be refused instead (server/leaderless.py): it fails over to the majority at once
+    rather than waiting out its whole timeout on the cut-off member."""
+    fp_dir = tmp_path / "failpoints"
+    fp_dir.mkdir()
+    monkeypatch.setenv("RAFTKV_FAILPOINT_DIR", str(fp_dir))
+    h = make_cluster(3)
+    leader = h.leader()
+    lone, other = [m for m in h.members if m is not leader]
+    ids = {m.name: h.status(m)["header"]["member_id"] for m in h.members}
+    h.client().put("/part/before", "1")
+    write_partition(str(fp_dir), [m.name for m in h.members], isolation(ids, lone.name))
+    deadline = time.monotonic() + 10.0
+    while h.status(lone)["leader"] != 0:  # it has given up on its leader
+        assert time.monotonic() < deadline, "the cut-off member still names a leader"
+        time.sleep(0.1)
+
+    c = Client([lone.native_endpoint, other.native_endpoint], timeout=5.0, prefer_leader=False)
+    try:
+        t0 = time.monotonic()
+        assert c.get("/part/before")[0] == b"1"  # linearizable: asked of the majority
+        took_read = time.monotonic() - t0
+        t0 = time.monotonic()
+        c.put("/part/after", "2")
+        took_write = time.monotonic() - t0
+    finally:
+        c.close()
+    assert took_read < 2.0 and took_write < 2.0, (took_read, took_write)  # not the 5 s timeout
+    assert h.client([leader]).get("/part/after")[0] == b"2"

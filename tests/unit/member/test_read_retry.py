@@ -3,11 +3,15 @@ again (as etcd does), so a read whose request or answer was lost with a peer con
 served once the cluster answers, instead of waiting for its timeout. A read arriving while the
 member knows no leader waits in line until one is known, and a round pending when the leader
 changes is asked again of the new one (etcd 3.4.23 fails it with `leader changed`); the
-caller's timeout is the only bound. A serializable read waits until what this member applied
-is visible, so it sees the writes the member acknowledged."""
+caller's timeout is the only bound. A client that fails over by itself (raftkv's own, which
+asks for it in its hello) is refused at once instead. A serializable read waits until what
+this member applied is visible, so it sees the writes the member acknowledged."""
 import asyncio
 import types
 
+import pytest
+
+from raftkv.errors import RaftkvError
 from raftkv.raft import Role, SoftState
 from raftkv.server.raft_loop import READ_INDEX_RETRY_S, RaftLoop
 
@@ -77,6 +81,26 @@ def test_a_round_pending_at_a_leader_change_is_asked_of_the_next_leader():
         loop._on_soft_state(SoftState(lead=LEADER, role=Role.FOLLOWER))  # straight to another
         loop._drain_inbox()
         assert len(node.asked) == 3 and loop._read_rounds[node.asked[2]][1] == [read]
+
+    asyncio.run(main())
+
+
+def test_a_fail_fast_read_is_refused_without_a_leader_and_fails_when_its_leader_is_lost():
+    async def main():
+        node = FakeNode()
+        loop = _loop(node, leader=0)
+        refused = loop.read_barrier(fail_fast=True)
+        assert refused.done() and refused.exception().code == "NO_LEADER"
+        assert loop._read_waiters == []
+        loop._on_soft_state(SoftState(lead=LEADER, role=Role.FOLLOWER))
+        fast, held = loop.read_barrier(fail_fast=True), loop.read_barrier()
+        loop._drain_inbox()
+        assert loop._read_rounds[node.asked[0]][1] == [fast, held]
+        loop._on_soft_state(SoftState(lead=0, role=Role.CANDIDATE))  # the leader is lost
+        with pytest.raises(RaftkvError) as err:
+            await fast
+        assert err.value.code == "LEADER_CHANGED"  # its client asks another member
+        assert not held.done() and loop._read_waiters == [held]  # the other waits, as before
 
     asyncio.run(main())
 
