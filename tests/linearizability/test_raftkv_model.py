@@ -186,3 +186,23 @@ def test_each_watch_anomaly_is_found():
     assert not found([_watch((0, good))])
     # Asked from before the first write: the first event is the first write's.
     assert not found([_watch((1, good))])
+
+
+def test_a_watch_resumed_at_a_compaction_on_a_delete_starts_after_it():
+    """Compaction at R removes a delete made at R (etcd 3.4.23 too: a watch from R after
+    `compact R` misses that tombstone), so a watch resumed from R after "compacted at R"
+    starts at R + 1 when R was a delete; anything else still must start at R."""
+    ops = [put(0, 1, b"a", 2), op("delete", 2, 3, (1, 3)), put(4, 5, b"c", 4)]
+    events = [_pe(2, b"a"), (3, "DELETE", A, b""), _pe(4, b"c")]
+
+    def segments(first_start, first, second_start, second):
+        log = _watch((first_start, first), (second_start, second))
+        log.segments[0].end = f"compacted at {second_start}"
+        return [log, _watch((0, events))]
+
+    assert watch_violations(segments(2, events[:1], 3, events[2:]), ops, 4) == []
+    # Not after a compaction at R: the delete at R is still owed.
+    assert watch_violations([_watch((2, events[:1]), (3, events[2:])), _watch((0, events))],
+                            ops, 4)
+    # Compacted at a put: it must be delivered.
+    assert watch_violations(segments(2, events[:0], 2, events[1:]), ops, 4)
