@@ -575,8 +575,10 @@ class AsyncClient(AuthAdmin):
         return (await self.call("alarm", body)).get("alarms", [])
 
     async def defragment(self):
-        """Ask the member this client talks to to defragment its store (a no-op on LMDB:
-        see docs/ETCD_DIFFERENCES.md)."""
+        """Ask the member this client talks to to defragment its store, as etcd's
+        Maintenance.Defragment (its data.mdb replaced by a compacted copy while it runs;
+        root only with auth on). Returns the member's answer; DEFRAG_FAILED if it could not
+        (the old file still in use, nothing changed)."""
         return await self.call("defragment", {})
 
     async def hash_kv(self, revision=0):

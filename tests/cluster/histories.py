@@ -247,13 +247,16 @@ class Nemesis:
     """Faults on the harness's member processes, one at a time, every few seconds."""
 
     FAULTS = ("kill-leader", "kill-follower", "pause-leader", "pause-follower",
-              "kill-majority", "isolate-leader", "isolate-follower")
+              "kill-majority", "isolate-leader", "isolate-follower", "defrag-leader",
+              "defrag-follower")
+    DEFRAG_EVERY_S = 0.3  # a defrag fault asks its member for one this often while it lasts
 
-    def __init__(self, h, seed, faults=FAULTS, failpoint_dir=None):
+    def __init__(self, h, seed, faults=FAULTS, failpoint_dir=None, admin=None):
         assert failpoint_dir or not any(f.startswith("isolate") for f in faults), \
             "partitions need the members started with RAFTKV_FAILPOINT_DIR"
         self.h = h
         self.failpoint_dir = failpoint_dir
+        self.admin = admin or {}  # root's user and password with auth on (defragment)
         self._ids = {}
         self.rng = random.Random(seed)
         self.faults = faults
@@ -296,10 +299,35 @@ class Nemesis:
     def _partition(self, cut):
         write_partition(self.failpoint_dir, [m.name for m in self.h.members], cut)
 
+    def _defrags(self, m, hold_s):
+        """Online defrags of m's store (the native defragment op) while the fault lasts:
+        writes wait during each, reads and Raft go on. Returns how many answered OK and how
+        many failed otherwise (a member may be between leaders; any error is recorded)."""
+        ok, failed = 0, []
+        until = time.monotonic() + hold_s
+
+        async def once():
+            async with AsyncClient([m.native_endpoint], timeout=CLIENT_TIMEOUT_S,
+                                   prefer_leader=False, **self.admin) as c:
+                await c.defragment()
+        while not self._stop.is_set() and time.monotonic() < until:
+            try:
+                asyncio.run(once())
+                ok += 1
+            except ERRORS as exc:
+                failed.append(getattr(exc, "code", type(exc).__name__))
+            self._stop.wait(self.DEFRAG_EVERY_S)
+        return ok, failed
+
     def one(self, fault, hold_s):
         victims = self._pick(fault)
         start = time.monotonic()
-        if fault.startswith("isolate"):
+        note = ""
+        if fault.startswith("defrag"):
+            (v,) = victims
+            ok, failed = self._defrags(v, hold_s)
+            note = f" ({ok} done{', failed: ' + ','.join(failed) if failed else ''})"
+        elif fault.startswith("isolate"):
             (v,) = victims
             self._partition(isolation(
                 {m.name: self._member_id(m) for m in self.h.members}, v.name))
@@ -318,7 +346,7 @@ class Nemesis:
             for m in victims:
                 self.h.start_member(m)
         self.log.append(Fault(start, time.monotonic(),
-                              f"{fault} {','.join(m.name for m in victims)}"))
+                              f"{fault} {','.join(m.name for m in victims)}{note}"))
 
     def run(self, until):
         while not self._stop.is_set() and time.monotonic() < until:
@@ -340,13 +368,16 @@ class Nemesis:
 
 
 # ------------------------------------------------------------------ one run
+ROOT_CREDS = {"user": "root", "password": "rootpw"}  # enable_auth's root (the nemesis's defrags)
+
+
 def enable_auth(h):
     """Turn auth on for a run: a root user, and a user that may read and write the workload's
     keys and nothing else. Returns that user's credentials for run(creds=...)."""
     async def setup():
         async with AsyncClient([m.native_endpoint for m in h.members],
                                timeout=CLIENT_TIMEOUT_S) as c:
-            await c.user_add("root", "rootpw")
+            await c.user_add(ROOT_CREDS["user"], ROOT_CREDS["password"])
             await c.user_grant_role("root", "root")
             await c.user_add("lin", "linpw")
             await c.role_add("workload")
@@ -366,7 +397,7 @@ def run(h, seed, seconds, clients=8, keys=5, watchers=4, faults=Nemesis.FAULTS,
     creds = creds or {}
     names = [KEY_PREFIX + b"%d" % i for i in range(keys)]
     rec = Recorder()
-    nemesis = Nemesis(h, seed, faults, failpoint_dir)
+    nemesis = Nemesis(h, seed, faults, failpoint_dir, ROOT_CREDS if creds else None)
     rng = random.Random(seed)
     start = time.monotonic()
     stop_at = start + seconds
