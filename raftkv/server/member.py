@@ -59,6 +59,7 @@ from raftkv.storage.engine import (
     remove_defrag_scratch,
 )
 from raftkv.storage.errors import RESTORE_FROM_PEERS, StorageError, writable
+from raftkv.storage.gate import start_thread
 from raftkv.storage.group_commit import GroupCommitter, after_commit, before_commit
 from raftkv.storage.logstore import LogStore, pack_snap_meta, unpack_snap_meta
 from raftkv.storage.raftlog import WalLog
@@ -1510,29 +1511,7 @@ async def _thread_to_end(fn, *args):
     """fn(*args) in a thread of its own. If the awaiting task is cancelled, the thread is
     still waited for (blocking the loop) before the cancellation goes on: the caller's cleanup
     (the defrag's: resume the committer, remove the copy) must not run under it."""
-    loop = asyncio.get_running_loop()
-    fut = loop.create_future()
-
-    def finished(ok, value):
-        if fut.done():  # cancelled
-            return
-        if ok:
-            fut.set_result(value)
-        else:
-            fut.set_exception(value)
-
-    def work():
-        try:
-            outcome = (True, fn(*args))
-        except BaseException as exc:  # noqa: BLE001 -- handed to the awaiting task
-            outcome = (False, exc)
-        try:
-            loop.call_soon_threadsafe(finished, *outcome)
-        except RuntimeError:  # the loop is closed
-            pass
-
-    thread = threading.Thread(target=work, name="raftkv-defrag", daemon=True)
-    thread.start()
+    fut, thread = start_thread(fn, args, "raftkv-defrag")
     try:
         return await fut
     except asyncio.CancelledError:

@@ -54,35 +54,16 @@ class StoreGate:
         (or exception). The gate counts the thread as running until fn returns, even if the
         caller is cancelled meanwhile."""
         await self._wait_until(lambda: not self.closed)
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
         self.running += 1
 
-        def finished(ok, value):
+        def finished():
             self.running -= 1
             assert self.running >= 0
             self._changed()
-            if fut.done():  # the caller was cancelled
-                return
-            if ok:
-                fut.set_result(value)
-            else:
-                fut.set_exception(value)
-
-        def work():
-            try:
-                outcome = (True, fn(*args))
-            except BaseException as exc:  # noqa: BLE001 -- handed to the awaiting task
-                outcome = (False, exc)
-            try:
-                loop.call_soon_threadsafe(finished, *outcome)
-            except RuntimeError:  # the loop is closed: nobody waits any more
-                pass
-
         try:
-            threading.Thread(target=work, name="raftkv-store-worker", daemon=True).start()
+            fut, _ = start_thread(fn, args, "raftkv-store-worker", finished)
         except BaseException:
-            finished(True, None)
+            finished()
             raise
         return await fut
 
@@ -98,3 +79,36 @@ class StoreGate:
         finally:
             self.closed = False
             self._changed()
+
+
+def start_thread(fn, args, name, finished=None):
+    """Run fn(*args) in a new daemon thread; returns (future, thread). The future, on the
+    calling loop, gets fn's result or exception unless it was cancelled meanwhile; finished()
+    (if given) runs on the loop first, whether or not anyone still waits. If the loop is
+    closed by then, nothing is delivered."""
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+
+    def deliver(ok, value):
+        if finished is not None:
+            finished()
+        if fut.done():  # the caller was cancelled
+            return
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
+
+    def work():
+        try:
+            outcome = (True, fn(*args))
+        except BaseException as exc:  # noqa: BLE001 -- handed to the awaiting task
+            outcome = (False, exc)
+        try:
+            loop.call_soon_threadsafe(deliver, *outcome)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+    thread = threading.Thread(target=work, name=name, daemon=True)
+    thread.start()
+    return fut, thread
