@@ -220,6 +220,9 @@ class NativeConnection(asyncio.Protocol):
             if op == "watch_cancel":
                 self._send_ok(request_id, self._cancel_watch(body.get("watch_id", 0)))
                 return
+            if op == "cancel":
+                self._send_ok(request_id, self._cancel_request(body.get("cancel_id", 0)))
+                return
             if op in wire.STREAM_OPS and len(self._watches) >= self._watches_max:
                 raise wire.RaftkvError("TOO_MANY_REQUESTS", "raftkv: too many watches on "
                                                             "this connection")
@@ -254,7 +257,8 @@ class NativeConnection(asyncio.Protocol):
         if start is None:
             return None
         try:
-            reply = start(op, body, lambda resp, exc: self._fast_done(request_id, op, resp, exc))
+            reply = start(op, body, lambda resp, exc: self._fast_done(request_id, op, resp, exc),
+                          self._fail_fast)
         except Exception as exc:  # noqa: BLE001 -- answered as _run answers it
             self._send_failure(request_id, op, exc)
             return _ANSWERED
@@ -382,6 +386,16 @@ class NativeConnection(asyncio.Protocol):
             return {"canceled": False}
         self._canceling.add(watch_id)
         task.cancel()
+        return {"canceled": True}
+
+    def _cancel_request(self, target):
+        """The client gave up on its unary request `target`: the request's task (or
+        task-free write) is cancelled and never answered. A write its member still holds
+        for a leader is then never proposed (RaftLoop.propose)."""
+        handle = self._tasks.get(target)
+        if handle is None or target in self._watches:
+            return {"canceled": False}
+        handle.cancel()
         return {"canceled": True}
 
     # Output.

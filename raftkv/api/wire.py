@@ -24,10 +24,14 @@ random 64-bit client id once and numbers its writes; a retry (after a timeout, a
 connection or a leader change) reuses the id. The server passes it to the service as the body
 field "request_id"; services that do not dedupe ignore it.
 
-Ops: everything in the service contract (OPS), plus four handled by the front end itself:
+Ops: everything in the service contract (OPS), plus six handled by the front end itself:
 - "watch" (streamed: ITEM frames on the watch's request id until cancelled or ended);
 - "watch_cancel" {"watch_id": request id of the watch} -> {"canceled": bool}; the watch then
   gets an END frame;
+- "cancel" {"cancel_id": request id of a unary request in flight} -> {"canceled": bool}: its
+  client gave up on it; the request is never answered, and a write the member still held for
+  a leader is never proposed (one already proposed may still be applied, as after a lost
+  connection). raftkv's gRPC workers send it when their caller's RPC ends first (a deadline);
 - "snapshot" {} (streamed: ITEM frames of bytes, the member's database image as
   service.snapshot() yields it, then END; used by the gRPC worker processes' Maintenance
   .Snapshot, see raftkv/api/etcd/workers.py);
@@ -87,7 +91,8 @@ WRITE_OPS = frozenset({
     "put", "delete_range", "txn", "compact", "lease_grant", "lease_revoke", "batch",
 })
 STREAM_OPS = frozenset({"watch", "snapshot"})
-FRONT_END_OPS = frozenset({"watch", "watch_cancel", "batch", "put_many", "snapshot"})
+FRONT_END_OPS = frozenset({"watch", "watch_cancel", "cancel", "batch", "put_many",
+                           "snapshot"})
 OPS = UNARY_OPS | FRONT_END_OPS
 
 
@@ -113,7 +118,7 @@ FIELD_TYPES = {
     "limit": _I, "revision": _I, "sort_order": _I, "sort_target": _I,
     "min_mod_revision": _I, "max_mod_revision": _I,
     "min_create_revision": _I, "max_create_revision": _I,
-    "lease": _I, "ID": _I, "TTL": _I, "start_revision": _I, "watch_id": _I,
+    "lease": _I, "ID": _I, "TTL": _I, "start_revision": _I, "watch_id": _I, "cancel_id": _I,
     "serializable": _T, "keys_only": _T, "count_only": _T, "prev_kv": _T,
     "ignore_value": _T, "ignore_lease": _T, "physical": _T, "keys": _T,
     "compare": _L, "success": _L, "failure": _L, "requests": _L, "filters": _L,

@@ -154,9 +154,11 @@ class ClientConnection(asyncio.Protocol):
         self._transport.write(data)
         return request_id
 
-    async def request(self, op, body, idem=None, timeout=None):
+    async def request(self, op, body, idem=None, timeout=None, cancel=False):
         """The response dict of one unary request; raises RaftkvError, ConnectionLost or
-        asyncio.TimeoutError (after `timeout` seconds; a late answer is then dropped)."""
+        asyncio.TimeoutError (after `timeout` seconds; a late answer is then dropped).
+        cancel: if the caller is cancelled meanwhile, tell the server to give the request up
+        too (a "cancel" frame: raftkv/api/wire.py; a server of this version knows it)."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         request_id = self._send(op, body, idem)
@@ -165,6 +167,10 @@ class ClientConnection(asyncio.Protocol):
         timer = None if timeout is None else loop.call_later(timeout, _expire, fut)
         try:
             return await fut
+        except asyncio.CancelledError:
+            if cancel and self.state is ClientState.OPEN:
+                self._send("cancel", {"cancel_id": request_id}, None)  # its answer dropped
+            raise
         finally:
             self._pending.pop(request_id, None)
             if timer is not None:

@@ -2,21 +2,22 @@
 (or lost the one it had asked) is sent again until the member's --request-timeout has passed.
 
 etcd waits inside the request: its proposals block until a leader is known, its read loop asks
-for a ReadIndex again until its request timeout. raftkv's Service refuses such a request at once
-(NO_LEADER, nothing proposed) where waiting would need the Ready loop's help; a caller for which
-that refusal is safe to repeat retries through retry_leaderless: the Lock and Election services
-(raftkv/api/etcd/concurrency.py `Caller.call`, in the member or a --grpc-workers child) and a
-read-only txn (Service). Linearizable reads wait in the Ready loop itself
-(RaftLoop.read_barrier), so a read sent with a leader pays nothing for this.
+for a ReadIndex again until its request timeout. raftkv waits in the Ready loop itself:
+linearizable reads in line for a ReadIndex round (RaftLoop.read_barrier), writes in the
+batcher's queue (RaftLoop.propose), so a request sent with a leader pays nothing for this. A
+refusal that is left (a member change off the leader: NO_LEADER; a read-only txn proposed to
+a leader that is gone: LEADER_CHANGED) is safe to repeat for some callers, which retry through
+retry_leaderless: the Lock and Election services (raftkv/api/etcd/concurrency.py
+`Caller.call`, in the member or a --grpc-workers child) and a read-only txn (Service).
 
 Waiting suits a client that has no other member to ask (etcdctl, a gRPC stub: etcd's clients
 retry little). raftkv's own client fails over to its next endpoint on NO_LEADER and
 LEADER_CHANGED and retries with backoff until its own timeout, so it asks for the opposite in
 its hello (`{"leaderless": "fail"}`, raftkv/api/native.py): for its requests FAIL_FAST is set,
-and a read on a member without a leader is refused at once, one whose round is lost with its
-leader fails with LEADER_CHANGED, and a read-only txn is not sent again. A member cut off in a
-minority then sends that client to the majority at once instead of holding its reads until
-the client's own timeout.
+and a read or write on a member without a leader is refused at once (NO_LEADER), a read whose
+round is lost with its leader fails with LEADER_CHANGED, and a read-only txn is not sent
+again. A member cut off in a minority then sends that client to the majority at once instead
+of holding its requests until the client's own timeout.
 """
 from __future__ import annotations
 

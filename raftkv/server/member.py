@@ -1328,13 +1328,15 @@ class Member:
     async def _lease_loop(self):
         """The leader revokes expired leases through the log, like any write, and (with
         --experimental-enable-lease-checkpoint) records the due lease checkpoints there: at
-        most CHECKPOINT_RATE a second, CHECKPOINT_BATCH_MAX per entry (etcd's lessor)."""
+        most CHECKPOINT_RATE a second, CHECKPOINT_BATCH_MAX per entry (etcd's lessor). Both
+        are proposed fail_fast: a leader that lost its place meanwhile does not hold them for
+        the next (whose lessor decides anew) but drops them, as before writes were held."""
         while True:
             await asyncio.sleep(LEASE_LOOP_S)
             if self.loop.role != Role.LEADER:
                 continue
             for lid in self.lessor.expired(limit=100):
-                fut = self.loop.propose("lease_revoke", {"ID": lid}, 32, 5.0)
+                fut = self.loop.propose("lease_revoke", {"ID": lid}, 32, 5.0, fail_fast=True)
                 fut.add_done_callback(_ignore_result)
             for batch in self.lessor.checkpoint_batches(
                     rate=int(CHECKPOINT_RATE * LEASE_LOOP_S), batch=CHECKPOINT_BATCH_MAX):
@@ -1346,7 +1348,7 @@ class Member:
         if self.loop is None or self.loop.role != Role.LEADER:
             return  # a new leader starts over from what the log holds
         fut = self.loop.propose("lease_checkpoint", {"checkpoints": checkpoints},
-                                32 + 24 * len(checkpoints), 5.0)
+                                32 + 24 * len(checkpoints), 5.0, fail_fast=True)
         fut.add_done_callback(_ignore_result)
 
     async def _on_forward(self, op, body):

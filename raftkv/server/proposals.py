@@ -45,24 +45,39 @@ def decode_batch(data):
 
 
 class Batcher:
-    """Queues encoded requests and cuts them into entry-sized batches."""
+    """Queues encoded requests and cuts them into entry-sized batches. While the member knows
+    no leader the queue is held (RaftLoop): sift() drops the requests that must not wait."""
 
     def __init__(self, entry_bytes_max=ENTRY_BYTES_MAX, entry_requests_max=ENTRY_REQUESTS_MAX):
         assert entry_bytes_max > 0 and entry_requests_max > 0
         self.entry_bytes_max = entry_bytes_max
         self.entry_requests_max = entry_requests_max
-        self._queue = []  # list of (request tuple, approximate encoded size)
+        # list of (request tuple, approximate encoded size, refused rather than held)
+        self._queue = []
 
     def __len__(self):
         return len(self._queue)
 
-    def add(self, request, size):
-        self._queue.append((request, size))
+    def add(self, request, size, fail_fast=False):
+        """Queue request (member_id, seq, op, body, rid). fail_fast: its caller is refused
+        rather than held while there is no leader (server/leaderless.py)."""
+        self._queue.append((request, size, fail_fast))
+
+    def sift(self, keep, start=0):
+        """Drop the queued requests from position start on for which keep(request, fail_fast)
+        is false (in queue order; they are never proposed). Returns how many stay queued."""
+        queue = self._queue
+        queue[start:] = [item for item in queue[start:] if keep(item[0], item[2])]
+        return len(queue)
+
+    def seqs(self):
+        """The seqs of the queued requests (not proposed yet)."""
+        return {item[0][1] for item in self._queue}
 
     def cut(self):
         """All queued requests as a list of entry payloads, each within the limits."""
         out, batch, batch_bytes = [], [], 0
-        for req, size in self._queue:
+        for req, size, _ in self._queue:
             full = (len(batch) >= self.entry_requests_max
                     or batch_bytes + size > self.entry_bytes_max)
             if batch and full:
@@ -151,6 +166,19 @@ class Registry:
             self.fail(seq, exc_factory())
         return len(late)
 
-    def fail_all(self, exc_factory):
+    def waiting(self, seq):
+        """Whether seq's caller still waits for its answer: registered here and not answered,
+        failed, timed out or cancelled (its caller went away; forgotten now)."""
+        item = self._pending.get(seq)
+        if item is None:
+            return False
+        if item[0].done():
+            del self._pending[seq]
+            return False
+        return True
+
+    def fail_all(self, exc_factory, keep=()):
+        """Fail every request but those whose seq is in keep."""
         for seq in list(self._pending):
-            self.fail(seq, exc_factory())
+            if seq not in keep:
+                self.fail(seq, exc_factory())

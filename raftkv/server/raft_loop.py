@@ -4,7 +4,8 @@ Handlers (peer messages, client proposals, reads, the tick timer) only enqueue i
 and wake the loop (STYLE habit 2). The loop runs at its own pace and batches:
 
 1. drain the inbox into the node (steps, ticks, one proposal per entry-sized batch of client
-   requests, one ReadIndex round for every linearizable read queued since the last round);
+   requests, one ReadIndex round for every linearizable read queued since the last round;
+   while the node knows no leader, requests and reads wait in line for one);
 2. for each Ready, in the order its contract requires: send a leader's own appends
    (early_messages, Raft thesis §10.2.1), persist entries + hard state (+ snapshot) and queue
    the apply of committed entries (both off the event loop), send the other messages once the
@@ -65,6 +66,8 @@ class RaftLoop:
         self.tick_s = tick_s
         self.registry = Registry(member_id)
         self.batcher = batcher or Batcher()
+        # how many requests at the batcher's head wait for a leader, each looked at (_hold)
+        self._held = 0
         self.applied_index = 0  # visible to readers (the store's round holding it committed)
         self._submitted_index = 0  # the last committed entry handed to io() for its apply
         self.leader_id = 0
@@ -86,12 +89,16 @@ class RaftLoop:
     def step(self, msg):
         self._enqueue(("step", msg))
 
-    def propose(self, op, body, size, timeout_s, rid=None, waiter=None):
+    def propose(self, op, body, size, timeout_s, rid=None, waiter=None, fail_fast=False):
         """Queue one client request; returns the future of its response (waiter, if given:
         see Registry.register). rid: the client's idempotency id (a retried write with the
-        same rid is applied once)."""
+        same rid is applied once). While the node knows no leader the request waits in line
+        for one, then is proposed, unless timeout_s passes first (TIMEOUT) or its caller goes
+        away (the future cancelled, or the waiter's cancel()): then it is never proposed.
+        fail_fast (a client that fails over itself, server/leaderless.py): NO_LEADER instead
+        of waiting."""
         seq, fut = self.registry.register(timeout_s, waiter)
-        self.batcher.add((self.member_id, seq, op, body, rid), size)
+        self.batcher.add((self.member_id, seq, op, body, rid), size, fail_fast)
         self._wake.set()
         return fut
 
@@ -168,9 +175,11 @@ class RaftLoop:
                 self._on_tick()
 
     def _drain_inbox(self):
+        ticked = False
         while self._inbox:
             kind, item = self._inbox.popleft()
             if kind == "tick":
+                ticked = True
                 self.node.tick()
                 self._retry_read_rounds(time.monotonic())
                 if self.leader_id == 0 and self._read_waiters:
@@ -192,12 +201,21 @@ class RaftLoop:
                 else:
                     if not fut.done():
                         fut.set_result(res)
-        self._propose_batches()
+        self._propose_batches(ticked)
         self._start_read_round()
 
-    def _propose_batches(self):
+    def _propose_batches(self, ticked=False):
         if not len(self.batcher):
             return
+        if self.node.raft.lead == 0:
+            self._hold(ticked)
+            return
+        if self._held:
+            # The first turn with a leader: a held request that timed out or whose caller
+            # went away since it was last looked at is dropped here, never proposed.
+            self._held = 0
+            if not self.batcher.sift(self._still_waiting):
+                return
         payloads = self.batcher.cut()
         try:
             self.node.propose_many(payloads)
@@ -205,6 +223,27 @@ class RaftLoop:
             err = RaftkvError("NO_LEADER", f"etcdserver: no leader ({exc})")
             for payload in payloads:
                 self._fail_batch(payload, err)
+
+    def _hold(self, ticked):
+        """The node knows no leader (its core would drop a proposal): the queued requests wait
+        in the batcher for one, in arrival order, as etcd's raft node reads no proposal while
+        it knows no leader; the first turn that knows one proposes them. A request of a
+        client that fails over itself is refused (NO_LEADER). Each turn looks at the requests
+        queued since the last; a tick's turn at all of them, dropping those whose caller
+        stopped waiting (its registry deadline, --request-timeout, passed; it went away)."""
+        self._held = self.batcher.sift(self._holdable, 0 if ticked else self._held)
+
+    def _holdable(self, request, fail_fast):
+        seq = request[1]
+        if not self.registry.waiting(seq):
+            return False
+        if fail_fast:
+            self.registry.fail(seq, RaftkvError("NO_LEADER"))
+            return False
+        return True
+
+    def _still_waiting(self, request, fail_fast):
+        return self.registry.waiting(request[1])
 
     def _fail_batch(self, payload, exc):
         for member_id, seq, *_ in decode_batch(payload):
@@ -364,9 +403,11 @@ class RaftLoop:
             # Writes proposed here under the old leader may have been forwarded to a leader
             # that is gone (its MsgProp lost): fail them now rather than at --request-timeout.
             # The client retries under the same idempotency id, so a write that does commit
-            # after all is applied once (member dedup).
+            # after all is applied once (member dedup). Those still held for a leader (in the
+            # batcher, never proposed) wait on.
             if self.leader_id != 0:
-                self.registry.fail_all(lambda: RaftkvError("LEADER_CHANGED"))
+                held = self.batcher.seqs() if len(self.batcher) else ()
+                self.registry.fail_all(lambda: RaftkvError("LEADER_CHANGED"), held)
         self.leader_id = ss.lead
         self.role = ss.role
         if self.on_soft_state is not None:

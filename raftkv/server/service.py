@@ -158,9 +158,11 @@ class Service:
             raise RaftkvError("USER_EMPTY")
 
     def _bulk_user(self, who):
-        """batch and put_many: a leader must be known, no CORRUPT alarm raised; returns the
-        user `who` (the request's identity fields, see user_of) names."""
-        if self.loop.leader_id == 0:
+        """batch and put_many: no CORRUPT alarm raised, and for a client that fails over
+        itself (FAIL_FAST) a leader known; returns the user `who` (the request's identity
+        fields, see user_of) names. Without a leader, the chunks of another client's request
+        wait for one as any write (_write)."""
+        if self.loop.leader_id == 0 and FAIL_FAST.get():
             raise RaftkvError("NO_LEADER")
         user = self.user_of(dict(who or {}))
         if self.m.kv.corrupt:
@@ -189,25 +191,33 @@ class Service:
 
     # ---------------------------------------------------------------- KV
     async def _write(self, op, body, timeout_s=None):
+        """Propose op through the log and wait for its answer. A member that knows no leader
+        (an election, a majority down) holds the write until one is known, then proposes it,
+        as etcd 3.4.23 does; at --request-timeout (or timeout_s) first it fails with TIMEOUT
+        (`etcdserver: request timed out`) and is never proposed, nor if its caller goes away
+        (the task cancelled: a gRPC deadline, a closed connection). A client that fails over
+        itself (leaderless.FAIL_FAST) is refused at once instead (NO_LEADER)."""
         rid = body.pop("request_id", None)
-        size = self._check_write(body, op)
+        fail_fast = FAIL_FAST.get()
+        size = self._check_write(body, op, fail_fast)
         if op in GROWING_OPS:
             await self._check_quota()
-        fut = self.loop.propose(op, body, size, timeout_s or self.timeout_s, rid=rid)
+        fut = self.loop.propose(op, body, size, timeout_s or self.timeout_s, rid=rid,
+                                fail_fast=fail_fast)
         resp = await fut
         if isinstance(resp, RaftkvError):
             raise resp
         return self._with_header(resp)
 
     async def _txn(self, body):
-        """A txn goes through the log. One that writes nothing (txncheck.read_only) is a
-        linearizable read, which etcd serves after a ReadIndex barrier, waiting for a leader
-        until its request timeout: refused here for want of a leader (NO_LEADER, nothing
-        proposed; LEADER_CHANGED, proposed to a leader that is gone, harmless if applied after
-        all), it is sent again until --request-timeout has passed since it arrived, then
-        TIMEOUT, as etcd 3.4.23 answers. A txn with a leader pays one clock read for this.
-        Not for a client that fails over itself (leaderless.FAIL_FAST): the refusal goes back
-        to it at once."""
+        """A txn goes through the log (held while there is no leader, as every write: _write).
+        One that writes nothing (txncheck.read_only) is a linearizable read, which etcd serves
+        after a ReadIndex barrier, waiting for a leader until its request timeout: refused
+        here for want of a leader (LEADER_CHANGED, proposed to a leader that is gone, harmless
+        if applied after all; NO_LEADER, nothing proposed), it is sent again until
+        --request-timeout has passed since it arrived, then TIMEOUT, as etcd 3.4.23 answers.
+        A txn with a leader pays one clock read for this. Not for a client that fails over
+        itself (leaderless.FAIL_FAST): the refusal goes back to it at once."""
         arrived = asyncio.get_running_loop().time()
         try:
             return await self._write("txn", body)
@@ -228,22 +238,24 @@ class Service:
                 raise RaftkvError("TIMEOUT") from None
             raise
 
-    def _check_write(self, body, op):
+    def _check_write(self, body, op, fail_fast):
         if self.m.kv.corrupt and op in CORRUPT_STOPS:  # no writes until disarmed
             raise RaftkvError("CORRUPT")
         size = _size(body)
         if size > self.max_request_bytes:
             raise RaftkvError("REQUEST_TOO_LARGE")
-        if self.loop.leader_id == 0:
+        if self.loop.leader_id == 0 and fail_fast:  # others wait for one (RaftLoop.propose)
             raise RaftkvError("NO_LEADER")
         return size
 
-    def start_write(self, op, body, done):
+    def start_write(self, op, body, done, fail_fast=False):
         """call(op, body) for a plain put or delete without a task: checks and proposes now,
         and done(response, exc) is called on the loop as soon as the entry is applied, where a
         task would resume a loop turn later. Returns a Reply (cancel() forgets it), or None
         when the request must take call() instead (another op, or the NOSPACE alarm is due
-        to be raised). Raises what call() would raise before proposing."""
+        to be raised). Raises what call() would raise before proposing. fail_fast: the
+        request's client fails over itself (leaderless.FAIL_FAST, which the front end does
+        not set for this task-free path)."""
         if op not in FAST_WRITE_OPS or not isinstance(body, dict) or \
                 (op in GROWING_OPS and self._quota_verdict()):
             return None
@@ -254,14 +266,15 @@ class Service:
         user = self.user_of(who)
         self._require_user(op, user, body)
         body[auth_mod.USER_FIELD] = user
-        size = self._check_write(body, op)
+        size = self._check_write(body, op, fail_fast)
 
         def finish(resp, exc):
             if exc is None and isinstance(resp, RaftkvError):
                 exc = resp
             done(None if exc is not None else self._with_header(resp), exc)
         reply = Reply(finish)
-        self.loop.propose(op, body, size, self.timeout_s, rid=rid, waiter=reply)
+        self.loop.propose(op, body, size, self.timeout_s, rid=rid, waiter=reply,
+                          fail_fast=fail_fast)
         return reply
 
     async def batch(self, items, rid=None, who=None):
@@ -345,7 +358,7 @@ class Service:
     def _propose_puts(self, chunk, size, rid, k, user):
         chunk_rid = None if rid is None else [*rid, k]
         return self.loop.propose("puts", {"kvs": chunk, auth_mod.USER_FIELD: user}, size,
-                                 self.timeout_s, rid=chunk_rid)
+                                 self.timeout_s, rid=chunk_rid, fail_fast=FAIL_FAST.get())
 
     def _quota_verdict(self):
         """True when the NOSPACE alarm must be raised (see _check_quota); raises NO_SPACE
@@ -374,7 +387,8 @@ class Service:
 
     def _propose_chunk(self, chunk, size, rid, k):
         chunk_rid = None if rid is None else [*rid, k]
-        return self.loop.propose("batch", {"ops": chunk}, size, self.timeout_s, rid=chunk_rid)
+        return self.loop.propose("batch", {"ops": chunk}, size, self.timeout_s, rid=chunk_rid,
+                                 fail_fast=FAIL_FAST.get())
 
     def _with_header(self, resp):
         h = resp.get("header") or {}

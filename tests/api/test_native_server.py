@@ -382,7 +382,7 @@ class FastService(FakeService):
         super().__init__()
         self.started, self.cancelled = [], []
 
-    def start_write(self, op, body, done):
+    def start_write(self, op, body, done, fail_fast=False):
         from raftkv.server.proposals import Reply
 
         key = body.get("key")
@@ -480,22 +480,28 @@ def test_the_workers_port_wants_their_secret_and_trusts_their_certificate_names(
 
 
 class LeaderlessProbe(FakeService):
-    """Records, for each request, whether its task runs with leaderless.FAIL_FAST set."""
+    """Records, for each request, whether its task runs with leaderless.FAIL_FAST set, and for
+    each plain write the fail_fast the task-free path (start_write) was given."""
 
     def __init__(self):
         super().__init__()
         self.fail_fast = []
+        self.started_fail_fast = []
 
     async def call(self, op, body):
         self.fail_fast.append(leaderless.FAIL_FAST.get())
         return await super().call(op, body)
 
+    def start_write(self, op, body, done, fail_fast=False):
+        self.started_fail_fast.append(fail_fast)
+        return None  # take the task path (call)
+
 
 def test_hello_option_leaderless_fail_marks_that_connections_requests_only():
     """A client that fails over by itself says so in its hello ({"leaderless": "fail"}): its
-    requests run with FAIL_FAST set (refused at once by a member without a leader); other
-    connections' requests, and requests after them, are held as before. Any other value is
-    refused like a bad hello."""
+    requests run with FAIL_FAST set (refused at once by a member without a leader), and its
+    plain writes reach start_write with fail_fast; other connections' requests, and requests
+    after them, are held as before. Any other value is refused like a bad hello."""
     async def main():
         service = LeaderlessProbe()
         server, port = await _serve(service)
@@ -508,6 +514,10 @@ def test_hello_option_leaderless_fail_marks_that_connections_requests_only():
                 conn.request(1, "range", {"key": b"k"})
                 assert (await conn.recv())[1] == wire.STATUS_OK
                 assert service.fail_fast[-1] is expected, options
+                conn.request(2, "put", {"key": b"k", "value": b"v"})
+                assert (await conn.recv())[1] == wire.STATUS_OK
+                assert service.started_fail_fast[-1] is expected, options
+                assert service.fail_fast[-1] is expected, options  # its fallback task too
                 await conn.close()
             assert leaderless.FAIL_FAST.get() is False  # set in the request's task only
             for bad in ("soon", 1, None):
@@ -518,5 +528,59 @@ def test_hello_option_leaderless_fail_marks_that_connections_requests_only():
                 assert "leaderless" in payload["message"]
                 with pytest.raises(EOFError):
                     await conn.recv()
+
+    run(main())
+
+
+class Holding(FastService):
+    """Holds every write, as a member without a leader: a task-free put (key b"fast") never
+    resolves, any other write waits in its task; records what was given up."""
+
+    def __init__(self):
+        super().__init__()
+        self.given_up = []
+
+    def start_write(self, op, body, done, fail_fast=False):
+        if body.get("key") != b"fast":
+            return None
+        return super().start_write(op, dict(body, key=b"never"), done, fail_fast)
+
+    async def call(self, op, body):
+        try:
+            await asyncio.sleep(TEST_TIMEOUT_S)
+        except asyncio.CancelledError:
+            self.given_up.append(body.get("key"))
+            raise
+        return await super().call(op, body)
+
+
+def test_a_cancelled_request_is_given_up_by_the_server_too():
+    """A client that gives up on a unary request with cancel=True (raftkv's gRPC workers,
+    when their caller's RPC ends) sends a "cancel" frame: the member cancels the request's
+    task or task-free write, which a member without a leader would otherwise hold and
+    propose later. It is never answered; without cancel=True the request goes on."""
+    from raftkv.client.connection import connect
+
+    async def main():
+        service = Holding()
+        server, port = await _serve(service)
+        async with server:
+            conn = await connect("127.0.0.1", port, 5.0)
+            body = {"value": b"v"}
+            calls = [asyncio.ensure_future(conn.request("put", dict(body, key=key), None,
+                                                        TEST_TIMEOUT_S, cancel=cancel))
+                     for key, cancel in ((b"slow", True), (b"fast", True), (b"kept", False))]
+            await asyncio.sleep(0.1)
+            for call in calls:
+                call.cancel()
+            for _ in range(100):
+                if service.given_up and service.cancelled:
+                    break
+                await asyncio.sleep(0.01)
+            assert service.given_up == [b"slow"] and service.cancelled == [b"never"]
+            assert (await conn.request("cancel", {"cancel_id": 999}, None, 5.0)) == \
+                {"canceled": False}  # no such request in flight
+            assert service.given_up == [b"slow"]  # b"kept" still runs on the server
+            conn.close()
 
     run(main())

@@ -21,7 +21,8 @@ What etcd 3.4.23 did, and so what these tests pin (checked by running it; the sa
   majority is back; it is not left for its lease to end.
 * With a majority down, a Lock fails with code Unknown within the request timeout rather than
   hanging (etcd: `etcdserver: request timed out` or `context deadline exceeded` after 6 s;
-  raftkv: `etcdserver: no leader` after its 7 s --request-timeout). A Lock already waiting
+  raftkv: `etcdserver: request timed out` after its 7 s --request-timeout: its write was held
+  for a leader). A Lock already waiting
   keeps waiting.
 * A waiter whose lease expires (its key deleted) keeps waiting for the keys before it, then
   answers OK with its deleted key (Lock) or leader key (Campaign), as after a revoke

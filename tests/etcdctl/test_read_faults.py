@@ -15,7 +15,8 @@ What etcd 3.4.23 did (checked by running it), and what raftkv does:
   `etcdserver: request timed out` after the request timeout on both (raftkv: the native
   error TIMEOUT); etcd's may take up to twice that (a read arriving while its read loop waits
   for an earlier ReadIndex waits for the next one), raftkv's each take their own timeout. A
-  shorter client deadline ends it sooner (DEADLINE_EXCEEDED). A serializable Range is
+  shorter client deadline ends it sooner (DEADLINE_EXCEEDED; from etcd, when its own answer
+  beats the client's timer, Unknown `context deadline exceeded`). A serializable Range is
   answered at once from the member's store, and so is Status, whose errors then name
   `etcdserver: no leader`.
 
@@ -48,6 +49,11 @@ WAIT_S = 30.0  # deadline of a read that waits (never reached)
 SHORT_S = 2.0  # a client deadline below the request timeout
 SLACK_S = 1.5  # how far past its bound a read's answer may come on a loaded machine
 VALUE = b"v1"
+# etcd's own answer to a read whose deadline (sent with it) passed while it waited: its read
+# returns the context's error, which v3rpc hands to grpc-go as is, and grpc-go sends an error
+# that is not a status as code Unknown. The client's own timer usually ends the call first
+# (DEADLINE_EXCEEDED); on a loaded machine etcd's answer can arrive before that timer fires.
+ETCD_DEADLINE_ANSWER = ("UNKNOWN", "context deadline exceeded")
 
 
 @pytest.fixture(scope="module", params=[
@@ -231,7 +237,8 @@ def test_without_a_quorum_a_read_times_out_and_a_serializable_one_is_answered(fa
         (outcome, took), = _answers([serializable])
         assert outcome == ("OK", VALUE) and took < 1.0, (outcome, took)
         for outcome, took in _answers(short_reads):
-            assert outcome[0] == "DEADLINE_EXCEEDED", (outcome, took)
+            assert outcome[0] == "DEADLINE_EXCEEDED" or \
+                (_is_etcd(faults) and outcome == ETCD_DEADLINE_ANSWER), (outcome, took)
             assert SHORT_S - 0.1 <= took < SHORT_S + SLACK_S, (outcome, took)
         # etcd asks one ReadIndex at a time, each for up to its request timeout: a read that
         # arrives while one is out waits for the next (up to two timeouts). raftkv bounds

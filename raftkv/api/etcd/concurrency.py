@@ -24,10 +24,10 @@ tests/etcdctl/differential_lock.py):
 * cleanup: a Lock or Campaign whose client cancels while waiting deletes its key without the
   caller's identity (etcd uses the in-process client's own context, which carries no token:
   with auth on, the delete fails and the key stays until its lease ends);
-* no leader: a member that knows no leader refuses a write at once (NO_LEADER, nothing
-  proposed), where etcd's in-process client's request waits for one until its request timeout
-  (5 s + 2 election timeouts); a linearizable read waits for one itself. Each call here tries
-  again until the service's request timeout (`service.timeout_s`) has passed
+* no leader: a member that knows no leader holds a write, and a linearizable read, until one
+  is elected (up to its request timeout), as etcd's in-process client's request waits for one
+  (5 s + 2 election timeouts). A call refused with NO_LEADER all the same (nothing proposed)
+  is tried again until the service's request timeout (`service.timeout_s`) has passed
   (raftkv/server/leaderless.py), so a Lock sent while the member knows no leader, or a
   cleanup begun while a majority was down, goes through once a leader is elected, as in etcd
   (tests/etcdctl/test_lock_faults.py).

@@ -103,7 +103,10 @@ class RemoteService:
     async def call(self, op, body):
         conn = await self._connection()
         try:
-            return await conn.request(op, body, None, self.timeout_s + CALL_SLACK_S)
+            # cancel: an RPC ended by its deadline or its client must not leave the member
+            # holding its write for a leader (to propose it later), as in-process it would not
+            return await conn.request(op, body, None, self.timeout_s + CALL_SLACK_S,
+                                      cancel=True)
         except asyncio.TimeoutError:
             raise wire.RaftkvError("TIMEOUT") from None
         except (ConnectionLost, OSError):

@@ -211,9 +211,11 @@ class _ProposingLoop:
     def __init__(self, role):
         self.role = role
         self.proposed = []
+        self.fail_fast = []
 
-    def propose(self, op, body, size, timeout_s):
+    def propose(self, op, body, size, timeout_s, fail_fast=False):
         self.proposed.append((op, body))
+        self.fail_fast.append(fail_fast)
         fut = asyncio.get_running_loop().create_future()
         fut.set_result({})
         return fut
@@ -251,6 +253,9 @@ def test_lease_checkpoint_flag_reaches_the_lessor(tmp_path, monkeypatch, flag):
         proposed = asyncio.run(lease_loop_turns())
         cps = [body["checkpoints"] for op, body in proposed[:-1]]
         assert all(op == "lease_checkpoint" for op, _ in proposed)
+        # a leader that lost its place meanwhile drops them rather than holding them for
+        # the next leader (RaftLoop.propose)
+        assert all(m.loop.fail_fast)
         assert proposed[-1][1] == {"checkpoints": [{"ID": 1, "remaining_TTL": 0}]}
         if flag:  # a batch every turn or two, both leases in each
             assert len(cps) >= 2 and [c["ID"] for c in cps[0]] == [1, 2]
