@@ -135,6 +135,12 @@ class AsyncClient(AuthAdmin):
     every member's certificate must carry instead of the host dialled (Go's
     tls.Config.ServerName; over a Unix socket the default is endpoints.py's). See tls_context.
 
+    wait_for_leader: by default a member that knows no leader (an election, or cut off in a
+    minority) refuses this client's requests at once and the client fails over to its next
+    endpoint and retries until its timeout. With wait_for_leader=True the member holds them
+    until a leader is elected instead (as it does etcd's clients'), bounded by the member's
+    --request-timeout and this client's timeout: for a client with one endpoint.
+
     Authentication (python-etcd3's names): with user and password, the client authenticates
     before its first request and sends the token with every request; when a member no longer
     knows the token (it expired, or the member restarted) it authenticates again and retries.
@@ -142,7 +148,7 @@ class AsyncClient(AuthAdmin):
 
     def __init__(self, endpoints=("127.0.0.1:2379",), timeout=5.0, prefer_leader=True, *,
                  ca_cert=None, cert_key=None, cert_cert=None, insecure_skip_verify=False,
-                 user=None, password=None, server_name=None):
+                 user=None, password=None, server_name=None, wait_for_leader=False):
         if isinstance(endpoints, str):
             endpoints = endpoints.split(",")
         endpoints = [e for e in endpoints if e.strip()]
@@ -154,6 +160,10 @@ class AsyncClient(AuthAdmin):
         self._ssl_context = tls_context(endpoints, ca_cert, cert_key, cert_cert,
                                         insecure_skip_verify)
         self._server_name = server_name  # None: each endpoint's own (Endpoint.server_name)
+        # wait_for_leader: a member without a leader holds this client's requests until one is
+        # elected (up to its --request-timeout), as it does etcd's clients', instead of
+        # refusing them at once for this client to fail over (HELLO_OPTIONS).
+        self._hello = {"leaderless": "wait"} if wait_for_leader else HELLO_OPTIONS
         self.transactions = Transactions()
         self.client_id = random.getrandbits(64)
         self._seq = itertools.count(1)
@@ -214,7 +224,7 @@ class AsyncClient(AuthAdmin):
                 try:
                     self._conn = await connection.connect_endpoint(
                         self.endpoints[self._index], min(remaining, CONNECT_TIMEOUT_S),
-                        self._ssl_context, HELLO_OPTIONS, server_name=self._server_name)
+                        self._ssl_context, self._hello, server_name=self._server_name)
                     if self.prefer_leader:
                         self._conn = await self._leader_conn(self._conn, deadline)
                     return self._conn
@@ -245,7 +255,7 @@ class AsyncClient(AuthAdmin):
                 continue
             try:
                 other = await connection.connect_endpoint(ep, LEADER_PROBE_TIMEOUT_S,
-                                                          self._ssl_context, HELLO_OPTIONS,
+                                                          self._ssl_context, self._hello,
                                                           server_name=self._server_name)
             except (OSError, asyncio.TimeoutError, wire.RaftkvError):
                 continue

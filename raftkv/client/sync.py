@@ -205,14 +205,15 @@ class Client(_Blocking):
 
     def __init__(self, endpoints=("127.0.0.1:2379",), timeout=5.0, prefer_leader=True, *,
                  ca_cert=None, cert_key=None, cert_cert=None, insecure_skip_verify=False,
-                 user=None, password=None, server_name=None):
+                 user=None, password=None, server_name=None, wait_for_leader=False):
         runner = _Runner()
 
         async def make():
             return AsyncClient(endpoints, timeout, prefer_leader, ca_cert=ca_cert,
                                cert_key=cert_key, cert_cert=cert_cert,
                                insecure_skip_verify=insecure_skip_verify, user=user,
-                               password=password, server_name=server_name)
+                               password=password, server_name=server_name,
+                               wait_for_leader=wait_for_leader)
 
         try:
             target = runner.run(make())

@@ -15,6 +15,7 @@ import pytest
 
 from raftkv.api import wire
 from raftkv.api.native import start_native_server
+from raftkv.client import AsyncClient
 from raftkv.errors import RaftkvError
 from raftkv.server import leaderless
 from tests.api.fake_service import FakeService
@@ -582,5 +583,21 @@ def test_a_cancelled_request_is_given_up_by_the_server_too():
                 {"canceled": False}  # no such request in flight
             assert service.given_up == [b"slow"]  # b"kept" still runs on the server
             conn.close()
+
+    run(main())
+
+
+def test_raftkv_client_asks_to_be_refused_unless_told_to_wait_for_a_leader():
+    """raftkv.AsyncClient's hello: by default its requests run with FAIL_FAST (it fails over
+    by itself); wait_for_leader=True asks the member to hold them as etcd's clients' are."""
+    async def main():
+        service = LeaderlessProbe()
+        server, port = await _serve(service)
+        async with server:
+            for wait, expected in ((False, True), (True, False)):
+                async with AsyncClient([f"127.0.0.1:{port}"], timeout=5.0,
+                                       wait_for_leader=wait) as c:
+                    await c.get(b"k")
+                assert service.fail_fast[-1] is expected, wait
 
     run(main())

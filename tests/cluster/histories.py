@@ -161,8 +161,10 @@ async def _client_loop(endpoints, prefer_leader, cid, seed, keys, rec, stop_at, 
     rng = random.Random(seed)
     seen = {}
     counter = iter(range(1 << 62))
+    # Every other client lets members hold its requests while they know no leader (the path
+    # etcd's clients take); the rest are refused and fail over (raftkv's client's default).
     async with _connect(endpoints, creds, timeout=CLIENT_TIMEOUT_S,
-                        prefer_leader=prefer_leader) as client:
+                        prefer_leader=prefer_leader, wait_for_leader=bool(cid % 2)) as client:
         while time.monotonic() < stop_at:
             if not await _one_op(client, rec, cid, rng, keys, seen, counter):
                 await asyncio.sleep(0.02)
