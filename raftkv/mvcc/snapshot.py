@@ -239,7 +239,9 @@ def etcd_key_records(txn, kv_db, compact, keep, upper=None):
         yield dbkey, etcd_kv_value(codec.unpackb(raw), len(dbkey) > 17)
 
 
-def _state(txn, meta_db):
+def mvcc_state(txn, meta_db):
+    """The MVCC position recorded in the store's meta table: consistent (applied) index,
+    revision, compact revision and whether a compaction is still being carried out."""
     applied = codec.meta_int(txn, meta_db, codec.META_APPLIED)
     return {"consistent_index": codec.meta_int(txn, meta_db, codec.META_CONSISTENT, applied),
             "revision": codec.meta_int(txn, meta_db, codec.META_REVISION, 1),
@@ -278,7 +280,7 @@ def export_bbolt(store, f):
 
     engine = store.engine
     with engine.env.begin() as txn:
-        state = _state(txn, engine.db(codec.META_DB))
+        state = mvcc_state(txn, engine.db(codec.META_DB))
         size = bbolt.write_db(f, etcd_backend(engine, txn, state))
     return {"size": size, "revision": state["revision"],
             "compact_revision": state["compact_revision"]}
@@ -289,7 +291,7 @@ def etcd_hash(store):
     its keys and values, without meta/consistent_index (etcd's DefaultIgnores)."""
     engine = store.engine
     with engine.env.begin() as txn:
-        state = _state(txn, engine.db(codec.META_DB))
+        state = mvcc_state(txn, engine.db(codec.META_DB))
         h = 0
         for name, items in etcd_backend(engine, txn, state):
             h = crc32c(name, h)
@@ -312,7 +314,7 @@ def etcd_hash_kv(store, rev=0):
     engine = store.engine
     kv_db = engine.db(codec.KV_DB)
     with engine.env.begin() as txn:
-        state = _state(txn, engine.db(codec.META_DB))
+        state = mvcc_state(txn, engine.db(codec.META_DB))
         current, compact = state["revision"], state["compact_revision"]
         if rev and rev <= compact:
             raise RaftkvError("COMPACTED")

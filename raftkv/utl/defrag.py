@@ -15,7 +15,7 @@ system: DATA_DIR/data.mdb stays at its high-water mark. defrag() rewrites it wit
 3. a compacted copy (LMDB's mdb_env_copy2 with MDB_CP_COMPACT: the live pages only,
    renumbered) is written into DATA_DIR/defrag.tmp/ and fsynced;
 4. the copy is opened read-only and compared with the store: every sub-database's record
-   count and a digest of its records, and the MVCC store's revisions and etcd HashKV;
+   count and a digest of its records, byte for byte (raftkv/mvcc/defrag.py);
 5. the copy is renamed over data.mdb, and the data dir fsynced.
 
 A crash before the rename leaves the old file, after it the new one: whole either way. The
@@ -50,8 +50,8 @@ LOCK_ADVICE = ("stop the member first, or defragment it while it runs: defrag wi
 
 def defrag(data_dir):
     """Defragment the store of the stopped member whose data dir is data_dir. Returns
-    {"data_dir", "size_before", "size_after", "revision", "compact_revision", "hash"} (the
-    last three None when the store has no MVCC tables). DefragError, DataDirError,
+    {"data_dir", "size_before", "size_after", "revision", "compact_revision"} (the last
+    two None when the store has no MVCC tables). DefragError, DataDirError,
     DirInUseError or OSError when it cannot; the live file is then unchanged."""
     path = os.fspath(data_dir)
     check_dir(path, readonly=True)  # a missing dir is an error (DirLock would create it)
