@@ -33,6 +33,7 @@ every gRPC call has a deadline, every wait a bound.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import queue
 import shutil
@@ -124,12 +125,50 @@ class Faults:
         for m in self.cluster.members:
             wait_for(lambda m=m: _serves(m), SETTLE_S * 2, 0.1, f"{m.name} serving")
 
+    @property
+    def is_etcd(self):
+        """The target is the real etcd (not raftkv)."""
+        return isinstance(self.cluster, EtcdCluster)
+
     def close(self):
         for call in self._calls:
             call.cancel()
         for s in self._stubs:
             s.channel.close()
         self.heal()
+
+
+# The targets every fault test module runs on: the real etcd, raftkv, and raftkv whose gRPC is
+# served by 2 worker processes a member (they outlive a killed member by up to a second and
+# answer its RPCs in flight as it going away, Unavailable).
+TARGETS = [pytest.param("etcd", marks=pytest.mark.skipif(not shutil.which("etcd"),
+                                                         reason="etcd is not installed")),
+           "raftkv", "raftkv-grpc-workers"]
+
+
+@contextlib.contextmanager
+def target_cluster(target, root, raftkv_args=()):
+    """A running 3-member cluster of target (one of TARGETS) under root, every member serving;
+    stopped by PID on leaving. raftkv_args: more flags for raftkv's members."""
+    if target == "etcd":
+        c = EtcdCluster(root, members=3)
+    else:
+        workers = ["--grpc-workers", "2"] if target.endswith("workers") else []
+        c = LocalCluster(root, members=3, extra_args=[*FAST_ARGS, *raftkv_args, *workers])
+    with running(c):
+        for m in c.members:
+            wait_for(lambda m=m: _serves(m), 60, 0.1, f"{m.name} serving")
+        yield c
+
+
+@contextlib.contextmanager
+def faults_of(cluster, request):
+    """The Faults of one test (the fault modules' `faults` fixture); closed on leaving."""
+    f = Faults(cluster, request.node.originalname)
+    try:
+        yield f
+    finally:
+        f.close()
 
 
 def _status(m):
@@ -221,33 +260,18 @@ class Observer:
         raise AssertionError(f"the observer got {got!r}")
 
 
-@pytest.fixture(scope="module", params=[
-    pytest.param("etcd", marks=pytest.mark.skipif(not shutil.which("etcd"),
-                                                  reason="etcd is not installed")),
-    "raftkv", "raftkv-grpc-workers"])
+@pytest.fixture(scope="module", params=TARGETS)
 def cluster(request, tmp_path_factory):
-    """A fresh 3-member cluster of the target for the module; stopped by PID at teardown.
-    raftkv-grpc-workers: gRPC served by 2 worker processes a member, which outlive a killed
-    member by up to a second (they answer its RPCs in flight as it going away, Unavailable)."""
-    root = str(tmp_path_factory.mktemp(f"lock-faults-{request.param}"))
-    if request.param == "etcd":
-        c = EtcdCluster(root, members=3)
-    else:
-        workers = ["--grpc-workers", "2"] if request.param.endswith("workers") else []
-        c = LocalCluster(root, members=3, extra_args=[*FAST_ARGS, *workers])
-    with running(c):
-        for m in c.members:
-            wait_for(lambda m=m: _serves(m), 60, 0.1, f"{m.name} serving")
+    """A fresh 3-member cluster of the target for the module; stopped by PID at teardown."""
+    with target_cluster(request.param,
+                        str(tmp_path_factory.mktemp(f"lock-faults-{request.param}"))) as c:
         yield c
 
 
 @pytest.fixture
 def faults(cluster, request):
-    f = Faults(cluster, request.node.originalname)
-    try:
+    with faults_of(cluster, request) as f:
         yield f
-    finally:
-        f.close()
 
 
 def _held_and_waiting(faults, s, deadline_s=WAIT_S):

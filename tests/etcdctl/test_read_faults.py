@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
-import shutil
 import subprocess
 import time
 
@@ -35,12 +34,10 @@ import grpc
 import pytest
 
 from raftkv.api.etcd.proto import rpc_pb2, rpc_pb2_grpc
-from raftkv.cli.local_cluster import LocalCluster
 from raftkv.client.connection import connect
 from raftkv.errors import RaftkvError
-from tests.etcdctl.conformance import EtcdCluster
-from tests.etcdctl.conftest import ETCDCTL, FAST_ARGS, running, wait_for
-from tests.etcdctl.test_lock_faults import Faults, _leaderless, _serves
+from tests.etcdctl.conftest import ETCDCTL, wait_for
+from tests.etcdctl.test_lock_faults import TARGETS, _leaderless, faults_of, target_cluster
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -56,22 +53,12 @@ VALUE = b"v1"
 ETCD_DEADLINE_ANSWER = ("UNKNOWN", "context deadline exceeded")
 
 
-@pytest.fixture(scope="module", params=[
-    pytest.param("etcd", marks=pytest.mark.skipif(not shutil.which("etcd"),
-                                                  reason="etcd is not installed")),
-    "raftkv", "raftkv-grpc-workers"])
+@pytest.fixture(scope="module", params=TARGETS)
 def cluster(request, tmp_path_factory):
     """A fresh 3-member cluster of the target for the module; stopped by PID at teardown."""
     root = str(tmp_path_factory.mktemp(f"read-faults-{request.param}"))
-    if request.param == "etcd":
-        c = EtcdCluster(root, members=3)
-    else:
-        workers = ["--grpc-workers", "2"] if request.param.endswith("workers") else []
-        c = LocalCluster(root, members=3, extra_args=[
-            *FAST_ARGS, "--request-timeout", str(REQUEST_TIMEOUT_S), *workers])
-    with running(c):
-        for m in c.members:
-            wait_for(lambda m=m: _serves(m), 60, 0.1, f"{m.name} serving")
+    with target_cluster(request.param, root,
+                        ["--request-timeout", str(REQUEST_TIMEOUT_S)]) as c:
         with grpc.insecure_channel(c.members[0].grpc_endpoint) as ch:
             rpc_pb2_grpc.KVStub(ch).Put(rpc_pb2.PutRequest(key=b"k", value=VALUE), timeout=5)
         yield c
@@ -79,15 +66,8 @@ def cluster(request, tmp_path_factory):
 
 @pytest.fixture
 def faults(cluster, request):
-    f = Faults(cluster, request.node.originalname)
-    try:
+    with faults_of(cluster, request) as f:
         yield f
-    finally:
-        f.close()
-
-
-def _is_etcd(faults):
-    return isinstance(faults.cluster, EtcdCluster)
 
 
 class Reads:
@@ -178,7 +158,7 @@ def _served(faults, outcomes, what):
     for (outcome, took) in outcomes:
         if outcome == ("OK", VALUE):
             continue
-        assert _is_etcd(faults) and outcome == ("UNAVAILABLE", "etcdserver: leader changed"), \
+        assert faults.is_etcd and outcome == ("UNAVAILABLE", "etcdserver: leader changed"), \
             f"{what}: {outcome} after {took:.1f}s"
         assert took < REQUEST_TIMEOUT_S
 
@@ -191,7 +171,7 @@ def test_a_read_during_an_election_is_served_by_the_new_leader(faults):
         faults.kill(leader)
         grpc_reads = [reads.range(), reads.txn()]
         ctl = reads.etcdctl()
-        native = [] if _is_etcd(faults) else [reads.native()]
+        native = [] if faults.is_etcd else [reads.native()]
         outcomes = _answers(grpc_reads + native)
         _served(faults, outcomes, "a read through a follower while the leader was elected anew")
         for outcome, took in outcomes[2:]:  # native, without the client's retries
@@ -212,7 +192,7 @@ def test_a_read_sent_without_a_leader_is_served_once_one_is_elected(faults):
     reads = Reads(survivor)
     try:
         futures = [reads.range(), reads.txn()]
-        if not _is_etcd(faults):
+        if not faults.is_etcd:
             futures.append(reads.native())
         time.sleep(0.5)  # the reads arrive while the member knows no leader
         assert not any(f.done() for f in futures), _answers([f for f in futures if f.done()])
@@ -233,17 +213,17 @@ def test_without_a_quorum_a_read_times_out_and_a_serializable_one_is_answered(fa
         serializable = reads.range(deadline_s=5, serializable=True)
         long_reads = [reads.range(), reads.txn()]
         short_reads = [reads.range(deadline_s=SHORT_S), reads.txn(deadline_s=SHORT_S)]
-        native = [] if _is_etcd(faults) else [reads.native(), reads.native(timeout_s=SHORT_S)]
+        native = [] if faults.is_etcd else [reads.native(), reads.native(timeout_s=SHORT_S)]
         (outcome, took), = _answers([serializable])
         assert outcome == ("OK", VALUE) and took < 1.0, (outcome, took)
         for outcome, took in _answers(short_reads):
             assert outcome[0] == "DEADLINE_EXCEEDED" or \
-                (_is_etcd(faults) and outcome == ETCD_DEADLINE_ANSWER), (outcome, took)
+                (faults.is_etcd and outcome == ETCD_DEADLINE_ANSWER), (outcome, took)
             assert SHORT_S - 0.1 <= took < SHORT_S + SLACK_S, (outcome, took)
         # etcd asks one ReadIndex at a time, each for up to its request timeout: a read that
         # arrives while one is out waits for the next (up to two timeouts). raftkv bounds
         # each read by its own timeout.
-        bound_s = REQUEST_TIMEOUT_S * (2 if _is_etcd(faults) else 1)
+        bound_s = REQUEST_TIMEOUT_S * (2 if faults.is_etcd else 1)
         for outcome, took in _answers(long_reads):
             assert outcome == ("UNAVAILABLE", "etcdserver: request timed out"), (outcome, took)
             assert REQUEST_TIMEOUT_S - 0.5 <= took < bound_s + SLACK_S, took

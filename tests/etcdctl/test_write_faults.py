@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
-import shutil
 import subprocess
 import time
 
@@ -39,12 +38,16 @@ import grpc
 import pytest
 
 from raftkv.api.etcd.proto import rpc_pb2, rpc_pb2_grpc
-from raftkv.cli.local_cluster import LocalCluster
 from raftkv.client.connection import connect
 from raftkv.errors import RaftkvError
-from tests.etcdctl.conformance import EtcdCluster
-from tests.etcdctl.conftest import ETCDCTL, FAST_ARGS, running, wait_for
-from tests.etcdctl.test_lock_faults import Faults, _leaderless, _serves
+from tests.etcdctl.conftest import ETCDCTL, wait_for
+from tests.etcdctl.test_lock_faults import (
+    TARGETS,
+    _leaderless,
+    _serves,
+    faults_of,
+    target_cluster,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -60,36 +63,19 @@ ETCD_DEADLINE_ANSWER = ("UNKNOWN", "context deadline exceeded")
 ETCD_CTL_DEADLINE_ANSWER = "Error: rpc error: code = Unknown desc = context deadline exceeded"
 
 
-@pytest.fixture(scope="module", params=[
-    pytest.param("etcd", marks=pytest.mark.skipif(not shutil.which("etcd"),
-                                                  reason="etcd is not installed")),
-    "raftkv", "raftkv-grpc-workers"])
+@pytest.fixture(scope="module", params=TARGETS)
 def cluster(request, tmp_path_factory):
     """A fresh 3-member cluster of the target for the module; stopped by PID at teardown."""
     root = str(tmp_path_factory.mktemp(f"write-faults-{request.param}"))
-    if request.param == "etcd":
-        c = EtcdCluster(root, members=3)
-    else:
-        workers = ["--grpc-workers", "2"] if request.param.endswith("workers") else []
-        c = LocalCluster(root, members=3, extra_args=[
-            *FAST_ARGS, "--request-timeout", str(REQUEST_TIMEOUT_S), *workers])
-    with running(c):
-        for m in c.members:
-            wait_for(lambda m=m: _serves(m), 60, 0.1, f"{m.name} serving")
+    with target_cluster(request.param, root,
+                        ["--request-timeout", str(REQUEST_TIMEOUT_S)]) as c:
         yield c
 
 
 @pytest.fixture
 def faults(cluster, request):
-    f = Faults(cluster, request.node.originalname)
-    try:
+    with faults_of(cluster, request) as f:
         yield f
-    finally:
-        f.close()
-
-
-def _is_etcd(faults):
-    return isinstance(faults.cluster, EtcdCluster)
 
 
 class Writes:
@@ -179,7 +165,7 @@ def _versions(member, writes, names):
 
 def _deadline_passed(faults, outcome):
     return outcome[0] == "DEADLINE_EXCEEDED" or \
-        (_is_etcd(faults) and outcome == ETCD_DEADLINE_ANSWER)
+        (faults.is_etcd and outcome == ETCD_DEADLINE_ANSWER)
 
 
 def _majority_down(faults):
@@ -199,7 +185,7 @@ def test_a_write_sent_without_a_leader_is_applied_once_one_is_elected(faults):
     try:
         held = [writes.etcdctl(b"ctl", WAIT_S), writes.grpc(b"grpc")]
         names = [b"ctl", b"grpc"]
-        if not _is_etcd(faults):
+        if not faults.is_etcd:
             held.append(writes.native(b"native"))
             names.append(b"native")
             (refused, took), = _answers([writes.native(b"refused", fail_fast=True)])
@@ -229,13 +215,13 @@ def test_without_a_quorum_a_write_times_out(faults):
         default_ctl = writes.etcdctl(b"default")
         long_ctl = writes.etcdctl(b"long", timeout_s=WAIT_S)
         long_grpc = writes.grpc(b"grpc")
-        native = [] if _is_etcd(faults) else [writes.native(b"native")]
+        native = [] if faults.is_etcd else [writes.native(b"native")]
         (outcome, took), = _answers([default_ctl])
         assert outcome == ("exit", "Error: context deadline exceeded") or \
-            (_is_etcd(faults) and outcome == ("exit", ETCD_CTL_DEADLINE_ANSWER)), (outcome, took)
+            (faults.is_etcd and outcome == ("exit", ETCD_CTL_DEADLINE_ANSWER)), (outcome, took)
         assert ETCDCTL_DEFAULT_S - 0.1 <= took < ETCDCTL_DEFAULT_S + SLACK_S, took
         # the member's own answer at its request timeout (etcd's: see the module docstring)
-        if _is_etcd(faults):
+        if faults.is_etcd:
             expected = [("exit", ETCD_CTL_DEADLINE_ANSWER), ETCD_DEADLINE_ANSWER]
         else:
             expected = [("exit", "Error: etcdserver: request timed out"),
@@ -261,7 +247,7 @@ def test_a_write_right_after_the_leader_dies_is_lost_with_it(faults):
             assert applied
             return
         assert not applied
-        if _is_etcd(faults):
+        if faults.is_etcd:
             assert outcome[1].startswith("Error: etcdserver: request timed out"), outcome
             assert REQUEST_TIMEOUT_S - 0.5 <= took < REQUEST_TIMEOUT_S + SLACK_S, took
         else:
