@@ -21,6 +21,8 @@ import subprocess
 
 import pytest
 
+from tests.cluster.test_damaged_data_dir import _refused, _stopped_member_with_data
+
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
 
 START_S = 60.0  # a refused start's process ends within this
@@ -36,28 +38,6 @@ def _tree_digest(path):
                 with open(full, "rb") as f:
                     out[os.path.relpath(full, path)] = hashlib.sha256(f.read()).hexdigest()
     return out
-
-
-def _stopped_member_with_data(make_cluster, puts=20):
-    h = make_cluster(members=1)
-    c = h.client()
-    for i in range(puts):
-        c.put(f"k{i}", f"v{i}")
-    h.close_clients()
-    m = h.members[0]
-    assert h.stop_member(m) == 0
-    return h, m
-
-
-def _refused(h, m, *words):
-    seen = len(h.log_text(m))
-    h.cluster.start_member(m)
-    assert m.proc.wait(timeout=START_S) == 2
-    text = h.log_text(m)[seen:]
-    assert "refusing to start" in text and "Traceback" not in text, text
-    for w in words:
-        assert w in text, text
-    return text
 
 
 def _serves_its_data(h, m, puts=20):

@@ -63,8 +63,9 @@ def _wait_compacted(h, m, rev):
         time.sleep(0.05)
 
 
-def test_defrag_of_a_stopped_member(make_cluster):
-    h = make_cluster(3)
+def _filled_and_compacted(h):
+    """KEYS values written, deleted and compacted away (pages a defrag gives back), two keys
+    kept: (a client, the compaction's revision)."""
     c = h.client(timeout=10.0)
     res = c.put_many((f"/df/{i:04d}", bytes([i % 251]) * VALUE_BYTES) for i in range(KEYS))
     assert (res.done, res.failed) == (KEYS, 0), res
@@ -72,6 +73,12 @@ def test_defrag_of_a_stopped_member(make_cluster):
     c.delete_prefix("/df/")
     rev = c.put("/keep2", "kept")["header"]["revision"]
     c.compact(rev, physical=True)
+    return c, rev
+
+
+def test_defrag_of_a_stopped_member(make_cluster):
+    h = make_cluster(3)
+    c, rev = _filled_and_compacted(h)
     mark = c.put("/mark", "m")["header"]["revision"]  # HashKV is refused at the compact rev
     leader = h.leader()
     m = next(x for x in h.members if x is not leader)
@@ -182,13 +189,7 @@ def test_defrag_of_running_members(make_cluster, monkeypatch):
     # overlap it, and the leader's must not cost it its term (election timeout 0.5 s).
     monkeypatch.setenv("RAFTKV_DEFRAG_HOLD_S", str(HOLD_S))
     h = make_cluster(3)
-    c = h.client(timeout=10.0)
-    res = c.put_many((f"/df/{i:04d}", bytes([i % 251]) * VALUE_BYTES) for i in range(KEYS))
-    assert (res.done, res.failed) == (KEYS, 0), res
-    c.put("/keep", "kept")
-    c.delete_prefix("/df/")
-    rev = c.put("/keep2", "kept")["header"]["revision"]
-    c.compact(rev, physical=True)
+    c, rev = _filled_and_compacted(h)
     leader = h.leader()
     follower = next(x for x in h.members if x is not leader)
     for m in h.members:
