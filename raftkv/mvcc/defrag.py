@@ -37,10 +37,9 @@ import struct
 import lmdb
 
 from raftkv.mvcc import codec, snapshot as mvcc_snapshot
-from raftkv.storage.engine import DATA_FILE, DEFRAG_SCRATCH, Engine
+from raftkv.storage.engine import DATA_FILE, DEFRAG_SCRATCH, LMDB_LOCK_FILE, Engine
 from raftkv.storage.wal import fsync_dir
 
-LMDB_LOCK_FILE = "lock.mdb"  # LMDB's own lock file beside data.mdb (subdir mode)
 # The copy holds the live pages plus LMDB's meta pages; free space for this much more than the
 # pages in use is asked for before it is written (a full disk would only fail it later).
 SPARE_BYTES = 1 << 20
