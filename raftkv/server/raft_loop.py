@@ -34,6 +34,11 @@ READ_TIMEOUT_S = 5.0
 # readIndexRetryTime): its request or the answer may have been lost with a peer connection, or
 # gone to a leader that has since lost its place, and Raft itself never repeats it.
 READ_INDEX_RETRY_S = 0.5
+# A peer message the core refuses for a reason other than a dropped proposal (which is routine:
+# a follower forwarded it just as leadership moved) means a confused or damaged peer: it is
+# logged as a warning, once per this many seconds for each message type and error class, with
+# the count of the refusals not logged since.
+DROPPED_WARN_EVERY_S = 60.0
 
 
 class RaftLoop:
@@ -82,6 +87,8 @@ class RaftLoop:
         self._ready_reads = []  # (index, futures) confirmed, waiting for applied >= index
         self._read_ctx = 0
         self._wake = asyncio.Event()
+        # (message type, error class) -> [when last logged, refusals since not logged]
+        self._dropped_warned = {}
         self._stopped = False
         self.leader_changes = 0
 
@@ -189,8 +196,10 @@ class RaftLoop:
                     self.node.step(item)
                 except LogDivergedError:
                     raise  # the member must stop (Member._on_raft_loop_done)
-                except RaftError as exc:
+                except ProposalDroppedError as exc:
                     log.debug("dropped peer message %s: %s", item.type, exc)
+                except RaftError as exc:
+                    self._warn_dropped(item, exc)
             elif kind == "call":
                 fn, fut = item
                 try:
@@ -203,6 +212,18 @@ class RaftLoop:
                         fut.set_result(res)
         self._propose_batches(ticked)
         self._start_read_round()
+
+    def _warn_dropped(self, m, exc, now=None):
+        now = time.monotonic() if now is None else now
+        key = (m.type, type(exc))
+        seen = self._dropped_warned.get(key)
+        if seen is not None and now - seen[0] < DROPPED_WARN_EVERY_S:
+            seen[1] += 1
+            return
+        quiet = f" ({seen[1]} more like it since the last warning)" if seen and seen[1] else ""
+        log.warning("refused a %s from member %x (term %d): %s: %s%s", m.type.name, m.frm,
+                    m.term, type(exc).__name__, exc, quiet)
+        self._dropped_warned[key] = [now, 0]
 
     def _propose_batches(self, ticked=False):
         if not len(self.batcher):
