@@ -5,8 +5,10 @@
 
 Starts a fresh cluster (LocalCluster, data in a temp dir), warms it up, then per rep sends
 `--total` sequential 256-byte puts from one native client straight to the leader and reads,
-from /proc, each member's user and system CPU and its voluntary and involuntary context
-switches over the rep, divided by the number of puts. Also the put latency p50 and mean. The
+from /proc, each member's user and system CPU, its voluntary and involuntary context switches
+and its run-queue wait (time its threads were ready to run but waited for a core,
+/proc/PID/task/TID/schedstat) over the rep, divided by the number of puts; the run-queue wait
+of the client (this process) too. Also the put latency p50 and mean. The
 members are whatever `python -m raftkv` imports from the current directory, so running this
 from another checkout's root measures that checkout's members (the client is always this
 one's). Medians over reps; nothing here is pass/fail.
@@ -34,9 +36,11 @@ WARMUP_PUTS = 300
 
 
 def proc_counters(pid):
-    """(user s, system s, voluntary, involuntary context switches) summed over pid's threads."""
+    """(user s, system s, voluntary, involuntary context switches, run-queue wait s) summed
+    over pid's threads."""
     user, system = rbench.proc_user_sys_s(pid)
     vol = invol = 0
+    runq_ns = 0
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{tid}/status") as f:
@@ -45,9 +49,11 @@ def proc_counters(pid):
                         vol += int(line.split()[1])
                     elif line.startswith("nonvoluntary_ctxt_switches"):
                         invol += int(line.split()[1])
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                runq_ns += int(f.read().split()[1])  # on-CPU ns, run-queue wait ns, slices
         except FileNotFoundError:  # a thread ended meanwhile
             continue
-    return user, system, vol, invol
+    return user, system, vol, invol, runq_ns / 1e9
 
 
 async def sequential_puts(endpoint, total, prefix):
@@ -72,17 +78,22 @@ def run(args):
         asyncio.run(sequential_puts(leader.native_endpoint, WARMUP_PUTS, b"warm/"))
         for rep in range(args.reps):
             before = {m.name: proc_counters(m.pid) for m in cluster.members}
+            client_before = proc_counters(os.getpid())
             lat = asyncio.run(sequential_puts(leader.native_endpoint, args.total,
                                               b"rep%d/" % rep))
+            client_after = proc_counters(os.getpid())
             row = {"p50_ms": statistics.median(lat) * 1e3,
-                   "mean_ms": statistics.fmean(lat) * 1e3, "members": {}}
+                   "mean_ms": statistics.fmean(lat) * 1e3, "members": {},
+                   "client_runq_us": (client_after[4] - client_before[4]) / args.total * 1e6,
+                   "client_cpu_us": sum(client_after[:2]) - sum(client_before[:2])}
+            row["client_cpu_us"] *= 1e6 / args.total
             for m in cluster.members:
                 b, a = before[m.name], proc_counters(m.pid)
                 d = [(x - y) / args.total for x, y in zip(a, b)]
                 row["members"][m.name] = {
                     "role": "leader" if m is leader else "follower",
                     "user_us": d[0] * 1e6, "sys_us": d[1] * 1e6,
-                    "ctx_voluntary": d[2], "ctx_involuntary": d[3]}
+                    "ctx_voluntary": d[2], "ctx_involuntary": d[3], "runq_us": d[4] * 1e6}
             row["cpu_us_all"] = sum(v["user_us"] + v["sys_us"]
                                     for v in row["members"].values())
             row["loadavg"] = os.getloadavg()[0]
@@ -99,12 +110,14 @@ def summarize(reps):
     med = lambda xs: statistics.median(xs)  # noqa: E731
     out = {"p50_ms": med([r["p50_ms"] for r in reps]),
            "mean_ms": med([r["mean_ms"] for r in reps]),
-           "cpu_us_all": med([r["cpu_us_all"] for r in reps]), "roles": {}}
+           "cpu_us_all": med([r["cpu_us_all"] for r in reps]),
+           "client_cpu_us": med([r["client_cpu_us"] for r in reps]),
+           "client_runq_us": med([r["client_runq_us"] for r in reps]), "roles": {}}
     for role in ("leader", "follower"):
         rows = [v for r in reps for v in r["members"].values() if v["role"] == role]
         out["roles"][role] = {k: med([v[k] for v in rows])
                               for k in ("user_us", "sys_us", "ctx_voluntary",
-                                        "ctx_involuntary")}
+                                        "ctx_involuntary", "runq_us")}
     return out
 
 
@@ -123,7 +136,10 @@ def main(argv=None):
     for role, v in s["roles"].items():
         print(f"{role:9} user {v['user_us']:6.0f} us  sys {v['sys_us']:5.0f} us  "
               f"context switches {v['ctx_voluntary']:.1f} voluntary, "
-              f"{v['ctx_involuntary']:.1f} involuntary  (per put)")
+              f"{v['ctx_involuntary']:.1f} involuntary, run-queue wait {v['runq_us']:.0f} us "
+              f"(per put)")
+    print(f"client    CPU {s['client_cpu_us']:6.0f} us  "
+          f"run-queue wait {s['client_runq_us']:.0f} us (per put)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"reps": reps, "medians": s}, f, indent=2)
