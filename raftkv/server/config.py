@@ -518,9 +518,9 @@ class ServerConfig:
 FLAG_HELP = {
     "name": "Human-readable name of this member; must be one of the names in --initial-cluster.",
     "data_dir": "Directory of this member's WAL and LMDB store (empty: ./NAME.raftkv).",
-    "listen_client_urls": "URLs (comma-separated) to serve the etcd v3 gRPC API on, each one; "
-                          "https:// or unixs:// (a Unix socket) needs --cert-file and "
-                          "--key-file (or --auto-tls).",
+    "listen_client_urls": "URLs (comma-separated) to serve etcd's gRPC API and, on the same "
+                          "port, its HTTP gateway and /health on; https:// or unixs:// (a "
+                          "Unix socket) needs --cert-file and --key-file (or --auto-tls).",
     "advertise_client_urls": "Client URLs (comma-separated) this member publishes to the "
                              "cluster, as `member list` shows them (empty: "
                              "--listen-client-urls).",
