@@ -166,7 +166,7 @@ async def _open_native_and_metrics(cfg, service, member, opened):
         opened.native_where.append(_where(u, port))
         if not u.unix and member.native_port is None:
             member.native_port = port
-    muxed = not cfg.grpc_workers  # HTTP on the client URLs too (see _open_grpc)
+    muxed = cfg.client_urls_http and not cfg.grpc_workers  # HTTP on the client URLs too
     endpoint = HttpEndpoint(service, cfg.host_allowed) \
         if cfg.metrics_listeners or cfg.client_http_listeners or muxed else None
     for u in cfg.metrics_listeners:
@@ -214,7 +214,7 @@ async def _open_grpc(cfg, service, member, opened):
         return where
     member.front_calls = CallGauge()
     credentials = _grpc_credentials(cfg)
-    if opened.pool is None:
+    if opened.pool is None and cfg.client_urls_http:
         return where + await _open_mux(cfg, service, member, opened, credentials)
     for u in unix:
         unix_socket_path_free(u.path)
@@ -226,6 +226,8 @@ async def _open_grpc(cfg, service, member, opened):
     opened.grpc_servers.append(grpc_server)
     for u, port in zip(own, ports):
         where.append(_where(u, port))
+        if not u.unix and member.client_port is None:
+            member.client_port = port
     return where
 
 

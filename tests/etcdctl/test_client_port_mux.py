@@ -6,6 +6,7 @@ behind."""
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import socket
@@ -34,6 +35,10 @@ def member(tmp_path_factory):
         cluster.wait_listening()
         wait_healthy(Ctl(cluster.endpoints))
         yield cluster.members[0]
+
+
+def test_the_internal_grpc_socket_is_in_the_data_dir(member):
+    assert os.path.exists(os.path.join(member.data_dir, "grpc.sock"))
 
 
 def _get(url, context=None):
@@ -206,3 +211,18 @@ def test_tls_client_url_serves_etcdctl_and_https(tmp_path):
             s.sendall(b"GET /health HTTP/1.1\r\n\r\n")
             assert _closed(s)
         assert ctl.out(*cert, "get", "/tls/mux", "--print-value-only").strip() == "v"
+
+
+def test_client_urls_http_false_serves_grpc_only_without_the_relay(tmp_path):
+    cluster = LocalCluster(str(tmp_path), 1,
+                           extra_args=[*FAST_ARGS, "--client-urls-http", "false"])
+    with running(cluster):
+        m = cluster.members[0]
+        ctl = Ctl([m.grpc_endpoint])
+        wait_healthy(ctl)
+        ctl.run("put", "/direct/k", "v")
+        assert ctl.out("get", "/direct/k", "--print-value-only").strip() == "v"
+        with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
+            _get(m.client_url + "/health")
+        assert "ready: etcd gRPC on" in open(m.log_path).read()
+        assert not os.path.exists(os.path.join(m.data_dir, "grpc.sock"))
