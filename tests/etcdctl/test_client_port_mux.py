@@ -226,3 +226,30 @@ def test_client_urls_http_false_serves_grpc_only_without_the_relay(tmp_path):
             _get(m.client_url + "/health")
         assert "ready: etcd gRPC on" in open(m.log_path).read()
         assert not os.path.exists(os.path.join(m.data_dir, "grpc.sock"))
+
+
+def test_client_crl_file_refuses_a_revoked_certificate_over_https_too(tmp_path):
+    """--client-crl-file on the client port's HTTP side: the handshake completes (the CA
+    signed the certificate) and the member closes the connection before any answer, as the
+    native listener does; gRPC's refusal is test_tls.py's."""
+    os.mkdir(tmp_path / "pki")
+    pki = make_pki(tmp_path / "pki")
+    cluster = LocalCluster(str(tmp_path / "c"), 1, extra_args=[
+        *FAST_ARGS, "--client-cert-auth", "--client-crl-file", str(pki.crl)],
+        tls=(str(pki.ca), str(pki.server_cert), str(pki.server_key)))
+    with running(cluster):
+        m = cluster.members[0]
+        https = m.client_url.replace("http://", "https://")
+
+        def context(cert, key):
+            ctx = ssl.create_default_context(cafile=str(pki.ca))
+            ctx.load_cert_chain(cert, key)
+            return ctx
+        good = context(str(pki.client_cert), str(pki.client_key))
+        cluster.wait_listening()
+        wait_for(lambda: _get(https + "/health", good)[0] == 200, 60.0, 0.2, "https /health")
+        with pytest.raises((ssl.SSLError, ConnectionError, urllib.error.URLError,
+                            http.client.HTTPException)):
+            _get(https + "/version", context(str(pki.revoked_cert), str(pki.revoked_key)))
+        assert "client port: refused" in open(m.log_path).read()
+        assert _get(https + "/version", good)[0] == 200
