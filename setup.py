@@ -26,6 +26,7 @@ EXTENSIONS = [
     ("raftkv.storage._cbtree", "raftkv/storage/_cbtree.pyx", ["csrc/btree.c"]),
     ("raftkv.mvcc._cindex", "raftkv/mvcc/_cindex.pyx", []),
     ("raftkv.mvcc._cputs", "raftkv/mvcc/_cputs.pyx", []),
+    ("raftkv.api._crelay", "raftkv/api/_crelay.pyx", ["csrc/relay.c"]),
 ]
 
 

@@ -2,8 +2,9 @@
 
     curl -L http://127.0.0.1:2382/v3/kv/put -X POST -d '{"key": "Zm9v", "value": "YmFy"}'
 
-etcd 3.4 serves its grpc-gateway on the client port beside gRPC (cmux); raftkv's client port is
-grpc.aio only, so the gateway has listeners of its own, the flag etcd 3.5 gave them. What a
+etcd 3.4 serves its grpc-gateway on the client port beside gRPC (cmux); so does raftkv (its
+ClientMux, raftkv/api/mux.py, hands the client URLs' HTTP connections to this server), and on
+listeners of its own, the flag etcd 3.5 gave them. What a
 client sees is etcd 3.4.23's gateway (checked with curl against the real one):
 
 * `POST /v3/<path>` (and `/v3beta/<path>`) for every RPC of KV, Watch, Lease, Cluster,

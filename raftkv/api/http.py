@@ -1,6 +1,6 @@
 """The member's HTTP endpoint on --listen-metrics-urls: /health, /version and /metrics, as etcd
-serves them (etcd also serves them on the client port; raftkv's client port is gRPC only, and
-its JSON gateway on --listen-client-http-urls answers them through HttpEndpoint.route too).
+serves them (etcd also serves them on the client port; so does raftkv, through its JSON gateway
+(raftkv/api/mux.py), which answers them with HttpEndpoint.route, as on --listen-client-http-urls).
 
 * `/health`: etcd's JSON `{"health":"true","reason":""}` (200) or `"false"` with a reason (503):
   "ALARM NOSPACE" while the NOSPACE alarm is raised (`?exclude=NOSPACE` ignores it), "RAFT NO

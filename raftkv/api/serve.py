@@ -1,7 +1,8 @@
 """The `raftkv` member process: `python -m raftkv [flags]` (console script `raftkv`).
 
 Serves the etcd v3 gRPC API on --listen-client-urls (so etcdctl works against the same URLs it
-would use for etcd), the native msgpack protocol on --listen-native-urls, peers on
+would use for etcd) and, on the same ports, HTTP/1.1 (the JSON gateway, /health, /version,
+/metrics; raftkv/api/mux.py), the native msgpack protocol on --listen-native-urls, peers on
 --listen-peer-urls and, if set, /health, /version and /metrics on --listen-metrics-urls.
 SIGTERM/SIGINT stop it cleanly: the in-flight sync finishes, sockets close.
 A data dir that is unsafe to use makes it refuse to start with a message saying why (exit 2).
@@ -96,8 +97,8 @@ async def serve(cfg, stop_event=None):
         # The client URLs open last: once they accept connections, every listener is up.
         grpc_where = await _open_grpc(cfg, service, member, opened)
         secured = [w for w, on in (("clients", cfg.client_tls), ("peers", cfg.peer_tls)) if on]
-        log.info("ready: etcd gRPC on %s%s, native on %s, peers on port %d%s",
-                 ", ".join(grpc_where),
+        log.info("ready: etcd gRPC%s on %s%s, native on %s, peers on port %d%s",
+                 "" if opened.mux is None else " and HTTP", ", ".join(grpc_where),
                  f" ({cfg.grpc_workers} worker processes)" if opened.pool else "",
                  ", ".join(opened.native_where), member.peer_port,
                  f"; TLS for {' and '.join(secured)}" if secured else "")
@@ -121,9 +122,14 @@ class _Listeners:
         self.pool = None  # the --grpc-workers WorkerPool
         self.workers_native = None  # the native server only the workers may use
         self.native_where = []  # the native listeners, for the ready line
-        self.gateway = None  # the --listen-client-http-urls aiohttp runner
+        self.gateway = None  # the gateway's aiohttp runner (client port, --listen-client-http-urls)
+        self.mux = None  # the client URLs' ClientMux (gRPC and HTTP on one port)
+        self.relay = None  # the mux's byte relay to the internal gRPC socket
+        self.internal_sockets = []  # the internal gRPC sockets' files
 
     async def close(self, cfg):
+        if self.mux is not None:
+            await self.mux.close()  # accept no more connections
         if self.pool is not None:
             await self.pool.stop()  # before the native server the workers forward to
         if self.workers_native is not None:
@@ -136,7 +142,11 @@ class _Listeners:
                 if u.unix:
                     unlink_unix_socket(u.path)
         for s in self.grpc_servers:
-            await s.stop(grace=1.0)
+            await s.stop(grace=1.0)  # its goodbyes go through the relay, still running
+        if self.relay is not None:
+            self.relay.stop()
+        for path in self.internal_sockets:
+            unlink_unix_socket(path)
         if self.grpc_servers:
             for u in cfg.client_listeners:
                 if u.unix:
@@ -156,8 +166,9 @@ async def _open_native_and_metrics(cfg, service, member, opened):
         opened.native_where.append(_where(u, port))
         if not u.unix and member.native_port is None:
             member.native_port = port
+    muxed = cfg.client_urls_http and not cfg.grpc_workers  # HTTP on the client URLs too
     endpoint = HttpEndpoint(service, cfg.host_allowed) \
-        if cfg.metrics_listeners or cfg.client_http_listeners else None
+        if cfg.metrics_listeners or cfg.client_http_listeners or muxed else None
     for u in cfg.metrics_listeners:
         http, port = await start_http_server(service, u.host, u.port,
                                              ssl=client_tls if u.tls else None,
@@ -165,13 +176,13 @@ async def _open_native_and_metrics(cfg, service, member, opened):
         opened.closers.append(http)
         if member.metrics_port is None:
             member.metrics_port = port
-    if cfg.client_http_listeners:
+    if cfg.client_http_listeners or muxed:
         await _open_gateway(cfg, service, endpoint, opened, client_tls)
 
 
 async def _open_gateway(cfg, service, endpoint, opened, client_tls):
-    """etcd's JSON gateway on every --listen-client-http-urls URL (aiohttp, imported only
-    then)."""
+    """etcd's JSON gateway on every --listen-client-http-urls URL, and for the client URLs'
+    HTTP connections (aiohttp, imported only then)."""
     from raftkv.api.gateway import Gateway, start_gateway
 
     listeners = cfg.client_http_listeners
@@ -182,7 +193,9 @@ async def _open_gateway(cfg, service, endpoint, opened, client_tls):
                       host_allowed=cfg.host_allowed)
     runner, ports = await start_gateway(gateway, listeners, ssl=client_tls)
     opened.gateway = runner
-    log.info("etcd's HTTP gateway on %s", ", ".join(_where(u, p) for u, p in zip(listeners, ports)))
+    if listeners:
+        log.info("etcd's HTTP gateway on %s",
+                 ", ".join(_where(u, p) for u, p in zip(listeners, ports)))
 
 
 async def _open_grpc(cfg, service, member, opened):
@@ -201,6 +214,8 @@ async def _open_grpc(cfg, service, member, opened):
         return where
     member.front_calls = CallGauge()
     credentials = _grpc_credentials(cfg)
+    if opened.pool is None and cfg.client_urls_http:
+        return where + await _open_mux(cfg, service, member, opened, credentials)
     for u in unix:
         unix_socket_path_free(u.path)
     grpc_server, ports = await start_grpc_server_on(
@@ -210,6 +225,41 @@ async def _open_grpc(cfg, service, member, opened):
         limits=_grpc_limits(cfg), cert_check=cfg.cert_checks()[0])
     opened.grpc_servers.append(grpc_server)
     for u, port in zip(own, ports):
+        where.append(_where(u, port))
+        if not u.unix and member.client_port is None:
+            member.client_port = port
+    return where
+
+
+async def _open_mux(cfg, service, member, opened, credentials):
+    """gRPC and HTTP on every client URL, as etcd 3.4 (raftkv/api/mux.py): the member's
+    grpc.aio server listens on an internal Unix socket per kind of client URL (plain, TLS),
+    and a ClientMux on the client URLs sends each connection to it (through the C relay) or
+    to the gateway's HTTP server."""
+    from raftkv.api.etcd.server import start_grpc_server_on
+    from raftkv.api.mux import ClientMux, backend_addresses
+    from raftkv.api.relay import Relay
+
+    binds, targets = [], {}
+    for tls in sorted({u.tls for u in cfg.client_listeners}):
+        bind, target = backend_addresses(cfg.data_dir, tls)
+        if bind.startswith("unix:"):
+            unix_socket_path_free(target)
+            opened.internal_sockets.append(target)
+        binds.append((bind, credentials if tls else None))
+        targets[tls] = target
+    grpc_server, _ = await start_grpc_server_on(
+        service, binds, max_request_bytes=cfg.max_request_bytes, calls=member.front_calls,
+        limits=_grpc_limits(cfg), cert_check=cfg.cert_checks()[0])
+    opened.grpc_servers.append(grpc_server)
+    opened.relay = Relay()
+    client_tls = cfg.tls_contexts()[0]
+    opened.mux = ClientMux(relay=opened.relay, grpc_targets=targets,
+                           http_factory=opened.gateway.server, ssl=client_tls,
+                           cert_check=cfg.cert_checks()[0])
+    where = []
+    for u in cfg.client_listeners:
+        port = opened.mux.listen(u)
         where.append(_where(u, port))
         if not u.unix and member.client_port is None:
             member.client_port = port

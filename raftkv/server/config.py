@@ -104,6 +104,9 @@ class ServerConfig:
     # Child processes serving the etcd gRPC API on the client port (SO_REUSEPORT), each
     # forwarding to this member over the native protocol; 0: the member serves gRPC itself.
     grpc_workers: int = 0
+    # HTTP/1.1 beside gRPC on the client URLs, as etcd 3.4 (raftkv/api/mux.py); false: grpc.aio
+    # owns the client sockets (gRPC only, no relay hop; bench/README.md has the hop's cost).
+    client_urls_http: bool = True
     # etcd's gRPC server flags (raftkv/api/etcd/server.py GrpcLimits): the shortest spacing of
     # a client's pings (closer ones get GOAWAY too_many_pings), the server's own ping interval
     # and how long it waits for the answer (either 0: no pings), and the streams one client
@@ -518,9 +521,9 @@ class ServerConfig:
 FLAG_HELP = {
     "name": "Human-readable name of this member; must be one of the names in --initial-cluster.",
     "data_dir": "Directory of this member's WAL and LMDB store (empty: ./NAME.raftkv).",
-    "listen_client_urls": "URLs (comma-separated) to serve the etcd v3 gRPC API on, each one; "
-                          "https:// or unixs:// (a Unix socket) needs --cert-file and "
-                          "--key-file (or --auto-tls).",
+    "listen_client_urls": "URLs (comma-separated) to serve etcd's gRPC API and, on the same "
+                          "port, its HTTP gateway and /health on; https:// or unixs:// (a "
+                          "Unix socket) needs --cert-file and --key-file (or --auto-tls).",
     "advertise_client_urls": "Client URLs (comma-separated) this member publishes to the "
                              "cluster, as `member list` shows them (empty: "
                              "--listen-client-urls).",
@@ -626,6 +629,9 @@ FLAG_HELP = {
     "proxy_read_timeout": "Ignored (v2 proxy mode only), milliseconds.",
     "request_timeout": "Seconds a client read or write waits (for a leader, a quorum, the "
                        "apply) before it fails with a timeout.",
+    "client_urls_http": "Serve HTTP/1.1 (the JSON gateway, /health, /version, /metrics) on "
+                        "--listen-client-urls beside gRPC, as etcd 3.4; false: gRPC only, "
+                        "without the relay hop.",
     "grpc_workers": "Worker processes (0..64) serving the etcd gRPC API on the client port, "
                     "each forwarding to this member; 0: the member serves gRPC itself.",
     "grpc_keepalive_min_time": "Shortest time (a duration such as 5s) a gRPC client must wait "
