@@ -10,6 +10,8 @@
   `check perf` itself); bench/memory_sidebyside.py (memory per key, raftkv beside etcd);
   bench/restart_time.py (a SIGKILLed follower's restart, raftkv beside etcd);
   bench/auth_cost.py (auth off and on, and Authenticate itself, raftkv beside etcd);
+  bench/defrag_scale.py (online defrag of a follower and the leader under a writer, raftkv
+  beside etcd);
 - the pytest-benchmark micro-benchmarks in bench/ with --benchmark-disable (each runs once).
 """
 import json
@@ -222,6 +224,28 @@ def test_restart_time_runs(tmp_path):
             if r["system"] == "raftkv":
                 assert 0 < r["native_s"] <= r["port_s"], r
     assert not list(tmp_path.glob("restart-time-*"))  # the clusters' data dirs are removed
+
+
+def test_defrag_scale_runs(tmp_path):
+    """bench/defrag_scale.py end to end on a tiny size: each system's follower and leader are
+    defragmented under the writer, each file shrinks, and the clusters' data dirs are removed."""
+    out = tmp_path / "defrag.json"
+    systems = "raftkv,etcd" if ETCD else "raftkv"
+    cmd = [sys.executable, os.path.join(ROOT, "bench", "defrag_scale.py"), "--keys", "2000",
+           "--gap", "0.5", "--settle", "0.5", "--systems", systems, "--data-root",
+           str(tmp_path), "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert [r["system"] for r in res] == systems.split(",")
+    for r in res:
+        assert [d["role"] for d in r["defrags"]] == ["follower", "leader"]
+        for d in r["defrags"]:
+            assert d["error"] is None and d["defrag_s"] > 0, d
+            assert d["db_after_mib"] < d["db_before_mib"], d
+        assert r["writer"]["puts"] > 0, r
+    assert "| raftkv | native | leader |" in proc.stdout
+    assert not list(tmp_path.glob("defrag-scale-*"))  # the clusters' data dirs are removed
 
 
 def test_check_perf_report_parsing():
