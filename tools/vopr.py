@@ -18,7 +18,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from tests.sim.checkers import InvariantViolation, replay_command  # noqa: E402
+from tests.sim.checkers import TICKS_MAX_DEFAULT, InvariantViolation, replay_command  # noqa: E402
 from tests.sim.cluster import Cluster  # noqa: E402
 
 MEMBER_CHOICES = (3, 5, 7)
@@ -30,7 +30,7 @@ def members_for(seed):
 
 def run_one(seed, members, ticks_max, verbose):
     t0 = time.perf_counter()
-    print(f"seed {seed} members {members}: {replay_command(seed, members)}", flush=True)
+    print(f"seed {seed} members {members}: {replay_command(seed, members, ticks_max)}", flush=True)
     try:
         stats = Cluster(seed, members, ticks_max).run()
     except InvariantViolation as exc:
@@ -46,7 +46,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, help="replay exactly this seed")
     ap.add_argument("--members", type=int, help="cluster size (default: 3, 5 or 7 by seed)")
     ap.add_argument("--count", type=int, help="number of random seeds (default: forever)")
-    ap.add_argument("--ticks-max", type=int, default=400, help="ticks of the fault phase")
+    ap.add_argument("--ticks-max", type=int, default=TICKS_MAX_DEFAULT,
+                    help="ticks of the fault phase (a replay needs the same)")
     ap.add_argument("-v", "--verbose", action="store_true", help="print stats per seed")
     args = ap.parse_args(argv)
     if args.seed is not None:

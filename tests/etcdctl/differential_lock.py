@@ -133,7 +133,19 @@ class Run:
         self.steps = []
         self.next_sym = differential.SERVER_LEASE_SYM_BASE
         self.lease_ids = self.rng.sample(range(0x100, 0x10000), 12)
-        self.name = lambda base: base + b"-" + str(self.rng.randint(0, 99)).encode()
+        self.names = set()  # every name this run has drawn
+
+    def name(self, base):
+        """A name from the seed, base-N with N below 100, that this run has not drawn before:
+        the parts share bases (the lock part's "cancel" lock stays held, and a campaign on the
+        election part's "cancel" name behind it waited out its deadline on both servers,
+        seed 951)."""
+        assert sum(n.startswith(base + b"-") for n in self.names) < 50, (base, self.names)
+        while True:
+            name = base + b"-" + str(self.rng.randint(0, 99)).encode()
+            if name not in self.names:
+                self.names.add(name)
+                return name
 
     # ---------------------------------------------------------------- comparing
     def normal(self, target, raw, error):

@@ -44,3 +44,14 @@ def test_server_picked_leases_are_symbolic_in_keys():
     assert differential_lock._symbolic(answer, to_sym) == {
         "key": b"z/5e000000", "leader": {"lease": 0x5E000000},
         "kv": {"key": b"l/101", "lease": 0x101}}
+
+
+def test_names_are_not_reused_within_a_run():
+    """The lock and election parts both draw a "cancel" and a "zero" name; drawn alike (seed
+    951), the election's campaign queued behind the lock part's held lock and both servers
+    answered DEADLINE_EXCEEDED after 15 s instead of electing it."""
+    r = differential_lock.Run(None, None, 951)
+    names = [r.name(base) for base in (b"cancel", b"zero") for _ in range(40)]
+    assert len(set(names)) == len(names)
+    assert all(n.split(b"-")[0] in (b"cancel", b"zero") and 0 <= int(n.split(b"-")[1]) < 100
+               for n in names)

@@ -30,8 +30,14 @@ class InvariantViolation(AssertionError):
     pass
 
 
-def replay_command(seed, members):
-    return f"python tools/vopr.py --seed {seed} --members {members}"
+TICKS_MAX_DEFAULT = 400  # ticks of the fault phase, unless a run asks for more
+
+
+def replay_command(seed, members, ticks_max=TICKS_MAX_DEFAULT):
+    """The tools/vopr.py command that replays a run exactly (the fault phase's length is part
+    of the run: the same seed with another --ticks-max is another run)."""
+    ticks = f" --ticks-max {ticks_max}" if ticks_max != TICKS_MAX_DEFAULT else ""
+    return f"python tools/vopr.py --seed {seed} --members {members}{ticks}"
 
 
 def _term(log, i):
@@ -50,9 +56,10 @@ def _durable_holds(storage, index, term):
 
 
 class Checker:
-    def __init__(self, seed, members):
+    def __init__(self, seed, members, ticks_max=TICKS_MAX_DEFAULT):
         self.seed = seed
         self.members = members
+        self.ticks_max = ticks_max
         self.leaders = {}  # term -> leader id
         self.entries = {}  # (index, term) -> (prev term, type, data)
         self.committed = {}  # index -> term
@@ -65,7 +72,7 @@ class Checker:
     def fail(self, what):
         raise InvariantViolation(
             f"seed {self.seed} ({self.members} members): {what}\n"
-            f"replay: {replay_command(self.seed, self.members)}")
+            f"replay: {replay_command(self.seed, self.members, self.ticks_max)}")
 
     # ---- elections ----
     def on_leader(self, mid, raft):

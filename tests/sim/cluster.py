@@ -31,7 +31,7 @@ from raftkv.raft import (
     decode_conf_change,
 )
 from raftkv.raft.errors import ProposalDroppedError
-from tests.sim.checkers import Checker, InvariantViolation, replay_command
+from tests.sim.checkers import TICKS_MAX_DEFAULT, Checker, InvariantViolation, replay_command
 from tests.sim.disk import Disk
 from tests.sim.network import Network
 
@@ -59,14 +59,14 @@ class Member:
 
 
 class Cluster:
-    def __init__(self, seed, members=3, ticks_max=400, faults=True):
+    def __init__(self, seed, members=3, ticks_max=TICKS_MAX_DEFAULT, faults=True):
         self.seed = seed
         self.rng = rng = random.Random(seed)
         self.n = members
         self.ticks_max = ticks_max
         self.faults = faults
         self.now = 0
-        self.check = Checker(seed, members)
+        self.check = Checker(seed, members, ticks_max)
         self.check.live_leaders = self._live_leaders
         self.net = Network(rng)
         self.net.on_drop = self._on_drop
@@ -442,9 +442,10 @@ class Cluster:
         except InvariantViolation:
             raise
         except Exception as exc:  # noqa: BLE001 -- any crash is a finding for this seed
+            replay = replay_command(self.seed, self.n, self.ticks_max)
             raise InvariantViolation(
                 f"seed {self.seed} ({self.n} members): {type(exc).__name__} at tick "
-                f"{self.now}: {exc}\nreplay: {replay_command(self.seed, self.n)}") from exc
+                f"{self.now}: {exc}\nreplay: {replay}") from exc
         return self.stats
 
     def _heal(self):
@@ -459,7 +460,7 @@ class Cluster:
 
     def _liveness_fail(self, what):
         raise LivenessFailure(f"seed {self.seed} ({self.n} members): liveness: {what}\n"
-                              f"replay: {replay_command(self.seed, self.n)}")
+                              f"replay: {replay_command(self.seed, self.n, self.ticks_max)}")
 
     def _check_liveness(self):
         start = self.now
@@ -470,7 +471,12 @@ class Cluster:
             self.tick(faults=False, clients=False)
             leader = self._leader()
         # Clients retry every write whose outcome they do not know, plus a final one, through
-        # the leader, every RETRY_TICKS until the leader has applied it.
+        # the leader, every RETRY_TICKS until the leader has applied it or holds it in its log
+        # (a leader never drops its own entries, so that copy commits unless leadership moves,
+        # and then the next leader's log is looked at). Proposing again what the leader's log
+        # already holds only lengthens the log to replicate: with one entry per append and a
+        # backlog of 227 unknown writes after 3000 fault ticks, each round of duplicates grew
+        # it faster than it drained (seed 478908636617973577, 5 members).
         self.next_write += 1
         want = sorted(self.pending_writes) + [b"w%d" % self.next_write]
         proposed = {}
@@ -483,12 +489,22 @@ class Cluster:
                 self._liveness_fail(f"writes not applied everywhere {COMMIT_WITHIN_TICKS} ticks "
                                     f"after a leader appeared: {self._status()}")
             if leader is not None:
-                for data in want:
-                    if data not in leader.disk.sm.index_of and \
-                            self.now - proposed.get(data, -RETRY_TICKS) >= RETRY_TICKS:
-                        proposed[data] = self.now
-                        self._propose_retry(leader, data)
+                due = [data for data in want if data not in leader.disk.sm.index_of and
+                       self.now - proposed.get(data, -RETRY_TICKS) >= RETRY_TICKS]
+                if due:
+                    held = self._unapplied_data(leader)
+                    for data in due:
+                        if data not in held:
+                            proposed[data] = self.now
+                            self._propose_retry(leader, data)
             self.tick(faults=False, clients=False)
+
+    @staticmethod
+    def _unapplied_data(leader):
+        """The payloads of the entries in the leader's log past what it has applied."""
+        log = leader.node.raft.log
+        lo = max(leader.disk.sm.applied + 1, log.first_index())
+        return {e.data for e in log.slice(lo, log.last_index() + 1)}
 
     def _propose_retry(self, leader, data):
         try:
@@ -518,6 +534,6 @@ class Cluster:
                 if m.node else "down" for i, m in sorted(self.members.items())}
 
 
-def run_seed(seed, members=3, ticks_max=400):
+def run_seed(seed, members=3, ticks_max=TICKS_MAX_DEFAULT):
     """Run one seed; returns its stats or raises InvariantViolation."""
     return Cluster(seed, members, ticks_max).run()
