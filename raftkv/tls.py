@@ -317,6 +317,38 @@ def _san_dict(cert):
         + [("IP Address", str(ip)) for ip in sans.get_values_for_type(x509.IPAddress)])}
 
 
+class CertCheckedProtocol:
+    """An asyncio protocol of a TLS listener whose client certificate a CertCheck
+    (--client-crl-file, --client-cert-allowed-hostname) refused or passed: a refused one is
+    disconnected right after the handshake, as etcd's listeners do; the rest goes on to the
+    inner protocol. For listeners whose protocol is not raftkv's own (aiohttp's, asyncio
+    streams'): the native listener checks in its own connection_made."""
+
+    def __init__(self, inner, check, where):
+        self._inner = inner
+        self._check = check
+        self._where = where
+
+    def connection_made(self, transport):
+        self._inner.connection_made(transport)
+        reason = self._check.refusal(der_of(transport.get_extra_info("ssl_object")))
+        if reason:
+            log.warning("%s: refused %s: %s", self._where, transport.get_extra_info("peername"),
+                        reason)
+            transport.abort()
+
+    def __getattr__(self, name):  # data_received, eof_received, connection_lost...
+        return getattr(self._inner, name)
+
+
+def cert_checked(factory, check, where):
+    """factory (an asyncio protocol factory) with check applied to each connection's client
+    certificate (CertCheckedProtocol); factory itself when check has nothing to check."""
+    if not check:
+        return factory
+    return lambda: CertCheckedProtocol(factory(), check, where)
+
+
 def der_of(ssl_object):
     """The DER bytes of the certificate the other side presented on an SSLObject (None)."""
     if ssl_object is None:

@@ -46,6 +46,7 @@ from aiohttp import web
 from google.protobuf import json_format
 
 from raftkv.api.etcd.server import GRPC_OVERHEAD_BYTES, PROTOS, servicers
+from raftkv.tls import cert_checked
 
 log = logging.getLogger("raftkv.gateway")
 
@@ -386,16 +387,52 @@ class Gateway:
         return out
 
 
-async def start_gateway(gateway, listeners, ssl=None):
+class _CertCheckedSite(web.BaseSite):
+    """A TLS listener (TCP, or a unixs:// socket) of the gateway whose clients' certificates a
+    CertCheck (--client-crl-file, --client-cert-allowed-hostname) passes or refuses
+    (raftkv.tls.cert_checked): aiohttp's own sites take no protocol wrapper."""
+
+    def __init__(self, runner, listener, ssl_context, check):
+        super().__init__(runner, ssl_context=ssl_context)
+        self._listener = listener
+        self._check = check
+
+    @property
+    def name(self):
+        u = self._listener
+        return f"unixs://{u.path}" if u.unix else f"https://{u.host}:{u.port}"
+
+    @property
+    def port(self):
+        return None if self._listener.unix else self._server.sockets[0].getsockname()[1]
+
+    async def start(self):
+        await super().start()
+        loop = asyncio.get_running_loop()
+        factory = cert_checked(self._runner.server, self._check, "gateway")
+        u = self._listener
+        if u.unix:
+            self._server = await loop.create_unix_server(factory, u.path, ssl=self._ssl_context)
+        else:
+            self._server = await loop.create_server(factory, u.host, u.port,
+                                                    ssl=self._ssl_context, reuse_address=True)
+
+
+async def start_gateway(gateway, listeners, ssl=None, cert_check=None):
     """Serve the gateway on each listener (config.ListenURL: TCP host:port, TLS when .tls, or a
-    Unix socket). Returns (runner, [bound port or None for a socket]); stop with
-    `await runner.cleanup()`."""
+    Unix socket); cert_check: the CertCheck of the TLS ones' client certificates. Returns
+    (runner, [bound port or None for a socket]); stop with `await runner.cleanup()`."""
     # handler_cancellation: a client that goes cancels its handler, which ends its streams.
     runner = web.AppRunner(gateway.app, handler_cancellation=True, access_log=None)
     await runner.setup()
     ports = []
     try:
         for u in listeners:
+            if u.tls and cert_check:
+                site = _CertCheckedSite(runner, u, ssl, cert_check)
+                await site.start()
+                ports.append(site.port)
+                continue
             if u.unix:
                 site = web.UnixSite(runner, u.path, ssl_context=ssl if u.tls else None)
                 await site.start()

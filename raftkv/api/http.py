@@ -24,6 +24,7 @@ from prometheus_client import ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from raftkv.errors import RaftkvError
+from raftkv.tls import cert_checked
 
 log = logging.getLogger("raftkv.http")
 
@@ -273,14 +274,20 @@ def _header(head, name):
     return ""
 
 
-async def start_http_server(service, host, port, *, ssl=None, endpoint=None, host_allowed=None):
+async def start_http_server(service, host, port, *, ssl=None, endpoint=None, host_allowed=None,
+                            cert_check=None):
     """Serve /health, /version, /metrics on host:port (ssl: a server SSLContext for https://);
     returns (asyncio server, bound port). endpoint: an HttpEndpoint to share between the
     listeners of one member (its metrics are built once). host_allowed(host header) -> bool:
-    --host-whitelist (None: any host; used when no endpoint is given)."""
+    --host-whitelist (None: any host; used when no endpoint is given). cert_check: the
+    CertCheck of TLS clients' certificates (--client-crl-file...)."""
     endpoint = endpoint or HttpEndpoint(service, host_allowed)
-    server = await asyncio.start_server(endpoint.handle, host, port, limit=HEADER_BYTES_MAX,
-                                        ssl=ssl)
+
+    def streams():  # what asyncio.start_server builds per connection
+        return asyncio.StreamReaderProtocol(asyncio.StreamReader(limit=HEADER_BYTES_MAX),
+                                            endpoint.handle)
+    factory = cert_checked(streams, cert_check, "http") if ssl else streams
+    server = await asyncio.get_running_loop().create_server(factory, host, port, ssl=ssl)
     bound = server.sockets[0].getsockname()[1]
     log.info("http: /health, /version, /metrics on %s:%d%s", host, bound,
              " (TLS)" if ssl else "")

@@ -28,7 +28,7 @@ import os
 import socket
 import time
 
-from raftkv.tls import der_of
+from raftkv.tls import cert_checked
 
 log = logging.getLogger("raftkv.mux")
 
@@ -319,8 +319,8 @@ class ClientMux:
 
     async def _to_http(self, conn, tls):
         factory = self.http_factory
-        if tls and self.cert_check:
-            factory = _checked(self.http_factory, self.cert_check)
+        if tls:
+            factory = cert_checked(factory, self.cert_check, "client port")
         try:
             await self.loop.connect_accepted_socket(factory, conn,
                                                     ssl=self.ssl if tls else None)
@@ -375,28 +375,3 @@ def _tcp_listeners(host, port):
             s.close()
         raise
     return socks
-
-
-class _CheckedProtocol:
-    """An HTTP protocol whose TLS client certificate a CertCheck (--client-crl-file,
-    --client-cert-allowed-hostname) refused or passed: a refused one is disconnected right
-    after the handshake, as the native listener does; the rest goes to the inner protocol."""
-
-    def __init__(self, inner, check):
-        self._inner = inner
-        self._check = check
-
-    def connection_made(self, transport):
-        self._inner.connection_made(transport)
-        reason = self._check.refusal(der_of(transport.get_extra_info("ssl_object")))
-        if reason:
-            log.warning("client port: refused %s: %s", transport.get_extra_info("peername"),
-                        reason)
-            transport.abort()
-
-    def __getattr__(self, name):  # data_received, eof_received, connection_lost...
-        return getattr(self._inner, name)
-
-
-def _checked(factory, check):
-    return lambda: _CheckedProtocol(factory(), check)

@@ -172,7 +172,8 @@ async def _open_native_and_metrics(cfg, service, member, opened):
     for u in cfg.metrics_listeners:
         http, port = await start_http_server(service, u.host, u.port,
                                              ssl=client_tls if u.tls else None,
-                                             endpoint=endpoint)
+                                             endpoint=endpoint,
+                                             cert_check=cfg.cert_checks()[0])
         opened.closers.append(http)
         if member.metrics_port is None:
             member.metrics_port = port
@@ -191,7 +192,8 @@ async def _open_gateway(cfg, service, endpoint, opened, client_tls):
             unix_socket_path_free(u.path)
     gateway = Gateway(service, max_request_bytes=cfg.max_request_bytes, endpoint=endpoint,
                       host_allowed=cfg.host_allowed)
-    runner, ports = await start_gateway(gateway, listeners, ssl=client_tls)
+    runner, ports = await start_gateway(gateway, listeners, ssl=client_tls,
+                                        cert_check=cfg.cert_checks()[0])
     opened.gateway = runner
     if listeners:
         log.info("etcd's HTTP gateway on %s",

@@ -253,3 +253,37 @@ def test_client_crl_file_refuses_a_revoked_certificate_over_https_too(tmp_path):
             _get(https + "/version", context(str(pki.revoked_cert), str(pki.revoked_key)))
         assert "client port: refused" in open(m.log_path).read()
         assert _get(https + "/version", good)[0] == 200
+
+
+def test_client_crl_file_refuses_a_revoked_certificate_on_the_gateway_and_metrics_urls(tmp_path):
+    """--client-crl-file on the separate HTTPS listeners too (--listen-client-http-urls,
+    --listen-metrics-urls), as etcd applies its client TLS settings, CRL included, to them: a
+    revoked certificate's connection is closed before any answer, a good one is served."""
+    from raftkv.cli.local_cluster import free_ports
+
+    os.mkdir(tmp_path / "pki")
+    pki = make_pki(tmp_path / "pki")
+    gateway_port, metrics_port = free_ports(2)
+    cluster = LocalCluster(str(tmp_path / "c"), 1, extra_args=[
+        *FAST_ARGS, "--client-cert-auth", "--client-crl-file", str(pki.crl),
+        "--listen-client-http-urls", f"https://127.0.0.1:{gateway_port}",
+        "--listen-metrics-urls", f"https://127.0.0.1:{metrics_port}"],
+        tls=(str(pki.ca), str(pki.server_cert), str(pki.server_key)))
+
+    def context(cert, key):
+        ctx = ssl.create_default_context(cafile=str(pki.ca))
+        ctx.load_cert_chain(cert, key)
+        return ctx
+    good = context(str(pki.client_cert), str(pki.client_key))
+    revoked = context(str(pki.revoked_cert), str(pki.revoked_key))
+    with running(cluster):
+        m = cluster.members[0]
+        cluster.wait_listening()
+        for where, port in (("gateway", gateway_port), ("http", metrics_port)):
+            url = f"https://127.0.0.1:{port}"
+            wait_for(lambda: _get(url + "/health", good)[0] == 200, 60.0, 0.2, where)
+            with pytest.raises((ssl.SSLError, ConnectionError, urllib.error.URLError,
+                                http.client.HTTPException)):
+                _get(url + "/version", revoked)
+            assert f"{where}: refused" in open(m.log_path).read()
+            assert _get(url + "/version", good)[0] == 200
