@@ -51,6 +51,8 @@ SPARE_BYTES = 1 << 20
 # POSIX_FADV_WILLNEED (max of the device's read_ahead_kb and optimal I/O size; 128 KiB by
 # default), so the file is asked for in pieces no larger than that.
 READ_AHEAD_CHUNK = 128 << 10
+# The replaced data file's name in the scratch dir, from the swap until the scratch is removed.
+REPLACED_FILE = "replaced-" + DATA_FILE
 _LEN = struct.Struct(">II")
 
 
@@ -95,9 +97,17 @@ def copy_compacted(engine, path):
 
 def swap_in(path, copy):
     """Rename the checked copy over the data dir's DATA_FILE (atomic: the old file or the new
-    one, never a mix) and make the rename durable."""
+    one, never a mix) and make the rename durable. The old file keeps a name in the copy's
+    scratch dir (REPLACED_FILE, a hard link made first), so the rename does not free its
+    blocks: for a store of a GB that takes a few tenths of a second, which an online defrag
+    leaves to the scratch dir's removal after the member's writes resume
+    (engine.set_aside_defrag_scratch). Where hard links are refused, the rename frees it."""
     data_file = os.path.join(path, DATA_FILE)
     size = os.path.getsize(copy)
+    try:
+        os.link(data_file, os.path.join(os.path.dirname(copy), REPLACED_FILE))
+    except OSError:
+        pass  # the rename frees it, then
     os.rename(copy, data_file)
     fsync_dir(path)
     assert os.path.getsize(data_file) == size

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import threading
 import time
 
@@ -57,6 +58,7 @@ from raftkv.storage.engine import (
     DEFRAG_SCRATCH,
     Engine,
     remove_defrag_scratch,
+    set_aside_defrag_scratch,
 )
 from raftkv.storage.errors import RESTORE_FROM_PEERS, StorageError, writable
 from raftkv.storage.gate import start_thread
@@ -1414,8 +1416,12 @@ class Member:
                 info = await _thread_to_end(self._copy_store, path)
                 self._swap_store(info.pop("copy"))
             finally:
-                remove_defrag_scratch(path)
-                self.committer.resume()
+                try:
+                    aside = set_aside_defrag_scratch(path)
+                finally:
+                    self.committer.resume()
+        if aside is not None:  # freeing the replaced file's blocks waits for no write
+            start_thread(shutil.rmtree, (aside, True), "raftkv-defrag-cleanup")
         log.info("defragmented the store in %.3fs: %s %d -> %d bytes", time.monotonic() - started,
                  DATA_FILE, info["size_before"], info["size_after"])
         return info

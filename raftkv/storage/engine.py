@@ -28,6 +28,7 @@ LMDB_LOCK_FILE = "lock.mdb"  # LMDB's reader table beside DATA_FILE (rewritten a
 # defrag cut short is removed by the next defrag or member start (each holds the data dir's
 # lock, so no other defrag can be running then).
 DEFRAG_SCRATCH = "defrag.tmp"
+DEFRAG_SET_ASIDE = DEFRAG_SCRATCH + ".old-"  # + a unique suffix: set_aside_defrag_scratch
 MAP_SIZE_BYTES_DEFAULT = 8 << 30  # 8 GiB of address space; pages are allocated only as used
 SUB_DBS_MAX = 16  # named sub-databases: log, meta and the MVCC store's, with room to grow
 META_DB = b"meta"
@@ -165,16 +166,34 @@ class Engine:
 
 
 def remove_defrag_scratch(path):
-    """Remove the DEFRAG_SCRATCH a defrag cut short left in the data dir at path (the caller
+    """Remove the DEFRAG_SCRATCH a defrag cut short left in the data dir at path, and any
+    scratch set aside (set_aside_defrag_scratch) whose removal a stop cut short (the caller
     holds the data dir's lock). Returns whether there was one."""
+    path = os.fspath(path)
+    found = False
+    for name in os.listdir(path):
+        if name != DEFRAG_SCRATCH and not name.startswith(DEFRAG_SET_ASIDE):
+            continue
+        scratch = os.path.join(path, name)
+        if os.path.isdir(scratch) and not os.path.islink(scratch):
+            shutil.rmtree(scratch)
+        else:
+            os.unlink(scratch)
+        found = True
+    return found
+
+
+def set_aside_defrag_scratch(path):
+    """Rename the data dir's DEFRAG_SCRATCH (if any) to a name of its own, at once, and return
+    that path (None without one): its removal, which frees the replaced data file's blocks
+    (mvcc/defrag.py swap_in), can then run after the member's writes resume, and a next
+    defrag finds no scratch in its way. remove_defrag_scratch removes what a stop leaves."""
     scratch = os.path.join(os.fspath(path), DEFRAG_SCRATCH)
-    if os.path.isdir(scratch) and not os.path.islink(scratch):
-        shutil.rmtree(scratch)
-    elif os.path.lexists(scratch):
-        os.unlink(scratch)
-    else:
-        return False
-    return True
+    if not os.path.lexists(scratch):
+        return None
+    aside = os.path.join(os.fspath(path), f"{DEFRAG_SET_ASIDE}{os.getpid()}-{os.urandom(4).hex()}")
+    os.rename(scratch, aside)
+    return aside
 
 
 def check_writable(path):

@@ -6,6 +6,7 @@ DEFRAG_FAILED and leaves the member serving from its old file, writes included."
 import asyncio
 import errno
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -16,8 +17,9 @@ import pytest
 from raftkv.errors import RaftkvError
 from raftkv.mvcc import defrag as mvcc_defrag, snapshot
 from raftkv.server.config import load_config
+from raftkv.server import member as member_module
 from raftkv.server.member import Member
-from raftkv.storage.engine import DATA_FILE, DEFRAG_SCRATCH
+from raftkv.storage.engine import DATA_FILE, DEFRAG_SCRATCH, DEFRAG_SET_ASIDE
 from raftkv.storage.group_commit import after_commit
 
 pytestmark = pytest.mark.timeout(120)
@@ -174,3 +176,56 @@ def test_another_process_with_the_store_open_is_refused_at_the_swap(member):
         proc.wait(timeout=30)
     info = asyncio.run(member.defragment())  # once it is gone
     assert info["size_after"] < info["size_before"] / 4
+
+
+def test_swap_in_keeps_the_replaced_file_linked_in_the_scratch_dir(tmp_path):
+    """The rename over data.mdb would free the old file's blocks (a few tenths of a second for
+    a GB) while the member's writes wait: swap_in keeps it under the scratch dir instead."""
+    scratch = tmp_path / DEFRAG_SCRATCH
+    scratch.mkdir()
+    (tmp_path / DATA_FILE).write_bytes(b"old" * 1000)
+    (scratch / DATA_FILE).write_bytes(b"new" * 10)
+    old_inode = os.stat(tmp_path / DATA_FILE).st_ino
+    mvcc_defrag.swap_in(str(tmp_path), str(scratch / DATA_FILE))
+    assert (tmp_path / DATA_FILE).read_bytes() == b"new" * 10
+    assert os.stat(scratch / mvcc_defrag.REPLACED_FILE).st_ino == old_inode
+    assert not (scratch / DATA_FILE).exists()
+
+
+def test_the_replaced_file_is_freed_after_writes_resume(member, monkeypatch):
+    """The scratch dir, with the replaced file in it, is set aside under its own name before
+    the committer resumes and removed by a thread afterwards; nothing of it remains."""
+    m = member
+    removals = []
+    rmtree = shutil.rmtree
+
+    def recording_rmtree(path, *args, **kw):
+        removals.append((os.path.basename(path), m.committer.paused,
+                         os.path.exists(os.path.join(path, mvcc_defrag.REPLACED_FILE))))
+        return rmtree(path, *args, **kw)
+    monkeypatch.setattr(member_module.shutil, "rmtree", recording_rmtree)
+
+    async def run():
+        info = await m.defragment()
+        for _ in range(500):  # the removal's thread
+            if not any(n.startswith(DEFRAG_SCRATCH) for n in os.listdir(m.cfg.data_dir)):
+                break
+            await asyncio.sleep(0.01)
+        return info
+    asyncio.run(run())
+    [(name, paused, had_replaced)] = removals
+    assert name.startswith(DEFRAG_SET_ASIDE) and not paused and had_replaced
+    assert not any(n.startswith(DEFRAG_SCRATCH) for n in os.listdir(m.cfg.data_dir))
+
+
+def test_a_set_aside_scratch_left_by_a_stop_is_removed_at_start(tmp_path):
+    m = _member(tmp_path / "d")
+    m.close_storage()
+    aside = tmp_path / "d" / f"{DEFRAG_SET_ASIDE}123-abcd"
+    aside.mkdir()
+    (aside / mvcc_defrag.REPLACED_FILE).write_bytes(b"x" * 100)
+    m = _member(tmp_path / "d")
+    try:
+        assert not aside.exists()
+    finally:
+        m.close_storage()
