@@ -10,15 +10,17 @@ without them and checks the copy; swap_in() puts it in place:
    renumbered) is written into DATA_DIR/defrag.tmp/ and fsynced, with the old file's mode and
    owner. Through the page cache (write_copy), not with the O_DIRECT of LMDB's own
    mdb_env_copy2, so the check below and the member after the swap read it from memory;
-2. the copy is opened read-only and compared with the store: every sub-database's record
-   count and a digest (BLAKE2b) of its records, keys and values byte for byte. Anything read
-   from the store (its revisions, etcd's HashKV) is a function of those records, so nothing
-   more is compared: a second HashKV on each side cost 3x the rest of a defrag (200,000 keys:
-   1.2 s per HashKV, 0.35 s per digest pass, 0.1 s for the copy), and an online defrag holds
-   the member's writes for all of it. Before each of the two scans (the store's, the
-   copy's) the whole file is asked for with a read-ahead hint (read_ahead): the engine maps
-   stores with readahead off, so a scan of pages not in the cache would fault them in one
-   4 KiB page at a time (a 1.2 GB store: 20-24 s per scan, 1.6-2.6 s with the hint);
+2. the copy is opened read-only and compared with the store record by record: every
+   sub-database, in key order, keys and values byte for byte, both read in one pass
+   (compare_stores). Anything read from the store (its revisions, etcd's HashKV) is a
+   function of those records, so nothing more is compared. An online defrag holds the
+   member's writes for all of it, so it is kept cheap: a second HashKV on each side cost 3x
+   the rest of a defrag, and a BLAKE2b digest of each side, computed in two scans, 70 % of it
+   at 1.2 GB (bench/README.md); the comparison in one pass costs a sixth of the two digests.
+   The whole store file is asked for with a read-ahead hint (read_ahead) before the copy
+   reads it, and the copy before it is compared: the engine maps stores with readahead off,
+   so reading pages not in the cache would fault them in one 4 KiB page at a time (a 1.2 GB
+   store: 20-24 s per pass, 1.6-2.6 s with the hint);
 3. swap_in: the copy is renamed over data.mdb, and the data dir fsynced.
 
 Nothing may write to the store from step 1 until the rename (the caller's duty: offline no
@@ -32,11 +34,10 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
+import itertools
 import os
 import shutil
 import stat
-import struct
 
 import lmdb
 
@@ -53,7 +54,6 @@ SPARE_BYTES = 1 << 20
 READ_AHEAD_CHUNK = 128 << 10
 # The replaced data file's name in the scratch dir, from the swap until the scratch is removed.
 REPLACED_FILE = "replaced-" + DATA_FILE
-_LEN = struct.Struct(">II")
 
 
 class DefragError(Exception):
@@ -74,9 +74,8 @@ def copy_compacted(engine, path):
     copy = os.path.join(scratch, DATA_FILE)
     os.mkdir(scratch, 0o700)
     read_ahead(data_file)
-    want = summary(engine)
-    revision, compact = mvcc_position(engine, want)
-    _check_space(path, want)
+    revision, compact = mvcc_position(engine)
+    _check_space(path, *pages_in_use(engine))
     try:
         write_copy(engine, copy)
     except lmdb.Error as exc:  # e.g. ENOSPC, EIO
@@ -85,10 +84,10 @@ def copy_compacted(engine, path):
     fsync_dir(copy)  # a file: its contents are durable before it is renamed in
     read_ahead(copy)  # in the page cache unless memory was short: then it is read back
     with Engine(scratch, readonly=True) as copied:
-        got = summary(copied)
-        if got["tables"] != want["tables"]:
+        difference = compare_stores(engine, copied)
+        if difference:
             raise DefragError(f"the compacted copy {copy} differs from {data_file}: "
-                              f"{_first_difference(want, got)}; {data_file} is unchanged")
+                              f"{difference}; {data_file} is unchanged")
     size_after = os.path.getsize(copy)
     assert 0 < size_after
     return {"copy": copy, "size_before": before.st_size, "size_after": size_after,
@@ -146,46 +145,68 @@ def write_copy(engine, copy):
         os.close(fd)
 
 
-def summary(engine):
-    """What a faithful copy of the store keeps: {"tables": {name: (records, digest of the
-    records)} for every sub-database, all read in one read txn; "pages": pages in use;
-    "psize"}."""
-    env = engine.env
-    with env.begin() as txn:
-        names = [bytes(name) for name, _ in txn.cursor()]
-    dbs = {name: engine.db(name) for name in names}  # handles first: opening one needs a txn
-    tables, pages = {}, env.stat()["branch_pages"] + env.stat()["leaf_pages"]
-    with env.begin() as txn:
-        for name, db in dbs.items():
-            digest, records = hashlib.blake2b(digest_size=16), 0
-            for key, value in txn.cursor(db=db):
-                digest.update(_LEN.pack(len(key), len(value)))
-                digest.update(key)
-                digest.update(value)
-                records += 1
-            st = txn.stat(db)
-            assert st["entries"] == records, (name, st["entries"], records)
-            pages += st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
-            tables[name] = (records, digest.hexdigest())
-    return {"tables": tables, "pages": pages, "psize": env.stat()["psize"]}
-
-
-def mvcc_position(engine, summ):
-    """The MVCC store's (revision, compact revision or -1 before any, as etcd's HashKV
-    answers them), or Nones if the store has no MVCC tables (summ: summary(engine))."""
-    if not {codec.KV_DB.encode(), codec.META_DB.encode()} <= set(summ["tables"]):
-        return None, None
+def table_names(engine):
+    """The names of the store's sub-databases (the main database's keys), in key order."""
     with engine.env.begin() as txn:
-        state = mvcc_snapshot.mvcc_state(txn, engine.db(codec.META_DB))
+        return [bytes(name) for name, _ in txn.cursor()]
+
+
+def pages_in_use(engine):
+    """(pages the store uses: the main tree's and every sub-database's, page size): about the
+    size of its compacted copy."""
+    env = engine.env
+    dbs = [engine.db(name) for name in table_names(engine)]  # handles first: each needs a txn
+    st = env.stat()
+    pages = st["branch_pages"] + st["leaf_pages"]
+    with env.begin() as txn:
+        for db in dbs:
+            st = txn.stat(db)
+            pages += st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
+    return pages, env.stat()["psize"]
+
+
+def compare_stores(engine, copied):
+    """None when copied holds exactly what engine holds: the same sub-databases with the same
+    records, keys and values byte for byte, in order (both read in one pass, in one read txn
+    each); else where they first differ. Every sub-database's record count is also checked
+    against its own statistics."""
+    names = table_names(engine)
+    got = table_names(copied)
+    if names != got:
+        show = lambda ns: [n.decode(errors="replace") for n in ns]  # noqa: E731
+        return f"sub-databases {show(names)} before, {show(got)} in the copy"
+    pairs = [(name, engine.db(name), copied.db(name)) for name in names]
+    with engine.env.begin() as want_txn, copied.env.begin() as got_txn:
+        for name, want_db, got_db in pairs:
+            records = 0
+            for want, got in itertools.zip_longest(want_txn.cursor(db=want_db),
+                                                   got_txn.cursor(db=got_db)):
+                if want != got:
+                    return (f"sub-database {name.decode(errors='replace')!r}, record "
+                            f"{records}: {_record(want)} before, {_record(got)} in the copy")
+                records += 1
+            for txn, db in ((want_txn, want_db), (got_txn, got_db)):
+                entries = txn.stat(db)["entries"]
+                assert entries == records, (name, entries, records)
+    return None
+
+
+def _record(item):
+    if item is None:
+        return "none"
+    key, value = item
+    return f"key {bytes(key[:40])!r} ({len(value)} bytes of value)"
+
+
+def mvcc_position(engine):
+    """The MVCC store's (revision, compact revision or -1 before any, as etcd's HashKV
+    answers them), or Nones if the store has no MVCC tables."""
+    if not {codec.KV_DB.encode(), codec.META_DB.encode()} <= set(table_names(engine)):
+        return None, None
+    meta = engine.db(codec.META_DB)  # the handle first: opening one needs a txn of its own
+    with engine.env.begin() as txn:
+        state = mvcc_snapshot.mvcc_state(txn, meta)
     return state["revision"], state["compact_revision"] or -1
-
-
-def _first_difference(want, got):
-    for name in sorted(set(want["tables"]) | set(got["tables"])):
-        a, b = want["tables"].get(name), got["tables"].get(name)
-        if a != b:
-            return f"sub-database {name.decode(errors='replace')!r}: {a} before, {b} in the copy"
-    raise AssertionError("the tables do not differ")
 
 
 def check_env_unused(path):
@@ -211,8 +232,8 @@ def check_env_unused(path):
         os.close(fd)
 
 
-def _check_space(path, want):
-    need = want["pages"] * want["psize"] + SPARE_BYTES
+def _check_space(path, pages, psize):
+    need = pages * psize + SPARE_BYTES
     free = shutil.disk_usage(path).free
     if free < need:
         raise DefragError(f"{path}: {free} bytes free, the compacted copy needs about {need}")

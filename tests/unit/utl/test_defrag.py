@@ -175,32 +175,74 @@ def test_a_copy_that_differs_is_not_swapped_in(tmp_path, monkeypatch):
     assert DEFRAG_SCRATCH not in os.listdir(path)
 
 
+@pytest.mark.parametrize("change", ["value", "dropped", "table"])
+def test_any_difference_in_the_copy_is_found_and_named(tmp_path, monkeypatch, change):
+    """The record-by-record comparison finds a value changed in place (same length), a
+    record missing from the copy and a sub-database the store does not have, and says where."""
+    path = str(tmp_path / "m.raftkv")
+    fill(path)
+    before = file_id(path)
+    keep = mvcc_defrag._keep_mode_and_owner
+
+    def tamper(copy, st):
+        env = lmdb.open(copy, subdir=False, lock=False, max_dbs=16)
+        if change == "table":
+            env.open_db(b"zz-extra")
+        else:
+            with env.begin(db=env.open_db(b"kv"), write=True) as txn:
+                cur = txn.cursor()
+                cur.next()
+                cur.next()  # the second record
+                if change == "value":
+                    value = cur.value()
+                    cur.put(cur.key(), bytes(b ^ 1 for b in value))
+                else:
+                    cur.delete()
+        env.close()
+        keep(copy, st)
+
+    monkeypatch.setattr(mvcc_defrag, "_keep_mode_and_owner", tamper)
+    want = {"value": "sub-database 'kv', record 1: key .* before, key .* in the copy",
+            "dropped": "sub-database 'kv', record 1: key .* before, key .* in the copy",
+            "table": r"sub-databases \[.*\] before, \[.*'zz-extra'\] in the copy"}[change]
+    with pytest.raises(defrag_mod.DefragError, match=want + ".*is unchanged"):
+        defrag_mod.defrag(path)
+    assert file_id(path) == before
+
+
 @pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="no posix_fadvise here")
-def test_each_scan_is_preceded_by_a_read_ahead_of_its_whole_file(tmp_path, monkeypatch):
+def test_each_file_is_read_ahead_whole_before_it_is_read(tmp_path, monkeypatch):
     """The engine maps stores with readahead off, and LMDB writes the copy past the page
-    cache: without a WILLNEED hint over all of a file before its records are scanned, a store
-    that is not cached is read one 4 KiB page fault at a time (20-24 s per scan of 1.2 GB)."""
+    cache: without a WILLNEED hint over all of a file before its records are read (the
+    store's by the compacted copy, the copy's by the comparison), a store that is not cached
+    is read one 4 KiB page fault at a time (20-24 s per pass over 1.2 GB)."""
     path = str(tmp_path / "m.raftkv")
     fill(path)
     size = os.path.getsize(os.path.join(path, DATA_FILE))
     events = []
-    advise, scan = os.posix_fadvise, mvcc_defrag.summary
+    advise = os.posix_fadvise
+    write_copy, compare = mvcc_defrag.write_copy, mvcc_defrag.compare_stores
 
     def spy_advise(fd, offset, length, advice):
         events.append(("advise", os.readlink(f"/proc/self/fd/{fd}"), offset, length, advice))
         return advise(fd, offset, length, advice)
 
-    def spy_scan(engine):
-        events.append(("scan", os.path.join(engine.path, DATA_FILE)))
-        return scan(engine)
+    def spy_write_copy(engine, copy):
+        events.append(("read", os.path.join(engine.path, DATA_FILE)))
+        return write_copy(engine, copy)
+
+    def spy_compare(engine, copied):
+        events.append(("read", os.path.join(copied.path, DATA_FILE)))
+        return compare(engine, copied)
 
     monkeypatch.setattr(os, "posix_fadvise", spy_advise)
-    monkeypatch.setattr(mvcc_defrag, "summary", spy_scan)
+    monkeypatch.setattr(mvcc_defrag, "write_copy", spy_write_copy)
+    monkeypatch.setattr(mvcc_defrag, "compare_stores", spy_compare)
     info = defrag_mod.defrag(path)
 
-    def covered_before_scan(file):
-        """The bytes of file that WILLNEED hints asked for before its scan (a set of chunks)."""
-        at = events.index(("scan", file))
+    def covered_before_read(file):
+        """The bytes of file that WILLNEED hints asked for before it is read (chunks)."""
+        at = events.index(("read", file))
         hints = [e for e in events[:at] if e[0] == "advise" and e[1] == file]
         assert all(e[4] == os.POSIX_FADV_WILLNEED for e in hints)
         return sorted((e[2], e[2] + e[3]) for e in hints)
@@ -208,7 +250,7 @@ def test_each_scan_is_preceded_by_a_read_ahead_of_its_whole_file(tmp_path, monke
     live = os.path.join(path, DATA_FILE)
     copy = os.path.join(path, DEFRAG_SCRATCH, DATA_FILE)
     for file, length in ((live, size), (copy, info["size_after"])):
-        spans = covered_before_scan(file)
+        spans = covered_before_read(file)
         assert spans and spans[0][0] == 0 and spans[-1][1] >= length, (file, spans[:3])
         assert all(a[1] >= b[0] for a, b in zip(spans, spans[1:]))  # no gap between chunks
 
