@@ -166,7 +166,7 @@ async def _open_native_and_metrics(cfg, service, member, opened):
         opened.native_where.append(_where(u, port))
         if not u.unix and member.native_port is None:
             member.native_port = port
-    muxed = cfg.client_urls_http and not cfg.grpc_workers  # HTTP on the client URLs too
+    muxed = cfg.client_urls_muxed  # HTTP on the client URLs too
     endpoint = HttpEndpoint(service, cfg.host_allowed) \
         if cfg.metrics_listeners or cfg.client_http_listeners or muxed else None
     for u in cfg.metrics_listeners:
@@ -216,7 +216,7 @@ async def _open_grpc(cfg, service, member, opened):
         return where
     member.front_calls = CallGauge()
     credentials = _grpc_credentials(cfg)
-    if opened.pool is None and cfg.client_urls_http:
+    if opened.pool is None and cfg.client_urls_muxed:
         return where + await _open_mux(cfg, service, member, opened, credentials)
     for u in unix:
         unix_socket_path_free(u.path)

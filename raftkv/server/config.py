@@ -360,6 +360,15 @@ class ServerConfig:
                            unix_ok=True)
 
     @property
+    def client_urls_muxed(self):
+        """HTTP/1.1 beside gRPC on the client URLs (raftkv/api/mux.py), as etcd 3.4 serves
+        them; not with --client-urls-http=false, nor with --grpc-workers, nor with
+        --listen-client-http-urls (as etcd 3.5, whose flag it is: setting it takes the HTTP
+        services off the client URLs, which then serve gRPC alone, without the relay hop)."""
+        return self.client_urls_http and not self.grpc_workers and \
+            not self.client_http_listeners
+
+    @property
     def grpc_tls(self):
         """Some client URL is https:// or unixs:// (each URL's scheme decides for its own
         listener, as in etcd, so a list may mix plain and TLS)."""
@@ -533,9 +542,9 @@ FLAG_HELP = {
     "advertise_native_urls": "Native URLs (comma-separated) this member publishes beside "
                              "its client URLs (no etcd equivalent), which raftkvctl --cluster "
                              "dials (empty: --listen-native-urls).",
-    "listen_client_http_urls": "URLs to serve etcd's JSON gateway (POST /v3/kv/put ...), "
-                               "/health, /version and /metrics on (empty: off); https:// or "
-                               "unixs:// uses the client TLS files.",
+    "listen_client_http_urls": "URLs to serve the JSON gateway, /health and /metrics on "
+                               "instead of the client URLs (then gRPC only, as etcd 3.5); "
+                               "https:// or unixs:// uses the client TLS files.",
     "listen_metrics_urls": "URLs to serve /health, /version and /metrics on (empty: off); "
                            "https:// uses the client TLS files.",
     "listen_peer_urls": "URLs to listen on for the other members' Raft traffic, each one "
@@ -629,9 +638,9 @@ FLAG_HELP = {
     "proxy_read_timeout": "Ignored (v2 proxy mode only), milliseconds.",
     "request_timeout": "Seconds a client read or write waits (for a leader, a quorum, the "
                        "apply) before it fails with a timeout.",
-    "client_urls_http": "Serve HTTP/1.1 (the JSON gateway, /health, /version, /metrics) on "
-                        "--listen-client-urls beside gRPC, as etcd 3.4; false: gRPC only, "
-                        "without the relay hop.",
+    "client_urls_http": "Serve HTTP (the JSON gateway, /health, /metrics) on "
+                        "--listen-client-urls beside gRPC, as etcd 3.4, unless "
+                        "--listen-client-http-urls is set (etcd 3.5); false: gRPC only.",
     "grpc_workers": "Worker processes (0..64) serving the etcd gRPC API on the client port, "
                     "each forwarding to this member; 0: the member serves gRPC itself.",
     "grpc_keepalive_min_time": "Shortest time (a duration such as 5s) a gRPC client must wait "

@@ -287,3 +287,25 @@ def test_client_crl_file_refuses_a_revoked_certificate_on_the_gateway_and_metric
                 _get(url + "/version", revoked)
             assert f"{where}: refused" in open(m.log_path).read()
             assert _get(url + "/version", good)[0] == 200
+
+
+def test_listen_client_http_urls_takes_http_off_the_client_urls_as_etcd_3_5(tmp_path):
+    """etcd 3.5's --listen-client-http-urls: "Enabling this flag removes http services from
+    --listen-client-urls". The client URL then serves gRPC alone, straight from grpc.aio (no
+    relay hop); the gateway and /health answer on the flag's URL."""
+    from raftkv.cli.local_cluster import free_ports
+
+    [gateway_port] = free_ports(1)
+    cluster = LocalCluster(str(tmp_path), 1, extra_args=[
+        *FAST_ARGS, "--listen-client-http-urls", f"http://127.0.0.1:{gateway_port}"])
+    with running(cluster):
+        m = cluster.members[0]
+        ctl = Ctl([m.grpc_endpoint])
+        wait_healthy(ctl)
+        ctl.run("put", "/split/k", "v")
+        assert ctl.out("get", "/split/k", "--print-value-only").strip() == "v"
+        assert _get(f"http://127.0.0.1:{gateway_port}/health")[0] == 200
+        with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
+            _get(m.client_url + "/health")
+        assert "ready: etcd gRPC on" in open(m.log_path).read()
+        assert not os.path.exists(os.path.join(m.data_dir, "grpc.sock"))
