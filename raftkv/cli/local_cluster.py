@@ -333,9 +333,9 @@ def _parse(argv):
                    help="directory for the members' data dirs and logs "
                    f"(default ./{DEFAULT_DATA_ROOT})")
     p.add_argument("--base-port", type=int, default=2379,
-                   help="first client port; member i uses base+10*i (etcd gRPC client), "
-                   "base+10*i+1 (peer), base+10*i+2 (native), base+10*i+3 (etcd's HTTP/JSON "
-                   "gateway)")
+                   help="first client port; member i uses base+10*i (etcd gRPC client and, "
+                   "on the same port as etcd 3.4, etcd's HTTP/JSON gateway), base+10*i+1 "
+                   "(peer), base+10*i+2 (native)")
     args = p.parse_args(argv)
     if args.members < 1:
         p.error("--members must be at least 1")
@@ -350,10 +350,9 @@ def main(argv=None):
     for i in range(args.members):
         ports += [args.base_port + 10 * i + k for k in range(3)]
     cluster = LocalCluster(args.data_root, members=args.members, ports=ports)
-    gateways = []
-    for i, m in enumerate(cluster.members):
-        gateways.append(f"http://127.0.0.1:{args.base_port + 10 * i + 3}")
-        cluster.member_args[m.name] = ["--listen-client-http-urls", gateways[-1]]
+    # etcd's HTTP/JSON gateway, /health and /metrics answer on the client ports beside gRPC,
+    # as etcd 3.4 serves them (raftkv/api/mux.py).
+    gateways = [m.client_url for m in cluster.members]
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
