@@ -216,7 +216,7 @@ async def _open_grpc(cfg, service, member, opened):
         return where
     member.front_calls = CallGauge()
     credentials = _grpc_credentials(cfg)
-    if opened.pool is None and cfg.client_urls_muxed:
+    if cfg.client_urls_muxed:  # never with --grpc-workers
         return where + await _open_mux(cfg, service, member, opened, credentials)
     for u in unix:
         unix_socket_path_free(u.path)
