@@ -17,7 +17,7 @@ import urllib.request
 
 import pytest
 
-from raftkv.cli.local_cluster import LocalCluster
+from raftkv.cli.local_cluster import LocalCluster, free_ports
 from tests.etcdctl.conftest import (FAST_ARGS, TARGET, Background, Ctl, running, stop_proc,
                                     wait_for, wait_healthy)
 from tests.tlscerts import make_pki
@@ -175,7 +175,9 @@ def test_a_silent_connection_does_not_block_others(member):
     silent = [socket.create_connection(("127.0.0.1", member.client_port)) for _ in range(20)]
     try:
         assert _get(member.client_url + "/health")[0] == 200
-        assert Ctl([member.grpc_endpoint]).out("get", "/mux/a", "--print-value-only") == "1\n"
+        ctl = Ctl([member.grpc_endpoint])
+        ctl.run("put", "/mux/silent", "1")
+        assert ctl.out("get", "/mux/silent", "--print-value-only") == "1\n"
     finally:
         for s in silent:
             s.close()
@@ -213,98 +215,77 @@ def test_tls_client_url_serves_etcdctl_and_https(tmp_path):
         assert ctl.out(*cert, "get", "/tls/mux", "--print-value-only").strip() == "v"
 
 
-def test_client_urls_http_false_serves_grpc_only_without_the_relay(tmp_path):
-    cluster = LocalCluster(str(tmp_path), 1,
-                           extra_args=[*FAST_ARGS, "--client-urls-http", "false"])
-    with running(cluster):
-        m = cluster.members[0]
-        ctl = Ctl([m.grpc_endpoint])
-        wait_healthy(ctl)
-        ctl.run("put", "/direct/k", "v")
-        assert ctl.out("get", "/direct/k", "--print-value-only").strip() == "v"
-        with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
-            _get(m.client_url + "/health")
-        assert "ready: etcd gRPC on" in open(m.log_path).read()
-        assert not os.path.exists(os.path.join(m.data_dir, "grpc.sock"))
+def _crl_cluster(tmp_path, *extra):
+    """(pki, a 1-member TLS cluster with --client-cert-auth and --client-crl-file, plus
+    extra flags), not started."""
+    os.mkdir(tmp_path / "pki")
+    pki = make_pki(tmp_path / "pki")
+    cluster = LocalCluster(str(tmp_path / "c"), 1, extra_args=[
+        *FAST_ARGS, "--client-cert-auth", "--client-crl-file", str(pki.crl), *extra],
+        tls=(str(pki.ca), str(pki.server_cert), str(pki.server_key)))
+    return pki, cluster
+
+
+def _assert_revoked_refused(pki, m, url, where):
+    """At https url, the revoked certificate's connection is closed before any answer (the
+    member logs "WHERE: refused"), a good certificate is served."""
+    def context(cert, key):
+        ctx = ssl.create_default_context(cafile=str(pki.ca))
+        ctx.load_cert_chain(cert, key)
+        return ctx
+    good = context(str(pki.client_cert), str(pki.client_key))
+    wait_for(lambda: _get(url + "/health", good)[0] == 200, 60.0, 0.2, f"{where} /health")
+    with pytest.raises((ssl.SSLError, ConnectionError, urllib.error.URLError,
+                        http.client.HTTPException)):
+        _get(url + "/version", context(str(pki.revoked_cert), str(pki.revoked_key)))
+    assert f"{where}: refused" in open(m.log_path).read()
+    assert _get(url + "/version", good)[0] == 200
 
 
 def test_client_crl_file_refuses_a_revoked_certificate_over_https_too(tmp_path):
     """--client-crl-file on the client port's HTTP side: the handshake completes (the CA
     signed the certificate) and the member closes the connection before any answer, as the
     native listener does; gRPC's refusal is test_tls.py's."""
-    os.mkdir(tmp_path / "pki")
-    pki = make_pki(tmp_path / "pki")
-    cluster = LocalCluster(str(tmp_path / "c"), 1, extra_args=[
-        *FAST_ARGS, "--client-cert-auth", "--client-crl-file", str(pki.crl)],
-        tls=(str(pki.ca), str(pki.server_cert), str(pki.server_key)))
+    pki, cluster = _crl_cluster(tmp_path)
     with running(cluster):
         m = cluster.members[0]
-        https = m.client_url.replace("http://", "https://")
-
-        def context(cert, key):
-            ctx = ssl.create_default_context(cafile=str(pki.ca))
-            ctx.load_cert_chain(cert, key)
-            return ctx
-        good = context(str(pki.client_cert), str(pki.client_key))
         cluster.wait_listening()
-        wait_for(lambda: _get(https + "/health", good)[0] == 200, 60.0, 0.2, "https /health")
-        with pytest.raises((ssl.SSLError, ConnectionError, urllib.error.URLError,
-                            http.client.HTTPException)):
-            _get(https + "/version", context(str(pki.revoked_cert), str(pki.revoked_key)))
-        assert "client port: refused" in open(m.log_path).read()
-        assert _get(https + "/version", good)[0] == 200
+        _assert_revoked_refused(pki, m, m.client_url.replace("http://", "https://"),
+                                "client port")
 
 
 def test_client_crl_file_refuses_a_revoked_certificate_on_the_gateway_and_metrics_urls(tmp_path):
     """--client-crl-file on the separate HTTPS listeners too (--listen-client-http-urls,
-    --listen-metrics-urls), as etcd applies its client TLS settings, CRL included, to them: a
-    revoked certificate's connection is closed before any answer, a good one is served."""
-    from raftkv.cli.local_cluster import free_ports
-
-    os.mkdir(tmp_path / "pki")
-    pki = make_pki(tmp_path / "pki")
+    --listen-metrics-urls), as etcd applies its client TLS settings, CRL included, to them."""
     gateway_port, metrics_port = free_ports(2)
-    cluster = LocalCluster(str(tmp_path / "c"), 1, extra_args=[
-        *FAST_ARGS, "--client-cert-auth", "--client-crl-file", str(pki.crl),
-        "--listen-client-http-urls", f"https://127.0.0.1:{gateway_port}",
-        "--listen-metrics-urls", f"https://127.0.0.1:{metrics_port}"],
-        tls=(str(pki.ca), str(pki.server_cert), str(pki.server_key)))
-
-    def context(cert, key):
-        ctx = ssl.create_default_context(cafile=str(pki.ca))
-        ctx.load_cert_chain(cert, key)
-        return ctx
-    good = context(str(pki.client_cert), str(pki.client_key))
-    revoked = context(str(pki.revoked_cert), str(pki.revoked_key))
+    pki, cluster = _crl_cluster(
+        tmp_path, "--listen-client-http-urls", f"https://127.0.0.1:{gateway_port}",
+        "--listen-metrics-urls", f"https://127.0.0.1:{metrics_port}")
     with running(cluster):
         m = cluster.members[0]
         cluster.wait_listening()
         for where, port in (("gateway", gateway_port), ("http", metrics_port)):
-            url = f"https://127.0.0.1:{port}"
-            wait_for(lambda: _get(url + "/health", good)[0] == 200, 60.0, 0.2, where)
-            with pytest.raises((ssl.SSLError, ConnectionError, urllib.error.URLError,
-                                http.client.HTTPException)):
-                _get(url + "/version", revoked)
-            assert f"{where}: refused" in open(m.log_path).read()
-            assert _get(url + "/version", good)[0] == 200
+            _assert_revoked_refused(pki, m, f"https://127.0.0.1:{port}", where)
 
 
-def test_listen_client_http_urls_takes_http_off_the_client_urls_as_etcd_3_5(tmp_path):
-    """etcd 3.5's --listen-client-http-urls: "Enabling this flag removes http services from
-    --listen-client-urls". The client URL then serves gRPC alone, straight from grpc.aio (no
-    relay hop); the gateway and /health answer on the flag's URL."""
-    from raftkv.cli.local_cluster import free_ports
-
+@pytest.mark.parametrize("split", ["client-urls-http-false", "listen-client-http-urls"])
+def test_the_client_url_serves_grpc_alone_without_the_relay(tmp_path, split):
+    """raftkv's --client-urls-http false, and etcd 3.5's --listen-client-http-urls ("Enabling
+    this flag removes http services from --listen-client-urls"): the client URL then serves
+    gRPC alone, straight from grpc.aio (no relay hop, no internal socket); with the latter the
+    gateway and /health answer on the flag's URL."""
     [gateway_port] = free_ports(1)
-    cluster = LocalCluster(str(tmp_path), 1, extra_args=[
-        *FAST_ARGS, "--listen-client-http-urls", f"http://127.0.0.1:{gateway_port}"])
+    flag = ["--client-urls-http", "false"] if split == "client-urls-http-false" else \
+        ["--listen-client-http-urls", f"http://127.0.0.1:{gateway_port}"]
+    cluster = LocalCluster(str(tmp_path), 1, extra_args=[*FAST_ARGS, *flag])
     with running(cluster):
         m = cluster.members[0]
         ctl = Ctl([m.grpc_endpoint])
         wait_healthy(ctl)
-        ctl.run("put", "/split/k", "v")
-        assert ctl.out("get", "/split/k", "--print-value-only").strip() == "v"
-        assert _get(f"http://127.0.0.1:{gateway_port}/health")[0] == 200
+        ctl.run("put", "/direct/k", "v")
+        assert ctl.out("get", "/direct/k", "--print-value-only").strip() == "v"
+        if split == "listen-client-http-urls":
+            assert _get(f"http://127.0.0.1:{gateway_port}/health")[0] == 200
         with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
             _get(m.client_url + "/health")
         assert "ready: etcd gRPC on" in open(m.log_path).read()
