@@ -1420,8 +1420,10 @@ class Member:
                     aside = set_aside_defrag_scratch(path)
                 finally:
                     self.committer.resume()
-        if aside is not None:  # freeing the replaced file's blocks waits for no write
-            start_thread(shutil.rmtree, (aside, True), "raftkv-defrag-cleanup")
+                # The scratch (the replaced file, or a copy that failed) is removed whether or
+                # not the defrag succeeded; freeing its blocks waits for no write.
+                if aside is not None:
+                    start_thread(shutil.rmtree, (aside, True), "raftkv-defrag-cleanup")
         log.info("defragmented the store in %.3fs: %s %d -> %d bytes", time.monotonic() - started,
                  DATA_FILE, info["size_before"], info["size_after"])
         return info

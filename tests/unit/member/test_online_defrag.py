@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 
 import lmdb
 import pytest
@@ -125,6 +126,15 @@ def test_defragment_shrinks_the_file_while_writes_wait_and_reads_go_on(member, m
     assert m.kv.range({"key": b"after"})["kvs"][0]["value"] == b"y"
 
 
+def _wait_no_scratch(m, timeout_s=10.0):
+    """Until no scratch dir, set aside or not, is left in m's data dir (its removal runs in a
+    thread of its own)."""
+    deadline = time.monotonic() + timeout_s
+    while any(n.startswith(DEFRAG_SCRATCH) for n in os.listdir(m.cfg.data_dir)):
+        assert time.monotonic() < deadline, os.listdir(m.cfg.data_dir)
+        time.sleep(0.01)
+
+
 def _refused(m, match):
     """defragment fails with DEFRAG_FAILED, and the member goes on with the old file."""
     want, before = _state(m), _file(m)
@@ -133,6 +143,7 @@ def _refused(m, match):
     assert err.value.code == "DEFRAG_FAILED"
     assert _file(m) == before
     assert DEFRAG_SCRATCH not in os.listdir(m.cfg.data_dir)
+    _wait_no_scratch(m)  # the failed copy, set aside, is removed too (by a thread)
     assert _state(m) == want
     assert not m.committer.paused and not m.engine.gate.closed
     m.committer.run_sync(_apply(m, [("put", {"key": b"after", "value": b"y"})]))
@@ -205,14 +216,8 @@ def test_the_replaced_file_is_freed_after_writes_resume(member, monkeypatch):
         return rmtree(path, *args, **kw)
     monkeypatch.setattr(member_module.shutil, "rmtree", recording_rmtree)
 
-    async def run():
-        info = await m.defragment()
-        for _ in range(500):  # the removal's thread
-            if not any(n.startswith(DEFRAG_SCRATCH) for n in os.listdir(m.cfg.data_dir)):
-                break
-            await asyncio.sleep(0.01)
-        return info
-    asyncio.run(run())
+    asyncio.run(m.defragment())
+    _wait_no_scratch(m)
     [(name, paused, had_replaced)] = removals
     assert name.startswith(DEFRAG_SET_ASIDE) and not paused and had_replaced
     assert not any(n.startswith(DEFRAG_SCRATCH) for n in os.listdir(m.cfg.data_dir))
