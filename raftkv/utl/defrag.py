@@ -12,10 +12,10 @@ system: DATA_DIR/data.mdb stays at its high-water mark. defrag() rewrites it wit
    (etcdctl 3.4 instead waits until the member stops; defragment a running member online);
 2. the store is opened read-only: Engine's checks refuse a dir that is not a raftkv data dir,
    and the defrag refuses an LMDB environment that another process still has open;
-3. a compacted copy (LMDB's mdb_env_copy2 with MDB_CP_COMPACT: the live pages only,
+3. a compacted copy (LMDB's mdb_env_copyfd2 with MDB_CP_COMPACT: the live pages only,
    renumbered) is written into DATA_DIR/defrag.tmp/ and fsynced;
-4. the copy is opened read-only and compared with the store: every sub-database's record
-   count and a digest of its records, byte for byte (raftkv/mvcc/defrag.py);
+4. the copy is opened read-only and compared with the store record by record: every
+   sub-database, keys and values byte for byte (raftkv/mvcc/defrag.py compare_stores);
 5. the copy is renamed over data.mdb, and the data dir fsynced.
 
 A crash before the rename leaves the old file, after it the new one: whole either way. The
